@@ -1,0 +1,514 @@
+//! [`Identity`]: the identity service's use cases — log in, validate,
+//! refresh, revoke — over a [`Store`], the signing keys, the password
+//! hasher and the in-memory revocation index.
+
+use std::{sync::Arc, time::Duration};
+
+use arc_swap::ArcSwap;
+
+use super::{
+    DomainError, Secret, SessionId, Timestamp, TokenId, UserId,
+    keys::{KeyRing, SigningKeyRecord},
+    limits::{
+        MAX_AUDIENCE_BYTES, MAX_DEVICE_NAME_BYTES, MAX_PASSWORD_BYTES, MAX_REASON_BYTES, MAX_REFRESH_TOKEN_BYTES,
+        MAX_USER_AGENT_BYTES, truncate_to,
+    },
+    password::{PasswordHasher, base64_url, fill_random},
+    revocation::RevocationIndex,
+    session::{NewRefreshToken, RefreshTokenHash, SessionRecord, SessionState, TokenKind, TokenRecord, TokenState},
+    token::{self, AccessClaims, TokenVerifier, ValidationFailure, VerifiedToken},
+    user::{ADMIN_ROLE, UserRecord, check_role, normalize_username},
+};
+use crate::store::{RevocationCause, RevokeOutcome, RotateOutcome, Rotation, Store, StoreError};
+
+/// Tunables of the identity service.
+#[derive(Clone, Debug)]
+pub struct IdentitySettings {
+    /// `iss` of issued tokens; the only issuer accepted.
+    pub issuer: String,
+    /// `aud` of issued tokens when the login names none.
+    pub default_audience: String,
+    /// Lifetime of access tokens.
+    pub access_token_ttl: Duration,
+    /// Absolute lifetime of sessions (and so of refresh tokens).
+    pub session_ttl: Duration,
+    /// Clock leeway on `exp` and `nbf`.
+    pub leeway: Duration,
+    /// How many verified tokens the signature cache holds.
+    pub signature_cache_capacity: usize,
+    /// Password hashes allowed at once (normally the core count).
+    pub hashing_parallelism: usize,
+}
+
+impl Default for IdentitySettings {
+    fn default() -> Self {
+        Self {
+            issuer: "sigil".into(),
+            default_audience: "sigil".into(),
+            access_token_ttl: Duration::from_secs(15 * 60),
+            session_ttl: Duration::from_secs(30 * 24 * 3600),
+            leeway: Duration::ZERO,
+            signature_cache_capacity: 100_000,
+            hashing_parallelism: std::thread::available_parallelism().map(usize::from).unwrap_or(2),
+        }
+    }
+}
+
+/// A login attempt.
+#[derive(Debug)]
+pub struct Login {
+    /// As typed; normalized here.
+    pub username: String,
+    /// The password.
+    pub password: Secret<String>,
+    /// Optional device name.
+    pub device_name: Option<String>,
+    /// Optional audience for the access token.
+    pub audience: Option<String>,
+    /// Where the call came from.
+    pub client_address: String,
+    /// The caller's `user-agent`.
+    pub user_agent: String,
+}
+
+/// Tokens handed out by a login or a refresh.
+#[derive(Debug)]
+pub struct IssuedTokens {
+    /// The signed access token.
+    pub access_token: Secret<String>,
+    /// Its expiry.
+    pub access_token_expires_at: Timestamp,
+    /// The refresh token.
+    pub refresh_token: Secret<String>,
+    /// Its expiry (the session's).
+    pub refresh_token_expires_at: Timestamp,
+    /// The session.
+    pub session_id: SessionId,
+    /// The user.
+    pub user_id: UserId,
+}
+
+/// What `Revoke` is asked to end.
+#[derive(Debug)]
+pub enum RevokeTarget {
+    /// An access token held by the caller: the token and its session.
+    AccessToken(Secret<String>),
+    /// A refresh token held by the caller: its session.
+    RefreshToken(Secret<String>),
+    /// A session, by id (owner or admin).
+    Session(SessionId),
+    /// One token, by id (owner or admin).
+    Token(TokenId),
+    /// Every session of a user (the user itself or an admin).
+    User(UserId),
+}
+
+/// What a revocation changed.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct RevokeCounts {
+    /// Sessions newly revoked.
+    pub sessions: u32,
+    /// Tokens newly revoked.
+    pub tokens: u32,
+}
+
+/// The identity service's domain core.
+pub struct Identity {
+    store: Arc<dyn Store>,
+    settings: IdentitySettings,
+    keys: ArcSwap<KeyRing>,
+    verifier: TokenVerifier,
+    revocations: RevocationIndex,
+    hasher: PasswordHasher,
+}
+
+impl Identity {
+    /// Loads (on first start: generates) the signing keys and rebuilds the
+    /// revocation index from the store's log.
+    pub async fn open(store: Arc<dyn Store>, settings: IdentitySettings) -> Result<Self, DomainError> {
+        let mut records = store.signing_keys().await?;
+        if records.is_empty() {
+            let first = SigningKeyRecord::generate_ed25519(Timestamp::now())?;
+            records = store.insert_first_signing_key(&first).await?;
+            tracing::info!(kid = %first.kid, "generated the first signing key");
+        }
+        let keys = KeyRing::from_records(&records)?;
+        let revocations = RevocationIndex::new(settings.access_token_ttl + settings.leeway);
+        let since = Timestamp::now().minus(revocations.retention());
+        for entry in store.revocations_since(since).await? {
+            revocations.apply(&entry);
+        }
+        tracing::info!(entries = revocations.len(), "revocation index rebuilt");
+        Ok(Self {
+            verifier: TokenVerifier::new(&settings.issuer, settings.leeway, settings.signature_cache_capacity),
+            hasher: PasswordHasher::new(settings.hashing_parallelism)?,
+            keys: ArcSwap::from_pointee(keys),
+            revocations,
+            settings,
+            store,
+        })
+    }
+
+    /// The settings in force.
+    pub fn settings(&self) -> &IdentitySettings {
+        &self.settings
+    }
+
+    /// The revocation index (for metrics and maintenance).
+    pub fn revocations(&self) -> &RevocationIndex {
+        &self.revocations
+    }
+
+    /// The store (for maintenance and tests).
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// The current key ring.
+    pub fn key_ring(&self) -> Arc<KeyRing> {
+        self.keys.load_full()
+    }
+
+    /// On an empty store, creates user `admin` with role `admin`. The
+    /// password is `password` if given, else a random one which is returned
+    /// so that the caller can show it once.
+    pub async fn bootstrap_admin(
+        &self,
+        password: Option<Secret<String>>,
+    ) -> Result<Option<(UserRecord, Option<Secret<String>>)>, DomainError> {
+        if self.store.count_users().await? > 0 {
+            return Ok(None);
+        }
+        let (password, generated) = match password {
+            Some(p) => (p, false),
+            None => {
+                let mut bytes = [0u8; 18];
+                fill_random(&mut bytes)?;
+                (Secret::new(base64_url(&bytes)), true)
+            }
+        };
+        let user = self.create_user("admin", &password, vec![ADMIN_ROLE.to_string()]).await?;
+        Ok(Some((user, generated.then_some(password))))
+    }
+
+    /// Creates a user with a fresh argon2id hash.
+    pub async fn create_user(
+        &self,
+        username: &str,
+        password: &Secret<String>,
+        roles: Vec<String>,
+    ) -> Result<UserRecord, DomainError> {
+        let username = normalize_username(username)?;
+        check_password(password)?;
+        for role in &roles {
+            check_role(role)?;
+        }
+        let now = Timestamp::now();
+        let user = UserRecord {
+            id: UserId::generate(),
+            username,
+            password_hash: self.hasher.hash(password).await?,
+            roles,
+            disabled: false,
+            created_at: now,
+            updated_at: now,
+        };
+        self.store.create_user(&user).await.map_err(|e| match e {
+            StoreError::UsernameTaken => DomainError::AlreadyExists(format!("username {:?} is taken", user.username)),
+            other => other.into(),
+        })?;
+        Ok(user)
+    }
+
+    /// Checks credentials and opens a session. Every credential failure is
+    /// the same [`DomainError::InvalidCredentials`] after the same argon2 work.
+    pub async fn authenticate(&self, login: Login) -> Result<IssuedTokens, DomainError> {
+        let username = normalize_username(&login.username)?;
+        check_password(&login.password)?;
+        let device_name = check_optional("device_name", login.device_name, MAX_DEVICE_NAME_BYTES)?;
+        let audience = check_optional("audience", login.audience, MAX_AUDIENCE_BYTES)?;
+
+        let user = self.store.user_by_name(&username).await?;
+        let matches = self
+            .hasher
+            .verify(&login.password, user.as_ref().map(|u| u.password_hash.as_str()))
+            .await?;
+        let user = match user {
+            Some(user) if matches && !user.disabled => user,
+            _ => return Err(DomainError::InvalidCredentials),
+        };
+
+        let now = Timestamp::now();
+        let refresh = NewRefreshToken::generate()?;
+        let session = SessionRecord {
+            id: SessionId::generate(),
+            user_id: user.id,
+            username: user.username.clone(),
+            audience: vec![audience.unwrap_or_else(|| self.settings.default_audience.clone())],
+            created_at: now,
+            last_seen_at: now,
+            expires_at: now.plus(self.settings.session_ttl),
+            client_address: login.client_address,
+            user_agent: truncate_to(&login.user_agent, MAX_USER_AGENT_BYTES).to_string(),
+            device_name: device_name.unwrap_or_default(),
+            state: SessionState::Active,
+            revoked_at: None,
+            revoke_reason: None,
+            current_refresh: TokenId::generate(),
+        };
+        let refresh_record = self.token_record(&session, session.current_refresh, TokenKind::Refresh, now, session.expires_at);
+        let (access_token, access_record) = self.issue_access_token(&session, &user.roles, now)?;
+        self.store
+            .create_session(&session, refresh.hash, &[refresh_record, access_record.clone()])
+            .await?;
+        tracing::info!(user_id = %user.id, session_id = %session.id, "session created");
+        Ok(IssuedTokens {
+            access_token,
+            access_token_expires_at: access_record.expires_at,
+            refresh_token: refresh.token,
+            refresh_token_expires_at: session.expires_at,
+            session_id: session.id,
+            user_id: user.id,
+        })
+    }
+
+    /// Validates an access token: signature (cached), claims at `now`, and
+    /// the revocation index. Never touches the store.
+    pub fn validate(&self, token: &str, audience: Option<&str>) -> Result<Arc<VerifiedToken>, ValidationFailure> {
+        let keys = self.keys.load();
+        let verified = self.verifier.verify(token, &keys, audience, Timestamp::now())?;
+        match self.revocations.check(&verified) {
+            Some(failure) => Err(failure),
+            None => Ok(verified),
+        }
+    }
+
+    /// Exchanges a refresh token for new tokens, rotating it. A token that
+    /// was already used revokes its whole session (theft detection).
+    pub async fn refresh(&self, presented: Secret<String>) -> Result<IssuedTokens, DomainError> {
+        check_refresh_token(&presented)?;
+        let hash = RefreshTokenHash::of(&presented);
+        let record = self.store.refresh_record(hash).await?.ok_or(DomainError::InvalidRefreshToken)?;
+        let session = self.store.session(record.session_id).await?.ok_or(DomainError::InvalidRefreshToken)?;
+        let user = self.store.user_by_id(session.user_id).await?;
+        let Some(user) = user.filter(|u| !u.disabled) else {
+            return Err(DomainError::InvalidRefreshToken);
+        };
+
+        let now = Timestamp::now();
+        let next = NewRefreshToken::generate()?;
+        let next_refresh = self.token_record(&session, TokenId::generate(), TokenKind::Refresh, now, session.expires_at);
+        let (access_token, access) = self.issue_access_token(&session, &user.roles, now)?;
+        let rotation = Rotation {
+            session_id: session.id,
+            presented: record.token_id,
+            next_hash: next.hash,
+            next_refresh,
+            access: access.clone(),
+            now,
+        };
+        match self.store.rotate_refresh(&rotation).await? {
+            RotateOutcome::Rotated(session) => Ok(IssuedTokens {
+                access_token,
+                access_token_expires_at: access.expires_at,
+                refresh_token: next.token,
+                refresh_token_expires_at: session.expires_at,
+                session_id: session.id,
+                user_id: session.user_id,
+            }),
+            RotateOutcome::Reused => {
+                tracing::warn!(session_id = %session.id, "refresh token reused; revoking the session");
+                let cause = RevocationCause { at: now, reason: "refresh token reuse detected".into() };
+                if let Some(outcome) = self.store.revoke_session(session.id, &cause).await? {
+                    self.apply(&outcome);
+                }
+                Err(DomainError::InvalidRefreshToken)
+            }
+            RotateOutcome::Ended => Err(DomainError::InvalidRefreshToken),
+        }
+    }
+
+    /// Revokes what `target` names. Id targets need `caller`, the verified
+    /// bearer token of the owner or of an admin.
+    pub async fn revoke(
+        &self,
+        target: RevokeTarget,
+        reason: &str,
+        caller: Option<&VerifiedToken>,
+    ) -> Result<RevokeCounts, DomainError> {
+        if reason.len() > MAX_REASON_BYTES {
+            return Err(DomainError::invalid(format!("reason is longer than {MAX_REASON_BYTES} bytes")));
+        }
+        let cause = RevocationCause { at: Timestamp::now(), reason: reason.to_string() };
+        let mut outcome = RevokeOutcome::default();
+        match target {
+            RevokeTarget::AccessToken(token) => {
+                let keys = self.keys.load();
+                // Holding the token is the authority, even once it expired or
+                // was revoked: only the signature must be ours.
+                let verified = self
+                    .verifier
+                    .verify_signature(token.expose(), &keys)
+                    .map_err(|f| DomainError::invalid(format!("access_token is not a token of this server ({f:?})")))?;
+                if let Some(o) = self.store.revoke_token(verified.token_id, &cause).await? {
+                    outcome.absorb(o);
+                }
+                if let Some(o) = self.store.revoke_session(verified.session_id, &cause).await? {
+                    outcome.absorb(o);
+                }
+            }
+            RevokeTarget::RefreshToken(token) => {
+                check_refresh_token(&token)?;
+                let record = self
+                    .store
+                    .refresh_record(RefreshTokenHash::of(&token))
+                    .await?
+                    .ok_or(DomainError::InvalidRefreshToken)?;
+                if let Some(o) = self.store.revoke_session(record.session_id, &cause).await? {
+                    outcome.absorb(o);
+                }
+            }
+            RevokeTarget::Session(id) => {
+                let session = self.store.session(id).await?;
+                let owner = session.as_ref().map(|s| s.user_id);
+                authorize_owner_or_admin(caller, owner, "session")?;
+                if let Some(o) = self.store.revoke_session(id, &cause).await? {
+                    outcome.absorb(o);
+                }
+            }
+            RevokeTarget::Token(id) => {
+                let token = self.store.token(id).await?;
+                authorize_owner_or_admin(caller, token.as_ref().map(|t| t.user_id), "token")?;
+                if let Some(o) = self.store.revoke_token(id, &cause).await? {
+                    outcome.absorb(o);
+                }
+            }
+            RevokeTarget::User(id) => {
+                let user = self.store.user_by_id(id).await?;
+                authorize_owner_or_admin(caller, user.as_ref().map(|u| u.id), "user")?;
+                outcome.absorb(self.store.revoke_user_sessions(id, &cause).await?);
+            }
+        }
+        self.apply(&outcome);
+        Ok(RevokeCounts { sessions: outcome.sessions, tokens: outcome.tokens })
+    }
+
+    /// The JWKS of every key that can still verify a live token.
+    pub fn jwks_json(&self) -> String {
+        self.keys.load().jwks_json().to_string()
+    }
+
+    /// Makes committed revocations visible to `Validate`.
+    fn apply(&self, outcome: &RevokeOutcome) {
+        for entry in &outcome.entries {
+            self.revocations.apply(entry);
+        }
+    }
+
+    fn issue_access_token(
+        &self,
+        session: &SessionRecord,
+        roles: &[String],
+        now: Timestamp,
+    ) -> Result<(Secret<String>, TokenRecord), DomainError> {
+        // No access token outlives its session.
+        let expires_at = now.plus(self.settings.access_token_ttl).min(session.expires_at);
+        let record = self.token_record(session, TokenId::generate(), TokenKind::Access, now, expires_at);
+        let claims = AccessClaims {
+            iss: self.settings.issuer.clone(),
+            sub: session.user_id.to_string(),
+            aud: session.audience.clone(),
+            exp: expires_at.as_unix_seconds(),
+            nbf: now.as_unix_seconds(),
+            iat: now.as_unix_seconds(),
+            jti: record.id.to_string(),
+            sid: session.id.to_string(),
+            username: session.username.clone(),
+            roles: roles.to_vec(),
+        };
+        let signed = token::sign(&claims, &self.keys.load())?;
+        Ok((Secret::new(signed), record))
+    }
+
+    fn token_record(
+        &self,
+        session: &SessionRecord,
+        id: TokenId,
+        kind: TokenKind,
+        issued_at: Timestamp,
+        expires_at: Timestamp,
+    ) -> TokenRecord {
+        TokenRecord {
+            id,
+            kind,
+            session_id: session.id,
+            user_id: session.user_id,
+            username: session.username.clone(),
+            issued_at,
+            expires_at,
+            state: TokenState::Active,
+            revoked_at: None,
+        }
+    }
+}
+
+/// The rule for id targets: the owner of the thing, or an admin. A
+/// non-admin learns nothing about things that are not theirs, not even
+/// whether they exist.
+fn authorize_owner_or_admin(
+    caller: Option<&VerifiedToken>,
+    owner: Option<UserId>,
+    what: &str,
+) -> Result<(), DomainError> {
+    let caller = caller.ok_or_else(|| {
+        DomainError::Unauthenticated(format!(
+            "revoking a {what} by id needs `authorization: Bearer <access token>` metadata"
+        ))
+    })?;
+    if caller.has_role(ADMIN_ROLE) {
+        return match owner {
+            Some(_) => Ok(()),
+            None => Err(DomainError::NotFound(format!("no such {what}"))),
+        };
+    }
+    match owner {
+        Some(owner) if owner == caller.user_id => Ok(()),
+        _ => Err(DomainError::PermissionDenied(format!(
+            "only the owner of a {what} or an admin may revoke it"
+        ))),
+    }
+}
+
+fn check_password(password: &Secret<String>) -> Result<(), DomainError> {
+    let len = password.expose().len();
+    if len == 0 {
+        return Err(DomainError::invalid("password is empty"));
+    }
+    if len > MAX_PASSWORD_BYTES {
+        return Err(DomainError::invalid(format!("password is longer than {MAX_PASSWORD_BYTES} bytes")));
+    }
+    Ok(())
+}
+
+fn check_refresh_token(token: &Secret<String>) -> Result<(), DomainError> {
+    let len = token.expose().len();
+    if len == 0 {
+        return Err(DomainError::invalid("refresh_token is empty"));
+    }
+    if len > MAX_REFRESH_TOKEN_BYTES {
+        return Err(DomainError::invalid(format!("refresh_token is longer than {MAX_REFRESH_TOKEN_BYTES} bytes")));
+    }
+    Ok(())
+}
+
+/// An optional text field: absent or empty means "not given".
+fn check_optional(field: &str, value: Option<String>, max: usize) -> Result<Option<String>, DomainError> {
+    match value {
+        Some(v) if v.len() > max => Err(DomainError::invalid(format!("{field} is longer than {max} bytes"))),
+        Some(v) if v.chars().any(char::is_control) => {
+            Err(DomainError::invalid(format!("{field} contains control characters")))
+        }
+        Some(v) if v.is_empty() => Ok(None),
+        other => Ok(other),
+    }
+}

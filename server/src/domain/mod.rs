@@ -1,0 +1,24 @@
+//! The domain core: users, sessions, tokens, signing keys and the revocation
+//! index, and [`Identity`], the service that ties them together.
+//!
+//! Nothing here knows about gRPC: the adapters in [`crate::grpc`] translate
+//! requests into calls on [`Identity`] and [`DomainError`]s into statuses.
+
+pub mod error;
+pub mod identity;
+pub mod ids;
+pub mod keys;
+pub mod limits;
+pub mod password;
+pub mod revocation;
+pub mod secret;
+pub mod session;
+pub mod time;
+pub mod token;
+pub mod user;
+
+pub use error::DomainError;
+pub use identity::{Identity, IdentitySettings};
+pub use ids::{SessionId, TokenId, UserId};
+pub use secret::Secret;
+pub use time::Timestamp;

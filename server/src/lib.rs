@@ -1,0 +1,10 @@
+//! Sigil's server: the identity domain core ([`domain`]), its storage
+//! ([`store`]), the gRPC and HTTP adapters ([`grpc`], [`http`]), the
+//! configuration ([`config`]) and the process that runs them ([`server`]).
+
+pub mod config;
+pub mod domain;
+pub mod grpc;
+pub mod http;
+pub mod server;
+pub mod store;

@@ -1,0 +1,61 @@
+//! Group commit: many concurrent writers share one `flush`.
+//!
+//! A writer applies its change to the engine's memory, then waits on
+//! [`GroupCommit::durable`]. One dedicated thread collects every waiter that
+//! arrived, flushes once, and wakes them all: under load one fsync pays for
+//! a whole batch, and at rest a lone writer waits for exactly one flush.
+//! Only this thread ever flushes, because sled 0.34.7 can deadlock when
+//! `flush_async` runs concurrently (spacejam/sled#1308).
+
+use std::{sync::mpsc, thread};
+
+use tokio::sync::oneshot;
+
+use super::StoreError;
+
+type Waiter = oneshot::Sender<Result<(), StoreError>>;
+
+/// Handle to the flushing thread.
+#[derive(Clone)]
+pub struct GroupCommit {
+    requests: mpsc::Sender<Waiter>,
+}
+
+impl GroupCommit {
+    /// Starts the flushing thread; `flush` makes all prior writes durable.
+    pub fn start<F>(name: &str, flush: F) -> Result<Self, StoreError>
+    where
+        F: Fn() -> Result<(), StoreError> + Send + 'static,
+    {
+        let (requests, incoming) = mpsc::channel::<Waiter>();
+        thread::Builder::new()
+            .name(name.to_string())
+            .spawn(move || {
+                // Ends when every handle is dropped.
+                while let Ok(first) = incoming.recv() {
+                    let mut batch = vec![first];
+                    batch.extend(incoming.try_iter());
+                    let result = flush();
+                    if let Err(e) = &result {
+                        tracing::error!(error = %e, "store flush failed; writes in this batch are not acknowledged");
+                    }
+                    for waiter in batch {
+                        // A waiter whose caller went away needs no answer.
+                        let _ = waiter.send(result.clone());
+                    }
+                }
+            })
+            .map_err(|e| StoreError::Backend(format!("cannot start the flush thread: {e}")))?;
+        Ok(Self { requests })
+    }
+
+    /// Returns once every write made before this call is durable.
+    pub async fn durable(&self) -> Result<(), StoreError> {
+        let (tx, rx) = oneshot::channel();
+        self.requests
+            .send(tx)
+            .map_err(|_| StoreError::Backend("store is closed".into()))?;
+        rx.await
+            .map_err(|_| StoreError::Backend("flush thread stopped".into()))?
+    }
+}

@@ -1,0 +1,159 @@
+//! Persistence, as capability traits the domain core depends on, and the
+//! engines that implement them.
+//!
+//! The traits speak of users, sessions, token records, signing keys and the
+//! revocation log; they know nothing of JWTs or gRPC. Every method that
+//! writes returns only once the write is durable, so the domain may
+//! acknowledge it. Engines: [`sled_store::SledStore`] (embedded, default).
+//! Every engine must pass [`conformance`].
+
+pub mod conformance;
+pub mod group_commit;
+pub mod sled_store;
+
+use async_trait::async_trait;
+
+use crate::domain::{
+    SessionId, Timestamp, TokenId, UserId,
+    keys::SigningKeyRecord,
+    revocation::RevocationEntry,
+    session::{RefreshRecord, RefreshTokenHash, SessionRecord, TokenRecord},
+    user::UserRecord,
+};
+
+/// Why a store operation failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StoreError {
+    /// `create_user` with a username that is taken.
+    #[error("username is taken")]
+    UsernameTaken,
+    /// A stored record could not be read back; a bug or corruption.
+    #[error("corrupt record: {0}")]
+    Corrupt(String),
+    /// The engine failed (I/O, flush); the write is not acknowledged.
+    #[error("{0}")]
+    Backend(String),
+}
+
+/// What a revocation changed, and the log entries it committed.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct RevokeOutcome {
+    /// Sessions that went from active to revoked.
+    pub sessions: u32,
+    /// Token records that went from active to revoked.
+    pub tokens: u32,
+    /// Revocation-log entries committed, for the in-memory index.
+    pub entries: Vec<RevocationEntry>,
+}
+
+impl RevokeOutcome {
+    /// Adds another outcome to this one.
+    pub fn absorb(&mut self, other: RevokeOutcome) {
+        self.sessions += other.sessions;
+        self.tokens += other.tokens;
+        self.entries.extend(other.entries);
+    }
+}
+
+/// Why a revocation happened and when, recorded with it.
+#[derive(Debug, Clone)]
+pub struct RevocationCause {
+    /// When.
+    pub at: Timestamp,
+    /// Why, for the audit trail.
+    pub reason: String,
+}
+
+/// A refresh-token rotation to apply if, and only if, the presented token
+/// is still the session's current one.
+#[derive(Debug, Clone)]
+pub struct Rotation {
+    /// The session.
+    pub session_id: SessionId,
+    /// The refresh token presented (must be current).
+    pub presented: TokenId,
+    /// The replacement refresh token's hash.
+    pub next_hash: RefreshTokenHash,
+    /// The replacement refresh token's record.
+    pub next_refresh: TokenRecord,
+    /// The access token issued with it.
+    pub access: TokenRecord,
+    /// The time of the rotation.
+    pub now: Timestamp,
+}
+
+/// The result of [`SessionStore::rotate_refresh`].
+#[derive(Debug, Clone)]
+pub enum RotateOutcome {
+    /// Rotated; the session as it now stands.
+    Rotated(SessionRecord),
+    /// The presented token is not the current one: it was used before.
+    Reused,
+    /// The session is unknown, revoked or expired, or the token was revoked.
+    Ended,
+}
+
+/// Users and their credentials.
+#[async_trait]
+pub trait UserStore: Send + Sync {
+    /// Creates a user; `UsernameTaken` if the normalized name exists.
+    async fn create_user(&self, user: &UserRecord) -> Result<(), StoreError>;
+    /// The user with this id.
+    async fn user_by_id(&self, id: UserId) -> Result<Option<UserRecord>, StoreError>;
+    /// The user with this normalized name.
+    async fn user_by_name(&self, username: &str) -> Result<Option<UserRecord>, StoreError>;
+    /// How many users exist.
+    async fn count_users(&self) -> Result<u64, StoreError>;
+}
+
+/// Sessions, their refresh tokens and the records of issued tokens.
+#[async_trait]
+pub trait SessionStore: Send + Sync {
+    /// Creates a session with its first refresh token and token records.
+    async fn create_session(
+        &self,
+        session: &SessionRecord,
+        refresh_hash: RefreshTokenHash,
+        tokens: &[TokenRecord],
+    ) -> Result<(), StoreError>;
+    /// The session with this id.
+    async fn session(&self, id: SessionId) -> Result<Option<SessionRecord>, StoreError>;
+    /// The refresh token with this hash (current or not).
+    async fn refresh_record(&self, hash: RefreshTokenHash) -> Result<Option<RefreshRecord>, StoreError>;
+    /// The token record with this id.
+    async fn token(&self, id: TokenId) -> Result<Option<TokenRecord>, StoreError>;
+    /// Rotates the session's refresh token, atomically and only if
+    /// `rotation.presented` is still current (a conditional update: two
+    /// concurrent presentations of one token rotate at most once).
+    async fn rotate_refresh(&self, rotation: &Rotation) -> Result<RotateOutcome, StoreError>;
+    /// Revokes a session and its tokens; `None` if it does not exist.
+    async fn revoke_session(&self, id: SessionId, cause: &RevocationCause) -> Result<Option<RevokeOutcome>, StoreError>;
+    /// Revokes one token; `None` if it does not exist.
+    async fn revoke_token(&self, id: TokenId, cause: &RevocationCause) -> Result<Option<RevokeOutcome>, StoreError>;
+    /// Revokes every session of a user.
+    async fn revoke_user_sessions(&self, user: UserId, cause: &RevocationCause) -> Result<RevokeOutcome, StoreError>;
+}
+
+/// Signing keys.
+#[async_trait]
+pub trait KeyStore: Send + Sync {
+    /// Every stored key, oldest first.
+    async fn signing_keys(&self) -> Result<Vec<SigningKeyRecord>, StoreError>;
+    /// Stores `key` if no key exists yet, and returns the stored keys: on a
+    /// first start exactly one candidate wins, even when several race.
+    async fn insert_first_signing_key(&self, key: &SigningKeyRecord) -> Result<Vec<SigningKeyRecord>, StoreError>;
+}
+
+/// The durable log of revocations that the in-memory index is built from.
+#[async_trait]
+pub trait RevocationLog: Send + Sync {
+    /// Entries committed at or after `since`, in sequence order.
+    async fn revocations_since(&self, since: Timestamp) -> Result<Vec<RevocationEntry>, StoreError>;
+}
+
+/// Everything the domain core needs from an engine.
+#[async_trait]
+pub trait Store: UserStore + SessionStore + KeyStore + RevocationLog {
+    /// Makes every acknowledged write durable and releases the engine.
+    async fn close(&self) -> Result<(), StoreError>;
+}
