@@ -11,7 +11,8 @@ fn main() -> io::Result<()> {
     }
     let fds = protox::compile(protos, ["."]).map_err(io::Error::other)?;
 
-    let out_dir = PathBuf::from(env::var_os("OUT_DIR").ok_or_else(|| io::Error::other("OUT_DIR unset"))?);
+    let out_dir =
+        PathBuf::from(env::var_os("OUT_DIR").ok_or_else(|| io::Error::other("OUT_DIR unset"))?);
     let descriptor_path = out_dir.join("sigil_descriptor.bin");
     std::fs::write(&descriptor_path, prost::Message::encode_to_vec(&fds))?;
 

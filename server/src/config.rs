@@ -1,0 +1,277 @@
+//! Configuration: one [`Config`] built from defaults ← TOML file
+//! (`--config`) ← environment (`SIGIL_*`) ← command-line flags. File keys
+//! are the flags' names in snake_case; an unknown key is an error naming it.
+
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+use clap::{Args, Parser, ValueEnum};
+use serde::{Deserialize, Deserializer, Serialize};
+
+use crate::domain::IdentitySettings;
+
+/// Command line of `sigil-server`.
+#[derive(Debug, Parser)]
+#[command(
+    name = "sigil-server",
+    version,
+    about = "Sigil identity service: gRPC API for login, token validation and revocation"
+)]
+pub struct Cli {
+    /// TOML file with any of the settings below (keys in snake_case).
+    #[arg(long, env = "SIGIL_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Print the effective configuration and exit.
+    #[arg(long)]
+    pub print_config: bool,
+    /// The settings.
+    #[command(flatten)]
+    pub layer: ConfigLayer,
+}
+
+/// One layer of settings: every field optional, so layers can be stacked.
+#[derive(Debug, Default, Clone, Args, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigLayer {
+    /// gRPC listen address [default: 127.0.0.1:50051].
+    #[arg(long, env = "SIGIL_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// HTTP listen address for /.well-known/jwks.json and /healthz [default: 127.0.0.1:8080].
+    #[arg(long, env = "SIGIL_HTTP_LISTEN")]
+    pub http_listen: Option<SocketAddr>,
+    /// Directory of the embedded sled store [default: ./sigil-data].
+    #[arg(long, env = "SIGIL_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// `iss` of issued tokens [default: sigil].
+    #[arg(long, env = "SIGIL_ISSUER")]
+    pub issuer: Option<String>,
+    /// Default `aud` of issued tokens [default: sigil].
+    #[arg(long, env = "SIGIL_AUDIENCE")]
+    pub audience: Option<String>,
+    /// Access-token lifetime, e.g. 15m [default: 15m].
+    #[arg(long, env = "SIGIL_ACCESS_TOKEN_TTL", value_parser = parse_duration)]
+    #[serde(default, deserialize_with = "duration_text")]
+    pub access_token_ttl: Option<Duration>,
+    /// Absolute session lifetime, e.g. 30d [default: 30d].
+    #[arg(long, env = "SIGIL_SESSION_TTL", value_parser = parse_duration)]
+    #[serde(default, deserialize_with = "duration_text")]
+    pub session_ttl: Option<Duration>,
+    /// Clock leeway on exp/nbf, e.g. 30s [default: 0s].
+    #[arg(long, env = "SIGIL_LEEWAY", value_parser = parse_duration)]
+    #[serde(default, deserialize_with = "duration_text")]
+    pub leeway: Option<Duration>,
+    /// Log format [default: text].
+    #[arg(long, env = "SIGIL_LOG_FORMAT", value_enum)]
+    pub log_format: Option<LogFormat>,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// The effective configuration.
+#[derive(Debug, Clone, Serialize)]
+pub struct Config {
+    /// gRPC listen address.
+    pub listen: SocketAddr,
+    /// HTTP listen address.
+    pub http_listen: SocketAddr,
+    /// Directory of the sled store.
+    pub data_dir: PathBuf,
+    /// Token issuer.
+    pub issuer: String,
+    /// Default token audience.
+    pub audience: String,
+    /// Access-token lifetime.
+    #[serde(serialize_with = "duration_to_text")]
+    pub access_token_ttl: Duration,
+    /// Session lifetime.
+    #[serde(serialize_with = "duration_to_text")]
+    pub session_ttl: Duration,
+    /// Clock leeway.
+    #[serde(serialize_with = "duration_to_text")]
+    pub leeway: Duration,
+    /// Log format.
+    pub log_format: LogFormat,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        let identity = IdentitySettings::default();
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
+            http_listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            data_dir: PathBuf::from("./sigil-data"),
+            issuer: identity.issuer,
+            audience: identity.default_audience,
+            access_token_ttl: identity.access_token_ttl,
+            session_ttl: identity.session_ttl,
+            leeway: identity.leeway,
+            log_format: LogFormat::Text,
+        }
+    }
+}
+
+/// Why the configuration could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not valid (syntax, unknown key, bad value).
+    #[error("invalid config file {path}: {message}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong, naming the key.
+        message: String,
+    },
+    /// A value is out of range.
+    #[error("{0}")]
+    OutOfRange(String),
+}
+
+impl Config {
+    /// Stacks `flags` (already including the environment) over the file
+    /// named by `file`, over the defaults.
+    pub fn load(file: Option<&std::path::Path>, flags: ConfigLayer) -> Result<Self, ConfigError> {
+        let from_file = match file {
+            None => ConfigLayer::default(),
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.to_path_buf(),
+                    source,
+                })?;
+                toml::from_str(&text).map_err(|e| ConfigError::Invalid {
+                    path: path.to_path_buf(),
+                    message: e.to_string(),
+                })?
+            }
+        };
+        Self::default()
+            .overlaid(from_file)
+            .overlaid(flags)
+            .checked()
+    }
+
+    fn overlaid(self, layer: ConfigLayer) -> Self {
+        Self {
+            listen: layer.listen.unwrap_or(self.listen),
+            http_listen: layer.http_listen.unwrap_or(self.http_listen),
+            data_dir: layer.data_dir.unwrap_or(self.data_dir),
+            issuer: layer.issuer.unwrap_or(self.issuer),
+            audience: layer.audience.unwrap_or(self.audience),
+            access_token_ttl: layer.access_token_ttl.unwrap_or(self.access_token_ttl),
+            session_ttl: layer.session_ttl.unwrap_or(self.session_ttl),
+            leeway: layer.leeway.unwrap_or(self.leeway),
+            log_format: layer.log_format.unwrap_or(self.log_format),
+        }
+    }
+
+    fn checked(self) -> Result<Self, ConfigError> {
+        if self.access_token_ttl < Duration::from_secs(1) {
+            return Err(ConfigError::OutOfRange(
+                "access_token_ttl must be at least 1s".into(),
+            ));
+        }
+        if self.session_ttl < self.access_token_ttl {
+            return Err(ConfigError::OutOfRange(
+                "session_ttl must be at least access_token_ttl".into(),
+            ));
+        }
+        if self.issuer.is_empty() || self.audience.is_empty() {
+            return Err(ConfigError::OutOfRange(
+                "issuer and audience must not be empty".into(),
+            ));
+        }
+        Ok(self)
+    }
+
+    /// The domain core's settings.
+    pub fn identity_settings(&self) -> IdentitySettings {
+        IdentitySettings {
+            issuer: self.issuer.clone(),
+            default_audience: self.audience.clone(),
+            access_token_ttl: self.access_token_ttl,
+            session_ttl: self.session_ttl,
+            leeway: self.leeway,
+            ..IdentitySettings::default()
+        }
+    }
+
+    /// The configuration as TOML, in the file format `--config` reads.
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).unwrap_or_else(|e| format!("# cannot render configuration: {e}\n"))
+    }
+}
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text).map_err(|e| format!("{e} (expected e.g. 15m, 30s, 30d)"))
+}
+
+fn duration_text<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Duration>, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    parse_duration(&text)
+        .map(Some)
+        .map_err(serde::de::Error::custom)
+}
+
+fn duration_to_text<S: serde::Serializer>(
+    duration: &Duration,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(&humantime::format_duration(*duration).to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file_with(text: &str) -> tempfile::NamedTempFile {
+        let file = tempfile::NamedTempFile::new().expect("temp file");
+        std::fs::write(file.path(), text).expect("write");
+        file
+    }
+
+    #[test]
+    fn flags_override_file_which_overrides_defaults() {
+        let file = file_with(
+            "issuer = \"from-file\"\naudience = \"file-aud\"\naccess_token_ttl = \"5m\"\n",
+        );
+        let flags = ConfigLayer {
+            issuer: Some("from-flag".into()),
+            ..ConfigLayer::default()
+        };
+        let config = Config::load(Some(file.path()), flags).expect("config");
+        assert_eq!(config.issuer, "from-flag");
+        assert_eq!(config.audience, "file-aud");
+        assert_eq!(config.access_token_ttl, Duration::from_secs(300));
+        assert_eq!(config.session_ttl, Duration::from_secs(30 * 24 * 3600));
+    }
+
+    #[test]
+    fn unknown_keys_are_an_error_naming_the_key() {
+        let file = file_with("listen = \"127.0.0.1:1\"\nlisten_adress = \"x\"\n");
+        let error = Config::load(Some(file.path()), ConfigLayer::default())
+            .expect_err("unknown key refused");
+        assert!(error.to_string().contains("listen_adress"), "{error}");
+    }
+
+    #[test]
+    fn printed_configuration_reads_back() {
+        let config = Config::default();
+        let file = file_with(&config.to_toml());
+        let again = Config::load(Some(file.path()), ConfigLayer::default()).expect("round trip");
+        assert_eq!(again.to_toml(), config.to_toml());
+    }
+}

@@ -1,0 +1,220 @@
+//! Runs Sigil: opens the store, builds the domain core, binds the gRPC and
+//! HTTP listeners and serves until told to stop, then makes every in-flight
+//! write durable before returning.
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use sigil_proto::pb::identity_service_server::IdentityServiceServer;
+use tokio::{net::TcpListener, sync::watch, task::JoinHandle};
+use tonic::transport::server::TcpIncoming;
+
+use crate::{
+    config::Config,
+    domain::{Identity, Secret, Timestamp, user::UserRecord},
+    grpc::identity::IdentityApi,
+    store::{Store, sled_store::SledStore},
+};
+
+/// Largest gRPC message accepted or sent. Every Sigil request is a few
+/// hundred bytes; the cap keeps hostile payloads from costing memory.
+pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
+
+/// Why the server could not start or stop cleanly.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// The data directory could not be prepared.
+    #[error("data directory {path}: {source}")]
+    DataDir {
+        /// The directory.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A listener could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    /// The domain core failed to start.
+    #[error(transparent)]
+    Domain(#[from] crate::domain::DomainError),
+    /// Serving failed.
+    #[error("serving failed: {0}")]
+    Serve(String),
+}
+
+/// A running server.
+pub struct RunningServer {
+    /// Where gRPC is served.
+    pub grpc_addr: SocketAddr,
+    /// Where HTTP is served.
+    pub http_addr: SocketAddr,
+    /// The domain core (for embedding and tests).
+    pub identity: Arc<Identity>,
+    /// The admin created on this start, with its password if it was generated.
+    pub bootstrap_admin: Option<(UserRecord, Option<Secret<String>>)>,
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<Result<(), ServerError>>>,
+    store: Arc<dyn Store>,
+}
+
+impl RunningServer {
+    /// Stops accepting, lets in-flight calls finish, makes writes durable.
+    pub async fn shutdown(self) -> Result<(), ServerError> {
+        let _ = self.stop.send(true);
+        for task in self.tasks {
+            task.await
+                .map_err(|e| ServerError::Serve(e.to_string()))??;
+        }
+        self.store.close().await?;
+        Ok(())
+    }
+}
+
+/// Starts Sigil with `config`. `admin_password` is used if the store is
+/// empty and the bootstrap admin is created.
+pub async fn start(
+    config: &Config,
+    admin_password: Option<Secret<String>>,
+) -> Result<RunningServer, ServerError> {
+    prepare_data_dir(&config.data_dir)?;
+    let store: Arc<dyn Store> = SledStore::open(&config.data_dir)?;
+    let identity = Arc::new(Identity::open(store.clone(), config.identity_settings()).await?);
+    let bootstrap_admin = identity.bootstrap_admin(admin_password).await?;
+
+    let grpc_listener =
+        TcpListener::bind(config.listen)
+            .await
+            .map_err(|source| ServerError::Bind {
+                addr: config.listen,
+                source,
+            })?;
+    let http_listener = TcpListener::bind(config.http_listen)
+        .await
+        .map_err(|source| ServerError::Bind {
+            addr: config.http_listen,
+            source,
+        })?;
+    let grpc_addr = local_addr(&grpc_listener, config.listen)?;
+    let http_addr = local_addr(&http_listener, config.http_listen)?;
+
+    let (stop, stopped) = watch::channel(false);
+    let tasks = vec![
+        tokio::spawn(serve_grpc(identity.clone(), grpc_listener, stopped.clone())),
+        tokio::spawn(serve_http(identity.clone(), http_listener, stopped.clone())),
+        tokio::spawn(maintain(identity.clone(), stopped)),
+    ];
+    tracing::info!(%grpc_addr, %http_addr, "sigil-server listening");
+    Ok(RunningServer {
+        grpc_addr,
+        http_addr,
+        identity,
+        bootstrap_admin,
+        stop,
+        tasks,
+        store,
+    })
+}
+
+async fn serve_grpc(
+    identity: Arc<Identity>,
+    listener: TcpListener,
+    stop: watch::Receiver<bool>,
+) -> Result<(), ServerError> {
+    let (health, health_service) = tonic_health::server::health_reporter();
+    let identity_service = IdentityServiceServer::new(IdentityApi::new(identity))
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    health
+        .set_serving::<IdentityServiceServer<IdentityApi>>()
+        .await;
+    health
+        .set_service_status("", tonic_health::ServingStatus::Serving)
+        .await;
+
+    let reflection_v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(sigil_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(|e| ServerError::Serve(format!("reflection: {e}")))?;
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(sigil_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()
+        .map_err(|e| ServerError::Serve(format!("reflection: {e}")))?;
+
+    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    tonic::transport::Server::builder()
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(identity_service)
+        .serve_with_incoming_shutdown(incoming, stopped(stop))
+        .await
+        .map_err(|e| ServerError::Serve(e.to_string()))
+}
+
+async fn serve_http(
+    identity: Arc<Identity>,
+    listener: TcpListener,
+    stop: watch::Receiver<bool>,
+) -> Result<(), ServerError> {
+    axum::serve(listener, crate::http::router(identity))
+        .with_graceful_shutdown(stopped(stop))
+        .await
+        .map_err(|e| ServerError::Serve(e.to_string()))
+}
+
+/// Periodic upkeep: drops revocation-index entries that no live token can
+/// be affected by any more.
+async fn maintain(
+    identity: Arc<Identity>,
+    mut stop: watch::Receiver<bool>,
+) -> Result<(), ServerError> {
+    let mut tick = tokio::time::interval(Duration::from_secs(30));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                let purged = identity.revocations().purge(Timestamp::now());
+                if purged > 0 {
+                    tracing::debug!(purged, "revocation index purged");
+                }
+            }
+            _ = stop.changed() => return Ok(()),
+        }
+    }
+}
+
+async fn stopped(mut stop: watch::Receiver<bool>) {
+    // An error means the sender is gone, which also means stop.
+    let _ = stop.wait_for(|stop| *stop).await;
+}
+
+fn local_addr(listener: &TcpListener, wanted: SocketAddr) -> Result<SocketAddr, ServerError> {
+    listener.local_addr().map_err(|source| ServerError::Bind {
+        addr: wanted,
+        source,
+    })
+}
+
+/// Creates the data directory readable by the service's user only: it holds
+/// the private signing keys and the password hashes.
+fn prepare_data_dir(dir: &std::path::Path) -> Result<(), ServerError> {
+    let error = |source| ServerError::DataDir {
+        path: dir.display().to_string(),
+        source,
+    };
+    std::fs::create_dir_all(dir).map_err(error)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(error)?;
+    }
+    Ok(())
+}

@@ -1,1 +1,18 @@
+//! Sigil's end-to-end tests, one binary so linking is paid once. Every test
+//! starts real servers on ephemeral ports with temporary data directories
+//! and talks to them over gRPC (and HTTP where the server serves HTTP).
 
+// Log in, validate, refresh, JWKS, input checks.
+mod identity;
+// Tokens forged every way RFC 8725 warns about.
+mod forged_tokens;
+// Refresh rotation and theft detection.
+mod refresh;
+// Revoke by every target, authorization of id targets, idempotence.
+mod revoke;
+// Health, reflection and the HTTP listener.
+mod standard_services;
+// The real binary killed with SIGKILL after acknowledged writes.
+mod crash;
+// The store conformance suite against every engine.
+mod store_suite;

@@ -1,0 +1,287 @@
+//! Test harness for Sigil's end-to-end tests: real servers on ephemeral
+//! ports with temporary data directories, spoken to over gRPC.
+//!
+//! [`TestServer`] runs the server in the test's own process (fast, and the
+//! test can reach the domain core, e.g. to sign forged tokens with the real
+//! key). [`ChildServer`] runs the real `sigil-server` binary as a child
+//! process, for the tests that kill it with SIGKILL.
+
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    process::Stdio,
+    sync::Arc,
+    time::Duration,
+};
+
+use sigil_proto::pb::{self, identity_service_client::IdentityServiceClient};
+use sigil_server::{
+    config::Config,
+    domain::{Identity, Secret, user::UserRecord},
+    server::RunningServer,
+};
+use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader};
+use tonic::transport::Channel;
+
+/// Password of the bootstrap `admin` in every test server.
+pub const ADMIN_PASSWORD: &str = "test-admin-password-1";
+
+/// A Sigil server running inside the test process.
+pub struct TestServer {
+    running: RunningServer,
+    /// Its data directory (removed when the server is dropped).
+    pub data_dir: tempfile::TempDir,
+}
+
+impl TestServer {
+    /// Starts a server with the default configuration on ephemeral ports.
+    pub async fn start() -> Self {
+        Self::start_with(|_| {}).await
+    }
+
+    /// Starts a server after `adjust` has changed its configuration.
+    pub async fn start_with(adjust: impl FnOnce(&mut Config)) -> Self {
+        let data_dir = tempfile::tempdir().expect("temp dir");
+        let mut config = Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            http_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            data_dir: data_dir.path().join("data"),
+            ..Config::default()
+        };
+        adjust(&mut config);
+        let running =
+            sigil_server::server::start(&config, Some(Secret::new(ADMIN_PASSWORD.to_string())))
+                .await
+                .expect("server starts");
+        Self { running, data_dir }
+    }
+
+    /// The gRPC address.
+    pub fn grpc_addr(&self) -> SocketAddr {
+        self.running.grpc_addr
+    }
+
+    /// The HTTP address.
+    pub fn http_addr(&self) -> SocketAddr {
+        self.running.http_addr
+    }
+
+    /// The domain core of the server.
+    pub fn identity(&self) -> &Arc<Identity> {
+        &self.running.identity
+    }
+
+    /// A connected gRPC channel.
+    pub async fn channel(&self) -> Channel {
+        connect(self.grpc_addr()).await
+    }
+
+    /// A client of `IdentityService`.
+    pub async fn client(&self) -> IdentityServiceClient<Channel> {
+        IdentityServiceClient::new(self.channel().await)
+    }
+
+    /// Creates a user directly through the domain core.
+    pub async fn create_user(&self, username: &str, password: &str, roles: &[&str]) -> UserRecord {
+        self.identity()
+            .create_user(
+                username,
+                &Secret::new(password.to_string()),
+                roles.iter().map(|r| r.to_string()).collect(),
+            )
+            .await
+            .expect("user created")
+    }
+
+    /// Stops the server gracefully.
+    pub async fn stop(self) {
+        self.running.shutdown().await.expect("clean shutdown");
+    }
+}
+
+/// Connects to a gRPC server on `addr`.
+pub async fn connect(addr: SocketAddr) -> Channel {
+    Channel::from_shared(format!("http://{addr}"))
+        .expect("valid uri")
+        .connect_timeout(Duration::from_secs(5))
+        .connect()
+        .await
+        .expect("connects")
+}
+
+/// Logs in over gRPC and returns the response.
+pub async fn login(
+    client: &mut IdentityServiceClient<Channel>,
+    username: &str,
+    password: &str,
+) -> pb::AuthenticateResponse {
+    client
+        .authenticate(pb::AuthenticateRequest {
+            username: username.into(),
+            password: password.into(),
+            device_name: Some("e2e".into()),
+            audience: None,
+        })
+        .await
+        .expect("login succeeds")
+        .into_inner()
+}
+
+/// Validates a token over gRPC.
+pub async fn validate(
+    client: &mut IdentityServiceClient<Channel>,
+    token: &str,
+) -> pb::ValidateResponse {
+    client
+        .validate(pb::ValidateRequest {
+            token: token.into(),
+            audience: None,
+        })
+        .await
+        .expect("validate answers")
+        .into_inner()
+}
+
+/// A request carrying `authorization: Bearer <token>`.
+pub fn with_bearer<T>(message: T, token: &str) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {token}").parse().expect("ascii token"),
+    );
+    request
+}
+
+/// A plain HTTP/1.1 GET; returns the status code and the body.
+pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let mut stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .expect("http connects");
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    stream
+        .write_all(request.as_bytes())
+        .await
+        .expect("request sent");
+    let mut response = String::new();
+    stream
+        .read_to_string(&mut response)
+        .await
+        .expect("response read");
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .expect("status line");
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// The real `sigil-server` binary running as a child process.
+pub struct ChildServer {
+    child: tokio::process::Child,
+    /// Its gRPC address.
+    pub grpc_addr: SocketAddr,
+    /// Everything it printed so far.
+    pub output: Arc<std::sync::Mutex<String>>,
+}
+
+impl ChildServer {
+    /// Starts `sigil-server` on `data_dir` on ephemeral ports and waits for
+    /// the line in which it logs the address it bound.
+    pub async fn spawn(data_dir: &Path) -> Self {
+        let mut child = tokio::process::Command::new(server_binary())
+            .args(["--listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0"])
+            .arg("--data-dir")
+            .arg(data_dir)
+            .env("SIGIL_ADMIN_PASSWORD", ADMIN_PASSWORD)
+            .env("SIGIL_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("sigil-server starts");
+        let stdout = child.stdout.take().expect("stdout piped");
+        let output = Arc::new(std::sync::Mutex::new(String::new()));
+        let (addr_tx, addr_rx) = tokio::sync::oneshot::channel();
+        let sink = output.clone();
+        tokio::spawn(async move {
+            let mut lines = BufReader::new(stdout).lines();
+            let mut addr_tx = Some(addr_tx);
+            while let Ok(Some(line)) = lines.next_line().await {
+                if let Some(addr) = bound_grpc_addr(&line)
+                    && let Some(tx) = addr_tx.take()
+                {
+                    let _ = tx.send(addr);
+                }
+                if let Ok(mut all) = sink.lock() {
+                    all.push_str(&line);
+                    all.push('\n');
+                }
+            }
+        });
+        let grpc_addr = tokio::time::timeout(Duration::from_secs(30), addr_rx)
+            .await
+            .expect("sigil-server logged its address within 30 s")
+            .expect("sigil-server logged its address before exiting");
+        Self {
+            child,
+            grpc_addr,
+            output,
+        }
+    }
+
+    /// A client of `IdentityService`.
+    pub async fn client(&self) -> IdentityServiceClient<Channel> {
+        IdentityServiceClient::new(connect(self.grpc_addr).await)
+    }
+
+    /// Kills the process with SIGKILL: no shutdown code runs.
+    pub async fn kill_9(mut self) {
+        self.child.start_kill().expect("SIGKILL sent");
+        self.child.wait().await.expect("child reaped");
+    }
+
+    /// Sends SIGTERM and waits for a clean exit; returns whether it exited 0.
+    pub async fn terminate(mut self) -> bool {
+        let pid = self.child.id().expect("running");
+        let status = std::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success());
+        let exit = tokio::time::timeout(Duration::from_secs(30), self.child.wait())
+            .await
+            .expect("exits within 30 s")
+            .expect("child reaped");
+        exit.success()
+    }
+}
+
+fn bound_grpc_addr(line: &str) -> Option<SocketAddr> {
+    if !line.contains("sigil-server listening") {
+        return None;
+    }
+    let rest = &line[line.find("grpc_addr=")? + "grpc_addr=".len()..];
+    rest.split_whitespace().next()?.parse().ok()
+}
+
+/// Path of the `sigil-server` binary built alongside this test binary.
+/// `cargo test --workspace` builds it (the server package has an
+/// integration test, which makes cargo build its binary).
+pub fn server_binary() -> PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>/deps/<test>");
+    let binary = profile_dir.join("sigil-server");
+    assert!(
+        binary.exists(),
+        "{} is missing: run the tests with `cargo test --workspace` so that it is built",
+        binary.display()
+    );
+    binary
+}

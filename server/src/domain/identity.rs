@@ -10,12 +10,15 @@ use super::{
     DomainError, Secret, SessionId, Timestamp, TokenId, UserId,
     keys::{KeyRing, SigningKeyRecord},
     limits::{
-        MAX_AUDIENCE_BYTES, MAX_DEVICE_NAME_BYTES, MAX_PASSWORD_BYTES, MAX_REASON_BYTES, MAX_REFRESH_TOKEN_BYTES,
-        MAX_USER_AGENT_BYTES, truncate_to,
+        MAX_AUDIENCE_BYTES, MAX_DEVICE_NAME_BYTES, MAX_PASSWORD_BYTES, MAX_REASON_BYTES,
+        MAX_REFRESH_TOKEN_BYTES, MAX_USER_AGENT_BYTES, truncate_to,
     },
     password::{PasswordHasher, base64_url, fill_random},
     revocation::RevocationIndex,
-    session::{NewRefreshToken, RefreshTokenHash, SessionRecord, SessionState, TokenKind, TokenRecord, TokenState},
+    session::{
+        NewRefreshToken, RefreshTokenHash, SessionRecord, SessionState, TokenKind, TokenRecord,
+        TokenState,
+    },
     token::{self, AccessClaims, TokenVerifier, ValidationFailure, VerifiedToken},
     user::{ADMIN_ROLE, UserRecord, check_role, normalize_username},
 };
@@ -49,7 +52,9 @@ impl Default for IdentitySettings {
             session_ttl: Duration::from_secs(30 * 24 * 3600),
             leeway: Duration::ZERO,
             signature_cache_capacity: 100_000,
-            hashing_parallelism: std::thread::available_parallelism().map(usize::from).unwrap_or(2),
+            hashing_parallelism: std::thread::available_parallelism()
+                .map(usize::from)
+                .unwrap_or(2),
         }
     }
 }
@@ -125,7 +130,10 @@ pub struct Identity {
 impl Identity {
     /// Loads (on first start: generates) the signing keys and rebuilds the
     /// revocation index from the store's log.
-    pub async fn open(store: Arc<dyn Store>, settings: IdentitySettings) -> Result<Self, DomainError> {
+    pub async fn open(
+        store: Arc<dyn Store>,
+        settings: IdentitySettings,
+    ) -> Result<Self, DomainError> {
         let mut records = store.signing_keys().await?;
         if records.is_empty() {
             let first = SigningKeyRecord::generate_ed25519(Timestamp::now())?;
@@ -140,7 +148,11 @@ impl Identity {
         }
         tracing::info!(entries = revocations.len(), "revocation index rebuilt");
         Ok(Self {
-            verifier: TokenVerifier::new(&settings.issuer, settings.leeway, settings.signature_cache_capacity),
+            verifier: TokenVerifier::new(
+                &settings.issuer,
+                settings.leeway,
+                settings.signature_cache_capacity,
+            ),
             hasher: PasswordHasher::new(settings.hashing_parallelism)?,
             keys: ArcSwap::from_pointee(keys),
             revocations,
@@ -187,7 +199,9 @@ impl Identity {
                 (Secret::new(base64_url(&bytes)), true)
             }
         };
-        let user = self.create_user("admin", &password, vec![ADMIN_ROLE.to_string()]).await?;
+        let user = self
+            .create_user("admin", &password, vec![ADMIN_ROLE.to_string()])
+            .await?;
         Ok(Some((user, generated.then_some(password))))
     }
 
@@ -214,7 +228,9 @@ impl Identity {
             updated_at: now,
         };
         self.store.create_user(&user).await.map_err(|e| match e {
-            StoreError::UsernameTaken => DomainError::AlreadyExists(format!("username {:?} is taken", user.username)),
+            StoreError::UsernameTaken => {
+                DomainError::AlreadyExists(format!("username {:?} is taken", user.username))
+            }
             other => other.into(),
         })?;
         Ok(user)
@@ -231,7 +247,10 @@ impl Identity {
         let user = self.store.user_by_name(&username).await?;
         let matches = self
             .hasher
-            .verify(&login.password, user.as_ref().map(|u| u.password_hash.as_str()))
+            .verify(
+                &login.password,
+                user.as_ref().map(|u| u.password_hash.as_str()),
+            )
             .await?;
         let user = match user {
             Some(user) if matches && !user.disabled => user,
@@ -256,10 +275,20 @@ impl Identity {
             revoke_reason: None,
             current_refresh: TokenId::generate(),
         };
-        let refresh_record = self.token_record(&session, session.current_refresh, TokenKind::Refresh, now, session.expires_at);
+        let refresh_record = self.token_record(
+            &session,
+            session.current_refresh,
+            TokenKind::Refresh,
+            now,
+            session.expires_at,
+        );
         let (access_token, access_record) = self.issue_access_token(&session, &user.roles, now)?;
         self.store
-            .create_session(&session, refresh.hash, &[refresh_record, access_record.clone()])
+            .create_session(
+                &session,
+                refresh.hash,
+                &[refresh_record, access_record.clone()],
+            )
             .await?;
         tracing::info!(user_id = %user.id, session_id = %session.id, "session created");
         Ok(IssuedTokens {
@@ -274,9 +303,15 @@ impl Identity {
 
     /// Validates an access token: signature (cached), claims at `now`, and
     /// the revocation index. Never touches the store.
-    pub fn validate(&self, token: &str, audience: Option<&str>) -> Result<Arc<VerifiedToken>, ValidationFailure> {
+    pub fn validate(
+        &self,
+        token: &str,
+        audience: Option<&str>,
+    ) -> Result<Arc<VerifiedToken>, ValidationFailure> {
         let keys = self.keys.load();
-        let verified = self.verifier.verify(token, &keys, audience, Timestamp::now())?;
+        let verified = self
+            .verifier
+            .verify(token, &keys, audience, Timestamp::now())?;
         match self.revocations.check(&verified) {
             Some(failure) => Err(failure),
             None => Ok(verified),
@@ -288,8 +323,16 @@ impl Identity {
     pub async fn refresh(&self, presented: Secret<String>) -> Result<IssuedTokens, DomainError> {
         check_refresh_token(&presented)?;
         let hash = RefreshTokenHash::of(&presented);
-        let record = self.store.refresh_record(hash).await?.ok_or(DomainError::InvalidRefreshToken)?;
-        let session = self.store.session(record.session_id).await?.ok_or(DomainError::InvalidRefreshToken)?;
+        let record = self
+            .store
+            .refresh_record(hash)
+            .await?
+            .ok_or(DomainError::InvalidRefreshToken)?;
+        let session = self
+            .store
+            .session(record.session_id)
+            .await?
+            .ok_or(DomainError::InvalidRefreshToken)?;
         let user = self.store.user_by_id(session.user_id).await?;
         let Some(user) = user.filter(|u| !u.disabled) else {
             return Err(DomainError::InvalidRefreshToken);
@@ -297,7 +340,13 @@ impl Identity {
 
         let now = Timestamp::now();
         let next = NewRefreshToken::generate()?;
-        let next_refresh = self.token_record(&session, TokenId::generate(), TokenKind::Refresh, now, session.expires_at);
+        let next_refresh = self.token_record(
+            &session,
+            TokenId::generate(),
+            TokenKind::Refresh,
+            now,
+            session.expires_at,
+        );
         let (access_token, access) = self.issue_access_token(&session, &user.roles, now)?;
         let rotation = Rotation {
             session_id: session.id,
@@ -318,7 +367,10 @@ impl Identity {
             }),
             RotateOutcome::Reused => {
                 tracing::warn!(session_id = %session.id, "refresh token reused; revoking the session");
-                let cause = RevocationCause { at: now, reason: "refresh token reuse detected".into() };
+                let cause = RevocationCause {
+                    at: now,
+                    reason: "refresh token reuse detected".into(),
+                };
                 if let Some(outcome) = self.store.revoke_session(session.id, &cause).await? {
                     self.apply(&outcome);
                 }
@@ -337,9 +389,14 @@ impl Identity {
         caller: Option<&VerifiedToken>,
     ) -> Result<RevokeCounts, DomainError> {
         if reason.len() > MAX_REASON_BYTES {
-            return Err(DomainError::invalid(format!("reason is longer than {MAX_REASON_BYTES} bytes")));
+            return Err(DomainError::invalid(format!(
+                "reason is longer than {MAX_REASON_BYTES} bytes"
+            )));
         }
-        let cause = RevocationCause { at: Timestamp::now(), reason: reason.to_string() };
+        let cause = RevocationCause {
+            at: Timestamp::now(),
+            reason: reason.to_string(),
+        };
         let mut outcome = RevokeOutcome::default();
         match target {
             RevokeTarget::AccessToken(token) => {
@@ -349,11 +406,19 @@ impl Identity {
                 let verified = self
                     .verifier
                     .verify_signature(token.expose(), &keys)
-                    .map_err(|f| DomainError::invalid(format!("access_token is not a token of this server ({f:?})")))?;
+                    .map_err(|f| {
+                        DomainError::invalid(format!(
+                            "access_token is not a token of this server ({f:?})"
+                        ))
+                    })?;
                 if let Some(o) = self.store.revoke_token(verified.token_id, &cause).await? {
                     outcome.absorb(o);
                 }
-                if let Some(o) = self.store.revoke_session(verified.session_id, &cause).await? {
+                if let Some(o) = self
+                    .store
+                    .revoke_session(verified.session_id, &cause)
+                    .await?
+                {
                     outcome.absorb(o);
                 }
             }
@@ -390,7 +455,10 @@ impl Identity {
             }
         }
         self.apply(&outcome);
-        Ok(RevokeCounts { sessions: outcome.sessions, tokens: outcome.tokens })
+        Ok(RevokeCounts {
+            sessions: outcome.sessions,
+            tokens: outcome.tokens,
+        })
     }
 
     /// The JWKS of every key that can still verify a live token.
@@ -412,8 +480,16 @@ impl Identity {
         now: Timestamp,
     ) -> Result<(Secret<String>, TokenRecord), DomainError> {
         // No access token outlives its session.
-        let expires_at = now.plus(self.settings.access_token_ttl).min(session.expires_at);
-        let record = self.token_record(session, TokenId::generate(), TokenKind::Access, now, expires_at);
+        let expires_at = now
+            .plus(self.settings.access_token_ttl)
+            .min(session.expires_at);
+        let record = self.token_record(
+            session,
+            TokenId::generate(),
+            TokenKind::Access,
+            now,
+            expires_at,
+        );
         let claims = AccessClaims {
             iss: self.settings.issuer.clone(),
             sub: session.user_id.to_string(),
@@ -485,7 +561,9 @@ fn check_password(password: &Secret<String>) -> Result<(), DomainError> {
         return Err(DomainError::invalid("password is empty"));
     }
     if len > MAX_PASSWORD_BYTES {
-        return Err(DomainError::invalid(format!("password is longer than {MAX_PASSWORD_BYTES} bytes")));
+        return Err(DomainError::invalid(format!(
+            "password is longer than {MAX_PASSWORD_BYTES} bytes"
+        )));
     }
     Ok(())
 }
@@ -496,18 +574,26 @@ fn check_refresh_token(token: &Secret<String>) -> Result<(), DomainError> {
         return Err(DomainError::invalid("refresh_token is empty"));
     }
     if len > MAX_REFRESH_TOKEN_BYTES {
-        return Err(DomainError::invalid(format!("refresh_token is longer than {MAX_REFRESH_TOKEN_BYTES} bytes")));
+        return Err(DomainError::invalid(format!(
+            "refresh_token is longer than {MAX_REFRESH_TOKEN_BYTES} bytes"
+        )));
     }
     Ok(())
 }
 
 /// An optional text field: absent or empty means "not given".
-fn check_optional(field: &str, value: Option<String>, max: usize) -> Result<Option<String>, DomainError> {
+fn check_optional(
+    field: &str,
+    value: Option<String>,
+    max: usize,
+) -> Result<Option<String>, DomainError> {
     match value {
-        Some(v) if v.len() > max => Err(DomainError::invalid(format!("{field} is longer than {max} bytes"))),
-        Some(v) if v.chars().any(char::is_control) => {
-            Err(DomainError::invalid(format!("{field} contains control characters")))
-        }
+        Some(v) if v.len() > max => Err(DomainError::invalid(format!(
+            "{field} is longer than {max} bytes"
+        ))),
+        Some(v) if v.chars().any(char::is_control) => Err(DomainError::invalid(format!(
+            "{field} contains control characters"
+        ))),
         Some(v) if v.is_empty() => Ok(None),
         other => Ok(other),
     }

@@ -9,8 +9,7 @@
 use std::sync::Arc;
 
 use argon2::{
-    Argon2, PasswordHash, PasswordHasher as _, PasswordVerifier as _,
-    password_hash::SaltString,
+    Argon2, PasswordHash, PasswordHasher as _, PasswordVerifier as _, password_hash::SaltString,
 };
 use tokio::sync::Semaphore;
 
@@ -45,14 +44,21 @@ impl PasswordHasher {
 
     /// Whether `password` matches `phc`. With `phc = None` (unknown user) a
     /// dummy hash is verified instead and the answer is always `false`.
-    pub async fn verify(&self, password: &Secret<String>, phc: Option<&str>) -> Result<bool, DomainError> {
+    pub async fn verify(
+        &self,
+        password: &Secret<String>,
+        phc: Option<&str>,
+    ) -> Result<bool, DomainError> {
         let known = phc.is_some();
-        let phc: Arc<str> = phc.map(Arc::from).unwrap_or_else(|| self.dummy_hash.clone());
+        let phc: Arc<str> = phc
+            .map(Arc::from)
+            .unwrap_or_else(|| self.dummy_hash.clone());
         let password = password.clone();
         let matches = self
             .run(move || {
-                let parsed = PasswordHash::new(&phc)
-                    .map_err(|e| DomainError::Internal(format!("stored password hash is unreadable: {e}")))?;
+                let parsed = PasswordHash::new(&phc).map_err(|e| {
+                    DomainError::Internal(format!("stored password hash is unreadable: {e}"))
+                })?;
                 Ok::<_, DomainError>(
                     Argon2::default()
                         .verify_password(password.expose().as_bytes(), &parsed)
@@ -63,7 +69,10 @@ impl PasswordHasher {
         Ok(known && matches)
     }
 
-    async fn run<T: Send + 'static>(&self, work: impl FnOnce() -> T + Send + 'static) -> Result<T, DomainError> {
+    async fn run<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, DomainError> {
         let _permit = self
             .permits
             .acquire()
@@ -88,7 +97,8 @@ fn hash_blocking(password: &str) -> Result<String, DomainError> {
 
 /// Fills `buf` from the operating system's CSPRNG.
 pub fn fill_random(buf: &mut [u8]) -> Result<(), DomainError> {
-    aws_lc_rs::rand::fill(buf).map_err(|_| DomainError::Internal("system random source failed".into()))
+    aws_lc_rs::rand::fill(buf)
+        .map_err(|_| DomainError::Internal("system random source failed".into()))
 }
 
 /// Unpadded base64url, the encoding of tokens and key material.

@@ -44,20 +44,6 @@ impl From<String> for Secret<String> {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn debug_and_display_never_show_the_value() {
-        let secret = Secret::new("hunter2".to_string());
-        assert_eq!(format!("{secret:?}"), "[redacted]");
-        assert_eq!(format!("{secret}"), "[redacted]");
-        assert_eq!(format!("{:?}", Some(&secret)), "Some([redacted])");
-        assert_eq!(secret.expose(), "hunter2");
-    }
-}
-
 // Secrets are stored (a private key in the key store), so they serialize as
 // their plain value. Serialization is for storage only: log lines use `Debug`.
 impl<T: serde::Serialize> serde::Serialize for Secret<T> {
@@ -69,5 +55,19 @@ impl<T: serde::Serialize> serde::Serialize for Secret<T> {
 impl<'de, T: serde::Deserialize<'de>> serde::Deserialize<'de> for Secret<T> {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         T::deserialize(deserializer).map(Self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_and_display_never_show_the_value() {
+        let secret = Secret::new("hunter2".to_string());
+        assert_eq!(format!("{secret:?}"), "[redacted]");
+        assert_eq!(format!("{secret}"), "[redacted]");
+        assert_eq!(format!("{:?}", Some(&secret)), "Some([redacted])");
+        assert_eq!(secret.expose(), "hunter2");
     }
 }

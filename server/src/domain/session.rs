@@ -133,7 +133,8 @@ impl std::fmt::Debug for RefreshTokenHash {
 impl RefreshTokenHash {
     /// Hashes a presented refresh token.
     pub fn of(token: &Secret<String>) -> Self {
-        let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token.expose().as_bytes());
+        let digest =
+            aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token.expose().as_bytes());
         let mut out = [0u8; 32];
         out.copy_from_slice(digest.as_ref());
         Self(out)

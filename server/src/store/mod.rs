@@ -86,7 +86,7 @@ pub struct Rotation {
 #[derive(Debug, Clone)]
 pub enum RotateOutcome {
     /// Rotated; the session as it now stands.
-    Rotated(SessionRecord),
+    Rotated(Box<SessionRecord>),
     /// The presented token is not the current one: it was used before.
     Reused,
     /// The session is unknown, revoked or expired, or the token was revoked.
@@ -119,7 +119,10 @@ pub trait SessionStore: Send + Sync {
     /// The session with this id.
     async fn session(&self, id: SessionId) -> Result<Option<SessionRecord>, StoreError>;
     /// The refresh token with this hash (current or not).
-    async fn refresh_record(&self, hash: RefreshTokenHash) -> Result<Option<RefreshRecord>, StoreError>;
+    async fn refresh_record(
+        &self,
+        hash: RefreshTokenHash,
+    ) -> Result<Option<RefreshRecord>, StoreError>;
     /// The token record with this id.
     async fn token(&self, id: TokenId) -> Result<Option<TokenRecord>, StoreError>;
     /// Rotates the session's refresh token, atomically and only if
@@ -127,11 +130,23 @@ pub trait SessionStore: Send + Sync {
     /// concurrent presentations of one token rotate at most once).
     async fn rotate_refresh(&self, rotation: &Rotation) -> Result<RotateOutcome, StoreError>;
     /// Revokes a session and its tokens; `None` if it does not exist.
-    async fn revoke_session(&self, id: SessionId, cause: &RevocationCause) -> Result<Option<RevokeOutcome>, StoreError>;
+    async fn revoke_session(
+        &self,
+        id: SessionId,
+        cause: &RevocationCause,
+    ) -> Result<Option<RevokeOutcome>, StoreError>;
     /// Revokes one token; `None` if it does not exist.
-    async fn revoke_token(&self, id: TokenId, cause: &RevocationCause) -> Result<Option<RevokeOutcome>, StoreError>;
+    async fn revoke_token(
+        &self,
+        id: TokenId,
+        cause: &RevocationCause,
+    ) -> Result<Option<RevokeOutcome>, StoreError>;
     /// Revokes every session of a user.
-    async fn revoke_user_sessions(&self, user: UserId, cause: &RevocationCause) -> Result<RevokeOutcome, StoreError>;
+    async fn revoke_user_sessions(
+        &self,
+        user: UserId,
+        cause: &RevocationCause,
+    ) -> Result<RevokeOutcome, StoreError>;
 }
 
 /// Signing keys.
@@ -141,14 +156,18 @@ pub trait KeyStore: Send + Sync {
     async fn signing_keys(&self) -> Result<Vec<SigningKeyRecord>, StoreError>;
     /// Stores `key` if no key exists yet, and returns the stored keys: on a
     /// first start exactly one candidate wins, even when several race.
-    async fn insert_first_signing_key(&self, key: &SigningKeyRecord) -> Result<Vec<SigningKeyRecord>, StoreError>;
+    async fn insert_first_signing_key(
+        &self,
+        key: &SigningKeyRecord,
+    ) -> Result<Vec<SigningKeyRecord>, StoreError>;
 }
 
 /// The durable log of revocations that the in-memory index is built from.
 #[async_trait]
 pub trait RevocationLog: Send + Sync {
     /// Entries committed at or after `since`, in sequence order.
-    async fn revocations_since(&self, since: Timestamp) -> Result<Vec<RevocationEntry>, StoreError>;
+    async fn revocations_since(&self, since: Timestamp)
+    -> Result<Vec<RevocationEntry>, StoreError>;
 }
 
 /// Everything the domain core needs from an engine.

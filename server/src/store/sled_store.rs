@@ -18,14 +18,17 @@ use sled::{
 };
 
 use super::{
-    KeyStore, RevocationCause, RevocationLog, RevokeOutcome, RotateOutcome, Rotation, SessionStore, Store,
-    StoreError, UserStore, group_commit::GroupCommit,
+    KeyStore, RevocationCause, RevocationLog, RevokeOutcome, RotateOutcome, Rotation, SessionStore,
+    Store, StoreError, UserStore, group_commit::GroupCommit,
 };
 use crate::domain::{
     SessionId, Timestamp, TokenId, UserId,
     keys::SigningKeyRecord,
     revocation::{RevocationEntry, RevocationTarget},
-    session::{RefreshRecord, RefreshTokenHash, SessionRecord, SessionState, TokenKind, TokenRecord, TokenState},
+    session::{
+        RefreshRecord, RefreshTokenHash, SessionRecord, SessionState, TokenKind, TokenRecord,
+        TokenState,
+    },
     user::UserRecord,
 };
 
@@ -58,10 +61,9 @@ pub struct SledStore {
 impl SledStore {
     /// Opens (or creates) the store in `dir`.
     pub fn open(dir: &Path) -> Result<Arc<Self>, StoreError> {
-        let db = sled::Config::new()
-            .path(dir)
-            .open()
-            .map_err(|e| StoreError::Backend(format!("cannot open sled store at {}: {e}", dir.display())))?;
+        let db = sled::Config::new().path(dir).open().map_err(|e| {
+            StoreError::Backend(format!("cannot open sled store at {}: {e}", dir.display()))
+        })?;
         let tree = |name: &str| {
             db.open_tree(name)
                 .map_err(|e| StoreError::Backend(format!("cannot open tree {name}: {e}")))
@@ -89,7 +91,10 @@ impl SledStore {
     }
 
     fn get<T: DeserializeOwned>(&self, tree: &Tree, key: &[u8]) -> Result<Option<T>, StoreError> {
-        tree.get(key).map_err(backend)?.map(|bytes| decode(&bytes)).transpose()
+        tree.get(key)
+            .map_err(backend)?
+            .map(|bytes| decode(&bytes))
+            .transpose()
     }
 
     /// Token ids recorded under a session.
@@ -99,13 +104,18 @@ impl SledStore {
             .keys()
             .map(|key| {
                 let key = key.map_err(backend)?;
-                TokenId::from_slice(&key[16..]).ok_or_else(|| StoreError::Corrupt("session_tokens key".into()))
+                TokenId::from_slice(&key[16..])
+                    .ok_or_else(|| StoreError::Corrupt("session_tokens key".into()))
             })
             .collect()
     }
 
     /// Marks every still-active token of a session revoked.
-    fn revoke_tokens_in_tx(tokens: &TransactionalTree, ids: &[TokenId], at: Timestamp) -> TxResult<u32> {
+    fn revoke_tokens_in_tx(
+        tokens: &TransactionalTree,
+        ids: &[TokenId],
+        at: Timestamp,
+    ) -> TxResult<u32> {
         let mut revoked = 0;
         for id in ids {
             let Some(mut record) = tx_get::<TokenRecord>(tokens, id.as_bytes())? else {
@@ -162,18 +172,33 @@ impl SessionStore for SledStore {
         refresh_hash: RefreshTokenHash,
         tokens: &[TokenRecord],
     ) -> Result<(), StoreError> {
-        let refresh = RefreshRecord { token_id: session.current_refresh, session_id: session.id };
-        (&self.sessions, &self.user_sessions, &self.tokens, &self.session_tokens, &self.refresh)
-            .transaction(|(sessions, user_sessions, token_tree, session_tokens, refresh_tree)| {
-                sessions.insert(session.id.as_bytes().as_slice(), encode(session)?)?;
-                user_sessions.insert(pair_key(session.user_id.as_bytes(), session.id.as_bytes()), &[])?;
-                refresh_tree.insert(refresh_hash.0.as_slice(), encode(&refresh)?)?;
-                for token in tokens {
-                    token_tree.insert(token.id.as_bytes().as_slice(), encode(token)?)?;
-                    session_tokens.insert(pair_key(session.id.as_bytes(), token.id.as_bytes()), &[])?;
-                }
-                Ok(())
-            })
+        let refresh = RefreshRecord {
+            token_id: session.current_refresh,
+            session_id: session.id,
+        };
+        (
+            &self.sessions,
+            &self.user_sessions,
+            &self.tokens,
+            &self.session_tokens,
+            &self.refresh,
+        )
+            .transaction(
+                |(sessions, user_sessions, token_tree, session_tokens, refresh_tree)| {
+                    sessions.insert(session.id.as_bytes().as_slice(), encode(session)?)?;
+                    user_sessions.insert(
+                        pair_key(session.user_id.as_bytes(), session.id.as_bytes()),
+                        &[],
+                    )?;
+                    refresh_tree.insert(refresh_hash.0.as_slice(), encode(&refresh)?)?;
+                    for token in tokens {
+                        token_tree.insert(token.id.as_bytes().as_slice(), encode(token)?)?;
+                        session_tokens
+                            .insert(pair_key(session.id.as_bytes(), token.id.as_bytes()), &[])?;
+                    }
+                    Ok(())
+                },
+            )
             .map_err(tx_error)?;
         self.commit.durable().await
     }
@@ -182,7 +207,10 @@ impl SessionStore for SledStore {
         self.get(&self.sessions, id.as_bytes())
     }
 
-    async fn refresh_record(&self, hash: RefreshTokenHash) -> Result<Option<RefreshRecord>, StoreError> {
+    async fn refresh_record(
+        &self,
+        hash: RefreshTokenHash,
+    ) -> Result<Option<RefreshRecord>, StoreError> {
         self.get(&self.refresh, &hash.0)
     }
 
@@ -191,10 +219,20 @@ impl SessionStore for SledStore {
     }
 
     async fn rotate_refresh(&self, rotation: &Rotation) -> Result<RotateOutcome, StoreError> {
-        let next = RefreshRecord { token_id: rotation.next_refresh.id, session_id: rotation.session_id };
-        let outcome = (&self.sessions, &self.tokens, &self.session_tokens, &self.refresh)
+        let next = RefreshRecord {
+            token_id: rotation.next_refresh.id,
+            session_id: rotation.session_id,
+        };
+        let outcome = (
+            &self.sessions,
+            &self.tokens,
+            &self.session_tokens,
+            &self.refresh,
+        )
             .transaction(|(sessions, tokens, session_tokens, refresh)| {
-                let Some(mut session) = tx_get::<SessionRecord>(sessions, rotation.session_id.as_bytes())? else {
+                let Some(mut session) =
+                    tx_get::<SessionRecord>(sessions, rotation.session_id.as_bytes())?
+                else {
                     return Ok(RotateOutcome::Ended);
                 };
                 if !session.is_live(rotation.now) {
@@ -203,7 +241,9 @@ impl SessionStore for SledStore {
                 if session.current_refresh != rotation.presented {
                     return Ok(RotateOutcome::Reused);
                 }
-                let Some(mut presented) = tx_get::<TokenRecord>(tokens, rotation.presented.as_bytes())? else {
+                let Some(mut presented) =
+                    tx_get::<TokenRecord>(tokens, rotation.presented.as_bytes())?
+                else {
                     return Ok(RotateOutcome::Ended);
                 };
                 if presented.state != TokenState::Active {
@@ -214,13 +254,14 @@ impl SessionStore for SledStore {
                 tokens.insert(presented.id.as_bytes().as_slice(), encode(&presented)?)?;
                 for token in [&rotation.next_refresh, &rotation.access] {
                     tokens.insert(token.id.as_bytes().as_slice(), encode(token)?)?;
-                    session_tokens.insert(pair_key(session.id.as_bytes(), token.id.as_bytes()), &[])?;
+                    session_tokens
+                        .insert(pair_key(session.id.as_bytes(), token.id.as_bytes()), &[])?;
                 }
                 refresh.insert(rotation.next_hash.0.as_slice(), encode(&next)?)?;
                 session.current_refresh = rotation.next_refresh.id;
                 session.last_seen_at = rotation.now;
                 sessions.insert(session.id.as_bytes().as_slice(), encode(&session)?)?;
-                Ok(RotateOutcome::Rotated(session))
+                Ok(RotateOutcome::Rotated(Box::new(session)))
             })
             .map_err(tx_error)?;
         if matches!(outcome, RotateOutcome::Rotated(_)) {
@@ -229,7 +270,11 @@ impl SessionStore for SledStore {
         Ok(outcome)
     }
 
-    async fn revoke_session(&self, id: SessionId, cause: &RevocationCause) -> Result<Option<RevokeOutcome>, StoreError> {
+    async fn revoke_session(
+        &self,
+        id: SessionId,
+        cause: &RevocationCause,
+    ) -> Result<Option<RevokeOutcome>, StoreError> {
         let token_ids = self.tokens_of_session(id)?;
         let outcome = (&self.sessions, &self.tokens, &self.revocations)
             .transaction(|(sessions, tokens, revocations)| {
@@ -243,7 +288,11 @@ impl SessionStore for SledStore {
                     session.revoke_reason = Some(cause.reason.clone());
                     sessions.insert(id.as_bytes().as_slice(), encode(&session)?)?;
                     outcome.sessions = 1;
-                    outcome.entries.push(append_revocation(revocations, RevocationTarget::Session(id), cause.at)?);
+                    outcome.entries.push(append_revocation(
+                        revocations,
+                        RevocationTarget::Session(id),
+                        cause.at,
+                    )?);
                 }
                 outcome.tokens = Self::revoke_tokens_in_tx(tokens, &token_ids, cause.at)?;
                 Ok(Some(outcome))
@@ -253,8 +302,11 @@ impl SessionStore for SledStore {
         // transaction added a token the transaction did not see; its record
         // is marked here. (The session entry already makes it fail Validate.)
         if outcome.as_ref().is_some_and(|o| o.sessions > 0) {
-            let late: Vec<TokenId> =
-                self.tokens_of_session(id)?.into_iter().filter(|t| !token_ids.contains(t)).collect();
+            let late: Vec<TokenId> = self
+                .tokens_of_session(id)?
+                .into_iter()
+                .filter(|t| !token_ids.contains(t))
+                .collect();
             if !late.is_empty() {
                 self.tokens
                     .transaction(|tokens| Self::revoke_tokens_in_tx(tokens, &late, cause.at))
@@ -267,7 +319,11 @@ impl SessionStore for SledStore {
         Ok(outcome)
     }
 
-    async fn revoke_token(&self, id: TokenId, cause: &RevocationCause) -> Result<Option<RevokeOutcome>, StoreError> {
+    async fn revoke_token(
+        &self,
+        id: TokenId,
+        cause: &RevocationCause,
+    ) -> Result<Option<RevokeOutcome>, StoreError> {
         let outcome = (&self.tokens, &self.revocations)
             .transaction(|(tokens, revocations)| {
                 let Some(mut token) = tx_get::<TokenRecord>(tokens, id.as_bytes())? else {
@@ -282,7 +338,11 @@ impl SessionStore for SledStore {
                     // Refresh tokens are checked against their record on
                     // use; only access tokens need the in-memory index.
                     if token.kind == TokenKind::Access {
-                        outcome.entries.push(append_revocation(revocations, RevocationTarget::Token(id), cause.at)?);
+                        outcome.entries.push(append_revocation(
+                            revocations,
+                            RevocationTarget::Token(id),
+                            cause.at,
+                        )?);
                     }
                 }
                 Ok(Some(outcome))
@@ -294,14 +354,19 @@ impl SessionStore for SledStore {
         Ok(outcome)
     }
 
-    async fn revoke_user_sessions(&self, user: UserId, cause: &RevocationCause) -> Result<RevokeOutcome, StoreError> {
+    async fn revoke_user_sessions(
+        &self,
+        user: UserId,
+        cause: &RevocationCause,
+    ) -> Result<RevokeOutcome, StoreError> {
         let sessions: Vec<SessionId> = self
             .user_sessions
             .scan_prefix(user.as_bytes())
             .keys()
             .map(|key| {
                 let key = key.map_err(backend)?;
-                SessionId::from_slice(&key[16..]).ok_or_else(|| StoreError::Corrupt("user_sessions key".into()))
+                SessionId::from_slice(&key[16..])
+                    .ok_or_else(|| StoreError::Corrupt("user_sessions key".into()))
             })
             .collect::<Result<_, _>>()?;
         let mut total = RevokeOutcome::default();
@@ -327,11 +392,16 @@ impl KeyStore for SledStore {
         Ok(keys)
     }
 
-    async fn insert_first_signing_key(&self, key: &SigningKeyRecord) -> Result<Vec<SigningKeyRecord>, StoreError> {
+    async fn insert_first_signing_key(
+        &self,
+        key: &SigningKeyRecord,
+    ) -> Result<Vec<SigningKeyRecord>, StoreError> {
         // The store is opened by one process at a time (sled locks the
         // directory), so an emptiness check and insert cannot race here.
         if self.keys.is_empty() {
-            self.keys.insert(key.kid.as_bytes(), encode_plain(key)?).map_err(backend)?;
+            self.keys
+                .insert(key.kid.as_bytes(), encode_plain(key)?)
+                .map_err(backend)?;
             self.commit.durable().await?;
         }
         self.signing_keys().await
@@ -340,7 +410,10 @@ impl KeyStore for SledStore {
 
 #[async_trait]
 impl RevocationLog for SledStore {
-    async fn revocations_since(&self, since: Timestamp) -> Result<Vec<RevocationEntry>, StoreError> {
+    async fn revocations_since(
+        &self,
+        since: Timestamp,
+    ) -> Result<Vec<RevocationEntry>, StoreError> {
         let mut entries = Vec::new();
         for value in self.revocations.iter().values() {
             let entry: RevocationEntry = decode(&value.map_err(backend)?)?;
@@ -368,7 +441,11 @@ fn append_revocation(
     at: Timestamp,
 ) -> TxResult<RevocationEntry> {
     let sequence = revocations.generate_id()?;
-    let entry = RevocationEntry { sequence, target, at };
+    let entry = RevocationEntry {
+        sequence,
+        target,
+        at,
+    };
     revocations.insert(sequence.to_be_bytes().as_slice(), encode(&entry)?)?;
     Ok(entry)
 }
@@ -382,7 +459,9 @@ fn pair_key(first: &[u8; 16], second: &[u8; 16]) -> Vec<u8> {
 
 fn tx_get<T: DeserializeOwned>(tree: &TransactionalTree, key: &[u8]) -> TxResult<Option<T>> {
     match tree.get(key)? {
-        Some(bytes) => decode(&bytes).map(Some).map_err(ConflictableTransactionError::Abort),
+        Some(bytes) => decode(&bytes)
+            .map(Some)
+            .map_err(ConflictableTransactionError::Abort),
         None => Ok(None),
     }
 }
@@ -396,7 +475,8 @@ fn encode_plain<T: Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
 }
 
 fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, StoreError> {
-    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt(format!("cannot decode record: {e}")))
+    serde_json::from_slice(bytes)
+        .map_err(|e| StoreError::Corrupt(format!("cannot decode record: {e}")))
 }
 
 fn backend(e: sled::Error) -> StoreError {

@@ -1,0 +1,274 @@
+//! Every forged token gets the precise `ValidationFailure`, never a valid
+//! verdict, an RPC error or a crash.
+
+use base64::Engine as _;
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use serde_json::{Value, json};
+use sigil_proto::pb::ValidationFailure;
+use sigil_server::domain::{
+    Timestamp,
+    keys::{KeyRing, SigningKeyRecord},
+};
+use sigil_tests::{ADMIN_PASSWORD, TestServer, login, validate};
+
+fn b64(bytes: &[u8]) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+fn claims_of(token: &str) -> Value {
+    let payload = token.split('.').nth(1).expect("payload");
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .expect("base64");
+    serde_json::from_slice(&bytes).expect("json")
+}
+
+fn our_header(kid: &str) -> Header {
+    let mut header = Header::new(Algorithm::EdDSA);
+    header.typ = Some("at+jwt".into());
+    header.kid = Some(kid.into());
+    header
+}
+
+struct Forge {
+    server: TestServer,
+    genuine: String,
+    kid: String,
+}
+
+impl Forge {
+    async fn new() -> Self {
+        let server = TestServer::start().await;
+        let mut client = server.client().await;
+        let genuine = login(&mut client, "admin", ADMIN_PASSWORD)
+            .await
+            .access_token;
+        let kid = server.identity().key_ring().active().kid.clone();
+        Self {
+            server,
+            genuine,
+            kid,
+        }
+    }
+
+    /// Signs `claims` with the server's real private key.
+    fn sign_with_our_key(&self, header: &Header, claims: &Value) -> String {
+        let ring = self.server.identity().key_ring();
+        jsonwebtoken::encode(header, claims, &ring.active().encoding).expect("signs")
+    }
+
+    async fn verdict(&self, token: &str) -> ValidationFailure {
+        let mut client = self.server.client().await;
+        let response = validate(&mut client, token).await;
+        assert!(!response.valid, "forged token accepted: {token}");
+        assert!(response.claims.is_none());
+        response.failure()
+    }
+}
+
+fn stranger_ring() -> (KeyRing, String) {
+    let stranger = SigningKeyRecord::generate_ed25519(Timestamp::now()).expect("key");
+    let kid = stranger.kid.clone();
+    (KeyRing::from_records(&[stranger]).expect("ring"), kid)
+}
+
+#[tokio::test]
+async fn alg_none_is_a_bad_signature() {
+    let forge = Forge::new().await;
+    let header = json!({"alg": "none", "typ": "at+jwt", "kid": forge.kid});
+    let token = format!(
+        "{}.{}.",
+        b64(header.to_string().as_bytes()),
+        forge.genuine.split('.').nth(1).expect("payload")
+    );
+    assert_eq!(forge.verdict(&token).await, ValidationFailure::BadSignature);
+}
+
+#[tokio::test]
+async fn hs256_keyed_with_our_public_key_is_a_bad_signature() {
+    let forge = Forge::new().await;
+    let jwks: Value = serde_json::from_str(&forge.server.identity().jwks_json()).expect("jwks");
+    let x = jwks["keys"][0]["x"].as_str().expect("x").to_string();
+    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(&x)
+        .expect("x decodes");
+    let mut header = Header::new(Algorithm::HS256);
+    header.typ = Some("at+jwt".into());
+    header.kid = Some(forge.kid.clone());
+    for secret in [raw.as_slice(), x.as_bytes()] {
+        let token = jsonwebtoken::encode(
+            &header,
+            &claims_of(&forge.genuine),
+            &EncodingKey::from_secret(secret),
+        )
+        .expect("signs");
+        assert_eq!(forge.verdict(&token).await, ValidationFailure::BadSignature);
+    }
+}
+
+#[tokio::test]
+async fn a_tampered_payload_is_a_bad_signature() {
+    let forge = Forge::new().await;
+    let mut claims = claims_of(&forge.genuine);
+    claims["roles"] = json!(["admin", "superuser"]);
+    claims["exp"] = json!(claims["exp"].as_i64().expect("exp") + 86_400);
+    let parts: Vec<&str> = forge.genuine.split('.').collect();
+    let token = format!(
+        "{}.{}.{}",
+        parts[0],
+        b64(claims.to_string().as_bytes()),
+        parts[2]
+    );
+    assert_eq!(forge.verdict(&token).await, ValidationFailure::BadSignature);
+}
+
+#[tokio::test]
+async fn a_strangers_key_under_our_kid_is_a_bad_signature() {
+    let forge = Forge::new().await;
+    let (ring, _) = stranger_ring();
+    let token = jsonwebtoken::encode(
+        &our_header(&forge.kid),
+        &claims_of(&forge.genuine),
+        &ring.active().encoding,
+    )
+    .expect("signs");
+    assert_eq!(forge.verdict(&token).await, ValidationFailure::BadSignature);
+}
+
+#[tokio::test]
+async fn an_unknown_kid_or_none_is_an_unknown_key() {
+    let forge = Forge::new().await;
+    let (ring, stranger_kid) = stranger_ring();
+    let token = jsonwebtoken::encode(
+        &our_header(&stranger_kid),
+        &claims_of(&forge.genuine),
+        &ring.active().encoding,
+    )
+    .expect("signs");
+    assert_eq!(forge.verdict(&token).await, ValidationFailure::UnknownKey);
+    let mut no_kid = our_header(&forge.kid);
+    no_kid.kid = None;
+    let token = forge.sign_with_our_key(&no_kid, &claims_of(&forge.genuine));
+    assert_eq!(forge.verdict(&token).await, ValidationFailure::UnknownKey);
+}
+
+#[tokio::test]
+async fn a_string_exp_is_malformed_even_when_signed_by_us() {
+    let forge = Forge::new().await;
+    let mut claims = claims_of(&forge.genuine);
+    claims["exp"] = json!(claims["exp"].as_i64().expect("exp").to_string());
+    let token = forge.sign_with_our_key(&our_header(&forge.kid), &claims);
+    assert_eq!(forge.verdict(&token).await, ValidationFailure::Malformed);
+}
+
+#[tokio::test]
+async fn missing_session_or_token_ids_are_malformed() {
+    let forge = Forge::new().await;
+    for claim in ["sid", "jti", "sub", "exp"] {
+        let mut claims = claims_of(&forge.genuine);
+        claims.as_object_mut().expect("object").remove(claim);
+        let token = forge.sign_with_our_key(&our_header(&forge.kid), &claims);
+        assert_eq!(
+            forge.verdict(&token).await,
+            ValidationFailure::Malformed,
+            "without {claim}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn truncated_tokens_and_wrong_segment_counts_are_refused() {
+    let forge = Forge::new().await;
+    let genuine = &forge.genuine;
+    // Cut inside the payload: two segments left.
+    let half = &genuine[..genuine.find('.').expect("dot") + 10];
+    assert_eq!(forge.verdict(half).await, ValidationFailure::Malformed);
+    // Signature cut by two characters: still valid base64url (63 bytes),
+    // so it decodes and fails to verify.
+    let short_signature = &genuine[..genuine.len() - 2];
+    assert_eq!(
+        forge.verdict(short_signature).await,
+        ValidationFailure::BadSignature
+    );
+    // Cut by one: 85 characters is no whole number of bytes, so the segment
+    // is not base64url and the token is malformed before any crypto.
+    let not_base64 = &genuine[..genuine.len() - 1];
+    assert_eq!(
+        forge.verdict(not_base64).await,
+        ValidationFailure::Malformed
+    );
+    let four = format!("{genuine}.extra");
+    assert_eq!(forge.verdict(&four).await, ValidationFailure::Malformed);
+    let two = genuine.rsplit_once('.').expect("dot").0;
+    assert_eq!(forge.verdict(two).await, ValidationFailure::Malformed);
+}
+
+#[tokio::test]
+async fn expired_and_not_yet_valid_tokens_are_refused() {
+    let forge = Forge::new().await;
+    let now = Timestamp::now().as_unix_seconds();
+    let mut expired = claims_of(&forge.genuine);
+    expired["iat"] = json!(now - 3600);
+    expired["nbf"] = json!(now - 3600);
+    expired["exp"] = json!(now - 1);
+    let token = forge.sign_with_our_key(&our_header(&forge.kid), &expired);
+    assert_eq!(forge.verdict(&token).await, ValidationFailure::Expired);
+
+    let mut future = claims_of(&forge.genuine);
+    future["nbf"] = json!(now + 600);
+    let token = forge.sign_with_our_key(&our_header(&forge.kid), &future);
+    assert_eq!(forge.verdict(&token).await, ValidationFailure::NotYetValid);
+}
+
+#[tokio::test]
+async fn a_foreign_issuer_is_refused_even_with_our_signature() {
+    let forge = Forge::new().await;
+    let mut claims = claims_of(&forge.genuine);
+    claims["iss"] = json!("https://elsewhere.example");
+    let token = forge.sign_with_our_key(&our_header(&forge.kid), &claims);
+    assert_eq!(forge.verdict(&token).await, ValidationFailure::WrongIssuer);
+}
+
+#[tokio::test]
+async fn wrong_typ_and_key_fetching_headers_are_malformed() {
+    let forge = Forge::new().await;
+    let claims = claims_of(&forge.genuine);
+    let mut plain_jwt = our_header(&forge.kid);
+    plain_jwt.typ = Some("JWT".into());
+    assert_eq!(
+        forge
+            .verdict(&forge.sign_with_our_key(&plain_jwt, &claims))
+            .await,
+        ValidationFailure::Malformed
+    );
+
+    let mut jku = our_header(&forge.kid);
+    jku.jku = Some("https://attacker.example/jwks.json".into());
+    assert_eq!(
+        forge.verdict(&forge.sign_with_our_key(&jku, &claims)).await,
+        ValidationFailure::Malformed
+    );
+
+    let mut x5u = our_header(&forge.kid);
+    x5u.x5u = Some("https://attacker.example/cert.pem".into());
+    assert_eq!(
+        forge.verdict(&forge.sign_with_our_key(&x5u, &claims)).await,
+        ValidationFailure::Malformed
+    );
+
+    let mut crit = our_header(&forge.kid);
+    crit.crit = Some(vec!["exp".into()]);
+    assert_eq!(
+        forge
+            .verdict(&forge.sign_with_our_key(&crit, &claims))
+            .await,
+        ValidationFailure::Malformed
+    );
+}
+
+#[tokio::test]
+async fn the_genuine_token_still_validates_after_all_that() {
+    let forge = Forge::new().await;
+    let mut client = forge.server.client().await;
+    assert!(validate(&mut client, &forge.genuine).await.valid);
+}
