@@ -5,19 +5,15 @@
 use std::{env, io, path::PathBuf};
 
 fn main() -> io::Result<()> {
-    let protos = ["sigil/v1/identity.proto"];
+    let protos = ["sigil/v1/resources.proto", "sigil/v1/identity.proto", "sigil/v1/admin.proto"];
     for proto in protos {
         println!("cargo:rerun-if-changed={proto}");
     }
     let fds = protox::compile(protos, ["."]).map_err(io::Error::other)?;
 
-    let out_dir =
-        PathBuf::from(env::var_os("OUT_DIR").ok_or_else(|| io::Error::other("OUT_DIR unset"))?);
+    let out_dir = PathBuf::from(env::var_os("OUT_DIR").ok_or_else(|| io::Error::other("OUT_DIR unset"))?);
     let descriptor_path = out_dir.join("sigil_descriptor.bin");
     std::fs::write(&descriptor_path, prost::Message::encode_to_vec(&fds))?;
 
-    tonic_prost_build::configure()
-        .build_client(true)
-        .build_server(true)
-        .compile_fds(fds)
+    tonic_prost_build::configure().build_client(true).build_server(true).compile_fds(fds)
 }

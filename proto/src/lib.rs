@@ -30,8 +30,7 @@ pub mod pb {
 
 /// The encoded `FileDescriptorSet` of every Sigil proto file, for gRPC server
 /// reflection (`tonic-reflection`) and for tools that need the schema.
-pub const FILE_DESCRIPTOR_SET: &[u8] =
-    include_bytes!(concat!(env!("OUT_DIR"), "/sigil_descriptor.bin"));
+pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/sigil_descriptor.bin"));
 
 #[cfg(test)]
 mod tests {
@@ -47,9 +46,6 @@ mod tests {
             .filter(|f| f.package() == "sigil.v1")
             .flat_map(|f| f.service.iter().map(|s| s.name().to_string()))
             .collect();
-        assert!(
-            services.contains(&"IdentityService".to_string()),
-            "services: {services:?}"
-        );
+        assert!(services.contains(&"IdentityService".to_string()), "services: {services:?}");
     }
 }

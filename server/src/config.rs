@@ -62,6 +62,17 @@ pub struct ConfigLayer {
     /// Log format [default: text].
     #[arg(long, env = "SIGIL_LOG_FORMAT", value_enum)]
     pub log_format: Option<LogFormat>,
+    /// Audit events kept for replay by WatchEvents [default: 10000].
+    #[arg(long, env = "SIGIL_EVENT_RETENTION")]
+    pub event_retention: Option<usize>,
+    /// How long ended sessions and tokens stay listed before they are purged [default: 7days].
+    #[arg(long, env = "SIGIL_RECORD_RETENTION", value_parser = parse_duration)]
+    #[serde(default, deserialize_with = "duration_text")]
+    pub record_retention: Option<Duration>,
+    /// How often expiry, purges and key retirement run [default: 30s].
+    #[arg(long, env = "SIGIL_SWEEP_INTERVAL", value_parser = parse_duration)]
+    #[serde(default, deserialize_with = "duration_text")]
+    pub sweep_interval: Option<Duration>,
 }
 
 /// How log lines are written.
@@ -98,6 +109,14 @@ pub struct Config {
     pub leeway: Duration,
     /// Log format.
     pub log_format: LogFormat,
+    /// Audit events kept.
+    pub event_retention: usize,
+    /// Retention of ended records.
+    #[serde(serialize_with = "duration_to_text")]
+    pub record_retention: Duration,
+    /// Maintenance interval.
+    #[serde(serialize_with = "duration_to_text")]
+    pub sweep_interval: Duration,
 }
 
 impl Default for Config {
@@ -113,6 +132,9 @@ impl Default for Config {
             session_ttl: identity.session_ttl,
             leeway: identity.leeway,
             log_format: LogFormat::Text,
+            event_retention: identity.event_retention,
+            record_retention: identity.record_retention,
+            sweep_interval: Duration::from_secs(30),
         }
     }
 }
@@ -148,20 +170,13 @@ impl Config {
         let from_file = match file {
             None => ConfigLayer::default(),
             Some(path) => {
-                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-                    path: path.to_path_buf(),
-                    source,
-                })?;
-                toml::from_str(&text).map_err(|e| ConfigError::Invalid {
-                    path: path.to_path_buf(),
-                    message: e.to_string(),
-                })?
+                let text = std::fs::read_to_string(path)
+                    .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+                toml::from_str(&text)
+                    .map_err(|e| ConfigError::Invalid { path: path.to_path_buf(), message: e.to_string() })?
             }
         };
-        Self::default()
-            .overlaid(from_file)
-            .overlaid(flags)
-            .checked()
+        Self::default().overlaid(from_file).overlaid(flags).checked()
     }
 
     fn overlaid(self, layer: ConfigLayer) -> Self {
@@ -175,24 +190,24 @@ impl Config {
             session_ttl: layer.session_ttl.unwrap_or(self.session_ttl),
             leeway: layer.leeway.unwrap_or(self.leeway),
             log_format: layer.log_format.unwrap_or(self.log_format),
+            event_retention: layer.event_retention.unwrap_or(self.event_retention),
+            record_retention: layer.record_retention.unwrap_or(self.record_retention),
+            sweep_interval: layer.sweep_interval.unwrap_or(self.sweep_interval),
         }
     }
 
     fn checked(self) -> Result<Self, ConfigError> {
         if self.access_token_ttl < Duration::from_secs(1) {
-            return Err(ConfigError::OutOfRange(
-                "access_token_ttl must be at least 1s".into(),
-            ));
+            return Err(ConfigError::OutOfRange("access_token_ttl must be at least 1s".into()));
         }
         if self.session_ttl < self.access_token_ttl {
-            return Err(ConfigError::OutOfRange(
-                "session_ttl must be at least access_token_ttl".into(),
-            ));
+            return Err(ConfigError::OutOfRange("session_ttl must be at least access_token_ttl".into()));
+        }
+        if self.sweep_interval < Duration::from_millis(100) {
+            return Err(ConfigError::OutOfRange("sweep_interval must be at least 100ms".into()));
         }
         if self.issuer.is_empty() || self.audience.is_empty() {
-            return Err(ConfigError::OutOfRange(
-                "issuer and audience must not be empty".into(),
-            ));
+            return Err(ConfigError::OutOfRange("issuer and audience must not be empty".into()));
         }
         Ok(self)
     }
@@ -205,6 +220,8 @@ impl Config {
             access_token_ttl: self.access_token_ttl,
             session_ttl: self.session_ttl,
             leeway: self.leeway,
+            event_retention: self.event_retention,
+            record_retention: self.record_retention,
             ..IdentitySettings::default()
         }
     }
@@ -221,15 +238,10 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
 
 fn duration_text<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Duration>, D::Error> {
     let text = String::deserialize(deserializer)?;
-    parse_duration(&text)
-        .map(Some)
-        .map_err(serde::de::Error::custom)
+    parse_duration(&text).map(Some).map_err(serde::de::Error::custom)
 }
 
-fn duration_to_text<S: serde::Serializer>(
-    duration: &Duration,
-    serializer: S,
-) -> Result<S::Ok, S::Error> {
+fn duration_to_text<S: serde::Serializer>(duration: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
     serializer.serialize_str(&humantime::format_duration(*duration).to_string())
 }
 
@@ -245,13 +257,8 @@ mod tests {
 
     #[test]
     fn flags_override_file_which_overrides_defaults() {
-        let file = file_with(
-            "issuer = \"from-file\"\naudience = \"file-aud\"\naccess_token_ttl = \"5m\"\n",
-        );
-        let flags = ConfigLayer {
-            issuer: Some("from-flag".into()),
-            ..ConfigLayer::default()
-        };
+        let file = file_with("issuer = \"from-file\"\naudience = \"file-aud\"\naccess_token_ttl = \"5m\"\n");
+        let flags = ConfigLayer { issuer: Some("from-flag".into()), ..ConfigLayer::default() };
         let config = Config::load(Some(file.path()), flags).expect("config");
         assert_eq!(config.issuer, "from-flag");
         assert_eq!(config.audience, "file-aud");
@@ -262,8 +269,7 @@ mod tests {
     #[test]
     fn unknown_keys_are_an_error_naming_the_key() {
         let file = file_with("listen = \"127.0.0.1:1\"\nlisten_adress = \"x\"\n");
-        let error = Config::load(Some(file.path()), ConfigLayer::default())
-            .expect_err("unknown key refused");
+        let error = Config::load(Some(file.path()), ConfigLayer::default()).expect_err("unknown key refused");
         assert!(error.to_string().contains("listen_adress"), "{error}");
     }
 

@@ -16,10 +16,7 @@ use crate::domain::Identity;
 
 /// The HTTP routes over `identity`.
 pub fn router(identity: Arc<Identity>) -> Router {
-    Router::new()
-        .route("/.well-known/jwks.json", get(jwks))
-        .route("/healthz", get(healthz))
-        .with_state(identity)
+    Router::new().route("/.well-known/jwks.json", get(jwks)).route("/healthz", get(healthz)).with_state(identity)
 }
 
 async fn jwks(State(identity): State<Arc<Identity>>) -> impl IntoResponse {
@@ -27,10 +24,7 @@ async fn jwks(State(identity): State<Arc<Identity>>) -> impl IntoResponse {
     // whole access-token lifetime after it stops signing; five minutes of
     // caching never hides a key that signs live tokens for long.
     (
-        [
-            (header::CONTENT_TYPE, "application/jwk-set+json"),
-            (header::CACHE_CONTROL, "public, max-age=300"),
-        ],
+        [(header::CONTENT_TYPE, "application/jwk-set+json"), (header::CACHE_CONTROL, "public, max-age=300")],
         identity.jwks_json(),
     )
 }

@@ -26,10 +26,7 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     init_logging(config.log_format);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(e) => {
             eprintln!("sigil-server: cannot start the runtime: {e}");
@@ -47,13 +44,8 @@ fn main() -> ExitCode {
 }
 
 async fn run(config: Config) -> anyhow::Result<()> {
-    let admin_password = std::env::var("SIGIL_ADMIN_PASSWORD")
-        .ok()
-        .filter(|p| !p.is_empty())
-        .map(Secret::new);
-    let running = server::start(&config, admin_password)
-        .await
-        .context("cannot start")?;
+    let admin_password = std::env::var("SIGIL_ADMIN_PASSWORD").ok().filter(|p| !p.is_empty()).map(Secret::new);
+    let running = server::start(&config, admin_password).await.context("cannot start")?;
     if let Some((admin, generated)) = &running.bootstrap_admin {
         match generated {
             Some(password) => println!(
@@ -87,9 +79,7 @@ fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("SIGIL_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(ansi);
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),

@@ -4,14 +4,17 @@
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
-use sigil_proto::pb::identity_service_server::IdentityServiceServer;
+use sigil_proto::pb::{admin_service_server::AdminServiceServer, identity_service_server::IdentityServiceServer};
 use tokio::{net::TcpListener, sync::watch, task::JoinHandle};
 use tonic::transport::server::TcpIncoming;
 
 use crate::{
     config::Config,
-    domain::{Identity, Secret, Timestamp, user::UserRecord},
-    grpc::identity::IdentityApi,
+    domain::{Identity, Secret, user::UserRecord},
+    grpc::{
+        admin::{AdminApi, AdminGuard},
+        identity::IdentityApi,
+    },
     store::{Store, sled_store::SledStore},
 };
 
@@ -69,8 +72,7 @@ impl RunningServer {
     pub async fn shutdown(self) -> Result<(), ServerError> {
         let _ = self.stop.send(true);
         for task in self.tasks {
-            task.await
-                .map_err(|e| ServerError::Serve(e.to_string()))??;
+            task.await.map_err(|e| ServerError::Serve(e.to_string()))??;
         }
         self.store.close().await?;
         Ok(())
@@ -79,28 +81,17 @@ impl RunningServer {
 
 /// Starts Sigil with `config`. `admin_password` is used if the store is
 /// empty and the bootstrap admin is created.
-pub async fn start(
-    config: &Config,
-    admin_password: Option<Secret<String>>,
-) -> Result<RunningServer, ServerError> {
+pub async fn start(config: &Config, admin_password: Option<Secret<String>>) -> Result<RunningServer, ServerError> {
     prepare_data_dir(&config.data_dir)?;
     let store: Arc<dyn Store> = SledStore::open(&config.data_dir)?;
     let identity = Arc::new(Identity::open(store.clone(), config.identity_settings()).await?);
     let bootstrap_admin = identity.bootstrap_admin(admin_password).await?;
 
     let grpc_listener =
-        TcpListener::bind(config.listen)
-            .await
-            .map_err(|source| ServerError::Bind {
-                addr: config.listen,
-                source,
-            })?;
+        TcpListener::bind(config.listen).await.map_err(|source| ServerError::Bind { addr: config.listen, source })?;
     let http_listener = TcpListener::bind(config.http_listen)
         .await
-        .map_err(|source| ServerError::Bind {
-            addr: config.http_listen,
-            source,
-        })?;
+        .map_err(|source| ServerError::Bind { addr: config.http_listen, source })?;
     let grpc_addr = local_addr(&grpc_listener, config.listen)?;
     let http_addr = local_addr(&http_listener, config.http_listen)?;
 
@@ -108,18 +99,10 @@ pub async fn start(
     let tasks = vec![
         tokio::spawn(serve_grpc(identity.clone(), grpc_listener, stopped.clone())),
         tokio::spawn(serve_http(identity.clone(), http_listener, stopped.clone())),
-        tokio::spawn(maintain(identity.clone(), stopped)),
+        tokio::spawn(maintain(identity.clone(), config.sweep_interval, stopped)),
     ];
     tracing::info!(%grpc_addr, %http_addr, "sigil-server listening");
-    Ok(RunningServer {
-        grpc_addr,
-        http_addr,
-        identity,
-        bootstrap_admin,
-        stop,
-        tasks,
-        store,
-    })
+    Ok(RunningServer { grpc_addr, http_addr, identity, bootstrap_admin, stop, tasks, store })
 }
 
 async fn serve_grpc(
@@ -128,15 +111,18 @@ async fn serve_grpc(
     stop: watch::Receiver<bool>,
 ) -> Result<(), ServerError> {
     let (health, health_service) = tonic_health::server::health_reporter();
-    let identity_service = IdentityServiceServer::new(IdentityApi::new(identity))
+    let identity_service = IdentityServiceServer::new(IdentityApi::new(identity.clone()))
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
-    health
-        .set_serving::<IdentityServiceServer<IdentityApi>>()
-        .await;
-    health
-        .set_service_status("", tonic_health::ServingStatus::Serving)
-        .await;
+    let admin_service = tonic::service::interceptor::InterceptedService::new(
+        AdminServiceServer::new(AdminApi::new(identity.clone()))
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES),
+        AdminGuard::new(identity),
+    );
+    health.set_serving::<IdentityServiceServer<IdentityApi>>().await;
+    health.set_serving::<AdminServiceServer<AdminApi>>().await;
+    health.set_service_status("", tonic_health::ServingStatus::Serving).await;
 
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(sigil_proto::FILE_DESCRIPTOR_SET)
@@ -155,6 +141,7 @@ async fn serve_grpc(
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(identity_service)
+        .add_service(admin_service)
         .serve_with_incoming_shutdown(incoming, stopped(stop))
         .await
         .map_err(|e| ServerError::Serve(e.to_string()))
@@ -171,22 +158,28 @@ async fn serve_http(
         .map_err(|e| ServerError::Serve(e.to_string()))
 }
 
-/// Periodic upkeep: drops revocation-index entries that no live token can
-/// be affected by any more.
+/// Periodic upkeep (expiry, purges, key retirement, last-seen times); see
+/// `domain::maintenance`. A failed sweep is logged and retried next time.
 async fn maintain(
     identity: Arc<Identity>,
+    every: Duration,
     mut stop: watch::Receiver<bool>,
 ) -> Result<(), ServerError> {
-    let mut tick = tokio::time::interval(Duration::from_secs(30));
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
-            _ = tick.tick() => {
-                let purged = identity.revocations().purge(Timestamp::now());
-                if purged > 0 {
-                    tracing::debug!(purged, "revocation index purged");
+            _ = tick.tick() => match identity.sweep().await {
+                Ok(report) => tracing::debug!(?report, "maintenance sweep"),
+                Err(e) => tracing::warn!(error = %e, "maintenance sweep failed"),
+            },
+            _ = stop.changed() => {
+                // Last-seen times noted since the last sweep are kept.
+                if let Err(e) = identity.flush_last_seen().await {
+                    tracing::warn!(error = %e, "could not save last-seen times");
                 }
+                return Ok(());
             }
-            _ = stop.changed() => return Ok(()),
         }
     }
 }
@@ -197,19 +190,13 @@ async fn stopped(mut stop: watch::Receiver<bool>) {
 }
 
 fn local_addr(listener: &TcpListener, wanted: SocketAddr) -> Result<SocketAddr, ServerError> {
-    listener.local_addr().map_err(|source| ServerError::Bind {
-        addr: wanted,
-        source,
-    })
+    listener.local_addr().map_err(|source| ServerError::Bind { addr: wanted, source })
 }
 
 /// Creates the data directory readable by the service's user only: it holds
 /// the private signing keys and the password hashes.
 fn prepare_data_dir(dir: &std::path::Path) -> Result<(), ServerError> {
-    let error = |source| ServerError::DataDir {
-        path: dir.display().to_string(),
-        source,
-    };
+    let error = |source| ServerError::DataDir { path: dir.display().to_string(), source };
     std::fs::create_dir_all(dir).map_err(error)?;
     #[cfg(unix)]
     {

@@ -18,11 +18,8 @@ fn server() -> Command {
 fn print_config_layers_flags_over_env_over_file_over_defaults() {
     let dir = tempfile::tempdir().expect("temp dir");
     let file = dir.path().join("sigil.toml");
-    std::fs::write(
-        &file,
-        "issuer = \"file-issuer\"\naudience = \"file-audience\"\nsession_ttl = \"2days\"\n",
-    )
-    .expect("write");
+    std::fs::write(&file, "issuer = \"file-issuer\"\naudience = \"file-audience\"\nsession_ttl = \"2days\"\n")
+        .expect("write");
     let output = server()
         .arg("--config")
         .arg(&file)
@@ -31,19 +28,12 @@ fn print_config_layers_flags_over_env_over_file_over_defaults() {
         .env("SIGIL_AUDIENCE", "env-audience")
         .output()
         .expect("runs");
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     let printed = String::from_utf8_lossy(&output.stdout);
     assert!(printed.contains("issuer = \"flag-issuer\""), "{printed}");
     assert!(printed.contains("audience = \"env-audience\""), "{printed}");
     assert!(printed.contains("session_ttl = \"2days\""), "{printed}");
-    assert!(
-        printed.contains("listen = \"127.0.0.1:50051\""),
-        "{printed}"
-    );
+    assert!(printed.contains("listen = \"127.0.0.1:50051\""), "{printed}");
 }
 
 #[test]
@@ -59,10 +49,7 @@ fn unknown_config_keys_fail_with_the_key_named() {
 
 #[test]
 fn bad_durations_are_refused_with_an_example() {
-    let output = server()
-        .args(["--access-token-ttl", "soon", "--print-config"])
-        .output()
-        .expect("runs");
+    let output = server().args(["--access-token-ttl", "soon", "--print-config"]).output().expect("runs");
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("15m"), "{stderr}");

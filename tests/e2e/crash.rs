@@ -24,33 +24,15 @@ async fn acknowledged_writes_survive_kill_9_ten_times_in_a_row() {
         let mut client = server.client().await;
 
         // Everything acknowledged in earlier rounds is still there.
-        let keys = client
-            .get_jwks(pb::GetJwksRequest {})
-            .await
-            .expect("jwks")
-            .into_inner()
-            .jwks_json;
-        assert_eq!(
-            jwks.get_or_insert(keys.clone()),
-            &keys,
-            "round {round}: signing keys survived"
-        );
+        let keys = client.get_jwks(pb::GetJwksRequest {}).await.expect("jwks").into_inner().jwks_json;
+        assert_eq!(jwks.get_or_insert(keys.clone()), &keys, "round {round}: signing keys survived");
         for (i, ack) in previous.iter().enumerate() {
             let live = validate(&mut client, &ack.live_access).await;
-            assert!(
-                live.valid,
-                "round {round}, ack {i}: live session lost: {live:?}"
-            );
+            assert!(live.valid, "round {round}, ack {i}: live session lost: {live:?}");
             let revoked = validate(&mut client, &ack.revoked_access).await;
-            assert_eq!(
-                revoked.failure(),
-                ValidationFailure::SessionRevoked,
-                "round {round}, ack {i}: revocation lost"
-            );
+            assert_eq!(revoked.failure(), ValidationFailure::SessionRevoked, "round {round}, ack {i}: revocation lost");
             let refused = client
-                .refresh(pb::RefreshRequest {
-                    refresh_token: ack.revoked_refresh.clone(),
-                })
+                .refresh(pb::RefreshRequest { refresh_token: ack.revoked_refresh.clone() })
                 .await
                 .expect_err("a revoked session stays revoked");
             assert_eq!(refused.code(), tonic::Code::Unauthenticated);
@@ -59,9 +41,7 @@ async fn acknowledged_writes_survive_kill_9_ten_times_in_a_row() {
         // refresh token must work now (and it is rotated again here).
         if let Some(last) = previous.last_mut() {
             let rotated = client
-                .refresh(pb::RefreshRequest {
-                    refresh_token: last.live_refresh.clone(),
-                })
+                .refresh(pb::RefreshRequest { refresh_token: last.live_refresh.clone() })
                 .await
                 .unwrap_or_else(|e| panic!("round {round}: acknowledged rotation lost: {e}"))
                 .into_inner();
@@ -72,9 +52,7 @@ async fn acknowledged_writes_survive_kill_9_ten_times_in_a_row() {
         // New acknowledged writes: a login, a refresh, a revocation.
         let keep = login(&mut client, "admin", ADMIN_PASSWORD).await;
         let keep = client
-            .refresh(pb::RefreshRequest {
-                refresh_token: keep.refresh_token,
-            })
+            .refresh(pb::RefreshRequest { refresh_token: keep.refresh_token })
             .await
             .expect("refresh")
             .into_inner();
@@ -111,14 +89,8 @@ async fn sigterm_shuts_down_cleanly_and_keeps_the_data() {
     assert!(server.terminate().await, "exit status 0 on SIGTERM");
     let log = output.lock().expect("log").clone();
     assert!(log.contains("all acknowledged writes are durable"), "{log}");
-    assert!(
-        !log.contains(ADMIN_PASSWORD),
-        "the admin password is never logged"
-    );
-    assert!(
-        !log.contains(&session.refresh_token),
-        "refresh tokens are never logged"
-    );
+    assert!(!log.contains(ADMIN_PASSWORD), "the admin password is never logged");
+    assert!(!log.contains(&session.refresh_token), "refresh tokens are never logged");
 
     let server = ChildServer::spawn(&data).await;
     let mut client = server.client().await;

@@ -17,9 +17,7 @@ fn b64(bytes: &[u8]) -> String {
 
 fn claims_of(token: &str) -> Value {
     let payload = token.split('.').nth(1).expect("payload");
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(payload)
-        .expect("base64");
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).expect("base64");
     serde_json::from_slice(&bytes).expect("json")
 }
 
@@ -40,15 +38,9 @@ impl Forge {
     async fn new() -> Self {
         let server = TestServer::start().await;
         let mut client = server.client().await;
-        let genuine = login(&mut client, "admin", ADMIN_PASSWORD)
-            .await
-            .access_token;
+        let genuine = login(&mut client, "admin", ADMIN_PASSWORD).await.access_token;
         let kid = server.identity().key_ring().active().kid.clone();
-        Self {
-            server,
-            genuine,
-            kid,
-        }
+        Self { server, genuine, kid }
     }
 
     /// Signs `claims` with the server's real private key.
@@ -76,11 +68,8 @@ fn stranger_ring() -> (KeyRing, String) {
 async fn alg_none_is_a_bad_signature() {
     let forge = Forge::new().await;
     let header = json!({"alg": "none", "typ": "at+jwt", "kid": forge.kid});
-    let token = format!(
-        "{}.{}.",
-        b64(header.to_string().as_bytes()),
-        forge.genuine.split('.').nth(1).expect("payload")
-    );
+    let token =
+        format!("{}.{}.", b64(header.to_string().as_bytes()), forge.genuine.split('.').nth(1).expect("payload"));
     assert_eq!(forge.verdict(&token).await, ValidationFailure::BadSignature);
 }
 
@@ -89,19 +78,13 @@ async fn hs256_keyed_with_our_public_key_is_a_bad_signature() {
     let forge = Forge::new().await;
     let jwks: Value = serde_json::from_str(&forge.server.identity().jwks_json()).expect("jwks");
     let x = jwks["keys"][0]["x"].as_str().expect("x").to_string();
-    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(&x)
-        .expect("x decodes");
+    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(&x).expect("x decodes");
     let mut header = Header::new(Algorithm::HS256);
     header.typ = Some("at+jwt".into());
     header.kid = Some(forge.kid.clone());
     for secret in [raw.as_slice(), x.as_bytes()] {
-        let token = jsonwebtoken::encode(
-            &header,
-            &claims_of(&forge.genuine),
-            &EncodingKey::from_secret(secret),
-        )
-        .expect("signs");
+        let token = jsonwebtoken::encode(&header, &claims_of(&forge.genuine), &EncodingKey::from_secret(secret))
+            .expect("signs");
         assert_eq!(forge.verdict(&token).await, ValidationFailure::BadSignature);
     }
 }
@@ -113,12 +96,7 @@ async fn a_tampered_payload_is_a_bad_signature() {
     claims["roles"] = json!(["admin", "superuser"]);
     claims["exp"] = json!(claims["exp"].as_i64().expect("exp") + 86_400);
     let parts: Vec<&str> = forge.genuine.split('.').collect();
-    let token = format!(
-        "{}.{}.{}",
-        parts[0],
-        b64(claims.to_string().as_bytes()),
-        parts[2]
-    );
+    let token = format!("{}.{}.{}", parts[0], b64(claims.to_string().as_bytes()), parts[2]);
     assert_eq!(forge.verdict(&token).await, ValidationFailure::BadSignature);
 }
 
@@ -126,12 +104,8 @@ async fn a_tampered_payload_is_a_bad_signature() {
 async fn a_strangers_key_under_our_kid_is_a_bad_signature() {
     let forge = Forge::new().await;
     let (ring, _) = stranger_ring();
-    let token = jsonwebtoken::encode(
-        &our_header(&forge.kid),
-        &claims_of(&forge.genuine),
-        &ring.active().encoding,
-    )
-    .expect("signs");
+    let token = jsonwebtoken::encode(&our_header(&forge.kid), &claims_of(&forge.genuine), &ring.active().encoding)
+        .expect("signs");
     assert_eq!(forge.verdict(&token).await, ValidationFailure::BadSignature);
 }
 
@@ -139,12 +113,8 @@ async fn a_strangers_key_under_our_kid_is_a_bad_signature() {
 async fn an_unknown_kid_or_none_is_an_unknown_key() {
     let forge = Forge::new().await;
     let (ring, stranger_kid) = stranger_ring();
-    let token = jsonwebtoken::encode(
-        &our_header(&stranger_kid),
-        &claims_of(&forge.genuine),
-        &ring.active().encoding,
-    )
-    .expect("signs");
+    let token = jsonwebtoken::encode(&our_header(&stranger_kid), &claims_of(&forge.genuine), &ring.active().encoding)
+        .expect("signs");
     assert_eq!(forge.verdict(&token).await, ValidationFailure::UnknownKey);
     let mut no_kid = our_header(&forge.kid);
     no_kid.kid = None;
@@ -168,11 +138,7 @@ async fn missing_session_or_token_ids_are_malformed() {
         let mut claims = claims_of(&forge.genuine);
         claims.as_object_mut().expect("object").remove(claim);
         let token = forge.sign_with_our_key(&our_header(&forge.kid), &claims);
-        assert_eq!(
-            forge.verdict(&token).await,
-            ValidationFailure::Malformed,
-            "without {claim}"
-        );
+        assert_eq!(forge.verdict(&token).await, ValidationFailure::Malformed, "without {claim}");
     }
 }
 
@@ -186,17 +152,11 @@ async fn truncated_tokens_and_wrong_segment_counts_are_refused() {
     // Signature cut by two characters: still valid base64url (63 bytes),
     // so it decodes and fails to verify.
     let short_signature = &genuine[..genuine.len() - 2];
-    assert_eq!(
-        forge.verdict(short_signature).await,
-        ValidationFailure::BadSignature
-    );
+    assert_eq!(forge.verdict(short_signature).await, ValidationFailure::BadSignature);
     // Cut by one: 85 characters is no whole number of bytes, so the segment
     // is not base64url and the token is malformed before any crypto.
     let not_base64 = &genuine[..genuine.len() - 1];
-    assert_eq!(
-        forge.verdict(not_base64).await,
-        ValidationFailure::Malformed
-    );
+    assert_eq!(forge.verdict(not_base64).await, ValidationFailure::Malformed);
     let four = format!("{genuine}.extra");
     assert_eq!(forge.verdict(&four).await, ValidationFailure::Malformed);
     let two = genuine.rsplit_once('.').expect("dot").0;
@@ -235,35 +195,19 @@ async fn wrong_typ_and_key_fetching_headers_are_malformed() {
     let claims = claims_of(&forge.genuine);
     let mut plain_jwt = our_header(&forge.kid);
     plain_jwt.typ = Some("JWT".into());
-    assert_eq!(
-        forge
-            .verdict(&forge.sign_with_our_key(&plain_jwt, &claims))
-            .await,
-        ValidationFailure::Malformed
-    );
+    assert_eq!(forge.verdict(&forge.sign_with_our_key(&plain_jwt, &claims)).await, ValidationFailure::Malformed);
 
     let mut jku = our_header(&forge.kid);
     jku.jku = Some("https://attacker.example/jwks.json".into());
-    assert_eq!(
-        forge.verdict(&forge.sign_with_our_key(&jku, &claims)).await,
-        ValidationFailure::Malformed
-    );
+    assert_eq!(forge.verdict(&forge.sign_with_our_key(&jku, &claims)).await, ValidationFailure::Malformed);
 
     let mut x5u = our_header(&forge.kid);
     x5u.x5u = Some("https://attacker.example/cert.pem".into());
-    assert_eq!(
-        forge.verdict(&forge.sign_with_our_key(&x5u, &claims)).await,
-        ValidationFailure::Malformed
-    );
+    assert_eq!(forge.verdict(&forge.sign_with_our_key(&x5u, &claims)).await, ValidationFailure::Malformed);
 
     let mut crit = our_header(&forge.kid);
     crit.crit = Some(vec!["exp".into()]);
-    assert_eq!(
-        forge
-            .verdict(&forge.sign_with_our_key(&crit, &claims))
-            .await,
-        ValidationFailure::Malformed
-    );
+    assert_eq!(forge.verdict(&forge.sign_with_our_key(&crit, &claims)).await, ValidationFailure::Malformed);
 }
 
 #[tokio::test]

@@ -8,15 +8,9 @@ async fn admin_logs_in_and_the_token_validates_with_its_claims() {
     let mut client = server.client().await;
     let session = login(&mut client, "admin", ADMIN_PASSWORD).await;
     assert!(!session.access_token.is_empty() && !session.refresh_token.is_empty());
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock")
-        .as_secs() as i64;
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs() as i64;
     let access_exp = session.access_token_expires_at.expect("expiry").seconds;
-    assert!(
-        (now + 14 * 60..=now + 15 * 60 + 1).contains(&access_exp),
-        "15 min access TTL"
-    );
+    assert!((now + 14 * 60..=now + 15 * 60 + 1).contains(&access_exp), "15 min access TTL");
     let refresh_exp = session.refresh_token_expires_at.expect("expiry").seconds;
     assert!(refresh_exp >= now + 29 * 24 * 3600, "30 day session");
 
@@ -39,10 +33,7 @@ async fn usernames_are_case_insensitive() {
     server.create_user("Carol", "carol-password", &[]).await;
     let mut client = server.client().await;
     let session = login(&mut client, "  CAROL ", "carol-password").await;
-    let claims = validate(&mut client, &session.access_token)
-        .await
-        .claims
-        .expect("valid");
+    let claims = validate(&mut client, &session.access_token).await.claims.expect("valid");
     assert_eq!(claims.username, "carol");
 }
 
@@ -56,14 +47,8 @@ async fn wrong_password_and_unknown_user_get_one_identical_error() {
         password: password.into(),
         ..Default::default()
     };
-    let wrong = client
-        .authenticate(attempt("dave", "not-it"))
-        .await
-        .expect_err("wrong password refused");
-    let unknown = client
-        .authenticate(attempt("nobody", "not-it"))
-        .await
-        .expect_err("unknown user refused");
+    let wrong = client.authenticate(attempt("dave", "not-it")).await.expect_err("wrong password refused");
+    let unknown = client.authenticate(attempt("nobody", "not-it")).await.expect_err("unknown user refused");
     for status in [&wrong, &unknown] {
         assert_eq!(status.code(), Code::Unauthenticated);
         assert_eq!(status.message(), "invalid username or password");
@@ -78,30 +63,10 @@ async fn empty_and_oversized_login_fields_are_invalid_arguments() {
         ("", "pw", None, "username is empty"),
         ("   ", "pw", None, "username is empty"),
         ("admin", "", None, "password is empty"),
-        (
-            &"u".repeat(257) as &str,
-            "pw",
-            None,
-            "username is longer than 256 bytes",
-        ),
-        (
-            "admin",
-            &"p".repeat(1025),
-            None,
-            "password is longer than 1024 bytes",
-        ),
-        (
-            "ad\0min",
-            "pw",
-            None,
-            "username contains control characters",
-        ),
-        (
-            "admin",
-            "pw",
-            Some("d".repeat(257)),
-            "device_name is longer than 256 bytes",
-        ),
+        (&"u".repeat(257) as &str, "pw", None, "username is longer than 256 bytes"),
+        ("admin", &"p".repeat(1025), None, "password is longer than 1024 bytes"),
+        ("ad\0min", "pw", None, "username contains control characters"),
+        ("admin", "pw", Some("d".repeat(257)), "device_name is longer than 256 bytes"),
     ];
     for (username, password, device_name, message) in cases {
         let status = client
@@ -136,21 +101,10 @@ async fn a_requested_audience_is_issued_and_checked() {
         token: session.access_token.clone(),
         audience: audience.map(Into::into),
     };
-    let ok = client
-        .validate(check(Some("billing")))
-        .await
-        .expect("answer")
-        .into_inner();
+    let ok = client.validate(check(Some("billing"))).await.expect("answer").into_inner();
     assert!(ok.valid);
-    assert_eq!(
-        ok.claims.expect("claims").audience,
-        vec!["billing".to_string()]
-    );
-    let wrong = client
-        .validate(check(Some("shipping")))
-        .await
-        .expect("answer")
-        .into_inner();
+    assert_eq!(ok.claims.expect("claims").audience, vec!["billing".to_string()]);
+    let wrong = client.validate(check(Some("shipping"))).await.expect("answer").into_inner();
     assert!(!wrong.valid);
     assert_eq!(wrong.failure(), ValidationFailure::WrongAudience);
     assert!(wrong.claims.is_none(), "no claims for an invalid token");
@@ -161,10 +115,7 @@ async fn validate_refuses_only_an_empty_token_as_an_error() {
     let server = TestServer::start().await;
     let mut client = server.client().await;
     let empty = client
-        .validate(pb::ValidateRequest {
-            token: String::new(),
-            audience: None,
-        })
+        .validate(pb::ValidateRequest { token: String::new(), audience: None })
         .await
         .expect_err("empty token refused");
     assert_eq!(empty.code(), Code::InvalidArgument);
@@ -172,12 +123,7 @@ async fn validate_refuses_only_an_empty_token_as_an_error() {
     for garbage in ["garbage", "a.b.c", &"x".repeat(20_000) as &str] {
         let verdict = validate(&mut client, garbage).await;
         assert!(!verdict.valid);
-        assert_eq!(
-            verdict.failure(),
-            ValidationFailure::Malformed,
-            "{}",
-            &garbage[..garbage.len().min(20)]
-        );
+        assert_eq!(verdict.failure(), ValidationFailure::Malformed, "{}", &garbage[..garbage.len().min(20)]);
     }
 }
 
@@ -186,28 +132,19 @@ async fn tokens_verify_offline_against_the_published_jwks() {
     let server = TestServer::start().await;
     let mut client = server.client().await;
     let session = login(&mut client, "admin", ADMIN_PASSWORD).await;
-    let jwks_json = client
-        .get_jwks(pb::GetJwksRequest {})
-        .await
-        .expect("jwks")
-        .into_inner()
-        .jwks_json;
+    let jwks_json = client.get_jwks(pb::GetJwksRequest {}).await.expect("jwks").into_inner().jwks_json;
 
     // An independent verifier: jsonwebtoken's own JWK handling, no Sigil code.
-    let jwks: jsonwebtoken::jwk::JwkSet =
-        serde_json::from_str(&jwks_json).expect("RFC 7517 key set");
+    let jwks: jsonwebtoken::jwk::JwkSet = serde_json::from_str(&jwks_json).expect("RFC 7517 key set");
     let header = jsonwebtoken::decode_header(&session.access_token).expect("header");
     assert_eq!(header.alg, jsonwebtoken::Algorithm::EdDSA);
     assert_eq!(header.typ.as_deref(), Some("at+jwt"));
-    let jwk = jwks
-        .find(header.kid.as_deref().expect("kid"))
-        .expect("kid is published");
+    let jwk = jwks.find(header.kid.as_deref().expect("kid")).expect("kid is published");
     let key = jsonwebtoken::DecodingKey::from_jwk(jwk).expect("usable key");
     let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::EdDSA);
     validation.set_audience(&["sigil"]);
     validation.set_issuer(&["sigil"]);
-    let data = jsonwebtoken::decode::<serde_json::Value>(&session.access_token, &key, &validation)
-        .expect("verifies");
+    let data = jsonwebtoken::decode::<serde_json::Value>(&session.access_token, &key, &validation).expect("verifies");
     assert_eq!(data.claims["sub"], session.user_id.as_str());
     assert_eq!(data.claims["sid"], session.session_id.as_str());
     for claim in ["exp", "iat", "nbf", "jti"] {
@@ -220,10 +157,7 @@ async fn messages_over_the_size_limit_are_refused_with_the_limit_named() {
     let server = TestServer::start().await;
     let mut client = server.client().await;
     let status = client
-        .validate(pb::ValidateRequest {
-            token: "x".repeat(100_000),
-            audience: None,
-        })
+        .validate(pb::ValidateRequest { token: "x".repeat(100_000), audience: None })
         .await
         .expect_err("oversized message refused");
     assert_eq!(status.code(), Code::OutOfRange);

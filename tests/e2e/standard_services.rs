@@ -1,34 +1,19 @@
 use sigil_proto::pb;
 use sigil_tests::TestServer;
 use tokio_stream::StreamExt as _;
-use tonic_health::pb::{
-    HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
-};
+use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
 
 #[tokio::test]
 async fn health_reports_serving_for_the_server_and_the_identity_service() {
     let server = TestServer::start().await;
     let mut health = HealthClient::new(server.channel().await);
     for service in ["", "sigil.v1.IdentityService"] {
-        let response = health
-            .check(HealthCheckRequest {
-                service: service.into(),
-            })
-            .await
-            .expect("health answers")
-            .into_inner();
-        assert_eq!(
-            response.status(),
-            ServingStatus::Serving,
-            "service {service:?}"
-        );
+        let response =
+            health.check(HealthCheckRequest { service: service.into() }).await.expect("health answers").into_inner();
+        assert_eq!(response.status(), ServingStatus::Serving, "service {service:?}");
     }
-    let unknown = health
-        .check(HealthCheckRequest {
-            service: "no.such.Service".into(),
-        })
-        .await
-        .expect_err("unknown service");
+    let unknown =
+        health.check(HealthCheckRequest { service: "no.such.Service".into() }).await.expect_err("unknown service");
     assert_eq!(unknown.code(), tonic::Code::NotFound);
 }
 
@@ -44,21 +29,15 @@ async fn reflection_v1_lists_every_service() {
         host: String::new(),
         message_request: Some(MessageRequest::ListServices(String::new())),
     };
-    let mut stream = client
-        .server_reflection_info(tokio_stream::once(request))
-        .await
-        .expect("reflection answers")
-        .into_inner();
+    let mut stream =
+        client.server_reflection_info(tokio_stream::once(request)).await.expect("reflection answers").into_inner();
     let response = stream.next().await.expect("one response").expect("ok");
     let Some(MessageResponse::ListServicesResponse(list)) = response.message_response else {
         panic!("unexpected reflection response {response:?}");
     };
     let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
-    for expected in ["sigil.v1.IdentityService", "grpc.health.v1.Health"] {
-        assert!(
-            names.iter().any(|n| n == expected),
-            "{expected} missing from {names:?}"
-        );
+    for expected in ["sigil.v1.IdentityService", "sigil.v1.AdminService", "grpc.health.v1.Health"] {
+        assert!(names.iter().any(|n| n == expected), "{expected} missing from {names:?}");
     }
 }
 
@@ -72,28 +51,19 @@ async fn reflection_v1alpha_serves_the_identity_schema() {
     let mut client = ServerReflectionClient::new(server.channel().await);
     let request = ServerReflectionRequest {
         host: String::new(),
-        message_request: Some(MessageRequest::FileContainingSymbol(
-            "sigil.v1.IdentityService".into(),
-        )),
+        message_request: Some(MessageRequest::FileContainingSymbol("sigil.v1.IdentityService".into())),
     };
-    let mut stream = client
-        .server_reflection_info(tokio_stream::once(request))
-        .await
-        .expect("reflection answers")
-        .into_inner();
+    let mut stream =
+        client.server_reflection_info(tokio_stream::once(request)).await.expect("reflection answers").into_inner();
     let response = stream.next().await.expect("one response").expect("ok");
     let Some(MessageResponse::FileDescriptorResponse(files)) = response.message_response else {
         panic!("unexpected reflection response {response:?}");
     };
     let file: prost_types::FileDescriptorProto =
-        prost::Message::decode(files.file_descriptor_proto[0].as_slice())
-            .expect("descriptor decodes");
+        prost::Message::decode(files.file_descriptor_proto[0].as_slice()).expect("descriptor decodes");
     assert_eq!(file.package(), "sigil.v1");
     let methods: Vec<&str> = file.service[0].method.iter().map(|m| m.name()).collect();
-    assert_eq!(
-        methods,
-        ["Authenticate", "Validate", "Refresh", "Revoke", "GetJwks"]
-    );
+    assert_eq!(methods, ["Authenticate", "Validate", "Refresh", "Revoke", "GetJwks", "ListMySessions"]);
 }
 
 #[tokio::test]
@@ -104,22 +74,13 @@ async fn http_serves_healthz_and_the_same_jwks_as_grpc() {
     let (status, body) = sigil_tests::http_get(server.http_addr(), "/.well-known/jwks.json").await;
     assert_eq!(status, 200);
     let mut client = server.client().await;
-    let over_grpc = client
-        .get_jwks(pb::GetJwksRequest {})
-        .await
-        .expect("jwks")
-        .into_inner()
-        .jwks_json;
+    let over_grpc = client.get_jwks(pb::GetJwksRequest {}).await.expect("jwks").into_inner().jwks_json;
     let http: serde_json::Value = serde_json::from_str(&body).expect("json");
     let grpc: serde_json::Value = serde_json::from_str(&over_grpc).expect("json");
     assert_eq!(http, grpc);
     let key = &grpc["keys"][0];
     assert_eq!(
-        (
-            key["kty"].as_str(),
-            key["crv"].as_str(),
-            key["alg"].as_str()
-        ),
+        (key["kty"].as_str(), key["crv"].as_str(), key["alg"].as_str()),
         (Some("OKP"), Some("Ed25519"), Some("EdDSA"))
     );
     assert!(key.get("d").is_none(), "no private part is published");

@@ -49,10 +49,9 @@ impl TestServer {
             ..Config::default()
         };
         adjust(&mut config);
-        let running =
-            sigil_server::server::start(&config, Some(Secret::new(ADMIN_PASSWORD.to_string())))
-                .await
-                .expect("server starts");
+        let running = sigil_server::server::start(&config, Some(Secret::new(ADMIN_PASSWORD.to_string())))
+            .await
+            .expect("server starts");
         Self { running, data_dir }
     }
 
@@ -85,6 +84,7 @@ impl TestServer {
     pub async fn create_user(&self, username: &str, password: &str, roles: &[&str]) -> UserRecord {
         self.identity()
             .create_user(
+                None,
                 username,
                 &Secret::new(password.to_string()),
                 roles.iter().map(|r| r.to_string()).collect(),
@@ -128,15 +128,9 @@ pub async fn login(
 }
 
 /// Validates a token over gRPC.
-pub async fn validate(
-    client: &mut IdentityServiceClient<Channel>,
-    token: &str,
-) -> pb::ValidateResponse {
+pub async fn validate(client: &mut IdentityServiceClient<Channel>, token: &str) -> pb::ValidateResponse {
     client
-        .validate(pb::ValidateRequest {
-            token: token.into(),
-            audience: None,
-        })
+        .validate(pb::ValidateRequest { token: token.into(), audience: None })
         .await
         .expect("validate answers")
         .into_inner()
@@ -145,37 +139,19 @@ pub async fn validate(
 /// A request carrying `authorization: Bearer <token>`.
 pub fn with_bearer<T>(message: T, token: &str) -> tonic::Request<T> {
     let mut request = tonic::Request::new(message);
-    request.metadata_mut().insert(
-        "authorization",
-        format!("Bearer {token}").parse().expect("ascii token"),
-    );
+    request.metadata_mut().insert("authorization", format!("Bearer {token}").parse().expect("ascii token"));
     request
 }
 
 /// A plain HTTP/1.1 GET; returns the status code and the body.
 pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
-    let mut stream = tokio::net::TcpStream::connect(addr)
-        .await
-        .expect("http connects");
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("http connects");
     let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-    stream
-        .write_all(request.as_bytes())
-        .await
-        .expect("request sent");
+    stream.write_all(request.as_bytes()).await.expect("request sent");
     let mut response = String::new();
-    stream
-        .read_to_string(&mut response)
-        .await
-        .expect("response read");
-    let status = response
-        .split_whitespace()
-        .nth(1)
-        .and_then(|code| code.parse().ok())
-        .expect("status line");
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, body)| body.to_string())
-        .unwrap_or_default();
+    stream.read_to_string(&mut response).await.expect("response read");
+    let status = response.split_whitespace().nth(1).and_then(|code| code.parse().ok()).expect("status line");
+    let body = response.split_once("\r\n\r\n").map(|(_, body)| body.to_string()).unwrap_or_default();
     (status, body)
 }
 
@@ -226,11 +202,7 @@ impl ChildServer {
             .await
             .expect("sigil-server logged its address within 30 s")
             .expect("sigil-server logged its address before exiting");
-        Self {
-            child,
-            grpc_addr,
-            output,
-        }
+        Self { child, grpc_addr, output }
     }
 
     /// A client of `IdentityService`.
@@ -247,10 +219,7 @@ impl ChildServer {
     /// Sends SIGTERM and waits for a clean exit; returns whether it exited 0.
     pub async fn terminate(mut self) -> bool {
         let pid = self.child.id().expect("running");
-        let status = std::process::Command::new("kill")
-            .args(["-TERM", &pid.to_string()])
-            .status()
-            .expect("kill runs");
+        let status = std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status().expect("kill runs");
         assert!(status.success());
         let exit = tokio::time::timeout(Duration::from_secs(30), self.child.wait())
             .await
@@ -273,10 +242,7 @@ fn bound_grpc_addr(line: &str) -> Option<SocketAddr> {
 /// integration test, which makes cargo build its binary).
 pub fn server_binary() -> PathBuf {
     let exe = std::env::current_exe().expect("test binary path");
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target/<profile>/deps/<test>");
+    let profile_dir = exe.parent().and_then(Path::parent).expect("target/<profile>/deps/<test>");
     let binary = profile_dir.join("sigil-server");
     assert!(
         binary.exists(),

@@ -5,24 +5,24 @@
 use std::{sync::Arc, time::Duration};
 
 use arc_swap::ArcSwap;
+use dashmap::DashMap;
 
 use super::{
     DomainError, Secret, SessionId, Timestamp, TokenId, UserId,
+    event::{EventHub, EventKind, EventRecord},
     keys::{KeyRing, SigningKeyRecord},
     limits::{
-        MAX_AUDIENCE_BYTES, MAX_DEVICE_NAME_BYTES, MAX_PASSWORD_BYTES, MAX_REASON_BYTES,
-        MAX_REFRESH_TOKEN_BYTES, MAX_USER_AGENT_BYTES, truncate_to,
+        MAX_AUDIENCE_BYTES, MAX_DEVICE_NAME_BYTES, MAX_PASSWORD_BYTES, MAX_REASON_BYTES, MAX_REFRESH_TOKEN_BYTES,
+        MAX_USER_AGENT_BYTES, truncate_to,
     },
     password::{PasswordHasher, base64_url, fill_random},
-    revocation::RevocationIndex,
-    session::{
-        NewRefreshToken, RefreshTokenHash, SessionRecord, SessionState, TokenKind, TokenRecord,
-        TokenState,
-    },
+    revocation::{RevocationIndex, RevocationTarget},
+    session::{NewRefreshToken, RefreshTokenHash, SessionRecord, SessionState, TokenKind, TokenRecord, TokenState},
+    stats::Rates,
     token::{self, AccessClaims, TokenVerifier, ValidationFailure, VerifiedToken},
-    user::{ADMIN_ROLE, UserRecord, check_role, normalize_username},
+    user::{ADMIN_ROLE, UserRecord, normalize_username},
 };
-use crate::store::{RevocationCause, RevokeOutcome, RotateOutcome, Rotation, Store, StoreError};
+use crate::store::{RevocationCause, RevokeOutcome, RotateOutcome, Rotation, Store};
 
 /// Tunables of the identity service.
 #[derive(Clone, Debug)]
@@ -41,6 +41,10 @@ pub struct IdentitySettings {
     pub signature_cache_capacity: usize,
     /// Password hashes allowed at once (normally the core count).
     pub hashing_parallelism: usize,
+    /// How many audit events are kept for replay.
+    pub event_retention: usize,
+    /// How long ended sessions and tokens are kept before they are purged.
+    pub record_retention: Duration,
 }
 
 impl Default for IdentitySettings {
@@ -52,9 +56,9 @@ impl Default for IdentitySettings {
             session_ttl: Duration::from_secs(30 * 24 * 3600),
             leeway: Duration::ZERO,
             signature_cache_capacity: 100_000,
-            hashing_parallelism: std::thread::available_parallelism()
-                .map(usize::from)
-                .unwrap_or(2),
+            hashing_parallelism: std::thread::available_parallelism().map(usize::from).unwrap_or(2),
+            event_retention: 10_000,
+            record_retention: Duration::from_secs(7 * 24 * 3600),
         }
     }
 }
@@ -119,21 +123,23 @@ pub struct RevokeCounts {
 
 /// The identity service's domain core.
 pub struct Identity {
-    store: Arc<dyn Store>,
-    settings: IdentitySettings,
-    keys: ArcSwap<KeyRing>,
-    verifier: TokenVerifier,
-    revocations: RevocationIndex,
-    hasher: PasswordHasher,
+    pub(super) store: Arc<dyn Store>,
+    pub(super) settings: IdentitySettings,
+    pub(super) keys: ArcSwap<KeyRing>,
+    pub(super) verifier: TokenVerifier,
+    pub(super) revocations: RevocationIndex,
+    pub(super) hasher: PasswordHasher,
+    pub(super) events: EventHub,
+    pub(super) rates: Rates,
+    /// Sessions seen by `Validate` since the last flush to the store: kept
+    /// in memory so that validation never writes to disk.
+    pub(super) last_seen: DashMap<SessionId, Timestamp>,
 }
 
 impl Identity {
     /// Loads (on first start: generates) the signing keys and rebuilds the
     /// revocation index from the store's log.
-    pub async fn open(
-        store: Arc<dyn Store>,
-        settings: IdentitySettings,
-    ) -> Result<Self, DomainError> {
+    pub async fn open(store: Arc<dyn Store>, settings: IdentitySettings) -> Result<Self, DomainError> {
         let mut records = store.signing_keys().await?;
         if records.is_empty() {
             let first = SigningKeyRecord::generate_ed25519(Timestamp::now())?;
@@ -148,14 +154,13 @@ impl Identity {
         }
         tracing::info!(entries = revocations.len(), "revocation index rebuilt");
         Ok(Self {
-            verifier: TokenVerifier::new(
-                &settings.issuer,
-                settings.leeway,
-                settings.signature_cache_capacity,
-            ),
+            verifier: TokenVerifier::new(&settings.issuer, settings.leeway, settings.signature_cache_capacity),
             hasher: PasswordHasher::new(settings.hashing_parallelism)?,
             keys: ArcSwap::from_pointee(keys),
             revocations,
+            events: EventHub::new(store.clone(), settings.event_retention, 1024),
+            rates: Rates::default(),
+            last_seen: DashMap::new(),
             settings,
             store,
         })
@@ -174,6 +179,11 @@ impl Identity {
     /// The store (for maintenance and tests).
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.store
+    }
+
+    /// The audit event hub.
+    pub fn events(&self) -> &EventHub {
+        &self.events
     }
 
     /// The current key ring.
@@ -199,41 +209,8 @@ impl Identity {
                 (Secret::new(base64_url(&bytes)), true)
             }
         };
-        let user = self
-            .create_user("admin", &password, vec![ADMIN_ROLE.to_string()])
-            .await?;
+        let user = self.create_user(None, "admin", &password, vec![ADMIN_ROLE.to_string()]).await?;
         Ok(Some((user, generated.then_some(password))))
-    }
-
-    /// Creates a user with a fresh argon2id hash.
-    pub async fn create_user(
-        &self,
-        username: &str,
-        password: &Secret<String>,
-        roles: Vec<String>,
-    ) -> Result<UserRecord, DomainError> {
-        let username = normalize_username(username)?;
-        check_password(password)?;
-        for role in &roles {
-            check_role(role)?;
-        }
-        let now = Timestamp::now();
-        let user = UserRecord {
-            id: UserId::generate(),
-            username,
-            password_hash: self.hasher.hash(password).await?,
-            roles,
-            disabled: false,
-            created_at: now,
-            updated_at: now,
-        };
-        self.store.create_user(&user).await.map_err(|e| match e {
-            StoreError::UsernameTaken => {
-                DomainError::AlreadyExists(format!("username {:?} is taken", user.username))
-            }
-            other => other.into(),
-        })?;
-        Ok(user)
     }
 
     /// Checks credentials and opens a session. Every credential failure is
@@ -245,16 +222,17 @@ impl Identity {
         let audience = check_optional("audience", login.audience, MAX_AUDIENCE_BYTES)?;
 
         let user = self.store.user_by_name(&username).await?;
-        let matches = self
-            .hasher
-            .verify(
-                &login.password,
-                user.as_ref().map(|u| u.password_hash.as_str()),
-            )
-            .await?;
+        let matches = self.hasher.verify(&login.password, user.as_ref().map(|u| u.password_hash.as_str())).await?;
         let user = match user {
             Some(user) if matches && !user.disabled => user,
-            _ => return Err(DomainError::InvalidCredentials),
+            _ => {
+                self.rates.login_failures.record();
+                let mut failed =
+                    EventRecord::new(EventKind::LoginFailed).detail(format!("from {}", login.client_address));
+                failed.username = Some(username);
+                self.events.publish(vec![failed]).await;
+                return Err(DomainError::InvalidCredentials);
+            }
         };
 
         let now = Timestamp::now();
@@ -275,22 +253,27 @@ impl Identity {
             revoke_reason: None,
             current_refresh: TokenId::generate(),
         };
-        let refresh_record = self.token_record(
-            &session,
-            session.current_refresh,
-            TokenKind::Refresh,
-            now,
-            session.expires_at,
-        );
+        let refresh_record =
+            self.token_record(&session, session.current_refresh, TokenKind::Refresh, now, session.expires_at);
         let (access_token, access_record) = self.issue_access_token(&session, &user.roles, now)?;
-        self.store
-            .create_session(
-                &session,
-                refresh.hash,
-                &[refresh_record, access_record.clone()],
-            )
-            .await?;
+        self.store.create_session(&session, refresh.hash, &[refresh_record, access_record.clone()]).await?;
         tracing::info!(user_id = %user.id, session_id = %session.id, "session created");
+        self.rates.logins.record();
+        let detail = format!("from {} ({})", session.client_address, session.device_name);
+        self.events
+            .publish(vec![
+                EventRecord::new(EventKind::SessionCreated)
+                    .actor(Some(user.id))
+                    .user(user.id, &user.username)
+                    .session(session.id)
+                    .detail(detail),
+                EventRecord::new(EventKind::TokenIssued)
+                    .actor(Some(user.id))
+                    .user(user.id, &user.username)
+                    .session(session.id)
+                    .token(access_record.id),
+            ])
+            .await;
         Ok(IssuedTokens {
             access_token,
             access_token_expires_at: access_record.expires_at,
@@ -303,18 +286,24 @@ impl Identity {
 
     /// Validates an access token: signature (cached), claims at `now`, and
     /// the revocation index. Never touches the store.
-    pub fn validate(
-        &self,
-        token: &str,
-        audience: Option<&str>,
-    ) -> Result<Arc<VerifiedToken>, ValidationFailure> {
+    pub fn validate(&self, token: &str, audience: Option<&str>) -> Result<Arc<VerifiedToken>, ValidationFailure> {
+        self.rates.validations.record();
         let keys = self.keys.load();
-        let verified = self
-            .verifier
-            .verify(token, &keys, audience, Timestamp::now())?;
-        match self.revocations.check(&verified) {
-            Some(failure) => Err(failure),
-            None => Ok(verified),
+        let now = Timestamp::now();
+        let verified = self.verifier.verify(token, &keys, audience, now)?;
+        if let Some(failure) = self.revocations.check(&verified) {
+            return Err(failure);
+        }
+        self.note_seen(verified.session_id, now);
+        Ok(verified)
+    }
+
+    /// Remembers that a session was used, at most once a second per
+    /// session, in memory; maintenance writes it to the store now and then.
+    fn note_seen(&self, session: SessionId, now: Timestamp) {
+        let stale = self.last_seen.get(&session).is_none_or(|seen| now.as_millis() - seen.as_millis() >= 1000);
+        if stale {
+            self.last_seen.insert(session, now);
         }
     }
 
@@ -323,16 +312,8 @@ impl Identity {
     pub async fn refresh(&self, presented: Secret<String>) -> Result<IssuedTokens, DomainError> {
         check_refresh_token(&presented)?;
         let hash = RefreshTokenHash::of(&presented);
-        let record = self
-            .store
-            .refresh_record(hash)
-            .await?
-            .ok_or(DomainError::InvalidRefreshToken)?;
-        let session = self
-            .store
-            .session(record.session_id)
-            .await?
-            .ok_or(DomainError::InvalidRefreshToken)?;
+        let record = self.store.refresh_record(hash).await?.ok_or(DomainError::InvalidRefreshToken)?;
+        let session = self.store.session(record.session_id).await?.ok_or(DomainError::InvalidRefreshToken)?;
         let user = self.store.user_by_id(session.user_id).await?;
         let Some(user) = user.filter(|u| !u.disabled) else {
             return Err(DomainError::InvalidRefreshToken);
@@ -340,13 +321,8 @@ impl Identity {
 
         let now = Timestamp::now();
         let next = NewRefreshToken::generate()?;
-        let next_refresh = self.token_record(
-            &session,
-            TokenId::generate(),
-            TokenKind::Refresh,
-            now,
-            session.expires_at,
-        );
+        let next_refresh =
+            self.token_record(&session, TokenId::generate(), TokenKind::Refresh, now, session.expires_at);
         let (access_token, access) = self.issue_access_token(&session, &user.roles, now)?;
         let rotation = Rotation {
             session_id: session.id,
@@ -357,22 +333,38 @@ impl Identity {
             now,
         };
         match self.store.rotate_refresh(&rotation).await? {
-            RotateOutcome::Rotated(session) => Ok(IssuedTokens {
-                access_token,
-                access_token_expires_at: access.expires_at,
-                refresh_token: next.token,
-                refresh_token_expires_at: session.expires_at,
-                session_id: session.id,
-                user_id: session.user_id,
-            }),
+            RotateOutcome::Rotated(session) => {
+                self.events
+                    .publish(vec![
+                        EventRecord::new(EventKind::SessionRefreshed)
+                            .actor(Some(user.id))
+                            .user(user.id, &user.username)
+                            .session(session.id),
+                        EventRecord::new(EventKind::TokenIssued)
+                            .actor(Some(user.id))
+                            .user(user.id, &user.username)
+                            .session(session.id)
+                            .token(access.id),
+                    ])
+                    .await;
+                Ok(IssuedTokens {
+                    access_token,
+                    access_token_expires_at: access.expires_at,
+                    refresh_token: next.token,
+                    refresh_token_expires_at: session.expires_at,
+                    session_id: session.id,
+                    user_id: session.user_id,
+                })
+            }
             RotateOutcome::Reused => {
                 tracing::warn!(session_id = %session.id, "refresh token reused; revoking the session");
-                let cause = RevocationCause {
-                    at: now,
-                    reason: "refresh token reuse detected".into(),
-                };
+                let cause = RevocationCause { at: now, reason: "refresh token reuse detected".into() };
                 if let Some(outcome) = self.store.revoke_session(session.id, &cause).await? {
                     self.apply(&outcome);
+                    let reused =
+                        EventRecord::new(EventKind::RefreshReused).user(user.id, &user.username).session(session.id);
+                    self.events.publish(vec![reused]).await;
+                    self.publish_revocations(&outcome, None, &cause.reason).await;
                 }
                 Err(DomainError::InvalidRefreshToken)
             }
@@ -389,14 +381,9 @@ impl Identity {
         caller: Option<&VerifiedToken>,
     ) -> Result<RevokeCounts, DomainError> {
         if reason.len() > MAX_REASON_BYTES {
-            return Err(DomainError::invalid(format!(
-                "reason is longer than {MAX_REASON_BYTES} bytes"
-            )));
+            return Err(DomainError::invalid(format!("reason is longer than {MAX_REASON_BYTES} bytes")));
         }
-        let cause = RevocationCause {
-            at: Timestamp::now(),
-            reason: reason.to_string(),
-        };
+        let cause = RevocationCause { at: Timestamp::now(), reason: reason.to_string() };
         let mut outcome = RevokeOutcome::default();
         match target {
             RevokeTarget::AccessToken(token) => {
@@ -406,19 +393,11 @@ impl Identity {
                 let verified = self
                     .verifier
                     .verify_signature(token.expose(), &keys)
-                    .map_err(|f| {
-                        DomainError::invalid(format!(
-                            "access_token is not a token of this server ({f:?})"
-                        ))
-                    })?;
+                    .map_err(|f| DomainError::invalid(format!("access_token is not a token of this server ({f:?})")))?;
                 if let Some(o) = self.store.revoke_token(verified.token_id, &cause).await? {
                     outcome.absorb(o);
                 }
-                if let Some(o) = self
-                    .store
-                    .revoke_session(verified.session_id, &cause)
-                    .await?
-                {
+                if let Some(o) = self.store.revoke_session(verified.session_id, &cause).await? {
                     outcome.absorb(o);
                 }
             }
@@ -455,10 +434,26 @@ impl Identity {
             }
         }
         self.apply(&outcome);
-        Ok(RevokeCounts {
-            sessions: outcome.sessions,
-            tokens: outcome.tokens,
-        })
+        self.publish_revocations(&outcome, caller.map(|c| c.user_id), reason).await;
+        Ok(RevokeCounts { sessions: outcome.sessions, tokens: outcome.tokens })
+    }
+
+    /// Audit events for committed revocations.
+    pub(super) async fn publish_revocations(&self, outcome: &RevokeOutcome, actor: Option<UserId>, reason: &str) {
+        let events = outcome
+            .entries
+            .iter()
+            .filter_map(|entry| match entry.target {
+                RevocationTarget::Session(id) => {
+                    Some(EventRecord::new(EventKind::SessionRevoked).actor(actor).session(id).detail(reason))
+                }
+                RevocationTarget::Token(id) => {
+                    Some(EventRecord::new(EventKind::TokenRevoked).actor(actor).token(id).detail(reason))
+                }
+                RevocationTarget::UserDisabled(_) | RevocationTarget::UserEnabled(_) => None,
+            })
+            .collect();
+        self.events.publish(events).await;
     }
 
     /// The JWKS of every key that can still verify a live token.
@@ -467,7 +462,7 @@ impl Identity {
     }
 
     /// Makes committed revocations visible to `Validate`.
-    fn apply(&self, outcome: &RevokeOutcome) {
+    pub(super) fn apply(&self, outcome: &RevokeOutcome) {
         for entry in &outcome.entries {
             self.revocations.apply(entry);
         }
@@ -480,16 +475,8 @@ impl Identity {
         now: Timestamp,
     ) -> Result<(Secret<String>, TokenRecord), DomainError> {
         // No access token outlives its session.
-        let expires_at = now
-            .plus(self.settings.access_token_ttl)
-            .min(session.expires_at);
-        let record = self.token_record(
-            session,
-            TokenId::generate(),
-            TokenKind::Access,
-            now,
-            expires_at,
-        );
+        let expires_at = now.plus(self.settings.access_token_ttl).min(session.expires_at);
+        let record = self.token_record(session, TokenId::generate(), TokenKind::Access, now, expires_at);
         let claims = AccessClaims {
             iss: self.settings.issuer.clone(),
             sub: session.user_id.to_string(),
@@ -524,6 +511,7 @@ impl Identity {
             expires_at,
             state: TokenState::Active,
             revoked_at: None,
+            refresh_hash: None,
         }
     }
 }
@@ -549,21 +537,17 @@ fn authorize_owner_or_admin(
     }
     match owner {
         Some(owner) if owner == caller.user_id => Ok(()),
-        _ => Err(DomainError::PermissionDenied(format!(
-            "only the owner of a {what} or an admin may revoke it"
-        ))),
+        _ => Err(DomainError::PermissionDenied(format!("only the owner of a {what} or an admin may revoke it"))),
     }
 }
 
-fn check_password(password: &Secret<String>) -> Result<(), DomainError> {
+pub(super) fn check_password(password: &Secret<String>) -> Result<(), DomainError> {
     let len = password.expose().len();
     if len == 0 {
         return Err(DomainError::invalid("password is empty"));
     }
     if len > MAX_PASSWORD_BYTES {
-        return Err(DomainError::invalid(format!(
-            "password is longer than {MAX_PASSWORD_BYTES} bytes"
-        )));
+        return Err(DomainError::invalid(format!("password is longer than {MAX_PASSWORD_BYTES} bytes")));
     }
     Ok(())
 }
@@ -574,26 +558,18 @@ fn check_refresh_token(token: &Secret<String>) -> Result<(), DomainError> {
         return Err(DomainError::invalid("refresh_token is empty"));
     }
     if len > MAX_REFRESH_TOKEN_BYTES {
-        return Err(DomainError::invalid(format!(
-            "refresh_token is longer than {MAX_REFRESH_TOKEN_BYTES} bytes"
-        )));
+        return Err(DomainError::invalid(format!("refresh_token is longer than {MAX_REFRESH_TOKEN_BYTES} bytes")));
     }
     Ok(())
 }
 
 /// An optional text field: absent or empty means "not given".
-fn check_optional(
-    field: &str,
-    value: Option<String>,
-    max: usize,
-) -> Result<Option<String>, DomainError> {
+fn check_optional(field: &str, value: Option<String>, max: usize) -> Result<Option<String>, DomainError> {
     match value {
-        Some(v) if v.len() > max => Err(DomainError::invalid(format!(
-            "{field} is longer than {max} bytes"
-        ))),
-        Some(v) if v.chars().any(char::is_control) => Err(DomainError::invalid(format!(
-            "{field} contains control characters"
-        ))),
+        Some(v) if v.len() > max => Err(DomainError::invalid(format!("{field} is longer than {max} bytes"))),
+        Some(v) if v.chars().any(char::is_control) => {
+            Err(DomainError::invalid(format!("{field} contains control characters")))
+        }
         Some(v) if v.is_empty() => Ok(None),
         other => Ok(other),
     }

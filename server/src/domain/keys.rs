@@ -46,6 +46,9 @@ pub struct SigningKeyRecord {
     pub state: KeyState,
     /// When the key stopped signing, if it did.
     pub superseded_at: Option<Timestamp>,
+    /// When the key stopped verifying, if it did.
+    #[serde(default)]
+    pub retired_at: Option<Timestamp>,
 }
 
 impl SigningKeyRecord {
@@ -65,6 +68,7 @@ impl SigningKeyRecord {
             created_at: now,
             state: KeyState::Active,
             superseded_at: None,
+            retired_at: None,
         })
     }
 
@@ -118,28 +122,19 @@ impl KeyRing {
                     record.kid, record.algorithm
                 )));
             }
-            let decoding = DecodingKey::from_ed_components(&record.public_x).map_err(|e| {
-                DomainError::Internal(format!("key {} is unreadable: {e}", record.kid))
-            })?;
+            let decoding = DecodingKey::from_ed_components(&record.public_x)
+                .map_err(|e| DomainError::Internal(format!("key {} is unreadable: {e}", record.kid)))?;
             verifiers.insert(record.kid.clone(), decoding);
             jwks.push(record.public_jwk());
             if record.state == KeyState::Active {
-                let der = decode_base64_url(record.private_pkcs8.expose()).ok_or_else(|| {
-                    DomainError::Internal(format!("key {} private part is unreadable", record.kid))
-                })?;
-                active = Some(ActiveKey {
-                    kid: record.kid.clone(),
-                    encoding: EncodingKey::from_ed_der(&der),
-                });
+                let der = decode_base64_url(record.private_pkcs8.expose())
+                    .ok_or_else(|| DomainError::Internal(format!("key {} private part is unreadable", record.kid)))?;
+                active = Some(ActiveKey { kid: record.kid.clone(), encoding: EncodingKey::from_ed_der(&der) });
             }
         }
         let active = active.ok_or_else(|| DomainError::Internal("no active signing key".into()))?;
         let jwks_json = serde_json::json!({ "keys": jwks }).to_string();
-        Ok(Self {
-            active,
-            verifiers,
-            jwks_json,
-        })
+        Ok(Self { active, verifiers, jwks_json })
     }
 
     /// The key that signs new tokens.
@@ -160,9 +155,7 @@ impl KeyRing {
 
 fn decode_base64_url(text: &str) -> Option<Vec<u8>> {
     use base64::Engine as _;
-    base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(text)
-        .ok()
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(text).ok()
 }
 
 #[cfg(test)]
@@ -172,11 +165,8 @@ mod tests {
     #[test]
     fn kid_is_the_rfc7638_thumbprint_computed_independently() {
         let record = SigningKeyRecord::generate_ed25519(Timestamp::now()).expect("key");
-        let jwk: jsonwebtoken::jwk::Jwk =
-            serde_json::from_value(record.public_jwk()).expect("jwk parses");
-        let independent = jwk
-            .thumbprint(jsonwebtoken::jwk::ThumbprintHash::SHA256)
-            .expect("thumbprint");
+        let jwk: jsonwebtoken::jwk::Jwk = serde_json::from_value(record.public_jwk()).expect("jwk parses");
+        let independent = jwk.thumbprint(jsonwebtoken::jwk::ThumbprintHash::SHA256).expect("thumbprint");
         assert_eq!(record.kid, independent);
     }
 
@@ -195,8 +185,7 @@ mod tests {
         let mut retired = SigningKeyRecord::generate_ed25519(now).expect("key");
         retired.state = KeyState::Retired;
         let new = SigningKeyRecord::generate_ed25519(now).expect("key");
-        let ring =
-            KeyRing::from_records(&[old.clone(), retired.clone(), new.clone()]).expect("ring");
+        let ring = KeyRing::from_records(&[old.clone(), retired.clone(), new.clone()]).expect("ring");
         assert_eq!(ring.active().kid, new.kid);
         assert!(ring.verifier(&old.kid).is_some());
         assert!(ring.verifier(&retired.kid).is_none());

@@ -4,15 +4,19 @@
 //! Nothing here knows about gRPC: the adapters in [`crate::grpc`] translate
 //! requests into calls on [`Identity`] and [`DomainError`]s into statuses.
 
+pub mod admin;
 pub mod error;
+pub mod event;
 pub mod identity;
 pub mod ids;
 pub mod keys;
 pub mod limits;
+pub mod maintenance;
 pub mod password;
 pub mod revocation;
 pub mod secret;
 pub mod session;
+pub mod stats;
 pub mod time;
 pub mod token;
 pub mod user;

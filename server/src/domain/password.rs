@@ -8,9 +8,7 @@
 
 use std::sync::Arc;
 
-use argon2::{
-    Argon2, PasswordHash, PasswordHasher as _, PasswordVerifier as _, password_hash::SaltString,
-};
+use argon2::{Argon2, PasswordHash, PasswordHasher as _, PasswordVerifier as _, password_hash::SaltString};
 use tokio::sync::Semaphore;
 
 use super::{DomainError, Secret};
@@ -30,10 +28,7 @@ impl PasswordHasher {
         let mut random = [0u8; 32];
         fill_random(&mut random)?;
         let dummy = hash_blocking(&base64_url(&random))?;
-        Ok(Self {
-            permits: Arc::new(Semaphore::new(parallelism.max(1))),
-            dummy_hash: dummy.into(),
-        })
+        Ok(Self { permits: Arc::new(Semaphore::new(parallelism.max(1))), dummy_hash: dummy.into() })
     }
 
     /// Hashes a password into a PHC string.
@@ -44,40 +39,23 @@ impl PasswordHasher {
 
     /// Whether `password` matches `phc`. With `phc = None` (unknown user) a
     /// dummy hash is verified instead and the answer is always `false`.
-    pub async fn verify(
-        &self,
-        password: &Secret<String>,
-        phc: Option<&str>,
-    ) -> Result<bool, DomainError> {
+    pub async fn verify(&self, password: &Secret<String>, phc: Option<&str>) -> Result<bool, DomainError> {
         let known = phc.is_some();
-        let phc: Arc<str> = phc
-            .map(Arc::from)
-            .unwrap_or_else(|| self.dummy_hash.clone());
+        let phc: Arc<str> = phc.map(Arc::from).unwrap_or_else(|| self.dummy_hash.clone());
         let password = password.clone();
         let matches = self
             .run(move || {
-                let parsed = PasswordHash::new(&phc).map_err(|e| {
-                    DomainError::Internal(format!("stored password hash is unreadable: {e}"))
-                })?;
-                Ok::<_, DomainError>(
-                    Argon2::default()
-                        .verify_password(password.expose().as_bytes(), &parsed)
-                        .is_ok(),
-                )
+                let parsed = PasswordHash::new(&phc)
+                    .map_err(|e| DomainError::Internal(format!("stored password hash is unreadable: {e}")))?;
+                Ok::<_, DomainError>(Argon2::default().verify_password(password.expose().as_bytes(), &parsed).is_ok())
             })
             .await??;
         Ok(known && matches)
     }
 
-    async fn run<T: Send + 'static>(
-        &self,
-        work: impl FnOnce() -> T + Send + 'static,
-    ) -> Result<T, DomainError> {
-        let _permit = self
-            .permits
-            .acquire()
-            .await
-            .map_err(|_| DomainError::Internal("password hasher shut down".into()))?;
+    async fn run<T: Send + 'static>(&self, work: impl FnOnce() -> T + Send + 'static) -> Result<T, DomainError> {
+        let _permit =
+            self.permits.acquire().await.map_err(|_| DomainError::Internal("password hasher shut down".into()))?;
         tokio::task::spawn_blocking(work)
             .await
             .map_err(|e| DomainError::Internal(format!("password hashing task failed: {e}")))
@@ -87,8 +65,8 @@ impl PasswordHasher {
 fn hash_blocking(password: &str) -> Result<String, DomainError> {
     let mut salt = [0u8; 16];
     fill_random(&mut salt)?;
-    let salt = SaltString::encode_b64(&salt)
-        .map_err(|e| DomainError::Internal(format!("salt encoding failed: {e}")))?;
+    let salt =
+        SaltString::encode_b64(&salt).map_err(|e| DomainError::Internal(format!("salt encoding failed: {e}")))?;
     Argon2::default()
         .hash_password(password.as_bytes(), &salt)
         .map(|hash| hash.to_string())
@@ -97,8 +75,7 @@ fn hash_blocking(password: &str) -> Result<String, DomainError> {
 
 /// Fills `buf` from the operating system's CSPRNG.
 pub fn fill_random(buf: &mut [u8]) -> Result<(), DomainError> {
-    aws_lc_rs::rand::fill(buf)
-        .map_err(|_| DomainError::Internal("system random source failed".into()))
+    aws_lc_rs::rand::fill(buf).map_err(|_| DomainError::Internal("system random source failed".into()))
 }
 
 /// Unpadded base64url, the encoding of tokens and key material.

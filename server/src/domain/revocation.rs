@@ -12,9 +12,7 @@ use std::time::Duration;
 use dashmap::DashMap;
 use serde::{Deserialize, Serialize};
 
-use super::{
-    SessionId, Timestamp, TokenId, UserId, token::ValidationFailure, token::VerifiedToken,
-};
+use super::{SessionId, Timestamp, TokenId, UserId, token::ValidationFailure, token::VerifiedToken};
 
 /// What a revocation log entry applies to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -53,12 +51,7 @@ impl RevocationIndex {
     /// An empty index keeping entries for `retention` (the access-token TTL
     /// plus the clock leeway).
     pub fn new(retention: Duration) -> Self {
-        Self {
-            tokens: DashMap::new(),
-            sessions: DashMap::new(),
-            disabled_users: DashMap::new(),
-            retention,
-        }
+        Self { tokens: DashMap::new(), sessions: DashMap::new(), disabled_users: DashMap::new(), retention }
     }
 
     /// How far back the store's log must be replayed to rebuild the index.
@@ -137,61 +130,26 @@ mod tests {
             username: "u".into(),
             roles: vec![],
         };
-        VerifiedToken {
-            claims,
-            user_id,
-            session_id,
-            token_id,
-        }
+        VerifiedToken { claims, user_id, session_id, token_id }
     }
 
     #[test]
     fn each_target_refuses_the_matching_tokens_only() {
         let index = RevocationIndex::new(Duration::from_secs(900));
-        let (user, session, tok) = (
-            UserId::generate(),
-            SessionId::generate(),
-            TokenId::generate(),
-        );
+        let (user, session, tok) = (UserId::generate(), SessionId::generate(), TokenId::generate());
         let victim = token(user, session, tok);
-        let bystander = token(
-            UserId::generate(),
-            SessionId::generate(),
-            TokenId::generate(),
-        );
+        let bystander = token(UserId::generate(), SessionId::generate(), TokenId::generate());
         assert_eq!(index.check(&victim), None);
 
         let at = Timestamp::now();
-        index.apply(&RevocationEntry {
-            sequence: 1,
-            target: RevocationTarget::Token(tok),
-            at,
-        });
+        index.apply(&RevocationEntry { sequence: 1, target: RevocationTarget::Token(tok), at });
         assert_eq!(index.check(&victim), Some(ValidationFailure::TokenRevoked));
-        index.apply(&RevocationEntry {
-            sequence: 2,
-            target: RevocationTarget::Session(session),
-            at,
-        });
-        assert_eq!(
-            index.check(&victim),
-            Some(ValidationFailure::SessionRevoked)
-        );
-        index.apply(&RevocationEntry {
-            sequence: 3,
-            target: RevocationTarget::UserDisabled(user),
-            at,
-        });
+        index.apply(&RevocationEntry { sequence: 2, target: RevocationTarget::Session(session), at });
+        assert_eq!(index.check(&victim), Some(ValidationFailure::SessionRevoked));
+        index.apply(&RevocationEntry { sequence: 3, target: RevocationTarget::UserDisabled(user), at });
         assert_eq!(index.check(&victim), Some(ValidationFailure::UserDisabled));
-        index.apply(&RevocationEntry {
-            sequence: 4,
-            target: RevocationTarget::UserEnabled(user),
-            at,
-        });
-        assert_eq!(
-            index.check(&victim),
-            Some(ValidationFailure::SessionRevoked)
-        );
+        index.apply(&RevocationEntry { sequence: 4, target: RevocationTarget::UserEnabled(user), at });
+        assert_eq!(index.check(&victim), Some(ValidationFailure::SessionRevoked));
         assert_eq!(index.check(&bystander), None);
     }
 
@@ -199,11 +157,7 @@ mod tests {
     fn entries_are_purged_once_no_affected_token_can_be_live() {
         let index = RevocationIndex::new(Duration::from_secs(60));
         let at = Timestamp::now();
-        index.apply(&RevocationEntry {
-            sequence: 1,
-            target: RevocationTarget::Token(TokenId::generate()),
-            at,
-        });
+        index.apply(&RevocationEntry { sequence: 1, target: RevocationTarget::Token(TokenId::generate()), at });
         assert_eq!(index.purge(at.plus(Duration::from_secs(59))), 0);
         assert_eq!(index.purge(at.plus(Duration::from_secs(61))), 1);
         assert!(index.is_empty());

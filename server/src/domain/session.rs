@@ -62,6 +62,15 @@ impl SessionRecord {
     pub fn is_live(&self, now: Timestamp) -> bool {
         self.state == SessionState::Active && now < self.expires_at
     }
+
+    /// The state a reader should see at `now`: an active session past its
+    /// expiry is expired even before the sweeper has marked it.
+    pub fn state_at(&self, now: Timestamp) -> SessionState {
+        match self.state {
+            SessionState::Active if now >= self.expires_at => SessionState::Expired,
+            state => state,
+        }
+    }
 }
 
 /// Access or refresh.
@@ -109,6 +118,21 @@ pub struct TokenRecord {
     pub state: TokenState,
     /// When it was revoked or rotated, if it was.
     pub revoked_at: Option<Timestamp>,
+    /// For refresh tokens, the hash they are looked up by, so that purging
+    /// the record also purges the look-up entry. A hash, never the token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refresh_hash: Option<RefreshTokenHash>,
+}
+
+impl TokenRecord {
+    /// The state a reader should see at `now`: an active token past its
+    /// expiry is expired even before the sweeper has marked it.
+    pub fn state_at(&self, now: Timestamp) -> TokenState {
+        match self.state {
+            TokenState::Active if now >= self.expires_at => TokenState::Expired,
+            state => state,
+        }
+    }
 }
 
 /// The stored pointer from a refresh token's hash to its token and session.
@@ -121,7 +145,7 @@ pub struct RefreshRecord {
 }
 
 /// SHA-256 of a refresh token: the only form in which one is stored.
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct RefreshTokenHash(pub [u8; 32]);
 
 impl std::fmt::Debug for RefreshTokenHash {
@@ -133,8 +157,7 @@ impl std::fmt::Debug for RefreshTokenHash {
 impl RefreshTokenHash {
     /// Hashes a presented refresh token.
     pub fn of(token: &Secret<String>) -> Self {
-        let digest =
-            aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token.expose().as_bytes());
+        let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token.expose().as_bytes());
         let mut out = [0u8; 32];
         out.copy_from_slice(digest.as_ref());
         Self(out)

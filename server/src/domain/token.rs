@@ -175,11 +175,7 @@ impl TokenVerifier {
 
     /// Verifies only what cannot change over a token's life: header,
     /// signature, issuer and claim shapes. Results are cached.
-    pub fn verify_signature(
-        &self,
-        token: &str,
-        keys: &KeyRing,
-    ) -> Result<Arc<VerifiedToken>, ValidationFailure> {
+    pub fn verify_signature(&self, token: &str, keys: &KeyRing) -> Result<Arc<VerifiedToken>, ValidationFailure> {
         if token.len() > MAX_ACCESS_TOKEN_BYTES {
             return Err(ValidationFailure::Malformed);
         }
@@ -191,25 +187,17 @@ impl TokenVerifier {
         Ok(verified)
     }
 
-    fn verify_uncached(
-        &self,
-        token: &str,
-        keys: &KeyRing,
-    ) -> Result<VerifiedToken, ValidationFailure> {
+    fn verify_uncached(&self, token: &str, keys: &KeyRing) -> Result<VerifiedToken, ValidationFailure> {
         let mut segments = token.split('.');
-        let (Some(header), Some(_payload), Some(_signature), None) = (
-            segments.next(),
-            segments.next(),
-            segments.next(),
-            segments.next(),
-        ) else {
+        let (Some(header), Some(_payload), Some(_signature), None) =
+            (segments.next(), segments.next(), segments.next(), segments.next())
+        else {
             return Err(ValidationFailure::Malformed);
         };
         let header = base64::engine::general_purpose::URL_SAFE_NO_PAD
             .decode(header)
             .map_err(|_| ValidationFailure::Malformed)?;
-        let header: InspectedHeader =
-            serde_json::from_slice(&header).map_err(|_| ValidationFailure::Malformed)?;
+        let header: InspectedHeader = serde_json::from_slice(&header).map_err(|_| ValidationFailure::Malformed)?;
         if header.alg != ALGORITHM_EDDSA {
             return Err(ValidationFailure::BadSignature);
         }
@@ -218,41 +206,30 @@ impl TokenVerifier {
             || header.x5c.is_some()
             || header.jwk.is_some()
             || header.crit.is_some();
-        let typ_ok = header.typ.as_deref().is_some_and(|t| {
-            t.eq_ignore_ascii_case(ACCESS_TOKEN_TYPE)
-                || t.eq_ignore_ascii_case("application/at+jwt")
-        });
+        let typ_ok = header
+            .typ
+            .as_deref()
+            .is_some_and(|t| t.eq_ignore_ascii_case(ACCESS_TOKEN_TYPE) || t.eq_ignore_ascii_case("application/at+jwt"));
         if outside_key_material || !typ_ok {
             return Err(ValidationFailure::Malformed);
         }
-        let key = header
-            .kid
-            .as_deref()
-            .and_then(|kid| keys.verifier(kid))
-            .ok_or(ValidationFailure::UnknownKey)?;
-        let data = jsonwebtoken::decode::<AccessClaims>(token, key, &self.validation).map_err(
-            |e| match e.kind() {
-                ErrorKind::InvalidSignature
-                | ErrorKind::InvalidAlgorithm
-                | ErrorKind::InvalidAlgorithmName
-                | ErrorKind::MissingAlgorithm => ValidationFailure::BadSignature,
-                ErrorKind::InvalidIssuer => ValidationFailure::WrongIssuer,
-                ErrorKind::ExpiredSignature => ValidationFailure::Expired,
-                ErrorKind::ImmatureSignature => ValidationFailure::NotYetValid,
-                _ => ValidationFailure::Malformed,
-            },
-        )?;
+        let key = header.kid.as_deref().and_then(|kid| keys.verifier(kid)).ok_or(ValidationFailure::UnknownKey)?;
+        let data = jsonwebtoken::decode::<AccessClaims>(token, key, &self.validation).map_err(|e| match e.kind() {
+            ErrorKind::InvalidSignature
+            | ErrorKind::InvalidAlgorithm
+            | ErrorKind::InvalidAlgorithmName
+            | ErrorKind::MissingAlgorithm => ValidationFailure::BadSignature,
+            ErrorKind::InvalidIssuer => ValidationFailure::WrongIssuer,
+            ErrorKind::ExpiredSignature => ValidationFailure::Expired,
+            ErrorKind::ImmatureSignature => ValidationFailure::NotYetValid,
+            _ => ValidationFailure::Malformed,
+        })?;
         let claims = data.claims;
         let parsed = (claims.sub.parse(), claims.sid.parse(), claims.jti.parse());
         let (Ok(user_id), Ok(session_id), Ok(token_id)) = parsed else {
             return Err(ValidationFailure::Malformed);
         };
-        Ok(VerifiedToken {
-            claims,
-            user_id,
-            session_id,
-            token_id,
-        })
+        Ok(VerifiedToken { claims, user_id, session_id, token_id })
     }
 }
 

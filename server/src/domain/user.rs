@@ -53,9 +53,7 @@ impl std::fmt::Debug for UserRecord {
 /// characters (NUL included) are refused.
 pub fn normalize_username(raw: &str) -> Result<String, DomainError> {
     if raw.len() > MAX_USERNAME_BYTES {
-        return Err(DomainError::invalid(format!(
-            "username is longer than {MAX_USERNAME_BYTES} bytes"
-        )));
+        return Err(DomainError::invalid(format!("username is longer than {MAX_USERNAME_BYTES} bytes")));
     }
     if raw.chars().any(char::is_control) {
         return Err(DomainError::invalid("username contains control characters"));
@@ -84,21 +82,12 @@ mod tests {
 
     #[test]
     fn usernames_are_trimmed_and_lowercased() {
-        assert_eq!(
-            normalize_username("  Alice ").ok().as_deref(),
-            Some("alice")
-        );
+        assert_eq!(normalize_username("  Alice ").ok().as_deref(), Some("alice"));
     }
 
     #[test]
     fn empty_blank_control_and_oversized_usernames_are_refused() {
-        for bad in [
-            "",
-            "   ",
-            "al\0ice",
-            "bob\n",
-            &"x".repeat(MAX_USERNAME_BYTES + 1),
-        ] {
+        for bad in ["", "   ", "al\0ice", "bob\n", &"x".repeat(MAX_USERNAME_BYTES + 1)] {
             assert!(normalize_username(bad).is_err(), "{bad:?} was accepted");
         }
         assert!(normalize_username(&"x".repeat(MAX_USERNAME_BYTES)).is_ok());

@@ -2,9 +2,7 @@
 
 use sigil_proto::pb;
 
-use crate::domain::{
-    Timestamp, identity::IssuedTokens, token::ValidationFailure, token::VerifiedToken,
-};
+use crate::domain::{Timestamp, identity::IssuedTokens, token::ValidationFailure, token::VerifiedToken};
 
 /// A domain instant as a protobuf timestamp.
 pub fn timestamp(t: Timestamp) -> prost_types::Timestamp {
@@ -76,5 +74,162 @@ pub fn refresh_response(issued: IssuedTokens) -> pb::RefreshResponse {
         refresh_token_expires_at: a.refresh_token_expires_at,
         session_id: a.session_id,
         user_id: a.user_id,
+    }
+}
+
+use crate::domain::{
+    admin::UserView,
+    event::{EventKind, EventRecord},
+    keys::{KeyState, SigningKeyRecord},
+    session::{SessionRecord, SessionState, TokenKind, TokenRecord, TokenState},
+};
+
+/// Default page size of every listing.
+pub const DEFAULT_PAGE_SIZE: usize = 50;
+/// Largest page size; larger requests are capped silently.
+pub const MAX_PAGE_SIZE: usize = 1000;
+
+/// The page size to use for a requested one (0 or negative: the default).
+pub fn page_size(requested: i32) -> usize {
+    match usize::try_from(requested) {
+        Ok(0) | Err(_) => DEFAULT_PAGE_SIZE,
+        Ok(n) => n.min(MAX_PAGE_SIZE),
+    }
+}
+
+/// The opaque page token naming the last id of a page.
+pub fn page_token(last: Option<&[u8; 16]>) -> String {
+    last.map(|id| crate::domain::password::base64_url(id)).unwrap_or_default()
+}
+
+/// Reads a page token back into an id; empty means the first page.
+pub fn from_page_token<T>(token: &str, parse: impl Fn(&[u8]) -> Option<T>) -> Result<Option<T>, tonic::Status> {
+    use base64::Engine as _;
+    if token.is_empty() {
+        return Ok(None);
+    }
+    let invalid = || tonic::Status::invalid_argument("page_token is not one this server returned");
+    if token.len() > 64 {
+        return Err(invalid());
+    }
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(token).map_err(|_| invalid())?;
+    parse(&bytes).map(Some).ok_or_else(invalid)
+}
+
+fn optional_timestamp(t: Option<Timestamp>) -> Option<prost_types::Timestamp> {
+    t.map(timestamp)
+}
+
+/// A user as the API shows it: never the hash.
+pub fn user(view: &UserView) -> pb::User {
+    let u = &view.user;
+    pb::User {
+        user_id: u.id.to_string(),
+        username: u.username.clone(),
+        roles: u.roles.clone(),
+        disabled: u.disabled,
+        created_at: Some(timestamp(u.created_at)),
+        updated_at: Some(timestamp(u.updated_at)),
+        active_sessions: view.active_sessions,
+    }
+}
+
+/// A session as the API shows it.
+pub fn session(s: &SessionRecord) -> pb::Session {
+    pb::Session {
+        session_id: s.id.to_string(),
+        user_id: s.user_id.to_string(),
+        username: s.username.clone(),
+        state: match s.state {
+            SessionState::Active => pb::SessionState::Active,
+            SessionState::Revoked => pb::SessionState::Revoked,
+            SessionState::Expired => pb::SessionState::Expired,
+        }
+        .into(),
+        created_at: Some(timestamp(s.created_at)),
+        last_seen_at: Some(timestamp(s.last_seen_at)),
+        expires_at: Some(timestamp(s.expires_at)),
+        client_address: s.client_address.clone(),
+        user_agent: s.user_agent.clone(),
+        device_name: s.device_name.clone(),
+        revoked_at: optional_timestamp(s.revoked_at),
+        revoke_reason: s.revoke_reason.clone().unwrap_or_default(),
+    }
+}
+
+/// A token record as the API shows it.
+pub fn token(t: &TokenRecord) -> pb::Token {
+    pb::Token {
+        token_id: t.id.to_string(),
+        kind: match t.kind {
+            TokenKind::Access => pb::TokenKind::Access,
+            TokenKind::Refresh => pb::TokenKind::Refresh,
+        }
+        .into(),
+        session_id: t.session_id.to_string(),
+        user_id: t.user_id.to_string(),
+        username: t.username.clone(),
+        state: match t.state {
+            TokenState::Active => pb::TokenState::Active,
+            TokenState::Revoked => pb::TokenState::Revoked,
+            TokenState::Expired => pb::TokenState::Expired,
+            TokenState::Rotated => pb::TokenState::Rotated,
+        }
+        .into(),
+        issued_at: Some(timestamp(t.issued_at)),
+        expires_at: Some(timestamp(t.expires_at)),
+        revoked_at: optional_timestamp(t.revoked_at),
+    }
+}
+
+/// A signing key: public material only.
+pub fn signing_key(k: &SigningKeyRecord) -> pb::SigningKey {
+    pb::SigningKey {
+        kid: k.kid.clone(),
+        algorithm: k.algorithm.clone(),
+        state: match k.state {
+            KeyState::Active => pb::SigningKeyState::Active,
+            KeyState::Verifying => pb::SigningKeyState::Verifying,
+            KeyState::Retired => pb::SigningKeyState::Retired,
+        }
+        .into(),
+        created_at: Some(timestamp(k.created_at)),
+        superseded_at: optional_timestamp(k.superseded_at),
+        retired_at: optional_timestamp(k.retired_at),
+        public_jwk_json: k.public_jwk().to_string(),
+    }
+}
+
+/// An audit event.
+pub fn event(e: &EventRecord) -> pb::Event {
+    use pb::EventKind as P;
+    let kind = match e.kind {
+        EventKind::SessionCreated => P::SessionCreated,
+        EventKind::SessionRefreshed => P::SessionRefreshed,
+        EventKind::SessionRevoked => P::SessionRevoked,
+        EventKind::SessionExpired => P::SessionExpired,
+        EventKind::TokenIssued => P::TokenIssued,
+        EventKind::TokenRevoked => P::TokenRevoked,
+        EventKind::UserCreated => P::UserCreated,
+        EventKind::UserUpdated => P::UserUpdated,
+        EventKind::UserDisabled => P::UserDisabled,
+        EventKind::UserEnabled => P::UserEnabled,
+        EventKind::UserDeleted => P::UserDeleted,
+        EventKind::LoginFailed => P::LoginFailed,
+        EventKind::KeyRotated => P::KeyRotated,
+        EventKind::KeyRetired => P::KeyRetired,
+        EventKind::RefreshReused => P::RefreshReused,
+    };
+    let text = |id: Option<String>| id.unwrap_or_default();
+    pb::Event {
+        sequence: e.sequence,
+        occurred_at: Some(timestamp(e.occurred_at)),
+        kind: kind.into(),
+        actor_user_id: text(e.actor.map(|a| a.to_string())),
+        user_id: text(e.user_id.map(|u| u.to_string())),
+        username: e.username.clone().unwrap_or_default(),
+        session_id: text(e.session_id.map(|s| s.to_string())),
+        token_id: e.token_id.clone().unwrap_or_default(),
+        detail: e.detail.clone(),
     }
 }

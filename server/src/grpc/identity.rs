@@ -6,9 +6,12 @@ use sigil_proto::pb::{self, identity_service_server::IdentityService, revoke_req
 use tonic::{Request, Response, Status};
 
 use super::{bearer, convert};
-use crate::domain::{
-    Identity, Secret,
-    identity::{Login, RevokeTarget},
+use crate::{
+    domain::{
+        Identity, Secret, SessionId,
+        identity::{Login, RevokeTarget},
+    },
+    store::SessionQuery,
 };
 
 /// The gRPC face of the identity core.
@@ -30,16 +33,9 @@ impl IdentityService for IdentityApi {
         &self,
         request: Request<pb::AuthenticateRequest>,
     ) -> Result<Response<pb::AuthenticateResponse>, Status> {
-        let client_address = request
-            .remote_addr()
-            .map(|a| a.to_string())
-            .unwrap_or_default();
-        let user_agent = request
-            .metadata()
-            .get("user-agent")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_string();
+        let client_address = request.remote_addr().map(|a| a.to_string()).unwrap_or_default();
+        let user_agent =
+            request.metadata().get("user-agent").and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
         let req = request.into_inner();
         let login = Login {
             username: req.username,
@@ -53,10 +49,7 @@ impl IdentityService for IdentityApi {
         Ok(Response::new(convert::authenticate_response(issued)))
     }
 
-    async fn validate(
-        &self,
-        request: Request<pb::ValidateRequest>,
-    ) -> Result<Response<pb::ValidateResponse>, Status> {
+    async fn validate(&self, request: Request<pb::ValidateRequest>) -> Result<Response<pb::ValidateResponse>, Status> {
         let req = request.into_inner();
         if req.token.is_empty() {
             return Err(Status::invalid_argument("token is empty"));
@@ -68,28 +61,20 @@ impl IdentityService for IdentityApi {
                 failure: pb::ValidationFailure::Unspecified.into(),
                 claims: Some(convert::claims(&verified)),
             },
-            Err(failure) => pb::ValidateResponse {
-                valid: false,
-                failure: convert::failure(failure).into(),
-                claims: None,
-            },
+            Err(failure) => {
+                pb::ValidateResponse { valid: false, failure: convert::failure(failure).into(), claims: None }
+            }
         };
         Ok(Response::new(response))
     }
 
-    async fn refresh(
-        &self,
-        request: Request<pb::RefreshRequest>,
-    ) -> Result<Response<pb::RefreshResponse>, Status> {
+    async fn refresh(&self, request: Request<pb::RefreshRequest>) -> Result<Response<pb::RefreshResponse>, Status> {
         let presented = Secret::new(request.into_inner().refresh_token);
         let issued = self.identity.refresh(presented).await?;
         Ok(Response::new(convert::refresh_response(issued)))
     }
 
-    async fn revoke(
-        &self,
-        request: Request<pb::RevokeRequest>,
-    ) -> Result<Response<pb::RevokeResponse>, Status> {
+    async fn revoke(&self, request: Request<pb::RevokeRequest>) -> Result<Response<pb::RevokeResponse>, Status> {
         let caller = bearer(&self.identity, &request)?;
         let req = request.into_inner();
         let target = match req.target {
@@ -98,33 +83,45 @@ impl IdentityService for IdentityApi {
                     "target is required: one of access_token, refresh_token, session_id, token_id, user_id",
                 ));
             }
-            Some(Target::AccessToken(t)) => {
-                RevokeTarget::AccessToken(Secret::new(non_empty("access_token", t)?))
-            }
-            Some(Target::RefreshToken(t)) => {
-                RevokeTarget::RefreshToken(Secret::new(non_empty("refresh_token", t)?))
-            }
+            Some(Target::AccessToken(t)) => RevokeTarget::AccessToken(Secret::new(non_empty("access_token", t)?)),
+            Some(Target::RefreshToken(t)) => RevokeTarget::RefreshToken(Secret::new(non_empty("refresh_token", t)?)),
             Some(Target::SessionId(id)) => RevokeTarget::Session(parse_id("session_id", &id)?),
             Some(Target::TokenId(id)) => RevokeTarget::Token(parse_id("token_id", &id)?),
             Some(Target::UserId(id)) => RevokeTarget::User(parse_id("user_id", &id)?),
         };
-        let counts = self
-            .identity
-            .revoke(target, &req.reason, caller.as_deref())
-            .await?;
-        Ok(Response::new(pb::RevokeResponse {
-            revoked_sessions: counts.sessions,
-            revoked_tokens: counts.tokens,
+        let counts = self.identity.revoke(target, &req.reason, caller.as_deref()).await?;
+        Ok(Response::new(pb::RevokeResponse { revoked_sessions: counts.sessions, revoked_tokens: counts.tokens }))
+    }
+
+    async fn list_my_sessions(
+        &self,
+        request: Request<pb::ListMySessionsRequest>,
+    ) -> Result<Response<pb::ListMySessionsResponse>, Status> {
+        let caller = bearer(&self.identity, &request)?.ok_or_else(|| {
+            Status::unauthenticated("ListMySessions needs `authorization: Bearer <access token>` metadata")
+        })?;
+        let req = request.into_inner();
+        let query = SessionQuery {
+            user: Some(caller.user_id),
+            include_inactive: req.include_inactive,
+            after: convert::from_page_token(&req.page_token, SessionId::from_slice)?,
+            limit: convert::page_size(req.page_size),
+        };
+        let sessions = self.identity.list_sessions(&query).await?;
+        let next = if sessions.len() == query.limit {
+            convert::page_token(sessions.last().map(|s| s.id.as_bytes()))
+        } else {
+            String::new()
+        };
+        Ok(Response::new(pb::ListMySessionsResponse {
+            sessions: sessions.iter().map(convert::session).collect(),
+            next_page_token: next,
+            current_session_id: caller.session_id.to_string(),
         }))
     }
 
-    async fn get_jwks(
-        &self,
-        _request: Request<pb::GetJwksRequest>,
-    ) -> Result<Response<pb::GetJwksResponse>, Status> {
-        Ok(Response::new(pb::GetJwksResponse {
-            jwks_json: self.identity.jwks_json(),
-        }))
+    async fn get_jwks(&self, _request: Request<pb::GetJwksRequest>) -> Result<Response<pb::GetJwksResponse>, Status> {
+        Ok(Response::new(pb::GetJwksResponse { jwks_json: self.identity.jwks_json() }))
     }
 }
 
@@ -138,11 +135,7 @@ fn non_empty(field: &str, value: String) -> Result<String, Status> {
 /// Parses an id field; the error names the field and the expected form.
 pub fn parse_id<T: std::str::FromStr>(field: &str, value: &str) -> Result<T, Status> {
     if value.len() > 64 {
-        return Err(Status::invalid_argument(format!(
-            "{field} is not an id (too long)"
-        )));
+        return Err(Status::invalid_argument(format!("{field} is not an id (too long)")));
     }
-    value.parse().map_err(|_| {
-        Status::invalid_argument(format!("{field} {value:?} is not an id (expected a UUID)"))
-    })
+    value.parse().map_err(|_| Status::invalid_argument(format!("{field} {value:?} is not an id (expected a UUID)")))
 }

@@ -16,10 +16,7 @@ impl From<DomainError> for Status {
             DomainError::PermissionDenied(message) => Status::permission_denied(message),
             DomainError::NotFound(message) => Status::not_found(message),
             DomainError::AlreadyExists(message) => Status::already_exists(message),
-            DomainError::ResourceExhausted {
-                message,
-                retry_after,
-            } => {
+            DomainError::ResourceExhausted { message, retry_after } => {
                 let mut status = Status::resource_exhausted(message);
                 if let Some(after) = retry_after
                     && let Ok(value) = after.as_secs().max(1).to_string().parse()
@@ -30,10 +27,7 @@ impl From<DomainError> for Status {
             }
             DomainError::Store(e) => {
                 tracing::error!(error = %e, "store failure");
-                Status::new(
-                    Code::Unavailable,
-                    "storage is unavailable; the request was not applied, retry",
-                )
+                Status::new(Code::Unavailable, "storage is unavailable; the request was not applied, retry")
             }
             DomainError::Internal(detail) => {
                 // The detail may name internals; the caller gets a generic line.

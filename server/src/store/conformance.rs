@@ -9,10 +9,7 @@ use crate::domain::{
     SessionId, Timestamp, TokenId, UserId,
     keys::SigningKeyRecord,
     revocation::RevocationTarget,
-    session::{
-        NewRefreshToken, RefreshTokenHash, SessionRecord, SessionState, TokenKind, TokenRecord,
-        TokenState,
-    },
+    session::{NewRefreshToken, RefreshTokenHash, SessionRecord, SessionState, TokenKind, TokenRecord, TokenState},
     user::UserRecord,
 };
 
@@ -32,8 +29,7 @@ fn user(name: &str) -> UserRecord {
     UserRecord {
         id: UserId::generate(),
         username: name.to_string(),
-        password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA"
-            .to_string(),
+        password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA".to_string(),
         roles: vec!["reader".to_string()],
         disabled: false,
         created_at: now,
@@ -58,6 +54,7 @@ fn token(session: &SessionRecord, id: TokenId, kind: TokenKind) -> TokenRecord {
         expires_at: session.expires_at,
         state: TokenState::Active,
         revoked_at: None,
+        refresh_hash: None,
     }
 }
 
@@ -82,54 +79,27 @@ async fn open_session(store: &dyn Store, user: &UserRecord) -> Fixture {
     let refresh = NewRefreshToken::generate().expect("random");
     let access = token(&session, TokenId::generate(), TokenKind::Access);
     let refresh_record = token(&session, session.current_refresh, TokenKind::Refresh);
-    store
-        .create_session(&session, refresh.hash, &[refresh_record, access.clone()])
-        .await
-        .expect("create_session");
-    Fixture {
-        session,
-        refresh_hash: refresh.hash,
-        access,
-    }
+    store.create_session(&session, refresh.hash, &[refresh_record, access.clone()]).await.expect("create_session");
+    Fixture { session, refresh_hash: refresh.hash, access }
 }
 
 fn cause(reason: &str) -> RevocationCause {
-    RevocationCause {
-        at: Timestamp::now(),
-        reason: reason.to_string(),
-    }
+    RevocationCause { at: Timestamp::now(), reason: reason.to_string() }
 }
 
 /// Users are found by id and by name; a taken name is refused.
 pub async fn users_have_unique_names(store: &dyn Store) {
     let alice = user("conformance-alice");
     store.create_user(&alice).await.expect("create alice");
-    let by_name = store
-        .user_by_name("conformance-alice")
-        .await
-        .expect("lookup")
-        .expect("found by name");
+    let by_name = store.user_by_name("conformance-alice").await.expect("lookup").expect("found by name");
     assert_eq!(by_name.id, alice.id);
-    let by_id = store
-        .user_by_id(alice.id)
-        .await
-        .expect("lookup")
-        .expect("found by id");
+    let by_id = store.user_by_id(alice.id).await.expect("lookup").expect("found by id");
     assert_eq!(by_id.username, "conformance-alice");
     assert_eq!(by_id.roles, vec!["reader".to_string()]);
     let twin = user("conformance-alice");
-    assert!(matches!(
-        store.create_user(&twin).await,
-        Err(StoreError::UsernameTaken)
-    ));
+    assert!(matches!(store.create_user(&twin).await, Err(StoreError::UsernameTaken)));
     assert!(store.user_by_id(twin.id).await.expect("lookup").is_none());
-    assert!(
-        store
-            .user_by_name("nobody-by-that-name")
-            .await
-            .expect("lookup")
-            .is_none()
-    );
+    assert!(store.user_by_name("nobody-by-that-name").await.expect("lookup").is_none());
     assert!(store.count_users().await.expect("count") >= 1);
 }
 
@@ -138,34 +108,16 @@ pub async fn sessions_are_found_by_refresh_hash(store: &dyn Store) {
     let owner = user("conformance-sessions");
     store.create_user(&owner).await.expect("create user");
     let f = open_session(store, &owner).await;
-    let stored = store
-        .session(f.session.id)
-        .await
-        .expect("lookup")
-        .expect("session stored");
+    let stored = store.session(f.session.id).await.expect("lookup").expect("session stored");
     assert_eq!(stored.user_id, owner.id);
     assert_eq!(stored.state, SessionState::Active);
-    let pointer = store
-        .refresh_record(f.refresh_hash)
-        .await
-        .expect("lookup")
-        .expect("refresh stored");
+    let pointer = store.refresh_record(f.refresh_hash).await.expect("lookup").expect("refresh stored");
     assert_eq!(pointer.session_id, f.session.id);
     assert_eq!(pointer.token_id, f.session.current_refresh);
-    let access = store
-        .token(f.access.id)
-        .await
-        .expect("lookup")
-        .expect("token recorded");
+    let access = store.token(f.access.id).await.expect("lookup").expect("token recorded");
     assert_eq!(access.kind, TokenKind::Access);
     let unknown = RefreshTokenHash([7; 32]);
-    assert!(
-        store
-            .refresh_record(unknown)
-            .await
-            .expect("lookup")
-            .is_none()
-    );
+    assert!(store.refresh_record(unknown).await.expect("lookup").is_none());
 }
 
 /// Two concurrent rotations of one refresh token: exactly one wins, the
@@ -191,24 +143,11 @@ pub async fn rotation_is_a_conditional_update(store: Arc<dyn Store>) {
         tokio::spawn(async move { sa.rotate_refresh(&a).await }),
         tokio::spawn(async move { sb.rotate_refresh(&b).await })
     );
-    let outcomes = [
-        ra.expect("task").expect("rotate"),
-        rb.expect("task").expect("rotate"),
-    ];
-    let rotated = outcomes
-        .iter()
-        .filter(|o| matches!(o, RotateOutcome::Rotated(_)))
-        .count();
-    let reused = outcomes
-        .iter()
-        .filter(|o| matches!(o, RotateOutcome::Reused))
-        .count();
+    let outcomes = [ra.expect("task").expect("rotate"), rb.expect("task").expect("rotate")];
+    let rotated = outcomes.iter().filter(|o| matches!(o, RotateOutcome::Rotated(_))).count();
+    let reused = outcomes.iter().filter(|o| matches!(o, RotateOutcome::Reused)).count();
     assert_eq!((rotated, reused), (1, 1), "outcomes: {outcomes:?}");
-    let old = store
-        .token(f.session.current_refresh)
-        .await
-        .expect("lookup")
-        .expect("old refresh");
+    let old = store.token(f.session.current_refresh).await.expect("lookup").expect("old refresh");
     assert_eq!(old.state, TokenState::Rotated);
 }
 
@@ -219,54 +158,20 @@ pub async fn revoking_a_session_counts_once_and_logs_it(store: &dyn Store) {
     store.create_user(&owner).await.expect("create user");
     let f = open_session(store, &owner).await;
     let before = Timestamp::now();
-    let first = store
-        .revoke_session(f.session.id, &cause("test"))
-        .await
-        .expect("revoke")
-        .expect("exists");
+    let first = store.revoke_session(f.session.id, &cause("test")).await.expect("revoke").expect("exists");
     assert_eq!((first.sessions, first.tokens), (1, 2));
     assert_eq!(first.entries.len(), 1);
-    assert_eq!(
-        first.entries[0].target,
-        RevocationTarget::Session(f.session.id)
-    );
-    let again = store
-        .revoke_session(f.session.id, &cause("again"))
-        .await
-        .expect("revoke")
-        .expect("exists");
-    assert_eq!(
-        (again.sessions, again.tokens, again.entries.len()),
-        (0, 0, 0)
-    );
-    let stored = store
-        .session(f.session.id)
-        .await
-        .expect("lookup")
-        .expect("session");
+    assert_eq!(first.entries[0].target, RevocationTarget::Session(f.session.id));
+    let again = store.revoke_session(f.session.id, &cause("again")).await.expect("revoke").expect("exists");
+    assert_eq!((again.sessions, again.tokens, again.entries.len()), (0, 0, 0));
+    let stored = store.session(f.session.id).await.expect("lookup").expect("session");
     assert_eq!(stored.state, SessionState::Revoked);
     assert_eq!(stored.revoke_reason.as_deref(), Some("test"));
-    let access = store
-        .token(f.access.id)
-        .await
-        .expect("lookup")
-        .expect("token");
+    let access = store.token(f.access.id).await.expect("lookup").expect("token");
     assert_eq!(access.state, TokenState::Revoked);
-    let log = store
-        .revocations_since(before.minus(std::time::Duration::from_secs(1)))
-        .await
-        .expect("log");
-    assert!(
-        log.iter()
-            .any(|e| e.target == RevocationTarget::Session(f.session.id))
-    );
-    assert!(
-        store
-            .revoke_session(SessionId::generate(), &cause("x"))
-            .await
-            .expect("revoke")
-            .is_none()
-    );
+    let log = store.revocations_since(before.minus(std::time::Duration::from_secs(1))).await.expect("log");
+    assert!(log.iter().any(|e| e.target == RevocationTarget::Session(f.session.id)));
+    assert!(store.revoke_session(SessionId::generate(), &cause("x")).await.expect("revoke").is_none());
     // A revoked session cannot be rotated.
     let next = NewRefreshToken::generate().expect("random");
     let rotation = Rotation {
@@ -277,10 +182,7 @@ pub async fn revoking_a_session_counts_once_and_logs_it(store: &dyn Store) {
         access: token(&f.session, TokenId::generate(), TokenKind::Access),
         now: Timestamp::now(),
     };
-    assert!(matches!(
-        store.rotate_refresh(&rotation).await.expect("rotate"),
-        RotateOutcome::Ended
-    ));
+    assert!(matches!(store.rotate_refresh(&rotation).await.expect("rotate"), RotateOutcome::Ended));
 }
 
 /// Revoking an access token logs it for the index; a refresh token is
@@ -289,42 +191,17 @@ pub async fn revoking_a_token_logs_access_tokens_only(store: &dyn Store) {
     let owner = user("conformance-revoke-token");
     store.create_user(&owner).await.expect("create user");
     let f = open_session(store, &owner).await;
-    let access = store
-        .revoke_token(f.access.id, &cause("t"))
-        .await
-        .expect("revoke")
-        .expect("exists");
+    let access = store.revoke_token(f.access.id, &cause("t")).await.expect("revoke").expect("exists");
     assert_eq!((access.sessions, access.tokens), (0, 1));
     assert_eq!(access.entries.len(), 1);
-    let refresh = store
-        .revoke_token(f.session.current_refresh, &cause("t"))
-        .await
-        .expect("revoke")
-        .expect("exists");
+    let refresh = store.revoke_token(f.session.current_refresh, &cause("t")).await.expect("revoke").expect("exists");
     assert_eq!((refresh.tokens, refresh.entries.len()), (1, 0));
-    let again = store
-        .revoke_token(f.access.id, &cause("t"))
-        .await
-        .expect("revoke")
-        .expect("exists");
+    let again = store.revoke_token(f.access.id, &cause("t")).await.expect("revoke").expect("exists");
     assert_eq!(again.tokens, 0);
     let f2 = open_session(store, &owner).await;
-    let later = store
-        .revoke_token(f2.access.id, &cause("t"))
-        .await
-        .expect("revoke")
-        .expect("exists");
-    assert!(
-        later.entries[0].sequence > access.entries[0].sequence,
-        "sequences increase"
-    );
-    assert!(
-        store
-            .revoke_token(TokenId::generate(), &cause("t"))
-            .await
-            .expect("revoke")
-            .is_none()
-    );
+    let later = store.revoke_token(f2.access.id, &cause("t")).await.expect("revoke").expect("exists");
+    assert!(later.entries[0].sequence > access.entries[0].sequence, "sequences increase");
+    assert!(store.revoke_token(TokenId::generate(), &cause("t")).await.expect("revoke").is_none());
 }
 
 /// Revoking a user ends every one of its sessions and no one else's.
@@ -333,34 +210,17 @@ pub async fn revoking_a_user_ends_all_its_sessions(store: &dyn Store) {
     let bystander = user("conformance-bystander");
     store.create_user(&owner).await.expect("create user");
     store.create_user(&bystander).await.expect("create user");
-    let sessions = [
-        open_session(store, &owner).await,
-        open_session(store, &owner).await,
-    ];
+    let sessions = [open_session(store, &owner).await, open_session(store, &owner).await];
     let other = open_session(store, &bystander).await;
-    let outcome = store
-        .revoke_user_sessions(owner.id, &cause("user"))
-        .await
-        .expect("revoke");
+    let outcome = store.revoke_user_sessions(owner.id, &cause("user")).await.expect("revoke");
     assert_eq!(outcome.sessions, 2);
     for f in &sessions {
-        let s = store
-            .session(f.session.id)
-            .await
-            .expect("lookup")
-            .expect("session");
+        let s = store.session(f.session.id).await.expect("lookup").expect("session");
         assert_eq!(s.state, SessionState::Revoked);
     }
-    let s = store
-        .session(other.session.id)
-        .await
-        .expect("lookup")
-        .expect("session");
+    let s = store.session(other.session.id).await.expect("lookup").expect("session");
     assert_eq!(s.state, SessionState::Active);
-    let again = store
-        .revoke_user_sessions(owner.id, &cause("user"))
-        .await
-        .expect("revoke");
+    let again = store.revoke_user_sessions(owner.id, &cause("user")).await.expect("revoke");
     assert_eq!((again.sessions, again.tokens), (0, 0));
 }
 
@@ -369,14 +229,8 @@ pub async fn the_first_signing_key_wins(store: &dyn Store) {
     let existing = store.signing_keys().await.expect("keys");
     let first = SigningKeyRecord::generate_ed25519(Timestamp::now()).expect("key");
     let second = SigningKeyRecord::generate_ed25519(Timestamp::now()).expect("key");
-    let after_first = store
-        .insert_first_signing_key(&first)
-        .await
-        .expect("insert");
-    let after_second = store
-        .insert_first_signing_key(&second)
-        .await
-        .expect("insert");
+    let after_first = store.insert_first_signing_key(&first).await.expect("insert");
+    let after_second = store.insert_first_signing_key(&second).await.expect("insert");
     assert_eq!(after_first.len(), existing.len().max(1));
     assert_eq!(
         after_first.iter().map(|k| &k.kid).collect::<Vec<_>>(),
@@ -386,10 +240,6 @@ pub async fn the_first_signing_key_wins(store: &dyn Store) {
     if existing.is_empty() {
         let stored = &after_first[0];
         assert_eq!(stored.kid, first.kid);
-        assert_eq!(
-            stored.private_pkcs8.expose(),
-            first.private_pkcs8.expose(),
-            "private key round-trips"
-        );
+        assert_eq!(stored.private_pkcs8.expose(), first.private_pkcs8.expose(), "private key round-trips");
     }
 }

@@ -52,10 +52,7 @@ impl GroupCommit {
     /// Returns once every write made before this call is durable.
     pub async fn durable(&self) -> Result<(), StoreError> {
         let (tx, rx) = oneshot::channel();
-        self.requests
-            .send(tx)
-            .map_err(|_| StoreError::Backend("store is closed".into()))?;
-        rx.await
-            .map_err(|_| StoreError::Backend("flush thread stopped".into()))?
+        self.requests.send(tx).map_err(|_| StoreError::Backend("store is closed".into()))?;
+        rx.await.map_err(|_| StoreError::Backend("flush thread stopped".into()))?
     }
 }

@@ -15,8 +15,9 @@ use async_trait::async_trait;
 
 use crate::domain::{
     SessionId, Timestamp, TokenId, UserId,
+    event::EventRecord,
     keys::SigningKeyRecord,
-    revocation::RevocationEntry,
+    revocation::{RevocationEntry, RevocationTarget},
     session::{RefreshRecord, RefreshTokenHash, SessionRecord, TokenRecord},
     user::UserRecord,
 };
@@ -93,6 +94,43 @@ pub enum RotateOutcome {
     Ended,
 }
 
+/// Which sessions a listing returns: one page after a cursor.
+#[derive(Debug, Clone, Default)]
+pub struct SessionQuery {
+    /// Only this user's sessions.
+    pub user: Option<UserId>,
+    /// Include revoked and expired sessions.
+    pub include_inactive: bool,
+    /// Start after this session (the previous page's last).
+    pub after: Option<SessionId>,
+    /// At most this many.
+    pub limit: usize,
+}
+
+/// Which token records a listing returns: one page after a cursor.
+#[derive(Debug, Clone, Default)]
+pub struct TokenQuery {
+    /// Only this session's tokens.
+    pub session: Option<SessionId>,
+    /// Only this user's tokens.
+    pub user: Option<UserId>,
+    /// Include revoked, expired and rotated tokens.
+    pub include_inactive: bool,
+    /// Start after this token (the previous page's last).
+    pub after: Option<TokenId>,
+    /// At most this many.
+    pub limit: usize,
+}
+
+/// A session or token the sweeper marked expired.
+#[derive(Debug, Clone)]
+pub enum Expired {
+    /// A session.
+    Session(Box<SessionRecord>),
+    /// A token.
+    Token(Box<TokenRecord>),
+}
+
 /// Users and their credentials.
 #[async_trait]
 pub trait UserStore: Send + Sync {
@@ -104,6 +142,20 @@ pub trait UserStore: Send + Sync {
     async fn user_by_name(&self, username: &str) -> Result<Option<UserRecord>, StoreError>;
     /// How many users exist.
     async fn count_users(&self) -> Result<u64, StoreError>;
+    /// Replaces a user's record (same id and name); with `revocation`,
+    /// appends that revocation-log entry in the same atomic write.
+    async fn update_user(
+        &self,
+        user: &UserRecord,
+        revocation: Option<(RevocationTarget, Timestamp)>,
+    ) -> Result<Option<RevocationEntry>, StoreError>;
+    /// Deletes a user; `false` if there was none. Its sessions are the
+    /// caller's to revoke first.
+    async fn delete_user(&self, id: UserId) -> Result<bool, StoreError>;
+    /// Users after `after` in id (creation) order, at most `limit`.
+    async fn list_users(&self, after: Option<UserId>, limit: usize) -> Result<Vec<UserRecord>, StoreError>;
+    /// How many active sessions the user has.
+    async fn count_active_sessions_of(&self, user: UserId) -> Result<u32, StoreError>;
 }
 
 /// Sessions, their refresh tokens and the records of issued tokens.
@@ -119,10 +171,7 @@ pub trait SessionStore: Send + Sync {
     /// The session with this id.
     async fn session(&self, id: SessionId) -> Result<Option<SessionRecord>, StoreError>;
     /// The refresh token with this hash (current or not).
-    async fn refresh_record(
-        &self,
-        hash: RefreshTokenHash,
-    ) -> Result<Option<RefreshRecord>, StoreError>;
+    async fn refresh_record(&self, hash: RefreshTokenHash) -> Result<Option<RefreshRecord>, StoreError>;
     /// The token record with this id.
     async fn token(&self, id: TokenId) -> Result<Option<TokenRecord>, StoreError>;
     /// Rotates the session's refresh token, atomically and only if
@@ -130,23 +179,27 @@ pub trait SessionStore: Send + Sync {
     /// concurrent presentations of one token rotate at most once).
     async fn rotate_refresh(&self, rotation: &Rotation) -> Result<RotateOutcome, StoreError>;
     /// Revokes a session and its tokens; `None` if it does not exist.
-    async fn revoke_session(
-        &self,
-        id: SessionId,
-        cause: &RevocationCause,
-    ) -> Result<Option<RevokeOutcome>, StoreError>;
+    async fn revoke_session(&self, id: SessionId, cause: &RevocationCause)
+    -> Result<Option<RevokeOutcome>, StoreError>;
     /// Revokes one token; `None` if it does not exist.
-    async fn revoke_token(
-        &self,
-        id: TokenId,
-        cause: &RevocationCause,
-    ) -> Result<Option<RevokeOutcome>, StoreError>;
+    async fn revoke_token(&self, id: TokenId, cause: &RevocationCause) -> Result<Option<RevokeOutcome>, StoreError>;
     /// Revokes every session of a user.
-    async fn revoke_user_sessions(
-        &self,
-        user: UserId,
-        cause: &RevocationCause,
-    ) -> Result<RevokeOutcome, StoreError>;
+    async fn revoke_user_sessions(&self, user: UserId, cause: &RevocationCause) -> Result<RevokeOutcome, StoreError>;
+    /// One page of sessions, in id (creation) order.
+    async fn list_sessions(&self, query: &SessionQuery) -> Result<Vec<SessionRecord>, StoreError>;
+    /// One page of token records, in id (issue) order.
+    async fn list_tokens(&self, query: &TokenQuery) -> Result<Vec<TokenRecord>, StoreError>;
+    /// Active sessions and active tokens.
+    async fn count_active(&self) -> Result<(u64, u64), StoreError>;
+    /// Raises sessions' `last_seen_at` (never lowers it). Not a durable
+    /// write: last-seen times are advisory.
+    async fn touch_sessions(&self, seen: &[(SessionId, Timestamp)]) -> Result<(), StoreError>;
+    /// Marks up to `limit` active sessions and tokens whose expiry is at or
+    /// before `now` as expired, and returns them.
+    async fn expire_due(&self, now: Timestamp, limit: usize) -> Result<Vec<Expired>, StoreError>;
+    /// Deletes up to `limit` sessions and tokens that ended before `before`,
+    /// with their index entries; returns how many records went.
+    async fn purge_ended(&self, before: Timestamp, limit: usize) -> Result<usize, StoreError>;
 }
 
 /// Signing keys.
@@ -156,23 +209,39 @@ pub trait KeyStore: Send + Sync {
     async fn signing_keys(&self) -> Result<Vec<SigningKeyRecord>, StoreError>;
     /// Stores `key` if no key exists yet, and returns the stored keys: on a
     /// first start exactly one candidate wins, even when several race.
-    async fn insert_first_signing_key(
-        &self,
-        key: &SigningKeyRecord,
-    ) -> Result<Vec<SigningKeyRecord>, StoreError>;
+    async fn insert_first_signing_key(&self, key: &SigningKeyRecord) -> Result<Vec<SigningKeyRecord>, StoreError>;
+    /// Makes `key` the active key; the previously active key becomes
+    /// verifying as of `key.created_at`. Returns the stored keys.
+    async fn rotate_signing_key(&self, key: &SigningKeyRecord) -> Result<Vec<SigningKeyRecord>, StoreError>;
+    /// Marks a verifying key retired at `at`.
+    async fn retire_signing_key(&self, kid: &str, at: Timestamp) -> Result<(), StoreError>;
 }
 
 /// The durable log of revocations that the in-memory index is built from.
 #[async_trait]
 pub trait RevocationLog: Send + Sync {
     /// Entries committed at or after `since`, in sequence order.
-    async fn revocations_since(&self, since: Timestamp)
-    -> Result<Vec<RevocationEntry>, StoreError>;
+    async fn revocations_since(&self, since: Timestamp) -> Result<Vec<RevocationEntry>, StoreError>;
+    /// Drops entries committed before `before`; returns how many.
+    async fn purge_revocations(&self, before: Timestamp) -> Result<usize, StoreError>;
+}
+
+/// The audit event log.
+#[async_trait]
+pub trait EventStore: Send + Sync {
+    /// Stores events in order, assigning increasing sequences. They become
+    /// durable with the engine's next flush; the writes they describe were
+    /// made durable before.
+    async fn append_events(&self, events: Vec<EventRecord>) -> Result<Vec<EventRecord>, StoreError>;
+    /// Events with a sequence above `after`, oldest first, at most `limit`.
+    async fn events_after(&self, after: u64, limit: usize) -> Result<Vec<EventRecord>, StoreError>;
+    /// Drops all but the newest `keep` events; returns how many went.
+    async fn trim_events(&self, keep: usize) -> Result<usize, StoreError>;
 }
 
 /// Everything the domain core needs from an engine.
 #[async_trait]
-pub trait Store: UserStore + SessionStore + KeyStore + RevocationLog {
+pub trait Store: UserStore + SessionStore + KeyStore + RevocationLog + EventStore {
     /// Makes every acknowledged write durable and releases the engine.
     async fn close(&self) -> Result<(), StoreError>;
 }

@@ -1,0 +1,277 @@
+//! The admin use cases of [`Identity`]: users, listings of sessions and
+//! tokens, signing-key rotation and statistics. Authorization (role
+//! `admin`) is checked by the caller, in one place in the gRPC adapter.
+
+use std::sync::Arc;
+
+use super::{
+    DomainError, Identity, Secret, SessionId, Timestamp, UserId,
+    event::{EventKind, EventRecord},
+    identity::check_password,
+    keys::{KeyRing, SigningKeyRecord},
+    revocation::RevocationTarget,
+    session::{SessionRecord, TokenRecord},
+    user::{UserRecord, check_role, normalize_username},
+};
+use crate::store::{RevocationCause, RevokeOutcome, SessionQuery, StoreError, TokenQuery};
+
+/// A user with its active-session count, as listings show it.
+#[derive(Debug, Clone)]
+pub struct UserView {
+    /// The record (its hash never leaves the domain).
+    pub user: UserRecord,
+    /// Active sessions now.
+    pub active_sessions: u32,
+}
+
+/// The changes `UpdateUser` may make; `None` leaves a field as it is.
+#[derive(Debug, Default)]
+pub struct UserChanges {
+    /// Disable or enable.
+    pub disabled: Option<bool>,
+    /// Replace the roles.
+    pub roles: Option<Vec<String>>,
+}
+
+/// Counts and rates for `GetStats`.
+#[derive(Debug, Clone, Copy)]
+pub struct Stats {
+    /// Users.
+    pub users: u64,
+    /// Active sessions.
+    pub active_sessions: u64,
+    /// Active tokens.
+    pub active_tokens: u64,
+    /// Validations per second over the last minute.
+    pub validations_per_second: f64,
+    /// Logins per second over the last minute.
+    pub logins_per_second: f64,
+    /// Failed logins per second over the last minute.
+    pub login_failures_per_second: f64,
+    /// Entries of the revocation index.
+    pub revocation_index_entries: u64,
+}
+
+impl Identity {
+    /// Creates a user with a fresh argon2id hash.
+    pub async fn create_user(
+        &self,
+        actor: Option<UserId>,
+        username: &str,
+        password: &Secret<String>,
+        roles: Vec<String>,
+    ) -> Result<UserRecord, DomainError> {
+        let username = normalize_username(username)?;
+        check_password(password)?;
+        let roles = checked_roles(roles)?;
+        if self.store.user_by_name(&username).await?.is_some() {
+            return Err(taken(&username));
+        }
+        let now = Timestamp::now();
+        let user = UserRecord {
+            id: UserId::generate(),
+            username,
+            password_hash: self.hasher.hash(password).await?,
+            roles,
+            disabled: false,
+            created_at: now,
+            updated_at: now,
+        };
+        self.store.create_user(&user).await.map_err(|e| match e {
+            StoreError::UsernameTaken => taken(&user.username),
+            other => other.into(),
+        })?;
+        let event = EventRecord::new(EventKind::UserCreated)
+            .actor(actor)
+            .user(user.id, &user.username)
+            .detail(format!("roles: {}", user.roles.join(",")));
+        self.events.publish(vec![event]).await;
+        Ok(user)
+    }
+
+    /// A user by id.
+    pub async fn user(&self, id: UserId) -> Result<UserView, DomainError> {
+        let user = self.store.user_by_id(id).await?.ok_or_else(|| no_such_user(&id.to_string()))?;
+        self.view(user).await
+    }
+
+    /// A user by name.
+    pub async fn user_named(&self, username: &str) -> Result<UserView, DomainError> {
+        let name = normalize_username(username)?;
+        let user = self.store.user_by_name(&name).await?.ok_or_else(|| no_such_user(&name))?;
+        self.view(user).await
+    }
+
+    /// One page of users after `after`.
+    pub async fn list_users(&self, after: Option<UserId>, limit: usize) -> Result<Vec<UserView>, DomainError> {
+        let mut views = Vec::new();
+        for user in self.store.list_users(after, limit).await? {
+            views.push(self.view(user).await?);
+        }
+        Ok(views)
+    }
+
+    /// Changes roles and the disabled flag. Disabling ends every session of
+    /// the user and makes its access tokens fail with `USER_DISABLED` at once.
+    pub async fn update_user(
+        &self,
+        actor: Option<UserId>,
+        id: UserId,
+        changes: UserChanges,
+    ) -> Result<(UserView, u32), DomainError> {
+        let mut user = self.store.user_by_id(id).await?.ok_or_else(|| no_such_user(&id.to_string()))?;
+        let now = Timestamp::now();
+        let mut events = Vec::new();
+        if let Some(roles) = changes.roles {
+            user.roles = checked_roles(roles)?;
+            events.push(
+                EventRecord::new(EventKind::UserUpdated)
+                    .actor(actor)
+                    .user(user.id, &user.username)
+                    .detail(format!("roles: {}", user.roles.join(","))),
+            );
+        }
+        let mut revocation = None;
+        if let Some(disabled) = changes.disabled
+            && disabled != user.disabled
+        {
+            user.disabled = disabled;
+            let (target, kind) = if disabled {
+                (RevocationTarget::UserDisabled(id), EventKind::UserDisabled)
+            } else {
+                (RevocationTarget::UserEnabled(id), EventKind::UserEnabled)
+            };
+            revocation = Some((target, now));
+            events.push(EventRecord::new(kind).actor(actor).user(user.id, &user.username));
+        }
+        user.updated_at = now;
+        if let Some(entry) = self.store.update_user(&user, revocation).await? {
+            self.revocations.apply(&entry);
+        }
+        self.events.publish(events).await;
+        let revoked = if user.disabled { self.end_sessions_of(actor, id, "user disabled").await? } else { 0 };
+        Ok((self.view(user).await?, revoked))
+    }
+
+    /// Replaces a password; optionally ends every session of the user.
+    pub async fn set_password(
+        &self,
+        actor: Option<UserId>,
+        id: UserId,
+        password: &Secret<String>,
+        revoke_sessions: bool,
+    ) -> Result<u32, DomainError> {
+        check_password(password)?;
+        let mut user = self.store.user_by_id(id).await?.ok_or_else(|| no_such_user(&id.to_string()))?;
+        user.password_hash = self.hasher.hash(password).await?;
+        user.updated_at = Timestamp::now();
+        self.store.update_user(&user, None).await?;
+        let event = EventRecord::new(EventKind::UserUpdated).actor(actor).user(user.id, &user.username);
+        self.events.publish(vec![event.detail("password changed")]).await;
+        if revoke_sessions { self.end_sessions_of(actor, id, "password changed").await } else { Ok(0) }
+    }
+
+    /// Deletes a user after ending every session of it.
+    pub async fn delete_user(&self, actor: Option<UserId>, id: UserId) -> Result<u32, DomainError> {
+        let user = self.store.user_by_id(id).await?.ok_or_else(|| no_such_user(&id.to_string()))?;
+        let revoked = self.end_sessions_of(actor, id, "user deleted").await?;
+        self.store.delete_user(id).await?;
+        let event = EventRecord::new(EventKind::UserDeleted).actor(actor).user(user.id, &user.username);
+        self.events.publish(vec![event]).await;
+        Ok(revoked)
+    }
+
+    async fn end_sessions_of(&self, actor: Option<UserId>, id: UserId, reason: &str) -> Result<u32, DomainError> {
+        let cause = RevocationCause { at: Timestamp::now(), reason: reason.to_string() };
+        let outcome: RevokeOutcome = self.store.revoke_user_sessions(id, &cause).await?;
+        self.apply(&outcome);
+        self.publish_revocations(&outcome, actor, reason).await;
+        Ok(outcome.sessions)
+    }
+
+    /// One page of sessions; states as of now, last-seen times including
+    /// validations not yet written to the store.
+    pub async fn list_sessions(&self, query: &SessionQuery) -> Result<Vec<SessionRecord>, DomainError> {
+        let now = Timestamp::now();
+        let mut sessions = self.store.list_sessions(query).await?;
+        for session in &mut sessions {
+            session.state = session.state_at(now);
+            if let Some(seen) = self.last_seen.get(&session.id) {
+                session.last_seen_at = session.last_seen_at.max(*seen);
+            }
+        }
+        Ok(sessions)
+    }
+
+    /// One page of token records; states as of now.
+    pub async fn list_tokens(&self, query: &TokenQuery) -> Result<Vec<TokenRecord>, DomainError> {
+        let now = Timestamp::now();
+        let mut tokens = self.store.list_tokens(query).await?;
+        for token in &mut tokens {
+            token.state = token.state_at(now);
+        }
+        Ok(tokens)
+    }
+
+    /// The session a caller's token belongs to, if it still exists.
+    pub async fn session(&self, id: SessionId) -> Result<Option<SessionRecord>, DomainError> {
+        Ok(self.store.session(id).await?)
+    }
+
+    /// Makes a new Ed25519 key active. The old key keeps verifying the
+    /// tokens it signed until they expire; maintenance retires it then.
+    pub async fn rotate_signing_key(&self, actor: Option<UserId>) -> Result<SigningKeyRecord, DomainError> {
+        let key = SigningKeyRecord::generate_ed25519(Timestamp::now())?;
+        let records = self.store.rotate_signing_key(&key).await?;
+        self.keys.store(Arc::new(KeyRing::from_records(&records)?));
+        tracing::info!(kid = %key.kid, "signing key rotated");
+        let mut event = EventRecord::new(EventKind::KeyRotated).actor(actor);
+        event.token_id = Some(key.kid.clone());
+        self.events.publish(vec![event]).await;
+        Ok(key)
+    }
+
+    /// Every signing key, oldest first.
+    pub async fn signing_keys(&self) -> Result<Vec<SigningKeyRecord>, DomainError> {
+        Ok(self.store.signing_keys().await?)
+    }
+
+    /// Counts and rates.
+    pub async fn stats(&self) -> Result<Stats, DomainError> {
+        let (active_sessions, active_tokens) = self.store.count_active().await?;
+        Ok(Stats {
+            users: self.store.count_users().await?,
+            active_sessions,
+            active_tokens,
+            validations_per_second: self.rates.validations.per_second(),
+            logins_per_second: self.rates.logins.per_second(),
+            login_failures_per_second: self.rates.login_failures.per_second(),
+            revocation_index_entries: self.revocations.len() as u64,
+        })
+    }
+
+    async fn view(&self, user: UserRecord) -> Result<UserView, DomainError> {
+        let active_sessions = self.store.count_active_sessions_of(user.id).await?;
+        Ok(UserView { user, active_sessions })
+    }
+}
+
+fn checked_roles(mut roles: Vec<String>) -> Result<Vec<String>, DomainError> {
+    if roles.len() > 32 {
+        return Err(DomainError::invalid("at most 32 roles"));
+    }
+    for role in &roles {
+        check_role(role)?;
+    }
+    roles.sort();
+    roles.dedup();
+    Ok(roles)
+}
+
+fn taken(username: &str) -> DomainError {
+    DomainError::AlreadyExists(format!("username {username:?} is taken"))
+}
+
+fn no_such_user(name: &str) -> DomainError {
+    DomainError::NotFound(format!("no user {name}"))
+}

@@ -1,0 +1,176 @@
+//! The audit trail: what happened, who did it, to whom. Events are stored
+//! (the last N are kept, so watchers can resume after a restart) and
+//! broadcast to live watchers by [`EventHub`].
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::{Mutex, broadcast};
+
+use super::{DomainError, SessionId, Timestamp, TokenId, UserId};
+use crate::store::Store;
+
+/// What happened. Mirrors `sigil.v1.EventKind`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    /// A login opened a session.
+    SessionCreated,
+    /// A session's refresh token was rotated.
+    SessionRefreshed,
+    /// A session was revoked.
+    SessionRevoked,
+    /// A session reached its expiry.
+    SessionExpired,
+    /// An access token was issued.
+    TokenIssued,
+    /// A token was revoked on its own.
+    TokenRevoked,
+    /// A user was created.
+    UserCreated,
+    /// A user's roles or password changed.
+    UserUpdated,
+    /// A user was disabled.
+    UserDisabled,
+    /// A user was enabled again.
+    UserEnabled,
+    /// A user was deleted.
+    UserDeleted,
+    /// A login failed.
+    LoginFailed,
+    /// A new signing key became active.
+    KeyRotated,
+    /// A signing key stopped verifying.
+    KeyRetired,
+    /// A refresh token was used twice.
+    RefreshReused,
+}
+
+/// One audit event.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct EventRecord {
+    /// Position in the log, assigned when stored (0 before).
+    pub sequence: u64,
+    /// When.
+    pub occurred_at: Timestamp,
+    /// What.
+    pub kind: EventKind,
+    /// Who did it.
+    pub actor: Option<UserId>,
+    /// The user concerned.
+    pub user_id: Option<UserId>,
+    /// That user's name.
+    pub username: Option<String>,
+    /// The session concerned.
+    pub session_id: Option<SessionId>,
+    /// The token (or, as text, the key id) concerned.
+    pub token_id: Option<String>,
+    /// Free text; never a secret.
+    pub detail: String,
+}
+
+impl EventRecord {
+    /// A new event of `kind`, happening now.
+    pub fn new(kind: EventKind) -> Self {
+        Self {
+            sequence: 0,
+            occurred_at: Timestamp::now(),
+            kind,
+            actor: None,
+            user_id: None,
+            username: None,
+            session_id: None,
+            token_id: None,
+            detail: String::new(),
+        }
+    }
+
+    /// Names the acting user.
+    pub fn actor(mut self, actor: Option<UserId>) -> Self {
+        self.actor = actor;
+        self
+    }
+
+    /// Names the user concerned.
+    pub fn user(mut self, id: UserId, username: &str) -> Self {
+        self.user_id = Some(id);
+        self.username = Some(username.to_string());
+        self
+    }
+
+    /// Names the session concerned.
+    pub fn session(mut self, id: SessionId) -> Self {
+        self.session_id = Some(id);
+        self
+    }
+
+    /// Names the token concerned.
+    pub fn token(mut self, id: TokenId) -> Self {
+        self.token_id = Some(id.to_string());
+        self
+    }
+
+    /// Adds free text.
+    pub fn detail(mut self, detail: impl Into<String>) -> Self {
+        self.detail = detail.into();
+        self
+    }
+}
+
+/// Stores events in order and fans them out to live watchers. Writers never
+/// wait for watchers: a watcher that cannot keep up lags and is told so.
+pub struct EventHub {
+    store: Arc<dyn Store>,
+    live: broadcast::Sender<Arc<EventRecord>>,
+    /// Serializes "assign sequence, store, broadcast" so that watchers see
+    /// events in sequence order.
+    order: Mutex<()>,
+    retained: usize,
+}
+
+impl EventHub {
+    /// A hub keeping the last `retained` events, buffering `backlog` events
+    /// per live watcher before it counts as lagging.
+    pub fn new(store: Arc<dyn Store>, retained: usize, backlog: usize) -> Self {
+        let (live, _) = broadcast::channel(backlog.max(16));
+        Self { store, live, order: Mutex::new(()), retained: retained.max(1) }
+    }
+
+    /// Records and broadcasts events. A failure to record is logged, not
+    /// returned: the operation the event describes has already committed.
+    pub async fn publish(&self, events: Vec<EventRecord>) {
+        if events.is_empty() {
+            return;
+        }
+        let _order = self.order.lock().await;
+        match self.store.append_events(events).await {
+            Ok(stored) => {
+                for event in stored {
+                    // No receivers is fine: nobody is watching.
+                    let _ = self.live.send(Arc::new(event));
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "audit events could not be stored"),
+        }
+    }
+
+    /// A receiver of events published from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<EventRecord>> {
+        self.live.subscribe()
+    }
+
+    /// Stored events after `sequence`, oldest first, at most `limit`.
+    pub async fn replay(&self, after: u64, limit: usize) -> Result<Vec<EventRecord>, DomainError> {
+        Ok(self.store.events_after(after, limit).await?)
+    }
+
+    /// Drops all but the last `retained` stored events.
+    pub async fn trim(&self) -> Result<usize, DomainError> {
+        Ok(self.store.trim_events(self.retained).await?)
+    }
+
+    /// Number of live watchers.
+    pub fn watchers(&self) -> usize {
+        self.live.receiver_count()
+    }
+}
