@@ -2,6 +2,8 @@
 //! starts real servers on ephemeral ports with temporary data directories
 //! and talks to them over gRPC (and HTTP where the server serves HTTP).
 
+// The admin API: roles, users, listings, events, keys, expiry.
+mod admin;
 // Log in, validate, refresh, JWKS, input checks.
 mod identity;
 // Tokens forged every way RFC 8725 warns about.

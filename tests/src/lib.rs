@@ -14,7 +14,7 @@ use std::{
     time::Duration,
 };
 
-use sigil_proto::pb::{self, identity_service_client::IdentityServiceClient};
+use sigil_proto::pb::{self, admin_service_client::AdminServiceClient, identity_service_client::IdentityServiceClient};
 use sigil_server::{
     config::Config,
     domain::{Identity, Secret, user::UserRecord},
@@ -80,6 +80,12 @@ impl TestServer {
         IdentityServiceClient::new(self.channel().await)
     }
 
+    /// A client of `AdminService`, and an admin access token for it.
+    pub async fn admin(&self) -> (AdminServiceClient<Channel>, String) {
+        let token = login(&mut self.client().await, "admin", ADMIN_PASSWORD).await.access_token;
+        (AdminServiceClient::new(self.channel().await), token)
+    }
+
     /// Creates a user directly through the domain core.
     pub async fn create_user(&self, username: &str, password: &str, roles: &[&str]) -> UserRecord {
         self.identity()
@@ -141,6 +147,32 @@ pub fn with_bearer<T>(message: T, token: &str) -> tonic::Request<T> {
     let mut request = tonic::Request::new(message);
     request.metadata_mut().insert("authorization", format!("Bearer {token}").parse().expect("ascii token"));
     request
+}
+
+/// A request carrying `authorization: Bearer <token>` when `token` is given.
+pub fn maybe_bearer<T>(message: T, token: Option<&str>) -> tonic::Request<T> {
+    match token {
+        Some(token) => with_bearer(message, token),
+        None => tonic::Request::new(message),
+    }
+}
+
+/// Polls `check` every 20 ms until it returns `Some`, for at most `limit`.
+pub async fn eventually<T, F, Fut>(limit: Duration, mut check: F) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if let Some(found) = check().await {
+            return Some(found);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// A plain HTTP/1.1 GET; returns the status code and the body.

@@ -4,10 +4,13 @@
 
 use std::sync::Arc;
 
-use super::{RevocationCause, RotateOutcome, Rotation, Store, StoreError};
+use std::time::Duration;
+
+use super::{Expired, RevocationCause, RotateOutcome, Rotation, SessionQuery, Store, StoreError, TokenQuery};
 use crate::domain::{
     SessionId, Timestamp, TokenId, UserId,
-    keys::SigningKeyRecord,
+    event::{EventKind, EventRecord},
+    keys::{KeyState, SigningKeyRecord},
     revocation::RevocationTarget,
     session::{NewRefreshToken, RefreshTokenHash, SessionRecord, SessionState, TokenKind, TokenRecord, TokenState},
     user::UserRecord,
@@ -22,6 +25,11 @@ pub async fn run_all(store: Arc<dyn Store>) {
     revoking_a_token_logs_access_tokens_only(&*store).await;
     revoking_a_user_ends_all_its_sessions(&*store).await;
     the_first_signing_key_wins(&*store).await;
+    rotation_keeps_one_active_key(&*store).await;
+    users_are_updated_listed_and_deleted(&*store).await;
+    listings_page_by_cursor_and_filter(&*store).await;
+    expiry_and_purge_walk_the_time_indexes(&*store).await;
+    events_are_kept_in_order_and_trimmed(&*store).await;
 }
 
 fn user(name: &str) -> UserRecord {
@@ -242,4 +250,140 @@ pub async fn the_first_signing_key_wins(store: &dyn Store) {
         assert_eq!(stored.kid, first.kid);
         assert_eq!(stored.private_pkcs8.expose(), first.private_pkcs8.expose(), "private key round-trips");
     }
+}
+
+/// Rotation: the new key is active, the old one verifying from then on.
+pub async fn rotation_keeps_one_active_key(store: &dyn Store) {
+    if store.signing_keys().await.expect("keys").is_empty() {
+        let first = SigningKeyRecord::generate_ed25519(Timestamp::now()).expect("key");
+        store.insert_first_signing_key(&first).await.expect("insert");
+    }
+    let next = SigningKeyRecord::generate_ed25519(Timestamp::now()).expect("key");
+    let keys = store.rotate_signing_key(&next).await.expect("rotate");
+    let active: Vec<&str> = keys.iter().filter(|k| k.state == KeyState::Active).map(|k| k.kid.as_str()).collect();
+    assert_eq!(active, [next.kid.as_str()]);
+    assert!(keys.iter().any(|k| k.state == KeyState::Verifying && k.superseded_at == Some(next.created_at)));
+    let old = keys.iter().find(|k| k.state == KeyState::Verifying).expect("old key").kid.clone();
+    store.retire_signing_key(&old, Timestamp::now()).await.expect("retire");
+    let keys = store.signing_keys().await.expect("keys");
+    let retired = keys.iter().find(|k| k.kid == old).expect("still listed");
+    assert_eq!(retired.state, KeyState::Retired);
+    assert!(retired.retired_at.is_some());
+}
+
+/// Users change, list in creation order after a cursor, and go away.
+pub async fn users_are_updated_listed_and_deleted(store: &dyn Store) {
+    let mut a = user("conformance-list-a");
+    let b = user("conformance-list-b");
+    store.create_user(&a).await.expect("create");
+    store.create_user(&b).await.expect("create");
+    a.disabled = true;
+    let entry = store
+        .update_user(&a, Some((RevocationTarget::UserDisabled(a.id), Timestamp::now())))
+        .await
+        .expect("update")
+        .expect("log entry");
+    assert_eq!(entry.target, RevocationTarget::UserDisabled(a.id));
+    assert!(store.user_by_id(a.id).await.expect("lookup").expect("user").disabled);
+    let after_a = store.list_users(Some(a.id), 10).await.expect("list");
+    assert_eq!(after_a.first().map(|u| u.id), Some(b.id), "the page after a starts with b");
+    assert!(store.delete_user(a.id).await.expect("delete"));
+    assert!(!store.delete_user(a.id).await.expect("delete twice"));
+    assert!(store.user_by_name("conformance-list-a").await.expect("lookup").is_none());
+    // The name is free again.
+    store.create_user(&user("conformance-list-a")).await.expect("name reusable");
+}
+
+/// Session and token listings: active-only and inactive, by owner, paged.
+pub async fn listings_page_by_cursor_and_filter(store: &dyn Store) {
+    let owner = user("conformance-paging");
+    store.create_user(&owner).await.expect("create user");
+    let mut fixtures = Vec::new();
+    for _ in 0..5 {
+        fixtures.push(open_session(store, &owner).await);
+    }
+    store.revoke_session(fixtures[1].session.id, &cause("paging")).await.expect("revoke");
+    let query = |after, include_inactive| SessionQuery { user: Some(owner.id), include_inactive, after, limit: 2 };
+    let mut all = Vec::new();
+    let mut after = None;
+    loop {
+        let page = store.list_sessions(&query(after, true)).await.expect("page");
+        after = page.last().map(|s| s.id);
+        let done = page.len() < 2;
+        all.extend(page.into_iter().map(|s| s.id));
+        if done {
+            break;
+        }
+    }
+    let expected: Vec<SessionId> = fixtures.iter().map(|f| f.session.id).collect();
+    assert_eq!(all, expected, "every session once, oldest first");
+    let active = store.list_sessions(&SessionQuery { limit: 10, ..query(None, false) }).await.expect("page");
+    assert_eq!(active.len(), 4);
+    assert!(active.iter().all(|s| s.id != fixtures[1].session.id));
+
+    let tokens = store
+        .list_tokens(&TokenQuery {
+            session: Some(fixtures[0].session.id),
+            include_inactive: true,
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .expect("tokens");
+    assert_eq!(tokens.len(), 2);
+    let active_tokens = store
+        .list_tokens(&TokenQuery { user: Some(owner.id), limit: 100, ..Default::default() })
+        .await
+        .expect("tokens");
+    assert_eq!(active_tokens.len(), 8, "two per active session");
+    let (sessions, tokens) = store.count_active().await.expect("counts");
+    assert!(sessions >= 4 && tokens >= 8);
+    assert_eq!(store.count_active_sessions_of(owner.id).await.expect("count"), 4);
+}
+
+/// The sweeper's store side: due records expire once, ended ones purge.
+pub async fn expiry_and_purge_walk_the_time_indexes(store: &dyn Store) {
+    let owner = user("conformance-expiry");
+    store.create_user(&owner).await.expect("create user");
+    let f = open_session(store, &owner).await;
+    let later = f.session.expires_at.plus(Duration::from_secs(1));
+    let mut expired_sessions = Vec::new();
+    loop {
+        let batch = store.expire_due(later, 100).await.expect("expire");
+        if batch.is_empty() {
+            break;
+        }
+        for item in batch {
+            if let Expired::Session(s) = item {
+                expired_sessions.push(s.id);
+            }
+        }
+    }
+    assert!(expired_sessions.contains(&f.session.id));
+    let stored = store.session(f.session.id).await.expect("lookup").expect("session");
+    assert_eq!(stored.state, SessionState::Expired);
+    assert!(store.expire_due(later, 100).await.expect("expire").is_empty(), "expired once only");
+
+    let purged = store.purge_ended(later.plus(Duration::from_secs(1)), 10_000).await.expect("purge");
+    assert!(purged >= 3, "the session and its two tokens, at least ({purged})");
+    assert!(store.session(f.session.id).await.expect("lookup").is_none());
+    assert!(store.token(f.access.id).await.expect("lookup").is_none());
+    assert!(store.refresh_record(f.refresh_hash).await.expect("lookup").is_none(), "look-up entry purged too");
+}
+
+/// Events get increasing sequences from 1, replay after a sequence, and trim.
+pub async fn events_are_kept_in_order_and_trimmed(store: &dyn Store) {
+    let stored = store
+        .append_events((0..5).map(|i| EventRecord::new(EventKind::LoginFailed).detail(format!("e{i}"))).collect())
+        .await
+        .expect("append");
+    assert!(stored[0].sequence >= 1);
+    assert!(stored.windows(2).all(|w| w[0].sequence < w[1].sequence));
+    let after = store.events_after(stored[1].sequence, 100).await.expect("replay");
+    let details: Vec<&str> = after.iter().map(|e| e.detail.as_str()).collect();
+    assert_eq!(details, ["e2", "e3", "e4"]);
+    store.trim_events(2).await.expect("trim");
+    let kept = store.events_after(0, 100).await.expect("replay");
+    let details: Vec<&str> = kept.iter().map(|e| e.detail.as_str()).collect();
+    assert_eq!(details, ["e3", "e4"]);
 }

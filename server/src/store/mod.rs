@@ -161,7 +161,8 @@ pub trait UserStore: Send + Sync {
 /// Sessions, their refresh tokens and the records of issued tokens.
 #[async_trait]
 pub trait SessionStore: Send + Sync {
-    /// Creates a session with its first refresh token and token records.
+    /// Creates a session with its token records; the record whose id is the
+    /// session's `current_refresh` is the refresh token found by `refresh_hash`.
     async fn create_session(
         &self,
         session: &SessionRecord,

@@ -390,15 +390,18 @@ impl SessionStore for SledStore {
         refresh_hash: RefreshTokenHash,
         tokens: &[TokenRecord],
     ) -> Result<(), StoreError> {
-        let pointer = RefreshRecord { token_id: session.current_refresh, session_id: session.id };
         self.transact(|tx| {
             tx.put_new_session(session)?;
             for token in tokens {
-                tx.put_new_token(token)?;
+                if token.id == session.current_refresh {
+                    // The refresh token is found, and later purged, by its hash.
+                    let mut refresh = token.clone();
+                    refresh.refresh_hash = Some(refresh_hash);
+                    tx.put_new_token(&refresh)?;
+                } else {
+                    tx.put_new_token(token)?;
+                }
             }
-            // The first refresh token is found by its hash even when its
-            // record does not carry it.
-            tx.refresh.insert(refresh_hash.0.as_slice(), encode(&pointer)?)?;
             Ok(())
         })?;
         self.commit.durable().await
@@ -667,15 +670,20 @@ impl KeyStore for SledStore {
     }
 
     async fn rotate_signing_key(&self, key: &SigningKeyRecord) -> Result<Vec<SigningKeyRecord>, StoreError> {
+        // Rotations are rare and made by admins; reading the keys before
+        // the transaction keeps it to plain writes.
+        let mut superseded = Vec::new();
+        for mut old in self.signing_keys().await? {
+            if old.state == KeyState::Active {
+                old.state = KeyState::Verifying;
+                old.superseded_at = Some(key.created_at);
+                superseded.push(old);
+            }
+        }
         self.keys
             .transaction(|keys| {
-                for (kid, value) in self.keys.iter().flatten() {
-                    let mut old: SigningKeyRecord = decode(&value).map_err(ConflictableTransactionError::Abort)?;
-                    if old.state == KeyState::Active {
-                        old.state = KeyState::Verifying;
-                        old.superseded_at = Some(key.created_at);
-                        keys.insert(kid, encode(&old)?)?;
-                    }
+                for old in &superseded {
+                    keys.insert(old.kid.as_bytes(), encode(old)?)?;
                 }
                 keys.insert(key.kid.as_bytes(), encode(key)?)?;
                 Ok(())
@@ -730,7 +738,8 @@ impl EventStore for SledStore {
     async fn append_events(&self, events: Vec<EventRecord>) -> Result<Vec<EventRecord>, StoreError> {
         let mut stored = Vec::with_capacity(events.len());
         for mut event in events {
-            event.sequence = self.db.generate_id().map_err(backend)?.max(1);
+            // Sequences start at 1: `after_sequence = 0` means "from the start".
+            event.sequence = self.db.generate_id().map_err(backend)? + 1;
             self.events.insert(event.sequence.to_be_bytes(), encode_plain(&event)?).map_err(backend)?;
             stored.push(event);
         }
