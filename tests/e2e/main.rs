@@ -14,6 +14,8 @@ mod refresh;
 mod revoke;
 // Health, reflection and the HTTP listener.
 mod standard_services;
+// The terminal console driven in tmux.
+mod console;
 // The real binary killed with SIGKILL after acknowledged writes.
 mod crash;
 // The store conformance suite against every engine.

@@ -1,0 +1,554 @@
+//! The console's state and its transitions: actions in, state and backend
+//! commands out. No terminal and no network here, so every behaviour can be
+//! tested directly.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use sigil_proto::pb;
+
+use crate::{
+    action::Action,
+    backend::{Command, ConnectionState, Update},
+    format::short_id,
+    records::Record,
+    table::Table,
+};
+
+/// The four views, in Tab order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum View {
+    /// Sessions.
+    Sessions,
+    /// Issued tokens.
+    Tokens,
+    /// Users.
+    Users,
+    /// The live audit stream, newest first.
+    Events,
+}
+
+impl View {
+    /// All views in order.
+    pub const ALL: [View; 4] = [View::Sessions, View::Tokens, View::Users, View::Events];
+
+    /// The view's title.
+    pub fn title(self) -> &'static str {
+        match self {
+            View::Sessions => "Sessions",
+            View::Tokens => "Tokens",
+            View::Users => "Users",
+            View::Events => "Events",
+        }
+    }
+
+    fn step(self, by: isize) -> View {
+        let i = View::ALL.iter().position(|v| *v == self).unwrap_or(0) as isize;
+        View::ALL[(i + by).rem_euclid(View::ALL.len() as isize) as usize]
+    }
+}
+
+/// A destructive action waiting for `y`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Pending {
+    /// The question shown.
+    pub prompt: String,
+    /// What `y` sends.
+    pub command: Command,
+}
+
+/// What keys mean right now.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Mode {
+    /// Moving around the table.
+    Normal,
+    /// Typing a filter.
+    Filter,
+    /// Waiting for `y` to confirm.
+    Confirm(Pending),
+    /// The help screen is open.
+    Help,
+}
+
+/// The status line: the outcome of the last action.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Status {
+    /// The text.
+    pub text: String,
+    /// Whether it reports a failure.
+    pub error: bool,
+}
+
+/// Events kept in the Events view.
+pub const MAX_EVENTS: usize = 10_000;
+
+/// Everything the console shows.
+pub struct App {
+    /// The server's address, for the header.
+    pub server: String,
+    /// Who is logged in, for the header.
+    pub username: String,
+    /// The current view.
+    pub view: View,
+    /// Sessions.
+    pub sessions: Table<pb::Session>,
+    /// Issued tokens.
+    pub tokens: Table<pb::Token>,
+    /// Users.
+    pub users: Table<pb::User>,
+    /// Audit events.
+    pub events: Table<pb::Event>,
+    /// What keys mean right now.
+    pub mode: Mode,
+    /// Whether the detail pane is open.
+    pub detail: bool,
+    /// The status line.
+    pub status: Option<Status>,
+    /// The event stream's state.
+    pub connection: ConnectionState,
+    /// The clock relative times are drawn against.
+    pub now: SystemTime,
+    /// Rows per page, as last drawn.
+    pub page_rows: usize,
+    /// Set when the console should exit.
+    pub should_quit: bool,
+}
+
+impl App {
+    /// A console for `username` on `server`, with no data yet.
+    pub fn new(server: &str, username: &str, now: SystemTime) -> Self {
+        Self {
+            server: server.to_string(),
+            username: username.to_string(),
+            view: View::Sessions,
+            sessions: Table::new(false),
+            tokens: Table::new(false),
+            users: Table::new(false),
+            events: Table::new(true),
+            mode: Mode::Normal,
+            detail: false,
+            status: None,
+            connection: ConnectionState::Connecting,
+            now,
+            page_rows: 20,
+            should_quit: false,
+        }
+    }
+
+    /// Applies one action; returns the commands for the backend.
+    pub fn update(&mut self, action: Action) -> Vec<Command> {
+        match action {
+            Action::Quit => self.should_quit = true,
+            Action::NextView => self.switch(self.view.step(1)),
+            Action::PrevView => self.switch(self.view.step(-1)),
+            Action::Up => self.move_by(-1),
+            Action::Down => self.move_by(1),
+            Action::PageUp => self.move_by(-(self.page_rows.max(1) as isize)),
+            Action::PageDown => self.move_by(self.page_rows.max(1) as isize),
+            Action::Top => self.with_table(|t, _| t.jump(false)),
+            Action::Bottom => self.with_table(|t, _| t.jump(true)),
+            Action::StartFilter => self.mode = Mode::Filter,
+            Action::FilterChar(c) => {
+                let mut filter = self.current_filter();
+                filter.push(c);
+                self.set_filter(filter);
+            }
+            Action::FilterBackspace => {
+                let mut filter = self.current_filter();
+                filter.pop();
+                self.set_filter(filter);
+            }
+            Action::FilterKeep => self.mode = Mode::Normal,
+            Action::FilterClear => {
+                self.set_filter(String::new());
+                self.mode = Mode::Normal;
+            }
+            Action::CycleSort => self.with_table(|t, _| t.cycle_sort()),
+            Action::ToggleDetail => self.detail = !self.detail,
+            Action::ToggleHelp => self.mode = if self.mode == Mode::Help { Mode::Normal } else { Mode::Help },
+            Action::RevokeSelected => self.ask_revoke_selected(),
+            Action::RevokeUserOfSelected => self.ask_revoke_user(),
+            Action::ToggleUserDisabled => self.ask_toggle_disabled(),
+            Action::Confirm => {
+                if let Mode::Confirm(pending) = std::mem::replace(&mut self.mode, Mode::Normal) {
+                    self.say(format!("{}…", pending.command.describe()), false);
+                    return vec![pending.command];
+                }
+            }
+            Action::Cancel => {
+                if matches!(self.mode, Mode::Confirm(_)) {
+                    self.mode = Mode::Normal;
+                    self.say("cancelled".into(), false);
+                }
+            }
+            Action::Tick(now) => self.now = now,
+            Action::Backend(update) => self.apply(update),
+            Action::Nothing => {}
+        }
+        self.refresh();
+        Vec::new()
+    }
+
+    /// Recomputes the tables' shown order after changes.
+    pub fn refresh(&mut self) {
+        let now = self.now;
+        self.sessions.refresh(now);
+        self.tokens.refresh(now);
+        self.users.refresh(now);
+        self.events.refresh(now);
+    }
+
+    fn switch(&mut self, view: View) {
+        self.view = view;
+        self.detail = false;
+    }
+
+    fn move_by(&mut self, delta: isize) {
+        self.with_table(|t, _| t.move_by(delta));
+    }
+
+    /// Runs `f` on the current view's table, whatever its row type.
+    fn with_table(&mut self, f: impl FnOnce(&mut dyn TableControl, SystemTime)) {
+        let now = self.now;
+        match self.view {
+            View::Sessions => f(&mut self.sessions, now),
+            View::Tokens => f(&mut self.tokens, now),
+            View::Users => f(&mut self.users, now),
+            View::Events => f(&mut self.events, now),
+        }
+    }
+
+    /// The current view's filter.
+    pub fn current_filter(&self) -> String {
+        match self.view {
+            View::Sessions => self.sessions.filter().to_string(),
+            View::Tokens => self.tokens.filter().to_string(),
+            View::Users => self.users.filter().to_string(),
+            View::Events => self.events.filter().to_string(),
+        }
+    }
+
+    fn set_filter(&mut self, filter: String) {
+        self.with_table(|t, now| t.set_filter(filter, now));
+    }
+
+    fn say(&mut self, text: String, error: bool) {
+        self.status = Some(Status { text, error });
+    }
+
+    fn confirm(&mut self, prompt: String, command: Command) {
+        self.mode = Mode::Confirm(Pending { prompt, command });
+    }
+
+    fn ask_revoke_selected(&mut self) {
+        match self.view {
+            View::Sessions => match self.sessions.selected() {
+                Some(s) if s.state() == pb::SessionState::Active => {
+                    let prompt = format!(
+                        "Revoke session {} of {} ({}, {})?",
+                        short_id(&s.session_id),
+                        s.username,
+                        if s.device_name.is_empty() { "no device name" } else { &s.device_name },
+                        s.client_address
+                    );
+                    let command = Command::RevokeSession { session_id: s.session_id.clone() };
+                    self.confirm(prompt, command);
+                }
+                Some(_) => self.say("that session has already ended".into(), true),
+                None => self.say("no session selected".into(), true),
+            },
+            View::Tokens => match self.tokens.selected() {
+                Some(t) if t.state() == pb::TokenState::Active => {
+                    let prompt = format!("Revoke token {} of {}?", short_id(&t.token_id), t.username);
+                    let command = Command::RevokeToken { token_id: t.token_id.clone() };
+                    self.confirm(prompt, command);
+                }
+                Some(_) => self.say("that token has already ended".into(), true),
+                None => self.say("no token selected".into(), true),
+            },
+            View::Users | View::Events => {
+                self.say("d revokes a session or a token: select one in Sessions or Tokens".into(), true)
+            }
+        }
+    }
+
+    /// The user of the selected row, in any view.
+    fn selected_user(&self) -> Option<(String, String)> {
+        let (id, name) = match self.view {
+            View::Sessions => self.sessions.selected().map(|s| (&s.user_id, &s.username))?,
+            View::Tokens => self.tokens.selected().map(|t| (&t.user_id, &t.username))?,
+            View::Users => self.users.selected().map(|u| (&u.user_id, &u.username))?,
+            View::Events => self.events.selected().map(|e| (&e.user_id, &e.username))?,
+        };
+        (!id.is_empty()).then(|| (id.clone(), name.clone()))
+    }
+
+    fn ask_revoke_user(&mut self) {
+        match self.selected_user() {
+            Some((user_id, username)) => {
+                let prompt = format!("Revoke every session of {username}?");
+                self.confirm(prompt, Command::RevokeUser { user_id, username });
+            }
+            None => self.say("the selected row names no user".into(), true),
+        }
+    }
+
+    fn ask_toggle_disabled(&mut self) {
+        let Some((user_id, username)) = self.selected_user() else {
+            return self.say("the selected row names no user".into(), true);
+        };
+        let disabled = self.users.get(&user_id).is_some_and(|u| u.disabled);
+        let (verb, disable) = if disabled { ("Enable", false) } else { ("Disable", true) };
+        let prompt = if disable {
+            format!("{verb} {username}? Every session of the user ends at once.")
+        } else {
+            format!("{verb} {username}?")
+        };
+        self.confirm(prompt, Command::SetDisabled { user_id, username, disabled: disable });
+    }
+
+    /// Applies news from the backend.
+    pub fn apply(&mut self, update: Update) {
+        match update {
+            Update::Sessions(rows) => self.sessions.upsert(rows),
+            Update::Tokens(rows) => self.tokens.upsert(rows),
+            Update::Users(rows) => self.users.upsert(rows),
+            Update::UserGone(user_id) => {
+                self.users.modify(&user_id, |u| u.disabled = true);
+            }
+            Update::Event(event) => self.apply_event(event),
+            Update::Connection(state) => self.connection = state,
+            Update::Status { text, error } => self.say(text, error),
+        }
+    }
+
+    /// Reflects an event at once, before any refetch: a revocation done
+    /// elsewhere turns its rows red immediately.
+    fn apply_event(&mut self, event: pb::Event) {
+        use pb::EventKind as K;
+        let at = event.occurred_at;
+        match event.kind() {
+            K::SessionRevoked | K::SessionExpired => {
+                let (state, token_state) = if event.kind() == K::SessionRevoked {
+                    (pb::SessionState::Revoked, pb::TokenState::Revoked)
+                } else {
+                    (pb::SessionState::Expired, pb::TokenState::Expired)
+                };
+                let reason = event.detail.clone();
+                self.sessions.modify(&event.session_id, |s| {
+                    s.set_state(state);
+                    if state == pb::SessionState::Revoked {
+                        s.revoked_at = at;
+                        s.revoke_reason = reason;
+                    }
+                });
+                let session_id = event.session_id.clone();
+                self.tokens.modify_where(
+                    |t| t.session_id == session_id && t.state() == pb::TokenState::Active,
+                    |t| t.set_state(token_state),
+                );
+            }
+            K::SessionRefreshed => {
+                self.sessions.modify(&event.session_id, |s| s.last_seen_at = at);
+            }
+            K::TokenRevoked => {
+                self.tokens.modify(&event.token_id, |t| {
+                    t.set_state(pb::TokenState::Revoked);
+                    t.revoked_at = at;
+                });
+            }
+            K::UserDisabled | K::UserEnabled => {
+                let disabled = event.kind() == K::UserDisabled;
+                self.users.modify(&event.user_id, |u| u.disabled = disabled);
+            }
+            _ => {}
+        }
+        self.events.upsert([event]);
+        self.events.truncate_front(MAX_EVENTS);
+    }
+}
+
+/// What the App does to any table, whatever its row type.
+pub trait TableControl {
+    /// See [`Table::move_by`].
+    fn move_by(&mut self, delta: isize);
+    /// See [`Table::jump`].
+    fn jump(&mut self, to_end: bool);
+    /// See [`Table::cycle_sort`].
+    fn cycle_sort(&mut self);
+    /// See [`Table::set_filter`].
+    fn set_filter(&mut self, filter: String, now: SystemTime);
+}
+
+impl<T: Record> TableControl for Table<T> {
+    fn move_by(&mut self, delta: isize) {
+        Table::move_by(self, delta);
+    }
+    fn jump(&mut self, to_end: bool) {
+        Table::jump(self, to_end);
+    }
+    fn cycle_sort(&mut self) {
+        Table::cycle_sort(self);
+    }
+    fn set_filter(&mut self, filter: String, now: SystemTime) {
+        Table::set_filter(self, filter, now);
+    }
+}
+
+/// The epoch, for tests that need a fixed clock.
+pub const EPOCH: SystemTime = UNIX_EPOCH;
+
+#[cfg(test)]
+mod tests {
+    use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+
+    use super::*;
+    use crate::{action::from_key, fixtures};
+
+    fn key(app: &mut App, code: KeyCode) -> Vec<Command> {
+        let action = from_key(&app.mode, KeyEvent::new(code, KeyModifiers::NONE));
+        app.update(action)
+    }
+
+    fn typed(app: &mut App, text: &str) {
+        for c in text.chars() {
+            key(app, KeyCode::Char(c));
+        }
+    }
+
+    fn loaded() -> App {
+        let mut app = App::new("http://127.0.0.1:50051", "admin", fixtures::now());
+        let sessions: Vec<_> =
+            ["alice", "bob", "carol"].iter().enumerate().map(|(i, u)| fixtures::session(i + 1, u)).collect();
+        let tokens: Vec<_> = sessions.iter().enumerate().map(|(i, s)| fixtures::token(i + 1, s)).collect();
+        app.update(Action::Backend(Update::Users(vec![
+            fixtures::user("alice", &["admin"], 1),
+            fixtures::user("bob", &[], 1),
+        ])));
+        app.update(Action::Backend(Update::Sessions(sessions)));
+        app.update(Action::Backend(Update::Tokens(tokens)));
+        app
+    }
+
+    #[test]
+    fn tab_and_shift_tab_cycle_through_the_four_views() {
+        let mut app = loaded();
+        let mut seen = vec![app.view];
+        for _ in 0..4 {
+            key(&mut app, KeyCode::Tab);
+            seen.push(app.view);
+        }
+        assert_eq!(seen, [View::Sessions, View::Tokens, View::Users, View::Events, View::Sessions]);
+        key(&mut app, KeyCode::BackTab);
+        assert_eq!(app.view, View::Events);
+    }
+
+    #[test]
+    fn movement_stays_within_the_rows() {
+        let mut app = loaded();
+        key(&mut app, KeyCode::Char('j'));
+        key(&mut app, KeyCode::Down);
+        key(&mut app, KeyCode::Down);
+        assert_eq!(app.sessions.selected().map(|s| s.username.as_str()), Some("carol"));
+        key(&mut app, KeyCode::Char('g'));
+        assert_eq!(app.sessions.selected_index(), 0);
+        key(&mut app, KeyCode::Char('G'));
+        assert_eq!(app.sessions.selected_index(), 2);
+        key(&mut app, KeyCode::Char('k'));
+        assert_eq!(app.sessions.selected_index(), 1);
+    }
+
+    #[test]
+    fn filter_is_case_insensitive_enter_keeps_it_and_esc_clears_it() {
+        let mut app = loaded();
+        key(&mut app, KeyCode::Char('/'));
+        assert_eq!(app.mode, Mode::Filter);
+        typed(&mut app, "BOB");
+        assert_eq!(app.sessions.len(), 1);
+        key(&mut app, KeyCode::Enter);
+        assert_eq!(app.mode, Mode::Normal);
+        assert_eq!(app.sessions.len(), 1, "Enter keeps the filter");
+        assert_eq!(app.sessions.selected().map(|s| s.username.as_str()), Some("bob"));
+        key(&mut app, KeyCode::Char('/'));
+        key(&mut app, KeyCode::Esc);
+        assert_eq!(app.sessions.len(), 3);
+    }
+
+    #[test]
+    fn sort_cycles_through_the_columns() {
+        let mut app = loaded();
+        key(&mut app, KeyCode::Char('s'));
+        assert_eq!(app.sessions.sort(), Some(0));
+        key(&mut app, KeyCode::Char('s'));
+        key(&mut app, KeyCode::Char('s'));
+        key(&mut app, KeyCode::Char('s'));
+        key(&mut app, KeyCode::Char('s'));
+        // Column 4 is "Created": newest first, i.e. session 1 (1 minute ago).
+        assert_eq!(app.sessions.sort(), Some(4));
+        assert_eq!(app.sessions.selected().map(|s| s.username.as_str()), Some("alice"));
+    }
+
+    #[test]
+    fn revoking_asks_first_and_only_y_sends_the_command() {
+        let mut app = loaded();
+        key(&mut app, KeyCode::Down);
+        assert!(key(&mut app, KeyCode::Char('d')).is_empty());
+        let Mode::Confirm(pending) = &app.mode else { panic!("no confirmation asked") };
+        assert!(pending.prompt.contains("bob"), "{}", pending.prompt);
+        assert!(key(&mut app, KeyCode::Char('n')).is_empty(), "anything but y cancels");
+        assert_eq!(app.mode, Mode::Normal);
+        assert_eq!(app.status.as_ref().map(|s| s.text.as_str()), Some("cancelled"));
+
+        key(&mut app, KeyCode::Char('d'));
+        let commands = key(&mut app, KeyCode::Char('y'));
+        let bob = app.sessions.selected().map(|s| s.session_id.clone()).unwrap_or_default();
+        assert_eq!(commands, vec![Command::RevokeSession { session_id: bob }]);
+    }
+
+    #[test]
+    fn u_revokes_the_user_of_the_row_and_x_toggles_the_user() {
+        let mut app = loaded();
+        key(&mut app, KeyCode::Char('u'));
+        let commands = key(&mut app, KeyCode::Char('y'));
+        assert!(matches!(&commands[..], [Command::RevokeUser { username, .. }] if username == "alice"));
+        key(&mut app, KeyCode::Tab);
+        key(&mut app, KeyCode::Tab);
+        key(&mut app, KeyCode::Char('x'));
+        let commands = key(&mut app, KeyCode::Char('y'));
+        assert!(matches!(&commands[..], [Command::SetDisabled { disabled: true, .. }]), "{commands:?}");
+    }
+
+    #[test]
+    fn a_revocation_event_turns_rows_red_without_a_key_press() {
+        let mut app = loaded();
+        let bob = app.sessions.all()[1].clone();
+        let event = fixtures::event(5, pb::EventKind::SessionRevoked, &bob, "stolen laptop");
+        app.update(Action::Backend(Update::Event(event)));
+        let row = app.sessions.get(&bob.session_id).expect("row");
+        assert_eq!(row.state(), pb::SessionState::Revoked);
+        assert_eq!(row.revoke_reason, "stolen laptop");
+        assert_eq!(row.style(), ratatui::style::Style::new().fg(ratatui::style::Color::Red));
+        let token = app.tokens.all().iter().find(|t| t.session_id == bob.session_id).expect("token");
+        assert_eq!(token.state(), pb::TokenState::Revoked);
+        assert_eq!(app.events.len(), 1);
+        // Revoking an ended session is refused locally, with a reason.
+        app.sessions.move_by(1);
+        key(&mut app, KeyCode::Char('d'));
+        assert_eq!(app.mode, Mode::Normal);
+        assert!(app.status.as_ref().is_some_and(|s| s.error));
+    }
+
+    #[test]
+    fn help_opens_and_any_key_closes_it_and_q_quits() {
+        let mut app = loaded();
+        key(&mut app, KeyCode::Char('?'));
+        assert_eq!(app.mode, Mode::Help);
+        key(&mut app, KeyCode::Char('q'));
+        assert_eq!(app.mode, Mode::Normal);
+        assert!(!app.should_quit, "q closes help first");
+        key(&mut app, KeyCode::Char('q'));
+        assert!(app.should_quit);
+        let mut app = loaded();
+        app.update(from_key(&Mode::Normal, KeyEvent::new(KeyCode::Char('c'), KeyModifiers::CONTROL)));
+        assert!(app.should_quit);
+    }
+}

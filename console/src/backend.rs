@@ -1,0 +1,460 @@
+//! The background gRPC worker: logs in, loads the lists, follows
+//! `WatchEvents` (reconnecting with backoff and resuming from the last
+//! sequence seen), runs the operator's commands and keeps the access token
+//! fresh. It talks to the UI only through channels.
+
+use std::{
+    sync::{Arc, RwLock},
+    time::Duration,
+};
+
+use sigil_proto::pb::{
+    self, admin_service_client::AdminServiceClient, identity_service_client::IdentityServiceClient,
+    revoke_request::Target,
+};
+use tokio::sync::mpsc;
+use tonic::{Code, Request, Status, service::interceptor::InterceptedService, transport::Channel};
+
+/// What the operator asked for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// Revoke one session.
+    RevokeSession {
+        /// Its id.
+        session_id: String,
+    },
+    /// Revoke one token.
+    RevokeToken {
+        /// Its id.
+        token_id: String,
+    },
+    /// Revoke every session of a user.
+    RevokeUser {
+        /// The user's id.
+        user_id: String,
+        /// The user's name, for messages.
+        username: String,
+    },
+    /// Disable or enable a user.
+    SetDisabled {
+        /// The user's id.
+        user_id: String,
+        /// The user's name, for messages.
+        username: String,
+        /// Disable (true) or enable (false).
+        disabled: bool,
+    },
+}
+
+impl Command {
+    /// What the command does, for the status line.
+    pub fn describe(&self) -> String {
+        match self {
+            Command::RevokeSession { session_id } => {
+                format!("revoking session {}", crate::format::short_id(session_id))
+            }
+            Command::RevokeToken { token_id } => format!("revoking token {}", crate::format::short_id(token_id)),
+            Command::RevokeUser { username, .. } => format!("revoking every session of {username}"),
+            Command::SetDisabled { username, disabled: true, .. } => format!("disabling {username}"),
+            Command::SetDisabled { username, disabled: false, .. } => format!("enabling {username}"),
+        }
+    }
+}
+
+/// The state of the live event stream, for the header.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConnectionState {
+    /// Starting.
+    Connecting,
+    /// Following events live.
+    Live,
+    /// The stream broke; retrying.
+    Reconnecting {
+        /// Why it broke.
+        reason: String,
+        /// Seconds until the next try.
+        retry_in: u64,
+    },
+    /// The console's own session ended (revoked or expired).
+    LoggedOut,
+}
+
+/// News for the UI.
+#[derive(Debug, Clone)]
+pub enum Update {
+    /// Sessions to insert or replace.
+    Sessions(Vec<pb::Session>),
+    /// Tokens to insert or replace.
+    Tokens(Vec<pb::Token>),
+    /// Users to insert or replace.
+    Users(Vec<pb::User>),
+    /// A user no longer exists.
+    UserGone(String),
+    /// An audit event.
+    Event(pb::Event),
+    /// The stream's state changed.
+    Connection(ConnectionState),
+    /// The outcome of a command.
+    Status {
+        /// The text.
+        text: String,
+        /// Whether it is a failure.
+        error: bool,
+    },
+}
+
+/// Why the console could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum LoginError {
+    /// No connection.
+    #[error("cannot reach {server}: {reason}")]
+    Unreachable {
+        /// The server.
+        server: String,
+        /// Why.
+        reason: String,
+    },
+    /// The server refused the login.
+    #[error("login failed: {0}")]
+    Refused(String),
+}
+
+/// The console's own tokens.
+#[derive(Clone)]
+struct Tokens {
+    access: String,
+    refresh: String,
+    expires_at: i64,
+}
+
+/// A logged-in connection to Sigil.
+#[derive(Clone)]
+pub struct Session {
+    channel: Channel,
+    tokens: Arc<RwLock<Tokens>>,
+}
+
+/// Adds the current access token to every admin call.
+#[derive(Clone)]
+pub struct Bearer(Arc<RwLock<Tokens>>);
+
+impl tonic::service::Interceptor for Bearer {
+    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
+        let token = self.0.read().map(|t| t.access.clone()).unwrap_or_default();
+        let value = format!("Bearer {token}").parse().map_err(|_| Status::internal("access token is not ASCII"))?;
+        request.metadata_mut().insert("authorization", value);
+        Ok(request)
+    }
+}
+
+type Admin = AdminServiceClient<InterceptedService<Channel, Bearer>>;
+
+/// Connects and logs in; fails with one clear sentence.
+pub async fn login(server: &str, username: &str, password: &str) -> Result<Session, LoginError> {
+    let unreachable = |reason: String| LoginError::Unreachable { server: server.to_string(), reason };
+    let endpoint = Channel::from_shared(server.to_string()).map_err(|e| unreachable(format!("bad address: {e}")))?;
+    let channel = endpoint
+        .connect_timeout(Duration::from_secs(5))
+        .tcp_nodelay(true)
+        .connect()
+        .await
+        .map_err(|e| unreachable(root_cause(&e)))?;
+    let mut identity = IdentityServiceClient::new(channel.clone());
+    let request = pb::AuthenticateRequest {
+        username: username.to_string(),
+        password: password.to_string(),
+        device_name: Some("sigil-console".into()),
+        audience: None,
+    };
+    let login = identity.authenticate(request).await.map_err(|s| match s.code() {
+        Code::Unavailable => unreachable(s.message().to_string()),
+        _ => LoginError::Refused(s.message().to_string()),
+    })?;
+    let login = login.into_inner();
+    let verdict = identity
+        .validate(pb::ValidateRequest { token: login.access_token.clone(), audience: None })
+        .await
+        .map_err(|s| LoginError::Refused(s.message().to_string()))?
+        .into_inner();
+    if !verdict.claims.is_some_and(|c| c.roles.iter().any(|r| r == "admin")) {
+        return Err(LoginError::Refused(format!("{username} does not have the admin role")));
+    }
+    let tokens = Tokens {
+        access: login.access_token,
+        refresh: login.refresh_token,
+        expires_at: login.access_token_expires_at.map(|t| t.seconds).unwrap_or(0),
+    };
+    Ok(Session { channel, tokens: Arc::new(RwLock::new(tokens)) })
+}
+
+/// The deepest error message: "connection refused", not a debug dump.
+fn root_cause(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut cause = error;
+    while let Some(next) = cause.source() {
+        cause = next;
+    }
+    cause.to_string()
+}
+
+impl Session {
+    fn admin(&self) -> Admin {
+        AdminServiceClient::with_interceptor(self.channel.clone(), Bearer(self.tokens.clone()))
+    }
+
+    /// Starts the worker tasks; they end when `commands` closes.
+    pub fn spawn(self, updates: mpsc::UnboundedSender<Update>, commands: mpsc::UnboundedReceiver<Command>) {
+        tokio::spawn(self.clone().keep_token_fresh(updates.clone()));
+        tokio::spawn(self.clone().follow_events(updates.clone()));
+        tokio::spawn(self.clone().load_all(updates.clone()));
+        tokio::spawn(self.run_commands(updates, commands));
+    }
+
+    /// Loads every page of active sessions and tokens, and all users.
+    async fn load_all(self, updates: mpsc::UnboundedSender<Update>) {
+        if let Err(status) = self.load_lists(&updates).await {
+            let _ = updates.send(Update::Status { text: format!("loading failed: {}", status.message()), error: true });
+        }
+    }
+
+    async fn load_lists(&self, updates: &mpsc::UnboundedSender<Update>) -> Result<(), Status> {
+        let mut admin = self.admin();
+        let mut page_token = String::new();
+        loop {
+            let request = pb::ListUsersRequest { page_size: 1000, page_token };
+            let page = admin.list_users(request).await?.into_inner();
+            let _ = updates.send(Update::Users(page.users));
+            if page.next_page_token.is_empty() {
+                break;
+            }
+            page_token = page.next_page_token;
+        }
+        let mut page_token = String::new();
+        loop {
+            let request = pb::ListSessionsRequest { page_size: 1000, page_token, ..Default::default() };
+            let page = admin.list_sessions(request).await?.into_inner();
+            let _ = updates.send(Update::Sessions(page.sessions));
+            if page.next_page_token.is_empty() {
+                break;
+            }
+            page_token = page.next_page_token;
+        }
+        let mut page_token = String::new();
+        loop {
+            let request = pb::ListTokensRequest { page_size: 1000, page_token, ..Default::default() };
+            let page = admin.list_tokens(request).await?.into_inner();
+            let _ = updates.send(Update::Tokens(page.tokens));
+            if page.next_page_token.is_empty() {
+                break;
+            }
+            page_token = page.next_page_token;
+        }
+        Ok(())
+    }
+
+    /// Follows the event stream forever, reconnecting with backoff.
+    async fn follow_events(self, updates: mpsc::UnboundedSender<Update>) {
+        let mut last: Option<u64> = None;
+        let mut backoff = Duration::from_millis(500);
+        loop {
+            let reason = match self.admin().watch_events(pb::WatchEventsRequest { after_sequence: last }).await {
+                Ok(stream) => {
+                    let _ = updates.send(Update::Connection(ConnectionState::Live));
+                    backoff = Duration::from_millis(500);
+                    let mut stream = stream.into_inner();
+                    loop {
+                        match stream.message().await {
+                            Ok(Some(message)) => {
+                                if let Some(event) = message.event {
+                                    last = Some(event.sequence);
+                                    self.follow_up(&event, &updates);
+                                    let _ = updates.send(Update::Event(event));
+                                }
+                            }
+                            Ok(None) => break "the server ended the stream".to_string(),
+                            Err(status) if status.code() == Code::Aborted => {
+                                // Too far behind: what was missed is reloaded.
+                                tokio::spawn(self.clone().load_all(updates.clone()));
+                                last = None;
+                                break "fell behind; reloaded the lists".to_string();
+                            }
+                            Err(status) => break status.message().to_string(),
+                        }
+                    }
+                }
+                Err(status) if status.code() == Code::Unauthenticated => {
+                    let _ = updates.send(Update::Connection(ConnectionState::LoggedOut));
+                    status.message().to_string()
+                }
+                Err(status) => status.message().to_string(),
+            };
+            if updates.is_closed() {
+                return;
+            }
+            let retry_in = backoff.as_secs().max(1);
+            let _ = updates.send(Update::Connection(ConnectionState::Reconnecting { reason, retry_in }));
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(10));
+        }
+    }
+
+    /// Fetches the rows an event announces (a new session, token or user).
+    fn follow_up(&self, event: &pb::Event, updates: &mpsc::UnboundedSender<Update>) {
+        use pb::EventKind as K;
+        let mut admin = self.admin();
+        let updates = updates.clone();
+        let event = event.clone();
+        tokio::spawn(async move {
+            let result: Result<(), Status> = async {
+                match event.kind() {
+                    K::SessionCreated | K::SessionRevoked | K::SessionExpired if !event.user_id.is_empty() => {
+                        let request = pb::ListSessionsRequest {
+                            user_id: Some(event.user_id.clone()),
+                            page_size: 1000,
+                            ..Default::default()
+                        };
+                        let sessions = admin.list_sessions(request).await?.into_inner().sessions;
+                        let _ = updates.send(Update::Sessions(sessions));
+                        refresh_user(&mut admin, &event.user_id, &updates).await?;
+                    }
+                    K::TokenIssued if !event.session_id.is_empty() => {
+                        let request = pb::ListTokensRequest {
+                            session_id: Some(event.session_id.clone()),
+                            include_inactive: true,
+                            page_size: 1000,
+                            ..Default::default()
+                        };
+                        let tokens = admin.list_tokens(request).await?.into_inner().tokens;
+                        let _ = updates.send(Update::Tokens(tokens));
+                    }
+                    K::UserCreated | K::UserUpdated | K::UserDisabled | K::UserEnabled | K::UserDeleted => {
+                        refresh_user(&mut admin, &event.user_id, &updates).await?;
+                    }
+                    _ => {}
+                }
+                Ok(())
+            }
+            .await;
+            if let Err(status) = result {
+                let _ =
+                    updates.send(Update::Status { text: format!("refresh failed: {}", status.message()), error: true });
+            }
+        });
+    }
+
+    /// Runs the operator's commands, one at a time, reporting each outcome.
+    async fn run_commands(
+        self,
+        updates: mpsc::UnboundedSender<Update>,
+        mut commands: mpsc::UnboundedReceiver<Command>,
+    ) {
+        let mut admin = self.admin();
+        let mut identity = IdentityServiceClient::with_interceptor(self.channel.clone(), Bearer(self.tokens.clone()));
+        while let Some(command) = commands.recv().await {
+            let revoke =
+                |target| pb::RevokeRequest { target: Some(target), reason: "revoked from sigil-console".into() };
+            let outcome = match &command {
+                Command::RevokeSession { session_id } => identity
+                    .revoke(revoke(Target::SessionId(session_id.clone())))
+                    .await
+                    .map(|r| counts("revoked", r.into_inner())),
+                Command::RevokeToken { token_id } => identity
+                    .revoke(revoke(Target::TokenId(token_id.clone())))
+                    .await
+                    .map(|r| counts("revoked", r.into_inner())),
+                Command::RevokeUser { user_id, username } => identity
+                    .revoke(revoke(Target::UserId(user_id.clone())))
+                    .await
+                    .map(|r| counts(&format!("{username}:"), r.into_inner())),
+                Command::SetDisabled { user_id, username, disabled } => admin
+                    .update_user(pb::UpdateUserRequest {
+                        user_id: user_id.clone(),
+                        disabled: Some(*disabled),
+                        roles: None,
+                    })
+                    .await
+                    .map(|r| {
+                        let r = r.into_inner();
+                        let verb = if *disabled { "disabled" } else { "enabled" };
+                        format!("{verb} {username}; {} sessions ended", r.revoked_sessions)
+                    }),
+            };
+            let update = match outcome {
+                Ok(text) => Update::Status { text, error: false },
+                Err(status) => {
+                    Update::Status { text: format!("{} failed: {}", command.describe(), status.message()), error: true }
+                }
+            };
+            if updates.send(update).is_err() {
+                return;
+            }
+        }
+    }
+
+    /// Refreshes the console's own access token a minute before it expires
+    /// (or halfway through short lifetimes).
+    async fn keep_token_fresh(self, updates: mpsc::UnboundedSender<Update>) {
+        let mut identity = IdentityServiceClient::new(self.channel.clone());
+        loop {
+            let (expires_at, refresh) = match self.tokens.read() {
+                Ok(t) => (t.expires_at, t.refresh.clone()),
+                Err(_) => return,
+            };
+            let now = crate::format::now_millis(std::time::SystemTime::now()) / 1000;
+            let left = (expires_at - now).max(0) as u64;
+            let wait = if left > 120 { left - 60 } else { left / 2 };
+            tokio::time::sleep(Duration::from_secs(wait.max(1))).await;
+            if updates.is_closed() {
+                return;
+            }
+            match identity.refresh(pb::RefreshRequest { refresh_token: refresh }).await {
+                Ok(response) => {
+                    let r = response.into_inner();
+                    if let Ok(mut tokens) = self.tokens.write() {
+                        *tokens = Tokens {
+                            access: r.access_token,
+                            refresh: r.refresh_token,
+                            expires_at: r.access_token_expires_at.map(|t| t.seconds).unwrap_or(0),
+                        };
+                    }
+                }
+                Err(status) if status.code() == Code::Unauthenticated => {
+                    let _ = updates.send(Update::Connection(ConnectionState::LoggedOut));
+                    let _ = updates.send(Update::Status {
+                        text: format!("the console's session ended ({}); restart to log in again", status.message()),
+                        error: true,
+                    });
+                    return;
+                }
+                Err(status) => {
+                    let _ = updates.send(Update::Status {
+                        text: format!("token refresh failed: {}", status.message()),
+                        error: true,
+                    });
+                    tokio::time::sleep(Duration::from_secs(5)).await;
+                }
+            }
+        }
+    }
+}
+
+async fn refresh_user(admin: &mut Admin, user_id: &str, updates: &mpsc::UnboundedSender<Update>) -> Result<(), Status> {
+    if user_id.is_empty() {
+        return Ok(());
+    }
+    let request = pb::GetUserRequest { key: Some(pb::get_user_request::Key::UserId(user_id.to_string())) };
+    match admin.get_user(request).await {
+        Ok(user) => {
+            let _ = updates.send(Update::Users(user.into_inner().user.into_iter().collect()));
+            Ok(())
+        }
+        Err(status) if status.code() == Code::NotFound => {
+            let _ = updates.send(Update::UserGone(user_id.to_string()));
+            Ok(())
+        }
+        Err(status) => Err(status),
+    }
+}
+
+fn counts(prefix: &str, r: pb::RevokeResponse) -> String {
+    format!("{prefix} {} sessions, {} tokens", r.revoked_sessions, r.revoked_tokens)
+}

@@ -1,0 +1,84 @@
+//! Fixed sample data for the console's tests: deterministic ids and times,
+//! so snapshots need no filtering and never drift.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use sigil_proto::pb;
+
+/// The fixed "now" of every test: 2026-01-01T00:00:00Z.
+pub(crate) fn now() -> SystemTime {
+    UNIX_EPOCH + Duration::from_secs(1_767_225_600)
+}
+
+fn at(offset_seconds: i64) -> Option<prost_types::Timestamp> {
+    Some(prost_types::Timestamp { seconds: 1_767_225_600 + offset_seconds, nanos: 0 })
+}
+
+fn id(prefix: char, n: usize) -> String {
+    format!("{prefix}{n:07}-0000-7000-8000-000000000000")
+}
+
+fn user_id(username: &str) -> String {
+    id('u', username.bytes().map(usize::from).sum())
+}
+
+/// A session of `username` numbered `n`, created `n` minutes ago.
+pub(crate) fn session(n: usize, username: &str) -> pb::Session {
+    pb::Session {
+        session_id: id('5', n),
+        user_id: user_id(username),
+        username: username.into(),
+        state: pb::SessionState::Active.into(),
+        created_at: at(-60 * n as i64),
+        last_seen_at: at(-30),
+        expires_at: at(30 * 86_400),
+        client_address: format!("10.0.0.{}:4{n:04}", n % 250),
+        user_agent: "grpc-go/1.70".into(),
+        device_name: format!("device-{n}"),
+        revoked_at: None,
+        revoke_reason: String::new(),
+    }
+}
+
+/// An access token of a session.
+pub(crate) fn token(n: usize, session: &pb::Session) -> pb::Token {
+    pb::Token {
+        token_id: id('7', n),
+        kind: pb::TokenKind::Access.into(),
+        session_id: session.session_id.clone(),
+        user_id: session.user_id.clone(),
+        username: session.username.clone(),
+        state: pb::TokenState::Active.into(),
+        issued_at: at(-120),
+        expires_at: at(780),
+        revoked_at: None,
+    }
+}
+
+/// A user.
+pub(crate) fn user(username: &str, roles: &[&str], active_sessions: u32) -> pb::User {
+    pb::User {
+        user_id: user_id(username),
+        username: username.into(),
+        roles: roles.iter().map(|r| r.to_string()).collect(),
+        disabled: false,
+        created_at: at(-86_400 * 3),
+        updated_at: at(-86_400),
+        active_sessions,
+    }
+}
+
+/// An event.
+pub(crate) fn event(sequence: u64, kind: pb::EventKind, session: &pb::Session, detail: &str) -> pb::Event {
+    pb::Event {
+        sequence,
+        occurred_at: at(-(100 - sequence as i64)),
+        kind: kind.into(),
+        actor_user_id: String::new(),
+        user_id: session.user_id.clone(),
+        username: session.username.clone(),
+        session_id: session.session_id.clone(),
+        token_id: String::new(),
+        detail: detail.into(),
+    }
+}

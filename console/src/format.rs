@@ -1,0 +1,62 @@
+//! Small text helpers: relative times and short ids.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Milliseconds since the epoch of a protobuf timestamp (0 when absent).
+pub fn millis(t: Option<&prost_types::Timestamp>) -> i64 {
+    t.map(|t| t.seconds.saturating_mul(1000) + i64::from(t.nanos / 1_000_000)).unwrap_or(0)
+}
+
+/// Milliseconds since the epoch of `now`.
+pub fn now_millis(now: SystemTime) -> i64 {
+    now.duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+/// "3m ago", "in 14m", "just now", or "-" for no time.
+pub fn relative(t: Option<&prost_types::Timestamp>, now: SystemTime) -> String {
+    if t.is_none() {
+        return "-".into();
+    }
+    let delta = millis(t) - now_millis(now);
+    let span = human(Duration::from_millis(delta.unsigned_abs()));
+    match delta {
+        d if d.abs() < 1000 => "just now".into(),
+        d if d > 0 => format!("in {span}"),
+        _ => format!("{span} ago"),
+    }
+}
+
+/// The largest unit of a duration: "45s", "3m", "5h", "12d".
+pub fn human(d: Duration) -> String {
+    let s = d.as_secs();
+    match s {
+        0..=59 => format!("{s}s"),
+        60..=3599 => format!("{}m", s / 60),
+        3600..=86_399 => format!("{}h", s / 3600),
+        _ => format!("{}d", s / 86_400),
+    }
+}
+
+/// The first eight characters of an id: enough to tell rows apart.
+pub fn short_id(id: &str) -> &str {
+    id.get(..8).unwrap_or(id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(seconds: i64) -> Option<prost_types::Timestamp> {
+        Some(prost_types::Timestamp { seconds, nanos: 0 })
+    }
+
+    #[test]
+    fn relative_times_read_naturally() {
+        let now = UNIX_EPOCH + Duration::from_secs(1_000_000);
+        assert_eq!(relative(at(1_000_000 - 180).as_ref(), now), "3m ago");
+        assert_eq!(relative(at(1_000_000 + 14 * 60).as_ref(), now), "in 14m");
+        assert_eq!(relative(at(1_000_000).as_ref(), now), "just now");
+        assert_eq!(relative(at(1_000_000 + 3 * 86_400).as_ref(), now), "in 3d");
+        assert_eq!(relative(None, now), "-");
+    }
+}

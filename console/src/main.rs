@@ -1,0 +1,104 @@
+//! `sigil-console`: logs in, then runs the live admin console until `q`.
+//! A wrong password or an unreachable server ends with one clear line and a
+//! non-zero exit, before the terminal is touched.
+
+use std::{io::IsTerminal as _, process::ExitCode, time::Duration, time::SystemTime};
+
+use clap::Parser;
+use crossterm::event::{Event, EventStream, KeyEventKind};
+use futures::StreamExt as _;
+use sigil_console::{
+    action::{self, Action},
+    app::App,
+    backend, ui,
+};
+use tokio::sync::mpsc;
+
+/// Live terminal console for Sigil: sessions, tokens, users and events.
+#[derive(Parser)]
+#[command(name = "sigil-console", version)]
+struct Cli {
+    /// Sigil's gRPC address.
+    #[arg(long, env = "SIGIL_SERVER", default_value = "http://127.0.0.1:50051")]
+    server: String,
+    /// The admin user to log in as.
+    #[arg(long, env = "SIGIL_USERNAME", default_value = "admin")]
+    username: String,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let password = match std::env::var("SIGIL_PASSWORD") {
+        Ok(p) if !p.is_empty() => p,
+        _ if std::io::stdin().is_terminal() => {
+            match rpassword::prompt_password(format!("Password for {} at {}: ", cli.username, cli.server)) {
+                Ok(p) => p,
+                Err(e) => return fail(&format!("cannot read the password: {e}")),
+            }
+        }
+        _ => return fail("no password: set SIGIL_PASSWORD or run on a terminal to be asked"),
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => return fail(&format!("cannot start: {e}")),
+    };
+    runtime.block_on(async move {
+        let session = match backend::login(&cli.server, &cli.username, &password).await {
+            Ok(session) => session,
+            Err(e) => return fail(&e.to_string()),
+        };
+        drop(password);
+        match run(session, &cli.server, &cli.username).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => fail(&format!("terminal error: {e}")),
+        }
+    })
+}
+
+fn fail(message: &str) -> ExitCode {
+    eprintln!("sigil-console: {message}");
+    ExitCode::FAILURE
+}
+
+async fn run(session: backend::Session, server: &str, username: &str) -> std::io::Result<()> {
+    let (update_tx, mut updates) = mpsc::unbounded_channel();
+    let (command_tx, commands) = mpsc::unbounded_channel();
+    session.spawn(update_tx, commands);
+
+    // Raw mode and the alternate screen; the panic hook ratatui installs
+    // restores the terminal if anything panics.
+    let mut terminal = ratatui::init();
+    let mut app = App::new(server, username, SystemTime::now());
+    let mut keys = EventStream::new();
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    let result = loop {
+        if let Err(e) = terminal.draw(|frame| ui::draw(frame, &mut app)) {
+            break Err(e);
+        }
+        let action = tokio::select! {
+            key = keys.next() => match key {
+                Some(Ok(Event::Key(key))) if key.kind == KeyEventKind::Press => action::from_key(&app.mode, key),
+                Some(Ok(_)) => Action::Nothing,
+                Some(Err(e)) => break Err(e),
+                None => Action::Quit,
+            },
+            Some(update) = updates.recv() => {
+                // Take every update that is waiting, then draw once.
+                app.update(Action::Backend(update));
+                while let Ok(more) = updates.try_recv() {
+                    app.update(Action::Backend(more));
+                }
+                Action::Nothing
+            }
+            _ = tick.tick() => Action::Tick(SystemTime::now()),
+        };
+        for command in app.update(action) {
+            let _ = command_tx.send(command);
+        }
+        if app.should_quit {
+            break Ok(());
+        }
+    };
+    ratatui::restore();
+    result
+}

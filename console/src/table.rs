@@ -1,0 +1,195 @@
+//! A table of records with selection, filter and sort. The filtered and
+//! sorted order is cached and recomputed only when rows, filter or sort
+//! change, so drawing 100,000 rows costs only the visible ones.
+
+use std::{collections::HashMap, time::SystemTime};
+
+use crate::records::Record;
+
+/// Rows of one view, with what the operator has selected, filtered and sorted.
+pub struct Table<T> {
+    rows: Vec<T>,
+    by_id: HashMap<String, usize>,
+    filter: String,
+    sort: Option<usize>,
+    order: Vec<usize>,
+    stale: bool,
+    selected: usize,
+    /// First row shown; kept so that the selection stays on screen.
+    pub offset: usize,
+    /// Newest rows first (the event log) instead of oldest first.
+    newest_first: bool,
+}
+
+impl<T: Record> Table<T> {
+    /// An empty table.
+    pub fn new(newest_first: bool) -> Self {
+        Self {
+            rows: Vec::new(),
+            by_id: HashMap::new(),
+            filter: String::new(),
+            sort: None,
+            order: Vec::new(),
+            stale: false,
+            selected: 0,
+            offset: 0,
+            newest_first,
+        }
+    }
+
+    /// Inserts rows or replaces those with the same id.
+    pub fn upsert(&mut self, rows: impl IntoIterator<Item = T>) {
+        for row in rows {
+            let id = row.id();
+            if !id.is_empty()
+                && let Some(&i) = self.by_id.get(id)
+            {
+                self.rows[i] = row;
+            } else {
+                if !id.is_empty() {
+                    self.by_id.insert(id.to_string(), self.rows.len());
+                }
+                self.rows.push(row);
+            }
+        }
+        self.stale = true;
+    }
+
+    /// Changes the row with `id` in place, if there is one.
+    pub fn modify(&mut self, id: &str, change: impl FnOnce(&mut T)) -> bool {
+        match self.by_id.get(id) {
+            Some(&i) => {
+                change(&mut self.rows[i]);
+                self.stale = true;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Changes every row that `matches`.
+    pub fn modify_where(&mut self, matches: impl Fn(&T) -> bool, change: impl Fn(&mut T)) {
+        for row in self.rows.iter_mut().filter(|r| matches(r)) {
+            change(row);
+            self.stale = true;
+        }
+    }
+
+    /// Drops the oldest rows beyond `max`.
+    pub fn truncate_front(&mut self, max: usize) {
+        if self.rows.len() > max {
+            self.rows.drain(..self.rows.len() - max);
+            self.by_id = self.rows.iter().enumerate().map(|(i, r)| (r.id().to_string(), i)).collect();
+            self.stale = true;
+        }
+    }
+
+    /// Every row, in arrival order.
+    pub fn all(&self) -> &[T] {
+        &self.rows
+    }
+
+    /// The row with `id`.
+    pub fn get(&self, id: &str) -> Option<&T> {
+        self.by_id.get(id).map(|&i| &self.rows[i])
+    }
+
+    /// The filter text.
+    pub fn filter(&self) -> &str {
+        &self.filter
+    }
+
+    /// Sets the filter (case-insensitive, over the visible columns).
+    pub fn set_filter(&mut self, filter: String, now: SystemTime) {
+        self.filter = filter;
+        self.stale = true;
+        self.refresh(now);
+        self.selected = 0;
+        self.offset = 0;
+    }
+
+    /// The column sorted by, if any.
+    pub fn sort(&self) -> Option<usize> {
+        self.sort
+    }
+
+    /// Sorts by the next column (after the last: arrival order again).
+    pub fn cycle_sort(&mut self) {
+        self.sort = match self.sort {
+            None => Some(0),
+            Some(c) if c + 1 < T::COLUMNS.len() => Some(c + 1),
+            Some(_) => None,
+        };
+        self.stale = true;
+    }
+
+    /// Recomputes the shown order if anything changed.
+    pub fn refresh(&mut self, now: SystemTime) {
+        if !self.stale {
+            return;
+        }
+        let needle = self.filter.to_lowercase();
+        let mut order: Vec<usize> = (0..self.rows.len())
+            .filter(|&i| {
+                needle.is_empty() || self.rows[i].cells(now).iter().any(|c| c.to_lowercase().contains(&needle))
+            })
+            .collect();
+        if self.newest_first {
+            order.reverse();
+        }
+        if let Some(column) = self.sort {
+            order.sort_by_cached_key(|&i| self.rows[i].sort_key(column));
+        }
+        self.order = order;
+        self.stale = false;
+        self.selected = self.selected.min(self.order.len().saturating_sub(1));
+    }
+
+    /// How many rows pass the filter.
+    pub fn len(&self) -> usize {
+        self.order.len()
+    }
+
+    /// Whether no row passes the filter.
+    pub fn is_empty(&self) -> bool {
+        self.order.is_empty()
+    }
+
+    /// Index (in shown order) of the selected row.
+    pub fn selected_index(&self) -> usize {
+        self.selected
+    }
+
+    /// The selected row.
+    pub fn selected(&self) -> Option<&T> {
+        self.order.get(self.selected).map(|&i| &self.rows[i])
+    }
+
+    /// Moves the selection by `delta` rows, within bounds.
+    pub fn move_by(&mut self, delta: isize) {
+        let last = self.order.len().saturating_sub(1) as isize;
+        self.selected = (self.selected as isize + delta).clamp(0, last.max(0)) as usize;
+    }
+
+    /// Selects the first or last row.
+    pub fn jump(&mut self, to_end: bool) {
+        self.selected = if to_end { self.order.len().saturating_sub(1) } else { 0 };
+    }
+
+    /// The rows to draw in a window of `height` rows, scrolling so that the
+    /// selection is visible; returns them with the selected one's position.
+    pub fn window(&mut self, height: usize) -> (Vec<&T>, Option<usize>) {
+        if height == 0 || self.order.is_empty() {
+            return (Vec::new(), None);
+        }
+        if self.selected < self.offset {
+            self.offset = self.selected;
+        } else if self.selected >= self.offset + height {
+            self.offset = self.selected + 1 - height;
+        }
+        self.offset = self.offset.min(self.order.len().saturating_sub(1));
+        let end = (self.offset + height).min(self.order.len());
+        let rows = self.order[self.offset..end].iter().map(|&i| &self.rows[i]).collect();
+        (rows, Some(self.selected - self.offset))
+    }
+}

@@ -1,0 +1,367 @@
+//! Drawing: the header (server, user, connection), the view's table with
+//! only its visible rows, the detail pane, the status line, the footer of
+//! keys, and the help and confirm pop-ups. Drawing never does network work.
+
+use ratatui::{
+    Frame,
+    layout::{Constraint, Layout, Rect},
+    style::{Color, Modifier, Style},
+    text::{Line, Span},
+    widgets::{Block, Borders, Cell, Clear, Paragraph, Row, Table, TableState, Tabs, Wrap},
+};
+use sigil_proto::pb;
+
+use crate::{
+    action::KEY_HELP,
+    app::{App, Mode, View},
+    backend::ConnectionState,
+    format::{relative, short_id},
+    records::{Record, event_kind, session_state},
+    table,
+};
+
+/// Draws the whole console.
+pub fn draw(frame: &mut Frame<'_>, app: &mut App) {
+    let [header, tabs, body, status, footer] = Layout::vertical([
+        Constraint::Length(1),
+        Constraint::Length(1),
+        Constraint::Min(3),
+        Constraint::Length(1),
+        Constraint::Length(1),
+    ])
+    .areas(frame.area());
+    draw_header(frame, header, app);
+    draw_tabs(frame, tabs, app);
+    let (main, detail) = if app.detail {
+        let [main, detail] = Layout::vertical([Constraint::Percentage(60), Constraint::Percentage(40)]).areas(body);
+        (main, Some(detail))
+    } else {
+        (body, None)
+    };
+    // Table height minus borders and the column header.
+    app.page_rows = usize::from(main.height.saturating_sub(3)).max(1);
+    let now = app.now;
+    match app.view {
+        View::Sessions => draw_table(frame, main, &mut app.sessions, now, "Sessions"),
+        View::Tokens => draw_table(frame, main, &mut app.tokens, now, "Tokens"),
+        View::Users => draw_table(frame, main, &mut app.users, now, "Users"),
+        View::Events => draw_table(frame, main, &mut app.events, now, "Events (newest first)"),
+    }
+    if let Some(area) = detail {
+        draw_detail(frame, area, app);
+    }
+    draw_status(frame, status, app);
+    draw_footer(frame, footer, app);
+    match &app.mode {
+        Mode::Help => draw_help(frame),
+        Mode::Confirm(pending) => draw_confirm(frame, &pending.prompt),
+        _ => {}
+    }
+}
+
+fn draw_header(frame: &mut Frame<'_>, area: Rect, app: &App) {
+    let connection = match &app.connection {
+        ConnectionState::Connecting => Span::styled("● connecting", Style::new().fg(Color::Yellow)),
+        ConnectionState::Live => Span::styled("● live", Style::new().fg(Color::Green)),
+        ConnectionState::Reconnecting { reason, retry_in } => {
+            Span::styled(format!("● stream lost ({reason}); retrying in {retry_in}s"), Style::new().fg(Color::Red))
+        }
+        ConnectionState::LoggedOut => Span::styled("● logged out", Style::new().fg(Color::Red)),
+    };
+    let line = Line::from(vec![
+        Span::styled(" Sigil console ", Style::new().add_modifier(Modifier::BOLD)),
+        Span::raw(format!("│ {} │ {} │ ", app.server, app.username)),
+        connection,
+    ]);
+    frame.render_widget(Paragraph::new(line).style(Style::new().bg(Color::Black)), area);
+}
+
+fn draw_tabs(frame: &mut Frame<'_>, area: Rect, app: &App) {
+    let counts = [app.sessions.len(), app.tokens.len(), app.users.len(), app.events.len()];
+    let titles: Vec<Line<'_>> =
+        View::ALL.iter().zip(counts).map(|(v, n)| Line::from(format!("{} ({n})", v.title()))).collect();
+    let selected = View::ALL.iter().position(|v| *v == app.view).unwrap_or(0);
+    let tabs = Tabs::new(titles).select(selected).highlight_style(Style::new().reversed()).divider("│");
+    frame.render_widget(tabs, area);
+}
+
+fn draw_table<T: Record>(
+    frame: &mut Frame<'_>,
+    area: Rect,
+    rows: &mut table::Table<T>,
+    now: std::time::SystemTime,
+    title: &str,
+) {
+    let height = usize::from(area.height.saturating_sub(3));
+    let total = rows.len();
+    let position = if total == 0 { 0 } else { rows.selected_index() + 1 };
+    let sort = rows.sort().map(|c| format!(" · sorted by {}", T::COLUMNS[c].to_lowercase())).unwrap_or_default();
+    let filter = if rows.filter().is_empty() { String::new() } else { format!(" · filter \"{}\"", rows.filter()) };
+    let block = Block::default().borders(Borders::ALL).title(format!(" {title} {position}/{total}{sort}{filter} "));
+    let (visible, selected) = rows.window(height);
+    // Only the rows on screen are turned into widgets.
+    let body: Vec<Row<'_>> =
+        visible.iter().map(|r| Row::new(r.cells(now).into_iter().map(Cell::from)).style(r.style())).collect();
+    let header = Row::new(T::COLUMNS.iter().map(|c| Cell::from(*c))).style(Style::new().add_modifier(Modifier::BOLD));
+    let widths: Vec<Constraint> = T::WIDTHS.iter().map(|w| Constraint::Fill(*w)).collect();
+    let table = Table::new(body, widths)
+        .header(header)
+        .block(block)
+        .row_highlight_style(Style::new().add_modifier(Modifier::REVERSED))
+        .highlight_symbol("▶ ");
+    let mut state = TableState::default().with_selected(selected);
+    frame.render_stateful_widget(table, area, &mut state);
+}
+
+fn draw_detail(frame: &mut Frame<'_>, area: Rect, app: &App) {
+    let now = app.now;
+    let (title, lines): (String, Vec<Line<'_>>) = match app.view {
+        View::Sessions => match app.sessions.selected() {
+            Some(s) => {
+                let tokens: Vec<&pb::Token> =
+                    app.tokens.all().iter().filter(|t| t.session_id == s.session_id).collect();
+                let mut lines = vec![Line::from(format!(
+                    "session {}  user {}  state {}  reason {}",
+                    s.session_id,
+                    s.username,
+                    session_state(s.state()),
+                    if s.revoke_reason.is_empty() { "-" } else { &s.revoke_reason }
+                ))];
+                lines.extend(tokens.iter().map(|t| Line::styled(t.cells(now).join("  "), t.style())));
+                (format!(" Tokens of session {} ", short_id(&s.session_id)), lines)
+            }
+            None => (" Details ".into(), vec![]),
+        },
+        View::Users => match app.users.selected() {
+            Some(u) => {
+                let sessions: Vec<Line<'_>> = app
+                    .sessions
+                    .all()
+                    .iter()
+                    .filter(|s| s.user_id == u.user_id)
+                    .map(|s| Line::styled(s.cells(now).join("  "), s.style()))
+                    .collect();
+                (format!(" Sessions of {} ", u.username), sessions)
+            }
+            None => (" Details ".into(), vec![]),
+        },
+        View::Tokens => match app.tokens.selected() {
+            Some(t) => (
+                " Token ".into(),
+                vec![
+                    Line::from(format!("token {}  session {}  user {}", t.token_id, t.session_id, t.user_id)),
+                    Line::from(format!(
+                        "issued {}  expires {}  revoked {}",
+                        relative(t.issued_at.as_ref(), now),
+                        relative(t.expires_at.as_ref(), now),
+                        relative(t.revoked_at.as_ref(), now)
+                    )),
+                ],
+            ),
+            None => (" Details ".into(), vec![]),
+        },
+        View::Events => match app.events.selected() {
+            Some(e) => (
+                format!(" Event {} ", e.sequence),
+                vec![
+                    Line::from(format!("{}  {}", event_kind(e.kind()), relative(e.occurred_at.as_ref(), now))),
+                    Line::from(format!(
+                        "user {} {}  session {}  token {}",
+                        e.username, e.user_id, e.session_id, e.token_id
+                    )),
+                    Line::from(format!("by {}  {}", e.actor_user_id, e.detail)),
+                ],
+            ),
+            None => (" Details ".into(), vec![]),
+        },
+    };
+    let block = Block::default().borders(Borders::ALL).title(title);
+    frame.render_widget(Paragraph::new(lines).block(block), area);
+}
+
+fn draw_status(frame: &mut Frame<'_>, area: Rect, app: &App) {
+    let line = match (&app.mode, &app.status) {
+        (Mode::Filter, _) => Line::from(vec![Span::raw(" filter: "), Span::raw(app.current_filter()), Span::raw("▏")]),
+        (_, Some(status)) if status.error => Line::styled(format!(" {}", status.text), Style::new().fg(Color::Red)),
+        (_, Some(status)) => Line::styled(format!(" {}", status.text), Style::new().fg(Color::Green)),
+        (_, None) => Line::from(""),
+    };
+    frame.render_widget(Paragraph::new(line), area);
+}
+
+fn draw_footer(frame: &mut Frame<'_>, area: Rect, app: &App) {
+    let keys = match (&app.mode, app.view) {
+        (Mode::Filter, _) => "type to filter · Enter keep · Esc clear",
+        (Mode::Confirm(_), _) => "y confirm · any other key cancels",
+        (_, View::Sessions) => {
+            "Tab views · ↑↓ jk move · / filter · s sort · Enter tokens · d revoke · u revoke user · x disable user · ? help · q quit"
+        }
+        (_, View::Tokens) => {
+            "Tab views · ↑↓ jk move · / filter · s sort · Enter details · d revoke · u revoke user · ? help · q quit"
+        }
+        (_, View::Users) => {
+            "Tab views · ↑↓ jk move · / filter · s sort · Enter sessions · u revoke sessions · x disable/enable · ? help · q quit"
+        }
+        (_, View::Events) => {
+            "Tab views · ↑↓ jk move · / filter · s sort · Enter details · u revoke user · ? help · q quit"
+        }
+    };
+    frame.render_widget(Paragraph::new(Line::styled(format!(" {keys}"), Style::new().fg(Color::Cyan))), area);
+}
+
+fn popup(frame: &mut Frame<'_>, width: u16, height: u16) -> Rect {
+    let area = frame.area();
+    let w = width.min(area.width);
+    let h = height.min(area.height);
+    let popup = Rect { x: area.x + (area.width - w) / 2, y: area.y + (area.height - h) / 2, width: w, height: h };
+    frame.render_widget(Clear, popup);
+    popup
+}
+
+fn draw_help(frame: &mut Frame<'_>) {
+    let lines: Vec<Line<'_>> = KEY_HELP
+        .iter()
+        .map(|(key, what)| {
+            Line::from(vec![Span::styled(format!("{key:>16}  "), Style::new().bold()), Span::raw(*what)])
+        })
+        .collect();
+    let area = popup(frame, 80, lines.len() as u16 + 2);
+    let block = Block::default().borders(Borders::ALL).title(" Keys (any key closes) ");
+    frame.render_widget(Paragraph::new(lines).block(block), area);
+}
+
+fn draw_confirm(frame: &mut Frame<'_>, prompt: &str) {
+    let area = popup(frame, 70, 5);
+    let block = Block::default().borders(Borders::ALL).title(" Confirm ").border_style(Style::new().fg(Color::Red));
+    let text =
+        vec![Line::from(prompt.to_string()), Line::from(""), Line::from("y to confirm, any other key to cancel")];
+    frame.render_widget(Paragraph::new(text).wrap(Wrap { trim: true }).block(block), area);
+}
+
+#[cfg(test)]
+mod tests {
+    use ratatui::{Terminal, backend::TestBackend};
+
+    use super::*;
+    use crate::{
+        action::Action,
+        app::{Pending, Status},
+        backend::{Command, Update},
+        fixtures,
+    };
+
+    fn app() -> App {
+        let mut app = App::new("http://127.0.0.1:50051", "admin", fixtures::now());
+        let sessions: Vec<_> =
+            ["alice", "bob", "carol"].iter().enumerate().map(|(i, u)| fixtures::session(i + 1, u)).collect();
+        let tokens: Vec<_> = sessions.iter().enumerate().map(|(i, s)| fixtures::token(i + 1, s)).collect();
+        let events = vec![
+            fixtures::event(1, pb::EventKind::SessionCreated, &sessions[0], "from 10.0.0.1:40001 (device-1)"),
+            fixtures::event(2, pb::EventKind::SessionRevoked, &sessions[1], "stolen laptop"),
+        ];
+        app.update(Action::Backend(Update::Users(vec![
+            fixtures::user("alice", &["admin"], 1),
+            fixtures::user("bob", &[], 0),
+            fixtures::user("carol", &["billing"], 1),
+        ])));
+        app.update(Action::Backend(Update::Sessions(sessions)));
+        app.update(Action::Backend(Update::Tokens(tokens)));
+        for event in events {
+            app.update(Action::Backend(Update::Event(event)));
+        }
+        app.update(Action::Backend(Update::Connection(ConnectionState::Live)));
+        app
+    }
+
+    fn render(app: &mut App) -> String {
+        let mut terminal = Terminal::new(TestBackend::new(130, 16)).expect("terminal");
+        terminal.draw(|frame| draw(frame, app)).expect("draw");
+        terminal.backend().to_string()
+    }
+
+    #[test]
+    fn sessions_view() {
+        insta::assert_snapshot!(render(&mut app()));
+    }
+
+    #[test]
+    fn sessions_view_with_the_detail_pane() {
+        let mut app = app();
+        app.update(Action::ToggleDetail);
+        insta::assert_snapshot!(render(&mut app));
+    }
+
+    #[test]
+    fn tokens_view() {
+        let mut app = app();
+        app.update(Action::NextView);
+        insta::assert_snapshot!(render(&mut app));
+    }
+
+    #[test]
+    fn users_view() {
+        let mut app = app();
+        app.update(Action::NextView);
+        app.update(Action::NextView);
+        insta::assert_snapshot!(render(&mut app));
+    }
+
+    #[test]
+    fn events_view_newest_first() {
+        let mut app = app();
+        app.update(Action::PrevView);
+        insta::assert_snapshot!(render(&mut app));
+    }
+
+    #[test]
+    fn help() {
+        let mut app = app();
+        app.update(Action::ToggleHelp);
+        insta::assert_snapshot!(render(&mut app));
+    }
+
+    #[test]
+    fn confirm_dialog() {
+        let mut app = app();
+        app.mode = Mode::Confirm(Pending {
+            prompt: "Revoke session 50000001 of alice (device-1, 10.0.0.1:40001)?".into(),
+            command: Command::RevokeSession { session_id: "x".into() },
+        });
+        insta::assert_snapshot!(render(&mut app));
+    }
+
+    #[test]
+    fn stream_lost_and_a_failed_command() {
+        let mut app = app();
+        app.update(Action::Backend(Update::Connection(ConnectionState::Reconnecting {
+            reason: "connection refused".into(),
+            retry_in: 2,
+        })));
+        app.status =
+            Some(Status { text: "revoking session 50000001 failed: storage is unavailable".into(), error: true });
+        insta::assert_snapshot!(render(&mut app));
+    }
+
+    #[test]
+    fn filtering() {
+        let mut app = app();
+        app.update(Action::StartFilter);
+        for c in "car".chars() {
+            app.update(Action::FilterChar(c));
+        }
+        insta::assert_snapshot!(render(&mut app));
+    }
+
+    #[test]
+    fn a_redraw_of_100k_sessions_only_builds_the_visible_rows() {
+        let mut app = App::new("http://127.0.0.1:50051", "admin", fixtures::now());
+        app.update(Action::Backend(Update::Sessions((0..100_000).map(|n| fixtures::session(n, "user")).collect())));
+        let mut terminal = Terminal::new(TestBackend::new(130, 40)).expect("terminal");
+        terminal.draw(|frame| draw(frame, &mut app)).expect("draw");
+        app.update(Action::Bottom);
+        terminal.draw(|frame| draw(frame, &mut app)).expect("draw");
+        let screen = terminal.backend().to_string();
+        assert!(screen.contains("100000/100000"), "{screen}");
+        assert!(screen.contains("device-99999"), "the last row is on screen after G");
+    }
+}

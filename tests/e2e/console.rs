@@ -1,0 +1,106 @@
+//! The real `sigil-console` binary, driven inside tmux against a real
+//! server: it shows the sessions, picks up a new login without a key press,
+//! revokes a session with filter + `d` + `y`, and quits on `q`.
+
+use std::{path::PathBuf, process::Command, time::Duration};
+
+use sigil_proto::pb::{self, ValidationFailure};
+use sigil_tests::{ADMIN_PASSWORD, TestServer, eventually, validate};
+
+/// A tmux server of our own (its own socket), killed when dropped.
+struct Tmux {
+    socket: String,
+}
+
+impl Tmux {
+    fn run(&self, args: &[&str]) -> std::process::Output {
+        Command::new("tmux").arg("-L").arg(&self.socket).args(args).output().expect("tmux runs")
+    }
+
+    fn screen(&self) -> String {
+        String::from_utf8_lossy(&self.run(&["capture-pane", "-p", "-t", "console"]).stdout).to_string()
+    }
+
+    fn keys(&self, keys: &[&str]) {
+        let mut args = vec!["send-keys", "-t", "console"];
+        args.extend_from_slice(keys);
+        assert!(self.run(&args).status.success(), "send-keys {keys:?}");
+    }
+
+    async fn wait_for(&self, text: &str) -> String {
+        let found = eventually(Duration::from_secs(15), || {
+            let screen = self.screen();
+            async move { screen.contains(text).then_some(screen) }
+        })
+        .await;
+        found.unwrap_or_else(|| panic!("{text:?} never appeared; screen:\n{}", self.screen()))
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = self.run(&["kill-server"]);
+    }
+}
+
+fn console_binary() -> PathBuf {
+    let server = sigil_tests::server_binary();
+    let binary = server.with_file_name("sigil-console");
+    assert!(binary.exists(), "{} is missing: run `cargo test --workspace`", binary.display());
+    binary
+}
+
+#[tokio::test]
+async fn the_console_shows_live_logins_and_revokes_with_two_keys() {
+    if Command::new("tmux").arg("-V").output().is_err() {
+        println!("SKIPPED: tmux is not installed here (.ci/run installs it)");
+        return;
+    }
+    let server = TestServer::start().await;
+    let tmux = Tmux { socket: format!("sigil-e2e-{}", std::process::id()) };
+    let command = format!(
+        "env SIGIL_PASSWORD={ADMIN_PASSWORD} {} --server http://{}",
+        console_binary().display(),
+        server.grpc_addr()
+    );
+    let started = tmux.run(&["new-session", "-d", "-s", "console", "-x", "160", "-y", "40", &command]);
+    assert!(started.status.success(), "{}", String::from_utf8_lossy(&started.stderr));
+
+    // The session list shows up, with the console's own session in it.
+    let screen = tmux.wait_for("● live").await;
+    assert!(screen.contains("Sessions"), "{screen}");
+    tmux.wait_for("sigil-console").await;
+
+    // A login elsewhere appears without a key press.
+    let mut client = server.client().await;
+    let victim = client
+        .authenticate(pb::AuthenticateRequest {
+            username: "admin".into(),
+            password: ADMIN_PASSWORD.into(),
+            device_name: Some("stolen-laptop".into()),
+            audience: None,
+        })
+        .await
+        .expect("login")
+        .into_inner();
+    tmux.wait_for("stolen-laptop").await;
+
+    // Filter to it, revoke it, confirm.
+    tmux.keys(&["/", "stolen", "Enter"]);
+    tmux.wait_for("filter \"stolen\"").await;
+    tmux.keys(&["d"]);
+    tmux.wait_for("Confirm").await;
+    tmux.keys(&["y"]);
+    tmux.wait_for("revoked 1 sessions").await;
+    let verdict = validate(&mut client, &victim.access_token).await;
+    assert_eq!(verdict.failure(), ValidationFailure::SessionRevoked);
+
+    // q quits and the tmux session ends with it.
+    tmux.keys(&["q"]);
+    let ended = eventually(Duration::from_secs(10), || {
+        let alive = tmux.run(&["has-session", "-t", "console"]).status.success();
+        async move { (!alive).then_some(()) }
+    })
+    .await;
+    assert!(ended.is_some(), "the console did not exit on q:\n{}", tmux.screen());
+}
