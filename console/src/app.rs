@@ -144,8 +144,8 @@ impl App {
             Action::Down => self.move_by(1),
             Action::PageUp => self.move_by(-(self.page_rows.max(1) as isize)),
             Action::PageDown => self.move_by(self.page_rows.max(1) as isize),
-            Action::Top => self.with_table(|t, _| t.jump(false)),
-            Action::Bottom => self.with_table(|t, _| t.jump(true)),
+            Action::Top => self.with_table(|t| t.jump(false)),
+            Action::Bottom => self.with_table(|t| t.jump(true)),
             Action::StartFilter => self.mode = Mode::Filter,
             Action::FilterChar(c) => {
                 let mut filter = self.current_filter();
@@ -162,7 +162,7 @@ impl App {
                 self.set_filter(String::new());
                 self.mode = Mode::Normal;
             }
-            Action::CycleSort => self.with_table(|t, _| t.cycle_sort()),
+            Action::CycleSort => self.with_table(|t| t.cycle_sort()),
             Action::ToggleDetail => self.detail = !self.detail,
             Action::ToggleHelp => self.mode = if self.mode == Mode::Help { Mode::Normal } else { Mode::Help },
             Action::RevokeSelected => self.ask_revoke_selected(),
@@ -190,11 +190,10 @@ impl App {
 
     /// Recomputes the tables' shown order after changes.
     pub fn refresh(&mut self) {
-        let now = self.now;
-        self.sessions.refresh(now);
-        self.tokens.refresh(now);
-        self.users.refresh(now);
-        self.events.refresh(now);
+        self.sessions.refresh();
+        self.tokens.refresh();
+        self.users.refresh();
+        self.events.refresh();
     }
 
     fn switch(&mut self, view: View) {
@@ -203,17 +202,16 @@ impl App {
     }
 
     fn move_by(&mut self, delta: isize) {
-        self.with_table(|t, _| t.move_by(delta));
+        self.with_table(|t| t.move_by(delta));
     }
 
     /// Runs `f` on the current view's table, whatever its row type.
-    fn with_table(&mut self, f: impl FnOnce(&mut dyn TableControl, SystemTime)) {
-        let now = self.now;
+    fn with_table(&mut self, f: impl FnOnce(&mut dyn TableControl)) {
         match self.view {
-            View::Sessions => f(&mut self.sessions, now),
-            View::Tokens => f(&mut self.tokens, now),
-            View::Users => f(&mut self.users, now),
-            View::Events => f(&mut self.events, now),
+            View::Sessions => f(&mut self.sessions),
+            View::Tokens => f(&mut self.tokens),
+            View::Users => f(&mut self.users),
+            View::Events => f(&mut self.events),
         }
     }
 
@@ -228,7 +226,7 @@ impl App {
     }
 
     fn set_filter(&mut self, filter: String) {
-        self.with_table(|t, now| t.set_filter(filter, now));
+        self.with_table(|t| t.set_filter(filter));
     }
 
     fn say(&mut self, text: String, error: bool) {
@@ -376,7 +374,7 @@ pub trait TableControl {
     /// See [`Table::cycle_sort`].
     fn cycle_sort(&mut self);
     /// See [`Table::set_filter`].
-    fn set_filter(&mut self, filter: String, now: SystemTime);
+    fn set_filter(&mut self, filter: String);
 }
 
 impl<T: Record> TableControl for Table<T> {
@@ -389,8 +387,8 @@ impl<T: Record> TableControl for Table<T> {
     fn cycle_sort(&mut self) {
         Table::cycle_sort(self);
     }
-    fn set_filter(&mut self, filter: String, now: SystemTime) {
-        Table::set_filter(self, filter, now);
+    fn set_filter(&mut self, filter: String) {
+        Table::set_filter(self, filter);
     }
 }
 

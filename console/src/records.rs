@@ -33,6 +33,21 @@ pub trait Record {
     fn sort_key(&self, column: usize) -> SortKey;
     /// Row colour: red for ended, grey for expired, default for live.
     fn style(&self) -> Style;
+    /// Which columns hold relative times. Those change every second, so the
+    /// filter does not look at them (filtering on "3m ago" helps nobody).
+    const TIME_COLUMNS: &'static [usize];
+    /// The lower-cased text the filter searches: every column but the times.
+    fn search_text(&self, now: SystemTime) -> String {
+        let cells = self.cells(now);
+        let mut text = String::new();
+        for (i, cell) in cells.iter().enumerate().filter(|(i, _)| !Self::TIME_COLUMNS.contains(i)) {
+            if i > 0 {
+                text.push('\u{1f}');
+            }
+            text.push_str(&cell.to_lowercase());
+        }
+        text
+    }
 }
 
 fn text(s: &str) -> SortKey {
@@ -51,6 +66,7 @@ impl Record for pb::Session {
     const COLUMNS: &'static [&'static str] =
         &["User", "Device", "Client", "User agent", "Created", "Last seen", "Expires", "State"];
     const WIDTHS: &'static [u16] = &[12, 14, 18, 18, 10, 10, 10, 8];
+    const TIME_COLUMNS: &'static [usize] = &[4, 5, 6];
 
     fn id(&self) -> &str {
         &self.session_id
@@ -104,6 +120,7 @@ pub fn session_state(state: pb::SessionState) -> &'static str {
 impl Record for pb::Token {
     const COLUMNS: &'static [&'static str] = &["Token", "Kind", "User", "Session", "Issued", "Expires", "State"];
     const WIDTHS: &'static [u16] = &[10, 8, 12, 10, 10, 10, 8];
+    const TIME_COLUMNS: &'static [usize] = &[4, 5];
 
     fn id(&self) -> &str {
         &self.token_id
@@ -163,6 +180,7 @@ fn token_state(state: pb::TokenState) -> &'static str {
 impl Record for pb::User {
     const COLUMNS: &'static [&'static str] = &["Name", "Roles", "Disabled", "Active sessions", "Created"];
     const WIDTHS: &'static [u16] = &[16, 20, 9, 15, 10];
+    const TIME_COLUMNS: &'static [usize] = &[4];
 
     fn id(&self) -> &str {
         &self.user_id
@@ -196,6 +214,7 @@ impl Record for pb::User {
 impl Record for pb::Event {
     const COLUMNS: &'static [&'static str] = &["Seq", "When", "Event", "User", "Session", "Detail"];
     const WIDTHS: &'static [u16] = &[7, 9, 16, 12, 10, 30];
+    const TIME_COLUMNS: &'static [usize] = &[1];
 
     fn id(&self) -> &str {
         // Events are never updated in place; the sequence is their identity.

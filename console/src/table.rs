@@ -1,14 +1,18 @@
 //! A table of records with selection, filter and sort. The filtered and
 //! sorted order is cached and recomputed only when rows, filter or sort
-//! change, so drawing 100,000 rows costs only the visible ones.
+//! change, so drawing 100,000 rows costs only the visible ones; each row's
+//! search text is kept beside it, so a filter keystroke is one substring
+//! search per row, not a re-formatting of every cell.
 
-use std::{collections::HashMap, time::SystemTime};
+use std::collections::HashMap;
 
 use crate::records::Record;
 
 /// Rows of one view, with what the operator has selected, filtered and sorted.
 pub struct Table<T> {
     rows: Vec<T>,
+    /// Lower-cased search text of each row, same index as `rows`.
+    haystacks: Vec<String>,
     by_id: HashMap<String, usize>,
     filter: String,
     sort: Option<usize>,
@@ -26,6 +30,7 @@ impl<T: Record> Table<T> {
     pub fn new(newest_first: bool) -> Self {
         Self {
             rows: Vec::new(),
+            haystacks: Vec::new(),
             by_id: HashMap::new(),
             filter: String::new(),
             sort: None,
@@ -39,17 +44,22 @@ impl<T: Record> Table<T> {
 
     /// Inserts rows or replaces those with the same id.
     pub fn upsert(&mut self, rows: impl IntoIterator<Item = T>) {
+        // The search text leaves out relative times, so any clock will do.
+        let clock = std::time::UNIX_EPOCH;
         for row in rows {
             let id = row.id();
+            let haystack = row.search_text(clock);
             if !id.is_empty()
                 && let Some(&i) = self.by_id.get(id)
             {
                 self.rows[i] = row;
+                self.haystacks[i] = haystack;
             } else {
                 if !id.is_empty() {
                     self.by_id.insert(id.to_string(), self.rows.len());
                 }
                 self.rows.push(row);
+                self.haystacks.push(haystack);
             }
         }
         self.stale = true;
@@ -60,6 +70,7 @@ impl<T: Record> Table<T> {
         match self.by_id.get(id) {
             Some(&i) => {
                 change(&mut self.rows[i]);
+                self.haystacks[i] = self.rows[i].search_text(std::time::UNIX_EPOCH);
                 self.stale = true;
                 true
             }
@@ -69,8 +80,9 @@ impl<T: Record> Table<T> {
 
     /// Changes every row that `matches`.
     pub fn modify_where(&mut self, matches: impl Fn(&T) -> bool, change: impl Fn(&mut T)) {
-        for row in self.rows.iter_mut().filter(|r| matches(r)) {
+        for (row, haystack) in self.rows.iter_mut().zip(self.haystacks.iter_mut()).filter(|(r, _)| matches(r)) {
             change(row);
+            *haystack = row.search_text(std::time::UNIX_EPOCH);
             self.stale = true;
         }
     }
@@ -78,7 +90,9 @@ impl<T: Record> Table<T> {
     /// Drops the oldest rows beyond `max`.
     pub fn truncate_front(&mut self, max: usize) {
         if self.rows.len() > max {
-            self.rows.drain(..self.rows.len() - max);
+            let excess = self.rows.len() - max;
+            self.rows.drain(..excess);
+            self.haystacks.drain(..excess);
             self.by_id = self.rows.iter().enumerate().map(|(i, r)| (r.id().to_string(), i)).collect();
             self.stale = true;
         }
@@ -100,10 +114,10 @@ impl<T: Record> Table<T> {
     }
 
     /// Sets the filter (case-insensitive, over the visible columns).
-    pub fn set_filter(&mut self, filter: String, now: SystemTime) {
+    pub fn set_filter(&mut self, filter: String) {
         self.filter = filter;
         self.stale = true;
-        self.refresh(now);
+        self.refresh();
         self.selected = 0;
         self.offset = 0;
     }
@@ -124,16 +138,13 @@ impl<T: Record> Table<T> {
     }
 
     /// Recomputes the shown order if anything changed.
-    pub fn refresh(&mut self, now: SystemTime) {
+    pub fn refresh(&mut self) {
         if !self.stale {
             return;
         }
         let needle = self.filter.to_lowercase();
-        let mut order: Vec<usize> = (0..self.rows.len())
-            .filter(|&i| {
-                needle.is_empty() || self.rows[i].cells(now).iter().any(|c| c.to_lowercase().contains(&needle))
-            })
-            .collect();
+        let mut order: Vec<usize> =
+            (0..self.rows.len()).filter(|&i| needle.is_empty() || self.haystacks[i].contains(&needle)).collect();
         if self.newest_first {
             order.reverse();
         }
