@@ -41,6 +41,8 @@ pub struct IdentitySettings {
     pub signature_cache_capacity: usize,
     /// Password hashes allowed at once (normally the core count).
     pub hashing_parallelism: usize,
+    /// Password hashes allowed to wait; beyond, logins are refused at once.
+    pub hashing_queue: usize,
     /// How many audit events are kept for replay.
     pub event_retention: usize,
     /// How long ended sessions and tokens are kept before they are purged.
@@ -57,6 +59,7 @@ impl Default for IdentitySettings {
             leeway: Duration::ZERO,
             signature_cache_capacity: 100_000,
             hashing_parallelism: std::thread::available_parallelism().map(usize::from).unwrap_or(2),
+            hashing_queue: 64,
             event_retention: 10_000,
             record_retention: Duration::from_secs(7 * 24 * 3600),
         }
@@ -155,7 +158,7 @@ impl Identity {
         tracing::info!(entries = revocations.len(), "revocation index rebuilt");
         Ok(Self {
             verifier: TokenVerifier::new(&settings.issuer, settings.leeway, settings.signature_cache_capacity),
-            hasher: PasswordHasher::new(settings.hashing_parallelism)?,
+            hasher: PasswordHasher::new(settings.hashing_parallelism, settings.hashing_queue)?,
             keys: ArcSwap::from_pointee(keys),
             revocations,
             events: EventHub::new(store.clone(), settings.event_retention, 1024),

@@ -1,34 +1,66 @@
 //! Password hashing with argon2id at the OWASP parameters (m=19456 KiB, t=2,
 //! p=1: the `argon2` crate's defaults).
 //!
-//! Each hash costs ~15 ms of one core, so the work runs on the blocking pool
-//! behind a semaphore with one permit per core: unbounded, concurrent hashes
-//! fight over the cores and total throughput falls to a quarter, and the
-//! async workers that serve `Validate` would starve.
+//! Each hash costs ~15 ms of one core and 19 MiB of memory, so the work
+//! runs on a fixed pool of one thread per core, off the async workers:
+//! unbounded, concurrent hashes fight over the cores and total throughput
+//! falls to a quarter, the async workers that serve `Validate` starve, and
+//! every short-lived blocking thread keeps its own 19 MiB malloc arena (the
+//! server grew to 800 MB under a login flood before this pool).
+//!
+//! The pool's queue is bounded: when it is full, a login is refused at once
+//! with `ResourceExhausted` instead of waiting without end.
 
-use std::sync::Arc;
+use std::{
+    sync::{Arc, Mutex, mpsc},
+    time::Duration,
+};
 
 use argon2::{Argon2, PasswordHash, PasswordHasher as _, PasswordVerifier as _, password_hash::SaltString};
-use tokio::sync::Semaphore;
+use tokio::sync::oneshot;
 
 use super::{DomainError, Secret};
 
-/// Hashes and verifies passwords off the async workers.
+type Job = Box<dyn FnOnce() + Send>;
+
+/// Hashes and verifies passwords on a fixed pool of threads.
 #[derive(Clone)]
 pub struct PasswordHasher {
-    permits: Arc<Semaphore>,
+    jobs: mpsc::SyncSender<Job>,
     /// A real hash of a random password, verified against when the user is
     /// unknown so that an unknown name costs exactly what a wrong password does.
     dummy_hash: Arc<str>,
 }
 
 impl PasswordHasher {
-    /// A hasher allowing `parallelism` hashes at once (normally the core count).
-    pub fn new(parallelism: usize) -> Result<Self, DomainError> {
+    /// A hasher with `parallelism` threads (normally the core count) and
+    /// room for `queue` waiting hashes.
+    pub fn new(parallelism: usize, queue: usize) -> Result<Self, DomainError> {
         let mut random = [0u8; 32];
         fill_random(&mut random)?;
         let dummy = hash_blocking(&base64_url(&random))?;
-        Ok(Self { permits: Arc::new(Semaphore::new(parallelism.max(1))), dummy_hash: dummy.into() })
+        let (jobs, incoming) = mpsc::sync_channel::<Job>(queue);
+        let incoming = Arc::new(Mutex::new(incoming));
+        for n in 0..parallelism.max(1) {
+            let incoming = incoming.clone();
+            std::thread::Builder::new()
+                .name(format!("sigil-argon2-{n}"))
+                .spawn(move || {
+                    loop {
+                        // The lock is held only to take one job.
+                        let job = match incoming.lock() {
+                            Ok(receiver) => receiver.recv(),
+                            Err(_) => return,
+                        };
+                        match job {
+                            Ok(job) => job(),
+                            Err(_) => return,
+                        }
+                    }
+                })
+                .map_err(|e| DomainError::Internal(format!("cannot start the hashing threads: {e}")))?;
+        }
+        Ok(Self { jobs, dummy_hash: dummy.into() })
     }
 
     /// Hashes a password into a PHC string.
@@ -54,11 +86,19 @@ impl PasswordHasher {
     }
 
     async fn run<T: Send + 'static>(&self, work: impl FnOnce() -> T + Send + 'static) -> Result<T, DomainError> {
-        let _permit =
-            self.permits.acquire().await.map_err(|_| DomainError::Internal("password hasher shut down".into()))?;
-        tokio::task::spawn_blocking(work)
-            .await
-            .map_err(|e| DomainError::Internal(format!("password hashing task failed: {e}")))
+        let (done, result) = oneshot::channel();
+        let job: Job = Box::new(move || {
+            // The caller may have gone away; then nobody needs the answer.
+            let _ = done.send(work());
+        });
+        self.jobs.try_send(job).map_err(|e| match e {
+            mpsc::TrySendError::Full(_) => DomainError::ResourceExhausted {
+                message: "too many logins in progress; retry shortly".into(),
+                retry_after: Some(Duration::from_secs(1)),
+            },
+            mpsc::TrySendError::Disconnected(_) => DomainError::Internal("password hasher stopped".into()),
+        })?;
+        result.await.map_err(|_| DomainError::Internal("password hashing failed".into()))
     }
 }
 
@@ -90,7 +130,7 @@ mod tests {
 
     #[tokio::test]
     async fn hashes_verify_and_unknown_users_never_match() {
-        let hasher = PasswordHasher::new(2).expect("hasher");
+        let hasher = PasswordHasher::new(2, 8).expect("hasher");
         let password = Secret::new("correct horse battery staple".to_string());
         let phc = hasher.hash(&password).await.expect("hash");
         assert!(phc.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{phc}");
@@ -102,10 +142,35 @@ mod tests {
 
     #[tokio::test]
     async fn long_passphrases_are_hashed_whole() {
-        let hasher = PasswordHasher::new(1).expect("hasher");
+        let hasher = PasswordHasher::new(1, 8).expect("hasher");
         let long = "a".repeat(1000);
         let phc = hasher.hash(&Secret::new(long.clone())).await.expect("hash");
         let almost = Secret::new(format!("{}b", &long[..999]));
         assert!(!hasher.verify(&almost, Some(&phc)).await.expect("verify"));
+    }
+}
+
+#[cfg(test)]
+mod queue_tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_full_queue_refuses_at_once_instead_of_waiting() {
+        let hasher = PasswordHasher::new(1, 1).expect("hasher");
+        let password = Secret::new("p".to_string());
+        let attempts: Vec<_> = (0..8)
+            .map(|_| {
+                let (hasher, password) = (hasher.clone(), password.clone());
+                tokio::spawn(async move { hasher.verify(&password, None).await })
+            })
+            .collect();
+        let mut refused = 0;
+        for attempt in attempts {
+            if let Err(DomainError::ResourceExhausted { retry_after, .. }) = attempt.await.expect("task") {
+                assert!(retry_after.is_some());
+                refused += 1;
+            }
+        }
+        assert!(refused >= 1, "one thread and one queue slot cannot take eight hashes at once");
     }
 }

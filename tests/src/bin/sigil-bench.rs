@@ -1,0 +1,585 @@
+//! `sigil-bench`: load generator and figures for Sigil.
+//!
+//! It starts its own `sigil-server` (the binary next to this one, on a
+//! temporary data directory) or targets `--server`, drives each scenario
+//! closed-loop with many concurrent streams over a few HTTP/2 connections,
+//! and prints requests/s, latency percentiles (HDR histograms) and, for a
+//! server it started, server CPU per request. Baselines are measured in the
+//! same run: the same server's `grpc.health.v1.Health/Check` with the same
+//! load shape, and in-process Ed25519 verify rate and argon2 verify time.
+//!
+//! ```sh
+//! cargo build --release --workspace --bins
+//! target/release/sigil-bench            # every scenario, 10 s each
+//! target/release/sigil-bench --quick    # smoke run, ~1 s each
+//! target/release/sigil-bench seed --data-dir /tmp/big --sessions 100000
+//! ```
+
+use std::{
+    path::{Path, PathBuf},
+    process::Stdio,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use clap::{Parser, Subcommand};
+use hdrhistogram::Histogram;
+use sigil_proto::pb::{self, admin_service_client::AdminServiceClient, identity_service_client::IdentityServiceClient};
+use tokio::io::{AsyncBufReadExt as _, BufReader};
+use tonic::transport::Channel;
+
+const ADMIN_PASSWORD: &str = "bench-admin-password";
+
+#[derive(Parser)]
+#[command(name = "sigil-bench", about = "Load generator and benchmark figures for Sigil")]
+struct Cli {
+    /// Target this server instead of starting one (then no CPU figures).
+    #[arg(long)]
+    server: Option<String>,
+    /// Admin password of `--server`.
+    #[arg(long, default_value = ADMIN_PASSWORD)]
+    admin_password: String,
+    /// Seconds per scenario.
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+    /// HTTP/2 connections.
+    #[arg(long, default_value_t = 4)]
+    connections: usize,
+    /// Concurrent streams per connection.
+    #[arg(long, default_value_t = 64)]
+    streams: usize,
+    /// A smoke run: about a second per scenario, small data.
+    #[arg(long)]
+    quick: bool,
+    /// Only these scenarios (comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Fills a data directory with users, sessions and tokens through the
+    /// store trait (no argon2, never reachable from the gRPC API).
+    Seed {
+        /// The data directory to fill (created if missing).
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// Sessions to create (each with an access and a refresh token).
+        #[arg(long, default_value_t = 100_000)]
+        sessions: usize,
+        /// Users the sessions are spread over.
+        #[arg(long, default_value_t = 1_000)]
+        users: usize,
+    },
+}
+
+/// One scenario's result.
+struct Figures {
+    name: String,
+    requests: u64,
+    errors: u64,
+    elapsed: Duration,
+    latency: Histogram<u64>,
+    server_cpu: Option<Duration>,
+}
+
+impl Figures {
+    fn rate(&self) -> f64 {
+        self.requests as f64 / self.elapsed.as_secs_f64()
+    }
+
+    fn print(&self) {
+        let q = |p: f64| Duration::from_nanos(self.latency.value_at_quantile(p));
+        let cpu = self
+            .server_cpu
+            .map(|cpu| format!("{:.1} µs", cpu.as_secs_f64() * 1e6 / self.requests.max(1) as f64))
+            .unwrap_or_else(|| "-".into());
+        println!(
+            "{:<16} {:>10.0} req/s  p50 {:>9.3?}  p90 {:>9.3?}  p99 {:>9.3?}  p99.9 {:>9.3?}  server CPU/req {:>9}  errors {}",
+            self.name,
+            self.rate(),
+            q(0.5),
+            q(0.9),
+            q(0.99),
+            q(0.999),
+            cpu,
+            self.errors
+        );
+    }
+}
+
+/// The server under test.
+struct Target {
+    address: String,
+    pid: Option<u32>,
+    _child: Option<tokio::process::Child>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl Target {
+    async fn start(data_dir: Option<&Path>) -> anyhow::Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let data = data_dir.map(Path::to_path_buf).unwrap_or_else(|| dir.path().join("data"));
+        let binary = std::env::current_exe()?.with_file_name("sigil-server");
+        anyhow::ensure!(binary.exists(), "{} is missing: cargo build --release --workspace --bins", binary.display());
+        let mut child = tokio::process::Command::new(binary)
+            .args(["--listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0", "--log-format", "text"])
+            .arg("--data-dir")
+            .arg(&data)
+            .env("SIGIL_ADMIN_PASSWORD", ADMIN_PASSWORD)
+            .env("SIGIL_LOG", "warn,sigil_server::server=info")
+            .stdout(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()?;
+        let stdout = child.stdout.take().ok_or_else(|| anyhow::anyhow!("no stdout"))?;
+        let mut lines = BufReader::new(stdout).lines();
+        let started = Instant::now();
+        let address = loop {
+            let line = lines.next_line().await?.ok_or_else(|| anyhow::anyhow!("sigil-server exited"))?;
+            if let Some(rest) = line.split("grpc_addr=").nth(1) {
+                break rest.split_whitespace().next().unwrap_or_default().to_string();
+            }
+        };
+        println!("started sigil-server (pid {:?}) on {address} in {:?}", child.id(), started.elapsed());
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        Ok(Self { address: format!("http://{address}"), pid: child.id(), _child: Some(child), _dir: Some(dir) })
+    }
+
+    /// User + system CPU time of the server process so far.
+    fn cpu(&self) -> Option<Duration> {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid?)).ok()?;
+        let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+        let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+        Some(Duration::from_millis(ticks * 10))
+    }
+
+    /// Resident memory of the server process.
+    fn rss_mib(&self) -> Option<f64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid?)).ok()?;
+        let kb: f64 = status.lines().find(|l| l.starts_with("VmRSS:"))?.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kb / 1024.0)
+    }
+}
+
+async fn channels(address: &str, n: usize) -> anyhow::Result<Vec<Channel>> {
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        out.push(Channel::from_shared(address.to_string())?.tcp_nodelay(true).connect().await?);
+    }
+    Ok(out)
+}
+
+/// Runs `call` closed-loop on `connections × streams` workers for
+/// `duration`, or until `call` says there is no more work (`None`).
+async fn drive<F, Fut>(
+    name: &str,
+    target: &Target,
+    channels: &[Channel],
+    streams: usize,
+    duration: Duration,
+    call: F,
+) -> Figures
+where
+    F: Fn(Channel, u64) -> Fut + Clone + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Option<bool>> + Send,
+{
+    let counter = Arc::new(AtomicU64::new(0));
+    let cpu_before = target.cpu();
+    let started = Instant::now();
+    let deadline = started + duration;
+    let mut workers = Vec::new();
+    for channel in channels {
+        for _ in 0..streams {
+            let (channel, call, counter) = (channel.clone(), call.clone(), counter.clone());
+            workers.push(tokio::spawn(async move {
+                let mut latency =
+                    Histogram::<u64>::new(3).unwrap_or_else(|_| unreachable!("3 significant figures is valid"));
+                let (mut ok, mut errors) = (0u64, 0u64);
+                while Instant::now() < deadline {
+                    let n = counter.fetch_add(1, Ordering::Relaxed);
+                    let t = Instant::now();
+                    match call(channel.clone(), n).await {
+                        Some(true) => {
+                            ok += 1;
+                            let _ = latency.record(t.elapsed().as_nanos() as u64);
+                        }
+                        Some(false) => errors += 1,
+                        None => break,
+                    }
+                }
+                (ok, errors, latency)
+            }));
+        }
+    }
+    let mut figures = Figures {
+        name: name.to_string(),
+        requests: 0,
+        errors: 0,
+        elapsed: Duration::ZERO,
+        latency: Histogram::new(3).unwrap_or_else(|_| unreachable!("valid")),
+        server_cpu: None,
+    };
+    for worker in workers {
+        if let Ok((ok, errors, latency)) = worker.await {
+            figures.requests += ok;
+            figures.errors += errors;
+            let _ = figures.latency.add(latency);
+        }
+    }
+    figures.elapsed = started.elapsed();
+    figures.server_cpu = match (cpu_before, target.cpu()) {
+        (Some(a), Some(b)) => Some(b.saturating_sub(a)),
+        _ => None,
+    };
+    figures.print();
+    figures
+}
+
+async fn login(channel: &Channel, username: &str, password: &str) -> anyhow::Result<pb::AuthenticateResponse> {
+    let request =
+        pb::AuthenticateRequest { username: username.into(), password: password.into(), ..Default::default() };
+    Ok(IdentityServiceClient::new(channel.clone()).authenticate(request).await?.into_inner())
+}
+
+fn admin_request<T>(message: T, token: &str) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    if let Ok(value) = format!("Bearer {token}").parse() {
+        request.metadata_mut().insert("authorization", value);
+    }
+    request
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    if let Some(Command::Seed { data_dir, sessions, users }) = &cli.command {
+        return seed(data_dir, *sessions, *users).await;
+    }
+    let duration = if cli.quick { Duration::from_millis(1000) } else { Duration::from_secs(cli.seconds) };
+    let (connections, streams) = if cli.quick { (2, 16) } else { (cli.connections, cli.streams) };
+    let wanted = |name: &str| cli.only.is_empty() || cli.only.iter().any(|o| o == name);
+
+    let target = match &cli.server {
+        Some(address) => Target { address: address.clone(), pid: None, _child: None, _dir: None },
+        None => Target::start(None).await?,
+    };
+    let password = if cli.server.is_some() { cli.admin_password.clone() } else { ADMIN_PASSWORD.to_string() };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    if let Some(rss) = target.rss_mib() {
+        println!("server RSS idle: {rss:.1} MiB");
+    }
+    let chans = channels(&target.address, connections).await?;
+    println!("load shape: {connections} connections × {streams} streams, {duration:?} per scenario\n");
+
+    // In-process baselines.
+    println!("baseline: Ed25519 verify {:.0}/s on one core", ed25519_verify_rate());
+    println!("baseline: argon2id verify {:?} (OWASP parameters)\n", argon2_verify_time());
+
+    let session = login(&chans[0], "admin", &password).await?;
+    let mut results = Vec::new();
+
+    if wanted("health") {
+        results.push(
+            drive("health (bare)", &target, &chans, streams, duration, |ch, _| async move {
+                let mut client = tonic_health::pb::health_client::HealthClient::new(ch);
+                Some(client.check(tonic_health::pb::HealthCheckRequest { service: String::new() }).await.is_ok())
+            })
+            .await,
+        );
+    }
+    if wanted("validate-hot") {
+        let mut hot = Vec::new();
+        for _ in 0..if cli.quick { 4 } else { 16 } {
+            hot.push(login(&chans[0], "admin", &password).await?.access_token);
+        }
+        let hot = Arc::new(hot);
+        results.push(
+            drive("validate-hot", &target, &chans, streams, duration, move |ch, n| {
+                let hot = hot.clone();
+                async move {
+                    let token = hot[n as usize % hot.len()].clone();
+                    let r =
+                        IdentityServiceClient::new(ch).validate(pb::ValidateRequest { token, audience: None }).await;
+                    Some(r.is_ok_and(|r| r.into_inner().valid))
+                }
+            })
+            .await,
+        );
+    }
+    if wanted("validate-cold") {
+        // Distinct tokens: one session refreshed many times gives a new
+        // signed token per refresh without an argon2 hash each.
+        let count = if cli.quick { 2_000 } else { 200_000 };
+        let tokens = Arc::new(distinct_tokens(&chans, &session.refresh_token, count).await?);
+        println!("(validate-cold uses {} distinct tokens, each validated once per pass)", tokens.len());
+        results.push(
+            drive("validate-cold", &target, &chans, streams, duration, move |ch, n| {
+                let tokens = tokens.clone();
+                async move {
+                    let token = tokens[n as usize % tokens.len()].clone();
+                    let r =
+                        IdentityServiceClient::new(ch).validate(pb::ValidateRequest { token, audience: None }).await;
+                    Some(r.is_ok_and(|r| r.into_inner().valid))
+                }
+            })
+            .await,
+        );
+    }
+    if wanted("authenticate") {
+        let password = password.clone();
+        results.push(
+            // At most 8 logins in flight per connection: more would only
+            // queue behind argon2 (and past the queue, be refused).
+            drive("authenticate", &target, &chans, streams.min(8), duration, move |ch, _| {
+                let password = password.clone();
+                async move {
+                    let request = pb::AuthenticateRequest { username: "admin".into(), password, ..Default::default() };
+                    Some(IdentityServiceClient::new(ch).authenticate(request).await.is_ok())
+                }
+            })
+            .await,
+        );
+    }
+    if wanted("refresh") {
+        // Each worker rotates its own refresh-token chain.
+        let chains: Arc<Vec<tokio::sync::Mutex<String>>> = Arc::new({
+            let mut chains = Vec::new();
+            for _ in 0..connections * streams {
+                chains.push(tokio::sync::Mutex::new(login(&chans[0], "admin", &password).await?.refresh_token));
+            }
+            chains
+        });
+        results.push(
+            drive("refresh", &target, &chans, streams, duration, move |ch, n| {
+                let chains = chains.clone();
+                async move {
+                    let mut chain = chains[n as usize % chains.len()].lock().await;
+                    let request = pb::RefreshRequest { refresh_token: chain.clone() };
+                    Some(match IdentityServiceClient::new(ch).refresh(request).await {
+                        Ok(r) => {
+                            *chain = r.into_inner().refresh_token;
+                            true
+                        }
+                        Err(_) => false,
+                    })
+                }
+            })
+            .await,
+        );
+    }
+    if wanted("revoke") {
+        // Distinct sessions, each revoked once by its refresh token (a
+        // durable write of the session, its tokens and a log entry). The
+        // logins that make them are argon2-bound, so they are made first.
+        let count = if cli.quick { 64 } else { 4_000 };
+        let mut sessions = Vec::with_capacity(count);
+        for _ in 0..count {
+            sessions.push(login(&chans[0], "admin", &password).await?.refresh_token);
+        }
+        let sessions = Arc::new(sessions);
+        results.push(
+            drive("revoke", &target, &chans, streams, duration, move |ch, n| {
+                let sessions = sessions.clone();
+                async move {
+                    let token = sessions.get(n as usize)?.clone();
+                    let request = pb::RevokeRequest {
+                        target: Some(pb::revoke_request::Target::RefreshToken(token)),
+                        reason: "bench".into(),
+                    };
+                    let r = IdentityServiceClient::new(ch).revoke(request).await;
+                    Some(r.is_ok_and(|r| r.into_inner().revoked_sessions == 1))
+                }
+            })
+            .await,
+        );
+    }
+    if wanted("list-sessions") {
+        let admin_token = login(&chans[0], "admin", &password).await?.access_token;
+        results.push(
+            drive("list-sessions", &target, &chans, streams.min(8), duration, move |ch, _| {
+                let token = admin_token.clone();
+                async move {
+                    let request =
+                        pb::ListSessionsRequest { page_size: 100, include_inactive: true, ..Default::default() };
+                    let r = AdminServiceClient::new(ch).list_sessions(admin_request(request, &token)).await;
+                    Some(r.is_ok_and(|r| !r.into_inner().sessions.is_empty()))
+                }
+            })
+            .await,
+        );
+    }
+
+    println!();
+    let rate = |name: &str| results.iter().find(|f| f.name.starts_with(name)).map(Figures::rate);
+    if let (Some(hot), Some(health)) = (rate("validate-hot"), rate("health")) {
+        println!("ratio validate-hot / health Check: {:.2}", hot / health);
+    }
+    if let (Some(cold), Some(health)) = (rate("validate-cold"), rate("health")) {
+        let cores = std::thread::available_parallelism().map(usize::from).unwrap_or(1) as f64;
+        let ceiling = health.min(cores * ed25519_verify_rate());
+        println!("ratio validate-cold / min(health, cores × Ed25519 verify): {:.2}", cold / ceiling);
+    }
+    if let Some(auth) = rate("authenticate") {
+        let cores = std::thread::available_parallelism().map(usize::from).unwrap_or(1) as f64;
+        println!(
+            "ratio authenticate / (cores / argon2 verify time): {:.2}",
+            auth / (cores / argon2_verify_time().as_secs_f64())
+        );
+    }
+    if let Some(rss) = target.rss_mib() {
+        println!("server RSS after the run: {rss:.1} MiB");
+    }
+    let failed: Vec<&str> =
+        results.iter().filter(|f| f.requests == 0 || f.errors > 0).map(|f| f.name.as_str()).collect();
+    anyhow::ensure!(failed.is_empty(), "scenarios with errors or no requests: {failed:?}");
+    println!("all {} scenarios ran without errors", results.len());
+    Ok(())
+}
+
+/// `count` distinct valid access tokens, from one session's refresh chain.
+async fn distinct_tokens(chans: &[Channel], refresh: &str, count: usize) -> anyhow::Result<Vec<String>> {
+    let mut client = IdentityServiceClient::new(chans[0].clone());
+    let mut refresh = refresh.to_string();
+    let mut tokens = Vec::with_capacity(count);
+    for _ in 0..count {
+        let r = client.refresh(pb::RefreshRequest { refresh_token: refresh }).await?.into_inner();
+        tokens.push(r.access_token);
+        refresh = r.refresh_token;
+    }
+    Ok(tokens)
+}
+
+fn ed25519_verify_rate() -> f64 {
+    use jsonwebtoken::{Algorithm, DecodingKey, Header, Validation};
+    let record = sigil_server::domain::keys::SigningKeyRecord::generate_ed25519(sigil_server::domain::Timestamp::now());
+    let Ok(record) = record else { return 0.0 };
+    let Ok(ring) = sigil_server::domain::keys::KeyRing::from_records(std::slice::from_ref(&record)) else { return 0.0 };
+    let claims = serde_json::json!({"sub": "x", "exp": 4_000_000_000u64});
+    let Ok(token) = jsonwebtoken::encode(&Header::new(Algorithm::EdDSA), &claims, &ring.active().encoding) else {
+        return 0.0;
+    };
+    let Ok(key) = DecodingKey::from_ed_components(&record.public_x) else { return 0.0 };
+    let validation = Validation::new(Algorithm::EdDSA);
+    let n = 3000;
+    let start = Instant::now();
+    for _ in 0..n {
+        let _ = jsonwebtoken::decode::<serde_json::Value>(&token, &key, &validation);
+    }
+    n as f64 / start.elapsed().as_secs_f64()
+}
+
+fn argon2_verify_time() -> Duration {
+    use argon2::{Argon2, PasswordHash, PasswordHasher as _, PasswordVerifier as _, password_hash::SaltString};
+    let Ok(salt) = SaltString::encode_b64(b"benchmark-salt-16") else { return Duration::ZERO };
+    let Ok(hash) = Argon2::default().hash_password(b"password", &salt) else { return Duration::ZERO };
+    let phc = hash.to_string();
+    let Ok(parsed) = PasswordHash::new(&phc) else { return Duration::ZERO };
+    let mut samples: Vec<Duration> = (0..7)
+        .map(|_| {
+            let t = Instant::now();
+            let _ = Argon2::default().verify_password(b"password", &parsed);
+            t.elapsed()
+        })
+        .collect();
+    samples.sort();
+    samples[samples.len() / 2]
+}
+
+/// Fills a store through the store trait: a precomputed password hash, and
+/// many concurrent writers so group commit batches the flushes.
+async fn seed(dir: &Path, sessions: usize, users: usize) -> anyhow::Result<()> {
+    use sigil_server::{
+        domain::{
+            SessionId, Timestamp, TokenId, UserId,
+            session::{NewRefreshToken, SessionRecord, SessionState, TokenKind, TokenRecord, TokenState},
+            user::UserRecord,
+        },
+        store::{Store, sled_store::SledStore},
+    };
+    std::fs::create_dir_all(dir)?;
+    let store: Arc<dyn Store> = SledStore::open(dir)?;
+    let started = Instant::now();
+    let hash =
+        "$argon2id$v=19$m=19456,t=2,p=1$c2VlZHNlZWRzZWVkc2VlZA$5t1Ob6KdC7r7u0gR2cJq1pNQ4xS0oTcNQm4m1bwC1bM".to_string();
+    let now = Timestamp::now();
+    let mut user_records = Vec::with_capacity(users);
+    for i in 0..users {
+        let user = UserRecord {
+            id: UserId::generate(),
+            username: format!("seed-user-{i}"),
+            password_hash: hash.clone(),
+            roles: vec![],
+            disabled: false,
+            created_at: now,
+            updated_at: now,
+        };
+        store.create_user(&user).await?;
+        user_records.push(user);
+    }
+    let users = Arc::new(user_records);
+    let next = Arc::new(AtomicU64::new(0));
+    let mut writers = Vec::new();
+    for _ in 0..64 {
+        let (store, users, next) = (store.clone(), users.clone(), next.clone());
+        writers.push(tokio::spawn(async move {
+            loop {
+                let n = next.fetch_add(1, Ordering::Relaxed) as usize;
+                if n >= sessions {
+                    return Ok::<_, anyhow::Error>(());
+                }
+                let user = &users[n % users.len()];
+                let session = SessionRecord {
+                    id: SessionId::generate(),
+                    user_id: user.id,
+                    username: user.username.clone(),
+                    audience: vec!["sigil".into()],
+                    created_at: now,
+                    last_seen_at: now,
+                    expires_at: now.plus(Duration::from_secs(30 * 86_400)),
+                    client_address: format!("10.0.{}.{}:443", n / 250 % 250, n % 250),
+                    user_agent: "sigil-bench/seed".into(),
+                    device_name: format!("seed-{n}"),
+                    state: SessionState::Active,
+                    revoked_at: None,
+                    revoke_reason: None,
+                    current_refresh: TokenId::generate(),
+                };
+                let token = |id, kind, expires_at| TokenRecord {
+                    id,
+                    kind,
+                    session_id: session.id,
+                    user_id: user.id,
+                    username: user.username.clone(),
+                    issued_at: now,
+                    expires_at,
+                    state: TokenState::Active,
+                    revoked_at: None,
+                    refresh_hash: None,
+                };
+                let refresh = NewRefreshToken::generate()?;
+                let records = [
+                    token(session.current_refresh, TokenKind::Refresh, session.expires_at),
+                    token(TokenId::generate(), TokenKind::Access, now.plus(Duration::from_secs(900))),
+                ];
+                store.create_session(&session, refresh.hash, &records).await?;
+            }
+        }));
+    }
+    for writer in writers {
+        writer.await??;
+    }
+    store.close().await?;
+    let elapsed = started.elapsed();
+    println!(
+        "seeded {sessions} sessions ({} tokens) over {} users in {elapsed:?} ({:.0} sessions/s)",
+        sessions * 2,
+        users.len(),
+        sessions as f64 / elapsed.as_secs_f64()
+    );
+    Ok(())
+}
