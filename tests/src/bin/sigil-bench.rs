@@ -13,6 +13,7 @@
 //! target/release/sigil-bench            # every scenario, 10 s each
 //! target/release/sigil-bench --quick    # smoke run, ~1 s each
 //! target/release/sigil-bench seed --data-dir /tmp/big --sessions 100000
+//! target/release/sigil-bench --data-dir /tmp/big --only list-sessions
 //! ```
 
 use std::{
@@ -54,6 +55,9 @@ struct Cli {
     /// A smoke run: about a second per scenario, small data.
     #[arg(long)]
     quick: bool,
+    /// Start the server on this (e.g. seeded) data directory instead of an empty one.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
     /// Only these scenarios (comma-separated).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
@@ -266,7 +270,7 @@ async fn main() -> anyhow::Result<()> {
 
     let target = match &cli.server {
         Some(address) => Target { address: address.clone(), pid: None, _child: None, _dir: None },
-        None => Target::start(None).await?,
+        None => Target::start(cli.data_dir.as_deref()).await?,
     };
     let password = if cli.server.is_some() { cli.admin_password.clone() } else { ADMIN_PASSWORD.to_string() };
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -507,6 +511,24 @@ async fn seed(dir: &Path, sessions: usize, users: usize) -> anyhow::Result<()> {
     let hash =
         "$argon2id$v=19$m=19456,t=2,p=1$c2VlZHNlZWRzZWVkc2VlZA$5t1Ob6KdC7r7u0gR2cJq1pNQ4xS0oTcNQm4m1bwC1bM".to_string();
     let now = Timestamp::now();
+    // The admin the benchmark logs in as, with a real argon2id hash.
+    {
+        use argon2::{Argon2, PasswordHasher as _, password_hash::SaltString};
+        let salt = SaltString::encode_b64(b"sigil-bench-seed").map_err(|e| anyhow::anyhow!("{e}"))?;
+        let phc = Argon2::default().hash_password(ADMIN_PASSWORD.as_bytes(), &salt).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let admin = UserRecord {
+            id: UserId::generate(),
+            username: "admin".into(),
+            password_hash: phc.to_string(),
+            roles: vec!["admin".into()],
+            disabled: false,
+            created_at: now,
+            updated_at: now,
+        };
+        if store.user_by_name("admin").await?.is_none() {
+            store.create_user(&admin).await?;
+        }
+    }
     let mut user_records = Vec::with_capacity(users);
     for i in 0..users {
         let user = UserRecord {
