@@ -517,7 +517,8 @@ async fn seed(dir: &Path, sessions: usize, users: usize) -> anyhow::Result<()> {
     {
         use argon2::{Argon2, PasswordHasher as _, password_hash::SaltString};
         let salt = SaltString::encode_b64(b"sigil-bench-seed").map_err(|e| anyhow::anyhow!("{e}"))?;
-        let phc = Argon2::default().hash_password(ADMIN_PASSWORD.as_bytes(), &salt).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let phc =
+            Argon2::default().hash_password(ADMIN_PASSWORD.as_bytes(), &salt).map_err(|e| anyhow::anyhow!("{e}"))?;
         let admin = UserRecord {
             id: UserId::generate(),
             username: "admin".into(),
