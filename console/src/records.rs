@@ -248,6 +248,7 @@ impl Record for pb::Event {
             | pb::EventKind::TokenRevoked
             | pb::EventKind::LoginFailed
             | pb::EventKind::RefreshReused
+            | pb::EventKind::AccountLocked
             | pb::EventKind::UserDisabled
             | pb::EventKind::UserDeleted => ENDED,
             _ => LIVE,
@@ -274,6 +275,7 @@ pub fn event_kind(kind: pb::EventKind) -> &'static str {
         K::KeyRotated => "key rotated",
         K::KeyRetired => "key retired",
         K::RefreshReused => "refresh reused",
+        K::AccountLocked => "account locked",
         K::Unspecified => "?",
     }
 }

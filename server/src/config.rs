@@ -73,6 +73,17 @@ pub struct ConfigLayer {
     #[arg(long, env = "SIGIL_SWEEP_INTERVAL", value_parser = parse_duration)]
     #[serde(default, deserialize_with = "duration_text")]
     pub sweep_interval: Option<Duration>,
+    /// Failed logins within the lockout window that lock an account; 0 turns locking off [default: 10].
+    #[arg(long, env = "SIGIL_LOCKOUT_THRESHOLD")]
+    pub lockout_threshold: Option<u32>,
+    /// How far back failed logins count [default: 15m].
+    #[arg(long, env = "SIGIL_LOCKOUT_WINDOW", value_parser = parse_duration)]
+    #[serde(default, deserialize_with = "duration_text")]
+    pub lockout_window: Option<Duration>,
+    /// How long a locked account stays locked [default: 15m].
+    #[arg(long, env = "SIGIL_LOCKOUT_DURATION", value_parser = parse_duration)]
+    #[serde(default, deserialize_with = "duration_text")]
+    pub lockout_duration: Option<Duration>,
 }
 
 /// How log lines are written.
@@ -117,6 +128,14 @@ pub struct Config {
     /// Maintenance interval.
     #[serde(serialize_with = "duration_to_text")]
     pub sweep_interval: Duration,
+    /// Failures that lock an account (0: never).
+    pub lockout_threshold: u32,
+    /// Window of counted failures.
+    #[serde(serialize_with = "duration_to_text")]
+    pub lockout_window: Duration,
+    /// Length of a lock.
+    #[serde(serialize_with = "duration_to_text")]
+    pub lockout_duration: Duration,
 }
 
 impl Default for Config {
@@ -135,6 +154,9 @@ impl Default for Config {
             event_retention: identity.event_retention,
             record_retention: identity.record_retention,
             sweep_interval: Duration::from_secs(30),
+            lockout_threshold: identity.lockout.threshold,
+            lockout_window: identity.lockout.window,
+            lockout_duration: identity.lockout.duration,
         }
     }
 }
@@ -193,6 +215,9 @@ impl Config {
             event_retention: layer.event_retention.unwrap_or(self.event_retention),
             record_retention: layer.record_retention.unwrap_or(self.record_retention),
             sweep_interval: layer.sweep_interval.unwrap_or(self.sweep_interval),
+            lockout_threshold: layer.lockout_threshold.unwrap_or(self.lockout_threshold),
+            lockout_window: layer.lockout_window.unwrap_or(self.lockout_window),
+            lockout_duration: layer.lockout_duration.unwrap_or(self.lockout_duration),
         }
     }
 
@@ -222,6 +247,11 @@ impl Config {
             leeway: self.leeway,
             event_retention: self.event_retention,
             record_retention: self.record_retention,
+            lockout: crate::domain::lockout::LockoutPolicy {
+                threshold: self.lockout_threshold,
+                window: self.lockout_window,
+                duration: self.lockout_duration,
+            },
             ..IdentitySettings::default()
         }
     }

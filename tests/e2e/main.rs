@@ -4,6 +4,8 @@
 
 // The admin API: roles, users, listings, events, keys, expiry.
 mod admin;
+// Brute-force lockout.
+mod lockout;
 // Log in, validate, refresh, JWKS, input checks.
 mod identity;
 // Tokens forged every way RFC 8725 warns about.

@@ -200,8 +200,14 @@ impl ChildServer {
     /// Starts `sigil-server` on `data_dir` on ephemeral ports and waits for
     /// the line in which it logs the address it bound.
     pub async fn spawn(data_dir: &Path) -> Self {
+        Self::spawn_with(data_dir, &[]).await
+    }
+
+    /// Like [`ChildServer::spawn`], with extra command-line flags.
+    pub async fn spawn_with(data_dir: &Path, flags: &[&str]) -> Self {
         let mut child = tokio::process::Command::new(server_binary())
             .args(["--listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0"])
+            .args(flags)
             .arg("--data-dir")
             .arg(data_dir)
             .env("SIGIL_ADMIN_PASSWORD", ADMIN_PASSWORD)

@@ -44,6 +44,8 @@ pub enum EventKind {
     KeyRetired,
     /// A refresh token was used twice.
     RefreshReused,
+    /// Too many failed logins locked an account.
+    AccountLocked,
 }
 
 /// One audit event.

@@ -15,6 +15,7 @@ use super::{
         MAX_AUDIENCE_BYTES, MAX_DEVICE_NAME_BYTES, MAX_PASSWORD_BYTES, MAX_REASON_BYTES, MAX_REFRESH_TOKEN_BYTES,
         MAX_USER_AGENT_BYTES, truncate_to,
     },
+    lockout::{LockoutPolicy, throttle_key},
     password::{PasswordHasher, base64_url, fill_random},
     revocation::{RevocationIndex, RevocationTarget},
     session::{NewRefreshToken, RefreshTokenHash, SessionRecord, SessionState, TokenKind, TokenRecord, TokenState},
@@ -47,6 +48,8 @@ pub struct IdentitySettings {
     pub event_retention: usize,
     /// How long ended sessions and tokens are kept before they are purged.
     pub record_retention: Duration,
+    /// When failed logins lock an account.
+    pub lockout: LockoutPolicy,
 }
 
 impl Default for IdentitySettings {
@@ -62,6 +65,7 @@ impl Default for IdentitySettings {
             hashing_queue: 64,
             event_retention: 10_000,
             record_retention: Duration::from_secs(7 * 24 * 3600),
+            lockout: LockoutPolicy::default(),
         }
     }
 }
@@ -225,20 +229,50 @@ impl Identity {
         let audience = check_optional("audience", login.audience, MAX_AUDIENCE_BYTES)?;
 
         let user = self.store.user_by_name(&username).await?;
+        let key = throttle_key(&username, user.as_ref().map(|u| u.id));
+        let mut failures = self.store.login_failures(&key).await?.unwrap_or_default();
+        // The hash is verified even for unknown or locked accounts, so that
+        // every outcome costs the same time.
         let matches = self.hasher.verify(&login.password, user.as_ref().map(|u| u.password_hash.as_str())).await?;
+        let now = Timestamp::now();
+        if let Some(wait) = failures.locked_for(now) {
+            self.rates.login_failures.record();
+            let mut refused = EventRecord::new(EventKind::LoginFailed)
+                .detail(format!("from {}: account locked", login.client_address));
+            refused.username = Some(username);
+            self.events.publish(vec![refused]).await;
+            return Err(DomainError::ResourceExhausted {
+                message: "too many failed logins for this account; retry later".into(),
+                retry_after: Some(wait),
+            });
+        }
         let user = match user {
             Some(user) if matches && !user.disabled => user,
             _ => {
                 self.rates.login_failures.record();
-                let mut failed =
-                    EventRecord::new(EventKind::LoginFailed).detail(format!("from {}", login.client_address));
-                failed.username = Some(username);
-                self.events.publish(vec![failed]).await;
+                let locked = failures.record_failure(now, &self.settings.lockout);
+                self.store.put_login_failures(&key, &failures).await?;
+                let mut events =
+                    vec![EventRecord::new(EventKind::LoginFailed).detail(format!("from {}", login.client_address))];
+                if locked {
+                    tracing::warn!(username = %username, "account locked after repeated failed logins");
+                    events.push(EventRecord::new(EventKind::AccountLocked).detail(format!(
+                        "{} failed logins within {}",
+                        self.settings.lockout.threshold,
+                        humantime::format_duration(self.settings.lockout.window)
+                    )));
+                }
+                for event in &mut events {
+                    event.username = Some(username.clone());
+                }
+                self.events.publish(events).await;
                 return Err(DomainError::InvalidCredentials);
             }
         };
+        if !failures.failures.is_empty() || failures.locked_until.is_some() {
+            self.store.clear_login_failures(&key).await?;
+        }
 
-        let now = Timestamp::now();
         let refresh = NewRefreshToken::generate()?;
         let session = SessionRecord {
             id: SessionId::generate(),

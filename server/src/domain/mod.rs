@@ -11,6 +11,7 @@ pub mod identity;
 pub mod ids;
 pub mod keys;
 pub mod limits;
+pub mod lockout;
 pub mod maintenance;
 pub mod password;
 pub mod revocation;

@@ -219,6 +219,7 @@ pub fn event(e: &EventRecord) -> pb::Event {
         EventKind::KeyRotated => P::KeyRotated,
         EventKind::KeyRetired => P::KeyRetired,
         EventKind::RefreshReused => P::RefreshReused,
+        EventKind::AccountLocked => P::AccountLocked,
     };
     let text = |id: Option<String>| id.unwrap_or_default();
     pb::Event {

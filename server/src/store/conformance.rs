@@ -11,6 +11,7 @@ use crate::domain::{
     SessionId, Timestamp, TokenId, UserId,
     event::{EventKind, EventRecord},
     keys::{KeyState, SigningKeyRecord},
+    lockout::FailureRecord,
     revocation::RevocationTarget,
     session::{NewRefreshToken, RefreshTokenHash, SessionRecord, SessionState, TokenKind, TokenRecord, TokenState},
     user::UserRecord,
@@ -30,6 +31,7 @@ pub async fn run_all(store: Arc<dyn Store>) {
     listings_page_by_cursor_and_filter(&*store).await;
     expiry_and_purge_walk_the_time_indexes(&*store).await;
     events_are_kept_in_order_and_trimmed(&*store).await;
+    login_failure_counters_are_kept_and_cleared(&*store).await;
 }
 
 fn user(name: &str) -> UserRecord {
@@ -386,4 +388,16 @@ pub async fn events_are_kept_in_order_and_trimmed(store: &dyn Store) {
     let kept = store.events_after(0, 100).await.expect("replay");
     let details: Vec<&str> = kept.iter().map(|e| e.detail.as_str()).collect();
     assert_eq!(details, ["e3", "e4"]);
+}
+
+/// Failed-login counters are stored per key and cleared on request.
+pub async fn login_failure_counters_are_kept_and_cleared(store: &dyn Store) {
+    let key = "conformance-throttle\u{0}-";
+    assert!(store.login_failures(key).await.expect("read").is_none());
+    let record = FailureRecord { failures: vec![Timestamp::now()], locked_until: Some(Timestamp::now()) };
+    store.put_login_failures(key, &record).await.expect("write");
+    assert_eq!(store.login_failures(key).await.expect("read"), Some(record));
+    assert!(store.login_failures("another\u{0}-").await.expect("read").is_none());
+    store.clear_login_failures(key).await.expect("clear");
+    assert!(store.login_failures(key).await.expect("read").is_none());
 }

@@ -17,6 +17,7 @@ use crate::domain::{
     SessionId, Timestamp, TokenId, UserId,
     event::EventRecord,
     keys::SigningKeyRecord,
+    lockout::FailureRecord,
     revocation::{RevocationEntry, RevocationTarget},
     session::{RefreshRecord, RefreshTokenHash, SessionRecord, TokenRecord},
     user::UserRecord,
@@ -240,9 +241,22 @@ pub trait EventStore: Send + Sync {
     async fn trim_events(&self, keep: usize) -> Result<usize, StoreError>;
 }
 
+/// Failed-login counters (see `domain::lockout`). Writes need not be
+/// acknowledged-durable: they reach disk with the engine's next flush, so
+/// they survive restarts without an fsync per failed login.
+#[async_trait]
+pub trait LoginThrottle: Send + Sync {
+    /// The counter under `key`.
+    async fn login_failures(&self, key: &str) -> Result<Option<FailureRecord>, StoreError>;
+    /// Replaces the counter under `key`.
+    async fn put_login_failures(&self, key: &str, record: &FailureRecord) -> Result<(), StoreError>;
+    /// Forgets the counter under `key` (after a successful login).
+    async fn clear_login_failures(&self, key: &str) -> Result<(), StoreError>;
+}
+
 /// Everything the domain core needs from an engine.
 #[async_trait]
-pub trait Store: UserStore + SessionStore + KeyStore + RevocationLog + EventStore {
+pub trait Store: UserStore + SessionStore + KeyStore + RevocationLog + EventStore + LoginThrottle {
     /// Makes every acknowledged write durable and releases the engine.
     async fn close(&self) -> Result<(), StoreError>;
 }

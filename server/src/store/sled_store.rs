@@ -27,13 +27,14 @@ use sled::{
 };
 
 use super::{
-    EventStore, Expired, KeyStore, RevocationCause, RevocationLog, RevokeOutcome, RotateOutcome, Rotation,
-    SessionQuery, SessionStore, Store, StoreError, TokenQuery, UserStore, group_commit::GroupCommit,
+    EventStore, Expired, KeyStore, LoginThrottle, RevocationCause, RevocationLog, RevokeOutcome, RotateOutcome,
+    Rotation, SessionQuery, SessionStore, Store, StoreError, TokenQuery, UserStore, group_commit::GroupCommit,
 };
 use crate::domain::{
     SessionId, Timestamp, TokenId, UserId,
     event::EventRecord,
     keys::{KeyState, SigningKeyRecord},
+    lockout::FailureRecord,
     revocation::{RevocationEntry, RevocationTarget},
     session::{RefreshRecord, RefreshTokenHash, SessionRecord, SessionState, TokenKind, TokenRecord, TokenState},
     user::UserRecord,
@@ -97,6 +98,8 @@ pub struct SledStore {
     keys: Tree,
     /// sequence → [`EventRecord`]
     events: Tree,
+    /// throttle key → [`FailureRecord`]
+    login_failures: Tree,
     commit: GroupCommit,
 }
 
@@ -134,6 +137,7 @@ impl SledStore {
             },
             keys: tree("keys")?,
             events: tree("events")?,
+            login_failures: tree("login_failures")?,
             db,
             commit,
         }))
@@ -770,6 +774,21 @@ impl EventStore for SledStore {
             self.events.remove(key).map_err(backend)?;
         }
         Ok(doomed.len())
+    }
+}
+
+#[async_trait]
+impl LoginThrottle for SledStore {
+    async fn login_failures(&self, key: &str) -> Result<Option<FailureRecord>, StoreError> {
+        Self::get(&self.login_failures, key.as_bytes())
+    }
+
+    async fn put_login_failures(&self, key: &str, record: &FailureRecord) -> Result<(), StoreError> {
+        self.login_failures.insert(key.as_bytes(), encode_plain(record)?).map(|_| ()).map_err(backend)
+    }
+
+    async fn clear_login_failures(&self, key: &str) -> Result<(), StoreError> {
+        self.login_failures.remove(key.as_bytes()).map(|_| ()).map_err(backend)
     }
 }
 

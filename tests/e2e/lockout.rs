@@ -1,0 +1,107 @@
+//! Brute force: repeated failures lock an account (even the right password
+//! is refused, with a retry-after hint), other accounts are unaffected,
+//! unknown names lock alike without harming a user created later under that
+//! name, and the counters survive a restart.
+
+use std::time::Duration;
+
+use sigil_proto::pb::{self, EventKind};
+use sigil_tests::{ADMIN_PASSWORD, ChildServer, TestServer, login, with_bearer};
+use tonic::Code;
+
+fn attempt(username: &str, password: &str) -> pb::AuthenticateRequest {
+    pb::AuthenticateRequest { username: username.into(), password: password.into(), ..Default::default() }
+}
+
+async fn locking_server() -> TestServer {
+    TestServer::start_with(|config| {
+        config.lockout_threshold = 3;
+        config.lockout_window = Duration::from_secs(60);
+        config.lockout_duration = Duration::from_secs(600);
+    })
+    .await
+}
+
+#[tokio::test]
+async fn repeated_failures_lock_the_account_and_only_that_account() {
+    let server = locking_server().await;
+    server.create_user("nina", "nina-password", &[]).await;
+    server.create_user("oscar", "oscar-password", &[]).await;
+    let mut client = server.client().await;
+    for _ in 0..3 {
+        let wrong = client.authenticate(attempt("nina", "guess")).await.expect_err("wrong password");
+        assert_eq!(wrong.code(), Code::Unauthenticated);
+    }
+    let locked = client.authenticate(attempt("nina", "nina-password")).await.expect_err("locked");
+    assert_eq!(locked.code(), Code::ResourceExhausted);
+    let retry_after: u64 = locked
+        .metadata()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .expect("retry-after hint in seconds");
+    assert!((590..=600).contains(&retry_after), "{retry_after}");
+    // Another account is unaffected.
+    login(&mut client, "oscar", "oscar-password").await;
+
+    // The lock is an audit event.
+    let (mut admin, token) = server.admin().await;
+    let mut stream = admin
+        .watch_events(with_bearer(pb::WatchEventsRequest { after_sequence: Some(0) }, &token))
+        .await
+        .expect("watch")
+        .into_inner();
+    let mut saw_lock = false;
+    while let Ok(Ok(Some(message))) = tokio::time::timeout(Duration::from_millis(300), stream.message()).await {
+        let event = message.event.expect("event");
+        saw_lock |= event.kind() == EventKind::AccountLocked && event.username == "nina";
+    }
+    assert!(saw_lock, "an ACCOUNT_LOCKED event names the account");
+}
+
+#[tokio::test]
+async fn unknown_names_lock_alike_but_a_later_user_of_that_name_starts_clean() {
+    let server = locking_server().await;
+    let mut client = server.client().await;
+    for _ in 0..3 {
+        client.authenticate(attempt("paula", "guess")).await.expect_err("no such user");
+    }
+    let locked = client.authenticate(attempt("paula", "guess")).await.expect_err("locked");
+    assert_eq!(locked.code(), Code::ResourceExhausted, "an unknown name locks like a real one");
+    server.create_user("paula", "paula-password", &[]).await;
+    login(&mut client, "paula", "paula-password").await;
+}
+
+#[tokio::test]
+async fn a_success_resets_the_count() {
+    let server = locking_server().await;
+    server.create_user("quinn", "quinn-password", &[]).await;
+    let mut client = server.client().await;
+    for _ in 0..2 {
+        client.authenticate(attempt("quinn", "guess")).await.expect_err("wrong");
+    }
+    login(&mut client, "quinn", "quinn-password").await;
+    for _ in 0..2 {
+        client.authenticate(attempt("quinn", "guess")).await.expect_err("wrong");
+    }
+    login(&mut client, "quinn", "quinn-password").await;
+}
+
+#[tokio::test]
+async fn locks_survive_a_restart() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data = dir.path().join("data");
+    let flags = ["--lockout-threshold", "3", "--lockout-window", "1m", "--lockout-duration", "10m"];
+    let server = ChildServer::spawn_with(&data, &flags).await;
+    let mut client = server.client().await;
+    for _ in 0..3 {
+        client.authenticate(attempt("admin", "guess")).await.expect_err("wrong");
+    }
+    assert!(server.terminate().await, "clean exit");
+
+    let server = ChildServer::spawn_with(&data, &flags).await;
+    let mut client = server.client().await;
+    let locked = client.authenticate(attempt("admin", ADMIN_PASSWORD)).await.expect_err("still locked");
+    assert_eq!(locked.code(), Code::ResourceExhausted);
+    server.kill_9().await;
+}
