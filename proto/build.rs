@@ -6,6 +6,9 @@ use std::{env, io, path::PathBuf};
 
 fn main() -> io::Result<()> {
     let protos = ["sigil/v1/resources.proto", "sigil/v1/identity.proto", "sigil/v1/admin.proto"];
+    // Naming any file turns off cargo's default of rerunning on every
+    // change in the package, so this script names itself too.
+    println!("cargo:rerun-if-changed=build.rs");
     for proto in protos {
         println!("cargo:rerun-if-changed={proto}");
     }
@@ -15,5 +18,9 @@ fn main() -> io::Result<()> {
     let descriptor_path = out_dir.join("sigil_descriptor.bin");
     std::fs::write(&descriptor_path, prost::Message::encode_to_vec(&fds))?;
 
-    tonic_prost_build::configure().build_client(true).build_server(true).compile_fds(fds)
+    tonic_prost_build::configure()
+        .build_client(true)
+        .build_server(true)
+        .codec_path("crate::codec::StrictCodec")
+        .compile_fds(fds)
 }

@@ -22,6 +22,8 @@
 //! # Ok(()) }
 //! ```
 
+pub mod codec;
+
 /// Generated messages, enums, clients and servers of package `sigil.v1`.
 pub mod pb {
     #![allow(missing_docs, unreachable_pub, clippy::all, clippy::unwrap_used)]

@@ -4,6 +4,8 @@
 
 // The admin API: roles, users, listings, events, keys, expiry.
 mod admin;
+// Undecodable requests on the wire.
+mod hostile;
 // Brute-force lockout.
 mod lockout;
 // Log in, validate, refresh, JWKS, input checks.
