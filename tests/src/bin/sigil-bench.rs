@@ -58,6 +58,10 @@ struct Cli {
     /// Start the server on this (e.g. seeded) data directory instead of an empty one.
     #[arg(long)]
     data_dir: Option<PathBuf>,
+    /// Also run validate-hot open-loop at this many requests per second
+    /// (latency counted from the scheduled send time).
+    #[arg(long)]
+    rate: Option<u64>,
     /// Only these scenarios (comma-separated).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
@@ -284,7 +288,14 @@ async fn main() -> anyhow::Result<()> {
     let verify_rate = ed25519_verify_rate();
     let argon2_time = argon2_verify_time();
     println!("baseline: Ed25519 verify {verify_rate:.0}/s on one core");
-    println!("baseline: argon2id verify {argon2_time:?} (OWASP parameters)\n");
+    println!("baseline: argon2id verify {argon2_time:?} (OWASP parameters)");
+    let redis = redis_get_rate(connections * streams, cli.quick).await;
+    match redis {
+        Some(rate) => {
+            println!("baseline: Redis GET {rate:.0} req/s (redis-benchmark, {} clients)\n", connections * streams)
+        }
+        None => println!("baseline: Redis GET not measured (redis-server or redis-benchmark not installed)\n"),
+    }
 
     let session = login(&chans[0], "admin", &password).await?;
     let mut results = Vec::new();
@@ -404,6 +415,115 @@ async fn main() -> anyhow::Result<()> {
             .await,
         );
     }
+    if wanted("mixed") {
+        // 90% validate, 5% refresh, 4% authenticate, 1% revoke (of a token
+        // of the worker's own chain, so every revoke is a durable write).
+        let hot = Arc::new(login(&chans[0], "admin", &password).await?.access_token);
+        let chains: Arc<Vec<tokio::sync::Mutex<String>>> = Arc::new({
+            let mut chains = Vec::new();
+            for _ in 0..connections * streams {
+                chains.push(tokio::sync::Mutex::new(login(&chans[0], "admin", &password).await?.refresh_token));
+            }
+            chains
+        });
+        let password = password.clone();
+        results.push(
+            drive("mixed", &target, &chans, streams, duration, move |ch, n| {
+                let (hot, chains, password) = (hot.clone(), chains.clone(), password.clone());
+                async move {
+                    let mut identity = IdentityServiceClient::new(ch);
+                    let ok = match n % 100 {
+                        0..90 => identity
+                            .validate(pb::ValidateRequest { token: hot.to_string(), audience: None })
+                            .await
+                            .is_ok_and(|r| r.into_inner().valid),
+                        90..95 | 99 => {
+                            let mut chain = chains[n as usize % chains.len()].lock().await;
+                            match identity.refresh(pb::RefreshRequest { refresh_token: chain.clone() }).await {
+                                Ok(r) => {
+                                    let r = r.into_inner();
+                                    *chain = r.refresh_token;
+                                    if n % 100 == 99 {
+                                        let revoke = pb::RevokeRequest {
+                                            target: Some(pb::revoke_request::Target::TokenId(
+                                                token_id_of(&r.access_token).unwrap_or_default(),
+                                            )),
+                                            reason: "bench".into(),
+                                        };
+                                        identity.revoke(admin_request(revoke, &r.access_token)).await.is_ok()
+                                    } else {
+                                        true
+                                    }
+                                }
+                                Err(_) => false,
+                            }
+                        }
+                        _ => {
+                            let request =
+                                pb::AuthenticateRequest { username: "admin".into(), password, ..Default::default() };
+                            // A full argon2 queue refusing at once is the
+                            // designed answer under overload, not an error.
+                            match identity.authenticate(request).await {
+                                Ok(_) => true,
+                                Err(status) => status.code() == tonic::Code::ResourceExhausted,
+                            }
+                        }
+                    };
+                    Some(ok)
+                }
+            })
+            .await,
+        );
+    }
+    if wanted("flood") {
+        // validate-hot's p95 while 64 clients flood authenticate, against
+        // its p95 alone, with the same load shape for validate.
+        let hot = Arc::new(login(&chans[0], "admin", &password).await?.access_token);
+        let validate = move |ch: Channel, _n: u64| {
+            let hot = hot.clone();
+            async move {
+                let r = IdentityServiceClient::new(ch)
+                    .validate(pb::ValidateRequest { token: hot.to_string(), audience: None })
+                    .await;
+                Some(r.is_ok_and(|r| r.into_inner().valid))
+            }
+        };
+        let validate_streams = streams.min(8);
+        let alone = drive("validate alone", &target, &chans, validate_streams, duration, validate.clone()).await;
+        let flood_chans = channels(&target.address, 2).await?;
+        let flood_stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let mut flooders = Vec::new();
+        for i in 0..64 {
+            let (channel, stop, password) = (flood_chans[i % 2].clone(), flood_stop.clone(), password.clone());
+            flooders.push(tokio::spawn(async move {
+                let mut client = IdentityServiceClient::new(channel);
+                while !stop.load(Ordering::Relaxed) {
+                    let request = pb::AuthenticateRequest {
+                        username: "admin".into(),
+                        password: password.clone(),
+                        ..Default::default()
+                    };
+                    let _ = client.authenticate(request).await;
+                }
+            }));
+        }
+        let flooded = drive("validate+flood", &target, &chans, validate_streams, duration, validate).await;
+        flood_stop.store(true, Ordering::Relaxed);
+        for flooder in flooders {
+            let _ = flooder.await;
+        }
+        let p95 = |f: &Figures| f.latency.value_at_quantile(0.95) as f64;
+        println!(
+            "ratio validate p95 during a 64-client authenticate flood / alone: {:.2}",
+            p95(&flooded) / p95(&alone)
+        );
+        results.push(alone);
+        results.push(flooded);
+    }
+    if let Some(rate) = cli.rate {
+        let hot = Arc::new(login(&chans[0], "admin", &password).await?.access_token);
+        results.push(open_loop(&target, &chans, rate, duration, hot).await);
+    }
     if wanted("list-sessions") {
         let admin_token = login(&chans[0], "admin", &password).await?.access_token;
         results.push(
@@ -425,6 +545,9 @@ async fn main() -> anyhow::Result<()> {
     if let (Some(hot), Some(health)) = (rate("validate-hot"), rate("health")) {
         println!("ratio validate-hot / health Check: {:.2}", hot / health);
     }
+    if let (Some(hot), Some(redis)) = (rate("validate-hot"), redis) {
+        println!("ratio validate-hot / Redis GET: {:.2}", hot / redis);
+    }
     if let (Some(cold), Some(health)) = (rate("validate-cold"), rate("health")) {
         let cores = std::thread::available_parallelism().map(usize::from).unwrap_or(1) as f64;
         let ceiling = health.min(cores * verify_rate);
@@ -445,6 +568,88 @@ async fn main() -> anyhow::Result<()> {
     anyhow::ensure!(failed.is_empty(), "scenarios with errors or no requests: {failed:?}");
     println!("all {} scenarios ran without errors", results.len());
     Ok(())
+}
+
+/// Redis GET throughput from `redis-benchmark` at `clients` concurrency,
+/// against a throwaway `redis-server` on a free loopback port, if both are
+/// installed.
+async fn redis_get_rate(clients: usize, quick: bool) -> Option<f64> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").ok()?.local_addr().ok()?.port().to_string();
+    let mut server = tokio::process::Command::new("redis-server")
+        .args(["--port", &port, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+        .stdout(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .ok()?;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let requests = if quick { "50000" } else { "1000000" };
+    let output = tokio::process::Command::new("redis-benchmark")
+        .args(["-h", "127.0.0.1", "-p", &port, "-t", "get", "-n", requests, "-c", &clients.to_string(), "--csv"])
+        .output()
+        .await
+        .ok();
+    let _ = server.kill().await;
+    let text = String::from_utf8_lossy(&output?.stdout).to_string();
+    // "GET","123456.79",... (the header line names the columns)
+    let line = text.lines().find(|l| l.starts_with("\"GET"))?;
+    line.split(',').nth(1)?.trim_matches('"').parse().ok()
+}
+
+/// The `jti` of an access token, read without verifying it (the bench's own token).
+fn token_id_of(token: &str) -> Option<String> {
+    use base64::Engine as _;
+    let payload = token.split('.').nth(1)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).ok()?;
+    let claims: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+    claims["jti"].as_str().map(str::to_string)
+}
+
+/// validate-hot at a fixed arrival rate: requests are sent on schedule
+/// whatever the latency, and each latency is measured from its scheduled
+/// time, so a stall shows up instead of being hidden (no coordinated omission).
+async fn open_loop(target: &Target, chans: &[Channel], rate: u64, duration: Duration, token: Arc<String>) -> Figures {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Option<u64>>();
+    let cpu_before = target.cpu();
+    let started = Instant::now();
+    let interval = Duration::from_nanos(1_000_000_000 / rate.max(1));
+    let total = (duration.as_secs_f64() * rate as f64) as u64;
+    for i in 0..total {
+        let scheduled = started + interval * i as u32;
+        tokio::time::sleep_until(scheduled.into()).await;
+        let (channel, token, tx) = (chans[i as usize % chans.len()].clone(), token.clone(), tx.clone());
+        tokio::spawn(async move {
+            let r = IdentityServiceClient::new(channel)
+                .validate(pb::ValidateRequest { token: token.to_string(), audience: None })
+                .await;
+            let ok = r.is_ok_and(|r| r.into_inner().valid);
+            let _ = tx.send(ok.then(|| scheduled.elapsed().as_nanos() as u64));
+        });
+    }
+    drop(tx);
+    let mut figures = Figures {
+        name: format!("open-loop {rate}/s"),
+        requests: 0,
+        errors: 0,
+        elapsed: Duration::ZERO,
+        latency: Histogram::new(3).unwrap_or_else(|_| unreachable!("valid")),
+        server_cpu: None,
+    };
+    while let Some(outcome) = rx.recv().await {
+        match outcome {
+            Some(nanos) => {
+                figures.requests += 1;
+                let _ = figures.latency.record(nanos);
+            }
+            None => figures.errors += 1,
+        }
+    }
+    figures.elapsed = started.elapsed();
+    figures.server_cpu = match (cpu_before, target.cpu()) {
+        (Some(a), Some(b)) => Some(b.saturating_sub(a)),
+        _ => None,
+    };
+    figures.print();
+    figures
 }
 
 /// `count` distinct valid access tokens, from one session's refresh chain.
