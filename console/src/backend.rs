@@ -149,10 +149,29 @@ impl tonic::service::Interceptor for Bearer {
 
 type Admin = AdminServiceClient<InterceptedService<Channel, Bearer>>;
 
+/// TLS material for an `https://` server, as PEM text.
+#[derive(Clone, Default)]
+pub struct TlsFiles {
+    /// CA certificate(s) the server's certificate must chain to.
+    pub ca_cert: Option<Vec<u8>>,
+    /// Client certificate and key, for servers that require mTLS.
+    pub client_identity: Option<(Vec<u8>, Vec<u8>)>,
+}
+
 /// Connects and logs in; fails with one clear sentence.
-pub async fn login(server: &str, username: &str, password: &str) -> Result<Session, LoginError> {
+pub async fn login(server: &str, username: &str, password: &str, tls: &TlsFiles) -> Result<Session, LoginError> {
     let unreachable = |reason: String| LoginError::Unreachable { server: server.to_string(), reason };
-    let endpoint = Channel::from_shared(server.to_string()).map_err(|e| unreachable(format!("bad address: {e}")))?;
+    let mut endpoint =
+        Channel::from_shared(server.to_string()).map_err(|e| unreachable(format!("bad address: {e}")))?;
+    if server.starts_with("https://") {
+        let ca = tls.ca_cert.as_ref().ok_or_else(|| unreachable("https:// needs --ca-cert".into()))?;
+        let mut config =
+            tonic::transport::ClientTlsConfig::new().ca_certificate(tonic::transport::Certificate::from_pem(ca));
+        if let Some((cert, key)) = &tls.client_identity {
+            config = config.identity(tonic::transport::Identity::from_pem(cert, key));
+        }
+        endpoint = endpoint.tls_config(config).map_err(|e| unreachable(format!("TLS: {}", root_cause(&e))))?;
+    }
     let channel = endpoint
         .connect_timeout(Duration::from_secs(5))
         .tcp_nodelay(true)

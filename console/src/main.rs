@@ -24,10 +24,37 @@ struct Cli {
     /// The admin user to log in as.
     #[arg(long, env = "SIGIL_USERNAME", default_value = "admin")]
     username: String,
+    /// PEM CA certificate for an `https://` server.
+    #[arg(long, env = "SIGIL_CA_CERT")]
+    ca_cert: Option<std::path::PathBuf>,
+    /// PEM client certificate, for servers that require mTLS (with --client-key).
+    #[arg(long, env = "SIGIL_CLIENT_CERT", requires = "client_key")]
+    client_cert: Option<std::path::PathBuf>,
+    /// PEM client private key (with --client-cert).
+    #[arg(long, env = "SIGIL_CLIENT_KEY", requires = "client_cert")]
+    client_key: Option<std::path::PathBuf>,
+}
+
+impl Cli {
+    /// Reads the TLS files named on the command line.
+    fn tls(&self) -> Result<backend::TlsFiles, String> {
+        let read =
+            |path: &std::path::Path| std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()));
+        let ca_cert = self.ca_cert.as_deref().map(read).transpose()?;
+        let client_identity = match (&self.client_cert, &self.client_key) {
+            (Some(cert), Some(key)) => Some((read(cert)?, read(key)?)),
+            _ => None,
+        };
+        Ok(backend::TlsFiles { ca_cert, client_identity })
+    }
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let tls = match cli.tls() {
+        Ok(tls) => tls,
+        Err(e) => return fail(&e),
+    };
     let password = match std::env::var("SIGIL_PASSWORD") {
         Ok(p) if !p.is_empty() => p,
         _ if std::io::stdin().is_terminal() => {
@@ -43,7 +70,7 @@ fn main() -> ExitCode {
         Err(e) => return fail(&format!("cannot start: {e}")),
     };
     runtime.block_on(async move {
-        let session = match backend::login(&cli.server, &cli.username, &password).await {
+        let session = match backend::login(&cli.server, &cli.username, &password, &tls).await {
             Ok(session) => session,
             Err(e) => return fail(&e.to_string()),
         };

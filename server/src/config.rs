@@ -59,6 +59,15 @@ pub struct ConfigLayer {
     #[arg(long, env = "SIGIL_LEEWAY", value_parser = parse_duration)]
     #[serde(default, deserialize_with = "duration_text")]
     pub leeway: Option<Duration>,
+    /// PEM certificate chain for TLS on the gRPC listener (with --tls-key).
+    #[arg(long, env = "SIGIL_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for TLS on the gRPC listener (with --tls-cert).
+    #[arg(long, env = "SIGIL_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+    /// PEM CA certificate(s): require client certificates signed by it (mTLS).
+    #[arg(long, env = "SIGIL_TLS_CLIENT_CA")]
+    pub tls_client_ca: Option<PathBuf>,
     /// Log format [default: text].
     #[arg(long, env = "SIGIL_LOG_FORMAT", value_enum)]
     pub log_format: Option<LogFormat>,
@@ -118,6 +127,15 @@ pub struct Config {
     /// Clock leeway.
     #[serde(serialize_with = "duration_to_text")]
     pub leeway: Duration,
+    /// TLS certificate chain of the gRPC listener.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_cert: Option<PathBuf>,
+    /// TLS private key of the gRPC listener (a path; the key is never printed).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_key: Option<PathBuf>,
+    /// CA that client certificates must chain to (mTLS).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_client_ca: Option<PathBuf>,
     /// Log format.
     pub log_format: LogFormat,
     /// Audit events kept.
@@ -150,6 +168,9 @@ impl Default for Config {
             access_token_ttl: identity.access_token_ttl,
             session_ttl: identity.session_ttl,
             leeway: identity.leeway,
+            tls_cert: None,
+            tls_key: None,
+            tls_client_ca: None,
             log_format: LogFormat::Text,
             event_retention: identity.event_retention,
             record_retention: identity.record_retention,
@@ -211,6 +232,9 @@ impl Config {
             access_token_ttl: layer.access_token_ttl.unwrap_or(self.access_token_ttl),
             session_ttl: layer.session_ttl.unwrap_or(self.session_ttl),
             leeway: layer.leeway.unwrap_or(self.leeway),
+            tls_cert: layer.tls_cert.or(self.tls_cert),
+            tls_key: layer.tls_key.or(self.tls_key),
+            tls_client_ca: layer.tls_client_ca.or(self.tls_client_ca),
             log_format: layer.log_format.unwrap_or(self.log_format),
             event_retention: layer.event_retention.unwrap_or(self.event_retention),
             record_retention: layer.record_retention.unwrap_or(self.record_retention),
@@ -230,6 +254,12 @@ impl Config {
         }
         if self.sweep_interval < Duration::from_millis(100) {
             return Err(ConfigError::OutOfRange("sweep_interval must be at least 100ms".into()));
+        }
+        if self.tls_cert.is_some() != self.tls_key.is_some() {
+            return Err(ConfigError::OutOfRange("tls_cert and tls_key go together".into()));
+        }
+        if self.tls_client_ca.is_some() && self.tls_cert.is_none() {
+            return Err(ConfigError::OutOfRange("tls_client_ca needs tls_cert and tls_key".into()));
         }
         if self.issuer.is_empty() || self.audience.is_empty() {
             return Err(ConfigError::OutOfRange("issuer and audience must not be empty".into()));

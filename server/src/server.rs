@@ -6,7 +6,7 @@ use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use sigil_proto::pb::{admin_service_server::AdminServiceServer, identity_service_server::IdentityServiceServer};
 use tokio::{net::TcpListener, sync::watch, task::JoinHandle};
-use tonic::transport::server::TcpIncoming;
+use tonic::transport::{ServerTlsConfig, server::TcpIncoming};
 
 use crate::{
     config::Config,
@@ -50,6 +50,9 @@ pub enum ServerError {
     /// Serving failed.
     #[error("serving failed: {0}")]
     Serve(String),
+    /// The TLS files could not be read or used.
+    #[error("TLS: {0}")]
+    Tls(String),
 }
 
 /// A running server.
@@ -82,6 +85,10 @@ impl RunningServer {
 /// Starts Sigil with `config`. `admin_password` is used if the store is
 /// empty and the bootstrap admin is created.
 pub async fn start(config: &Config, admin_password: Option<Secret<String>>) -> Result<RunningServer, ServerError> {
+    let tls = grpc_tls(config)?;
+    if tls.is_none() && !config.listen.ip().is_loopback() {
+        tracing::warn!(listen = %config.listen, "serving gRPC without TLS on a non-loopback address: tokens and passwords cross the network in clear text");
+    }
     prepare_data_dir(&config.data_dir)?;
     let store: Arc<dyn Store> = SledStore::open(&config.data_dir)?;
     let identity = Arc::new(Identity::open(store.clone(), config.identity_settings()).await?);
@@ -97,7 +104,7 @@ pub async fn start(config: &Config, admin_password: Option<Secret<String>>) -> R
 
     let (stop, stopped) = watch::channel(false);
     let tasks = vec![
-        tokio::spawn(serve_grpc(identity.clone(), grpc_listener, stopped.clone())),
+        tokio::spawn(serve_grpc(identity.clone(), grpc_listener, tls, stopped.clone())),
         tokio::spawn(serve_http(identity.clone(), http_listener, stopped.clone())),
         tokio::spawn(maintain(identity.clone(), config.sweep_interval, stopped)),
     ];
@@ -108,6 +115,7 @@ pub async fn start(config: &Config, admin_password: Option<Secret<String>>) -> R
 async fn serve_grpc(
     identity: Arc<Identity>,
     listener: TcpListener,
+    tls: Option<ServerTlsConfig>,
     stop: watch::Receiver<bool>,
 ) -> Result<(), ServerError> {
     let (health, health_service) = tonic_health::server::health_reporter();
@@ -136,7 +144,11 @@ async fn serve_grpc(
         .map_err(|e| ServerError::Serve(format!("reflection: {e}")))?;
 
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-    tonic::transport::Server::builder()
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = tls {
+        builder = builder.tls_config(tls).map_err(|e| ServerError::Tls(e.to_string()))?;
+    }
+    builder
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
@@ -182,6 +194,22 @@ async fn maintain(
             }
         }
     }
+}
+
+/// TLS for the gRPC listener, from the configured PEM files; with a client
+/// CA, clients must present a certificate signed by it (mTLS).
+fn grpc_tls(config: &Config) -> Result<Option<ServerTlsConfig>, ServerError> {
+    let (Some(cert), Some(key)) = (&config.tls_cert, &config.tls_key) else {
+        return Ok(None);
+    };
+    let read = |path: &std::path::Path| {
+        std::fs::read(path).map_err(|e| ServerError::Tls(format!("cannot read {}: {e}", path.display())))
+    };
+    let mut tls = ServerTlsConfig::new().identity(tonic::transport::Identity::from_pem(read(cert)?, read(key)?));
+    if let Some(ca) = &config.tls_client_ca {
+        tls = tls.client_ca_root(tonic::transport::Certificate::from_pem(read(ca)?));
+    }
+    Ok(Some(tls))
 }
 
 async fn stopped(mut stop: watch::Receiver<bool>) {

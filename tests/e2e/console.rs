@@ -1,11 +1,12 @@
 //! The real `sigil-console` binary, driven inside tmux against a real
 //! server: it shows the sessions, picks up a new login without a key press,
-//! revokes a session with filter + `d` + `y`, and quits on `q`.
+//! refreshes its own short-lived token, revokes a session with filter + `d`
+//! + `y`, and quits on `q`.
 
 use std::{path::PathBuf, process::Command, time::Duration};
 
-use sigil_proto::pb::{self, ValidationFailure};
-use sigil_tests::{ADMIN_PASSWORD, TestServer, eventually, validate};
+use sigil_proto::pb;
+use sigil_tests::{ADMIN_PASSWORD, TestServer, eventually};
 
 /// A tmux server of our own (its own socket), killed when dropped.
 struct Tmux {
@@ -56,13 +57,16 @@ async fn the_console_shows_live_logins_and_revokes_with_two_keys() {
         println!("SKIPPED: tmux is not installed here (.ci/run installs it)");
         return;
     }
-    let server = TestServer::start().await;
+    // Access tokens live three seconds, so the revocation below only works
+    // if the console has refreshed its own token in the meantime.
+    let server = TestServer::start_with(|config| config.access_token_ttl = Duration::from_secs(3)).await;
     let tmux = Tmux { socket: format!("sigil-e2e-{}", std::process::id()) };
     let command = format!(
         "env SIGIL_PASSWORD={ADMIN_PASSWORD} {} --server http://{}",
         console_binary().display(),
         server.grpc_addr()
     );
+    let launched = tokio::time::Instant::now();
     let started = tmux.run(&["new-session", "-d", "-s", "console", "-x", "160", "-y", "40", &command]);
     assert!(started.status.success(), "{}", String::from_utf8_lossy(&started.stderr));
 
@@ -85,6 +89,9 @@ async fn the_console_shows_live_logins_and_revokes_with_two_keys() {
         .into_inner();
     tmux.wait_for("stolen-laptop").await;
 
+    // Outlive the console's first access token.
+    tokio::time::sleep_until(launched + Duration::from_secs(4)).await;
+
     // Filter to it, revoke it, confirm.
     tmux.keys(&["/", "stolen", "Enter"]);
     tmux.wait_for("filter \"stolen\"").await;
@@ -92,8 +99,26 @@ async fn the_console_shows_live_logins_and_revokes_with_two_keys() {
     tmux.wait_for("Confirm").await;
     tmux.keys(&["y"]);
     tmux.wait_for("revoked 1 sessions").await;
-    let verdict = validate(&mut client, &victim.access_token).await;
-    assert_eq!(verdict.failure(), ValidationFailure::SessionRevoked);
+    // The victim's access token has expired by now (3 s); its refresh token
+    // would still work for 30 days had the session not been revoked.
+    let refused = client
+        .refresh(pb::RefreshRequest { refresh_token: victim.refresh_token.clone() })
+        .await
+        .expect_err("the revoked session cannot be refreshed");
+    assert_eq!(refused.code(), tonic::Code::Unauthenticated);
+    let (mut admin, token) = server.admin().await;
+    let sessions = admin
+        .list_sessions(sigil_tests::with_bearer(
+            pb::ListSessionsRequest { include_inactive: true, page_size: 1000, ..Default::default() },
+            &token,
+        ))
+        .await
+        .expect("list")
+        .into_inner()
+        .sessions;
+    let row = sessions.iter().find(|s| s.session_id == victim.session_id).expect("listed");
+    assert_eq!(row.state(), pb::SessionState::Revoked);
+    assert_eq!(row.revoke_reason, "revoked from sigil-console");
 
     // q quits and the tmux session ends with it.
     tmux.keys(&["q"]);

@@ -20,6 +20,8 @@ mod revoke;
 mod standard_services;
 // The terminal console driven in tmux.
 mod console;
+// TLS and mTLS on the gRPC listener.
+mod tls;
 // The real binary killed with SIGKILL after acknowledged writes.
 mod crash;
 // The store conformance suite against every engine.

@@ -1,0 +1,111 @@
+//! TLS and mTLS on the gRPC listener, with certificates made in the test:
+//! a TLS client gets through, a plaintext one does not; with a client CA,
+//! only clients holding a certificate it signed get through. The console
+//! speaks TLS with `--ca-cert`.
+
+use std::{path::Path, process::Command};
+
+use rcgen::{BasicConstraints, CertificateParams, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose};
+use sigil_proto::pb::{self, identity_service_client::IdentityServiceClient};
+use sigil_tests::{ADMIN_PASSWORD, TestServer};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
+
+/// A CA, a server certificate for 127.0.0.1 and localhost, and a client
+/// certificate, written as PEM files into `dir`.
+fn make_pki(dir: &Path) {
+    let ca_key = KeyPair::generate().expect("key");
+    let mut ca = CertificateParams::new(Vec::<String>::new()).expect("params");
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::DigitalSignature];
+    let ca_cert = ca.self_signed(&ca_key).expect("ca");
+    let issuer = Issuer::new(ca, ca_key);
+
+    let leaf = |names: Vec<String>, usage: ExtendedKeyUsagePurpose, stem: &str| {
+        let key = KeyPair::generate().expect("key");
+        let mut params = CertificateParams::new(names).expect("params");
+        params.extended_key_usages = vec![usage];
+        let cert = params.signed_by(&key, &issuer).expect("signed");
+        std::fs::write(dir.join(format!("{stem}.pem")), cert.pem()).expect("write");
+        std::fs::write(dir.join(format!("{stem}.key")), key.serialize_pem()).expect("write");
+    };
+    leaf(vec!["127.0.0.1".into(), "localhost".into()], ExtendedKeyUsagePurpose::ServerAuth, "server");
+    leaf(vec!["sigil-client".into()], ExtendedKeyUsagePurpose::ClientAuth, "client");
+    std::fs::write(dir.join("ca.pem"), ca_cert.pem()).expect("write");
+}
+
+async fn tls_server(pki: &Path, mutual: bool) -> TestServer {
+    let pki = pki.to_path_buf();
+    TestServer::start_with(move |config| {
+        config.tls_cert = Some(pki.join("server.pem"));
+        config.tls_key = Some(pki.join("server.key"));
+        if mutual {
+            config.tls_client_ca = Some(pki.join("ca.pem"));
+        }
+    })
+    .await
+}
+
+async fn call(server: &TestServer, tls: Option<ClientTlsConfig>) -> Result<pb::AuthenticateResponse, String> {
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let mut endpoint = Channel::from_shared(format!("{scheme}://{}", server.grpc_addr())).map_err(|e| e.to_string())?;
+    if let Some(tls) = tls {
+        endpoint = endpoint.tls_config(tls).map_err(|e| e.to_string())?;
+    }
+    let channel = endpoint.connect().await.map_err(|e| format!("connect: {e:?}"))?;
+    let request =
+        pb::AuthenticateRequest { username: "admin".into(), password: ADMIN_PASSWORD.into(), ..Default::default() };
+    IdentityServiceClient::new(channel)
+        .authenticate(request)
+        .await
+        .map(|r| r.into_inner())
+        .map_err(|s| format!("{s:?}"))
+}
+
+fn ca(pki: &Path) -> ClientTlsConfig {
+    ClientTlsConfig::new().ca_certificate(Certificate::from_pem(std::fs::read(pki.join("ca.pem")).expect("ca")))
+}
+
+#[tokio::test]
+async fn tls_clients_get_through_and_plaintext_ones_do_not() {
+    let pki = tempfile::tempdir().expect("temp dir");
+    make_pki(pki.path());
+    let server = tls_server(pki.path(), false).await;
+    let login = call(&server, Some(ca(pki.path()))).await.expect("TLS login");
+    assert!(!login.access_token.is_empty());
+    assert!(call(&server, None).await.is_err(), "plaintext is refused");
+}
+
+#[tokio::test]
+async fn with_a_client_ca_only_certified_clients_get_through() {
+    let pki = tempfile::tempdir().expect("temp dir");
+    make_pki(pki.path());
+    let server = tls_server(pki.path(), true).await;
+    assert!(call(&server, Some(ca(pki.path()))).await.is_err(), "no client certificate, no entry");
+    let read = |name: &str| std::fs::read(pki.path().join(name)).expect("pem");
+    let identity = Identity::from_pem(read("client.pem"), read("client.key"));
+    call(&server, Some(ca(pki.path()).identity(identity))).await.expect("mTLS login");
+}
+
+#[tokio::test]
+async fn the_console_speaks_tls_with_ca_cert() {
+    let pki = tempfile::tempdir().expect("temp dir");
+    make_pki(pki.path());
+    let server = tls_server(pki.path(), false).await;
+    let console = sigil_tests::server_binary().with_file_name("sigil-console");
+    let address = format!("https://{}", server.grpc_addr());
+    let run = |args: Vec<String>| {
+        let console = console.clone();
+        tokio::task::spawn_blocking(move || {
+            Command::new(console).args(args).env("SIGIL_PASSWORD", "wrong-password").output().expect("console runs")
+        })
+    };
+    let ca_path = pki.path().join("ca.pem").display().to_string();
+    // Through TLS to the login check: the server answered.
+    let output = run(vec!["--server".into(), address.clone(), "--ca-cert".into(), ca_path]).await.expect("ran");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(stderr.trim_end(), "sigil-console: login failed: invalid username or password");
+    // Without the CA it says what is missing.
+    let output = run(vec!["--server".into(), address]).await.expect("ran");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("https:// needs --ca-cert"), "{stderr}");
+}
