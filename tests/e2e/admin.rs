@@ -483,6 +483,11 @@ async fn a_watcher_sees_a_revocation_within_a_second() {
     .expect("revocation event within 1 s");
     assert!(returned.elapsed() < Duration::from_secs(1));
     assert_eq!(seen.detail, "watched");
+    assert_eq!(
+        (seen.username.as_str(), seen.user_id.as_str()),
+        ("admin", session.user_id.as_str()),
+        "the event names whose session ended"
+    );
     assert!(!seen.actor_user_id.is_empty(), "admin actions name who did them");
 }
 

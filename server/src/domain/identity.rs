@@ -482,7 +482,11 @@ impl Identity {
             .iter()
             .filter_map(|entry| match entry.target {
                 RevocationTarget::Session(id) => {
-                    Some(EventRecord::new(EventKind::SessionRevoked).actor(actor).session(id).detail(reason))
+                    let mut event = EventRecord::new(EventKind::SessionRevoked).actor(actor).session(id).detail(reason);
+                    if let Some((_, user, name)) = outcome.owners.iter().find(|(s, _, _)| *s == id) {
+                        event = event.user(*user, name);
+                    }
+                    Some(event)
                 }
                 RevocationTarget::Token(id) => {
                     Some(EventRecord::new(EventKind::TokenRevoked).actor(actor).token(id).detail(reason))

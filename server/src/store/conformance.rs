@@ -172,6 +172,7 @@ pub async fn revoking_a_session_counts_once_and_logs_it(store: &dyn Store) {
     assert_eq!((first.sessions, first.tokens), (1, 2));
     assert_eq!(first.entries.len(), 1);
     assert_eq!(first.entries[0].target, RevocationTarget::Session(f.session.id));
+    assert_eq!(first.owners, vec![(f.session.id, owner.id, owner.username.clone())], "the ended session's owner");
     let again = store.revoke_session(f.session.id, &cause("again")).await.expect("revoke").expect("exists");
     assert_eq!((again.sessions, again.tokens, again.entries.len()), (0, 0, 0));
     let stored = store.session(f.session.id).await.expect("lookup").expect("session");

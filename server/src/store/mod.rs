@@ -46,6 +46,9 @@ pub struct RevokeOutcome {
     pub tokens: u32,
     /// Revocation-log entries committed, for the in-memory index.
     pub entries: Vec<RevocationEntry>,
+    /// Owner (id and name) of each session this revocation ended, for the
+    /// audit events.
+    pub owners: Vec<(SessionId, UserId, String)>,
 }
 
 impl RevokeOutcome {
@@ -54,6 +57,7 @@ impl RevokeOutcome {
         self.sessions += other.sessions;
         self.tokens += other.tokens;
         self.entries.extend(other.entries);
+        self.owners.extend(other.owners);
     }
 }
 

@@ -478,6 +478,7 @@ impl SessionStore for SledStore {
                 session.revoke_reason = Some(cause.reason.clone());
                 tx.end_session(&mut session, SessionState::Revoked, cause.at)?;
                 outcome.sessions = 1;
+                outcome.owners.push((id, session.user_id, session.username.clone()));
                 outcome.entries.push(tx.log_revocation(RevocationTarget::Session(id), cause.at)?);
             }
             outcome.tokens = tx.revoke_tokens(&token_ids, cause.at)?;
