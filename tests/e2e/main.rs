@@ -8,6 +8,8 @@ mod admin;
 mod hostile;
 // Brute-force lockout.
 mod lockout;
+// Clients generated in other languages.
+mod clients;
 // Log in, validate, refresh, JWKS, input checks.
 mod identity;
 // Tokens forged every way RFC 8725 warns about.

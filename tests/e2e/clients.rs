@@ -1,0 +1,43 @@
+//! Clients generated from `proto/` in other languages, run against a real
+//! server: they must do everything without reading any Rust.
+
+use sigil_tests::{ADMIN_PASSWORD, TestServer};
+
+/// The Python example (`examples/python`), run by `examples/python/run.sh`
+/// with the interpreter in `SIGIL_PYTHON` (which `.ci/run` prepares with
+/// grpcio-tools in a local folder).
+#[tokio::test]
+async fn the_python_example_client_logs_in_validates_refreshes_and_revokes() {
+    let Ok(python) = std::env::var("SIGIL_PYTHON") else {
+        println!("SKIPPED: SIGIL_PYTHON is not set (.ci/run sets it after installing grpcio-tools locally)");
+        return;
+    };
+    let server = TestServer::start().await;
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/python/run.sh");
+    let address = server.grpc_addr().to_string();
+    let output = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("bash")
+            .arg(script)
+            .env("PYTHON", python)
+            .env("SIGIL_ADDR", address)
+            .env("SIGIL_PASSWORD", ADMIN_PASSWORD)
+            .output()
+            .expect("bash runs")
+    })
+    .await
+    .expect("ran");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "python client failed:\n{stdout}\n{stderr}");
+    for line in [
+        "services:",
+        "logged in",
+        "refreshed",
+        "revoked 1 session(s)",
+        "VALIDATION_FAILURE_SESSION_REVOKED",
+        "UNAUTHENTICATED",
+    ] {
+        assert!(stdout.contains(line), "missing {line:?} in:\n{stdout}");
+    }
+    assert!(stdout.contains("sigil.v1.AdminService") && stdout.contains("grpc.health.v1.Health"), "{stdout}");
+}
