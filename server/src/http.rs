@@ -1,13 +1,15 @@
 //! The HTTP listener: `GET /.well-known/jwks.json` (the key set of
-//! `GetJwks`, for JWT libraries that fetch keys over HTTP) and
-//! `GET /healthz` (for load balancers and orchestrators).
+//! `GetJwks`, for JWT libraries that fetch keys over HTTP),
+//! `GET /.well-known/openid-configuration` (the discovery document such
+//! libraries configure themselves from) and `GET /healthz` (for load
+//! balancers and orchestrators).
 
 use std::sync::Arc;
 
 use axum::{
-    Router,
+    Json, Router,
     extract::State,
-    http::{StatusCode, header},
+    http::{HeaderMap, StatusCode, header},
     response::IntoResponse,
     routing::get,
 };
@@ -16,7 +18,11 @@ use crate::domain::Identity;
 
 /// The HTTP routes over `identity`.
 pub fn router(identity: Arc<Identity>) -> Router {
-    Router::new().route("/.well-known/jwks.json", get(jwks)).route("/healthz", get(healthz)).with_state(identity)
+    Router::new()
+        .route("/.well-known/jwks.json", get(jwks))
+        .route("/.well-known/openid-configuration", get(discovery))
+        .route("/healthz", get(healthz))
+        .with_state(identity)
 }
 
 async fn jwks(State(identity): State<Arc<Identity>>) -> impl IntoResponse {
@@ -27,6 +33,24 @@ async fn jwks(State(identity): State<Arc<Identity>>) -> impl IntoResponse {
         [(header::CONTENT_TYPE, "application/jwk-set+json"), (header::CACHE_CONTROL, "public, max-age=300")],
         identity.jwks_json(),
     )
+}
+
+/// The OpenID Connect discovery document: enough for standard JWT
+/// middleware to find the keys and the accepted algorithm. The `jwks_uri`
+/// is built from the `Host` the caller used, so it is right behind any
+/// address the listener is reached by.
+async fn discovery(State(identity): State<Arc<Identity>>, headers: HeaderMap) -> impl IntoResponse {
+    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("127.0.0.1");
+    let scheme = headers.get("x-forwarded-proto").and_then(|h| h.to_str().ok()).unwrap_or("http");
+    Json(serde_json::json!({
+        "issuer": identity.settings().issuer,
+        "jwks_uri": format!("{scheme}://{host}/.well-known/jwks.json"),
+        "id_token_signing_alg_values_supported": ["EdDSA"],
+        "token_endpoint_auth_signing_alg_values_supported": ["EdDSA"],
+        "response_types_supported": ["token"],
+        "subject_types_supported": ["public"],
+        "claims_supported": ["iss", "sub", "aud", "exp", "nbf", "iat", "jti", "sid", "username", "roles"],
+    }))
 }
 
 async fn healthz() -> impl IntoResponse {

@@ -41,3 +41,31 @@ async fn the_python_example_client_logs_in_validates_refreshes_and_revokes() {
     }
     assert!(stdout.contains("sigil.v1.AdminService") && stdout.contains("grpc.health.v1.Health"), "{stdout}");
 }
+
+/// PyJWT's `PyJWKClient`, configured only by the discovery document,
+/// verifies a Sigil token offline (`examples/python/verify_offline.py`).
+#[tokio::test]
+async fn pyjwt_verifies_tokens_by_discovery_and_jwks_alone() {
+    let Ok(python) = std::env::var("SIGIL_PYTHON") else {
+        println!("SKIPPED: SIGIL_PYTHON is not set (.ci/run sets it after installing PyJWT locally)");
+        return;
+    };
+    let server = TestServer::start().await;
+    let session = sigil_tests::login(&mut server.client().await, "admin", ADMIN_PASSWORD).await;
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/python/verify_offline.py");
+    let base = format!("http://{}", server.http_addr());
+    let output = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(python)
+            .arg(script)
+            .env("SIGIL_HTTP", base)
+            .env("SIGIL_TOKEN", &session.access_token)
+            .output()
+            .expect("python runs")
+    })
+    .await
+    .expect("ran");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
+    assert!(stdout.contains(&format!("verified offline: sub {}", session.user_id)), "{stdout}");
+    assert!(stdout.contains("tampered token refused"), "{stdout}");
+}

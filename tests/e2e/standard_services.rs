@@ -84,6 +84,12 @@ async fn http_serves_healthz_and_the_same_jwks_as_grpc() {
         (Some("OKP"), Some("Ed25519"), Some("EdDSA"))
     );
     assert!(key.get("d").is_none(), "no private part is published");
+    let (status, body) = sigil_tests::http_get(server.http_addr(), "/.well-known/openid-configuration").await;
+    assert_eq!(status, 200);
+    let discovery: serde_json::Value = serde_json::from_str(&body).expect("json");
+    assert_eq!(discovery["issuer"], "sigil");
+    assert_eq!(discovery["jwks_uri"], format!("http://{}/.well-known/jwks.json", server.http_addr()));
+    assert_eq!(discovery["id_token_signing_alg_values_supported"], serde_json::json!(["EdDSA"]));
     let (status, _) = sigil_tests::http_get(server.http_addr(), "/nope").await;
     assert_eq!(status, 404);
 }
