@@ -103,11 +103,7 @@ impl AdminService for AdminApi {
         let limit = convert::page_size(req.page_size);
         let after = convert::from_page_token(&req.page_token, UserId::from_slice)?;
         let users = self.identity.list_users(after, limit).await?;
-        let next = if users.len() == limit {
-            convert::page_token(users.last().map(|u| u.user.id.as_bytes()))
-        } else {
-            String::new()
-        };
+        let next = convert::next_page_token(&users, limit, |u| u.user.id.as_bytes());
         Ok(Response::new(pb::ListUsersResponse {
             users: users.iter().map(convert::user).collect(),
             next_page_token: next,
@@ -160,11 +156,7 @@ impl AdminService for AdminApi {
             limit: convert::page_size(req.page_size),
         };
         let sessions = self.identity.list_sessions(&query).await?;
-        let next = if sessions.len() == query.limit {
-            convert::page_token(sessions.last().map(|s| s.id.as_bytes()))
-        } else {
-            String::new()
-        };
+        let next = convert::next_page_token(&sessions, query.limit, |s| s.id.as_bytes());
         Ok(Response::new(pb::ListSessionsResponse {
             sessions: sessions.iter().map(convert::session).collect(),
             next_page_token: next,
@@ -189,11 +181,7 @@ impl AdminService for AdminApi {
             limit: convert::page_size(req.page_size),
         };
         let tokens = self.identity.list_tokens(&query).await?;
-        let next = if tokens.len() == query.limit {
-            convert::page_token(tokens.last().map(|t| t.id.as_bytes()))
-        } else {
-            String::new()
-        };
+        let next = convert::next_page_token(&tokens, query.limit, |t| t.id.as_bytes());
         Ok(Response::new(pb::ListTokensResponse {
             tokens: tokens.iter().map(convert::token).collect(),
             next_page_token: next,

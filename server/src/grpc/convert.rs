@@ -97,9 +97,13 @@ pub fn page_size(requested: i32) -> usize {
     }
 }
 
-/// The opaque page token naming the last id of a page.
-pub fn page_token(last: Option<&[u8; 16]>) -> String {
-    last.map(|id| crate::domain::password::base64_url(id)).unwrap_or_default()
+/// The token of the page after `rows`: empty when the page was not full
+/// (it was the last), else an opaque cursor naming its last row's id.
+pub fn next_page_token<T>(rows: &[T], limit: usize, id: impl Fn(&T) -> &[u8; 16]) -> String {
+    match rows.last() {
+        Some(last) if rows.len() == limit => crate::domain::password::base64_url(id(last)),
+        _ => String::new(),
+    }
 }
 
 /// Reads a page token back into an id; empty means the first page.

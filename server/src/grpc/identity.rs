@@ -108,11 +108,7 @@ impl IdentityService for IdentityApi {
             limit: convert::page_size(req.page_size),
         };
         let sessions = self.identity.list_sessions(&query).await?;
-        let next = if sessions.len() == query.limit {
-            convert::page_token(sessions.last().map(|s| s.id.as_bytes()))
-        } else {
-            String::new()
-        };
+        let next = convert::next_page_token(&sessions, query.limit, |s| s.id.as_bytes());
         Ok(Response::new(pb::ListMySessionsResponse {
             sessions: sessions.iter().map(convert::session).collect(),
             next_page_token: next,

@@ -314,38 +314,15 @@ async fn main() -> anyhow::Result<()> {
         for _ in 0..if cli.quick { 4 } else { 16 } {
             hot.push(login(&chans[0], "admin", &password).await?.access_token);
         }
-        let hot = Arc::new(hot);
-        results.push(
-            drive("validate-hot", &target, &chans, streams, duration, move |ch, n| {
-                let hot = hot.clone();
-                async move {
-                    let token = hot[n as usize % hot.len()].clone();
-                    let r =
-                        IdentityServiceClient::new(ch).validate(pb::ValidateRequest { token, audience: None }).await;
-                    Some(r.is_ok_and(|r| r.into_inner().valid))
-                }
-            })
-            .await,
-        );
+        results.push(drive("validate-hot", &target, &chans, streams, duration, validate_round_robin(hot)).await);
     }
     if wanted("validate-cold") {
         // Distinct tokens: one session refreshed many times gives a new
         // signed token per refresh without an argon2 hash each.
         let count = if cli.quick { 2_000 } else { 200_000 };
-        let tokens = Arc::new(distinct_tokens(&chans, &session.refresh_token, count).await?);
+        let tokens = distinct_tokens(&chans, &session.refresh_token, count).await?;
         println!("(validate-cold uses {} distinct tokens, each validated once per pass)", tokens.len());
-        results.push(
-            drive("validate-cold", &target, &chans, streams, duration, move |ch, n| {
-                let tokens = tokens.clone();
-                async move {
-                    let token = tokens[n as usize % tokens.len()].clone();
-                    let r =
-                        IdentityServiceClient::new(ch).validate(pb::ValidateRequest { token, audience: None }).await;
-                    Some(r.is_ok_and(|r| r.into_inner().valid))
-                }
-            })
-            .await,
-        );
+        results.push(drive("validate-cold", &target, &chans, streams, duration, validate_round_robin(tokens)).await);
     }
     if wanted("authenticate") {
         let password = password.clone();
@@ -364,13 +341,7 @@ async fn main() -> anyhow::Result<()> {
     }
     if wanted("refresh") {
         // Each worker rotates its own refresh-token chain.
-        let chains: Arc<Vec<tokio::sync::Mutex<String>>> = Arc::new({
-            let mut chains = Vec::new();
-            for _ in 0..connections * streams {
-                chains.push(tokio::sync::Mutex::new(login(&chans[0], "admin", &password).await?.refresh_token));
-            }
-            chains
-        });
+        let chains = refresh_chains(&chans[0], &password, connections * streams).await?;
         results.push(
             drive("refresh", &target, &chans, streams, duration, move |ch, n| {
                 let chains = chains.clone();
@@ -419,13 +390,7 @@ async fn main() -> anyhow::Result<()> {
         // 90% validate, 5% refresh, 4% authenticate, 1% revoke (of a token
         // of the worker's own chain, so every revoke is a durable write).
         let hot = Arc::new(login(&chans[0], "admin", &password).await?.access_token);
-        let chains: Arc<Vec<tokio::sync::Mutex<String>>> = Arc::new({
-            let mut chains = Vec::new();
-            for _ in 0..connections * streams {
-                chains.push(tokio::sync::Mutex::new(login(&chans[0], "admin", &password).await?.refresh_token));
-            }
-            chains
-        });
+        let chains = refresh_chains(&chans[0], &password, connections * streams).await?;
         let password = password.clone();
         results.push(
             drive("mixed", &target, &chans, streams, duration, move |ch, n| {
@@ -650,6 +615,38 @@ async fn open_loop(target: &Target, chans: &[Channel], rate: u64, duration: Dura
     };
     figures.print();
     figures
+}
+
+/// A closed-loop call validating `tokens` in turn.
+fn validate_round_robin(
+    tokens: Vec<String>,
+) -> impl Fn(Channel, u64) -> std::pin::Pin<Box<dyn std::future::Future<Output = Option<bool>> + Send>>
++ Clone
++ Send
++ Sync
++ 'static {
+    let tokens = Arc::new(tokens);
+    move |ch, n| {
+        let token = tokens[n as usize % tokens.len()].clone();
+        Box::pin(async move {
+            let r = IdentityServiceClient::new(ch).validate(pb::ValidateRequest { token, audience: None }).await;
+            Some(r.is_ok_and(|r| r.into_inner().valid))
+        })
+    }
+}
+
+/// One refresh-token chain per worker (each a separate session), so that
+/// concurrent refreshes never present the same token twice.
+async fn refresh_chains(
+    channel: &Channel,
+    password: &str,
+    count: usize,
+) -> anyhow::Result<Arc<Vec<tokio::sync::Mutex<String>>>> {
+    let mut chains = Vec::with_capacity(count);
+    for _ in 0..count {
+        chains.push(tokio::sync::Mutex::new(login(channel, "admin", password).await?.refresh_token));
+    }
+    Ok(Arc::new(chains))
 }
 
 /// `count` distinct valid access tokens, from one session's refresh chain.
