@@ -725,3 +725,38 @@ async fn my_sessions_marks_the_current_one_and_stats_count() {
     assert!(stats.validations_per_second > 0.0);
     assert!(stats.revocation_index_entries >= 1);
 }
+
+#[tokio::test]
+async fn validate_and_refresh_move_last_seen_without_a_write_per_call() {
+    let server = TestServer::start().await;
+    let (mut admin, token) = server.admin().await;
+    let mut client = server.client().await;
+    let session = login(&mut client, "admin", ADMIN_PASSWORD).await;
+    let listed = |admin: &mut pb::admin_service_client::AdminServiceClient<tonic::transport::Channel>| {
+        let request = with_bearer(pb::ListSessionsRequest { page_size: 1000, ..Default::default() }, &token);
+        let mut admin = admin.clone();
+        let id = session.session_id.clone();
+        async move {
+            let sessions = admin.list_sessions(request).await.expect("list").into_inner().sessions;
+            sessions.into_iter().find(|s| s.session_id == id).expect("listed").last_seen_at.expect("last seen")
+        }
+    };
+    let at_login = listed(&mut admin).await;
+    // Validate notes the use in memory (at most once a second per session).
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert!(validate(&mut client, &session.access_token).await.valid);
+    let after_validate = listed(&mut admin).await;
+    assert!(
+        after_validate.seconds * 1000 + i64::from(after_validate.nanos / 1_000_000)
+            > at_login.seconds * 1000 + i64::from(at_login.nanos / 1_000_000),
+        "{at_login:?} -> {after_validate:?}"
+    );
+    // Maintenance writes it to the store; a fresh listing still shows it.
+    server.identity().flush_last_seen().await.expect("flush");
+    let stored =
+        server.identity().session(session.session_id.parse().expect("id")).await.expect("read").expect("session");
+    assert_eq!(
+        stored.last_seen_at.as_millis(),
+        after_validate.seconds * 1000 + i64::from(after_validate.nanos / 1_000_000)
+    );
+}
