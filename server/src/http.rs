@@ -1,8 +1,8 @@
 //! The HTTP listener: `GET /.well-known/jwks.json` (the key set of
 //! `GetJwks`, for JWT libraries that fetch keys over HTTP),
 //! `GET /.well-known/openid-configuration` (the discovery document such
-//! libraries configure themselves from) and `GET /healthz` (for load
-//! balancers and orchestrators).
+//! libraries configure themselves from), `GET /metrics` (Prometheus) and
+//! `GET /healthz` (for load balancers and orchestrators).
 
 use std::sync::Arc;
 
@@ -22,6 +22,7 @@ pub fn router(identity: Arc<Identity>) -> Router {
         .route("/.well-known/jwks.json", get(jwks))
         .route("/.well-known/openid-configuration", get(discovery))
         .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
         .with_state(identity)
 }
 
@@ -51,6 +52,11 @@ async fn discovery(State(identity): State<Arc<Identity>>, headers: HeaderMap) ->
         "subject_types_supported": ["public"],
         "claims_supported": ["iss", "sub", "aud", "exp", "nbf", "iat", "jti", "sid", "username", "roles"],
     }))
+}
+
+async fn metrics(State(identity): State<Arc<Identity>>) -> impl IntoResponse {
+    let text = crate::telemetry::METRICS.render(&identity).await;
+    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], text)
 }
 
 async fn healthz() -> impl IntoResponse {

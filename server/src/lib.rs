@@ -1,6 +1,7 @@
 //! Sigil's server: the identity domain core ([`domain`]), its storage
 //! ([`store`]), the gRPC and HTTP adapters ([`grpc`], [`http`]), the
-//! configuration ([`config`]) and the process that runs them ([`server`]).
+//! configuration ([`config`]), metrics ([`telemetry`]) and the process that
+//! runs them ([`server`]).
 
 pub mod config;
 pub mod domain;
@@ -8,3 +9,4 @@ pub mod grpc;
 pub mod http;
 pub mod server;
 pub mod store;
+pub mod telemetry;

@@ -93,3 +93,48 @@ async fn http_serves_healthz_and_the_same_jwks_as_grpc() {
     let (status, _) = sigil_tests::http_get(server.http_addr(), "/nope").await;
     assert_eq!(status, 404);
 }
+
+/// Prometheus text format, read sample by sample: `name{labels} value`.
+fn samples(text: &str) -> std::collections::HashMap<String, f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .filter_map(|l| {
+            let (series, value) = l.rsplit_once(' ')?;
+            Some((series.to_string(), value.parse().ok()?))
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn metrics_are_prometheus_text_and_their_counters_move() {
+    let server = TestServer::start().await;
+    let mut client = server.client().await;
+    let session = sigil_tests::login(&mut client, "admin", sigil_tests::ADMIN_PASSWORD).await;
+    let scrape = || async {
+        let (status, body) = sigil_tests::http_get(server.http_addr(), "/metrics").await;
+        assert_eq!(status, 200);
+        assert!(body.trim_end().ends_with("# EOF"), "OpenMetrics text ends with # EOF");
+        samples(&body)
+    };
+    let before = scrape().await;
+    for _ in 0..3 {
+        assert!(sigil_tests::validate(&mut client, &session.access_token).await.valid);
+    }
+    sigil_tests::validate(&mut client, "garbage").await;
+    let after = scrape().await;
+    let delta = |series: &str| after.get(series).copied().unwrap_or(0.0) - before.get(series).copied().unwrap_or(0.0);
+    assert!(delta("sigil_validations_total{outcome=\"valid\"}") >= 3.0, "{after:?}");
+    assert!(delta("sigil_validations_total{outcome=\"malformed\"}") >= 1.0);
+    assert!(delta("sigil_rpc_requests_total{method=\"/sigil.v1.IdentityService/Validate\",code=\"Ok\"}") >= 4.0);
+    assert!(after.contains_key("sigil_rpc_duration_seconds_count{method=\"/sigil.v1.IdentityService/Validate\"}"));
+    assert!(after.get("sigil_logins_total{outcome=\"ok\"}").is_some_and(|n| *n >= 1.0));
+    assert!(after.get("sigil_active_sessions").is_some_and(|n| *n >= 1.0));
+    for series in [
+        "sigil_revocation_index_entries",
+        "sigil_event_watchers",
+        "sigil_store_flush_duration_seconds_count",
+        "sigil_store_flush_batch_size_count",
+    ] {
+        assert!(after.contains_key(series), "{series} missing");
+    }
+}

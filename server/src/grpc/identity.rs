@@ -5,13 +5,14 @@ use std::sync::Arc;
 use sigil_proto::pb::{self, identity_service_server::IdentityService, revoke_request::Target};
 use tonic::{Request, Response, Status};
 
-use super::{bearer, convert};
+use super::{bearer, convert, status};
 use crate::{
     domain::{
-        Identity, Secret, SessionId,
+        DomainError, Identity, Secret, SessionId,
         identity::{Login, RevokeTarget},
     },
     store::SessionQuery,
+    telemetry::{METRICS, Metrics},
 };
 
 /// The gRPC face of the identity core.
@@ -45,8 +46,16 @@ impl IdentityService for IdentityApi {
             client_address,
             user_agent,
         };
-        let issued = self.identity.authenticate(login).await?;
-        Ok(Response::new(convert::authenticate_response(issued)))
+        let outcome = self.identity.authenticate(login).await;
+        let label = match &outcome {
+            Ok(_) => "ok",
+            Err(DomainError::InvalidCredentials) => "invalid_credentials",
+            Err(DomainError::ResourceExhausted { .. }) => "refused_busy_or_locked",
+            Err(DomainError::InvalidArgument(_)) => "invalid_argument",
+            Err(_) => "error",
+        };
+        Metrics::count(&METRICS.logins, label);
+        Ok(Response::new(convert::authenticate_response(outcome?)))
     }
 
     async fn validate(&self, request: Request<pb::ValidateRequest>) -> Result<Response<pb::ValidateResponse>, Status> {
@@ -55,7 +64,13 @@ impl IdentityService for IdentityApi {
             return Err(Status::invalid_argument("token is empty"));
         }
         let audience = req.audience.as_deref().filter(|a| !a.is_empty());
-        let response = match self.identity.validate(&req.token, audience) {
+        let verdict = self.identity.validate(&req.token, audience);
+        let outcome = match &verdict {
+            Ok(_) => "valid",
+            Err(failure) => status::failure_label(*failure),
+        };
+        Metrics::count(&METRICS.validations, outcome);
+        let response = match verdict {
             Ok(verified) => pb::ValidateResponse {
                 valid: true,
                 failure: pb::ValidationFailure::Unspecified.into(),

@@ -54,3 +54,20 @@ pub fn failure_text(failure: ValidationFailure) -> &'static str {
         ValidationFailure::UserDisabled => "user disabled",
     }
 }
+
+/// A metric label for a validation failure.
+pub fn failure_label(failure: ValidationFailure) -> &'static str {
+    match failure {
+        ValidationFailure::Malformed => "malformed",
+        ValidationFailure::BadSignature => "bad_signature",
+        ValidationFailure::UnknownKey => "unknown_key",
+        ValidationFailure::Expired => "expired",
+        ValidationFailure::NotYetValid => "not_yet_valid",
+        ValidationFailure::WrongAudience => "wrong_audience",
+        ValidationFailure::WrongIssuer => "wrong_issuer",
+        ValidationFailure::TokenRevoked => "token_revoked",
+        ValidationFailure::SessionRevoked => "session_revoked",
+        ValidationFailure::SessionExpired => "session_expired",
+        ValidationFailure::UserDisabled => "user_disabled",
+    }
+}

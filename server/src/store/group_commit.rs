@@ -35,7 +35,10 @@ impl GroupCommit {
                 while let Ok(first) = incoming.recv() {
                     let mut batch = vec![first];
                     batch.extend(incoming.try_iter());
+                    let started = std::time::Instant::now();
                     let result = flush();
+                    crate::telemetry::METRICS.flush_seconds.observe(started.elapsed().as_secs_f64());
+                    crate::telemetry::METRICS.flush_batch.observe(batch.len() as f64);
                     if let Err(e) = &result {
                         tracing::error!(error = %e, "store flush failed; writes in this batch are not acknowledged");
                     }
