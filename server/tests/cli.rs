@@ -54,3 +54,13 @@ fn bad_durations_are_refused_with_an_example() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("15m"), "{stderr}");
 }
+
+#[test]
+fn the_example_configuration_file_is_valid() {
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../sigil.toml");
+    let output = server().args(["--config", example, "--print-config"]).output().expect("runs");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let printed = String::from_utf8_lossy(&output.stdout);
+    assert!(printed.contains("data_dir = \"/var/lib/sigil\""), "{printed}");
+    assert!(printed.contains("log_format = \"json\""), "{printed}");
+}
