@@ -149,6 +149,7 @@ async fn serve_grpc(
         builder = builder.tls_config(tls).map_err(|e| ServerError::Tls(e.to_string()))?;
     }
     builder
+        .trace_fn(crate::telemetry::rpc_span)
         .layer(crate::telemetry::RpcMetricsLayer)
         .add_service(health_service)
         .add_service(reflection_v1)

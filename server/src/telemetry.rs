@@ -190,7 +190,23 @@ where
     }
 }
 
+/// The span of one gRPC call: method and peer now, status when it ends.
+/// Its events are at debug level (`SIGIL_LOG=debug`), since a line per call
+/// at tens of thousands of calls per second is no log but a flood.
+pub fn rpc_span(request: &http::Request<()>) -> tracing::Span {
+    let peer = request
+        .extensions()
+        .get::<tonic::transport::server::TcpConnectInfo>()
+        .and_then(|info| info.remote_addr())
+        .map(|addr| addr.to_string())
+        .unwrap_or_default();
+    tracing::debug_span!("rpc", method = %request.uri().path(), peer = %peer, status = tracing::field::Empty)
+}
+
 fn record(method: &str, code: tonic::Code, elapsed: Duration) {
+    let span = tracing::Span::current();
+    span.record("status", tracing::field::debug(code));
+    tracing::debug!(elapsed_us = elapsed.as_micros() as u64, "rpc finished");
     let code = format!("{code:?}");
     METRICS.rpcs.get_or_create(&RpcLabels { method: method.to_string(), code }).inc();
     METRICS.rpc_seconds.get_or_create(&MethodLabels { method: method.to_string() }).observe(elapsed.as_secs_f64());

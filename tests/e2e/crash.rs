@@ -97,3 +97,38 @@ async fn sigterm_shuts_down_cleanly_and_keeps_the_data() {
     assert!(validate(&mut client, &session.access_token).await.valid);
     server.kill_9().await;
 }
+
+#[tokio::test]
+async fn json_logs_carry_a_span_per_call_with_method_peer_and_status_and_no_secrets() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let server =
+        ChildServer::spawn_logging(&dir.path().join("data"), &["--log-format", "json"], "info,sigil_server=debug")
+            .await;
+    let mut client = server.client().await;
+    let session = login(&mut client, "admin", ADMIN_PASSWORD).await;
+    client
+        .authenticate(pb::AuthenticateRequest {
+            username: "admin".into(),
+            password: "wrong-but-secret".into(),
+            ..Default::default()
+        })
+        .await
+        .expect_err("refused");
+    let output = server.output.clone();
+    assert!(server.terminate().await);
+    let log = output.lock().expect("log").clone();
+    let spans: Vec<serde_json::Value> = log
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|line| line["fields"]["message"] == "rpc finished")
+        .map(|line| line["span"].clone())
+        .collect();
+    let refused = spans
+        .iter()
+        .find(|span| span["method"] == "/sigil.v1.IdentityService/Authenticate" && span["status"] == "Unauthenticated")
+        .unwrap_or_else(|| panic!("no span for the refused login in {spans:?}"));
+    assert!(refused["peer"].as_str().is_some_and(|peer| peer.starts_with("127.0.0.1:")), "{refused}");
+    for secret in [ADMIN_PASSWORD, "wrong-but-secret", session.refresh_token.as_str(), session.access_token.as_str()] {
+        assert!(!log.contains(secret), "a secret reached the log");
+    }
+}

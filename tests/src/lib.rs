@@ -205,13 +205,18 @@ impl ChildServer {
 
     /// Like [`ChildServer::spawn`], with extra command-line flags.
     pub async fn spawn_with(data_dir: &Path, flags: &[&str]) -> Self {
+        Self::spawn_logging(data_dir, flags, "info").await
+    }
+
+    /// Like [`ChildServer::spawn_with`], with a log filter (`SIGIL_LOG`).
+    pub async fn spawn_logging(data_dir: &Path, flags: &[&str], log_filter: &str) -> Self {
         let mut child = tokio::process::Command::new(server_binary())
             .args(["--listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0"])
             .args(flags)
             .arg("--data-dir")
             .arg(data_dir)
             .env("SIGIL_ADMIN_PASSWORD", ADMIN_PASSWORD)
-            .env("SIGIL_LOG", "info")
+            .env("SIGIL_LOG", log_filter)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .kill_on_drop(true)
@@ -270,6 +275,10 @@ impl ChildServer {
 fn bound_grpc_addr(line: &str) -> Option<SocketAddr> {
     if !line.contains("sigil-server listening") {
         return None;
+    }
+    // `--log-format json`: {"fields":{"message":"sigil-server listening","grpc_addr":"…"}}
+    if let Ok(json) = serde_json::from_str::<serde_json::Value>(line) {
+        return json["fields"]["grpc_addr"].as_str()?.parse().ok();
     }
     let rest = &line[line.find("grpc_addr=")? + "grpc_addr=".len()..];
     rest.split_whitespace().next()?.parse().ok()
