@@ -69,3 +69,33 @@ async fn pyjwt_verifies_tokens_by_discovery_and_jwks_alone() {
     assert!(stdout.contains(&format!("verified offline: sub {}", session.user_id)), "{stdout}");
     assert!(stdout.contains("tampered token refused"), "{stdout}");
 }
+
+/// The Node.js example (`examples/node/client.js`, @grpc/grpc-js with
+/// @grpc/proto-loader), with the modules in `SIGIL_NODE_PATH` (which
+/// `.ci/run` installs into a local folder).
+#[tokio::test]
+async fn the_node_example_client_logs_in_validates_and_revokes() {
+    let Ok(node_path) = std::env::var("SIGIL_NODE_PATH") else {
+        println!("SKIPPED: SIGIL_NODE_PATH is not set (.ci/run sets it after installing @grpc/grpc-js locally)");
+        return;
+    };
+    let server = TestServer::start().await;
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/node/client.js");
+    let address = server.grpc_addr().to_string();
+    let output = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("node")
+            .arg(script)
+            .env("NODE_PATH", node_path)
+            .env("SIGIL_ADDR", address)
+            .env("SIGIL_PASSWORD", ADMIN_PASSWORD)
+            .output()
+            .expect("node runs")
+    })
+    .await
+    .expect("ran");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
+    for line in ["logged in", "valid token of admin", "revoked 1 session(s)", "VALIDATION_FAILURE_SESSION_REVOKED", "UNAUTHENTICATED"] {
+        assert!(stdout.contains(line), "missing {line:?} in:\n{stdout}");
+    }
+}
