@@ -95,7 +95,13 @@ async fn the_node_example_client_logs_in_validates_and_revokes() {
     .expect("ran");
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(output.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
-    for line in ["logged in", "valid token of admin", "revoked 1 session(s)", "VALIDATION_FAILURE_SESSION_REVOKED", "UNAUTHENTICATED"] {
+    for line in [
+        "logged in",
+        "valid token of admin",
+        "revoked 1 session(s)",
+        "VALIDATION_FAILURE_SESSION_REVOKED",
+        "UNAUTHENTICATED",
+    ] {
         assert!(stdout.contains(line), "missing {line:?} in:\n{stdout}");
     }
 }
