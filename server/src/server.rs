@@ -105,7 +105,7 @@ pub async fn start(config: &Config, admin_password: Option<Secret<String>>) -> R
     let (stop, stopped) = watch::channel(false);
     let tasks = vec![
         tokio::spawn(serve_grpc(identity.clone(), grpc_listener, tls, stopped.clone())),
-        tokio::spawn(serve_http(identity.clone(), http_listener, stopped.clone())),
+        tokio::spawn(serve_http(identity.clone(), http_listener, http_tls(config)?, stopped.clone())),
         tokio::spawn(maintain(identity.clone(), config.sweep_interval, stopped)),
     ];
     tracing::info!(%grpc_addr, %http_addr, "sigil-server listening");
@@ -161,13 +161,39 @@ async fn serve_grpc(
         .map_err(|e| ServerError::Serve(e.to_string()))
 }
 
+/// PEM certificate chain and key for the HTTP listener, when TLS is on.
+struct HttpTls {
+    cert: Vec<u8>,
+    key: Vec<u8>,
+}
+
 async fn serve_http(
     identity: Arc<Identity>,
     listener: TcpListener,
+    tls: Option<HttpTls>,
     stop: watch::Receiver<bool>,
 ) -> Result<(), ServerError> {
-    axum::serve(listener, crate::http::router(identity))
-        .with_graceful_shutdown(stopped(stop))
+    let router = crate::http::router(identity);
+    let Some(tls) = tls else {
+        return axum::serve(listener, router)
+            .with_graceful_shutdown(stopped(stop))
+            .await
+            .map_err(|e| ServerError::Serve(e.to_string()));
+    };
+    let config = axum_server::tls_rustls::RustlsConfig::from_pem(tls.cert, tls.key)
+        .await
+        .map_err(|e| ServerError::Tls(format!("HTTP listener: {e}")))?;
+    let listener = listener.into_std().map_err(|e| ServerError::Serve(e.to_string()))?;
+    let handle = axum_server::Handle::new();
+    let closer = handle.clone();
+    tokio::spawn(async move {
+        stopped(stop).await;
+        closer.graceful_shutdown(Some(Duration::from_secs(10)));
+    });
+    axum_server::tls_rustls::from_tcp_rustls(listener, config)
+        .map_err(|e| ServerError::Serve(e.to_string()))?
+        .handle(handle)
+        .serve(router.into_make_service())
         .await
         .map_err(|e| ServerError::Serve(e.to_string()))
 }
@@ -212,6 +238,18 @@ fn grpc_tls(config: &Config) -> Result<Option<ServerTlsConfig>, ServerError> {
         tls = tls.client_ca_root(tonic::transport::Certificate::from_pem(read(ca)?));
     }
     Ok(Some(tls))
+}
+
+/// The same certificate and key serve the HTTP listener (client
+/// certificates are not asked for there: it serves only public material).
+fn http_tls(config: &Config) -> Result<Option<HttpTls>, ServerError> {
+    let (Some(cert), Some(key)) = (&config.tls_cert, &config.tls_key) else {
+        return Ok(None);
+    };
+    let read = |path: &std::path::Path| {
+        std::fs::read(path).map_err(|e| ServerError::Tls(format!("cannot read {}: {e}", path.display())))
+    };
+    Ok(Some(HttpTls { cert: read(cert)?, key: read(key)? }))
 }
 
 async fn stopped(mut stop: watch::Receiver<bool>) {

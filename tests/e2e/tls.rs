@@ -5,7 +5,10 @@
 
 use std::{path::Path, process::Command};
 
-use rcgen::{BasicConstraints, CertificateParams, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose};
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose,
+};
 use sigil_proto::pb::{self, identity_service_client::IdentityServiceClient};
 use sigil_tests::{ADMIN_PASSWORD, TestServer};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
@@ -16,6 +19,10 @@ fn make_pki(dir: &Path) {
     let ca_key = KeyPair::generate().expect("key");
     let mut ca = CertificateParams::new(Vec::<String>::new()).expect("params");
     ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    // Distinct names: OpenSSL (curl) takes a leaf whose issuer equals its
+    // subject for self-signed, and rcgen's default name is the same for all.
+    ca.distinguished_name = DistinguishedName::new();
+    ca.distinguished_name.push(DnType::CommonName, "Sigil test CA");
     ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::DigitalSignature];
     let ca_cert = ca.self_signed(&ca_key).expect("ca");
     let issuer = Issuer::new(ca, ca_key);
@@ -23,6 +30,8 @@ fn make_pki(dir: &Path) {
     let leaf = |names: Vec<String>, usage: ExtendedKeyUsagePurpose, stem: &str| {
         let key = KeyPair::generate().expect("key");
         let mut params = CertificateParams::new(names).expect("params");
+        params.distinguished_name = DistinguishedName::new();
+        params.distinguished_name.push(DnType::CommonName, format!("sigil test {stem}"));
         params.extended_key_usages = vec![usage];
         let cert = params.signed_by(&key, &issuer).expect("signed");
         std::fs::write(dir.join(format!("{stem}.pem")), cert.pem()).expect("write");
@@ -108,4 +117,32 @@ async fn the_console_speaks_tls_with_ca_cert() {
     let output = run(vec!["--server".into(), address]).await.expect("ran");
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("https:// needs --ca-cert"), "{stderr}");
+}
+
+#[tokio::test]
+async fn the_http_listener_serves_https_with_the_same_certificate() {
+    if Command::new("curl").arg("--version").output().is_err() {
+        println!("SKIPPED: curl is not installed");
+        return;
+    }
+    let pki = tempfile::tempdir().expect("temp dir");
+    make_pki(pki.path());
+    let server = tls_server(pki.path(), false).await;
+    let ca_path = pki.path().join("ca.pem");
+    let https = format!("https://{}/healthz", server.http_addr());
+    let plain = format!("http://{}/healthz", server.http_addr());
+    let (with_tls, without) = tokio::task::spawn_blocking(move || {
+        let curl = |args: &[&str]| {
+            Command::new("curl").args(["-sS", "--max-time", "5"]).args(args).output().expect("curl runs")
+        };
+        (curl(&["--cacert", ca_path.to_str().expect("utf-8 path"), &https]), curl(&[&plain]))
+    })
+    .await
+    .expect("ran");
+    assert!(with_tls.status.success(), "{:?} {}", with_tls.status, String::from_utf8_lossy(&with_tls.stderr));
+    assert_eq!(String::from_utf8_lossy(&with_tls.stdout).trim(), "ok");
+    assert!(
+        !without.status.success() || !String::from_utf8_lossy(&without.stdout).contains("ok"),
+        "plaintext HTTP is refused"
+    );
 }
