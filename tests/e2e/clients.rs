@@ -105,3 +105,34 @@ async fn the_node_example_client_logs_in_validates_and_revokes() {
         assert!(stdout.contains(line), "missing {line:?} in:\n{stdout}");
     }
 }
+
+/// The Prometheus client library's own text parser reads `/metrics`
+/// (`examples/python/check_metrics.py`) and finds every sigil_* family.
+#[tokio::test]
+async fn prometheus_clients_parser_reads_the_metrics_page() {
+    let Ok(python) = std::env::var("SIGIL_PYTHON") else {
+        println!("SKIPPED: SIGIL_PYTHON is not set (.ci/run sets it after installing prometheus_client locally)");
+        return;
+    };
+    let server = TestServer::start().await;
+    let mut client = server.client().await;
+    let session = sigil_tests::login(&mut client, "admin", ADMIN_PASSWORD).await;
+    for _ in 0..2 {
+        assert!(sigil_tests::validate(&mut client, &session.access_token).await.valid);
+    }
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/python/check_metrics.py");
+    let base = format!("http://{}", server.http_addr());
+    let output = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(python).arg(script).env("SIGIL_HTTP", base).output().expect("python runs")
+    })
+    .await
+    .expect("ran");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
+    let valid: u64 = stdout
+        .rsplit("valid validations: ")
+        .next()
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no count in {stdout}"));
+    assert!(valid >= 2, "{stdout}");
+}
