@@ -2,7 +2,7 @@
 //! commands out. No terminal and no network here, so every behaviour can be
 //! tested directly.
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 use sigil_proto::pb;
 
@@ -391,9 +391,6 @@ impl<T: Record> TableControl for Table<T> {
         Table::set_filter(self, filter);
     }
 }
-
-/// The epoch, for tests that need a fixed clock.
-pub const EPOCH: SystemTime = UNIX_EPOCH;
 
 #[cfg(test)]
 mod tests {

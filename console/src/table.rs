@@ -8,6 +8,11 @@ use std::collections::HashMap;
 
 use crate::records::Record;
 
+/// A row's search text. It leaves out relative times, so any clock will do.
+fn haystack<T: Record>(row: &T) -> String {
+    row.search_text(std::time::UNIX_EPOCH)
+}
+
 /// Rows of one view, with what the operator has selected, filtered and sorted.
 pub struct Table<T> {
     rows: Vec<T>,
@@ -44,11 +49,9 @@ impl<T: Record> Table<T> {
 
     /// Inserts rows or replaces those with the same id.
     pub fn upsert(&mut self, rows: impl IntoIterator<Item = T>) {
-        // The search text leaves out relative times, so any clock will do.
-        let clock = std::time::UNIX_EPOCH;
         for row in rows {
             let id = row.id();
-            let haystack = row.search_text(clock);
+            let haystack = haystack(&row);
             if !id.is_empty()
                 && let Some(&i) = self.by_id.get(id)
             {
@@ -70,7 +73,7 @@ impl<T: Record> Table<T> {
         match self.by_id.get(id) {
             Some(&i) => {
                 change(&mut self.rows[i]);
-                self.haystacks[i] = self.rows[i].search_text(std::time::UNIX_EPOCH);
+                self.haystacks[i] = haystack(&self.rows[i]);
                 self.stale = true;
                 true
             }
@@ -82,7 +85,7 @@ impl<T: Record> Table<T> {
     pub fn modify_where(&mut self, matches: impl Fn(&T) -> bool, change: impl Fn(&mut T)) {
         for (row, haystack) in self.rows.iter_mut().zip(self.haystacks.iter_mut()).filter(|(r, _)| matches(r)) {
             change(row);
-            *haystack = row.search_text(std::time::UNIX_EPOCH);
+            *haystack = self::haystack(row);
             self.stale = true;
         }
     }

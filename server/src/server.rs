@@ -85,7 +85,7 @@ impl RunningServer {
 /// Starts Sigil with `config`. `admin_password` is used if the store is
 /// empty and the bootstrap admin is created.
 pub async fn start(config: &Config, admin_password: Option<Secret<String>>) -> Result<RunningServer, ServerError> {
-    let tls = grpc_tls(config)?;
+    let tls = TlsPem::read(config)?;
     if tls.is_none() && !config.listen.ip().is_loopback() {
         tracing::warn!(listen = %config.listen, "serving gRPC without TLS on a non-loopback address: tokens and passwords cross the network in clear text");
     }
@@ -104,8 +104,8 @@ pub async fn start(config: &Config, admin_password: Option<Secret<String>>) -> R
 
     let (stop, stopped) = watch::channel(false);
     let tasks = vec![
-        tokio::spawn(serve_grpc(identity.clone(), grpc_listener, tls, stopped.clone())),
-        tokio::spawn(serve_http(identity.clone(), http_listener, http_tls(config)?, stopped.clone())),
+        tokio::spawn(serve_grpc(identity.clone(), grpc_listener, tls.as_ref().map(TlsPem::grpc), stopped.clone())),
+        tokio::spawn(serve_http(identity.clone(), http_listener, tls.as_ref().map(TlsPem::http), stopped.clone())),
         tokio::spawn(maintain(identity.clone(), config.sweep_interval, stopped)),
     ];
     tracing::info!(%grpc_addr, %http_addr, "sigil-server listening");
@@ -224,32 +224,41 @@ async fn maintain(
     }
 }
 
-/// TLS for the gRPC listener, from the configured PEM files; with a client
-/// CA, clients must present a certificate signed by it (mTLS).
-fn grpc_tls(config: &Config) -> Result<Option<ServerTlsConfig>, ServerError> {
-    let (Some(cert), Some(key)) = (&config.tls_cert, &config.tls_key) else {
-        return Ok(None);
-    };
-    let read = |path: &std::path::Path| {
-        std::fs::read(path).map_err(|e| ServerError::Tls(format!("cannot read {}: {e}", path.display())))
-    };
-    let mut tls = ServerTlsConfig::new().identity(tonic::transport::Identity::from_pem(read(cert)?, read(key)?));
-    if let Some(ca) = &config.tls_client_ca {
-        tls = tls.client_ca_root(tonic::transport::Certificate::from_pem(read(ca)?));
-    }
-    Ok(Some(tls))
+/// The TLS material of both listeners, read once from the configured PEM
+/// files at start.
+struct TlsPem {
+    cert: Vec<u8>,
+    key: Vec<u8>,
+    client_ca: Option<Vec<u8>>,
 }
 
-/// The same certificate and key serve the HTTP listener (client
-/// certificates are not asked for there: it serves only public material).
-fn http_tls(config: &Config) -> Result<Option<HttpTls>, ServerError> {
-    let (Some(cert), Some(key)) = (&config.tls_cert, &config.tls_key) else {
-        return Ok(None);
-    };
-    let read = |path: &std::path::Path| {
-        std::fs::read(path).map_err(|e| ServerError::Tls(format!("cannot read {}: {e}", path.display())))
-    };
-    Ok(Some(HttpTls { cert: read(cert)?, key: read(key)? }))
+impl TlsPem {
+    fn read(config: &Config) -> Result<Option<Self>, ServerError> {
+        let (Some(cert), Some(key)) = (&config.tls_cert, &config.tls_key) else {
+            return Ok(None);
+        };
+        let read = |path: &std::path::Path| {
+            std::fs::read(path).map_err(|e| ServerError::Tls(format!("cannot read {}: {e}", path.display())))
+        };
+        let client_ca = config.tls_client_ca.as_deref().map(read).transpose()?;
+        Ok(Some(Self { cert: read(cert)?, key: read(key)?, client_ca }))
+    }
+
+    /// TLS for the gRPC listener; with a client CA, clients must present a
+    /// certificate signed by it (mTLS).
+    fn grpc(&self) -> ServerTlsConfig {
+        let tls = ServerTlsConfig::new().identity(tonic::transport::Identity::from_pem(&self.cert, &self.key));
+        match &self.client_ca {
+            Some(ca) => tls.client_ca_root(tonic::transport::Certificate::from_pem(ca)),
+            None => tls,
+        }
+    }
+
+    /// The same certificate and key serve the HTTP listener (client
+    /// certificates are not asked for there: it serves only public material).
+    fn http(&self) -> HttpTls {
+        HttpTls { cert: self.cert.clone(), key: self.key.clone() }
+    }
 }
 
 async fn stopped(mut stop: watch::Receiver<bool>) {

@@ -3,7 +3,7 @@
 //! refreshes its own short-lived token, revokes a session with filter + `d`
 //! + `y`, and quits on `q`.
 
-use std::{path::PathBuf, process::Command, time::Duration};
+use std::{process::Command, time::Duration};
 
 use sigil_proto::pb;
 use sigil_tests::{ADMIN_PASSWORD, TestServer, eventually};
@@ -44,13 +44,6 @@ impl Drop for Tmux {
     }
 }
 
-fn console_binary() -> PathBuf {
-    let server = sigil_tests::server_binary();
-    let binary = server.with_file_name("sigil-console");
-    assert!(binary.exists(), "{} is missing: run `cargo test --workspace`", binary.display());
-    binary
-}
-
 #[tokio::test]
 async fn the_console_shows_live_logins_and_revokes_with_two_keys() {
     if Command::new("tmux").arg("-V").output().is_err() {
@@ -63,7 +56,7 @@ async fn the_console_shows_live_logins_and_revokes_with_two_keys() {
     let tmux = Tmux { socket: format!("sigil-e2e-{}", std::process::id()) };
     let command = format!(
         "env SIGIL_PASSWORD={ADMIN_PASSWORD} {} --server http://{}",
-        console_binary().display(),
+        sigil_tests::console_binary().display(),
         server.grpc_addr()
     );
     let launched = tokio::time::Instant::now();

@@ -100,7 +100,7 @@ async fn the_console_speaks_tls_with_ca_cert() {
     let pki = tempfile::tempdir().expect("temp dir");
     make_pki(pki.path());
     let server = tls_server(pki.path(), false).await;
-    let console = sigil_tests::server_binary().with_file_name("sigil-console");
+    let console = sigil_tests::console_binary();
     let address = format!("https://{}", server.grpc_addr());
     let run = |args: Vec<String>| {
         let console = console.clone();

@@ -272,7 +272,8 @@ impl ChildServer {
     }
 }
 
-fn bound_grpc_addr(line: &str) -> Option<SocketAddr> {
+/// The gRPC address in sigil-server's "listening" log line (text or JSON).
+pub fn bound_grpc_addr(line: &str) -> Option<SocketAddr> {
     if !line.contains("sigil-server listening") {
         return None;
     }
@@ -296,5 +297,13 @@ pub fn server_binary() -> PathBuf {
         "{} is missing: run the tests with `cargo test --workspace` so that it is built",
         binary.display()
     );
+    binary
+}
+
+/// Path of the `sigil-console` binary, built beside `sigil-server`
+/// (the console package's integration test makes cargo build it).
+pub fn console_binary() -> PathBuf {
+    let binary = server_binary().with_file_name("sigil-console");
+    assert!(binary.exists(), "{} is missing: run `cargo test --workspace`", binary.display());
     binary
 }

@@ -149,8 +149,8 @@ impl Target {
         let started = Instant::now();
         let address = loop {
             let line = lines.next_line().await?.ok_or_else(|| anyhow::anyhow!("sigil-server exited"))?;
-            if let Some(rest) = line.split("grpc_addr=").nth(1) {
-                break rest.split_whitespace().next().unwrap_or_default().to_string();
+            if let Some(address) = sigil_tests::bound_grpc_addr(&line) {
+                break address.to_string();
             }
         };
         println!("started sigil-server (pid {:?}) on {address} in {:?}", child.id(), started.elapsed());
