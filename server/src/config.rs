@@ -41,6 +41,15 @@ pub struct ConfigLayer {
     /// Directory of the embedded sled store [default: ./sigil-data].
     #[arg(long, env = "SIGIL_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
+    /// PostgreSQL URL (postgres://user:password@host/db); when set, the store is
+    /// PostgreSQL, shared with every instance on the same database, instead of sled.
+    #[arg(long, env = "SIGIL_DATABASE_URL", value_parser = DatabaseUrl::parse, hide_env_values = true)]
+    pub database_url: Option<DatabaseUrl>,
+    /// With PostgreSQL: how often an instance catches up on other instances'
+    /// revocations, keys and events even without a notification [default: 1s].
+    #[arg(long, env = "SIGIL_SYNC_INTERVAL", value_parser = parse_duration)]
+    #[serde(default, deserialize_with = "duration_text")]
+    pub sync_interval: Option<Duration>,
     /// `iss` of issued tokens [default: sigil].
     #[arg(long, env = "SIGIL_ISSUER")]
     pub issuer: Option<String>,
@@ -114,6 +123,12 @@ pub struct Config {
     pub http_listen: SocketAddr,
     /// Directory of the sled store.
     pub data_dir: PathBuf,
+    /// The PostgreSQL store, when set (printed without its password).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub database_url: Option<DatabaseUrl>,
+    /// Catch-up interval with a shared store.
+    #[serde(serialize_with = "duration_to_text")]
+    pub sync_interval: Duration,
     /// Token issuer.
     pub issuer: String,
     /// Default token audience.
@@ -163,6 +178,8 @@ impl Default for Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
             http_listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             data_dir: PathBuf::from("./sigil-data"),
+            database_url: None,
+            sync_interval: Duration::from_secs(1),
             issuer: identity.issuer,
             audience: identity.default_audience,
             access_token_ttl: identity.access_token_ttl,
@@ -227,6 +244,8 @@ impl Config {
             listen: layer.listen.unwrap_or(self.listen),
             http_listen: layer.http_listen.unwrap_or(self.http_listen),
             data_dir: layer.data_dir.unwrap_or(self.data_dir),
+            database_url: layer.database_url.or(self.database_url),
+            sync_interval: layer.sync_interval.unwrap_or(self.sync_interval),
             issuer: layer.issuer.unwrap_or(self.issuer),
             audience: layer.audience.unwrap_or(self.audience),
             access_token_ttl: layer.access_token_ttl.unwrap_or(self.access_token_ttl),
@@ -254,6 +273,9 @@ impl Config {
         }
         if self.sweep_interval < Duration::from_millis(100) {
             return Err(ConfigError::OutOfRange("sweep_interval must be at least 100ms".into()));
+        }
+        if self.sync_interval < Duration::from_millis(10) {
+            return Err(ConfigError::OutOfRange("sync_interval must be at least 10ms".into()));
         }
         if self.tls_cert.is_some() != self.tls_key.is_some() {
             return Err(ConfigError::OutOfRange("tls_cert and tls_key go together".into()));
@@ -289,6 +311,60 @@ impl Config {
     /// The configuration as TOML, in the file format `--config` reads.
     pub fn to_toml(&self) -> String {
         toml::to_string(self).unwrap_or_else(|e| format!("# cannot render configuration: {e}\n"))
+    }
+}
+
+/// A PostgreSQL connection string. It may hold a password, so `Debug` and
+/// the printed configuration show it with the password masked.
+#[derive(Clone, PartialEq, Eq)]
+pub struct DatabaseUrl(String);
+
+impl DatabaseUrl {
+    /// Accepts a `postgres://` / `postgresql://` URL or a libpq key=value string.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        text.parse::<tokio_postgres::Config>()
+            .map(|_| Self(text.to_string()))
+            // The parser's message never repeats the password.
+            .map_err(|e| format!("invalid PostgreSQL connection string: {e}"))
+    }
+
+    /// The connection string itself, for the driver.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// The connection string with any password replaced by `***`.
+    pub fn masked(&self) -> String {
+        let text = &self.0;
+        if let Some(rest) = text.split_once("://").map(|(_, rest)| rest)
+            && let Some((userinfo, _)) = rest.split_once('@')
+            && let Some((_, password)) = userinfo.split_once(':')
+        {
+            let start = text.len() - rest.len() + userinfo.len() - password.len();
+            return format!("{}***{}", &text[..start], &text[start + password.len()..]);
+        }
+        text.split_whitespace()
+            .map(|pair| if pair.starts_with("password=") { "password=***" } else { pair })
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+}
+
+impl std::fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.masked())
+    }
+}
+
+impl Serialize for DatabaseUrl {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.masked())
+    }
+}
+
+impl<'de> Deserialize<'de> for DatabaseUrl {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        Self::parse(&String::deserialize(deserializer)?).map_err(serde::de::Error::custom)
     }
 }
 
@@ -331,6 +407,21 @@ mod tests {
         let file = file_with("listen = \"127.0.0.1:1\"\nlisten_adress = \"x\"\n");
         let error = Config::load(Some(file.path()), ConfigLayer::default()).expect_err("unknown key refused");
         assert!(error.to_string().contains("listen_adress"), "{error}");
+    }
+
+    #[test]
+    fn database_passwords_are_masked_in_debug_and_print() {
+        for (url, masked) in [
+            ("postgres://sigil:s3cret@db:5432/sigil", "postgres://sigil:***@db:5432/sigil"),
+            ("host=db user=sigil password=s3cret dbname=sigil", "host=db user=sigil password=*** dbname=sigil"),
+            ("postgresql://sigil@db/sigil", "postgresql://sigil@db/sigil"),
+        ] {
+            let url = DatabaseUrl::parse(url).expect("valid");
+            assert_eq!(format!("{url:?}"), masked);
+            let config = Config { database_url: Some(url), ..Config::default() };
+            assert!(!config.to_toml().contains("s3cret") && !format!("{config:?}").contains("s3cret"));
+        }
+        assert!(DatabaseUrl::parse("postgres://[").is_err());
     }
 
     #[test]

@@ -1,6 +1,7 @@
-//! Runs Sigil: opens the store, builds the domain core, binds the gRPC and
-//! HTTP listeners and serves until told to stop, then makes every in-flight
-//! write durable before returning.
+//! Runs Sigil: opens the store (sled, or PostgreSQL when a database URL is
+//! set), builds the domain core, binds the gRPC and HTTP listeners and serves
+//! until told to stop, then makes every in-flight write durable before
+//! returning. With a shared store it also follows the other instances.
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
@@ -15,8 +16,20 @@ use crate::{
         admin::{AdminApi, AdminGuard},
         identity::IdentityApi,
     },
-    store::{Store, sled_store::SledStore},
+    store::{Store, postgres::PgStore, sled_store::SledStore},
 };
+use tonic_health::{
+    ServingStatus,
+    pb::health_server::{Health, HealthServer},
+    server::HealthReporter,
+};
+
+/// The health-check service name whose status says whether the store can
+/// commit writes (`grpc.health.v1.Health/Check` with this `service`).
+pub const STORE_HEALTH_SERVICE: &str = "sigil.store";
+
+/// How often the store is probed for [`STORE_HEALTH_SERVICE`].
+const STORE_PROBE_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Largest gRPC message accepted or sent. Every Sigil request is a few
 /// hundred bytes; the cap keeps hostile payloads from costing memory.
@@ -89,8 +102,17 @@ pub async fn start(config: &Config, admin_password: Option<Secret<String>>) -> R
     if tls.is_none() && !config.listen.ip().is_loopback() {
         tracing::warn!(listen = %config.listen, "serving gRPC without TLS on a non-loopback address: tokens and passwords cross the network in clear text");
     }
-    prepare_data_dir(&config.data_dir)?;
-    let store: Arc<dyn Store> = SledStore::open(&config.data_dir)?;
+    let store: Arc<dyn Store> = match &config.database_url {
+        Some(url) => {
+            let store = PgStore::connect(url.expose()).await?;
+            tracing::info!(database = ?url, "store: PostgreSQL, shared with other instances");
+            store
+        }
+        None => {
+            prepare_data_dir(&config.data_dir)?;
+            SledStore::open(&config.data_dir)?
+        }
+    };
     let identity = Arc::new(Identity::open(store.clone(), config.identity_settings()).await?);
     let bootstrap_admin = identity.bootstrap_admin(admin_password).await?;
 
@@ -103,11 +125,24 @@ pub async fn start(config: &Config, admin_password: Option<Secret<String>>) -> R
     let http_addr = local_addr(&http_listener, config.http_listen)?;
 
     let (stop, stopped) = watch::channel(false);
-    let tasks = vec![
-        tokio::spawn(serve_grpc(identity.clone(), grpc_listener, tls.as_ref().map(TlsPem::grpc), stopped.clone())),
+    let (health, health_service) = tonic_health::server::health_reporter();
+    // The store was just opened, so it answers; the probe reports changes.
+    health.set_service_status(STORE_HEALTH_SERVICE, ServingStatus::Serving).await;
+    let mut tasks = vec![
+        tokio::spawn(serve_grpc(
+            identity.clone(),
+            grpc_listener,
+            tls.as_ref().map(TlsPem::grpc),
+            (health.clone(), health_service),
+            stopped.clone(),
+        )),
         tokio::spawn(serve_http(identity.clone(), http_listener, tls.as_ref().map(TlsPem::http), stopped.clone())),
-        tokio::spawn(maintain(identity.clone(), config.sweep_interval, stopped)),
+        tokio::spawn(maintain(identity.clone(), config.sweep_interval, stopped.clone())),
+        tokio::spawn(report_store_health(store.clone(), health, stopped.clone())),
     ];
+    if let Some(changes) = store.changes() {
+        tasks.push(tokio::spawn(follow_peers(identity.clone(), changes, config.sync_interval, stopped)));
+    }
     tracing::info!(%grpc_addr, %http_addr, "sigil-server listening");
     Ok(RunningServer { grpc_addr, http_addr, identity, bootstrap_admin, stop, tasks, store })
 }
@@ -116,9 +151,9 @@ async fn serve_grpc(
     identity: Arc<Identity>,
     listener: TcpListener,
     tls: Option<ServerTlsConfig>,
+    (health, health_service): (HealthReporter, HealthServer<impl Health>),
     stop: watch::Receiver<bool>,
 ) -> Result<(), ServerError> {
-    let (health, health_service) = tonic_health::server::health_reporter();
     let identity_service = IdentityServiceServer::new(IdentityApi::new(identity.clone()))
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
@@ -130,7 +165,7 @@ async fn serve_grpc(
     );
     health.set_serving::<IdentityServiceServer<IdentityApi>>().await;
     health.set_serving::<AdminServiceServer<AdminApi>>().await;
-    health.set_service_status("", tonic_health::ServingStatus::Serving).await;
+    health.set_service_status("", ServingStatus::Serving).await;
 
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(sigil_proto::FILE_DESCRIPTOR_SET)
@@ -220,6 +255,76 @@ async fn maintain(
                 }
                 return Ok(());
             }
+        }
+    }
+}
+
+/// Keeps the [`STORE_HEALTH_SERVICE`] health status in step with whether
+/// the store can commit writes: NOT_SERVING while it cannot, when logins,
+/// refreshes, revocations and admin writes answer UNAVAILABLE (`Validate`
+/// keeps answering from memory).
+async fn report_store_health(
+    store: Arc<dyn Store>,
+    health: HealthReporter,
+    mut stop: watch::Receiver<bool>,
+) -> Result<(), ServerError> {
+    let mut tick = tokio::time::interval(STORE_PROBE_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut serving = true;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.changed() => return Ok(()),
+        }
+        let probe = tokio::time::timeout(STORE_PROBE_INTERVAL * 2, store.ping()).await;
+        let ok = matches!(probe, Ok(Ok(())));
+        if serving != ok {
+            match (&probe, ok) {
+                (_, true) => tracing::info!("store reachable again: writes are accepted"),
+                (Ok(Err(e)), false) => tracing::error!(error = %e, "store unreachable: writes are refused"),
+                (Err(_), false) => tracing::error!("store does not answer: writes are refused"),
+                _ => {}
+            }
+            let status = if ok { ServingStatus::Serving } else { ServingStatus::NotServing };
+            health.set_service_status(STORE_HEALTH_SERVICE, status).await;
+            serving = ok;
+        }
+    }
+}
+
+/// With a shared store: catches up on other instances' revocations, keys
+/// and events whenever the store signals a change, and every `every` in
+/// case a signal was lost (see `domain::cluster`).
+async fn follow_peers(
+    identity: Arc<Identity>,
+    changes: Arc<tokio::sync::Notify>,
+    every: Duration,
+    mut stop: watch::Receiver<bool>,
+) -> Result<(), ServerError> {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut failing = false;
+    loop {
+        tokio::select! {
+            _ = changes.notified() => {}
+            _ = tick.tick() => {}
+            _ = stop.changed() => return Ok(()),
+        }
+        match identity.catch_up().await {
+            Ok(report) => {
+                if failing {
+                    tracing::info!("caught up with other instances again");
+                    failing = false;
+                }
+                if report.revocations > 0 || report.keys_changed {
+                    tracing::debug!(?report, "caught up with other instances");
+                }
+            }
+            Err(e) if !failing => {
+                tracing::warn!(error = %e, "cannot catch up with other instances; retrying");
+                failing = true;
+            }
+            Err(_) => {}
         }
     }
 }

@@ -1,11 +1,19 @@
 //! The store conformance suite (`sigil_server::store::conformance`) run
 //! against each engine on a fresh store.
 
-use sigil_server::store::{conformance, sled_store::SledStore};
+use sigil_server::store::{conformance, postgres::PgStore, sled_store::SledStore};
+use sigil_tests::postgres::Postgres;
 
 #[tokio::test]
 async fn sled_engine_passes_the_store_conformance_suite() {
     let dir = tempfile::tempdir().expect("temp dir");
     let store = SledStore::open(dir.path()).expect("sled opens");
+    conformance::run_all(store).await;
+}
+
+#[tokio::test]
+async fn postgres_engine_passes_the_store_conformance_suite() {
+    let Some(postgres) = Postgres::shared() else { return };
+    let store = PgStore::connect(&postgres.fresh_database().await).await.expect("PostgreSQL store opens");
     conformance::run_all(store).await;
 }

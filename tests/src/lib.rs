@@ -6,6 +6,8 @@
 //! key). [`ChildServer`] runs the real `sigil-server` binary as a child
 //! process, for the tests that kill it with SIGKILL.
 
+pub mod postgres;
+
 use std::{
     net::SocketAddr,
     path::{Path, PathBuf},

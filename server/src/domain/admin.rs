@@ -2,13 +2,11 @@
 //! tokens, signing-key rotation and statistics. Authorization (role
 //! `admin`) is checked by the caller, in one place in the gRPC adapter.
 
-use std::sync::Arc;
-
 use super::{
     DomainError, Identity, Secret, SessionId, Timestamp, UserId,
     event::{EventKind, EventRecord},
     identity::check_password,
-    keys::{KeyRing, SigningKeyRecord},
+    keys::SigningKeyRecord,
     revocation::RevocationTarget,
     session::{SessionRecord, TokenRecord},
     user::{UserRecord, check_role, normalize_username},
@@ -146,7 +144,7 @@ impl Identity {
         }
         user.updated_at = now;
         if let Some(entry) = self.store.update_user(&user, revocation).await? {
-            self.revocations.apply(&entry);
+            self.apply_revocations(std::slice::from_ref(&entry));
         }
         self.events.publish(events).await;
         let revoked = if user.disabled { self.end_sessions_of(actor, id, "user disabled").await? } else { 0 };
@@ -223,7 +221,7 @@ impl Identity {
     pub async fn rotate_signing_key(&self, actor: Option<UserId>) -> Result<SigningKeyRecord, DomainError> {
         let key = SigningKeyRecord::generate_ed25519(Timestamp::now())?;
         let records = self.store.rotate_signing_key(&key).await?;
-        self.keys.store(Arc::new(KeyRing::from_records(&records)?));
+        self.install_keys(&records)?;
         tracing::info!(kid = %key.kid, "signing key rotated");
         let mut event = EventRecord::new(EventKind::KeyRotated).actor(actor);
         event.token_id = Some(key.kid.clone());

@@ -2,7 +2,10 @@
 //! (the last N are kept, so watchers can resume after a restart) and
 //! broadcast to live watchers by [`EventHub`].
 
-use std::sync::Arc;
+use std::sync::{
+    Arc,
+    atomic::{AtomicU64, Ordering},
+};
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Mutex, broadcast};
@@ -121,21 +124,33 @@ impl EventRecord {
 
 /// Stores events in order and fans them out to live watchers. Writers never
 /// wait for watchers: a watcher that cannot keep up lags and is told so.
+///
+/// With a store only this process writes, `publish` broadcasts what it
+/// stored. With a shared store, events from every instance are broadcast by
+/// [`EventHub::follow`], which reads them back from the store in the global
+/// sequence order (`publish` only stores, then raises the store's change
+/// signal so that the follower runs at once).
 pub struct EventHub {
     store: Arc<dyn Store>,
     live: broadcast::Sender<Arc<EventRecord>>,
-    /// Serializes "assign sequence, store, broadcast" so that watchers see
-    /// events in sequence order.
+    /// Serializes "assign sequence, store, broadcast" (or "read, broadcast")
+    /// so that watchers see events in sequence order.
     order: Mutex<()>,
     retained: usize,
+    /// For a shared store: the last sequence broadcast.
+    followed_through: Option<AtomicU64>,
 }
 
 impl EventHub {
     /// A hub keeping the last `retained` events, buffering `backlog` events
     /// per live watcher before it counts as lagging.
-    pub fn new(store: Arc<dyn Store>, retained: usize, backlog: usize) -> Self {
+    pub async fn open(store: Arc<dyn Store>, retained: usize, backlog: usize) -> Result<Self, DomainError> {
         let (live, _) = broadcast::channel(backlog.max(16));
-        Self { store, live, order: Mutex::new(()), retained: retained.max(1) }
+        let followed_through = match store.changes() {
+            Some(_) => Some(AtomicU64::new(store.latest_event_sequence().await?)),
+            None => None,
+        };
+        Ok(Self { store, live, order: Mutex::new(()), retained: retained.max(1), followed_through })
     }
 
     /// Records and broadcasts events. A failure to record is logged, not
@@ -146,14 +161,40 @@ impl EventHub {
         }
         let _order = self.order.lock().await;
         match self.store.append_events(events).await {
-            Ok(stored) => {
-                for event in stored {
-                    // No receivers is fine: nobody is watching.
-                    let _ = self.live.send(Arc::new(event));
+            Ok(stored) => match (self.store.changes(), &self.followed_through) {
+                (Some(changes), Some(_)) => changes.notify_one(),
+                _ => {
+                    for event in stored {
+                        // No receivers is fine: nobody is watching.
+                        let _ = self.live.send(Arc::new(event));
+                    }
                 }
-            }
+            },
             Err(e) => tracing::error!(error = %e, "audit events could not be stored"),
         }
+    }
+
+    /// With a shared store, broadcasts the events stored (by any instance)
+    /// since the last call; returns how many. Does nothing otherwise.
+    pub async fn follow(&self) -> Result<usize, DomainError> {
+        const BATCH: usize = 1000;
+        let Some(through) = &self.followed_through else { return Ok(0) };
+        let _order = self.order.lock().await;
+        let mut sent = 0;
+        loop {
+            let batch = self.store.events_after(through.load(Ordering::Acquire), BATCH).await?;
+            let Some(last) = batch.last().map(|e| e.sequence) else { break };
+            let full = batch.len() == BATCH;
+            sent += batch.len();
+            for event in batch {
+                let _ = self.live.send(Arc::new(event));
+            }
+            through.store(last, Ordering::Release);
+            if !full {
+                break;
+            }
+        }
+        Ok(sent)
     }
 
     /// A receiver of events published from now on.

@@ -9,6 +9,7 @@ use dashmap::DashMap;
 
 use super::{
     DomainError, Secret, SessionId, Timestamp, TokenId, UserId,
+    cluster::PeerSync,
     event::{EventHub, EventKind, EventRecord},
     keys::{KeyRing, SigningKeyRecord},
     limits::{
@@ -141,6 +142,8 @@ pub struct Identity {
     /// Sessions seen by `Validate` since the last flush to the store: kept
     /// in memory so that validation never writes to disk.
     pub(super) last_seen: DashMap<SessionId, Timestamp>,
+    /// How far this instance has caught up with a shared store.
+    pub(super) peers: PeerSync,
 }
 
 impl Identity {
@@ -156,16 +159,20 @@ impl Identity {
         let keys = KeyRing::from_records(&records)?;
         let revocations = RevocationIndex::new(settings.access_token_ttl + settings.leeway);
         let since = Timestamp::now().minus(revocations.retention());
+        let mut applied_through = 0;
         for entry in store.revocations_since(since).await? {
             revocations.apply(&entry);
+            applied_through = entry.sequence;
         }
         tracing::info!(entries = revocations.len(), "revocation index rebuilt");
+        let events = EventHub::open(store.clone(), settings.event_retention, 1024).await?;
         Ok(Self {
+            peers: PeerSync::new(applied_through),
             verifier: TokenVerifier::new(&settings.issuer, settings.leeway, settings.signature_cache_capacity),
             hasher: PasswordHasher::new(settings.hashing_parallelism, settings.hashing_queue)?,
             keys: ArcSwap::from_pointee(keys),
             revocations,
-            events: EventHub::new(store.clone(), settings.event_retention, 1024),
+            events,
             rates: Rates::default(),
             last_seen: DashMap::new(),
             settings,
@@ -216,8 +223,12 @@ impl Identity {
                 (Secret::new(base64_url(&bytes)), true)
             }
         };
-        let user = self.create_user(None, "admin", &password, vec![ADMIN_ROLE.to_string()]).await?;
-        Ok(Some((user, generated.then_some(password))))
+        match self.create_user(None, "admin", &password, vec![ADMIN_ROLE.to_string()]).await {
+            Ok(user) => Ok(Some((user, generated.then_some(password)))),
+            // Another instance sharing the store created it first.
+            Err(DomainError::AlreadyExists(_)) => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     /// Checks credentials and opens a session. Every credential failure is
@@ -504,9 +515,7 @@ impl Identity {
 
     /// Makes committed revocations visible to `Validate`.
     pub(super) fn apply(&self, outcome: &RevokeOutcome) {
-        for entry in &outcome.entries {
-            self.revocations.apply(entry);
-        }
+        self.apply_revocations(&outcome.entries);
     }
 
     fn issue_access_token(

@@ -25,6 +25,16 @@ macro_rules! typed_id {
                 self.0.as_bytes()
             }
 
+            /// The UUID itself (for engines with a native UUID type).
+            pub fn uuid(&self) -> Uuid {
+                self.0
+            }
+
+            /// An id from a UUID read back from a store.
+            pub fn from_uuid(uuid: Uuid) -> Self {
+                Self(uuid)
+            }
+
             /// Reads an id back from its 16 key bytes.
             pub fn from_slice(bytes: &[u8]) -> Option<Self> {
                 Uuid::from_slice(bytes).ok().map(Self)

@@ -107,6 +107,9 @@ pub struct KeyRing {
     active: ActiveKey,
     verifiers: HashMap<String, DecodingKey>,
     jwks_json: String,
+    /// The (kid, state) of every record the ring was built from, to tell
+    /// whether the stored keys changed since.
+    built_from: Vec<(String, KeyState)>,
 }
 
 impl KeyRing {
@@ -134,7 +137,16 @@ impl KeyRing {
         }
         let active = active.ok_or_else(|| DomainError::Internal("no active signing key".into()))?;
         let jwks_json = serde_json::json!({ "keys": jwks }).to_string();
-        Ok(Self { active, verifiers, jwks_json })
+        Ok(Self { active, verifiers, jwks_json, built_from: Self::fingerprint(records) })
+    }
+
+    /// Whether the ring was built from exactly these records' keys and states.
+    pub fn is_built_from(&self, records: &[SigningKeyRecord]) -> bool {
+        self.built_from == Self::fingerprint(records)
+    }
+
+    fn fingerprint(records: &[SigningKeyRecord]) -> Vec<(String, KeyState)> {
+        records.iter().map(|r| (r.kid.clone(), r.state)).collect()
     }
 
     /// The key that signs new tokens.

@@ -4,12 +4,10 @@
 //! can be affected by, retire signing keys whose last token has expired,
 //! trim the event log, and write last-seen times to the store.
 
-use std::sync::Arc;
-
 use super::{
     DomainError, Identity, Timestamp,
     event::{EventKind, EventRecord},
-    keys::{KeyRing, KeyState},
+    keys::KeyState,
 };
 use crate::store::Expired;
 
@@ -87,7 +85,7 @@ impl Identity {
         }
         if report.retired_keys > 0 {
             let records = self.store.signing_keys().await?;
-            self.keys.store(Arc::new(KeyRing::from_records(&records)?));
+            self.install_keys(&records)?;
         }
 
         self.events.trim().await?;

@@ -5,6 +5,7 @@
 //! requests into calls on [`Identity`] and [`DomainError`]s into statuses.
 
 pub mod admin;
+pub mod cluster;
 pub mod error;
 pub mod event;
 pub mod identity;

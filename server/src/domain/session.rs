@@ -71,6 +71,15 @@ impl SessionRecord {
             state => state,
         }
     }
+
+    /// Ends the session at `at` (revoked or expired); every engine records
+    /// an ending the same way.
+    pub fn end(&mut self, state: SessionState, at: Timestamp) {
+        self.state = state;
+        if state == SessionState::Revoked {
+            self.revoked_at = Some(at);
+        }
+    }
 }
 
 /// Access or refresh.
@@ -131,6 +140,14 @@ impl TokenRecord {
         match self.state {
             TokenState::Active if now >= self.expires_at => TokenState::Expired,
             state => state,
+        }
+    }
+
+    /// Ends the token at `at` (revoked, expired or rotated).
+    pub fn end(&mut self, state: TokenState, at: Timestamp) {
+        self.state = state;
+        if state != TokenState::Expired {
+            self.revoked_at = Some(at);
         }
     }
 }

@@ -212,6 +212,10 @@ pub async fn revoking_a_token_logs_access_tokens_only(store: &dyn Store) {
     let f2 = open_session(store, &owner).await;
     let later = store.revoke_token(f2.access.id, &cause("t")).await.expect("revoke").expect("exists");
     assert!(later.entries[0].sequence > access.entries[0].sequence, "sequences increase");
+    // Catching up after a sequence returns what came after it, in order.
+    let after = store.revocations_after(access.entries[0].sequence, 10).await.expect("log");
+    assert_eq!(after.first(), later.entries.first(), "the next entry, and not the one caught up on");
+    assert!(store.revocations_after(later.entries[0].sequence, 10).await.expect("log").is_empty());
     assert!(store.revoke_token(TokenId::generate(), &cause("t")).await.expect("revoke").is_none());
 }
 
@@ -382,6 +386,7 @@ pub async fn events_are_kept_in_order_and_trimmed(store: &dyn Store) {
         .expect("append");
     assert!(stored[0].sequence >= 1);
     assert!(stored.windows(2).all(|w| w[0].sequence < w[1].sequence));
+    assert_eq!(store.latest_event_sequence().await.expect("latest"), stored[4].sequence);
     let after = store.events_after(stored[1].sequence, 100).await.expect("replay");
     let details: Vec<&str> = after.iter().map(|e| e.detail.as_str()).collect();
     assert_eq!(details, ["e2", "e3", "e4"]);

@@ -4,14 +4,19 @@
 //! The traits speak of users, sessions, token records, signing keys and the
 //! revocation log; they know nothing of JWTs or gRPC. Every method that
 //! writes returns only once the write is durable, so the domain may
-//! acknowledge it. Engines: [`sled_store::SledStore`] (embedded, default).
+//! acknowledge it. Engines: [`sled_store::SledStore`] (embedded, default) and
+//! [`postgres::PgStore`] (shared by several instances).
 //! Every engine must pass [`conformance`].
 
 pub mod conformance;
 pub mod group_commit;
+pub mod postgres;
 pub mod sled_store;
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
+use tokio::sync::Notify;
 
 use crate::domain::{
     SessionId, Timestamp, TokenId, UserId,
@@ -228,6 +233,10 @@ pub trait KeyStore: Send + Sync {
 pub trait RevocationLog: Send + Sync {
     /// Entries committed at or after `since`, in sequence order.
     async fn revocations_since(&self, since: Timestamp) -> Result<Vec<RevocationEntry>, StoreError>;
+    /// Entries with a sequence above `after`, in sequence order, at most
+    /// `limit`: how an instance catches up on revocations committed by
+    /// others sharing its store.
+    async fn revocations_after(&self, after: u64, limit: usize) -> Result<Vec<RevocationEntry>, StoreError>;
     /// Drops entries committed before `before`; returns how many.
     async fn purge_revocations(&self, before: Timestamp) -> Result<usize, StoreError>;
 }
@@ -239,6 +248,8 @@ pub trait EventStore: Send + Sync {
     /// durable with the engine's next flush; the writes they describe were
     /// made durable before.
     async fn append_events(&self, events: Vec<EventRecord>) -> Result<Vec<EventRecord>, StoreError>;
+    /// The sequence of the newest stored event (0 when there is none).
+    async fn latest_event_sequence(&self) -> Result<u64, StoreError>;
     /// Events with a sequence above `after`, oldest first, at most `limit`.
     async fn events_after(&self, after: u64, limit: usize) -> Result<Vec<EventRecord>, StoreError>;
     /// Drops all but the newest `keep` events; returns how many went.
@@ -263,4 +274,19 @@ pub trait LoginThrottle: Send + Sync {
 pub trait Store: UserStore + SessionStore + KeyStore + RevocationLog + EventStore + LoginThrottle {
     /// Makes every acknowledged write durable and releases the engine.
     async fn close(&self) -> Result<(), StoreError>;
+
+    /// Whether the engine can commit writes right now (for the write-path
+    /// health status). An embedded engine always can.
+    async fn ping(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    /// For an engine shared by several instances: a signal raised whenever
+    /// another instance may have committed revocations, events or key
+    /// changes (and on reconnecting, when some may have been missed). The
+    /// domain then catches up from the store. `None` for an engine that
+    /// only this process writes.
+    fn changes(&self) -> Option<Arc<Notify>> {
+        None
+    }
 }

@@ -263,10 +263,7 @@ impl Tx<'_> {
 
     /// Ends an active session: state, indexes, optional revocation log entry.
     fn end_session(&self, session: &mut SessionRecord, state: SessionState, at: Timestamp) -> TxResult<()> {
-        session.state = state;
-        if state == SessionState::Revoked {
-            session.revoked_at = Some(at);
-        }
+        session.end(state, at);
         self.sessions.insert(session.id.as_bytes().as_slice(), encode(&*session)?)?;
         self.active.remove(kind_key(SESSION, session.id.as_bytes()))?;
         self.expiry.remove(time_key(session.expires_at, SESSION, session.id.as_bytes()))?;
@@ -276,10 +273,7 @@ impl Tx<'_> {
 
     /// Ends an active token (revoked, expired or rotated).
     fn end_token(&self, token: &mut TokenRecord, state: TokenState, at: Timestamp) -> TxResult<()> {
-        token.state = state;
-        if state != TokenState::Expired {
-            token.revoked_at = Some(at);
-        }
+        token.end(state, at);
         self.tokens.insert(token.id.as_bytes().as_slice(), encode(&*token)?)?;
         self.active.remove(kind_key(TOKEN, token.id.as_bytes()))?;
         self.expiry.remove(time_key(token.expires_at, TOKEN, token.id.as_bytes()))?;
@@ -729,6 +723,16 @@ impl RevocationLog for SledStore {
         Ok(entries)
     }
 
+    async fn revocations_after(&self, after: u64, limit: usize) -> Result<Vec<RevocationEntry>, StoreError> {
+        self.trees
+            .revocations
+            .range((Bound::Excluded(after.to_be_bytes()), Bound::Unbounded))
+            .values()
+            .take(limit)
+            .map(|v| decode(&v.map_err(backend)?))
+            .collect()
+    }
+
     async fn purge_revocations(&self, before: Timestamp) -> Result<usize, StoreError> {
         let mut purged = 0;
         for item in self.trees.revocations.iter() {
@@ -756,6 +760,11 @@ impl EventStore for SledStore {
             stored.push(event);
         }
         Ok(stored)
+    }
+
+    async fn latest_event_sequence(&self) -> Result<u64, StoreError> {
+        let last = self.events.last().map_err(backend)?;
+        Ok(last.and_then(|(key, _)| key.as_ref().try_into().ok()).map(u64::from_be_bytes).unwrap_or(0))
     }
 
     async fn events_after(&self, after: u64, limit: usize) -> Result<Vec<EventRecord>, StoreError> {

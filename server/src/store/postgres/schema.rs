@@ -1,0 +1,127 @@
+//! The schema, as numbered migrations embedded in the binary and applied at
+//! start under a session-level advisory lock, so that instances starting
+//! together apply each migration exactly once (the others wait, then find
+//! it applied).
+//!
+//! Records are stored as JSON bodies (the same documents the sled engine
+//! stores) beside the columns that queries filter and sort on; every write
+//! sets both from one record, in one statement.
+
+use tokio_postgres::Client;
+
+use super::{MIGRATION_LOCK, pg};
+use crate::store::StoreError;
+
+/// Migrations in order; a migration, once released, is never edited.
+const MIGRATIONS: &[(i32, &str)] = &[(
+    1,
+    r"
+CREATE TABLE users (
+    id uuid PRIMARY KEY,
+    username text NOT NULL UNIQUE,
+    body jsonb NOT NULL
+);
+
+CREATE TABLE sessions (
+    id uuid PRIMARY KEY,
+    user_id uuid NOT NULL,
+    active boolean NOT NULL,
+    current_refresh uuid NOT NULL,
+    expires_at bigint NOT NULL,
+    ended_at bigint,
+    body jsonb NOT NULL
+);
+CREATE INDEX sessions_by_user ON sessions (user_id, id);
+CREATE INDEX sessions_active ON sessions (id) WHERE active;
+CREATE INDEX sessions_expiry ON sessions (expires_at) WHERE active;
+CREATE INDEX sessions_ended ON sessions (ended_at) WHERE NOT active;
+
+CREATE TABLE tokens (
+    id uuid PRIMARY KEY,
+    session_id uuid NOT NULL,
+    user_id uuid NOT NULL,
+    active boolean NOT NULL,
+    expires_at bigint NOT NULL,
+    ended_at bigint,
+    refresh_hash bytea UNIQUE,
+    body jsonb NOT NULL
+);
+CREATE INDEX tokens_by_session ON tokens (session_id, id);
+CREATE INDEX tokens_by_user ON tokens (user_id, id);
+CREATE INDEX tokens_active ON tokens (id) WHERE active;
+CREATE INDEX tokens_expiry ON tokens (expires_at) WHERE active;
+CREATE INDEX tokens_ended ON tokens (ended_at) WHERE NOT active;
+
+CREATE TABLE signing_keys (
+    kid text PRIMARY KEY,
+    created_at bigint NOT NULL,
+    body jsonb NOT NULL
+);
+
+-- Sequences are taken under an advisory lock held to commit, so sequence
+-- order is commit order and a reader catching up by sequence never skips
+-- an entry that commits late.
+CREATE SEQUENCE revocation_sequence;
+CREATE TABLE revocations (
+    sequence bigint PRIMARY KEY,
+    at bigint NOT NULL,
+    body jsonb NOT NULL
+);
+CREATE INDEX revocations_at ON revocations (at);
+
+CREATE SEQUENCE event_sequence;
+CREATE TABLE events (
+    sequence bigint PRIMARY KEY,
+    body jsonb NOT NULL
+);
+
+-- Keys are bytes: the domain's throttle keys hold a NUL separator, which
+-- a text column refuses.
+CREATE TABLE login_failures (
+    key bytea PRIMARY KEY,
+    body jsonb NOT NULL
+);
+",
+)];
+
+/// Applies every migration `client`'s database lacks; returns how many.
+pub(super) async fn migrate(client: &mut Client) -> Result<usize, StoreError> {
+    client.execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK]).await.map_err(pg)?;
+    let applied = apply_missing(client).await;
+    // Unlocked even when a migration failed; the connection is dropped next
+    // anyway, which would release it too.
+    let unlocked = client.execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK]).await.map_err(pg);
+    let applied = applied?;
+    unlocked?;
+    Ok(applied)
+}
+
+async fn apply_missing(client: &mut Client) -> Result<usize, StoreError> {
+    client
+        .batch_execute(
+            "CREATE TABLE IF NOT EXISTS sigil_migrations (
+                version integer PRIMARY KEY,
+                applied_at timestamptz NOT NULL DEFAULT now()
+            )",
+        )
+        .await
+        .map_err(pg)?;
+    let mut applied = 0;
+    for (version, sql) in MIGRATIONS {
+        let done = client
+            .query_opt("SELECT 1 FROM sigil_migrations WHERE version = $1", &[version])
+            .await
+            .map_err(pg)?
+            .is_some();
+        if done {
+            continue;
+        }
+        let tx = client.transaction().await.map_err(pg)?;
+        tx.batch_execute(sql).await.map_err(pg)?;
+        tx.execute("INSERT INTO sigil_migrations (version) VALUES ($1)", &[version]).await.map_err(pg)?;
+        tx.commit().await.map_err(pg)?;
+        tracing::info!(version, "applied schema migration");
+        applied += 1;
+    }
+    Ok(applied)
+}
