@@ -26,5 +26,7 @@ mod console;
 mod tls;
 // The real binary killed with SIGKILL after acknowledged writes.
 mod crash;
+// Several instances on one PostgreSQL database.
+mod cluster;
 // The store conformance suite against every engine.
 mod store_suite;
