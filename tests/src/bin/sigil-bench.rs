@@ -62,6 +62,10 @@ struct Cli {
     /// (latency counted from the scheduled send time).
     #[arg(long)]
     rate: Option<u64>,
+    /// Start the server(s) on this PostgreSQL database instead of sled; adds
+    /// the `propagation` scenario (revoke on one instance, enforced on a second).
+    #[arg(long)]
+    database_url: Option<String>,
     /// Only these scenarios (comma-separated).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
@@ -130,12 +134,16 @@ struct Target {
 }
 
 impl Target {
-    async fn start(data_dir: Option<&Path>) -> anyhow::Result<Self> {
+    async fn start(data_dir: Option<&Path>, database_url: Option<&str>) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
         let data = data_dir.map(Path::to_path_buf).unwrap_or_else(|| dir.path().join("data"));
         let binary = std::env::current_exe()?.with_file_name("sigil-server");
         anyhow::ensure!(binary.exists(), "{} is missing: cargo build --release --workspace --bins", binary.display());
-        let mut child = tokio::process::Command::new(binary)
+        let mut command = tokio::process::Command::new(binary);
+        if let Some(url) = database_url {
+            command.args(["--database-url", url]);
+        }
+        let mut child = command
             .args(["--listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0", "--log-format", "text"])
             .arg("--data-dir")
             .arg(&data)
@@ -274,7 +282,7 @@ async fn main() -> anyhow::Result<()> {
 
     let target = match &cli.server {
         Some(address) => Target { address: address.clone(), pid: None, _child: None, _dir: None },
-        None => Target::start(cli.data_dir.as_deref()).await?,
+        None => Target::start(cli.data_dir.as_deref(), cli.database_url.as_deref()).await?,
     };
     let password = if cli.server.is_some() { cli.admin_password.clone() } else { ADMIN_PASSWORD.to_string() };
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -505,6 +513,12 @@ async fn main() -> anyhow::Result<()> {
         );
     }
 
+    if let Some(url) = &cli.database_url
+        && wanted("propagation")
+    {
+        results.push(propagation(&chans[0], &password, url, if cli.quick { 10 } else { 100 }).await?);
+    }
+
     println!();
     let rate = |name: &str| results.iter().find(|f| f.name.starts_with(name)).map(Figures::rate);
     if let (Some(hot), Some(health)) = (rate("validate-hot"), rate("health")) {
@@ -533,6 +547,58 @@ async fn main() -> anyhow::Result<()> {
     anyhow::ensure!(failed.is_empty(), "scenarios with errors or no requests: {failed:?}");
     println!("all {} scenarios ran without errors", results.len());
     Ok(())
+}
+
+/// With PostgreSQL: starts a second instance on the same database, then
+/// `trials` times logs in, revokes the session on the first instance and
+/// polls `Validate` on the second until it refuses the token. The latency
+/// figures are the time from the revoke's answer to the first refusal.
+async fn propagation(first: &Channel, password: &str, url: &str, trials: usize) -> anyhow::Result<Figures> {
+    let peer = Target::start(None, Some(url)).await?;
+    let mut peer_client = IdentityServiceClient::new(channels(&peer.address, 1).await?.remove(0));
+    let mut client = IdentityServiceClient::new(first.clone());
+    let mut latency = Histogram::new(3)?;
+    let (mut errors, started) = (0, Instant::now());
+    for _ in 0..trials {
+        let token = login(first, "admin", password).await?.access_token;
+        let validate = pb::ValidateRequest { token: token.clone(), audience: None };
+        if !peer_client.validate(validate.clone()).await?.into_inner().valid {
+            errors += 1;
+            continue;
+        }
+        let revoke = pb::RevokeRequest {
+            target: Some(pb::revoke_request::Target::AccessToken(token)),
+            reason: "bench".into(),
+        };
+        client.revoke(revoke).await?;
+        let revoked = Instant::now();
+        loop {
+            let answer = peer_client.validate(validate.clone()).await?.into_inner();
+            if !answer.valid {
+                latency.record(revoked.elapsed().as_nanos() as u64)?;
+                break;
+            }
+            if revoked.elapsed() > Duration::from_secs(5) {
+                errors += 1;
+                break;
+            }
+        }
+    }
+    let figures = Figures {
+        name: "propagation".into(),
+        requests: latency.len(),
+        errors,
+        elapsed: started.elapsed(),
+        latency,
+        server_cpu: None,
+    };
+    println!(
+        "revocation enforced on a second instance after: median {:?}, max {:?} ({} trials)",
+        Duration::from_nanos(figures.latency.value_at_quantile(0.5)),
+        Duration::from_nanos(figures.latency.max()),
+        figures.requests
+    );
+    Ok(figures)
 }
 
 /// Redis GET throughput from `redis-benchmark` at `clients` concurrency,
