@@ -105,3 +105,27 @@ async fn locks_survive_a_restart() {
     assert_eq!(locked.code(), Code::ResourceExhausted);
     server.kill_9().await;
 }
+
+#[tokio::test]
+async fn failures_sent_all_at_once_are_all_counted() {
+    // A brute-forcer sending guesses in parallel must not slip past the
+    // counter: every failure is counted atomically, not read-then-written.
+    let server = TestServer::start_with(|config| {
+        config.lockout_threshold = 10;
+        config.lockout_window = Duration::from_secs(60);
+        config.lockout_duration = Duration::from_secs(600);
+    })
+    .await;
+    server.create_user("petra", "petra-password", &[]).await;
+    let client = server.client().await;
+    let guesses = (0..10).map(|i| {
+        let mut client = client.clone();
+        tokio::spawn(async move { client.authenticate(attempt("petra", &format!("guess-{i}"))).await })
+    });
+    for guess in guesses {
+        let refused = guess.await.expect("task").expect_err("wrong password");
+        assert!(matches!(refused.code(), Code::Unauthenticated | Code::ResourceExhausted), "{refused:?}");
+    }
+    let locked = client.clone().authenticate(attempt("petra", "petra-password")).await.expect_err("locked");
+    assert_eq!(locked.code(), Code::ResourceExhausted, "ten parallel failures locked the account");
+}

@@ -241,7 +241,7 @@ impl Identity {
 
         let user = self.store.user_by_name(&username).await?;
         let key = throttle_key(&username, user.as_ref().map(|u| u.id));
-        let mut failures = self.store.login_failures(&key).await?.unwrap_or_default();
+        let failures = self.store.login_failures(&key).await?.unwrap_or_default();
         // The hash is verified even for unknown or locked accounts, so that
         // every outcome costs the same time.
         let matches = self.hasher.verify(&login.password, user.as_ref().map(|u| u.password_hash.as_str())).await?;
@@ -261,8 +261,7 @@ impl Identity {
             Some(user) if matches && !user.disabled => user,
             _ => {
                 self.rates.login_failures.record();
-                let locked = failures.record_failure(now, &self.settings.lockout);
-                self.store.put_login_failures(&key, &failures).await?;
+                let (_, locked) = self.store.record_login_failure(&key, now, &self.settings.lockout).await?;
                 let mut events =
                     vec![EventRecord::new(EventKind::LoginFailed).detail(format!("from {}", login.client_address))];
                 if locked {

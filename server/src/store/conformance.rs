@@ -11,7 +11,7 @@ use crate::domain::{
     SessionId, Timestamp, TokenId, UserId,
     event::{EventKind, EventRecord},
     keys::{KeyState, SigningKeyRecord},
-    lockout::FailureRecord,
+    lockout::LockoutPolicy,
     revocation::RevocationTarget,
     session::{NewRefreshToken, RefreshTokenHash, SessionRecord, SessionState, TokenKind, TokenRecord, TokenState},
     user::UserRecord,
@@ -31,7 +31,7 @@ pub async fn run_all(store: Arc<dyn Store>) {
     listings_page_by_cursor_and_filter(&*store).await;
     expiry_and_purge_walk_the_time_indexes(&*store).await;
     events_are_kept_in_order_and_trimmed(&*store).await;
-    login_failure_counters_are_kept_and_cleared(&*store).await;
+    login_failure_counters_are_kept_and_cleared(store.clone()).await;
 }
 
 fn user(name: &str) -> UserRecord {
@@ -396,14 +396,31 @@ pub async fn events_are_kept_in_order_and_trimmed(store: &dyn Store) {
     assert_eq!(details, ["e3", "e4"]);
 }
 
-/// Failed-login counters are stored per key and cleared on request.
-pub async fn login_failure_counters_are_kept_and_cleared(store: &dyn Store) {
+/// Failed-login counters are stored per key, count every one of many
+/// concurrent failures, lock once, and are cleared on request.
+pub async fn login_failure_counters_are_kept_and_cleared(store: Arc<dyn Store>) {
     let key = "conformance-throttle\u{0}-";
+    let policy = LockoutPolicy { threshold: 10, window: Duration::from_secs(60), duration: Duration::from_secs(60) };
     assert!(store.login_failures(key).await.expect("read").is_none());
-    let record = FailureRecord { failures: vec![Timestamp::now()], locked_until: Some(Timestamp::now()) };
-    store.put_login_failures(key, &record).await.expect("write");
+    let now = Timestamp::now();
+    let (record, locked) = store.record_login_failure(key, now, &policy).await.expect("write");
+    assert_eq!((record.failures.len(), locked), (1, false));
     assert_eq!(store.login_failures(key).await.expect("read"), Some(record));
     assert!(store.login_failures("another\u{0}-").await.expect("read").is_none());
+
+    // Nine more at once: none lost, so exactly one of them locks.
+    let concurrent = (0..9).map(|_| {
+        let store = store.clone();
+        tokio::spawn(async move { store.record_login_failure(key, now, &policy).await.expect("write").1 })
+    });
+    let mut locks = 0;
+    for handle in concurrent {
+        locks += usize::from(handle.await.expect("task"));
+    }
+    assert_eq!(locks, 1, "the tenth failure locks, once");
+    let stored = store.login_failures(key).await.expect("read").expect("counter");
+    assert!(stored.locked_for(now).is_some(), "{stored:?}");
+
     store.clear_login_failures(key).await.expect("clear");
     assert!(store.login_failures(key).await.expect("read").is_none());
 }

@@ -22,7 +22,7 @@ use crate::domain::{
     SessionId, Timestamp, TokenId, UserId,
     event::EventRecord,
     keys::SigningKeyRecord,
-    lockout::FailureRecord,
+    lockout::{FailureRecord, LockoutPolicy},
     revocation::{RevocationEntry, RevocationTarget},
     session::{RefreshRecord, RefreshTokenHash, SessionRecord, TokenRecord},
     user::UserRecord,
@@ -263,8 +263,15 @@ pub trait EventStore: Send + Sync {
 pub trait LoginThrottle: Send + Sync {
     /// The counter under `key`.
     async fn login_failures(&self, key: &str) -> Result<Option<FailureRecord>, StoreError>;
-    /// Replaces the counter under `key`.
-    async fn put_login_failures(&self, key: &str, record: &FailureRecord) -> Result<(), StoreError>;
+    /// Counts one failure at `now` under `key`, atomically (concurrent
+    /// failures, from this instance or others, are all counted), and returns
+    /// the counter as stored and whether this failure locked the account.
+    async fn record_login_failure(
+        &self,
+        key: &str,
+        now: Timestamp,
+        policy: &LockoutPolicy,
+    ) -> Result<(FailureRecord, bool), StoreError>;
     /// Forgets the counter under `key` (after a successful login).
     async fn clear_login_failures(&self, key: &str) -> Result<(), StoreError>;
 }

@@ -34,7 +34,7 @@ use crate::domain::{
     SessionId, Timestamp, TokenId, UserId,
     event::EventRecord,
     keys::{KeyState, SigningKeyRecord},
-    lockout::FailureRecord,
+    lockout::{FailureRecord, LockoutPolicy},
     revocation::{RevocationEntry, RevocationTarget},
     session::{RefreshRecord, RefreshTokenHash, SessionRecord, SessionState, TokenKind, TokenRecord, TokenState},
     user::UserRecord,
@@ -793,8 +793,26 @@ impl LoginThrottle for SledStore {
         Self::get(&self.login_failures, key.as_bytes())
     }
 
-    async fn put_login_failures(&self, key: &str, record: &FailureRecord) -> Result<(), StoreError> {
-        self.login_failures.insert(key.as_bytes(), encode_plain(record)?).map(|_| ()).map_err(backend)
+    async fn record_login_failure(
+        &self,
+        key: &str,
+        now: Timestamp,
+        policy: &LockoutPolicy,
+    ) -> Result<(FailureRecord, bool), StoreError> {
+        // A compare-and-swap loop: sled reruns the closure if another
+        // failure landed in between, so none is lost. The outcome of the
+        // run that won is the one kept.
+        let mut outcome = (FailureRecord::default(), false);
+        self.login_failures
+            .update_and_fetch(key.as_bytes(), |old| {
+                let mut record: FailureRecord = old.and_then(|bytes| decode(bytes).ok()).unwrap_or_default();
+                let locked = record.record_failure(now, policy);
+                let bytes = encode_plain(&record).ok();
+                outcome = (record, locked);
+                bytes
+            })
+            .map_err(backend)?;
+        Ok(outcome)
     }
 
     async fn clear_login_failures(&self, key: &str) -> Result<(), StoreError> {

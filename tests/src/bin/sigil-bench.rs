@@ -566,10 +566,8 @@ async fn propagation(first: &Channel, password: &str, url: &str, trials: usize) 
             errors += 1;
             continue;
         }
-        let revoke = pb::RevokeRequest {
-            target: Some(pb::revoke_request::Target::AccessToken(token)),
-            reason: "bench".into(),
-        };
+        let revoke =
+            pb::RevokeRequest { target: Some(pb::revoke_request::Target::AccessToken(token)), reason: "bench".into() };
         client.revoke(revoke).await?;
         let revoked = Instant::now();
         loop {

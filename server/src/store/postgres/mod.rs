@@ -41,7 +41,7 @@ use crate::domain::{
     SessionId, Timestamp, TokenId, UserId,
     event::EventRecord,
     keys::{KeyState, SigningKeyRecord},
-    lockout::FailureRecord,
+    lockout::{FailureRecord, LockoutPolicy},
     revocation::{RevocationEntry, RevocationTarget},
     session::{RefreshRecord, RefreshTokenHash, SessionRecord, SessionState, TokenKind, TokenRecord, TokenState},
     user::UserRecord,
@@ -769,16 +769,28 @@ impl LoginThrottle for PgStore {
         first(&query(&client, "SELECT body FROM login_failures WHERE key = $1", &[&key.as_bytes()]).await?)
     }
 
-    async fn put_login_failures(&self, key: &str, record: &FailureRecord) -> Result<(), StoreError> {
-        let client = self.client().await?;
+    async fn record_login_failure(
+        &self,
+        key: &str,
+        now: Timestamp,
+        policy: &LockoutPolicy,
+    ) -> Result<(FailureRecord, bool), StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg)?;
+        // The row is created if missing, then locked: concurrent failures on
+        // any instance queue here and each one is counted.
         execute(
-            &client,
-            "INSERT INTO login_failures (key, body) VALUES ($1, $2)
-             ON CONFLICT (key) DO UPDATE SET body = EXCLUDED.body",
-            &[&key.as_bytes(), &Json(record)],
+            &tx,
+            "INSERT INTO login_failures (key, body) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING",
+            &[&key.as_bytes(), &Json(FailureRecord::default())],
         )
-        .await
-        .map(drop)
+        .await?;
+        let rows = query(&tx, "SELECT body FROM login_failures WHERE key = $1 FOR UPDATE", &[&key.as_bytes()]).await?;
+        let mut record: FailureRecord = first(&rows)?.unwrap_or_default();
+        let locked = record.record_failure(now, policy);
+        execute(&tx, "UPDATE login_failures SET body = $2 WHERE key = $1", &[&key.as_bytes(), &Json(&record)]).await?;
+        tx.commit().await.map_err(pg)?;
+        Ok((record, locked))
     }
 
     async fn clear_login_failures(&self, key: &str) -> Result<(), StoreError> {
