@@ -98,6 +98,14 @@ pub struct ConfigLayer {
     #[arg(long, env = "SIGIL_LOCKOUT_WINDOW", value_parser = parse_duration)]
     #[serde(default, deserialize_with = "duration_text")]
     pub lockout_window: Option<Duration>,
+    /// Failed logins from one client address within the lockout window that block
+    /// the address for the lockout duration; 0 turns this off [default: 0].
+    #[arg(long, env = "SIGIL_ADDRESS_LOCKOUT_THRESHOLD")]
+    pub address_lockout_threshold: Option<u32>,
+    /// Proxies (IP addresses, comma-separated) whose x-forwarded-for names the
+    /// client, for the per-address limit and session records [default: none].
+    #[arg(long, env = "SIGIL_TRUSTED_PROXIES", value_delimiter = ',')]
+    pub trusted_proxies: Option<Vec<std::net::IpAddr>>,
     /// How long a locked account stays locked [default: 15m].
     #[arg(long, env = "SIGIL_LOCKOUT_DURATION", value_parser = parse_duration)]
     #[serde(default, deserialize_with = "duration_text")]
@@ -169,6 +177,10 @@ pub struct Config {
     /// Length of a lock.
     #[serde(serialize_with = "duration_to_text")]
     pub lockout_duration: Duration,
+    /// Failures that block a client address (0: off).
+    pub address_lockout_threshold: u32,
+    /// Proxies whose x-forwarded-for is believed.
+    pub trusted_proxies: Vec<std::net::IpAddr>,
 }
 
 impl Default for Config {
@@ -195,6 +207,8 @@ impl Default for Config {
             lockout_threshold: identity.lockout.threshold,
             lockout_window: identity.lockout.window,
             lockout_duration: identity.lockout.duration,
+            address_lockout_threshold: identity.address_lockout.threshold,
+            trusted_proxies: identity.trusted_proxies,
         }
     }
 }
@@ -261,6 +275,8 @@ impl Config {
             lockout_threshold: layer.lockout_threshold.unwrap_or(self.lockout_threshold),
             lockout_window: layer.lockout_window.unwrap_or(self.lockout_window),
             lockout_duration: layer.lockout_duration.unwrap_or(self.lockout_duration),
+            address_lockout_threshold: layer.address_lockout_threshold.unwrap_or(self.address_lockout_threshold),
+            trusted_proxies: layer.trusted_proxies.unwrap_or(self.trusted_proxies),
         }
     }
 
@@ -304,6 +320,12 @@ impl Config {
                 window: self.lockout_window,
                 duration: self.lockout_duration,
             },
+            address_lockout: crate::domain::lockout::LockoutPolicy {
+                threshold: self.address_lockout_threshold,
+                window: self.lockout_window,
+                duration: self.lockout_duration,
+            },
+            trusted_proxies: self.trusted_proxies.clone(),
             ..IdentitySettings::default()
         }
     }

@@ -129,3 +129,64 @@ async fn failures_sent_all_at_once_are_all_counted() {
     let locked = client.clone().authenticate(attempt("petra", "petra-password")).await.expect_err("locked");
     assert_eq!(locked.code(), Code::ResourceExhausted, "ten parallel failures locked the account");
 }
+
+fn from_address(request: pb::AuthenticateRequest, forwarded_for: &str) -> tonic::Request<pb::AuthenticateRequest> {
+    let mut request = tonic::Request::new(request);
+    request.metadata_mut().insert("x-forwarded-for", forwarded_for.parse().expect("ascii"));
+    request
+}
+
+#[tokio::test]
+async fn the_optional_per_address_limit_blocks_an_address_guessing_across_accounts() {
+    let server = TestServer::start_with(|config| {
+        config.lockout_threshold = 100;
+        config.address_lockout_threshold = 3;
+        config.lockout_window = Duration::from_secs(60);
+        config.lockout_duration = Duration::from_secs(600);
+        // The test client connects from 127.0.0.1: it plays a trusted proxy.
+        config.trusted_proxies = vec!["127.0.0.1".parse().expect("ip")];
+    })
+    .await;
+    server.create_user("quinn", "quinn-password", &[]).await;
+    let mut client = server.client().await;
+    // One address guesses three different accounts: each failure counts
+    // against the address, not any one account.
+    for name in ["quinn", "rita", "sam"] {
+        let wrong = client.authenticate(from_address(attempt(name, "guess"), "203.0.113.7")).await.expect_err("wrong");
+        assert_eq!(wrong.code(), Code::Unauthenticated);
+    }
+    let blocked = client
+        .authenticate(from_address(attempt("quinn", "quinn-password"), "198.51.100.1, 203.0.113.7"))
+        .await
+        .expect_err("the address is blocked, whatever a client prepends");
+    assert_eq!(blocked.code(), Code::ResourceExhausted);
+    assert!(blocked.metadata().get("retry-after").is_some());
+    // Another client behind the same proxy, and the account itself, are fine.
+    client
+        .authenticate(from_address(attempt("quinn", "quinn-password"), "203.0.113.8"))
+        .await
+        .expect("another address logs in");
+}
+
+#[tokio::test]
+async fn forwarded_addresses_are_ignored_from_peers_that_are_not_trusted_proxies() {
+    let server = TestServer::start_with(|config| {
+        config.lockout_threshold = 100;
+        config.address_lockout_threshold = 3;
+        config.lockout_window = Duration::from_secs(60);
+        config.lockout_duration = Duration::from_secs(600);
+    })
+    .await;
+    server.create_user("tess", "tess-password", &[]).await;
+    let mut client = server.client().await;
+    // Spoofing a new address per guess does not escape the limit: the
+    // header is not believed, so all three count against 127.0.0.1.
+    for (i, name) in ["tess", "uma", "vic"].iter().enumerate() {
+        let spoofed = format!("203.0.113.{i}");
+        let wrong = client.authenticate(from_address(attempt(name, "guess"), &spoofed)).await.expect_err("wrong");
+        assert_eq!(wrong.code(), Code::Unauthenticated);
+    }
+    let blocked =
+        client.authenticate(from_address(attempt("tess", "tess-password"), "203.0.113.99")).await.expect_err("blocked");
+    assert_eq!(blocked.code(), Code::ResourceExhausted);
+}

@@ -51,6 +51,11 @@ pub struct IdentitySettings {
     pub record_retention: Duration,
     /// When failed logins lock an account.
     pub lockout: LockoutPolicy,
+    /// When failed logins from one client address block that address
+    /// (threshold 0, the default, turns this off).
+    pub address_lockout: LockoutPolicy,
+    /// Peers whose `x-forwarded-for` names the real client.
+    pub trusted_proxies: Vec<std::net::IpAddr>,
 }
 
 impl Default for IdentitySettings {
@@ -67,6 +72,8 @@ impl Default for IdentitySettings {
             event_retention: 10_000,
             record_retention: Duration::from_secs(7 * 24 * 3600),
             lockout: LockoutPolicy::default(),
+            address_lockout: LockoutPolicy { threshold: 0, ..LockoutPolicy::default() },
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -82,8 +89,10 @@ pub struct Login {
     pub device_name: Option<String>,
     /// Optional audience for the access token.
     pub audience: Option<String>,
-    /// Where the call came from.
+    /// Where the call came from, for the session record.
     pub client_address: String,
+    /// The client's IP (after trusted proxies), for the per-address limit.
+    pub client_ip: Option<std::net::IpAddr>,
     /// The caller's `user-agent`.
     pub user_agent: String,
 }
@@ -239,6 +248,19 @@ impl Identity {
         let device_name = check_optional("device_name", login.device_name, MAX_DEVICE_NAME_BYTES)?;
         let audience = check_optional("audience", login.audience, MAX_AUDIENCE_BYTES)?;
 
+        // A blocked address is refused before any work: this says nothing
+        // about the account, only about the address.
+        let address_key = self.address_throttle_key(login.client_ip);
+        if let Some(key) = &address_key
+            && let Some(wait) = self.store.login_failures(key).await?.and_then(|f| f.locked_for(Timestamp::now()))
+        {
+            self.rates.login_failures.record();
+            return Err(DomainError::ResourceExhausted {
+                message: "too many failed logins from this address; retry later".into(),
+                retry_after: Some(wait),
+            });
+        }
+
         let user = self.store.user_by_name(&username).await?;
         let key = throttle_key(&username, user.as_ref().map(|u| u.id));
         let failures = self.store.login_failures(&key).await?.unwrap_or_default();
@@ -262,6 +284,13 @@ impl Identity {
             _ => {
                 self.rates.login_failures.record();
                 let (_, locked) = self.store.record_login_failure(&key, now, &self.settings.lockout).await?;
+                if let Some(address_key) = &address_key {
+                    let (_, blocked) =
+                        self.store.record_login_failure(address_key, now, &self.settings.address_lockout).await?;
+                    if blocked {
+                        tracing::warn!(client = %login.client_address, "client address blocked after repeated failed logins");
+                    }
+                }
                 let mut events =
                     vec![EventRecord::new(EventKind::LoginFailed).detail(format!("from {}", login.client_address))];
                 if locked {
@@ -329,6 +358,13 @@ impl Identity {
             session_id: session.id,
             user_id: user.id,
         })
+    }
+
+    /// The failure counter of a client address, when the per-address limit is on.
+    fn address_throttle_key(&self, ip: Option<std::net::IpAddr>) -> Option<String> {
+        (self.settings.address_lockout.threshold > 0).then_some(())?;
+        // NUL cannot occur in a username, so this never collides with an account key.
+        ip.map(|ip| format!("\u{0}address\u{0}{ip}"))
     }
 
     /// Validates an access token: signature (cached), claims at `now`, and

@@ -34,7 +34,11 @@ impl IdentityService for IdentityApi {
         &self,
         request: Request<pb::AuthenticateRequest>,
     ) -> Result<Response<pb::AuthenticateResponse>, Status> {
-        let client_address = request.remote_addr().map(|a| a.to_string()).unwrap_or_default();
+        let client = super::client_address::client_address(
+            request.remote_addr(),
+            request.metadata(),
+            &self.identity.settings().trusted_proxies,
+        );
         let user_agent =
             request.metadata().get("user-agent").and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
         let req = request.into_inner();
@@ -43,7 +47,8 @@ impl IdentityService for IdentityApi {
             password: Secret::new(req.password),
             device_name: req.device_name,
             audience: req.audience,
-            client_address,
+            client_address: client.display,
+            client_ip: client.ip,
             user_agent,
         };
         let outcome = self.identity.authenticate(login).await;

@@ -3,6 +3,7 @@
 //! one place, [`status`].
 
 pub mod admin;
+pub mod client_address;
 pub mod convert;
 pub mod identity;
 pub mod status;
