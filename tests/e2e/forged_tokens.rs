@@ -216,3 +216,50 @@ async fn the_genuine_token_still_validates_after_all_that() {
     let mut client = forge.server.client().await;
     assert!(validate(&mut client, &forge.genuine).await.valid);
 }
+
+/// Signs a hand-written payload (any bytes, not necessarily what serde
+/// would produce) with the server's real key and our header.
+fn sign_raw_payload(forge: &Forge, payload: &str) -> String {
+    let header = serde_json::to_string(&our_header(&forge.kid)).expect("header");
+    let message = format!("{}.{}", b64(header.as_bytes()), b64(payload.as_bytes()));
+    let ring = forge.server.identity().key_ring();
+    let signature =
+        jsonwebtoken::crypto::sign(message.as_bytes(), &ring.active().encoding, Algorithm::EdDSA).expect("signs");
+    format!("{message}.{signature}")
+}
+
+#[tokio::test]
+async fn unusual_json_in_a_signed_payload_is_malformed_not_a_crash() {
+    // Signed with our own key, so only the payload parsing stands between
+    // these and acceptance (RFC 8725 §3.2's concern about claim parsing).
+    let forge = Forge::new().await;
+    let claims = claims_of(&forge.genuine);
+    let genuine = claims.to_string();
+    let body = genuine.trim_start_matches('{').trim_end_matches('}');
+    let deep = format!("{}1{}", "[".repeat(2000), "]".repeat(2000));
+    let cases = [
+        // A duplicate claim: which one wins must not be up to the parser.
+        ("duplicate exp", format!("{{{body},\"exp\":99999999999}}")),
+        ("duplicate sub", format!("{{{body},\"sub\":\"someone-else\"}}")),
+        // Numbers beyond i64 and f64.
+        ("huge exp", genuine.replace(&format!("\"exp\":{}", claims["exp"]), "\"exp\":123456789012345678901234567890")),
+        ("exp 1e400", genuine.replace(&format!("\"exp\":{}", claims["exp"]), "\"exp\":1e400")),
+        // Deep nesting where a claim of ours is expected (under the 8 KiB
+        // token cap, so the parser is what meets it).
+        ("deep nesting in roles", genuine.replace("\"roles\":[\"admin\"]", &format!("\"roles\":{deep}"))),
+        ("not an object", "[1,2,3]".to_string()),
+        ("trailing garbage", format!("{genuine}xyz")),
+    ];
+    for (what, payload) in cases {
+        let token = sign_raw_payload(&forge, &payload);
+        assert_eq!(forge.verdict(&token).await, ValidationFailure::Malformed, "{what}");
+    }
+    // The genuine claims, re-signed by hand, do validate: the cases above
+    // fail for their JSON, not for the way they were signed. Deep nesting in
+    // a claim Sigil does not read is skipped without recursion, so it is
+    // harmless (and only a holder of our key could sign it).
+    let mut client = forge.server.client().await;
+    assert!(validate(&mut client, &sign_raw_payload(&forge, &genuine)).await.valid);
+    let ignored = sign_raw_payload(&forge, &format!("{{{body},\"x\":{deep}}}"));
+    assert!(validate(&mut client, &ignored).await.valid, "an unread deeply nested claim is skipped, not a crash");
+}
