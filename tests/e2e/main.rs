@@ -6,6 +6,8 @@
 mod admin;
 // Undecodable requests on the wire.
 mod hostile;
+// No user enumeration; passwords hashed whole.
+mod enumeration;
 // Brute-force lockout.
 mod lockout;
 // Clients generated in other languages.
