@@ -26,6 +26,11 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     init_logging(config.log_format);
+    // Everything this process creates — the store's files, which hold the
+    // private signing keys and password hashes — is readable by its own
+    // user only (files 0600, directories 0700), whatever umask it inherited.
+    #[cfg(unix)]
+    rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(e) => {

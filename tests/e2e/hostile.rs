@@ -3,7 +3,7 @@
 
 use proptest::prelude::*;
 use prost::bytes::{Buf as _, BufMut as _};
-use sigil_tests::{ADMIN_PASSWORD, TestServer, login, maybe_bearer};
+use sigil_tests::{ADMIN_PASSWORD, TestServer, login, maybe_bearer, with_bearer};
 use tonic::{
     Code, Status,
     codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder},
@@ -173,4 +173,207 @@ fn only_the_genuine_token_validates() {
             prop_assert!(identity.validate(&changed, None).is_err(), "accepted {changed}");
         }
     });
+}
+
+/// A login flood saturates argon2: beyond the bounded queue, logins are
+/// refused at once with RESOURCE_EXHAUSTED and a retry-after hint, while
+/// `Validate` and the admin API keep answering. (How fast they answer
+/// under the flood is a benchmark figure: `sigil-bench --only flood`.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn validate_and_admin_keep_answering_while_logins_flood() {
+    // The real binary, so that the flooders in this process do not share a
+    // runtime with the server.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let server = sigil_tests::ChildServer::spawn_with(dir.path(), &["--lockout-threshold", "0"]).await;
+    let mut client = server.client().await;
+    let token = login(&mut client, "admin", ADMIN_PASSWORD).await.access_token;
+    let admin_token = login(&mut client, "admin", ADMIN_PASSWORD).await.access_token;
+    let mut admin =
+        sigil_proto::pb::admin_service_client::AdminServiceClient::new(sigil_tests::connect(server.grpc_addr).await);
+
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flooders: Vec<_> = (0..128)
+        .map(|i| {
+            let (mut client, stop) = (client.clone(), stop.clone());
+            tokio::spawn(async move {
+                let (mut refused_at_once, mut other) = (0u32, 0u32);
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let request = sigil_proto::pb::AuthenticateRequest {
+                        username: "admin".into(),
+                        password: format!("wrong-{i}"),
+                        ..Default::default()
+                    };
+                    match client.authenticate(request).await {
+                        Err(s) if s.code() == Code::ResourceExhausted && s.metadata().get("retry-after").is_some() => {
+                            refused_at_once += 1
+                        }
+                        Err(s) if s.code() == Code::Unauthenticated => other += 1,
+                        outcome => panic!("unexpected login outcome under flood: {outcome:?}"),
+                    }
+                }
+                (refused_at_once, other)
+            })
+        })
+        .collect();
+
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(2);
+    let mut validations = 0;
+    while tokio::time::Instant::now() < deadline {
+        let answer = sigil_tests::validate(&mut client, &token).await;
+        assert!(answer.valid, "Validate keeps answering during the flood: {answer:?}");
+        validations += 1;
+        if validations % 50 == 0 {
+            admin
+                .get_stats(with_bearer(sigil_proto::pb::GetStatsRequest {}, &admin_token))
+                .await
+                .expect("the admin API keeps answering during the flood");
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (mut refused, mut hashed) = (0, 0);
+    for flooder in flooders {
+        let (r, h) = flooder.await.expect("flooder");
+        refused += r;
+        hashed += h;
+    }
+    println!("during the flood: {validations} validations; logins hashed {hashed}, refused at once {refused}");
+    assert!(refused > 0, "the bounded argon2 queue refused logins at once");
+    assert!(hashed > 0, "and kept hashing the ones it admitted");
+    assert!(validations >= 20, "Validate was starved: {validations} calls in 2 s");
+}
+
+/// The hostile suite in one run against the real binary logging at debug
+/// level: afterwards the server still reports SERVING, and no password,
+/// refresh token, access token or private key used appears in its log.
+#[tokio::test]
+async fn after_a_hostile_barrage_the_server_serves_and_its_log_holds_no_secret() {
+    use sigil_proto::pb::{self, revoke_request::Target};
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data = dir.path().join("data");
+    let server = sigil_tests::ChildServer::spawn_logging(&data, &["--lockout-threshold", "3"], "debug").await;
+    let mut client = server.client().await;
+    let channel = sigil_tests::connect(server.grpc_addr).await;
+    let mut admin = pb::admin_service_client::AdminServiceClient::new(channel.clone());
+    let admin_session = login(&mut client, "admin", ADMIN_PASSWORD).await;
+    let bearer = admin_session.access_token.clone();
+
+    let user_password = "Zq8!user-password-SECRET";
+    let new_password = "Zq8!changed-password-SECRET";
+    let guesses = ["guess-1-SECRET", "guess-2-SECRET", "guess-3-SECRET", "guess-4-SECRET"];
+    let created = admin
+        .create_user(with_bearer(
+            pb::CreateUserRequest { username: "ivy".into(), password: user_password.into(), roles: vec![] },
+            &bearer,
+        ))
+        .await
+        .expect("created")
+        .into_inner()
+        .user
+        .expect("user");
+    let session = login(&mut client, "ivy", user_password).await;
+    let rotated = client
+        .refresh(pb::RefreshRequest { refresh_token: session.refresh_token.clone() })
+        .await
+        .expect("rotated")
+        .into_inner();
+    // Reuse of a rotated refresh token: the family is revoked.
+    client.refresh(pb::RefreshRequest { refresh_token: session.refresh_token.clone() }).await.expect_err("reuse");
+    // Wrong passwords until the account locks, and past it.
+    for guess in guesses {
+        let _ = client
+            .authenticate(pb::AuthenticateRequest {
+                username: "ivy".into(),
+                password: guess.into(),
+                ..Default::default()
+            })
+            .await;
+    }
+    // Oversized and malformed fields.
+    let oversized_password = format!("{}-SECRET", "p".repeat(2000));
+    let _ = client
+        .authenticate(pb::AuthenticateRequest {
+            username: "ivy".into(),
+            password: oversized_password.clone(),
+            ..Default::default()
+        })
+        .await;
+    let _ = client
+        .authenticate(pb::AuthenticateRequest {
+            username: "iv\0y".into(),
+            password: guesses[0].into(),
+            ..Default::default()
+        })
+        .await;
+    let forged_token = format!("{}.e30.{}", "eyJhbGciOiJub25lIn0", "x".repeat(40));
+    for token in [forged_token.as_str(), "garbage", &"a.b.c".repeat(3000)] {
+        let _ = client.validate(pb::ValidateRequest { token: token.into(), audience: None }).await;
+    }
+    let _ = client.refresh(pb::RefreshRequest { refresh_token: "r".repeat(5000) }).await;
+    for raw in [vec![0x0A, 0x02, 0xFF, 0xFE], vec![0x0A, 0xFF, 0xFF, 0x03, 0x41]] {
+        let _ = send_raw_as(channel.clone(), "/sigil.v1.IdentityService/Refresh", raw, None).await;
+    }
+    // Admin calls with stolen, forged and missing bearers; a password reset.
+    let _ = admin.get_stats(with_bearer(pb::GetStatsRequest {}, &rotated.access_token)).await;
+    let _ = admin.get_stats(with_bearer(pb::GetStatsRequest {}, &forged_token)).await;
+    let _ = admin.get_stats(pb::GetStatsRequest {}).await;
+    admin
+        .set_password(with_bearer(
+            pb::SetPasswordRequest {
+                user_id: created.user_id.clone(),
+                password: new_password.into(),
+                revoke_sessions: true,
+            },
+            &bearer,
+        ))
+        .await
+        .expect("password reset");
+    client
+        .revoke(pb::RevokeRequest {
+            target: Some(Target::RefreshToken(rotated.refresh_token.clone())),
+            reason: "done".into(),
+        })
+        .await
+        .expect("revoked");
+
+    let mut health = HealthClient::new(channel);
+    let serving = health.check(HealthCheckRequest { service: String::new() }).await.expect("health").into_inner();
+    assert_eq!(serving.status(), ServingStatus::Serving, "still serving after the barrage");
+    // The store (private keys, password hashes): files 0600, directories 0700.
+    let mut pending = vec![data.clone()];
+    let mut files = 0;
+    while let Some(path) = pending.pop() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let meta = std::fs::metadata(&path).expect("stat");
+        assert_eq!(meta.permissions().mode() & 0o077, 0, "{} is open to others", path.display());
+        if meta.is_dir() {
+            pending.extend(std::fs::read_dir(&path).expect("read dir").map(|e| e.expect("entry").path()));
+        } else {
+            files += 1;
+        }
+    }
+    assert!(files > 0, "the store wrote files");
+
+    let output = server.output.clone();
+    assert!(server.terminate().await, "clean shutdown after the barrage");
+    let log = output.lock().expect("log").clone();
+    assert!(log.contains("rpc finished"), "the log was captured at debug level");
+    let mut secrets = vec![
+        ADMIN_PASSWORD.to_string(),
+        user_password.to_string(),
+        new_password.to_string(),
+        oversized_password,
+        admin_session.refresh_token,
+        admin_session.access_token,
+        session.refresh_token,
+        session.access_token,
+        rotated.refresh_token,
+        rotated.access_token,
+    ];
+    secrets.extend(guesses.iter().map(|g| g.to_string()));
+    for secret in &secrets {
+        assert!(!log.contains(secret.as_str()), "a secret reached the log: {}…", &secret[..8]);
+    }
+    // Every secret above carries this marker or is a token; nothing marked leaked either.
+    assert!(!log.contains("SECRET"), "a marked secret reached the log");
+    assert!(!log.contains("PRIVATE KEY") && !log.contains("private_pkcs8"), "key material reached the log");
 }
