@@ -2,6 +2,9 @@
 //! built once per fuzzing process, with a genuine access token and an admin
 //! bearer for the targets to start from.
 
+// Each target uses part of the fixture.
+#![allow(dead_code)]
+
 use std::sync::{Arc, LazyLock};
 
 use sigil_server::{
