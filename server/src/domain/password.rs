@@ -10,13 +10,24 @@
 //!
 //! The pool's queue is bounded: when it is full, a login is refused at once
 //! with `ResourceExhausted` instead of waiting without end.
+//!
+//! Each pool thread keeps its 19 MiB of argon2 memory between hashes: a fresh
+//! allocation per verification costs page faults and zeroing on every login
+//! and churns the allocator. And the pool threads run at a lower scheduling
+//! priority (nice 10): under a login flood they still take every idle cycle,
+//! but the threads answering `Validate` and the admin API go first.
 
 use std::{
     sync::{Arc, Mutex, mpsc},
     time::Duration,
 };
 
-use argon2::{Argon2, PasswordHash, PasswordHasher as _, PasswordVerifier as _, password_hash::SaltString};
+use std::cell::RefCell;
+
+use argon2::{
+    Algorithm, Argon2, Block, Params, PasswordHash, PasswordHasher as _, Version,
+    password_hash::{Output, SaltString},
+};
 use tokio::sync::oneshot;
 
 use super::{DomainError, Secret};
@@ -46,6 +57,7 @@ impl PasswordHasher {
             std::thread::Builder::new()
                 .name(format!("sigil-argon2-{n}"))
                 .spawn(move || {
+                    yield_to_request_threads();
                     loop {
                         // The lock is held only to take one job.
                         let job = match incoming.lock() {
@@ -75,13 +87,7 @@ impl PasswordHasher {
         let known = phc.is_some();
         let phc: Arc<str> = phc.map(Arc::from).unwrap_or_else(|| self.dummy_hash.clone());
         let password = password.clone();
-        let matches = self
-            .run(move || {
-                let parsed = PasswordHash::new(&phc)
-                    .map_err(|e| DomainError::Internal(format!("stored password hash is unreadable: {e}")))?;
-                Ok::<_, DomainError>(Argon2::default().verify_password(password.expose().as_bytes(), &parsed).is_ok())
-            })
-            .await??;
+        let matches = self.run(move || verify_blocking(password.expose(), &phc)).await??;
         Ok(known && matches)
     }
 
@@ -101,6 +107,53 @@ impl PasswordHasher {
         result.await.map_err(|_| DomainError::Internal("password hashing failed".into()))
     }
 }
+
+thread_local! {
+    /// This pool thread's argon2 working memory, reused by every verification.
+    static MEMORY: RefCell<Vec<Block>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Verifies `password` against the PHC string `phc` with this thread's
+/// reusable memory; the comparison of the outputs is constant-time.
+fn verify_blocking(password: &str, phc: &str) -> Result<bool, DomainError> {
+    let unreadable =
+        |e: &dyn std::fmt::Display| DomainError::Internal(format!("stored password hash is unreadable: {e}"));
+    let parsed = PasswordHash::new(phc).map_err(|e| unreadable(&e))?;
+    let algorithm = Algorithm::try_from(parsed.algorithm).map_err(|e| unreadable(&e))?;
+    let version = parsed.version.map(Version::try_from).transpose().map_err(|e| unreadable(&e))?.unwrap_or_default();
+    let params = Params::try_from(&parsed).map_err(|e| unreadable(&e))?;
+    let expected = parsed.hash.ok_or_else(|| unreadable(&"no hash"))?;
+    let mut salt = [0u8; 64];
+    let salt = parsed.salt.ok_or_else(|| unreadable(&"no salt"))?.decode_b64(&mut salt).map_err(|e| unreadable(&e))?;
+    let mut out = [0u8; Output::MAX_LENGTH];
+    let out = &mut out[..expected.len()];
+    MEMORY
+        .with_borrow_mut(|memory| {
+            memory.resize(params.block_count(), Block::default());
+            Argon2::new(algorithm, version, params).hash_password_into_with_memory(
+                password.as_bytes(),
+                salt,
+                out,
+                &mut memory[..],
+            )
+        })
+        .map_err(|e| DomainError::Internal(format!("password verification failed: {e}")))?;
+    // `Output`'s equality is constant-time.
+    Ok(Output::new(out).is_ok_and(|computed| computed == expected))
+}
+
+/// Lowers the calling thread's scheduling priority (Linux: nice is per
+/// thread), so that hashing never delays the threads that answer requests.
+fn yield_to_request_threads() {
+    #[cfg(target_os = "linux")]
+    if let Err(e) = rustix::process::setpriority_process(Some(rustix::thread::gettid()), HASHING_NICENESS) {
+        tracing::debug!(error = %e, "could not lower the priority of a password hashing thread");
+    }
+}
+
+/// Niceness of the hashing threads (0 is normal, 19 the lowest priority).
+#[cfg(target_os = "linux")]
+const HASHING_NICENESS: i32 = 10;
 
 fn hash_blocking(password: &str) -> Result<String, DomainError> {
     let mut salt = [0u8; 16];
