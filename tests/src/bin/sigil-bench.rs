@@ -14,7 +14,12 @@
 //! target/release/sigil-bench --quick    # smoke run, ~1 s each
 //! target/release/sigil-bench seed --data-dir /tmp/big --sessions 100000
 //! target/release/sigil-bench --data-dir /tmp/big --only list-sessions
+//! target/release/sigil-bench --database-url postgres://… --only refresh,revoke,propagation
 //! ```
+//!
+//! Scenarios: health, validate-hot, validate-cold, authenticate, refresh,
+//! revoke, mixed, flood, oversized, list-sessions, and with `--rate` an
+//! open-loop validate-hot; with `--database-url`, propagation.
 
 use std::{
     path::{Path, PathBuf},
@@ -492,6 +497,34 @@ async fn main() -> anyhow::Result<()> {
         );
         results.push(alone);
         results.push(flooded);
+    }
+    if wanted("oversized") {
+        // Over-the-cap fields are refused before any decoding, hashing or
+        // store access: these should cost about what a health check does.
+        let password = Arc::new("p".repeat(2048));
+        results.push(
+            drive("oversized login", &target, &chans, streams, duration, move |ch, _| {
+                let password = password.to_string();
+                async move {
+                    let request = pb::AuthenticateRequest { username: "admin".into(), password, ..Default::default() };
+                    let refused = IdentityServiceClient::new(ch).authenticate(request).await;
+                    Some(refused.is_err_and(|s| s.code() == tonic::Code::InvalidArgument))
+                }
+            })
+            .await,
+        );
+        let token = Arc::new("a".repeat(9000));
+        results.push(
+            drive("oversized token", &target, &chans, streams, duration, move |ch, _| {
+                let token = token.to_string();
+                async move {
+                    let answer =
+                        IdentityServiceClient::new(ch).validate(pb::ValidateRequest { token, audience: None }).await;
+                    Some(answer.is_ok_and(|a| a.into_inner().failure() == pb::ValidationFailure::Malformed))
+                }
+            })
+            .await,
+        );
     }
     if let Some(rate) = cli.rate {
         let hot = Arc::new(login(&chans[0], "admin", &password).await?.access_token);
