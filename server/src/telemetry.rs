@@ -194,13 +194,21 @@ where
 /// Its events are at debug level (`SIGIL_LOG=debug`), since a line per call
 /// at tens of thousands of calls per second is no log but a flood.
 pub fn rpc_span(request: &http::Request<()>) -> tracing::Span {
-    let peer = request
-        .extensions()
-        .get::<tonic::transport::server::TcpConnectInfo>()
-        .and_then(|info| info.remote_addr())
-        .map(|addr| addr.to_string())
-        .unwrap_or_default();
-    tracing::debug_span!("rpc", method = %request.uri().path(), peer = %peer, status = tracing::field::Empty)
+    let span = tracing::debug_span!(
+        "rpc",
+        method = %request.uri().path(),
+        peer = tracing::field::Empty,
+        status = tracing::field::Empty
+    );
+    // Formatting the peer costs an allocation per call: only when the span
+    // is recorded (debug logging), not on every call.
+    if !span.is_disabled()
+        && let Some(peer) =
+            request.extensions().get::<tonic::transport::server::TcpConnectInfo>().and_then(|info| info.remote_addr())
+    {
+        span.record("peer", tracing::field::display(peer));
+    }
+    span
 }
 
 fn record(method: &str, code: tonic::Code, elapsed: Duration) {
