@@ -11,22 +11,27 @@
 //! The pool's queue is bounded: when it is full, a login is refused at once
 //! with `ResourceExhausted` instead of waiting without end.
 //!
-//! Each pool thread keeps its 19 MiB of argon2 memory between hashes: a fresh
-//! allocation per verification costs page faults and zeroing on every login
-//! and churns the allocator. And the pool threads run in the idle scheduling
-//! class: under a login flood they still take every idle cycle, but the
-//! threads answering `Validate` and the admin API go first.
+//! Each pool thread keeps its 19 MiB of argon2 memory while it has work
+//! queued (a fresh allocation per hash costs page faults and zeroing on every
+//! login) and hands it back to the system when its queue runs dry (see
+//! [`ArgonMemory`]). And the pool threads run in the idle scheduling class:
+//! under a login flood they still take every idle cycle, but the threads
+//! answering `Validate` and the admin API go first.
 
 use std::{
-    sync::{Arc, Mutex, mpsc},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicUsize, Ordering},
+        mpsc,
+    },
     time::Duration,
 };
 
 use std::cell::RefCell;
 
 use argon2::{
-    Algorithm, Argon2, Block, Params, PasswordHash, PasswordHasher as _, Version,
-    password_hash::{Output, SaltString},
+    Algorithm, Argon2, Block, Params, PasswordHash, Version,
+    password_hash::{Output, ParamsString, SaltString},
 };
 use tokio::sync::oneshot;
 
@@ -38,6 +43,8 @@ type Job = Box<dyn FnOnce() + Send>;
 #[derive(Clone)]
 pub struct PasswordHasher {
     jobs: mpsc::SyncSender<Job>,
+    /// Jobs sent and not yet taken by a pool thread.
+    queued: Arc<AtomicUsize>,
     /// A real hash of a random password, verified against when the user is
     /// unknown so that an unknown name costs exactly what a wrong password does.
     dummy_hash: Arc<str>,
@@ -50,20 +57,29 @@ impl PasswordHasher {
         let mut random = [0u8; 32];
         fill_random(&mut random)?;
         let dummy = hash_blocking(&base64_url(&random))?;
+        // That ran on the caller's thread, which is not a pool thread.
+        ArgonMemory::release();
         let (jobs, incoming) = mpsc::sync_channel::<Job>(queue);
         let incoming = Arc::new(Mutex::new(incoming));
+        let queued = Arc::new(AtomicUsize::new(0));
         for n in 0..parallelism.max(1) {
-            let incoming = incoming.clone();
+            let (incoming, queued) = (incoming.clone(), queued.clone());
             std::thread::Builder::new()
                 .name(format!("sigil-argon2-{n}"))
                 .spawn(move || {
                     yield_to_request_threads();
                     loop {
+                        // Nothing left to do: the argon2 memory goes back to
+                        // the system until the next login.
+                        if queued.load(Ordering::Acquire) == 0 {
+                            ArgonMemory::release();
+                        }
                         // The lock is held only to take one job.
                         let job = match incoming.lock() {
                             Ok(receiver) => receiver.recv(),
                             Err(_) => return,
                         };
+                        queued.fetch_sub(1, Ordering::AcqRel);
                         match job {
                             Ok(job) => job(),
                             Err(_) => return,
@@ -72,7 +88,7 @@ impl PasswordHasher {
                 })
                 .map_err(|e| DomainError::Internal(format!("cannot start the hashing threads: {e}")))?;
         }
-        Ok(Self { jobs, dummy_hash: dummy.into() })
+        Ok(Self { jobs, queued, dummy_hash: dummy.into() })
     }
 
     /// Hashes a password into a PHC string.
@@ -97,46 +113,79 @@ impl PasswordHasher {
             // The caller may have gone away; then nobody needs the answer.
             let _ = done.send(work());
         });
-        self.jobs.try_send(job).map_err(|e| match e {
-            mpsc::TrySendError::Full(_) => DomainError::ResourceExhausted {
-                message: "too many logins in progress; retry shortly".into(),
-                retry_after: Some(Duration::from_secs(1)),
-            },
-            mpsc::TrySendError::Disconnected(_) => DomainError::Internal("password hasher stopped".into()),
-        })?;
+        self.queued.fetch_add(1, Ordering::AcqRel);
+        self.jobs
+            .try_send(job)
+            .map_err(|e| {
+                self.queued.fetch_sub(1, Ordering::AcqRel);
+                e
+            })
+            .map_err(|e| match e {
+                mpsc::TrySendError::Full(_) => DomainError::ResourceExhausted {
+                    message: "too many logins in progress; retry shortly".into(),
+                    retry_after: Some(Duration::from_secs(1)),
+                },
+                mpsc::TrySendError::Disconnected(_) => DomainError::Internal("password hasher stopped".into()),
+            })?;
         result.await.map_err(|_| DomainError::Internal("password hashing failed".into()))
     }
 }
 
+/// A pool thread's argon2 working memory, reused from one hash to the next.
+///
+/// The buffer's capacity is kept above glibc's largest mmap threshold
+/// (32 MiB), so it is always its own `mmap`: freeing it returns the pages to
+/// the system at once. (At 19 MiB, glibc raises its threshold after the first
+/// free and keeps every later buffer in its arenas: an idle server then held
+/// 19 MiB it did not use.) Only the pages argon2 touches become resident.
+struct ArgonMemory;
+
+/// Blocks (1 KiB each) reserved at least: just over 32 MiB.
+const MMAP_FLOOR_BLOCKS: usize = 32 * 1024 + 1;
+
 thread_local! {
-    /// This pool thread's argon2 working memory, reused by every verification.
     static MEMORY: RefCell<Vec<Block>> = const { RefCell::new(Vec::new()) };
 }
 
-/// Verifies `password` against the PHC string `phc` with this thread's
-/// reusable memory; the comparison of the outputs is constant-time.
+impl ArgonMemory {
+    /// Runs argon2 with `params` on this thread's memory.
+    fn hash_into(params: Params, password: &[u8], salt: &[u8], out: &mut [u8]) -> argon2::Result<()> {
+        let argon = Argon2::new(Algorithm::Argon2id, Version::V0x13, params.clone());
+        MEMORY.with_borrow_mut(|memory| {
+            let blocks = params.block_count();
+            if memory.capacity() < blocks {
+                *memory = Vec::with_capacity(blocks.max(MMAP_FLOOR_BLOCKS));
+            }
+            memory.resize(blocks, Block::default());
+            argon.hash_password_into_with_memory(password, salt, out, &mut memory[..])
+        })
+    }
+
+    /// Gives this thread's memory back to the system.
+    fn release() {
+        MEMORY.with_borrow_mut(|memory| *memory = Vec::new());
+    }
+}
+
+/// Verifies `password` against the PHC string `phc`; the comparison of the
+/// outputs is constant-time.
 fn verify_blocking(password: &str, phc: &str) -> Result<bool, DomainError> {
     let unreadable =
         |e: &dyn std::fmt::Display| DomainError::Internal(format!("stored password hash is unreadable: {e}"));
     let parsed = PasswordHash::new(phc).map_err(|e| unreadable(&e))?;
-    let algorithm = Algorithm::try_from(parsed.algorithm).map_err(|e| unreadable(&e))?;
-    let version = parsed.version.map(Version::try_from).transpose().map_err(|e| unreadable(&e))?.unwrap_or_default();
+    if Algorithm::try_from(parsed.algorithm).map_err(|e| unreadable(&e))? != Algorithm::Argon2id
+        || parsed.version.map(Version::try_from).transpose().map_err(|e| unreadable(&e))?.unwrap_or_default()
+            != Version::V0x13
+    {
+        return Err(unreadable(&"not argon2id v19"));
+    }
     let params = Params::try_from(&parsed).map_err(|e| unreadable(&e))?;
     let expected = parsed.hash.ok_or_else(|| unreadable(&"no hash"))?;
     let mut salt = [0u8; 64];
     let salt = parsed.salt.ok_or_else(|| unreadable(&"no salt"))?.decode_b64(&mut salt).map_err(|e| unreadable(&e))?;
     let mut out = [0u8; Output::MAX_LENGTH];
     let out = &mut out[..expected.len()];
-    MEMORY
-        .with_borrow_mut(|memory| {
-            memory.resize(params.block_count(), Block::default());
-            Argon2::new(algorithm, version, params).hash_password_into_with_memory(
-                password.as_bytes(),
-                salt,
-                out,
-                &mut memory[..],
-            )
-        })
+    ArgonMemory::hash_into(params, password.as_bytes(), salt, out)
         .map_err(|e| DomainError::Internal(format!("password verification failed: {e}")))?;
     // `Output`'s equality is constant-time.
     Ok(Output::new(out).is_ok_and(|computed| computed == expected))
@@ -165,15 +214,24 @@ fn yield_to_request_threads() {
 #[cfg(target_os = "linux")]
 const HASHING_NICENESS: i32 = 10;
 
+/// Hashes `password` with a fresh salt into a PHC string (argon2id v19 at
+/// the OWASP parameters, the `argon2` crate's defaults).
 fn hash_blocking(password: &str) -> Result<String, DomainError> {
+    let failed = |e: &dyn std::fmt::Display| DomainError::Internal(format!("password hashing failed: {e}"));
     let mut salt = [0u8; 16];
     fill_random(&mut salt)?;
-    let salt =
-        SaltString::encode_b64(&salt).map_err(|e| DomainError::Internal(format!("salt encoding failed: {e}")))?;
-    Argon2::default()
-        .hash_password(password.as_bytes(), &salt)
-        .map(|hash| hash.to_string())
-        .map_err(|e| DomainError::Internal(format!("password hashing failed: {e}")))
+    let params = Params::default();
+    let mut out = [0u8; Params::DEFAULT_OUTPUT_LEN];
+    ArgonMemory::hash_into(params.clone(), password.as_bytes(), &salt, &mut out).map_err(|e| failed(&e))?;
+    let salt = SaltString::encode_b64(&salt).map_err(|e| failed(&e))?;
+    let phc = PasswordHash {
+        algorithm: Algorithm::Argon2id.ident(),
+        version: Some(Version::V0x13.into()),
+        params: ParamsString::try_from(&params).map_err(|e| failed(&e))?,
+        salt: Some(salt.as_salt()),
+        hash: Some(Output::new(&out).map_err(|e| failed(&e))?),
+    };
+    Ok(phc.to_string())
 }
 
 /// Fills `buf` from the operating system's CSPRNG.
@@ -201,6 +259,23 @@ mod tests {
         let wrong = Secret::new("wrong".to_string());
         assert!(!hasher.verify(&wrong, Some(&phc)).await.expect("verify"));
         assert!(!hasher.verify(&password, None).await.expect("verify"));
+    }
+
+    #[test]
+    fn hashes_are_standard_phc_strings_both_ways() {
+        use argon2::{PasswordHasher as _, PasswordVerifier as _};
+        // Ours verify with the argon2 crate's own verifier...
+        let ours = hash_blocking("interop").expect("hash");
+        let parsed = PasswordHash::new(&ours).expect("phc");
+        assert!(Argon2::default().verify_password(b"interop", &parsed).is_ok());
+        assert!(Argon2::default().verify_password(b"interop!", &parsed).is_err());
+        // ...and the crate's hashes (as older stores hold) verify with ours.
+        let salt = SaltString::encode_b64(b"sixteen byte salt").expect("salt");
+        let theirs = Argon2::default().hash_password(b"interop", &salt).expect("hash").to_string();
+        assert!(verify_blocking("interop", &theirs).expect("verify"));
+        assert!(!verify_blocking("nope", &theirs).expect("verify"));
+        // Other algorithms are refused, not verified with argon2id.
+        assert!(verify_blocking("interop", &theirs.replace("argon2id", "argon2i")).is_err());
     }
 
     #[tokio::test]
