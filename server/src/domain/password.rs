@@ -116,9 +116,8 @@ impl PasswordHasher {
         self.queued.fetch_add(1, Ordering::AcqRel);
         self.jobs
             .try_send(job)
-            .map_err(|e| {
+            .inspect_err(|_| {
                 self.queued.fetch_sub(1, Ordering::AcqRel);
-                e
             })
             .map_err(|e| match e {
                 mpsc::TrySendError::Full(_) => DomainError::ResourceExhausted {
