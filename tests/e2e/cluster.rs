@@ -35,6 +35,11 @@ async fn spawn(dir: &tempfile::TempDir, url: &str) -> ChildServer {
     ChildServer::spawn_with(dir.path(), &["--database-url", url]).await
 }
 
+/// The bootstrap admin's login request.
+fn admin_login() -> pb::AuthenticateRequest {
+    pb::AuthenticateRequest { username: "admin".into(), password: ADMIN_PASSWORD.into(), ..Default::default() }
+}
+
 async fn revoke_session(
     client: &mut pb::identity_service_client::IdentityServiceClient<tonic::transport::Channel>,
     access_token: &str,
@@ -255,13 +260,7 @@ async fn losing_postgres_refuses_writes_keeps_validating_and_recovers_without_a_
         async move {
             let (mut acknowledged, mut refused) = (Vec::new(), 0);
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                let request = pb::AuthenticateRequest {
-                    username: "admin".into(),
-                    password: ADMIN_PASSWORD.into(),
-                    device_name: None,
-                    audience: None,
-                };
-                match client.authenticate(request).await {
+                match client.authenticate(admin_login()).await {
                     Ok(response) => acknowledged.push(response.into_inner()),
                     Err(status) => {
                         assert_eq!(status.code(), Code::Unavailable, "a refused write says UNAVAILABLE: {status:?}");
@@ -278,15 +277,7 @@ async fn losing_postgres_refuses_writes_keeps_validating_and_recovers_without_a_
     postgres.stop();
     let down = eventually(Duration::from_secs(10), || {
         let mut client = client.clone();
-        async move {
-            let request = pb::AuthenticateRequest {
-                username: "admin".into(),
-                password: ADMIN_PASSWORD.into(),
-                device_name: None,
-                audience: None,
-            };
-            client.authenticate(request).await.err().filter(|s| s.code() == Code::Unavailable)
-        }
+        async move { client.authenticate(admin_login()).await.err().filter(|s| s.code() == Code::Unavailable) }
     })
     .await;
     assert!(down.is_some(), "logins answer UNAVAILABLE while PostgreSQL is down");
@@ -310,15 +301,7 @@ async fn losing_postgres_refuses_writes_keeps_validating_and_recovers_without_a_
     postgres.start();
     let back = eventually(Duration::from_secs(15), || {
         let mut client = client.clone();
-        async move {
-            let request = pb::AuthenticateRequest {
-                username: "admin".into(),
-                password: ADMIN_PASSWORD.into(),
-                device_name: None,
-                audience: None,
-            };
-            client.authenticate(request).await.ok()
-        }
+        async move { client.authenticate(admin_login()).await.ok() }
     })
     .await;
     assert!(back.is_some(), "logins work again without a restart");
