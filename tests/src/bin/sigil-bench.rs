@@ -84,8 +84,11 @@ enum Command {
     /// store trait (no argon2, never reachable from the gRPC API).
     Seed {
         /// The data directory to fill (created if missing).
+        #[arg(long, required_unless_present = "database_url")]
+        data_dir: Option<PathBuf>,
+        /// Or the PostgreSQL database to fill.
         #[arg(long)]
-        data_dir: PathBuf,
+        database_url: Option<String>,
         /// Sessions to create (each with an access and a refresh token).
         #[arg(long, default_value_t = 100_000)]
         sessions: usize,
@@ -278,8 +281,8 @@ fn admin_request<T>(message: T, token: &str) -> tonic::Request<T> {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    if let Some(Command::Seed { data_dir, sessions, users }) = &cli.command {
-        return seed(data_dir, *sessions, *users).await;
+    if let Some(Command::Seed { data_dir, database_url, sessions, users }) = &cli.command {
+        return seed(data_dir.as_deref(), database_url.as_deref(), *sessions, *users).await;
     }
     let duration = if cli.quick { Duration::from_millis(1000) } else { Duration::from_secs(cli.seconds) };
     let (connections, streams) = if cli.quick { (2, 16) } else { (cli.connections, cli.streams) };
@@ -811,17 +814,23 @@ fn argon2_verify_time() -> Duration {
 
 /// Fills a store through the store trait: a precomputed password hash, and
 /// many concurrent writers so group commit batches the flushes.
-async fn seed(dir: &Path, sessions: usize, users: usize) -> anyhow::Result<()> {
+async fn seed(dir: Option<&Path>, database_url: Option<&str>, sessions: usize, users: usize) -> anyhow::Result<()> {
     use sigil_server::{
         domain::{
             SessionId, Timestamp, TokenId, UserId,
             session::{NewRefreshToken, SessionRecord, SessionState, TokenKind, TokenRecord, TokenState},
             user::UserRecord,
         },
-        store::{Store, sled_store::SledStore},
+        store::{Store, postgres::PgStore, sled_store::SledStore},
     };
-    std::fs::create_dir_all(dir)?;
-    let store: Arc<dyn Store> = SledStore::open(dir)?;
+    let store: Arc<dyn Store> = match (database_url, dir) {
+        (Some(url), _) => PgStore::connect(url).await?,
+        (None, Some(dir)) => {
+            std::fs::create_dir_all(dir)?;
+            SledStore::open(dir)?
+        }
+        (None, None) => anyhow::bail!("seed needs --data-dir or --database-url"),
+    };
     let started = Instant::now();
     let hash =
         "$argon2id$v=19$m=19456,t=2,p=1$c2VlZHNlZWRzZWVkc2VlZA$5t1Ob6KdC7r7u0gR2cJq1pNQ4xS0oTcNQm4m1bwC1bM".to_string();
