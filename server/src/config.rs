@@ -45,6 +45,10 @@ pub struct ConfigLayer {
     /// PostgreSQL, shared with every instance on the same database, instead of sled.
     #[arg(long, env = "SIGIL_DATABASE_URL", value_parser = DatabaseUrl::parse, hide_env_values = true)]
     pub database_url: Option<DatabaseUrl>,
+    /// PEM CA certificate(s) of the PostgreSQL server: connect with TLS (as the URL's
+    /// sslmode says) and accept only a server certificate signed by it.
+    #[arg(long, env = "SIGIL_DATABASE_CA")]
+    pub database_ca: Option<PathBuf>,
     /// With PostgreSQL: how often an instance catches up on other instances'
     /// revocations, keys and events even without a notification [default: 1s].
     #[arg(long, env = "SIGIL_SYNC_INTERVAL", value_parser = parse_duration)]
@@ -134,6 +138,9 @@ pub struct Config {
     /// The PostgreSQL store, when set (printed without its password).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub database_url: Option<DatabaseUrl>,
+    /// CA of the PostgreSQL server, for TLS to it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub database_ca: Option<PathBuf>,
     /// Catch-up interval with a shared store.
     #[serde(serialize_with = "duration_to_text")]
     pub sync_interval: Duration,
@@ -191,6 +198,7 @@ impl Default for Config {
             http_listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             data_dir: PathBuf::from("./sigil-data"),
             database_url: None,
+            database_ca: None,
             sync_interval: Duration::from_secs(1),
             issuer: identity.issuer,
             audience: identity.default_audience,
@@ -259,6 +267,7 @@ impl Config {
             http_listen: layer.http_listen.unwrap_or(self.http_listen),
             data_dir: layer.data_dir.unwrap_or(self.data_dir),
             database_url: layer.database_url.or(self.database_url),
+            database_ca: layer.database_ca.or(self.database_ca),
             sync_interval: layer.sync_interval.unwrap_or(self.sync_interval),
             issuer: layer.issuer.unwrap_or(self.issuer),
             audience: layer.audience.unwrap_or(self.audience),
@@ -292,6 +301,9 @@ impl Config {
         }
         if self.sync_interval < Duration::from_millis(10) {
             return Err(ConfigError::OutOfRange("sync_interval must be at least 10ms".into()));
+        }
+        if self.database_ca.is_some() && self.database_url.is_none() {
+            return Err(ConfigError::OutOfRange("database_ca needs database_url".into()));
         }
         if self.tls_cert.is_some() != self.tls_key.is_some() {
             return Err(ConfigError::OutOfRange("tls_cert and tls_key go together".into()));

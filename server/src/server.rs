@@ -104,7 +104,13 @@ pub async fn start(config: &Config, admin_password: Option<Secret<String>>) -> R
     }
     let store: Arc<dyn Store> = match &config.database_url {
         Some(url) => {
-            let store = PgStore::connect(url.expose()).await?;
+            let ca = match &config.database_ca {
+                Some(path) => Some(std::fs::read(path).map_err(|e| {
+                    crate::store::StoreError::Backend(format!("cannot read the database CA {}: {e}", path.display()))
+                })?),
+                None => None,
+            };
+            let store = PgStore::connect(url.expose(), ca.as_deref()).await?;
             tracing::info!(database = ?url, "store: PostgreSQL, shared with other instances");
             store
         }

@@ -321,3 +321,54 @@ async fn losing_postgres_refuses_writes_keeps_validating_and_recovers_without_a_
     }
     client.refresh(pb::RefreshRequest { refresh_token: held.refresh_token }).await.expect("the held session is intact");
 }
+
+#[tokio::test]
+async fn with_a_database_ca_every_connection_to_postgres_is_tls() {
+    let pki = tempfile::tempdir().expect("temp dir");
+    sigil_tests::make_test_pki(pki.path());
+    let read = |name: &str| std::fs::read_to_string(pki.path().join(name)).expect("pem");
+    let Some(postgres) = Postgres::start_with_tls(&read("server.pem"), &read("server.key")) else { return };
+    let url = format!("{}?sslmode=require", postgres.fresh_database().await);
+    let ca = pki.path().join("ca.pem");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let server = ChildServer::spawn_with(
+        dir.path(),
+        &["--database-url", &url, "--database-ca", ca.to_str().expect("utf-8 path")],
+    )
+    .await;
+    let mut client = server.client().await;
+    let session = login(&mut client, "admin", ADMIN_PASSWORD).await;
+    client.refresh(pb::RefreshRequest { refresh_token: session.refresh_token }).await.expect("writes over TLS");
+
+    // Every connection Sigil holds (pool and LISTEN) is encrypted.
+    let (db, connection) =
+        tokio_postgres::connect(&postgres.url("postgres"), tokio_postgres::NoTls).await.expect("inspect pg_stat_ssl");
+    tokio::spawn(connection);
+    let rows = db
+        .query(
+            "SELECT s.ssl FROM pg_stat_activity a JOIN pg_stat_ssl s USING (pid) WHERE a.application_name = 'sigil-server'",
+            &[],
+        )
+        .await
+        .expect("query");
+    assert!(rows.len() >= 2, "the pool and the listener are connected: {} connections", rows.len());
+    assert!(rows.iter().all(|row| row.get::<_, bool>(0)), "a connection without TLS");
+
+    // Without the CA, sslmode=require is refused at start with a clear line;
+    // with a CA that did not sign the server's certificate, too.
+    let refused = std::process::Command::new(sigil_tests::server_binary())
+        .args(["--listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0", "--database-url", &url])
+        .output()
+        .expect("runs");
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("--database-ca"), "{refused:?}");
+    let other = tempfile::tempdir().expect("temp dir");
+    sigil_tests::make_test_pki(other.path());
+    let wrong_ca = other.path().join("ca.pem");
+    let untrusted = std::process::Command::new(sigil_tests::server_binary())
+        .args(["--listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0", "--database-url", &url])
+        .args(["--database-ca", wrong_ca.to_str().expect("utf-8 path")])
+        .output()
+        .expect("runs");
+    assert!(!untrusted.status.success(), "a server certificate from another CA is refused");
+}

@@ -14,6 +14,6 @@ async fn sled_engine_passes_the_store_conformance_suite() {
 #[tokio::test]
 async fn postgres_engine_passes_the_store_conformance_suite() {
     let Some(postgres) = Postgres::shared() else { return };
-    let store = PgStore::connect(&postgres.fresh_database().await).await.expect("PostgreSQL store opens");
+    let store = PgStore::connect(&postgres.fresh_database().await, None).await.expect("PostgreSQL store opens");
     conformance::run_all(store).await;
 }

@@ -5,42 +5,9 @@
 
 use std::{path::Path, process::Command};
 
-use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose,
-};
 use sigil_proto::pb::{self, identity_service_client::IdentityServiceClient};
-use sigil_tests::{ADMIN_PASSWORD, TestServer};
+use sigil_tests::{ADMIN_PASSWORD, TestServer, make_test_pki as make_pki};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
-
-/// A CA, a server certificate for 127.0.0.1 and localhost, and a client
-/// certificate, written as PEM files into `dir`.
-fn make_pki(dir: &Path) {
-    let ca_key = KeyPair::generate().expect("key");
-    let mut ca = CertificateParams::new(Vec::<String>::new()).expect("params");
-    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    // Distinct names: OpenSSL (curl) takes a leaf whose issuer equals its
-    // subject for self-signed, and rcgen's default name is the same for all.
-    ca.distinguished_name = DistinguishedName::new();
-    ca.distinguished_name.push(DnType::CommonName, "Sigil test CA");
-    ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::DigitalSignature];
-    let ca_cert = ca.self_signed(&ca_key).expect("ca");
-    let issuer = Issuer::new(ca, ca_key);
-
-    let leaf = |names: Vec<String>, usage: ExtendedKeyUsagePurpose, stem: &str| {
-        let key = KeyPair::generate().expect("key");
-        let mut params = CertificateParams::new(names).expect("params");
-        params.distinguished_name = DistinguishedName::new();
-        params.distinguished_name.push(DnType::CommonName, format!("sigil test {stem}"));
-        params.extended_key_usages = vec![usage];
-        let cert = params.signed_by(&key, &issuer).expect("signed");
-        std::fs::write(dir.join(format!("{stem}.pem")), cert.pem()).expect("write");
-        std::fs::write(dir.join(format!("{stem}.key")), key.serialize_pem()).expect("write");
-    };
-    leaf(vec!["127.0.0.1".into(), "localhost".into()], ExtendedKeyUsagePurpose::ServerAuth, "server");
-    leaf(vec!["sigil-client".into()], ExtendedKeyUsagePurpose::ClientAuth, "client");
-    std::fs::write(dir.join("ca.pem"), ca_cert.pem()).expect("write");
-}
 
 async fn tls_server(pki: &Path, mutual: bool) -> TestServer {
     let pki = pki.to_path_buf();

@@ -19,18 +19,24 @@ use std::{
     sync::{Mutex, OnceLock},
 };
 
-/// The keeper: `$1` bin dir, `$2` port. Prints `ready <dir>` or `failed …`.
+/// The keeper: `$1` bin dir, `$2` port, and optionally `$3`/`$4` a PEM
+/// certificate and key to serve TLS with. Prints `ready <dir>` or `failed …`.
 const KEEPER: &str = r#"
-bin="$1"; port="$2"
+bin="$1"; port="$2"; cert="$3"; key="$4"
 dir=$(mktemp -d "${TMPDIR:-/tmp}/sigil-pg.XXXXXX") || { echo "failed mktemp"; exit 1; }
 cleanup() { "$bin/pg_ctl" -D "$dir/data" -m immediate -w stop >/dev/null 2>&1; rm -rf "$dir"; }
 if ! "$bin/initdb" -D "$dir/data" -A trust -U sigil --no-sync >"$dir/initdb.log" 2>&1; then
     echo "failed initdb: $(tail -n 3 "$dir/initdb.log" | tr '\n' ' ')"; cleanup; exit 1
 fi
 mkdir "$dir/sock"
+tls=""
+if [ -n "$cert" ]; then
+    (umask 077; printf '%s\n' "$cert" > "$dir/data/server.crt"; printf '%s\n' "$key" > "$dir/data/server.key")
+    tls="-c ssl=on -c ssl_cert_file=server.crt -c ssl_key_file=server.key"
+fi
 start() {
     "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 30 \
-        -o "-p $port -k $dir/sock -c listen_addresses=127.0.0.1 -c max_connections=200" start >/dev/null 2>&1
+        -o "-p $port -k $dir/sock -c listen_addresses=127.0.0.1 -c max_connections=200 $tls" start >/dev/null 2>&1
 }
 if start; then echo "ready $dir"; else echo "failed start: $(tail -n 3 "$dir/server.log" | tr '\n' ' ')"; cleanup; exit 1; fi
 while read -r command; do
@@ -66,6 +72,16 @@ impl Postgres {
 
     /// A cluster of its own, for a test that stops and starts it.
     pub fn start_new() -> Option<Postgres> {
+        Self::start_keeper(None)
+    }
+
+    /// A cluster of its own that also accepts TLS, with this PEM
+    /// certificate and key.
+    pub fn start_with_tls(cert_pem: &str, key_pem: &str) -> Option<Postgres> {
+        Self::start_keeper(Some((cert_pem, key_pem)))
+    }
+
+    fn start_keeper(tls: Option<(&str, &str)>) -> Option<Postgres> {
         let bin = match binaries() {
             Ok(bin) => bin,
             Err(why) => {
@@ -90,6 +106,7 @@ impl Postgres {
         let mut child = command
             .arg(&bin)
             .arg(port.to_string())
+            .args(tls.map(|(cert, key)| [cert, key]).unwrap_or_default())
             .current_dir("/")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())

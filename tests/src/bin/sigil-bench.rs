@@ -824,7 +824,7 @@ async fn seed(dir: Option<&Path>, database_url: Option<&str>, sessions: usize, u
         store::{Store, postgres::PgStore, sled_store::SledStore},
     };
     let store: Arc<dyn Store> = match (database_url, dir) {
-        (Some(url), _) => PgStore::connect(url).await?,
+        (Some(url), _) => PgStore::connect(url, None).await?,
         (None, Some(dir)) => {
             std::fs::create_dir_all(dir)?;
             SledStore::open(dir)?

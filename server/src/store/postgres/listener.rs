@@ -10,16 +10,25 @@ use std::{sync::Arc, time::Duration};
 
 use futures::StreamExt as _;
 use tokio::sync::Notify;
-use tokio_postgres::{AsyncMessage, NoTls};
+use tokio_postgres::{
+    AsyncMessage, Socket,
+    tls::{MakeTlsConnect, TlsConnect},
+};
 
 /// The notification channel every change is announced on.
 pub(super) const CHANNEL: &str = "sigil_changes";
 
 /// Listens until the task is aborted.
-pub(super) async fn listen(config: tokio_postgres::Config, signal: Arc<Notify>) {
+pub(super) async fn listen<T>(config: tokio_postgres::Config, tls: T, signal: Arc<Notify>)
+where
+    T: MakeTlsConnect<Socket> + Clone + Send + Sync + 'static,
+    T::Stream: Send + Sync + 'static,
+    T::TlsConnect: Send + Sync,
+    <T::TlsConnect as TlsConnect<Socket>>::Future: Send,
+{
     let mut backoff = Duration::from_millis(100);
     loop {
-        match config.connect(NoTls).await {
+        match config.connect(tls.clone()).await {
             Ok((client, mut connection)) => {
                 let raise = signal.clone();
                 // The connection must be polled for the LISTEN to complete, so

@@ -19,6 +19,7 @@
 
 mod listener;
 mod schema;
+mod tls;
 
 use std::{sync::Arc, time::Duration};
 
@@ -27,8 +28,9 @@ use deadpool_postgres::{GenericClient, Manager, ManagerConfig, Pool, RecyclingMe
 use serde::de::DeserializeOwned;
 use tokio::{sync::Notify, task::JoinHandle};
 use tokio_postgres::{
-    NoTls, Row,
+    NoTls, Row, Socket,
     error::SqlState,
+    tls::{MakeTlsConnect, TlsConnect},
     types::{Json, ToSql},
 };
 use uuid::Uuid;
@@ -70,21 +72,45 @@ pub struct PgStore {
 impl PgStore {
     /// Connects to `url` (a libpq URL or key=value string), applies missing
     /// migrations, and starts listening for other instances' changes.
-    pub async fn connect(url: &str) -> Result<Arc<Self>, StoreError> {
+    ///
+    /// With `ca` (PEM certificates), connections use TLS as the URL's
+    /// `sslmode` says (`prefer`, the default, or `require`), and the
+    /// server's certificate must chain to `ca` and name the host. Without
+    /// it, connections are plain, and `sslmode=require` is refused.
+    pub async fn connect(url: &str, ca: Option<&[u8]>) -> Result<Arc<Self>, StoreError> {
         let mut config: tokio_postgres::Config =
             url.parse().map_err(|e| StoreError::Backend(format!("invalid database URL: {e}")))?;
         config.connect_timeout(POOL_TIMEOUT);
         if config.get_application_name().is_none() {
             config.application_name("sigil-server");
         }
-        let (mut client, connection) = config.connect(NoTls).await.map_err(pg)?;
+        match ca {
+            Some(ca) => Self::connect_with(config, tls::connector(ca)?).await,
+            None if config.get_ssl_mode() == tokio_postgres::config::SslMode::Require => Err(StoreError::Backend(
+                "the database URL says sslmode=require: give the server's CA with --database-ca".into(),
+            )),
+            None => Self::connect_with(config, NoTls).await,
+        }
+    }
+
+    async fn connect_with<T>(config: tokio_postgres::Config, tls: T) -> Result<Arc<Self>, StoreError>
+    where
+        T: MakeTlsConnect<Socket> + Clone + Send + Sync + 'static,
+        T::Stream: Send + Sync + 'static,
+        T::TlsConnect: Send + Sync,
+        <T::TlsConnect as TlsConnect<Socket>>::Future: Send,
+    {
+        let (mut client, connection) = config.connect(tls.clone()).await.map_err(pg)?;
         let driver = tokio::spawn(connection);
         schema::migrate(&mut client).await?;
         drop(client);
         let _ = driver.await;
 
-        let manager =
-            Manager::from_config(config.clone(), NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+        let manager = Manager::from_config(
+            config.clone(),
+            tls.clone(),
+            ManagerConfig { recycling_method: RecyclingMethod::Fast },
+        );
         let pool = Pool::builder(manager)
             .max_size(POOL_SIZE)
             .runtime(Runtime::Tokio1)
@@ -94,7 +120,7 @@ impl PgStore {
             .build()
             .map_err(|e| StoreError::Backend(format!("cannot build the connection pool: {e}")))?;
         let changes = Arc::new(Notify::new());
-        let listener = tokio::spawn(listener::listen(config, changes.clone()));
+        let listener = tokio::spawn(listener::listen(config, tls, changes.clone()));
         Ok(Arc::new(Self { pool, changes, listener }))
     }
 
