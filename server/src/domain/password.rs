@@ -14,7 +14,7 @@
 //! Each pool thread keeps its 19 MiB of argon2 memory while it has work
 //! queued (a fresh allocation per hash costs page faults and zeroing on every
 //! login) and hands it back to the system when its queue runs dry (see
-//! [`ArgonMemory`]). And the pool threads run in the idle scheduling class:
+//! `ArgonMemory`). And the pool threads run in the idle scheduling class:
 //! under a login flood they still take every idle cycle, but the threads
 //! answering `Validate` and the admin API go first.
 

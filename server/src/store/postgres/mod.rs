@@ -12,9 +12,9 @@
 //!   an instance that catches up "after sequence N" never skips an entry.
 //! - Each change that other instances must learn of (revocations, events,
 //!   signing keys) is announced with `pg_notify` in its transaction, which
-//!   PostgreSQL delivers only on commit; see [`listener`].
+//!   PostgreSQL delivers only on commit; see `listener.rs`.
 //! - With a CA configured, every connection (pool and `LISTEN`) is TLS and
-//!   trusts only that CA; see [`tls`].
+//!   trusts only that CA; see `tls.rs`.
 //! - When PostgreSQL is unreachable, every call fails with
 //!   [`StoreError::Backend`] within the pool's timeouts, which the gRPC
 //!   layer reports as `UNAVAILABLE`: nothing uncommitted is acknowledged.
