@@ -133,8 +133,8 @@ impl EventRecord {
 pub struct EventHub {
     store: Arc<dyn Store>,
     live: broadcast::Sender<Arc<EventRecord>>,
-    /// Serializes "assign sequence, store, broadcast" (or "read, broadcast")
-    /// so that watchers see events in sequence order.
+    /// Serializes "assign sequence, store, broadcast" (local store) or
+    /// "read, broadcast" (`follow`) so that watchers see events in order.
     order: Mutex<()>,
     retained: usize,
     /// For a shared store: the last sequence broadcast.
@@ -159,17 +159,27 @@ impl EventHub {
         if events.is_empty() {
             return;
         }
-        let _order = self.order.lock().await;
-        match self.store.append_events(events).await {
-            Ok(stored) => match (self.store.changes(), &self.followed_through) {
-                (Some(changes), Some(_)) => changes.notify_one(),
-                _ => {
-                    for event in stored {
-                        // No receivers is fine: nobody is watching.
-                        let _ = self.live.send(Arc::new(event));
+        if self.followed_through.is_some() {
+            // A shared store orders events itself (one global sequence) and
+            // `follow` broadcasts them, so nothing here needs serializing.
+            match self.store.append_events(events).await {
+                Ok(_) => {
+                    if let Some(changes) = self.store.changes() {
+                        changes.notify_one();
                     }
                 }
-            },
+                Err(e) => tracing::error!(error = %e, "audit events could not be stored"),
+            }
+            return;
+        }
+        let _order = self.order.lock().await;
+        match self.store.append_events(events).await {
+            Ok(stored) => {
+                for event in stored {
+                    // No receivers is fine: nobody is watching.
+                    let _ = self.live.send(Arc::new(event));
+                }
+            }
             Err(e) => tracing::error!(error = %e, "audit events could not be stored"),
         }
     }
