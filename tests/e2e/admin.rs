@@ -3,7 +3,7 @@ use std::time::Duration;
 use sigil_proto::pb::{
     self, EventKind, SessionState, TokenKind, TokenState, ValidationFailure, revoke_request::Target,
 };
-use sigil_tests::{ADMIN_PASSWORD, TestServer, login, maybe_bearer, validate, with_bearer};
+use sigil_tests::{ADMIN_PASSWORD, TestServer, login, login_request, maybe_bearer, validate, with_bearer};
 use tonic::Code;
 
 /// Calls every AdminService RPC with `bearer` and returns each outcome.
@@ -168,14 +168,7 @@ async fn users_are_created_found_listed_updated_and_deleted() {
         .into_inner();
     assert_eq!(changed.revoked_sessions, 1);
     assert_eq!(validate(&mut client, &session.access_token).await.failure(), ValidationFailure::SessionRevoked);
-    let old = client
-        .authenticate(pb::AuthenticateRequest {
-            username: "heidi".into(),
-            password: "heidi-password".into(),
-            ..Default::default()
-        })
-        .await
-        .expect_err("old password refused");
+    let old = client.authenticate(login_request("heidi", "heidi-password")).await.expect_err("old password refused");
     assert_eq!(old.code(), Code::Unauthenticated);
     let session = login(&mut client, "heidi", "new-heidi-password").await;
 
@@ -187,11 +180,7 @@ async fn users_are_created_found_listed_updated_and_deleted() {
     assert_eq!(deleted.revoked_sessions, 1);
     assert_eq!(validate(&mut client, &session.access_token).await.failure(), ValidationFailure::SessionRevoked);
     let gone = client
-        .authenticate(pb::AuthenticateRequest {
-            username: "heidi".into(),
-            password: "new-heidi-password".into(),
-            ..Default::default()
-        })
+        .authenticate(login_request("heidi", "new-heidi-password"))
         .await
         .expect_err("deleted user cannot log in");
     assert_eq!(gone.message(), "invalid username or password");
@@ -216,14 +205,7 @@ async fn disabling_a_user_kills_its_tokens_at_once_and_enabling_lets_it_back_in(
     assert_eq!(disabled.revoked_sessions, 1);
     assert!(disabled.user.expect("user").disabled);
     assert_eq!(validate(&mut client, &session.access_token).await.failure(), ValidationFailure::UserDisabled);
-    let refused = client
-        .authenticate(pb::AuthenticateRequest {
-            username: "ivan".into(),
-            password: "ivan-password".into(),
-            ..Default::default()
-        })
-        .await
-        .expect_err("disabled user refused");
+    let refused = client.authenticate(login_request("ivan", "ivan-password")).await.expect_err("disabled user refused");
     assert_eq!(refused.message(), "invalid username or password", "same message as a wrong password");
     let refresh = client
         .refresh(pb::RefreshRequest { refresh_token: session.refresh_token.clone() })
@@ -496,14 +478,7 @@ async fn events_replay_after_a_sequence_and_never_carry_secrets() {
     let server = TestServer::start().await;
     let (mut admin, token) = server.admin().await;
     let mut client = server.client().await;
-    client
-        .authenticate(pb::AuthenticateRequest {
-            username: "admin".into(),
-            password: "wrong-secret-password".into(),
-            ..Default::default()
-        })
-        .await
-        .expect_err("failed login");
+    client.authenticate(login_request("admin", "wrong-secret-password")).await.expect_err("failed login");
     let mut stream = admin
         .watch_events(with_bearer(pb::WatchEventsRequest { after_sequence: Some(0) }, &token))
         .await

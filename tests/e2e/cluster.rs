@@ -5,7 +5,9 @@ use std::time::Duration;
 
 use futures::future::join_all;
 use sigil_proto::pb::{self, EventKind, ValidationFailure, revoke_request::Target};
-use sigil_tests::{ADMIN_PASSWORD, ChildServer, eventually, login, postgres::Postgres, validate, with_bearer};
+use sigil_tests::{
+    ADMIN_PASSWORD, ChildServer, eventually, login, login_request, postgres::Postgres, validate, with_bearer,
+};
 use tonic::Code;
 use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
 
@@ -33,11 +35,6 @@ impl Cluster {
 
 async fn spawn(dir: &tempfile::TempDir, url: &str) -> ChildServer {
     ChildServer::spawn_with(dir.path(), &["--database-url", url]).await
-}
-
-/// The bootstrap admin's login request.
-fn admin_login() -> pb::AuthenticateRequest {
-    pb::AuthenticateRequest { username: "admin".into(), password: ADMIN_PASSWORD.into(), ..Default::default() }
 }
 
 async fn revoke_session(
@@ -260,7 +257,7 @@ async fn losing_postgres_refuses_writes_keeps_validating_and_recovers_without_a_
         async move {
             let (mut acknowledged, mut refused) = (Vec::new(), 0);
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                match client.authenticate(admin_login()).await {
+                match client.authenticate(login_request("admin", ADMIN_PASSWORD)).await {
                     Ok(response) => acknowledged.push(response.into_inner()),
                     Err(status) => {
                         assert_eq!(status.code(), Code::Unavailable, "a refused write says UNAVAILABLE: {status:?}");
@@ -277,7 +274,13 @@ async fn losing_postgres_refuses_writes_keeps_validating_and_recovers_without_a_
     postgres.stop();
     let down = eventually(Duration::from_secs(10), || {
         let mut client = client.clone();
-        async move { client.authenticate(admin_login()).await.err().filter(|s| s.code() == Code::Unavailable) }
+        async move {
+            client
+                .authenticate(login_request("admin", ADMIN_PASSWORD))
+                .await
+                .err()
+                .filter(|s| s.code() == Code::Unavailable)
+        }
     })
     .await;
     assert!(down.is_some(), "logins answer UNAVAILABLE while PostgreSQL is down");
@@ -301,7 +304,7 @@ async fn losing_postgres_refuses_writes_keeps_validating_and_recovers_without_a_
     postgres.start();
     let back = eventually(Duration::from_secs(15), || {
         let mut client = client.clone();
-        async move { client.authenticate(admin_login()).await.ok() }
+        async move { client.authenticate(login_request("admin", ADMIN_PASSWORD)).await.ok() }
     })
     .await;
     assert!(back.is_some(), "logins work again without a restart");

@@ -3,7 +3,7 @@
 //! acknowledged session, rotation and revocation is intact.
 
 use sigil_proto::pb::{self, ValidationFailure, revoke_request::Target};
-use sigil_tests::{ADMIN_PASSWORD, ChildServer, login, validate};
+use sigil_tests::{ADMIN_PASSWORD, ChildServer, login, login_request, validate};
 
 /// What one round acknowledged, to be checked after the next restart.
 struct Acknowledged {
@@ -106,14 +106,7 @@ async fn json_logs_carry_a_span_per_call_with_method_peer_and_status_and_no_secr
             .await;
     let mut client = server.client().await;
     let session = login(&mut client, "admin", ADMIN_PASSWORD).await;
-    client
-        .authenticate(pb::AuthenticateRequest {
-            username: "admin".into(),
-            password: "wrong-but-secret".into(),
-            ..Default::default()
-        })
-        .await
-        .expect_err("refused");
+    client.authenticate(login_request("admin", "wrong-but-secret")).await.expect_err("refused");
     let output = server.output.clone();
     assert!(server.terminate().await);
     let log = output.lock().expect("log").clone();

@@ -6,12 +6,8 @@
 use std::time::{Duration, Instant};
 
 use sigil_proto::pb;
-use sigil_tests::{TestServer, login, with_bearer};
+use sigil_tests::{TestServer, login, login_request, with_bearer};
 use tonic::{Code, Status};
-
-fn attempt(username: &str, password: &str) -> pb::AuthenticateRequest {
-    pb::AuthenticateRequest { username: username.into(), password: password.into(), ..Default::default() }
-}
 
 async fn server_with_a_disabled_user() -> TestServer {
     let server = TestServer::start_with(|config| {
@@ -36,9 +32,9 @@ async fn unknown_user_wrong_password_and_disabled_user_get_one_answer() {
     let server = server_with_a_disabled_user().await;
     let mut client = server.client().await;
     let answers: Vec<Status> = vec![
-        client.authenticate(attempt("nobody", "whatever")).await.expect_err("unknown"),
-        client.authenticate(attempt("erin", "not-erin-password")).await.expect_err("wrong"),
-        client.authenticate(attempt("fred", "fred-password")).await.expect_err("disabled, right password"),
+        client.authenticate(login_request("nobody", "whatever")).await.expect_err("unknown"),
+        client.authenticate(login_request("erin", "not-erin-password")).await.expect_err("wrong"),
+        client.authenticate(login_request("fred", "fred-password")).await.expect_err("disabled, right password"),
     ];
     for status in &answers {
         assert_eq!(status.code(), Code::Unauthenticated);
@@ -59,11 +55,11 @@ async fn a_locked_name_answers_alike_whether_or_not_it_exists() {
     let mut client = server.client().await;
     for name in ["gina", "ghost"] {
         for _ in 0..2 {
-            client.authenticate(attempt(name, "guess")).await.expect_err("wrong");
+            client.authenticate(login_request(name, "guess")).await.expect_err("wrong");
         }
     }
-    let real = client.authenticate(attempt("gina", "gina-password")).await.expect_err("locked");
-    let ghost = client.authenticate(attempt("ghost", "gina-password")).await.expect_err("locked");
+    let real = client.authenticate(login_request("gina", "gina-password")).await.expect_err("locked");
+    let ghost = client.authenticate(login_request("ghost", "gina-password")).await.expect_err("locked");
     for status in [&real, &ghost] {
         assert_eq!(status.code(), Code::ResourceExhausted);
         assert!(status.metadata().get("retry-after").is_some());
@@ -93,11 +89,11 @@ async fn every_credential_failure_takes_the_same_time() {
         for i in (0..kinds.len()).map(|k| (k + round) % kinds.len()) {
             let (_, username, password) = kinds[i];
             let started = Instant::now();
-            client.authenticate(attempt(username, password)).await.expect_err("refused");
+            client.authenticate(login_request(username, password)).await.expect_err("refused");
             samples[i].push(started.elapsed());
         }
         let started = Instant::now();
-        client.authenticate(attempt("erin", "")).await.expect_err("empty password");
+        client.authenticate(login_request("erin", "")).await.expect_err("empty password");
         rejected_early.push(started.elapsed());
     }
     let medians: Vec<Duration> = samples.into_iter().map(median).collect();
@@ -126,7 +122,7 @@ async fn long_passphrases_are_hashed_whole() {
     last_changed.pop();
     last_changed.push('!');
     for (what, guess) in [("the last byte changed", last_changed.as_str()), ("its first 72 bytes", &passphrase[..72])] {
-        let refused = client.authenticate(attempt("hana", guess)).await.expect_err(what);
+        let refused = client.authenticate(login_request("hana", guess)).await.expect_err(what);
         assert_eq!(refused.code(), Code::Unauthenticated, "{what}");
     }
 }

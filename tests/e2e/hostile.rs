@@ -3,7 +3,7 @@
 
 use proptest::prelude::*;
 use prost::bytes::{Buf as _, BufMut as _};
-use sigil_tests::{ADMIN_PASSWORD, TestServer, login, maybe_bearer, with_bearer};
+use sigil_tests::{ADMIN_PASSWORD, TestServer, login, login_request, maybe_bearer, with_bearer};
 use tonic::{
     Code, Status,
     codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder},
@@ -280,13 +280,7 @@ async fn after_a_hostile_barrage_the_server_serves_and_its_log_holds_no_secret()
     client.refresh(pb::RefreshRequest { refresh_token: session.refresh_token.clone() }).await.expect_err("reuse");
     // Wrong passwords until the account locks, and past it.
     for guess in guesses {
-        let _ = client
-            .authenticate(pb::AuthenticateRequest {
-                username: "ivy".into(),
-                password: guess.into(),
-                ..Default::default()
-            })
-            .await;
+        let _ = client.authenticate(login_request("ivy", guess)).await;
     }
     // Oversized and malformed fields.
     let oversized_password = format!("{}-SECRET", "p".repeat(2000));
@@ -297,13 +291,7 @@ async fn after_a_hostile_barrage_the_server_serves_and_its_log_holds_no_secret()
             ..Default::default()
         })
         .await;
-    let _ = client
-        .authenticate(pb::AuthenticateRequest {
-            username: "iv\0y".into(),
-            password: guesses[0].into(),
-            ..Default::default()
-        })
-        .await;
+    let _ = client.authenticate(login_request("iv\0y", guesses[0])).await;
     let forged_token = format!("{}.e30.{}", "eyJhbGciOiJub25lIn0", "x".repeat(40));
     for token in [forged_token.as_str(), "garbage", &"a.b.c".repeat(3000)] {
         let _ = client.validate(pb::ValidateRequest { token: token.into(), audience: None }).await;

@@ -1,5 +1,5 @@
 use sigil_proto::pb::{self, ValidationFailure};
-use sigil_tests::{ADMIN_PASSWORD, TestServer, login, validate};
+use sigil_tests::{ADMIN_PASSWORD, TestServer, login, login_request, validate};
 use tonic::Code;
 
 #[tokio::test]
@@ -42,13 +42,8 @@ async fn wrong_password_and_unknown_user_get_one_identical_error() {
     let server = TestServer::start().await;
     server.create_user("dave", "dave-password", &[]).await;
     let mut client = server.client().await;
-    let attempt = |username: &str, password: &str| pb::AuthenticateRequest {
-        username: username.into(),
-        password: password.into(),
-        ..Default::default()
-    };
-    let wrong = client.authenticate(attempt("dave", "not-it")).await.expect_err("wrong password refused");
-    let unknown = client.authenticate(attempt("nobody", "not-it")).await.expect_err("unknown user refused");
+    let wrong = client.authenticate(login_request("dave", "not-it")).await.expect_err("wrong password refused");
+    let unknown = client.authenticate(login_request("nobody", "not-it")).await.expect_err("unknown user refused");
     for status in [&wrong, &unknown] {
         assert_eq!(status.code(), Code::Unauthenticated);
         assert_eq!(status.message(), "invalid username or password");

@@ -6,12 +6,8 @@
 use std::time::Duration;
 
 use sigil_proto::pb::{self, EventKind};
-use sigil_tests::{ADMIN_PASSWORD, ChildServer, TestServer, login, with_bearer};
+use sigil_tests::{ADMIN_PASSWORD, ChildServer, TestServer, login, login_request, with_bearer};
 use tonic::Code;
-
-fn attempt(username: &str, password: &str) -> pb::AuthenticateRequest {
-    pb::AuthenticateRequest { username: username.into(), password: password.into(), ..Default::default() }
-}
 
 async fn locking_server() -> TestServer {
     TestServer::start_with(|config| {
@@ -29,10 +25,10 @@ async fn repeated_failures_lock_the_account_and_only_that_account() {
     server.create_user("oscar", "oscar-password", &[]).await;
     let mut client = server.client().await;
     for _ in 0..3 {
-        let wrong = client.authenticate(attempt("nina", "guess")).await.expect_err("wrong password");
+        let wrong = client.authenticate(login_request("nina", "guess")).await.expect_err("wrong password");
         assert_eq!(wrong.code(), Code::Unauthenticated);
     }
-    let locked = client.authenticate(attempt("nina", "nina-password")).await.expect_err("locked");
+    let locked = client.authenticate(login_request("nina", "nina-password")).await.expect_err("locked");
     assert_eq!(locked.code(), Code::ResourceExhausted);
     let retry_after: u64 = locked
         .metadata()
@@ -64,9 +60,9 @@ async fn unknown_names_lock_alike_but_a_later_user_of_that_name_starts_clean() {
     let server = locking_server().await;
     let mut client = server.client().await;
     for _ in 0..3 {
-        client.authenticate(attempt("paula", "guess")).await.expect_err("no such user");
+        client.authenticate(login_request("paula", "guess")).await.expect_err("no such user");
     }
-    let locked = client.authenticate(attempt("paula", "guess")).await.expect_err("locked");
+    let locked = client.authenticate(login_request("paula", "guess")).await.expect_err("locked");
     assert_eq!(locked.code(), Code::ResourceExhausted, "an unknown name locks like a real one");
     server.create_user("paula", "paula-password", &[]).await;
     login(&mut client, "paula", "paula-password").await;
@@ -78,11 +74,11 @@ async fn a_success_resets_the_count() {
     server.create_user("quinn", "quinn-password", &[]).await;
     let mut client = server.client().await;
     for _ in 0..2 {
-        client.authenticate(attempt("quinn", "guess")).await.expect_err("wrong");
+        client.authenticate(login_request("quinn", "guess")).await.expect_err("wrong");
     }
     login(&mut client, "quinn", "quinn-password").await;
     for _ in 0..2 {
-        client.authenticate(attempt("quinn", "guess")).await.expect_err("wrong");
+        client.authenticate(login_request("quinn", "guess")).await.expect_err("wrong");
     }
     login(&mut client, "quinn", "quinn-password").await;
 }
@@ -95,13 +91,13 @@ async fn locks_survive_a_restart() {
     let server = ChildServer::spawn_with(&data, &flags).await;
     let mut client = server.client().await;
     for _ in 0..3 {
-        client.authenticate(attempt("admin", "guess")).await.expect_err("wrong");
+        client.authenticate(login_request("admin", "guess")).await.expect_err("wrong");
     }
     assert!(server.terminate().await, "clean exit");
 
     let server = ChildServer::spawn_with(&data, &flags).await;
     let mut client = server.client().await;
-    let locked = client.authenticate(attempt("admin", ADMIN_PASSWORD)).await.expect_err("still locked");
+    let locked = client.authenticate(login_request("admin", ADMIN_PASSWORD)).await.expect_err("still locked");
     assert_eq!(locked.code(), Code::ResourceExhausted);
     server.kill_9().await;
 }
@@ -120,13 +116,13 @@ async fn failures_sent_all_at_once_are_all_counted() {
     let client = server.client().await;
     let guesses = (0..10).map(|i| {
         let mut client = client.clone();
-        tokio::spawn(async move { client.authenticate(attempt("petra", &format!("guess-{i}"))).await })
+        tokio::spawn(async move { client.authenticate(login_request("petra", &format!("guess-{i}"))).await })
     });
     for guess in guesses {
         let refused = guess.await.expect("task").expect_err("wrong password");
         assert!(matches!(refused.code(), Code::Unauthenticated | Code::ResourceExhausted), "{refused:?}");
     }
-    let locked = client.clone().authenticate(attempt("petra", "petra-password")).await.expect_err("locked");
+    let locked = client.clone().authenticate(login_request("petra", "petra-password")).await.expect_err("locked");
     assert_eq!(locked.code(), Code::ResourceExhausted, "ten parallel failures locked the account");
 }
 
@@ -152,18 +148,19 @@ async fn the_optional_per_address_limit_blocks_an_address_guessing_across_accoun
     // One address guesses three different accounts: each failure counts
     // against the address, not any one account.
     for name in ["quinn", "rita", "sam"] {
-        let wrong = client.authenticate(from_address(attempt(name, "guess"), "203.0.113.7")).await.expect_err("wrong");
+        let wrong =
+            client.authenticate(from_address(login_request(name, "guess"), "203.0.113.7")).await.expect_err("wrong");
         assert_eq!(wrong.code(), Code::Unauthenticated);
     }
     let blocked = client
-        .authenticate(from_address(attempt("quinn", "quinn-password"), "198.51.100.1, 203.0.113.7"))
+        .authenticate(from_address(login_request("quinn", "quinn-password"), "198.51.100.1, 203.0.113.7"))
         .await
         .expect_err("the address is blocked, whatever a client prepends");
     assert_eq!(blocked.code(), Code::ResourceExhausted);
     assert!(blocked.metadata().get("retry-after").is_some());
     // Another client behind the same proxy, and the account itself, are fine.
     client
-        .authenticate(from_address(attempt("quinn", "quinn-password"), "203.0.113.8"))
+        .authenticate(from_address(login_request("quinn", "quinn-password"), "203.0.113.8"))
         .await
         .expect("another address logs in");
 }
@@ -183,10 +180,12 @@ async fn forwarded_addresses_are_ignored_from_peers_that_are_not_trusted_proxies
     // header is not believed, so all three count against 127.0.0.1.
     for (i, name) in ["tess", "uma", "vic"].iter().enumerate() {
         let spoofed = format!("203.0.113.{i}");
-        let wrong = client.authenticate(from_address(attempt(name, "guess"), &spoofed)).await.expect_err("wrong");
+        let wrong = client.authenticate(from_address(login_request(name, "guess"), &spoofed)).await.expect_err("wrong");
         assert_eq!(wrong.code(), Code::Unauthenticated);
     }
-    let blocked =
-        client.authenticate(from_address(attempt("tess", "tess-password"), "203.0.113.99")).await.expect_err("blocked");
+    let blocked = client
+        .authenticate(from_address(login_request("tess", "tess-password"), "203.0.113.99"))
+        .await
+        .expect_err("blocked");
     assert_eq!(blocked.code(), Code::ResourceExhausted);
 }

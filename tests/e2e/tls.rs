@@ -6,7 +6,7 @@
 use std::{path::Path, process::Command};
 
 use sigil_proto::pb::{self, identity_service_client::IdentityServiceClient};
-use sigil_tests::{ADMIN_PASSWORD, TestServer, make_test_pki as make_pki};
+use sigil_tests::{ADMIN_PASSWORD, TestServer, login_request, make_test_pki as make_pki};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 
 async fn tls_server(pki: &Path, mutual: bool) -> TestServer {
@@ -28,8 +28,7 @@ async fn call(server: &TestServer, tls: Option<ClientTlsConfig>) -> Result<pb::A
         endpoint = endpoint.tls_config(tls).map_err(|e| e.to_string())?;
     }
     let channel = endpoint.connect().await.map_err(|e| format!("connect: {e:?}"))?;
-    let request =
-        pb::AuthenticateRequest { username: "admin".into(), password: ADMIN_PASSWORD.into(), ..Default::default() };
+    let request = login_request("admin", ADMIN_PASSWORD);
     IdentityServiceClient::new(channel)
         .authenticate(request)
         .await

@@ -117,6 +117,11 @@ pub async fn connect(addr: SocketAddr) -> Channel {
         .expect("connects")
 }
 
+/// An `AuthenticateRequest` with just a username and a password.
+pub fn login_request(username: &str, password: &str) -> pb::AuthenticateRequest {
+    pb::AuthenticateRequest { username: username.into(), password: password.into(), ..Default::default() }
+}
+
 /// Logs in over gRPC and returns the response.
 pub async fn login(
     client: &mut IdentityServiceClient<Channel>,
@@ -124,12 +129,7 @@ pub async fn login(
     password: &str,
 ) -> pb::AuthenticateResponse {
     client
-        .authenticate(pb::AuthenticateRequest {
-            username: username.into(),
-            password: password.into(),
-            device_name: Some("e2e".into()),
-            audience: None,
-        })
+        .authenticate(pb::AuthenticateRequest { device_name: Some("e2e".into()), ..login_request(username, password) })
         .await
         .expect("login succeeds")
         .into_inner()
