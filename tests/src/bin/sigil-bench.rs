@@ -113,6 +113,19 @@ impl Figures {
         self.requests as f64 / self.elapsed.as_secs_f64()
     }
 
+    /// Closes a scenario started at `started`, when the server had used
+    /// `cpu_before`: records the elapsed time and the server's CPU since,
+    /// prints the line, and returns the figures.
+    fn finish(mut self, started: Instant, cpu_before: Option<Duration>, target: &Target) -> Self {
+        self.elapsed = started.elapsed();
+        self.server_cpu = match (cpu_before, target.cpu()) {
+            (Some(a), Some(b)) => Some(b.saturating_sub(a)),
+            _ => None,
+        };
+        self.print();
+        self
+    }
+
     fn print(&self) {
         let q = |p: f64| Duration::from_nanos(self.latency.value_at_quantile(p));
         let cpu = self
@@ -255,13 +268,7 @@ where
             let _ = figures.latency.add(latency);
         }
     }
-    figures.elapsed = started.elapsed();
-    figures.server_cpu = match (cpu_before, target.cpu()) {
-        (Some(a), Some(b)) => Some(b.saturating_sub(a)),
-        _ => None,
-    };
-    figures.print();
-    figures
+    figures.finish(started, cpu_before, target)
 }
 
 async fn login(channel: &Channel, username: &str, password: &str) -> anyhow::Result<pb::AuthenticateResponse> {
@@ -722,13 +729,7 @@ async fn open_loop(target: &Target, chans: &[Channel], rate: u64, duration: Dura
         }
     }
     let _ = pacer.join();
-    figures.elapsed = started.elapsed();
-    figures.server_cpu = match (cpu_before, target.cpu()) {
-        (Some(a), Some(b)) => Some(b.saturating_sub(a)),
-        _ => None,
-    };
-    figures.print();
-    figures
+    figures.finish(started, cpu_before, target)
 }
 
 /// A closed-loop call validating `tokens` in turn.
