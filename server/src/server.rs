@@ -303,7 +303,7 @@ async fn report_store_health(
 /// case a signal was lost (see `domain::cluster`).
 async fn follow_peers(
     identity: Arc<Identity>,
-    changes: Arc<tokio::sync::Notify>,
+    changes: Arc<crate::store::Changes>,
     every: Duration,
     mut stop: watch::Receiver<bool>,
 ) -> Result<(), ServerError> {
@@ -311,12 +311,14 @@ async fn follow_peers(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut failing = false;
     loop {
-        tokio::select! {
-            _ = changes.notified() => {}
-            _ = tick.tick() => {}
+        // The timer also rereads the signing keys: a lost notification
+        // delays a key change by one interval at most.
+        let keys = tokio::select! {
+            _ = changes.signal.notified() => changes.take_keys(),
+            _ = tick.tick() => true,
             _ = stop.changed() => return Ok(()),
-        }
-        match identity.catch_up().await {
+        };
+        match identity.catch_up(keys).await {
             Ok(report) => {
                 if failing {
                     tracing::info!("caught up with other instances again");

@@ -67,8 +67,8 @@ impl Identity {
     }
 
     /// Reads what other instances committed since the last catch-up into
-    /// memory: revocations, signing keys and audit events.
-    pub async fn catch_up(&self) -> Result<CatchUp, DomainError> {
+    /// memory: revocations, audit events and, with `keys`, the signing keys.
+    pub async fn catch_up(&self, keys: bool) -> Result<CatchUp, DomainError> {
         let mut report = CatchUp::default();
         loop {
             let entries = self.store.revocations_after(self.peers.applied_through(), BATCH).await?;
@@ -85,11 +85,13 @@ impl Identity {
                 break;
             }
         }
-        let records = self.store.signing_keys().await?;
-        if !self.keys.load().is_built_from(&records) {
-            self.install_keys(&records)?;
-            tracing::info!(active = %self.keys.load().active().kid, "signing keys changed on another instance");
-            report.keys_changed = true;
+        if keys {
+            let records = self.store.signing_keys().await?;
+            if !self.keys.load().is_built_from(&records) {
+                self.install_keys(&records)?;
+                tracing::info!(active = %self.keys.load().active().kid, "signing keys changed on another instance");
+                report.keys_changed = true;
+            }
         }
         report.events = self.events.follow().await?;
         Ok(report)

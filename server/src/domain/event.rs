@@ -165,7 +165,7 @@ impl EventHub {
             match self.store.append_events(events).await {
                 Ok(_) => {
                     if let Some(changes) = self.store.changes() {
-                        changes.notify_one();
+                        changes.raise(false);
                     }
                 }
                 Err(e) => tracing::error!(error = %e, "audit events could not be stored"),

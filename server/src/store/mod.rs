@@ -13,7 +13,10 @@ pub mod group_commit;
 pub mod postgres;
 pub mod sled_store;
 
-use std::sync::Arc;
+use std::sync::{
+    Arc,
+    atomic::{AtomicBool, Ordering},
+};
 
 use async_trait::async_trait;
 use tokio::sync::Notify;
@@ -288,12 +291,38 @@ pub trait Store: UserStore + SessionStore + KeyStore + RevocationLog + EventStor
         Ok(())
     }
 
-    /// For an engine shared by several instances: a signal raised whenever
-    /// another instance may have committed revocations, events or key
-    /// changes (and on reconnecting, when some may have been missed). The
-    /// domain then catches up from the store. `None` for an engine that
-    /// only this process writes.
-    fn changes(&self) -> Option<Arc<Notify>> {
+    /// For an engine shared by several instances: what other instances may
+    /// have committed, for the domain to catch up on from the store. `None`
+    /// for an engine that only this process writes.
+    fn changes(&self) -> Option<Arc<Changes>> {
         None
+    }
+}
+
+/// Raised by a shared engine when other instances may have committed
+/// revocations, events or key changes (and on reconnecting, when some may
+/// have been missed).
+#[derive(Debug, Default)]
+pub struct Changes {
+    /// Raised on every change.
+    pub signal: Notify,
+    /// Set when the signing keys may have changed, so that the keys are
+    /// read back only then (and on the periodic catch-up), not on every
+    /// event or revocation.
+    pub keys: AtomicBool,
+}
+
+impl Changes {
+    /// Notes a change; `keys` when it may concern the signing keys.
+    pub fn raise(&self, keys: bool) {
+        if keys {
+            self.keys.store(true, Ordering::Release);
+        }
+        self.signal.notify_one();
+    }
+
+    /// Whether the keys may have changed since the last call.
+    pub fn take_keys(&self) -> bool {
+        self.keys.swap(false, Ordering::AcqRel)
     }
 }

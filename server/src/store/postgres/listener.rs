@@ -8,8 +8,8 @@
 
 use std::{sync::Arc, time::Duration};
 
+use crate::store::Changes;
 use futures::StreamExt as _;
-use tokio::sync::Notify;
 use tokio_postgres::{
     AsyncMessage, Socket,
     tls::{MakeTlsConnect, TlsConnect},
@@ -18,8 +18,11 @@ use tokio_postgres::{
 /// The notification channel every change is announced on.
 pub(super) const CHANNEL: &str = "sigil_changes";
 
+/// The payload announcing a change of the signing keys.
+pub(super) const KEYS: &str = "keys";
+
 /// Listens until the task is aborted.
-pub(super) async fn listen<T>(config: tokio_postgres::Config, tls: T, signal: Arc<Notify>)
+pub(super) async fn listen<T>(config: tokio_postgres::Config, tls: T, signal: Arc<Changes>)
 where
     T: MakeTlsConnect<Socket> + Clone + Send + Sync + 'static,
     T::Stream: Send + Sync + 'static,
@@ -37,7 +40,7 @@ where
                     let mut messages = futures::stream::poll_fn(move |cx| connection.poll_message(cx));
                     while let Some(message) = messages.next().await {
                         match message {
-                            Ok(AsyncMessage::Notification(_)) => raise.notify_one(),
+                            Ok(AsyncMessage::Notification(note)) => raise.raise(note.payload() == KEYS),
                             Ok(_) => {}
                             Err(e) => {
                                 tracing::warn!(error = %e, "PostgreSQL notification connection failed");
@@ -51,7 +54,7 @@ where
                         backoff = Duration::from_millis(100);
                         tracing::debug!("listening for changes from other instances");
                         // Whatever was committed while nobody listened.
-                        signal.notify_one();
+                        signal.raise(true);
                         // Until the connection ends.
                         let _ = driver.await;
                     }

@@ -28,7 +28,7 @@ use std::{sync::Arc, time::Duration};
 use async_trait::async_trait;
 use deadpool_postgres::{GenericClient, Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use serde::de::DeserializeOwned;
-use tokio::{sync::Notify, task::JoinHandle};
+use tokio::task::JoinHandle;
 use tokio_postgres::{
     NoTls, Row, Socket,
     error::SqlState,
@@ -38,8 +38,8 @@ use tokio_postgres::{
 use uuid::Uuid;
 
 use super::{
-    EventStore, Expired, KeyStore, LoginThrottle, RevocationCause, RevocationLog, RevokeOutcome, RotateOutcome,
-    Rotation, SessionQuery, SessionStore, Store, StoreError, TokenQuery, UserStore,
+    Changes, EventStore, Expired, KeyStore, LoginThrottle, RevocationCause, RevocationLog, RevokeOutcome,
+    RotateOutcome, Rotation, SessionQuery, SessionStore, Store, StoreError, TokenQuery, UserStore,
 };
 use crate::domain::{
     SessionId, Timestamp, TokenId, UserId,
@@ -67,7 +67,7 @@ const POOL_TIMEOUT: Duration = Duration::from_secs(3);
 /// PostgreSQL-backed implementation of every store trait.
 pub struct PgStore {
     pool: Pool,
-    changes: Arc<Notify>,
+    changes: Arc<Changes>,
     listener: JoinHandle<()>,
 }
 
@@ -121,7 +121,7 @@ impl PgStore {
             .recycle_timeout(Some(POOL_TIMEOUT))
             .build()
             .map_err(|e| StoreError::Backend(format!("cannot build the connection pool: {e}")))?;
-        let changes = Arc::new(Notify::new());
+        let changes = Arc::new(Changes::default());
         let listener = tokio::spawn(listener::listen(config, tls, changes.clone()));
         Ok(Arc::new(Self { pool, changes, listener }))
     }
@@ -668,7 +668,7 @@ impl KeyStore for PgStore {
         execute(&tx, "SELECT pg_advisory_xact_lock($1)", &[&KEY_LOCK]).await?;
         if count(&query(&tx, "SELECT count(*) FROM signing_keys", &[]).await?)? == 0 {
             insert_key(&tx, key).await?;
-            announce(&tx, "keys").await?;
+            announce(&tx, listener::KEYS).await?;
         }
         let keys = all_keys(&tx).await?;
         tx.commit().await.map_err(pg)?;
@@ -687,7 +687,7 @@ impl KeyStore for PgStore {
             }
         }
         insert_key(&tx, key).await?;
-        announce(&tx, "keys").await?;
+        announce(&tx, listener::KEYS).await?;
         let keys = all_keys(&tx).await?;
         tx.commit().await.map_err(pg)?;
         Ok(keys)
@@ -703,7 +703,7 @@ impl KeyStore for PgStore {
             key.state = KeyState::Retired;
             key.retired_at = Some(at);
             update_key(&tx, &key).await?;
-            announce(&tx, "keys").await?;
+            announce(&tx, listener::KEYS).await?;
         }
         tx.commit().await.map_err(pg)
     }
@@ -841,7 +841,7 @@ impl Store for PgStore {
         execute(&client, "SELECT 1", &[]).await.map(drop)
     }
 
-    fn changes(&self) -> Option<Arc<Notify>> {
+    fn changes(&self) -> Option<Arc<Changes>> {
         Some(self.changes.clone())
     }
 }
