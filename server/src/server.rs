@@ -246,8 +246,7 @@ async fn maintain(
     every: Duration,
     mut stop: watch::Receiver<bool>,
 ) -> Result<(), ServerError> {
-    let mut tick = tokio::time::interval(every);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut tick = periodic(every);
     loop {
         tokio::select! {
             _ = tick.tick() => match identity.sweep().await {
@@ -274,8 +273,7 @@ async fn report_store_health(
     health: HealthReporter,
     mut stop: watch::Receiver<bool>,
 ) -> Result<(), ServerError> {
-    let mut tick = tokio::time::interval(STORE_PROBE_INTERVAL);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut tick = periodic(STORE_PROBE_INTERVAL);
     let mut serving = true;
     loop {
         tokio::select! {
@@ -307,8 +305,7 @@ async fn follow_peers(
     every: Duration,
     mut stop: watch::Receiver<bool>,
 ) -> Result<(), ServerError> {
-    let mut tick = tokio::time::interval(every);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut tick = periodic(every);
     let mut failing = false;
     loop {
         // The timer also rereads the signing keys: a lost notification
@@ -372,6 +369,14 @@ impl TlsPem {
     fn http(&self) -> HttpTls {
         HttpTls { cert: self.cert.clone(), key: self.key.clone() }
     }
+}
+
+/// A timer for periodic upkeep: a tick missed while the previous round ran
+/// long is not made up in a burst.
+fn periodic(every: Duration) -> tokio::time::Interval {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick
 }
 
 async fn stopped(mut stop: watch::Receiver<bool>) {
