@@ -86,6 +86,8 @@ pub struct RunningServer {
 impl RunningServer {
     /// Stops accepting, lets in-flight calls finish, makes writes durable.
     pub async fn shutdown(self) -> Result<(), ServerError> {
+        // Open streams end first, or the gRPC server would wait on them.
+        self.identity.begin_shutdown();
         let _ = self.stop.send(true);
         for task in self.tasks {
             task.await.map_err(|e| ServerError::Serve(e.to_string()))??;

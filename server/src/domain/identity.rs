@@ -153,6 +153,8 @@ pub struct Identity {
     pub(super) last_seen: DashMap<SessionId, Timestamp>,
     /// How far this instance has caught up with a shared store.
     pub(super) peers: PeerSync,
+    /// Set once the process begins to shut down: long-lived streams end.
+    pub(super) shutdown: tokio::sync::watch::Sender<bool>,
 }
 
 impl Identity {
@@ -184,9 +186,25 @@ impl Identity {
             events,
             rates: Rates::default(),
             last_seen: DashMap::new(),
+            shutdown: tokio::sync::watch::Sender::new(false),
             settings,
             store,
         })
+    }
+
+    /// Tells every long-lived stream to end (they answer UNAVAILABLE, so
+    /// clients go to another instance): the process is shutting down.
+    pub fn begin_shutdown(&self) {
+        self.shutdown.send_replace(true);
+    }
+
+    /// Resolves once [`Identity::begin_shutdown`] was called.
+    pub fn shutting_down(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut receiver = self.shutdown.subscribe();
+        async move {
+            // An error means the sender is gone, which also means shutdown.
+            let _ = receiver.wait_for(|down| *down).await;
+        }
     }
 
     /// The settings in force.
