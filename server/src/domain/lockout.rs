@@ -31,6 +31,11 @@ impl Default for LockoutPolicy {
     }
 }
 
+/// How long an admitted attempt may stay unfinished before it counts as a
+/// failure: one whose process died (kill -9) mid-evaluation never reports
+/// back, and must not hand the guesser a free attempt.
+pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// The recent failures of one account, as stored.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FailureRecord {
@@ -38,6 +43,43 @@ pub struct FailureRecord {
     pub failures: Vec<Timestamp>,
     /// Until when the account is locked, if it is.
     pub locked_until: Option<Timestamp>,
+    /// Start times of the attempts being evaluated now. They count against
+    /// the threshold like failures until they end, so that guesses sent all
+    /// at once can never have more than the threshold evaluated.
+    #[serde(default)]
+    pub pending: Vec<Timestamp>,
+}
+
+/// One step of a login attempt on an account's counter, applied atomically
+/// by the store ([`FailureRecord::apply`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AttemptStep {
+    /// An attempt wants to be evaluated.
+    Begin,
+    /// An admitted attempt (its ticket) was evaluated.
+    End {
+        /// The ticket [`AttemptOutcome::Admitted`] gave it.
+        ticket: Timestamp,
+        /// Whether the credentials were right.
+        succeeded: bool,
+    },
+}
+
+/// What [`FailureRecord::apply`] decided.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AttemptOutcome {
+    /// Evaluate the attempt, then end it with this ticket.
+    Admitted(Timestamp),
+    /// The account is locked for this long: refuse unevaluated.
+    Locked(Duration),
+    /// As many attempts as the threshold allows are in flight or failed:
+    /// refuse unevaluated; retrying in a moment may succeed.
+    Busy,
+    /// The attempt ended; `locked` when its failure locked the account.
+    Ended {
+        /// Whether this failure locked the account.
+        locked: bool,
+    },
 }
 
 impl FailureRecord {
@@ -48,16 +90,65 @@ impl FailureRecord {
     }
 
     /// Counts a failure at `now`; returns whether it locked the account.
+    /// An attempt while the account is locked is refused unevaluated, so it
+    /// is not counted towards the next lock.
     pub fn record_failure(&mut self, now: Timestamp, policy: &LockoutPolicy) -> bool {
+        if self.locked_for(now).is_some() {
+            return false;
+        }
         let since = now.minus(policy.window);
         self.failures.retain(|t| *t > since);
         self.failures.push(now);
-        if policy.threshold > 0 && self.failures.len() >= policy.threshold as usize && self.locked_for(now).is_none() {
+        if policy.threshold > 0 && self.failures.len() >= policy.threshold as usize {
             self.locked_until = Some(now.plus(policy.duration));
             self.failures.clear();
             return true;
         }
         false
+    }
+}
+
+impl FailureRecord {
+    /// Applies one step at `now` under `policy`: the whole lockout rule,
+    /// which every engine runs inside one atomic read-modify-write.
+    pub fn apply(&mut self, step: AttemptStep, now: Timestamp, policy: &LockoutPolicy) -> AttemptOutcome {
+        // Attempts that never reported back count as failures.
+        let stale = now.minus(ATTEMPT_TIMEOUT);
+        let abandoned = self.pending.iter().filter(|t| **t <= stale).count();
+        self.pending.retain(|t| *t > stale);
+        for _ in 0..abandoned {
+            self.record_failure(now, policy);
+        }
+        match step {
+            AttemptStep::Begin => {
+                if let Some(wait) = self.locked_for(now) {
+                    return AttemptOutcome::Locked(wait);
+                }
+                let since = now.minus(policy.window);
+                self.failures.retain(|t| *t > since);
+                if policy.threshold > 0 && self.failures.len() + self.pending.len() >= policy.threshold as usize {
+                    return AttemptOutcome::Busy;
+                }
+                self.pending.push(now);
+                AttemptOutcome::Admitted(now)
+            }
+            AttemptStep::End { ticket, succeeded } => {
+                if let Some(at) = self.pending.iter().position(|t| *t == ticket) {
+                    self.pending.remove(at);
+                }
+                if succeeded {
+                    self.failures.clear();
+                    self.locked_until = None;
+                    return AttemptOutcome::Ended { locked: false };
+                }
+                AttemptOutcome::Ended { locked: self.record_failure(now, policy) }
+            }
+        }
+    }
+
+    /// Whether nothing is left worth storing.
+    pub fn is_clear(&self) -> bool {
+        self.failures.is_empty() && self.pending.is_empty() && self.locked_until.is_none()
     }
 }
 
@@ -87,6 +178,40 @@ mod tests {
         assert!(record.record_failure(later, &policy));
         assert_eq!(record.locked_for(later), Some(Duration::from_secs(300)));
         assert_eq!(record.locked_for(later.plus(Duration::from_secs(301))), None);
+    }
+
+    #[test]
+    fn no_more_attempts_than_the_threshold_are_ever_in_flight() {
+        let policy =
+            LockoutPolicy { threshold: 3, window: Duration::from_secs(60), duration: Duration::from_secs(300) };
+        let now = Timestamp::from_millis(1_000_000);
+        let mut record = FailureRecord::default();
+        let tickets: Vec<_> = (0..3).map(|_| record.apply(AttemptStep::Begin, now, &policy)).collect();
+        assert!(tickets.iter().all(|t| matches!(t, AttemptOutcome::Admitted(_))));
+        assert_eq!(record.apply(AttemptStep::Begin, now, &policy), AttemptOutcome::Busy);
+        // Two fail, the third succeeds: the count is reset and the lock never came.
+        let end = |succeeded| AttemptStep::End { ticket: now, succeeded };
+        assert_eq!(record.apply(end(false), now, &policy), AttemptOutcome::Ended { locked: false });
+        assert_eq!(record.apply(end(false), now, &policy), AttemptOutcome::Ended { locked: false });
+        assert_eq!(record.apply(end(true), now, &policy), AttemptOutcome::Ended { locked: false });
+        assert!(record.is_clear());
+    }
+
+    #[test]
+    fn the_threshold_th_failure_locks_and_an_abandoned_attempt_counts_as_one() {
+        let policy =
+            LockoutPolicy { threshold: 2, window: Duration::from_secs(600), duration: Duration::from_secs(300) };
+        let now = Timestamp::from_millis(1_000_000);
+        let mut record = FailureRecord::default();
+        // An attempt whose process died mid-evaluation.
+        assert_eq!(record.apply(AttemptStep::Begin, now, &policy), AttemptOutcome::Admitted(now));
+        let later = now.plus(ATTEMPT_TIMEOUT + Duration::from_secs(1));
+        let AttemptOutcome::Admitted(ticket) = record.apply(AttemptStep::Begin, later, &policy) else {
+            panic!("admitted");
+        };
+        let end = AttemptStep::End { ticket, succeeded: false };
+        assert_eq!(record.apply(end, later, &policy), AttemptOutcome::Ended { locked: true });
+        assert_eq!(record.apply(AttemptStep::Begin, later, &policy), AttemptOutcome::Locked(Duration::from_secs(300)));
     }
 
     #[test]

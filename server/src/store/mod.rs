@@ -25,7 +25,7 @@ use crate::domain::{
     SessionId, Timestamp, TokenId, UserId,
     event::EventRecord,
     keys::SigningKeyRecord,
-    lockout::{FailureRecord, LockoutPolicy},
+    lockout::{AttemptOutcome, AttemptStep, FailureRecord, LockoutPolicy},
     revocation::{RevocationEntry, RevocationTarget},
     session::{RefreshRecord, RefreshTokenHash, SessionRecord, TokenRecord},
     user::UserRecord,
@@ -259,9 +259,10 @@ pub trait EventStore: Send + Sync {
     async fn trim_events(&self, keep: usize) -> Result<usize, StoreError>;
 }
 
-/// Failed-login counters (see `domain::lockout`). Writes need not be
-/// acknowledged-durable: they reach disk with the engine's next flush, so
-/// they survive restarts without an fsync per failed login.
+/// Failed-login counters (see `domain::lockout`). Writes are durable before
+/// they return, like every other write: a login attempt is counted before
+/// it is evaluated, and a crash right after must not forget it (or a
+/// guesser could reset the count with restarts).
 #[async_trait]
 pub trait LoginThrottle: Send + Sync {
     /// The counter under `key`.
@@ -277,6 +278,16 @@ pub trait LoginThrottle: Send + Sync {
     ) -> Result<(FailureRecord, bool), StoreError>;
     /// Forgets the counter under `key` (after a successful login).
     async fn clear_login_failures(&self, key: &str) -> Result<(), StoreError>;
+    /// Applies one step of a login attempt to the counter under `key` with
+    /// [`FailureRecord::apply`], atomically (concurrent attempts, from this
+    /// instance or others, each see the others' steps) and durably.
+    async fn login_attempt(
+        &self,
+        key: &str,
+        step: AttemptStep,
+        now: Timestamp,
+        policy: &LockoutPolicy,
+    ) -> Result<AttemptOutcome, StoreError>;
 }
 
 /// Everything the domain core needs from an engine.

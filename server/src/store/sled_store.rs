@@ -34,7 +34,7 @@ use crate::domain::{
     SessionId, Timestamp, TokenId, UserId,
     event::EventRecord,
     keys::{KeyState, SigningKeyRecord},
-    lockout::{FailureRecord, LockoutPolicy},
+    lockout::{AttemptOutcome, AttemptStep, FailureRecord, LockoutPolicy},
     revocation::{RevocationEntry, RevocationTarget},
     session::{RefreshRecord, RefreshTokenHash, SessionRecord, SessionState, TokenKind, TokenRecord, TokenState},
     user::UserRecord,
@@ -812,11 +812,36 @@ impl LoginThrottle for SledStore {
                 bytes
             })
             .map_err(backend)?;
+        self.commit.durable().await?;
         Ok(outcome)
     }
 
     async fn clear_login_failures(&self, key: &str) -> Result<(), StoreError> {
-        self.login_failures.remove(key.as_bytes()).map(|_| ()).map_err(backend)
+        if self.login_failures.remove(key.as_bytes()).map_err(backend)?.is_some() {
+            self.commit.durable().await?;
+        }
+        Ok(())
+    }
+
+    async fn login_attempt(
+        &self,
+        key: &str,
+        step: AttemptStep,
+        now: Timestamp,
+        policy: &LockoutPolicy,
+    ) -> Result<AttemptOutcome, StoreError> {
+        // Compare-and-swap, as above: the closure reruns if another attempt
+        // changed the counter in between; the winning run's outcome is kept.
+        let mut outcome = AttemptOutcome::Busy;
+        self.login_failures
+            .update_and_fetch(key.as_bytes(), |old| {
+                let mut record: FailureRecord = old.and_then(|bytes| decode(bytes).ok()).unwrap_or_default();
+                outcome = record.apply(step, now, policy);
+                if record.is_clear() { None } else { encode_plain(&record).ok() }
+            })
+            .map_err(backend)?;
+        self.commit.durable().await?;
+        Ok(outcome)
     }
 }
 

@@ -166,6 +166,9 @@ impl Target {
         }
         let mut child = command
             .args(["--listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0", "--log-format", "text"])
+            // The login scenarios run dozens of logins of one account at
+            // once: the lockout would (rightly) admit only ten in flight.
+            .args(["--lockout-threshold", "1000000"])
             .arg("--data-dir")
             .arg(&data)
             .env("SIGIL_ADMIN_PASSWORD", ADMIN_PASSWORD)

@@ -45,7 +45,7 @@ use crate::domain::{
     SessionId, Timestamp, TokenId, UserId,
     event::EventRecord,
     keys::{KeyState, SigningKeyRecord},
-    lockout::{FailureRecord, LockoutPolicy},
+    lockout::{AttemptOutcome, AttemptStep, FailureRecord, LockoutPolicy},
     revocation::{RevocationEntry, RevocationTarget},
     session::{RefreshRecord, RefreshTokenHash, SessionRecord, SessionState, TokenKind, TokenRecord, TokenState},
     user::UserRecord,
@@ -824,6 +824,36 @@ impl LoginThrottle for PgStore {
     async fn clear_login_failures(&self, key: &str) -> Result<(), StoreError> {
         let client = self.client().await?;
         execute(&client, "DELETE FROM login_failures WHERE key = $1", &[&key.as_bytes()]).await.map(drop)
+    }
+
+    async fn login_attempt(
+        &self,
+        key: &str,
+        step: AttemptStep,
+        now: Timestamp,
+        policy: &LockoutPolicy,
+    ) -> Result<AttemptOutcome, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg)?;
+        // Created if missing, then locked: concurrent attempts on every
+        // instance take their turn on this row.
+        execute(
+            &tx,
+            "INSERT INTO login_failures (key, body) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING",
+            &[&key.as_bytes(), &Json(FailureRecord::default())],
+        )
+        .await?;
+        let rows = query(&tx, "SELECT body FROM login_failures WHERE key = $1 FOR UPDATE", &[&key.as_bytes()]).await?;
+        let mut record: FailureRecord = first(&rows)?.unwrap_or_default();
+        let outcome = record.apply(step, now, policy);
+        if record.is_clear() {
+            execute(&tx, "DELETE FROM login_failures WHERE key = $1", &[&key.as_bytes()]).await?;
+        } else {
+            execute(&tx, "UPDATE login_failures SET body = $2 WHERE key = $1", &[&key.as_bytes(), &Json(&record)])
+                .await?;
+        }
+        tx.commit().await.map_err(pg)?;
+        Ok(outcome)
     }
 }
 
