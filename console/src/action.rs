@@ -50,6 +50,9 @@ pub enum Action {
     RevokeUserOfSelected,
     /// Disable or enable the selected row's user (asks first).
     ToggleUserDisabled,
+    /// Emergency key rotation: a new signing key, every older one
+    /// distrusted at once (asks first).
+    EmergencyKeyRotation,
     /// Confirm the pending destructive action.
     Confirm,
     /// Cancel the pending destructive action.
@@ -96,6 +99,7 @@ pub fn from_key(mode: &Mode, key: KeyEvent) -> Action {
             KeyCode::Char('d') => Action::RevokeSelected,
             KeyCode::Char('u') => Action::RevokeUserOfSelected,
             KeyCode::Char('x') => Action::ToggleUserDisabled,
+            KeyCode::Char('K') => Action::EmergencyKeyRotation,
             KeyCode::Char('?') => Action::ToggleHelp,
             KeyCode::Esc => Action::FilterClear,
             _ => Action::Nothing,
@@ -114,6 +118,7 @@ pub const KEY_HELP: &[(&str, &str)] = &[
     ("d", "revoke the selected session or token"),
     ("u", "revoke every session of the selected row's user"),
     ("x", "disable / enable the selected row's user"),
+    ("K", "emergency key rotation: distrust all older keys"),
     ("y", "confirm a revocation (any other key cancels)"),
     ("?", "this help"),
     ("q / Ctrl-C", "quit"),

@@ -167,6 +167,11 @@ impl App {
             Action::ToggleHelp => self.mode = if self.mode == Mode::Help { Mode::Normal } else { Mode::Help },
             Action::RevokeSelected => self.ask_revoke_selected(),
             Action::RevokeUserOfSelected => self.ask_revoke_user(),
+            Action::EmergencyKeyRotation => self.confirm(
+                "Emergency key rotation? Every token signed so far stops verifying at once; holders must refresh."
+                    .into(),
+                Command::EmergencyKeyRotation,
+            ),
             Action::ToggleUserDisabled => self.ask_toggle_disabled(),
             Action::Confirm => {
                 if let Mode::Confirm(pending) = std::mem::replace(&mut self.mode, Mode::Normal) {
@@ -497,6 +502,17 @@ mod tests {
         let commands = key(&mut app, KeyCode::Char('y'));
         let bob = app.sessions.selected().map(|s| s.session_id.clone()).unwrap_or_default();
         assert_eq!(commands, vec![Command::RevokeSession { session_id: bob }]);
+    }
+
+    #[test]
+    fn capital_k_asks_before_an_emergency_key_rotation() {
+        let mut app = loaded();
+        assert!(key(&mut app, KeyCode::Char('K')).is_empty());
+        let Mode::Confirm(pending) = &app.mode else { panic!("no confirmation asked") };
+        assert!(pending.prompt.contains("Emergency key rotation"), "{}", pending.prompt);
+        assert!(key(&mut app, KeyCode::Char('n')).is_empty(), "anything but y cancels");
+        key(&mut app, KeyCode::Char('K'));
+        assert_eq!(key(&mut app, KeyCode::Char('y')), vec![Command::EmergencyKeyRotation]);
     }
 
     #[test]

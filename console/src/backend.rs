@@ -44,6 +44,8 @@ pub enum Command {
         /// Disable (true) or enable (false).
         disabled: bool,
     },
+    /// Make a new signing key active and distrust every older one.
+    EmergencyKeyRotation,
 }
 
 impl Command {
@@ -57,6 +59,7 @@ impl Command {
             Command::RevokeUser { username, .. } => format!("revoking every session of {username}"),
             Command::SetDisabled { username, disabled: true, .. } => format!("disabling {username}"),
             Command::SetDisabled { username, disabled: false, .. } => format!("enabling {username}"),
+            Command::EmergencyKeyRotation => "emergency key rotation".into(),
         }
     }
 }
@@ -396,6 +399,22 @@ impl Session {
                         let verb = if *disabled { "disabled" } else { "enabled" };
                         format!("{verb} {username}; {} sessions ended", r.revoked_sessions)
                     }),
+                Command::EmergencyKeyRotation => {
+                    match admin.rotate_signing_key(pb::RotateSigningKeyRequest { distrust_previous: true }).await {
+                        // The console's own token was signed with a key
+                        // that no longer verifies: refresh it at once.
+                        Ok(r) => {
+                            let kid = r.into_inner().key.map(|k| k.kid).unwrap_or_default();
+                            self.refresh_now().await.map(|()| {
+                                format!(
+                                    "new signing key {}; every older key is distrusted",
+                                    crate::format::short_id(&kid)
+                                )
+                            })
+                        }
+                        Err(status) => Err(status),
+                    }
+                }
             };
             let update = match outcome {
                 Ok(text) => Update::Status { text, error: false },
@@ -407,6 +426,23 @@ impl Session {
                 return;
             }
         }
+    }
+
+    /// Exchanges the console's refresh token for new tokens now.
+    async fn refresh_now(&self) -> Result<(), Status> {
+        let refresh = self.tokens.read().map(|t| t.refresh.clone()).unwrap_or_default();
+        let r = IdentityServiceClient::new(self.channel.clone())
+            .refresh(pb::RefreshRequest { refresh_token: refresh })
+            .await?
+            .into_inner();
+        if let Ok(mut tokens) = self.tokens.write() {
+            *tokens = Tokens {
+                access: r.access_token,
+                refresh: r.refresh_token,
+                expires_at: r.access_token_expires_at.map(|t| t.seconds).unwrap_or(0),
+            };
+        }
+        Ok(())
     }
 
     /// Refreshes the console's own access token a minute before it expires

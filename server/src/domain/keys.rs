@@ -101,11 +101,24 @@ pub struct ActiveKey {
     pub encoding: EncodingKey,
 }
 
+/// A key that can verify tokens.
+pub struct VerifyingKey {
+    /// The public key.
+    pub decoding: DecodingKey,
+    /// When it stopped signing, for a superseded key: no token it signed
+    /// can have been issued later.
+    pub signing_ended_at: Option<Timestamp>,
+}
+
+/// Tells rings apart: every ring built gets the next number.
+static RING_GENERATION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
 /// The keys in memory: one active signer and every verifying key by `kid`.
 /// A `kid` is only ever a key into this map; nothing is fetched.
 pub struct KeyRing {
     active: ActiveKey,
-    verifiers: HashMap<String, DecodingKey>,
+    verifiers: HashMap<String, VerifyingKey>,
+    generation: u64,
     jwks_json: String,
     /// The (kid, state) of every record the ring was built from, to tell
     /// whether the stored keys changed since.
@@ -127,7 +140,8 @@ impl KeyRing {
             }
             let decoding = DecodingKey::from_ed_components(&record.public_x)
                 .map_err(|e| DomainError::Internal(format!("key {} is unreadable: {e}", record.kid)))?;
-            verifiers.insert(record.kid.clone(), decoding);
+            let signing_ended_at = (record.state != KeyState::Active).then_some(record.superseded_at).flatten();
+            verifiers.insert(record.kid.clone(), VerifyingKey { decoding, signing_ended_at });
             jwks.push(record.public_jwk());
             if record.state == KeyState::Active {
                 let der = decode_base64_url(record.private_pkcs8.expose())
@@ -137,7 +151,8 @@ impl KeyRing {
         }
         let active = active.ok_or_else(|| DomainError::Internal("no active signing key".into()))?;
         let jwks_json = serde_json::json!({ "keys": jwks }).to_string();
-        Ok(Self { active, verifiers, jwks_json, built_from: Self::fingerprint(records) })
+        let generation = RING_GENERATION.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Ok(Self { active, verifiers, generation, jwks_json, built_from: Self::fingerprint(records) })
     }
 
     /// Whether the ring was built from exactly these records' keys and states.
@@ -155,8 +170,13 @@ impl KeyRing {
     }
 
     /// The verifying key named `kid`, if it is ours.
-    pub fn verifier(&self, kid: &str) -> Option<&DecodingKey> {
+    pub fn verifier(&self, kid: &str) -> Option<&VerifyingKey> {
         self.verifiers.get(kid)
+    }
+
+    /// This ring's number, different for every ring built.
+    pub fn generation(&self) -> u64 {
+        self.generation
     }
 
     /// The RFC 7517 key set of every key that can still verify a live token.

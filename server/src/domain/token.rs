@@ -90,12 +90,25 @@ pub struct VerifiedToken {
     pub session_id: SessionId,
     /// `jti`, parsed.
     pub token_id: TokenId,
+    /// The `kid` of the key that signed it.
+    pub kid: String,
+    /// The [`KeyRing::generation`] it was verified against: a cached
+    /// verdict from an older ring is re-checked, so a key distrusted in an
+    /// emergency stops verifying even tokens already in the cache.
+    pub ring_generation: u64,
 }
 
 impl VerifiedToken {
     /// Whether the token carries `role`.
     pub fn has_role(&self, role: &str) -> bool {
         self.claims.roles.iter().any(|r| r == role)
+    }
+
+    /// When the token was minted, to the millisecond: the time inside its
+    /// UUIDv7 `jti` (its `iat` has only whole seconds). `None` for an id
+    /// that is not a UUIDv7, which Sigil never mints.
+    pub fn minted_at(&self) -> Option<Timestamp> {
+        self.token_id.created_at()
     }
 }
 
@@ -113,18 +126,28 @@ struct InspectedHeader {
     crit: Option<serde::de::IgnoredAny>,
 }
 
+/// How long after a key was superseded a token it signed may still carry a
+/// later `iat`: other instances sharing the store keep signing with it until
+/// they catch up with the rotation (normally milliseconds, at worst one
+/// sync interval), and `iat` has whole seconds only.
+const KEY_HANDOVER_SECONDS: i64 = 5;
+
 /// Verifies access tokens against a key ring and caches the verified ones.
 pub struct TokenVerifier {
     issuer: String,
     leeway_seconds: i64,
+    /// The longest `exp - iat` a token of ours can have: the access-token
+    /// TTL plus the leeway. A longer-lived token was not minted by Sigil,
+    /// whatever its signature says (a leaked key's forgeries).
+    max_lifetime_seconds: i64,
     validation: Validation,
     cache: quick_cache::sync::Cache<String, Arc<VerifiedToken>>,
 }
 
 impl TokenVerifier {
-    /// A verifier for tokens of `issuer`, with `leeway` on time checks and
-    /// room for `cache_capacity` verified tokens.
-    pub fn new(issuer: &str, leeway: Duration, cache_capacity: usize) -> Self {
+    /// A verifier for tokens of `issuer` that live at most `ttl`, with
+    /// `leeway` on time checks and room for `cache_capacity` verified tokens.
+    pub fn new(issuer: &str, ttl: Duration, leeway: Duration, cache_capacity: usize) -> Self {
         let mut validation = Validation::new(Algorithm::EdDSA);
         // Time checks are Sigil's own (below) so that cached and uncached
         // tokens are judged by exactly the same rule.
@@ -134,9 +157,11 @@ impl TokenVerifier {
         validation.leeway = 0;
         validation.set_required_spec_claims(&["exp", "nbf", "iss", "sub"]);
         validation.set_issuer(&[issuer]);
+        let leeway_seconds = i64::try_from(leeway.as_secs()).unwrap_or(i64::MAX);
         Self {
             issuer: issuer.to_string(),
-            leeway_seconds: i64::try_from(leeway.as_secs()).unwrap_or(i64::MAX),
+            leeway_seconds,
+            max_lifetime_seconds: i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX).saturating_add(leeway_seconds),
             validation,
             cache: quick_cache::sync::Cache::new(cache_capacity.max(1)),
         }
@@ -157,20 +182,28 @@ impl TokenVerifier {
         now: Timestamp,
     ) -> Result<Arc<VerifiedToken>, ValidationFailure> {
         let verified = self.verify_signature(token, keys)?;
-        let now = now.as_unix_seconds();
-        let claims = &verified.claims;
-        if now >= claims.exp.saturating_add(self.leeway_seconds) {
-            return Err(ValidationFailure::Expired);
-        }
-        if now < claims.nbf.saturating_sub(self.leeway_seconds) {
-            return Err(ValidationFailure::NotYetValid);
-        }
+        self.check_time(&verified.claims, now)?;
         if let Some(wanted) = audience
-            && !claims.aud.iter().any(|a| a == wanted)
+            && !verified.claims.aud.iter().any(|a| a == wanted)
         {
             return Err(ValidationFailure::WrongAudience);
         }
         Ok(verified)
+    }
+
+    /// The time window of verified claims at `now`: not expired, not
+    /// before `nbf`, not issued in the future.
+    pub fn check_time(&self, claims: &AccessClaims, now: Timestamp) -> Result<(), ValidationFailure> {
+        let now = now.as_unix_seconds();
+        if now >= claims.exp.saturating_add(self.leeway_seconds) {
+            return Err(ValidationFailure::Expired);
+        }
+        // A token issued in the future was not issued by this clock.
+        if now < claims.nbf.saturating_sub(self.leeway_seconds) || now < claims.iat.saturating_sub(self.leeway_seconds)
+        {
+            return Err(ValidationFailure::NotYetValid);
+        }
+        Ok(())
     }
 
     /// Verifies only what cannot change over a token's life: header,
@@ -179,7 +212,9 @@ impl TokenVerifier {
         if token.len() > MAX_ACCESS_TOKEN_BYTES {
             return Err(ValidationFailure::Malformed);
         }
-        if let Some(hit) = self.cache.get(token) {
+        if let Some(hit) = self.cache.get(token)
+            && hit.ring_generation == keys.generation()
+        {
             return Ok(hit);
         }
         let verified = Arc::new(self.verify_uncached(token, keys)?);
@@ -213,8 +248,11 @@ impl TokenVerifier {
         if outside_key_material || !typ_ok {
             return Err(ValidationFailure::Malformed);
         }
-        let key = header.kid.as_deref().and_then(|kid| keys.verifier(kid)).ok_or(ValidationFailure::UnknownKey)?;
-        let data = jsonwebtoken::decode::<AccessClaims>(token, key, &self.validation).map_err(|e| match e.kind() {
+        let kid = header.kid.ok_or(ValidationFailure::UnknownKey)?;
+        let key = keys.verifier(&kid).ok_or(ValidationFailure::UnknownKey)?;
+        let data = jsonwebtoken::decode::<AccessClaims>(token, &key.decoding, &self.validation).map_err(|e| match e
+            .kind()
+        {
             ErrorKind::InvalidSignature
             | ErrorKind::InvalidAlgorithm
             | ErrorKind::InvalidAlgorithmName
@@ -225,11 +263,21 @@ impl TokenVerifier {
             _ => ValidationFailure::Malformed,
         })?;
         let claims = data.claims;
+        if claims.exp.saturating_sub(claims.iat) > self.max_lifetime_seconds {
+            return Err(ValidationFailure::Malformed);
+        }
+        // A key signs nothing after it was superseded: a token "issued"
+        // later was forged with a copy of it.
+        if let Some(ended) = key.signing_ended_at
+            && claims.iat > ended.as_unix_seconds().saturating_add(self.leeway_seconds + KEY_HANDOVER_SECONDS)
+        {
+            return Err(ValidationFailure::BadSignature);
+        }
         let parsed = (claims.sub.parse(), claims.sid.parse(), claims.jti.parse());
         let (Ok(user_id), Ok(session_id), Ok(token_id)) = parsed else {
             return Err(ValidationFailure::Malformed);
         };
-        Ok(VerifiedToken { claims, user_id, session_id, token_id })
+        Ok(VerifiedToken { claims, user_id, session_id, token_id, kid, ring_generation: keys.generation() })
     }
 }
 
@@ -241,4 +289,66 @@ pub fn sign(claims: &AccessClaims, keys: &KeyRing) -> Result<String, DomainError
     header.kid = Some(active.kid.clone());
     jsonwebtoken::encode(&header, claims, &active.encoding)
         .map_err(|e| DomainError::Internal(format!("signing an access token failed: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::keys::{KeyState, SigningKeyRecord};
+
+    fn claims(iat: i64, ttl: i64) -> AccessClaims {
+        AccessClaims {
+            iss: "sigil".into(),
+            sub: UserId::generate().to_string(),
+            aud: vec!["sigil".into()],
+            exp: iat + ttl,
+            nbf: iat,
+            iat,
+            jti: TokenId::generate().to_string(),
+            sid: SessionId::generate().to_string(),
+            username: "u".into(),
+            roles: vec![],
+        }
+    }
+
+    /// Signs with `record`'s private key, whatever its state.
+    fn sign_with(record: &SigningKeyRecord, claims: &AccessClaims) -> String {
+        let mut alone = record.clone();
+        alone.state = KeyState::Active;
+        sign(claims, &KeyRing::from_records(&[alone]).expect("ring")).expect("signs")
+    }
+
+    #[test]
+    fn a_superseded_key_verifies_what_it_signed_before_but_nothing_issued_later() {
+        let now = Timestamp::now();
+        let mut old = SigningKeyRecord::generate_ed25519(now.minus(Duration::from_secs(7200))).expect("key");
+        old.state = KeyState::Verifying;
+        old.superseded_at = Some(now.minus(Duration::from_secs(600)));
+        let new = SigningKeyRecord::generate_ed25519(now).expect("key");
+        let ring = KeyRing::from_records(&[old.clone(), new]).expect("ring");
+        let verifier = TokenVerifier::new("sigil", Duration::from_secs(900), Duration::ZERO, 16);
+
+        let before = sign_with(&old, &claims(now.as_unix_seconds() - 700, 900));
+        assert!(verifier.verify(&before, &ring, None, now).is_ok());
+        // A leaked copy of the old key mints a token "issued" after it
+        // stopped signing.
+        let forged = sign_with(&old, &claims(now.as_unix_seconds(), 900));
+        assert_eq!(verifier.verify(&forged, &ring, None, now).err(), Some(ValidationFailure::BadSignature));
+    }
+
+    #[test]
+    fn a_lifetime_beyond_the_ttl_or_an_iat_in_the_future_is_refused() {
+        let now = Timestamp::now();
+        let key = SigningKeyRecord::generate_ed25519(now).expect("key");
+        let ring = KeyRing::from_records(std::slice::from_ref(&key)).expect("ring");
+        let verifier = TokenVerifier::new("sigil", Duration::from_secs(900), Duration::ZERO, 16);
+        let longer = sign(&claims(now.as_unix_seconds(), 901), &ring).expect("signs");
+        assert_eq!(verifier.verify(&longer, &ring, None, now).err(), Some(ValidationFailure::Malformed));
+        let mut future = claims(now.as_unix_seconds() + 60, 900);
+        future.nbf = now.as_unix_seconds();
+        let future = sign(&future, &ring).expect("signs");
+        assert_eq!(verifier.verify(&future, &ring, None, now).err(), Some(ValidationFailure::NotYetValid));
+        let exact = sign(&claims(now.as_unix_seconds(), 900), &ring).expect("signs");
+        assert!(verifier.verify(&exact, &ring, None, now).is_ok());
+    }
 }
