@@ -43,7 +43,7 @@ async fn call_every_admin_rpc(
     call!("ListSessions", list_sessions, pb::ListSessionsRequest::default());
     call!("ListTokens", list_tokens, pb::ListTokensRequest::default());
     call!("WatchEvents", watch_events, pb::WatchEventsRequest::default());
-    call!("RotateSigningKey", rotate_signing_key, pb::RotateSigningKeyRequest {});
+    call!("RotateSigningKey", rotate_signing_key, pb::RotateSigningKeyRequest::default());
     call!("ListSigningKeys", list_signing_keys, pb::ListSigningKeysRequest {});
     call!("GetStats", get_stats, pb::GetStatsRequest {});
     outcomes
@@ -150,8 +150,16 @@ async fn users_are_created_found_listed_updated_and_deleted() {
         .expect("roles updated")
         .into_inner();
     assert_eq!(updated.user.expect("user").roles, vec!["billing".to_string(), "ops".to_string()]);
-    assert_eq!(updated.revoked_sessions, 0);
-    assert!(validate(&mut client, &session.access_token).await.valid, "a role change does not end sessions");
+    assert_eq!(updated.revoked_sessions, 0, "a role change does not end sessions");
+    // It ends the tokens that carry the old roles; the session mints new ones.
+    assert_eq!(validate(&mut client, &session.access_token).await.failure(), ValidationFailure::TokenRevoked);
+    let refreshed = client
+        .refresh(pb::RefreshRequest { refresh_token: session.refresh_token.clone() })
+        .await
+        .expect("the session lives on")
+        .into_inner();
+    let claims = validate(&mut client, &refreshed.access_token).await.claims.expect("valid");
+    assert_eq!(claims.roles, vec!["billing".to_string(), "ops".to_string()]);
 
     // A new password: the old one stops working, the sessions end on request.
     let changed = admin
@@ -510,7 +518,9 @@ async fn events_replay_after_a_sequence_and_never_carry_secrets() {
 
 #[tokio::test]
 async fn a_stalled_watcher_is_aborted_while_writes_keep_flowing() {
-    let server = TestServer::start().await;
+    // Sixteen writers log in as admin at once: more attempts in flight on
+    // one account than the default lockout threshold admits.
+    let server = TestServer::start_with(|config| config.lockout_threshold = 100).await;
     let (_, token) = server.admin().await;
     // A client with the smallest HTTP/2 windows, so that a few hundred
     // unread events fill them and the server side has to hold the rest.
@@ -581,7 +591,7 @@ async fn rotation_keeps_old_tokens_valid_and_publishes_both_keys() {
     let before = login(&mut client, "admin", ADMIN_PASSWORD).await;
     let old_kid = jsonwebtoken::decode_header(&before.access_token).expect("header").kid.expect("kid");
     let new_key = admin
-        .rotate_signing_key(with_bearer(pb::RotateSigningKeyRequest {}, &token))
+        .rotate_signing_key(with_bearer(pb::RotateSigningKeyRequest::default(), &token))
         .await
         .expect("rotated")
         .into_inner()
@@ -618,22 +628,27 @@ async fn the_sweeper_expires_short_sessions_and_retires_old_keys() {
         config.sweep_interval = Duration::from_millis(100);
     })
     .await;
-    let (mut admin, token) = server.admin().await;
     let mut client = server.client().await;
     let short = login(&mut client, "admin", ADMIN_PASSWORD).await;
-    let mut watch = admin
-        .watch_events(with_bearer(pb::WatchEventsRequest { after_sequence: Some(0) }, &token))
-        .await
-        .expect("watch")
-        .into_inner();
-    let expired = tokio::time::timeout(Duration::from_secs(10), async {
-        while let Some(message) = watch.message().await.expect("stream") {
-            let event = message.event.expect("event");
-            if event.kind() == EventKind::SessionExpired && event.session_id == short.session_id {
-                return event;
+    // A watcher's stream ends when its bearer expires, and tokens live one
+    // second here: each look replays the trail with a fresh admin token.
+    let expired = sigil_tests::eventually(Duration::from_secs(10), || {
+        let (server, short) = (&server, &short);
+        async move {
+            let (mut admin, token) = server.admin().await;
+            let mut watch = admin
+                .watch_events(with_bearer(pb::WatchEventsRequest { after_sequence: Some(0) }, &token))
+                .await
+                .ok()?
+                .into_inner();
+            while let Ok(Ok(Some(message))) = tokio::time::timeout(Duration::from_millis(200), watch.message()).await {
+                let event = message.event.expect("event");
+                if event.kind() == EventKind::SessionExpired && event.session_id == short.session_id {
+                    return Some(event);
+                }
             }
+            None
         }
-        panic!("stream ended");
     })
     .await
     .expect("expiry event");
@@ -642,7 +657,7 @@ async fn the_sweeper_expires_short_sessions_and_retires_old_keys() {
     let old_kid = jsonwebtoken::decode_header(&short.access_token).expect("header").kid.expect("kid");
     // Access tokens live one second here: log in again for a fresh one.
     let (mut admin, token) = server.admin().await;
-    admin.rotate_signing_key(with_bearer(pb::RotateSigningKeyRequest {}, &token)).await.expect("rotate");
+    admin.rotate_signing_key(with_bearer(pb::RotateSigningKeyRequest::default(), &token)).await.expect("rotate");
 
     let retired = sigil_tests::eventually(Duration::from_secs(10), || {
         let old_kid = old_kid.clone();

@@ -177,7 +177,7 @@ async fn key_rotations_and_events_on_one_instance_reach_the_others() {
         .into_inner();
 
     let rotated = admin_api_a
-        .rotate_signing_key(with_bearer(pb::RotateSigningKeyRequest {}, &admin_a))
+        .rotate_signing_key(with_bearer(pb::RotateSigningKeyRequest::default(), &admin_a))
         .await
         .expect("rotate on A")
         .into_inner();

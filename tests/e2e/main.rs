@@ -4,6 +4,8 @@
 
 // The admin API: roles, users, listings, events, keys, expiry.
 mod admin;
+// Authorization from current state: roles, audience, streams, lockout, leaked keys.
+mod authorization;
 // Undecodable requests on the wire.
 mod hostile;
 // No user enumeration; passwords hashed whole.

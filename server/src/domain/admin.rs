@@ -6,7 +6,7 @@ use super::{
     DomainError, Identity, Secret, SessionId, Timestamp, UserId,
     event::{EventKind, EventRecord},
     identity::check_password,
-    keys::SigningKeyRecord,
+    keys::{KeyState, SigningKeyRecord},
     revocation::RevocationTarget,
     session::{SessionRecord, TokenRecord},
     user::{UserRecord, check_role, normalize_username},
@@ -111,6 +111,9 @@ impl Identity {
 
     /// Changes roles and the disabled flag. Disabling ends every session of
     /// the user and makes its access tokens fail with `USER_DISABLED` at once.
+    /// Changing the roles makes every access token minted before the change
+    /// fail with `TOKEN_REVOKED` at once (they carry the old roles); the
+    /// user's sessions live on and their next refresh carries the new roles.
     pub async fn update_user(
         &self,
         actor: Option<UserId>,
@@ -120,8 +123,11 @@ impl Identity {
         let mut user = self.store.user_by_id(id).await?.ok_or_else(|| no_such_user(&id.to_string()))?;
         let now = Timestamp::now();
         let mut events = Vec::new();
+        let mut roles_changed = false;
         if let Some(roles) = changes.roles {
-            user.roles = checked_roles(roles)?;
+            let roles = checked_roles(roles)?;
+            roles_changed = roles != user.roles;
+            user.roles = roles;
             events.push(
                 EventRecord::new(EventKind::UserUpdated)
                     .actor(actor)
@@ -129,7 +135,7 @@ impl Identity {
                     .detail(format!("roles: {}", user.roles.join(","))),
             );
         }
-        let mut revocation = None;
+        let mut revocation = roles_changed.then_some((RevocationTarget::UserNotBefore(id), now));
         if let Some(disabled) = changes.disabled
             && disabled != user.disabled
         {
@@ -145,6 +151,17 @@ impl Identity {
         user.updated_at = now;
         if let Some(entry) = self.store.update_user(&user, revocation).await? {
             self.apply_revocations(std::slice::from_ref(&entry));
+        }
+        if roles_changed {
+            // A refresh that read the old roles just before the write above
+            // committed mints its token after `now`, so the first bound
+            // misses it. It started before this point, though: a second
+            // bound taken after the commit catches it.
+            let after_commit = Timestamp::now().plus(std::time::Duration::from_millis(1));
+            let bound = Some((RevocationTarget::UserNotBefore(id), after_commit));
+            if let Some(entry) = self.store.update_user(&user, bound).await? {
+                self.apply_revocations(std::slice::from_ref(&entry));
+            }
         }
         self.events.publish(events).await;
         let revoked = if user.disabled { self.end_sessions_of(actor, id, "user disabled").await? } else { 0 };
@@ -216,16 +233,44 @@ impl Identity {
         Ok(self.store.session(id).await?)
     }
 
-    /// Makes a new Ed25519 key active. The old key keeps verifying the
-    /// tokens it signed until they expire; maintenance retires it then.
-    pub async fn rotate_signing_key(&self, actor: Option<UserId>) -> Result<SigningKeyRecord, DomainError> {
-        let key = SigningKeyRecord::generate_ed25519(Timestamp::now())?;
-        let records = self.store.rotate_signing_key(&key).await?;
+    /// Makes a new Ed25519 key active. Normally the old key keeps verifying
+    /// the tokens it signed until they expire; maintenance retires it then.
+    /// With `distrust_previous` (a key leaked) every older key is retired at
+    /// once: tokens they signed, genuine or forged, fail with
+    /// `UNKNOWN_KEY` from now on, and their holders refresh.
+    pub async fn rotate_signing_key(
+        &self,
+        actor: Option<UserId>,
+        distrust_previous: bool,
+    ) -> Result<SigningKeyRecord, DomainError> {
+        let now = Timestamp::now();
+        let key = SigningKeyRecord::generate_ed25519(now)?;
+        let mut records = self.store.rotate_signing_key(&key).await?;
+        let mut distrusted = Vec::new();
+        if distrust_previous {
+            for old in records.iter().filter(|r| r.kid != key.kid && r.state != KeyState::Retired) {
+                self.store.retire_signing_key(&old.kid, now).await?;
+                distrusted.push(old.kid.clone());
+            }
+            records = self.store.signing_keys().await?;
+        }
         self.install_keys(&records)?;
-        tracing::info!(kid = %key.kid, "signing key rotated");
-        let mut event = EventRecord::new(EventKind::KeyRotated).actor(actor);
-        event.token_id = Some(key.kid.clone());
-        self.events.publish(vec![event]).await;
+        let mut events = Vec::new();
+        let mut rotated = EventRecord::new(EventKind::KeyRotated).actor(actor);
+        rotated.token_id = Some(key.kid.clone());
+        if distrust_previous {
+            tracing::warn!(kid = %key.kid, distrusted = ?distrusted, "emergency key rotation: older keys no longer verify");
+            rotated = rotated.detail(format!("emergency: {} older key(s) distrusted", distrusted.len()));
+        } else {
+            tracing::info!(kid = %key.kid, "signing key rotated");
+        }
+        events.push(rotated);
+        for kid in distrusted {
+            let mut retired = EventRecord::new(EventKind::KeyRetired).actor(actor).detail("distrusted in an emergency");
+            retired.token_id = Some(kid);
+            events.push(retired);
+        }
+        self.events.publish(events).await;
         Ok(key)
     }
 

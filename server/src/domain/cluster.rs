@@ -64,6 +64,8 @@ impl Identity {
         for entry in entries.iter().filter(|e| e.sequence > through) {
             self.revocations.apply(entry);
         }
+        drop(_applying);
+        self.authorization_changed();
     }
 
     /// Reads what other instances committed since the last catch-up into
@@ -81,6 +83,7 @@ impl Identity {
                 self.peers.applied_through.fetch_max(last, Ordering::AcqRel);
             }
             report.revocations += entries.len();
+            self.authorization_changed();
             if entries.len() < BATCH {
                 break;
             }
@@ -100,6 +103,7 @@ impl Identity {
     /// Makes `records` the key ring that signs and verifies.
     pub(super) fn install_keys(&self, records: &[SigningKeyRecord]) -> Result<(), DomainError> {
         self.keys.store(Arc::new(KeyRing::from_records(records)?));
+        self.authorization_changed();
         Ok(())
     }
 }

@@ -16,7 +16,7 @@ use super::{
         MAX_AUDIENCE_BYTES, MAX_DEVICE_NAME_BYTES, MAX_PASSWORD_BYTES, MAX_REASON_BYTES, MAX_REFRESH_TOKEN_BYTES,
         MAX_USER_AGENT_BYTES, truncate_to,
     },
-    lockout::{LockoutPolicy, throttle_key},
+    lockout::{AttemptOutcome, AttemptStep, LockoutPolicy, throttle_key},
     password::{PasswordHasher, base64_url, fill_random},
     revocation::{RevocationIndex, RevocationTarget},
     session::{NewRefreshToken, RefreshTokenHash, SessionRecord, SessionState, TokenKind, TokenRecord, TokenState},
@@ -155,6 +155,10 @@ pub struct Identity {
     pub(super) peers: PeerSync,
     /// Set once the process begins to shut down: long-lived streams end.
     pub(super) shutdown: tokio::sync::watch::Sender<bool>,
+    /// Bumped whenever what a bearer may do can have changed (a revocation
+    /// applied, the key ring replaced), so long-lived streams re-check
+    /// their caller.
+    pub(super) authorization_changes: tokio::sync::watch::Sender<u64>,
 }
 
 impl Identity {
@@ -179,7 +183,12 @@ impl Identity {
         let events = EventHub::open(store.clone(), settings.event_retention, 1024).await?;
         Ok(Self {
             peers: PeerSync::new(applied_through),
-            verifier: TokenVerifier::new(&settings.issuer, settings.leeway, settings.signature_cache_capacity),
+            verifier: TokenVerifier::new(
+                &settings.issuer,
+                settings.access_token_ttl,
+                settings.leeway,
+                settings.signature_cache_capacity,
+            ),
             hasher: PasswordHasher::new(settings.hashing_parallelism, settings.hashing_queue)?,
             keys: ArcSwap::from_pointee(keys),
             revocations,
@@ -187,6 +196,7 @@ impl Identity {
             rates: Rates::default(),
             last_seen: DashMap::new(),
             shutdown: tokio::sync::watch::Sender::new(false),
+            authorization_changes: tokio::sync::watch::Sender::new(0),
             settings,
             store,
         })
@@ -281,27 +291,51 @@ impl Identity {
 
         let user = self.store.user_by_name(&username).await?;
         let key = throttle_key(&username, user.as_ref().map(|u| u.id));
-        let failures = self.store.login_failures(&key).await?.unwrap_or_default();
-        // The hash is verified even for unknown or locked accounts, so that
-        // every outcome costs the same time.
-        let matches = self.hasher.verify(&login.password, user.as_ref().map(|u| u.password_hash.as_str())).await?;
+        // The attempt is admitted before it is evaluated, in one atomic and
+        // durable step that counts it against the threshold while it runs:
+        // however many guesses arrive at once, no more than the threshold
+        // are ever evaluated per window, and a kill -9 forgets none of them.
+        let policy = &self.settings.lockout;
         let now = Timestamp::now();
-        if let Some(wait) = failures.locked_for(now) {
-            self.rates.login_failures.record();
-            let mut refused = EventRecord::new(EventKind::LoginFailed)
-                .detail(format!("from {}: account locked", login.client_address));
-            refused.username = Some(username);
-            self.events.publish(vec![refused]).await;
-            return Err(DomainError::ResourceExhausted {
-                message: "too many failed logins for this account; retry later".into(),
-                retry_after: Some(wait),
-            });
-        }
+        // Only a name that is a user's is recorded: an unknown "name" may
+        // well be a password typed into the wrong field.
+        let known_name = user.as_ref().map(|u| u.username.clone());
+        let ticket = match self.store.login_attempt(&key, AttemptStep::Begin, now, policy).await? {
+            AttemptOutcome::Admitted(ticket) => ticket,
+            AttemptOutcome::Locked(wait) => {
+                self.rates.login_failures.record();
+                let mut refused = EventRecord::new(EventKind::LoginFailed).detail(format!(
+                    "from {}: account locked{}",
+                    login.client_address,
+                    unknown_note(&known_name)
+                ));
+                refused.username = known_name;
+                self.events.publish(vec![refused]).await;
+                return Err(DomainError::ResourceExhausted {
+                    message: "too many failed logins for this account; retry later".into(),
+                    retry_after: Some(wait),
+                });
+            }
+            AttemptOutcome::Busy | AttemptOutcome::Ended { .. } => {
+                self.rates.login_failures.record();
+                return Err(DomainError::ResourceExhausted {
+                    message: "too many login attempts for this account are in progress; retry in a moment".into(),
+                    retry_after: Some(Duration::from_secs(1)),
+                });
+            }
+        };
+        // The hash is verified even for unknown or disabled accounts, so
+        // that every outcome of an evaluated attempt costs the same time.
+        let verified = self.hasher.verify(&login.password, user.as_ref().map(|u| u.password_hash.as_str())).await;
+        let succeeded = matches!(verified, Ok(true)) && user.as_ref().is_some_and(|u| !u.disabled);
+        let end = AttemptStep::End { ticket, succeeded };
+        let ended = self.store.login_attempt(&key, end, Timestamp::now(), policy).await?;
+        verified?;
+        let locked_by_this = matches!(ended, AttemptOutcome::Ended { locked: true });
         let user = match user {
-            Some(user) if matches && !user.disabled => user,
+            Some(user) if succeeded => user,
             _ => {
                 self.rates.login_failures.record();
-                let (_, locked) = self.store.record_login_failure(&key, now, &self.settings.lockout).await?;
                 if let Some(address_key) = &address_key {
                     let (_, blocked) =
                         self.store.record_login_failure(address_key, now, &self.settings.address_lockout).await?;
@@ -309,26 +343,30 @@ impl Identity {
                         tracing::warn!(client = %login.client_address, "client address blocked after repeated failed logins");
                     }
                 }
-                let mut events =
-                    vec![EventRecord::new(EventKind::LoginFailed).detail(format!("from {}", login.client_address))];
-                if locked {
-                    tracing::warn!(username = %username, "account locked after repeated failed logins");
+                let mut events = vec![EventRecord::new(EventKind::LoginFailed).detail(format!(
+                    "from {}{}",
+                    login.client_address,
+                    unknown_note(&known_name)
+                ))];
+                if locked_by_this {
+                    match &known_name {
+                        Some(name) => tracing::warn!(username = %name, "account locked after repeated failed logins"),
+                        None => tracing::warn!("an unknown username was locked after repeated failed logins"),
+                    }
                     events.push(EventRecord::new(EventKind::AccountLocked).detail(format!(
-                        "{} failed logins within {}",
-                        self.settings.lockout.threshold,
-                        humantime::format_duration(self.settings.lockout.window)
+                        "{} failed logins within {}{}",
+                        policy.threshold,
+                        humantime::format_duration(policy.window),
+                        unknown_note(&known_name)
                     )));
                 }
                 for event in &mut events {
-                    event.username = Some(username.clone());
+                    event.username.clone_from(&known_name);
                 }
                 self.events.publish(events).await;
                 return Err(DomainError::InvalidCredentials);
             }
         };
-        if !failures.failures.is_empty() || failures.locked_until.is_some() {
-            self.store.clear_login_failures(&key).await?;
-        }
 
         let refresh = NewRefreshToken::generate()?;
         let session = SessionRecord {
@@ -379,6 +417,11 @@ impl Identity {
     }
 
     /// The failure counter of a client address, when the per-address limit is on.
+    ///
+    /// Unlike the account's counter, it is raised after the attempt was
+    /// evaluated (a success must not count against a shared address), so
+    /// concurrent guesses from one address may overshoot its threshold by
+    /// the number in flight; the account's counter still bounds each account.
     fn address_throttle_key(&self, ip: Option<std::net::IpAddr>) -> Option<String> {
         (self.settings.address_lockout.threshold > 0).then_some(())?;
         // NUL cannot occur in a username, so this never collides with an account key.
@@ -397,6 +440,36 @@ impl Identity {
         }
         self.note_seen(verified.session_id, now);
         Ok(verified)
+    }
+
+    /// Whether a token verified earlier (a stream's caller) still holds now:
+    /// not expired, its key still trusted, nothing revoked that covers it.
+    /// The same verdicts as [`Identity::validate`], without the signature
+    /// work already done.
+    pub fn recheck(&self, token: &VerifiedToken) -> Result<(), ValidationFailure> {
+        if self.keys.load().verifier(&token.kid).is_none() {
+            return Err(ValidationFailure::UnknownKey);
+        }
+        self.verifier.check_time(&token.claims, Timestamp::now())?;
+        self.revocations.check(token).map_or(Ok(()), Err)
+    }
+
+    /// Changes whenever a revocation was applied or the keys changed: when
+    /// to [`Identity::recheck`] a long-lived stream's caller.
+    pub fn authorization_changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.authorization_changes.subscribe()
+    }
+
+    /// Tells long-lived streams to re-check their callers.
+    pub(super) fn authorization_changed(&self) {
+        self.authorization_changes.send_modify(|generation| *generation = generation.wrapping_add(1));
+    }
+
+    /// The audience Sigil's own APIs (admin, ListMySessions, id-target
+    /// Revoke) require of a bearer token: a token minted for another
+    /// service must not open them (RFC 8725 §3.9).
+    pub fn own_audience(&self) -> &str {
+        &self.settings.default_audience
     }
 
     /// Remembers that a session was used, at most once a second per
@@ -555,7 +628,9 @@ impl Identity {
                 RevocationTarget::Token(id) => {
                     Some(EventRecord::new(EventKind::TokenRevoked).actor(actor).token(id).detail(reason))
                 }
-                RevocationTarget::UserDisabled(_) | RevocationTarget::UserEnabled(_) => None,
+                RevocationTarget::UserDisabled(_)
+                | RevocationTarget::UserEnabled(_)
+                | RevocationTarget::UserNotBefore(_) => None,
             })
             .collect();
         self.events.publish(events).await;
@@ -664,6 +739,11 @@ fn check_refresh_token(token: &Secret<String>) -> Result<(), DomainError> {
         return Err(DomainError::invalid(format!("refresh_token is longer than {MAX_REFRESH_TOKEN_BYTES} bytes")));
     }
     Ok(())
+}
+
+/// What an audit event says of a login name that is no user's.
+fn unknown_note(known_name: &Option<String>) -> &'static str {
+    if known_name.is_some() { "" } else { " (unknown username)" }
 }
 
 /// An optional text field: absent or empty means "not given".

@@ -25,6 +25,14 @@ macro_rules! typed_id {
                 self.0.as_bytes()
             }
 
+            /// When the id was generated (the UUIDv7 time, to the
+            /// millisecond); `None` for an id that is not a UUIDv7.
+            pub fn created_at(&self) -> Option<crate::domain::Timestamp> {
+                let (seconds, nanos) = self.0.get_timestamp()?.to_unix();
+                let millis = i64::try_from(seconds).ok()?.checked_mul(1000)? + i64::from(nanos / 1_000_000);
+                Some(crate::domain::Timestamp::from_millis(millis))
+            }
+
             /// The UUID itself (for engines with a native UUID type).
             pub fn uuid(&self) -> Uuid {
                 self.0

@@ -26,6 +26,11 @@ pub enum RevocationTarget {
     UserDisabled(UserId),
     /// A user was enabled again (its old sessions stay revoked).
     UserEnabled(UserId),
+    /// Every access token of the user minted before the entry's `at` fails:
+    /// its roles changed, so tokens carrying the old ones must not speak
+    /// for it any more. Its sessions live on and mint tokens with the new
+    /// roles at their next refresh.
+    UserNotBefore(UserId),
 }
 
 /// One durable revocation, in the order the store committed it.
@@ -44,6 +49,8 @@ pub struct RevocationIndex {
     tokens: DashMap<TokenId, Timestamp>,
     sessions: DashMap<SessionId, Timestamp>,
     disabled_users: DashMap<UserId, Timestamp>,
+    /// Per user: tokens minted before the first time fail; kept until the second.
+    not_before: DashMap<UserId, (Timestamp, Timestamp)>,
     retention: Duration,
 }
 
@@ -51,7 +58,13 @@ impl RevocationIndex {
     /// An empty index keeping entries for `retention` (the access-token TTL
     /// plus the clock leeway).
     pub fn new(retention: Duration) -> Self {
-        Self { tokens: DashMap::new(), sessions: DashMap::new(), disabled_users: DashMap::new(), retention }
+        Self {
+            tokens: DashMap::new(),
+            sessions: DashMap::new(),
+            disabled_users: DashMap::new(),
+            not_before: DashMap::new(),
+            retention,
+        }
     }
 
     /// How far back the store's log must be replayed to rebuild the index.
@@ -75,6 +88,12 @@ impl RevocationIndex {
             RevocationTarget::UserEnabled(id) => {
                 self.disabled_users.remove(&id);
             }
+            RevocationTarget::UserNotBefore(id) => {
+                let mut bound = self.not_before.entry(id).or_insert((entry.at, keep_until));
+                // Entries may be replayed out of order: the latest bound wins.
+                bound.0 = bound.0.max(entry.at);
+                bound.1 = bound.1.max(keep_until);
+            }
         }
     }
 
@@ -89,6 +108,11 @@ impl RevocationIndex {
         if self.tokens.contains_key(&token.token_id) {
             return Some(ValidationFailure::TokenRevoked);
         }
+        if let Some(bound) = self.not_before.get(&token.user_id)
+            && token.minted_at().is_none_or(|minted| minted < bound.0)
+        {
+            return Some(ValidationFailure::TokenRevoked);
+        }
         None
     }
 
@@ -98,12 +122,13 @@ impl RevocationIndex {
         self.tokens.retain(|_, until| *until > now);
         self.sessions.retain(|_, until| *until > now);
         self.disabled_users.retain(|_, until| *until > now);
+        self.not_before.retain(|_, (_, until)| *until > now);
         before - self.len()
     }
 
     /// Number of entries held.
     pub fn len(&self) -> usize {
-        self.tokens.len() + self.sessions.len() + self.disabled_users.len()
+        self.tokens.len() + self.sessions.len() + self.disabled_users.len() + self.not_before.len()
     }
 
     /// Whether the index holds nothing.
@@ -130,7 +155,7 @@ mod tests {
             username: "u".into(),
             roles: vec![],
         };
-        VerifiedToken { claims, user_id, session_id, token_id }
+        VerifiedToken { claims, user_id, session_id, token_id, kid: "k".into(), ring_generation: 0 }
     }
 
     #[test]
@@ -151,6 +176,29 @@ mod tests {
         index.apply(&RevocationEntry { sequence: 4, target: RevocationTarget::UserEnabled(user), at });
         assert_eq!(index.check(&victim), Some(ValidationFailure::SessionRevoked));
         assert_eq!(index.check(&bystander), None);
+    }
+
+    #[test]
+    fn a_not_before_refuses_the_users_older_tokens_only() {
+        let index = RevocationIndex::new(Duration::from_secs(900));
+        let user = UserId::generate();
+        let older = token(user, SessionId::generate(), TokenId::generate());
+        std::thread::sleep(Duration::from_millis(3));
+        let at = Timestamp::now();
+        std::thread::sleep(Duration::from_millis(3));
+        let newer = token(user, SessionId::generate(), TokenId::generate());
+        let someone_else = token(UserId::generate(), SessionId::generate(), TokenId::generate());
+        index.apply(&RevocationEntry { sequence: 1, target: RevocationTarget::UserNotBefore(user), at });
+        assert_eq!(index.check(&older), Some(ValidationFailure::TokenRevoked));
+        assert_eq!(index.check(&newer), None);
+        assert_eq!(index.check(&someone_else), None);
+        // An older bound replayed later does not lower it.
+        index.apply(&RevocationEntry {
+            sequence: 0,
+            target: RevocationTarget::UserNotBefore(user),
+            at: at.minus(Duration::from_secs(60)),
+        });
+        assert_eq!(index.check(&older), Some(ValidationFailure::TokenRevoked));
     }
 
     #[test]

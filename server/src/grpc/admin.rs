@@ -49,6 +49,14 @@ impl tonic::service::Interceptor for AdminGuard {
     }
 }
 
+/// How long until `token` expires (a stream re-checks its caller then).
+fn until_expiry(token: &VerifiedToken) -> std::time::Duration {
+    let now = crate::domain::Timestamp::now().as_millis();
+    let exp = token.claims.exp.saturating_mul(1000);
+    // At least a second, so that a clock at the edge cannot spin the loop.
+    std::time::Duration::from_millis(u64::try_from(exp - now).unwrap_or(0).max(1000))
+}
+
 fn actor<T>(request: &Request<T>) -> Option<UserId> {
     request.extensions().get::<Caller>().map(|c| c.0.user_id)
 }
@@ -194,53 +202,90 @@ impl AdminService for AdminApi {
         &self,
         request: Request<pb::WatchEventsRequest>,
     ) -> Result<Response<Self::WatchEventsStream>, Status> {
+        let caller = request
+            .extensions()
+            .get::<Caller>()
+            .map(|c| c.0.clone())
+            .ok_or_else(|| Status::unauthenticated("WatchEvents needs an admin bearer token"))?;
         let after = request.into_inner().after_sequence;
         let identity = self.identity.clone();
         // Subscribe before replaying so nothing falls between the two.
         let mut live = identity.events().subscribe();
+        let mut authorization = identity.authorization_changes();
         let (tx, rx) = mpsc::channel(WATCHER_BUFFER);
         let (end_tx, end_rx) = tokio::sync::oneshot::channel::<Status>();
         tokio::spawn(async move {
-            let mut last = 0;
-            if let Some(after) = after {
-                last = after;
+            let ending = async {
+                let mut last = 0;
+                if let Some(after) = after {
+                    last = after;
+                    loop {
+                        // A replay is long: the caller is re-checked per batch.
+                        identity.recheck(&caller).map_err(|f| super::bearer_refused(&identity, f))?;
+                        let batch = identity.events().replay(last, REPLAY_BATCH).await.map_err(Status::from)?;
+                        if batch.is_empty() {
+                            break;
+                        }
+                        for event in batch {
+                            last = event.sequence;
+                            if tx
+                                .send(Ok(pb::WatchEventsResponse { event: Some(convert::event(&event)) }))
+                                .await
+                                .is_err()
+                            {
+                                return Ok(());
+                            }
+                        }
+                    }
+                }
+                let shutting_down = identity.shutting_down();
+                tokio::pin!(shutting_down);
+                let expiry = tokio::time::sleep(until_expiry(&caller));
+                tokio::pin!(expiry);
                 loop {
-                    let batch = match identity.events().replay(last, REPLAY_BATCH).await {
-                        Ok(batch) => batch,
-                        Err(e) => {
-                            let _ = end_tx.send(Status::from(e));
-                            return;
+                    let event = tokio::select! {
+                        // Authorization first: nothing more is sent to a
+                        // caller who lost the right to see it.
+                        biased;
+                        changed = authorization.changed() => {
+                            if changed.is_err() {
+                                return Err(Status::unavailable("the server is shutting down; reconnect"));
+                            }
+                            identity.recheck(&caller).map_err(|f| super::bearer_refused(&identity, f))?;
+                            continue;
                         }
+                        () = &mut expiry => {
+                            identity.recheck(&caller).map_err(|f| super::bearer_refused(&identity, f))?;
+                            expiry.as_mut().reset(tokio::time::Instant::now() + until_expiry(&caller));
+                            continue;
+                        }
+                        () = &mut shutting_down => {
+                            return Err(Status::unavailable(format!(
+                                "the server is shutting down; reconnect (to another instance) with after_sequence={last}"
+                            )));
+                        }
+                        event = live.recv() => event,
                     };
-                    if batch.is_empty() {
-                        break;
+                    let event = match event {
+                        Ok(event) => event,
+                        Err(RecvError::Lagged(_)) => break,
+                        Err(RecvError::Closed) => return Ok(()),
+                    };
+                    if event.sequence <= last {
+                        continue;
                     }
-                    for event in batch {
-                        last = event.sequence;
-                        if tx.send(Ok(pb::WatchEventsResponse { event: Some(convert::event(&event)) })).await.is_err() {
-                            return;
-                        }
+                    // Never wait on a watcher: writers must not slow down for it.
+                    match tx.try_send(Ok(pb::WatchEventsResponse { event: Some(convert::event(&event)) })) {
+                        Ok(()) => last = event.sequence,
+                        Err(mpsc::error::TrySendError::Full(_)) => break,
+                        Err(mpsc::error::TrySendError::Closed(_)) => return Ok(()),
                     }
                 }
+                Err(Status::aborted(format!("watcher fell too far behind; resume with after_sequence={last}")))
+            };
+            if let Err(status) = ending.await {
+                let _ = end_tx.send(status);
             }
-            loop {
-                let event = match live.recv().await {
-                    Ok(event) => event,
-                    Err(RecvError::Lagged(_)) => break,
-                    Err(RecvError::Closed) => return,
-                };
-                if event.sequence <= last {
-                    continue;
-                }
-                // Never wait on a watcher: writers must not slow down for it.
-                match tx.try_send(Ok(pb::WatchEventsResponse { event: Some(convert::event(&event)) })) {
-                    Ok(()) => last = event.sequence,
-                    Err(mpsc::error::TrySendError::Full(_)) => break,
-                    Err(mpsc::error::TrySendError::Closed(_)) => return,
-                }
-            }
-            let _ =
-                end_tx.send(Status::aborted(format!("watcher fell too far behind; resume with after_sequence={last}")));
         });
         // The buffered events first, then the reason the stream ended.
         let events = tokio_stream::wrappers::ReceiverStream::new(rx);
@@ -252,7 +297,9 @@ impl AdminService for AdminApi {
         &self,
         request: Request<pb::RotateSigningKeyRequest>,
     ) -> Result<Response<pb::RotateSigningKeyResponse>, Status> {
-        let key = self.identity.rotate_signing_key(actor(&request)).await?;
+        let actor = actor(&request);
+        let distrust_previous = request.into_inner().distrust_previous;
+        let key = self.identity.rotate_signing_key(actor, distrust_previous).await?;
         Ok(Response::new(pb::RotateSigningKeyResponse { key: Some(convert::signing_key(&key)) }))
     }
 

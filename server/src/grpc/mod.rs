@@ -12,12 +12,17 @@ use std::sync::Arc;
 
 use tonic::{Request, Status};
 
-use crate::domain::{Identity, token::VerifiedToken};
+use crate::domain::{
+    Identity,
+    token::{ValidationFailure, VerifiedToken},
+};
 
 /// The caller's verified bearer token, if the request carries
 /// `authorization: Bearer <access token>`. It is validated through the very
-/// path of `Validate`, so a revoked token stops working at once. A header
-/// that is present but unusable is an error, not an anonymous call.
+/// path of `Validate`, so a revoked token stops working at once, and it must
+/// be minted for Sigil's own audience: a token a user obtained for another
+/// service never speaks to Sigil's APIs. A header that is present but
+/// unusable is an error, not an anonymous call.
 pub fn bearer<T>(identity: &Identity, request: &Request<T>) -> Result<Option<Arc<VerifiedToken>>, Status> {
     let Some(value) = request.metadata().get("authorization") else {
         return Ok(None);
@@ -28,7 +33,19 @@ pub fn bearer<T>(identity: &Identity, request: &Request<T>) -> Result<Option<Arc
         .or_else(|| value.strip_prefix("bearer "))
         .ok_or_else(|| Status::unauthenticated("authorization metadata must be `Bearer <access token>`"))?;
     identity
-        .validate(token.trim(), None)
+        .validate(token.trim(), Some(identity.own_audience()))
         .map(Some)
-        .map_err(|failure| Status::unauthenticated(format!("bearer token refused: {}", status::failure_text(failure))))
+        .map_err(|failure| bearer_refused(identity, failure))
+}
+
+/// The status of a bearer token that no longer (or never did) authorize.
+pub fn bearer_refused(identity: &Identity, failure: ValidationFailure) -> Status {
+    let text = status::failure_text(failure);
+    match failure {
+        ValidationFailure::WrongAudience => Status::unauthenticated(format!(
+            "bearer token refused: {text}: Sigil's own APIs need a token minted for audience {:?} (log in without an audience)",
+            identity.own_audience()
+        )),
+        _ => Status::unauthenticated(format!("bearer token refused: {text}")),
+    }
 }
