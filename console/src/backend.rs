@@ -277,10 +277,16 @@ impl Session {
     async fn follow_events(self, updates: mpsc::UnboundedSender<Update>) {
         let mut last: Option<u64> = None;
         let mut backoff = Duration::from_millis(500);
+        let mut reconnecting = false;
         loop {
             let reason = match self.admin().watch_events(pb::WatchEventsRequest { after_sequence: last }).await {
                 Ok(stream) => {
                     let _ = updates.send(Update::Connection(ConnectionState::Live));
+                    // Without a sequence to resume from, what happened while
+                    // the stream was down cannot be replayed: reload instead.
+                    if reconnecting && last.is_none() {
+                        tokio::spawn(self.clone().load_all(updates.clone()));
+                    }
                     backoff = Duration::from_millis(500);
                     let mut stream = stream.into_inner();
                     loop {
@@ -312,6 +318,7 @@ impl Session {
             if updates.is_closed() {
                 return;
             }
+            reconnecting = true;
             let retry_in = backoff.as_secs().max(1);
             let _ = updates.send(Update::Connection(ConnectionState::Reconnecting { reason, retry_in }));
             tokio::time::sleep(backoff).await;
@@ -450,8 +457,8 @@ impl Session {
     async fn keep_token_fresh(self, updates: mpsc::UnboundedSender<Update>) {
         let mut identity = IdentityServiceClient::new(self.channel.clone());
         loop {
-            let (expires_at, refresh) = match self.tokens.read() {
-                Ok(t) => (t.expires_at, t.refresh.clone()),
+            let expires_at = match self.tokens.read() {
+                Ok(t) => t.expires_at,
                 Err(_) => return,
             };
             let now = crate::format::now_millis(std::time::SystemTime::now()) / 1000;
@@ -461,6 +468,14 @@ impl Session {
             if updates.is_closed() {
                 return;
             }
+            // Read again: a command may have refreshed meanwhile (after an
+            // emergency key rotation), and presenting the refresh token read
+            // before the sleep would then be a reuse, which ends the session.
+            let refresh = match self.tokens.read() {
+                Ok(t) if t.expires_at == expires_at => t.refresh.clone(),
+                Ok(_) => continue,
+                Err(_) => return,
+            };
             match identity.refresh(pb::RefreshRequest { refresh_token: refresh }).await {
                 Ok(response) => {
                     let r = response.into_inner();

@@ -122,3 +122,51 @@ async fn the_console_shows_live_logins_and_revokes_with_two_keys() {
     .await;
     assert!(ended.is_some(), "the console did not exit on q:\n{}", tmux.screen());
 }
+
+#[tokio::test]
+async fn an_emergency_key_rotation_from_the_console_keeps_the_console_working() {
+    if Command::new("tmux").arg("-V").output().is_err() {
+        println!("SKIPPED: tmux is not installed here (.ci/run installs it)");
+        return;
+    }
+    let server = TestServer::start().await;
+    let mut client = server.client().await;
+    let before = sigil_tests::login(&mut client, "admin", ADMIN_PASSWORD).await;
+    let tmux = Tmux { socket: format!("sigil-e2e-keys-{}", std::process::id()) };
+    let command = format!(
+        "env SIGIL_PASSWORD={ADMIN_PASSWORD} {} --server http://{}",
+        sigil_tests::console_binary().display(),
+        server.grpc_addr()
+    );
+    let started = tmux.run(&["new-session", "-d", "-s", "console", "-x", "160", "-y", "40", &command]);
+    assert!(started.status.success(), "{}", String::from_utf8_lossy(&started.stderr));
+    tmux.wait_for("● live").await;
+
+    tmux.keys(&["K"]);
+    tmux.wait_for("Emergency key rotation?").await;
+    tmux.keys(&["y"]);
+    tmux.wait_for("every older key is distrusted").await;
+    // Tokens signed before are refused at once.
+    let verdict = sigil_tests::validate(&mut client, &before.access_token).await;
+    assert_eq!(verdict.failure(), pb::ValidationFailure::UnknownKey);
+
+    // The console refreshed its own token: it still follows logins live
+    // and its commands still work.
+    client
+        .authenticate(pb::AuthenticateRequest {
+            username: "admin".into(),
+            password: ADMIN_PASSWORD.into(),
+            device_name: Some("after-the-leak".into()),
+            audience: None,
+        })
+        .await
+        .expect("login");
+    tmux.wait_for("after-the-leak").await;
+    tmux.keys(&["/", "after-the", "Enter"]);
+    tmux.wait_for("filter \"after-the\"").await;
+    tmux.keys(&["d"]);
+    tmux.wait_for("Confirm").await;
+    tmux.keys(&["y"]);
+    tmux.wait_for("revoked 1 sessions").await;
+    tmux.keys(&["q"]);
+}
