@@ -32,3 +32,5 @@ mod crash;
 mod cluster;
 // The store conformance suite against every engine.
 mod store_suite;
+// Callers' bytes never become metric labels or series.
+mod metrics_labels;
