@@ -34,3 +34,5 @@ mod cluster;
 mod store_suite;
 // Callers' bytes never become metric labels or series.
 mod metrics_labels;
+// Revocations outlive a lowered access-token TTL across restarts.
+mod revocation_bound;

@@ -11,7 +11,7 @@ use super::{
     session::{SessionRecord, TokenRecord},
     user::{UserRecord, check_role, normalize_username},
 };
-use crate::store::{RevocationCause, RevokeOutcome, SessionQuery, StoreError, TokenQuery};
+use crate::store::{RevokeOutcome, SessionQuery, StoreError, TokenQuery};
 
 /// A user with its active-session count, as listings show it.
 #[derive(Debug, Clone)]
@@ -139,7 +139,8 @@ impl Identity {
             } else {
                 (RevocationTarget::UserEnabled(id), EventKind::UserEnabled)
             };
-            revocation = Some((target, now));
+            let cause = self.revocation_cause_of(&target, now, if disabled { "user disabled" } else { "user enabled" });
+            revocation = Some((target, cause));
             events.push(EventRecord::new(kind).actor(actor).user(user.id, &user.username));
         }
         user.updated_at = now;
@@ -180,7 +181,7 @@ impl Identity {
     }
 
     async fn end_sessions_of(&self, actor: Option<UserId>, id: UserId, reason: &str) -> Result<u32, DomainError> {
-        let cause = RevocationCause { at: Timestamp::now(), reason: reason.to_string() };
+        let cause = self.revocation_cause(Timestamp::now(), reason);
         let outcome: RevokeOutcome = self.store.revoke_user_sessions(id, &cause).await?;
         self.apply(&outcome);
         self.publish_revocations(&outcome, actor, reason).await;

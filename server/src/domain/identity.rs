@@ -24,7 +24,7 @@ use super::{
     token::{self, AccessClaims, TokenVerifier, ValidationFailure, VerifiedToken},
     user::{ADMIN_ROLE, UserRecord, normalize_username},
 };
-use crate::store::{RevocationCause, RevokeOutcome, RotateOutcome, Rotation, Store};
+use crate::store::{RevokeOutcome, RotateOutcome, Rotation, Store};
 
 /// Tunables of the identity service.
 #[derive(Clone, Debug)]
@@ -169,9 +169,9 @@ impl Identity {
         }
         let keys = KeyRing::from_records(&records)?;
         let revocations = RevocationIndex::new(settings.access_token_ttl + settings.leeway);
-        let since = Timestamp::now().minus(revocations.retention());
         let mut applied_through = 0;
-        for entry in store.revocations_since(since).await? {
+        // Every entry still within its stored bound, whatever today's TTL.
+        for entry in store.revocations_live(Timestamp::now()).await? {
             revocations.apply(&entry);
             applied_through = entry.sequence;
         }
@@ -459,7 +459,7 @@ impl Identity {
             }
             RotateOutcome::Reused => {
                 tracing::warn!(session_id = %session.id, "refresh token reused; revoking the session");
-                let cause = RevocationCause { at: now, reason: "refresh token reuse detected".into() };
+                let cause = self.revocation_cause(now, "refresh token reuse detected");
                 if let Some(outcome) = self.store.revoke_session(session.id, &cause).await? {
                     self.apply(&outcome);
                     let reused =
@@ -484,7 +484,7 @@ impl Identity {
         if reason.len() > MAX_REASON_BYTES {
             return Err(DomainError::invalid(format!("reason is longer than {MAX_REASON_BYTES} bytes")));
         }
-        let cause = RevocationCause { at: Timestamp::now(), reason: reason.to_string() };
+        let cause = self.revocation_cause(Timestamp::now(), reason);
         let mut outcome = RevokeOutcome::default();
         match target {
             RevokeTarget::AccessToken(token) => {

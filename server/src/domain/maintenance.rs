@@ -67,8 +67,9 @@ impl Identity {
             }
         }
 
+        // Both by the bound stored with each entry, never by today's TTL.
         report.purged_revocations = self.revocations.purge(now);
-        self.store.purge_revocations(now.minus(self.revocations.retention())).await?;
+        self.store.purge_revocations(now).await?;
 
         // A key superseded more than one access-token lifetime (plus leeway)
         // ago signed nothing that can still be live.

@@ -30,6 +30,7 @@ pub async fn run_all(store: Arc<dyn Store>) {
     users_are_updated_listed_and_deleted(&*store).await;
     listings_page_by_cursor_and_filter(&*store).await;
     expiry_and_purge_walk_the_time_indexes(&*store).await;
+    revocations_live_and_go_by_their_stored_bound(&*store).await;
     events_are_kept_in_order_and_trimmed(&*store).await;
     login_failure_counters_are_kept_and_cleared(store.clone()).await;
 }
@@ -94,7 +95,8 @@ async fn open_session(store: &dyn Store, user: &UserRecord) -> Fixture {
 }
 
 fn cause(reason: &str) -> RevocationCause {
-    RevocationCause { at: Timestamp::now(), reason: reason.to_string() }
+    let at = Timestamp::now();
+    RevocationCause { at, expires_at: at.plus(Duration::from_secs(900)), reason: reason.to_string() }
 }
 
 /// Users are found by id and by name; a taken name is refused.
@@ -180,7 +182,7 @@ pub async fn revoking_a_session_counts_once_and_logs_it(store: &dyn Store) {
     assert_eq!(stored.revoke_reason.as_deref(), Some("test"));
     let access = store.token(f.access.id).await.expect("lookup").expect("token");
     assert_eq!(access.state, TokenState::Revoked);
-    let log = store.revocations_since(before.minus(std::time::Duration::from_secs(1))).await.expect("log");
+    let log = store.revocations_live(before).await.expect("log");
     assert!(log.iter().any(|e| e.target == RevocationTarget::Session(f.session.id)));
     assert!(store.revoke_session(SessionId::generate(), &cause("x")).await.expect("revoke").is_none());
     // A revoked session cannot be rotated.
@@ -286,7 +288,7 @@ pub async fn users_are_updated_listed_and_deleted(store: &dyn Store) {
     store.create_user(&b).await.expect("create");
     a.disabled = true;
     let entry = store
-        .update_user(&a, Some((RevocationTarget::UserDisabled(a.id), Timestamp::now())))
+        .update_user(&a, Some((RevocationTarget::UserDisabled(a.id), cause("disabled"))))
         .await
         .expect("update")
         .expect("log entry");
@@ -376,6 +378,56 @@ pub async fn expiry_and_purge_walk_the_time_indexes(store: &dyn Store) {
     assert!(store.session(f.session.id).await.expect("lookup").is_none());
     assert!(store.token(f.access.id).await.expect("lookup").is_none());
     assert!(store.refresh_record(f.refresh_hash).await.expect("lookup").is_none(), "look-up entry purged too");
+}
+
+/// A revocation-log entry keeps the bound it was written with: it is read
+/// back (for the index rebuild) while that bound is ahead, however old the
+/// entry, and purged only once the bound has passed, out of sequence order.
+pub async fn revocations_live_and_go_by_their_stored_bound(store: &dyn Store) {
+    let owner = user("conformance-revocation-bound");
+    store.create_user(&owner).await.expect("create user");
+    let now = Timestamp::now();
+    let with_bound = |hours: u64| RevocationCause {
+        at: now,
+        expires_at: now.plus(Duration::from_secs(hours * 3600)),
+        reason: "bound".into(),
+    };
+    let (long, short) = (open_session(store, &owner).await, open_session(store, &owner).await);
+    // The long-lived entry comes first: bounds need not follow sequences.
+    let long = store.revoke_session(long.session.id, &with_bound(10)).await.expect("revoke").expect("exists");
+    let short = store.revoke_session(short.session.id, &with_bound(1)).await.expect("revoke").expect("exists");
+    assert_eq!(long.entries[0].expires_at, now.plus(Duration::from_secs(36_000)), "the bound is the cause's");
+    let mut disabled = owner.clone();
+    disabled.disabled = true;
+    let user_entry = store
+        .update_user(&disabled, Some((RevocationTarget::UserDisabled(owner.id), with_bound(5))))
+        .await
+        .expect("update")
+        .expect("log entry");
+    assert_eq!(user_entry.expires_at, now.plus(Duration::from_secs(18_000)));
+
+    let ours = |entries: &[crate::domain::revocation::RevocationEntry]| {
+        let mut found: Vec<u64> = entries
+            .iter()
+            .filter(|e| {
+                [long.entries[0].sequence, short.entries[0].sequence, user_entry.sequence].contains(&e.sequence)
+            })
+            .map(|e| e.sequence)
+            .collect();
+        found.sort_unstable();
+        found
+    };
+    let two_hours_on = now.plus(Duration::from_secs(2 * 3600));
+    let live = store.revocations_live(two_hours_on).await.expect("live");
+    assert_eq!(ours(&live), vec![long.entries[0].sequence, user_entry.sequence], "past its bound, one is not live");
+    let read_back = live.iter().find(|e| e.sequence == long.entries[0].sequence).expect("read back");
+    assert_eq!(read_back, &long.entries[0], "read back as written, bound included");
+
+    store.purge_revocations(two_hours_on).await.expect("purge");
+    let left = store.revocations_after(0, 100_000).await.expect("log");
+    assert_eq!(ours(&left), vec![long.entries[0].sequence, user_entry.sequence], "only the passed bound is purged");
+    store.purge_revocations(now.plus(Duration::from_secs(11 * 3600))).await.expect("purge");
+    assert!(ours(&store.revocations_after(0, 100_000).await.expect("log")).is_empty(), "all bounds passed");
 }
 
 /// Events get increasing sequences from 1, replay after a sequence, and trim.

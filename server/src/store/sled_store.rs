@@ -295,11 +295,12 @@ impl Tx<'_> {
         Ok(revoked)
     }
 
-    /// Appends to the revocation log; the sequence comes from sled's
-    /// persistent id generator, so it only ever increases.
-    fn log_revocation(&self, target: RevocationTarget, at: Timestamp) -> TxResult<RevocationEntry> {
+    /// Appends to the revocation log, with the cause's time and bound; the
+    /// sequence comes from sled's persistent id generator, so it only ever
+    /// increases.
+    fn log_revocation(&self, target: RevocationTarget, cause: &RevocationCause) -> TxResult<RevocationEntry> {
         let sequence = self.revocations.generate_id()?;
-        let entry = RevocationEntry { sequence, target, at };
+        let entry = RevocationEntry { sequence, target, at: cause.at, expires_at: cause.expires_at };
         self.revocations.insert(sequence.to_be_bytes().as_slice(), encode(&entry)?)?;
         Ok(entry)
     }
@@ -337,11 +338,11 @@ impl UserStore for SledStore {
     async fn update_user(
         &self,
         user: &UserRecord,
-        revocation: Option<(RevocationTarget, Timestamp)>,
+        revocation: Option<(RevocationTarget, RevocationCause)>,
     ) -> Result<Option<RevocationEntry>, StoreError> {
         let entry = self.transact(|tx| {
             tx.users.insert(user.id.as_bytes().as_slice(), encode(user)?)?;
-            revocation.map(|(target, at)| tx.log_revocation(target, at)).transpose()
+            revocation.as_ref().map(|(target, cause)| tx.log_revocation(*target, cause)).transpose()
         })?;
         self.commit.durable().await?;
         Ok(entry)
@@ -473,7 +474,7 @@ impl SessionStore for SledStore {
                 tx.end_session(&mut session, SessionState::Revoked, cause.at)?;
                 outcome.sessions = 1;
                 outcome.owners.push((id, session.user_id, session.username.clone()));
-                outcome.entries.push(tx.log_revocation(RevocationTarget::Session(id), cause.at)?);
+                outcome.entries.push(tx.log_revocation(RevocationTarget::Session(id), cause)?);
             }
             outcome.tokens = tx.revoke_tokens(&token_ids, cause.at)?;
             Ok(Some(outcome))
@@ -508,7 +509,7 @@ impl SessionStore for SledStore {
                 // Refresh tokens are checked against their record on use;
                 // only access tokens need the in-memory index.
                 if token.kind == TokenKind::Access {
-                    outcome.entries.push(tx.log_revocation(RevocationTarget::Token(id), cause.at)?);
+                    outcome.entries.push(tx.log_revocation(RevocationTarget::Token(id), cause)?);
                 }
             }
             Ok(Some(outcome))
@@ -712,11 +713,11 @@ impl KeyStore for SledStore {
 
 #[async_trait]
 impl RevocationLog for SledStore {
-    async fn revocations_since(&self, since: Timestamp) -> Result<Vec<RevocationEntry>, StoreError> {
+    async fn revocations_live(&self, now: Timestamp) -> Result<Vec<RevocationEntry>, StoreError> {
         let mut entries = Vec::new();
         for value in self.trees.revocations.iter().values() {
             let entry: RevocationEntry = decode(&value.map_err(backend)?)?;
-            if entry.at >= since {
+            if entry.expires_at > now {
                 entries.push(entry);
             }
         }
@@ -733,17 +734,18 @@ impl RevocationLog for SledStore {
             .collect()
     }
 
-    async fn purge_revocations(&self, before: Timestamp) -> Result<usize, StoreError> {
+    async fn purge_revocations(&self, now: Timestamp) -> Result<usize, StoreError> {
+        // Bounds were set under whatever TTL was in force, so they do not
+        // follow sequence order: every entry is looked at (the log holds
+        // only entries that still matter, plus those purged next).
         let mut purged = 0;
         for item in self.trees.revocations.iter() {
             let (key, value) = item.map_err(backend)?;
             let entry: RevocationEntry = decode(&value)?;
-            // Sequence order is commit order, so entries are oldest first.
-            if entry.at >= before {
-                break;
+            if entry.expires_at <= now {
+                self.trees.revocations.remove(key).map_err(backend)?;
+                purged += 1;
             }
-            self.trees.revocations.remove(key).map_err(backend)?;
-            purged += 1;
         }
         Ok(purged)
     }

@@ -13,9 +13,10 @@ use super::{MIGRATION_LOCK, pg};
 use crate::store::StoreError;
 
 /// Migrations in order; a migration, once released, is never edited.
-const MIGRATIONS: &[(i32, &str)] = &[(
-    1,
-    r"
+const MIGRATIONS: &[(i32, &str)] = &[
+    (
+        1,
+        r"
 CREATE TABLE users (
     id uuid PRIMARY KEY,
     username text NOT NULL UNIQUE,
@@ -82,7 +83,22 @@ CREATE TABLE login_failures (
     body jsonb NOT NULL
 );
 ",
-)];
+    ),
+    (
+        2,
+        // Each revocation stores until when it matters (the TTL in force
+        // when it was made). Entries from before get the domain's legacy
+        // bound, `at` + 30 days (`revocation::LEGACY_ENTRY_LIFETIME`), which
+        // their bodies, lacking the field, decode to as well.
+        r"
+ALTER TABLE revocations ADD COLUMN expires_at bigint;
+UPDATE revocations SET expires_at = at + 2592000000;
+ALTER TABLE revocations ALTER COLUMN expires_at SET NOT NULL;
+DROP INDEX revocations_at;
+CREATE INDEX revocations_expiry ON revocations (expires_at);
+",
+    ),
+];
 
 /// Applies every migration `client`'s database lacks; returns how many.
 pub(super) async fn migrate(client: &mut Client) -> Result<usize, StoreError> {
@@ -94,6 +110,15 @@ pub(super) async fn migrate(client: &mut Client) -> Result<usize, StoreError> {
     let applied = applied?;
     unlocked?;
     Ok(applied)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_legacy_revocation_bound_matches_the_domains() {
+        let millis = crate::domain::revocation::LEGACY_ENTRY_LIFETIME.as_millis();
+        assert!(super::MIGRATIONS[1].1.contains(&format!("at + {millis};")));
+    }
 }
 
 async fn apply_missing(client: &mut Client) -> Result<usize, StoreError> {
