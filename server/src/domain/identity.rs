@@ -45,8 +45,10 @@ pub struct IdentitySettings {
     pub hashing_parallelism: usize,
     /// Password hashes allowed to wait; beyond, logins are refused at once.
     pub hashing_queue: usize,
-    /// How many audit events are kept for replay.
+    /// How many routine (noise-class) events are kept for replay.
     pub event_retention: usize,
+    /// How long admin and security (audit-class) events are kept.
+    pub audit_retention: Duration,
     /// How long ended sessions and tokens are kept before they are purged.
     pub record_retention: Duration,
     /// When failed logins lock an account.
@@ -70,6 +72,7 @@ impl Default for IdentitySettings {
             hashing_parallelism: std::thread::available_parallelism().map(usize::from).unwrap_or(2),
             hashing_queue: 64,
             event_retention: 10_000,
+            audit_retention: Duration::from_secs(90 * 24 * 3600),
             record_retention: Duration::from_secs(7 * 24 * 3600),
             lockout: LockoutPolicy::default(),
             address_lockout: LockoutPolicy { threshold: 0, ..LockoutPolicy::default() },

@@ -32,6 +32,7 @@ pub async fn run_all(store: Arc<dyn Store>) {
     expiry_and_purge_walk_the_time_indexes(&*store).await;
     revocations_live_and_go_by_their_stored_bound(&*store).await;
     events_are_kept_in_order_and_trimmed(&*store).await;
+    audit_events_outlive_any_amount_of_noise(&*store).await;
     login_failure_counters_are_kept_and_cleared(store.clone()).await;
 }
 
@@ -442,10 +443,49 @@ pub async fn events_are_kept_in_order_and_trimmed(store: &dyn Store) {
     let after = store.events_after(stored[1].sequence, 100).await.expect("replay");
     let details: Vec<&str> = after.iter().map(|e| e.detail.as_str()).collect();
     assert_eq!(details, ["e2", "e3", "e4"]);
-    store.trim_events(2).await.expect("trim");
+    store.trim_events(2, Timestamp::from_millis(0)).await.expect("trim");
     let kept = store.events_after(0, 100).await.expect("replay");
     let details: Vec<&str> = kept.iter().map(|e| e.detail.as_str()).collect();
     assert_eq!(details, ["e3", "e4"]);
+}
+
+/// Audit events (admin and security) are kept by age, never pushed out by
+/// any number of noise events; noise is kept by count; replay interleaves
+/// both in sequence order.
+pub async fn audit_events_outlive_any_amount_of_noise(store: &dyn Store) {
+    let noise = |i: usize| EventRecord::new(EventKind::LoginFailed).detail(format!("noise-{i}"));
+    let audit = |detail: &str| EventRecord::new(EventKind::UserCreated).detail(detail);
+    let mut old = audit("audit-old");
+    old.occurred_at = Timestamp::now().minus(Duration::from_secs(48 * 3600));
+    let mut batch = vec![old, noise(0)];
+    batch.push(audit("audit-1"));
+    batch.extend((1..40).map(noise));
+    batch.push(audit("audit-2"));
+    batch.extend((40..80).map(noise));
+    let stored = store.append_events(batch).await.expect("append");
+    let first = stored[0].sequence - 1;
+    assert_eq!(store.latest_event_sequence().await.expect("latest"), stored.last().expect("stored").sequence);
+    let replayed = store.events_after(first, 1000).await.expect("replay");
+    assert_eq!(replayed.len(), stored.len());
+    assert!(replayed.windows(2).all(|w| w[0].sequence < w[1].sequence), "one order across classes");
+    assert_eq!(replayed[2].detail, "audit-1", "in sequence order");
+    let limited = store.events_after(first, 3).await.expect("replay");
+    assert_eq!(limited.iter().map(|e| e.detail.as_str()).collect::<Vec<_>>(), ["audit-old", "noise-0", "audit-1"]);
+
+    // Keep 5 noise events and audit events of the last day.
+    store.trim_events(5, Timestamp::now().minus(Duration::from_secs(24 * 3600))).await.expect("trim");
+    let kept = store.events_after(0, 100_000).await.expect("replay");
+    let details: Vec<&str> = kept.iter().map(|e| e.detail.as_str()).collect();
+    assert!(
+        details.contains(&"audit-1") && details.contains(&"audit-2"),
+        "audit events survive the noise: {details:?}"
+    );
+    assert!(!details.contains(&"audit-old"), "audit events older than the retention go");
+    let noise_left: Vec<&str> = details.iter().copied().filter(|d| d.starts_with("noise-")).collect();
+    assert_eq!(noise_left, ["noise-75", "noise-76", "noise-77", "noise-78", "noise-79"]);
+    // Replay after a trimmed-away sequence still starts at the next kept one.
+    let resumed = store.events_after(stored[5].sequence, 2).await.expect("replay");
+    assert_eq!(resumed.iter().map(|e| e.detail.as_str()).collect::<Vec<_>>(), ["audit-2", "noise-75"]);
 }
 
 /// Failed-login counters are stored per key, count every one of many

@@ -260,8 +260,11 @@ pub trait EventStore: Send + Sync {
     async fn latest_event_sequence(&self) -> Result<u64, StoreError>;
     /// Events with a sequence above `after`, oldest first, at most `limit`.
     async fn events_after(&self, after: u64, limit: usize) -> Result<Vec<EventRecord>, StoreError>;
-    /// Drops all but the newest `keep` events; returns how many went.
-    async fn trim_events(&self, keep: usize) -> Result<usize, StoreError>;
+    /// Drops audit-class events (`EventKind::class`) that occurred before
+    /// `audit_before`, and all but the newest `keep_noise` noise-class
+    /// events, so that noise never pushes out audit events; returns how
+    /// many went.
+    async fn trim_events(&self, keep_noise: usize, audit_before: Timestamp) -> Result<usize, StoreError>;
 }
 
 /// Failed-login counters (see `domain::lockout`). Writes need not be

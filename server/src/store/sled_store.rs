@@ -32,7 +32,7 @@ use super::{
 };
 use crate::domain::{
     SessionId, Timestamp, TokenId, UserId,
-    event::EventRecord,
+    event::{EventClass, EventRecord},
     keys::{KeyState, SigningKeyRecord},
     lockout::{FailureRecord, LockoutPolicy},
     revocation::{RevocationEntry, RevocationTarget},
@@ -96,8 +96,11 @@ pub struct SledStore {
     trees: Trees,
     /// kid → [`SigningKeyRecord`]
     keys: Tree,
-    /// sequence → [`EventRecord`]
+    /// sequence → [`EventRecord`] of the noise class (trimmed by count), and
+    /// of any class for events stored before classes existed
     events: Tree,
+    /// sequence → [`EventRecord`] of the audit class (trimmed by age)
+    audit_events: Tree,
     /// throttle key → [`FailureRecord`]
     login_failures: Tree,
     commit: GroupCommit,
@@ -137,6 +140,7 @@ impl SledStore {
             },
             keys: tree("keys")?,
             events: tree("events")?,
+            audit_events: tree("audit_events")?,
             login_failures: tree("login_failures")?,
             db,
             commit,
@@ -751,41 +755,102 @@ impl RevocationLog for SledStore {
     }
 }
 
+impl SledStore {
+    /// The tree events of `class` are stored in.
+    fn event_tree(&self, class: EventClass) -> &Tree {
+        match class {
+            EventClass::Audit => &self.audit_events,
+            EventClass::Noise => &self.events,
+        }
+    }
+
+    /// Drops all but the newest `keep` events of the noise tree. An audit
+    /// event found there (stored before classes existed) moves to the audit
+    /// tree instead, to be kept by age like the others.
+    fn trim_noise(&self, keep: usize, audit_before: Timestamp) -> Result<usize, StoreError> {
+        let excess = self.events.len().saturating_sub(keep);
+        let doomed: Vec<(sled::IVec, sled::IVec)> =
+            self.events.iter().take(excess).collect::<Result<_, _>>().map_err(backend)?;
+        let mut trimmed = 0;
+        for (key, value) in &doomed {
+            let event: EventRecord = decode(value)?;
+            if event.kind.class() == EventClass::Audit && event.occurred_at >= audit_before {
+                self.audit_events.insert(key, value).map_err(backend)?;
+            } else {
+                trimmed += 1;
+            }
+            self.events.remove(key).map_err(backend)?;
+        }
+        Ok(trimmed)
+    }
+
+    /// Drops audit events that occurred before `before`, oldest first.
+    fn trim_audit(&self, before: Timestamp) -> Result<usize, StoreError> {
+        let mut trimmed = 0;
+        for item in self.audit_events.iter() {
+            let (key, value) = item.map_err(backend)?;
+            let event: EventRecord = decode(&value)?;
+            // Sequence order is (near enough) time order: stop at the first
+            // event still to keep.
+            if event.occurred_at >= before {
+                break;
+            }
+            self.audit_events.remove(key).map_err(backend)?;
+            trimmed += 1;
+        }
+        Ok(trimmed)
+    }
+}
+
 #[async_trait]
 impl EventStore for SledStore {
     async fn append_events(&self, events: Vec<EventRecord>) -> Result<Vec<EventRecord>, StoreError> {
         let mut stored = Vec::with_capacity(events.len());
         for mut event in events {
             // Sequences start at 1: `after_sequence = 0` means "from the start".
+            // One generator for both trees: one order for replay.
             event.sequence = self.db.generate_id().map_err(backend)? + 1;
-            self.events.insert(event.sequence.to_be_bytes(), encode_plain(&event)?).map_err(backend)?;
+            self.event_tree(event.kind.class())
+                .insert(event.sequence.to_be_bytes(), encode_plain(&event)?)
+                .map_err(backend)?;
             stored.push(event);
         }
         Ok(stored)
     }
 
     async fn latest_event_sequence(&self) -> Result<u64, StoreError> {
-        let last = self.events.last().map_err(backend)?;
-        Ok(last.and_then(|(key, _)| key.as_ref().try_into().ok()).map(u64::from_be_bytes).unwrap_or(0))
+        let mut latest = 0;
+        for tree in [&self.events, &self.audit_events] {
+            let last = tree.last().map_err(backend)?;
+            let sequence = last.and_then(|(key, _)| key.as_ref().try_into().ok()).map(u64::from_be_bytes);
+            latest = latest.max(sequence.unwrap_or(0));
+        }
+        Ok(latest)
     }
 
     async fn events_after(&self, after: u64, limit: usize) -> Result<Vec<EventRecord>, StoreError> {
-        self.events
-            .range((Bound::Excluded(after.to_be_bytes()), Bound::Unbounded))
-            .values()
-            .take(limit)
-            .map(|v| decode(&v.map_err(backend)?))
-            .collect()
+        // The two trees merged by sequence (big-endian keys sort as numbers).
+        let from = || (Bound::Excluded(after.to_be_bytes()), Bound::Unbounded);
+        let mut noise = self.events.range(from()).peekable();
+        let mut audit = self.audit_events.range(from()).peekable();
+        let mut out = Vec::with_capacity(limit.min(1024));
+        while out.len() < limit {
+            let take_noise = match (noise.peek(), audit.peek()) {
+                (None, None) => break,
+                (Some(Ok((a, _))), Some(Ok((b, _)))) => a <= b,
+                (Some(_), None) | (Some(Err(_)), _) => true,
+                (None, Some(_)) | (_, Some(Err(_))) => false,
+            };
+            let next = if take_noise { noise.next() } else { audit.next() };
+            let Some(item) = next else { break };
+            let (_, value) = item.map_err(backend)?;
+            out.push(decode(&value)?);
+        }
+        Ok(out)
     }
 
-    async fn trim_events(&self, keep: usize) -> Result<usize, StoreError> {
-        let excess = self.events.len().saturating_sub(keep);
-        let doomed: Vec<sled::IVec> =
-            self.events.iter().keys().take(excess).collect::<Result<_, _>>().map_err(backend)?;
-        for key in &doomed {
-            self.events.remove(key).map_err(backend)?;
-        }
-        Ok(doomed.len())
+    async fn trim_events(&self, keep_noise: usize, audit_before: Timestamp) -> Result<usize, StoreError> {
+        Ok(self.trim_noise(keep_noise, audit_before)? + self.trim_audit(audit_before)?)
     }
 }
 

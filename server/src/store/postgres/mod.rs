@@ -43,7 +43,7 @@ use super::{
 };
 use crate::domain::{
     SessionId, Timestamp, TokenId, UserId,
-    event::EventRecord,
+    event::{EventClass, EventRecord},
     keys::{KeyState, SigningKeyRecord},
     lockout::{FailureRecord, LockoutPolicy},
     revocation::{RevocationEntry, RevocationTarget},
@@ -757,7 +757,13 @@ impl EventStore for PgStore {
             let sequence: i64 =
                 rows.first().ok_or_else(|| StoreError::Corrupt("nextval returned no row".into()))?.get(0);
             event.sequence = u64::try_from(sequence).unwrap_or(0);
-            execute(&tx, "INSERT INTO events (sequence, body) VALUES ($1, $2)", &[&sequence, &Json(&event)]).await?;
+            let audit = event.kind.class() == EventClass::Audit;
+            execute(
+                &tx,
+                "INSERT INTO events (sequence, audit, occurred_at, body) VALUES ($1, $2, $3, $4)",
+                &[&sequence, &audit, &event.occurred_at.as_millis(), &Json(&event)],
+            )
+            .await?;
             stored.push(event);
         }
         announce(&tx, "events").await?;
@@ -783,16 +789,19 @@ impl EventStore for PgStore {
         bodies(&rows)
     }
 
-    async fn trim_events(&self, keep: usize) -> Result<usize, StoreError> {
+    async fn trim_events(&self, keep_noise: usize, audit_before: Timestamp) -> Result<usize, StoreError> {
         let client = self.client().await?;
-        let trimmed = execute(
+        let noise = execute(
             &client,
-            "DELETE FROM events WHERE sequence <=
-             (SELECT sequence FROM events ORDER BY sequence DESC OFFSET $1 LIMIT 1)",
-            &[&limit_of(keep)],
+            "DELETE FROM events WHERE NOT audit AND sequence <=
+             (SELECT sequence FROM events WHERE NOT audit ORDER BY sequence DESC OFFSET $1 LIMIT 1)",
+            &[&limit_of(keep_noise)],
         )
         .await?;
-        Ok(usize::try_from(trimmed).unwrap_or(usize::MAX))
+        let audit =
+            execute(&client, "DELETE FROM events WHERE audit AND occurred_at < $1", &[&audit_before.as_millis()])
+                .await?;
+        Ok(usize::try_from(noise + audit).unwrap_or(usize::MAX))
     }
 }
 
