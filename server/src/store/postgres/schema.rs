@@ -127,6 +127,36 @@ pub(super) async fn migrate(client: &mut Client) -> Result<usize, StoreError> {
     Ok(applied)
 }
 
+async fn apply_missing(client: &mut Client) -> Result<usize, StoreError> {
+    client
+        .batch_execute(
+            "CREATE TABLE IF NOT EXISTS sigil_migrations (
+                version integer PRIMARY KEY,
+                applied_at timestamptz NOT NULL DEFAULT now()
+            )",
+        )
+        .await
+        .map_err(pg)?;
+    let mut applied = 0;
+    for (version, sql) in MIGRATIONS {
+        let done = client
+            .query_opt("SELECT 1 FROM sigil_migrations WHERE version = $1", &[version])
+            .await
+            .map_err(pg)?
+            .is_some();
+        if done {
+            continue;
+        }
+        let tx = client.transaction().await.map_err(pg)?;
+        tx.batch_execute(sql).await.map_err(pg)?;
+        tx.execute("INSERT INTO sigil_migrations (version) VALUES ($1)", &[version]).await.map_err(pg)?;
+        tx.commit().await.map_err(pg)?;
+        tracing::info!(version, "applied schema migration");
+        applied += 1;
+    }
+    Ok(applied)
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -163,34 +193,4 @@ mod tests {
             assert_eq!(listed, kind.class() == EventClass::Audit, "{kind:?}");
         }
     }
-}
-
-async fn apply_missing(client: &mut Client) -> Result<usize, StoreError> {
-    client
-        .batch_execute(
-            "CREATE TABLE IF NOT EXISTS sigil_migrations (
-                version integer PRIMARY KEY,
-                applied_at timestamptz NOT NULL DEFAULT now()
-            )",
-        )
-        .await
-        .map_err(pg)?;
-    let mut applied = 0;
-    for (version, sql) in MIGRATIONS {
-        let done = client
-            .query_opt("SELECT 1 FROM sigil_migrations WHERE version = $1", &[version])
-            .await
-            .map_err(pg)?
-            .is_some();
-        if done {
-            continue;
-        }
-        let tx = client.transaction().await.map_err(pg)?;
-        tx.batch_execute(sql).await.map_err(pg)?;
-        tx.execute("INSERT INTO sigil_migrations (version) VALUES ($1)", &[version]).await.map_err(pg)?;
-        tx.commit().await.map_err(pg)?;
-        tracing::info!(version, "applied schema migration");
-        applied += 1;
-    }
-    Ok(applied)
 }
