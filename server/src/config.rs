@@ -89,7 +89,7 @@ pub struct ConfigLayer {
     #[arg(long, env = "SIGIL_EVENT_RETENTION")]
     pub event_retention: Option<usize>,
     /// How long admin and security events (users, roles, keys, revocations) are kept,
-    /// however many routine events come after [default: 90days].
+    /// however many routine events come after [default: 3months, about 91 days].
     #[arg(long, env = "SIGIL_AUDIT_RETENTION", value_parser = parse_duration)]
     #[serde(default, deserialize_with = "duration_text")]
     pub audit_retention: Option<Duration>,
@@ -471,6 +471,17 @@ mod tests {
             assert!(!config.to_toml().contains("s3cret") && !format!("{config:?}").contains("s3cret"));
         }
         assert!(DatabaseUrl::parse("postgres://[").is_err());
+    }
+
+    #[test]
+    fn audit_retention_is_read_and_has_a_floor() {
+        let file = file_with("audit_retention = \"30days\"\n");
+        let config = Config::load(Some(file.path()), ConfigLayer::default()).expect("config");
+        assert_eq!(config.identity_settings().audit_retention, Duration::from_secs(30 * 24 * 3600));
+        assert!(Config::default().to_toml().contains("audit_retention = \"3months\""));
+        let flags = ConfigLayer { audit_retention: Some(Duration::from_secs(5)), ..ConfigLayer::default() };
+        let error = Config::load(None, flags).expect_err("too short");
+        assert!(error.to_string().contains("audit_retention"), "{error}");
     }
 
     #[test]

@@ -72,7 +72,9 @@ impl Default for IdentitySettings {
             hashing_parallelism: std::thread::available_parallelism().map(usize::from).unwrap_or(2),
             hashing_queue: 64,
             event_retention: 10_000,
-            audit_retention: Duration::from_secs(90 * 24 * 3600),
+            // "3months" (humantime's month is 30.44 days), so that
+            // --print-config shows it as such.
+            audit_retention: Duration::from_secs(3 * 2_630_016),
             record_retention: Duration::from_secs(7 * 24 * 3600),
             lockout: LockoutPolicy::default(),
             address_lockout: LockoutPolicy { threshold: 0, ..LockoutPolicy::default() },
