@@ -38,3 +38,5 @@ mod revocation_bound;
 mod metrics_labels;
 // The audit trail under a flood of failed logins.
 mod audit_retention;
+// A PostgreSQL database of the previous schema, upgraded in place.
+mod store_upgrade;

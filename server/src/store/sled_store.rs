@@ -953,3 +953,31 @@ fn tx_error(e: TransactionError<StoreError>) -> StoreError {
         TransactionError::Storage(e) => backend(e),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::domain::event::EventKind;
+
+    /// Before events had classes, every event was in `events`: an old
+    /// admin action is kept by age once trimmed, old noise goes by count.
+    #[tokio::test]
+    async fn legacy_audit_events_move_to_the_audit_tree_instead_of_being_trimmed() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = SledStore::open(dir.path()).expect("opens");
+        let old = [(1u64, EventKind::UserCreated), (2, EventKind::LoginFailed), (3, EventKind::LoginFailed)];
+        for (sequence, kind) in old {
+            let mut event = EventRecord::new(kind).detail(format!("e{sequence}"));
+            event.sequence = sequence;
+            store.events.insert(sequence.to_be_bytes(), encode_plain(&event).expect("encode")).expect("insert");
+        }
+        store.trim_events(1, Timestamp::now().minus(Duration::from_secs(3600))).await.expect("trim");
+        let kept: Vec<String> =
+            store.events_after(0, 10).await.expect("replay").into_iter().map(|e| e.detail).collect();
+        assert_eq!(kept, ["e1", "e3"]);
+        assert!(store.audit_events.contains_key(1u64.to_be_bytes()).expect("read"), "moved to the audit tree");
+        assert_eq!(store.latest_event_sequence().await.expect("latest"), 3);
+    }
+}
