@@ -84,9 +84,15 @@ pub struct ConfigLayer {
     /// Log format [default: text].
     #[arg(long, env = "SIGIL_LOG_FORMAT", value_enum)]
     pub log_format: Option<LogFormat>,
-    /// Audit events kept for replay by WatchEvents [default: 10000].
+    /// Routine events (logins, refreshes, expiries, failed logins) kept for replay by
+    /// WatchEvents [default: 10000].
     #[arg(long, env = "SIGIL_EVENT_RETENTION")]
     pub event_retention: Option<usize>,
+    /// How long admin and security events (users, roles, keys, revocations) are kept,
+    /// however many routine events come after [default: 3months, about 91 days].
+    #[arg(long, env = "SIGIL_AUDIT_RETENTION", value_parser = parse_duration)]
+    #[serde(default, deserialize_with = "duration_text")]
+    pub audit_retention: Option<Duration>,
     /// How long ended sessions and tokens stay listed before they are purged [default: 7days].
     #[arg(long, env = "SIGIL_RECORD_RETENTION", value_parser = parse_duration)]
     #[serde(default, deserialize_with = "duration_text")]
@@ -168,8 +174,11 @@ pub struct Config {
     pub tls_client_ca: Option<PathBuf>,
     /// Log format.
     pub log_format: LogFormat,
-    /// Audit events kept.
+    /// Routine events kept.
     pub event_retention: usize,
+    /// How long audit events are kept.
+    #[serde(serialize_with = "duration_to_text")]
+    pub audit_retention: Duration,
     /// Retention of ended records.
     #[serde(serialize_with = "duration_to_text")]
     pub record_retention: Duration,
@@ -210,6 +219,7 @@ impl Default for Config {
             tls_client_ca: None,
             log_format: LogFormat::Text,
             event_retention: identity.event_retention,
+            audit_retention: identity.audit_retention,
             record_retention: identity.record_retention,
             sweep_interval: Duration::from_secs(30),
             lockout_threshold: identity.lockout.threshold,
@@ -279,6 +289,7 @@ impl Config {
             tls_client_ca: layer.tls_client_ca.or(self.tls_client_ca),
             log_format: layer.log_format.unwrap_or(self.log_format),
             event_retention: layer.event_retention.unwrap_or(self.event_retention),
+            audit_retention: layer.audit_retention.unwrap_or(self.audit_retention),
             record_retention: layer.record_retention.unwrap_or(self.record_retention),
             sweep_interval: layer.sweep_interval.unwrap_or(self.sweep_interval),
             lockout_threshold: layer.lockout_threshold.unwrap_or(self.lockout_threshold),
@@ -295,6 +306,9 @@ impl Config {
         }
         if self.session_ttl < self.access_token_ttl {
             return Err(ConfigError::OutOfRange("session_ttl must be at least access_token_ttl".into()));
+        }
+        if self.audit_retention < Duration::from_secs(60) {
+            return Err(ConfigError::OutOfRange("audit_retention must be at least 1m".into()));
         }
         if self.sweep_interval < Duration::from_millis(100) {
             return Err(ConfigError::OutOfRange("sweep_interval must be at least 100ms".into()));
@@ -326,6 +340,7 @@ impl Config {
             session_ttl: self.session_ttl,
             leeway: self.leeway,
             event_retention: self.event_retention,
+            audit_retention: self.audit_retention,
             record_retention: self.record_retention,
             lockout: crate::domain::lockout::LockoutPolicy {
                 threshold: self.lockout_threshold,
@@ -456,6 +471,17 @@ mod tests {
             assert!(!config.to_toml().contains("s3cret") && !format!("{config:?}").contains("s3cret"));
         }
         assert!(DatabaseUrl::parse("postgres://[").is_err());
+    }
+
+    #[test]
+    fn audit_retention_is_read_and_has_a_floor() {
+        let file = file_with("audit_retention = \"30days\"\n");
+        let config = Config::load(Some(file.path()), ConfigLayer::default()).expect("config");
+        assert_eq!(config.identity_settings().audit_retention, Duration::from_secs(30 * 24 * 3600));
+        assert!(Config::default().to_toml().contains("audit_retention = \"3months\""));
+        let flags = ConfigLayer { audit_retention: Some(Duration::from_secs(5)), ..ConfigLayer::default() };
+        let error = Config::load(None, flags).expect_err("too short");
+        assert!(error.to_string().contains("audit_retention"), "{error}");
     }
 
     #[test]

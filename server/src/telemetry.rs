@@ -2,15 +2,22 @@
 //! series are named `sigil_*`. Counters and histograms are recorded where
 //! things happen (the gRPC layer, the group commit); gauges are read from
 //! the domain core when the page is scraped.
+//!
+//! A caller's bytes never become a label: every label value is one of a
+//! closed set fixed by the code (`&'static str`, see [`LabelValue`]), so no
+//! request can add a series, and values are escaped on the way out all the
+//! same. The method label is a method this server serves, read once from the
+//! descriptor sets of its services, or `unknown` for any other path.
 
 use std::{
+    collections::BTreeSet,
     sync::LazyLock,
     task::{Context, Poll},
     time::{Duration, Instant},
 };
 
 use prometheus_client::{
-    encoding::EncodeLabelSet,
+    encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder},
     metrics::{
         counter::Counter,
         family::Family,
@@ -19,30 +26,121 @@ use prometheus_client::{
     },
     registry::Registry,
 };
+use prost::Message as _;
 
 use crate::domain::Identity;
+
+/// A label value from a closed set the code fixes; escaped when encoded
+/// (`prometheus-client` writes label values verbatim).
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub struct LabelValue(&'static str);
+
+impl EncodeLabelValue for LabelValue {
+    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> Result<(), std::fmt::Error> {
+        write_escaped(encoder, self.0)
+    }
+}
+
+/// Writes `value` as the exposition format wants a label value: `\`, `"`
+/// and newline escaped.
+fn write_escaped(out: &mut impl std::fmt::Write, value: &str) -> std::fmt::Result {
+    let mut rest = value;
+    while let Some(at) = rest.find(['\\', '"', '\n']) {
+        out.write_str(&rest[..at])?;
+        out.write_str(match rest.as_bytes()[at] {
+            b'\\' => "\\\\",
+            b'"' => "\\\"",
+            _ => "\\n",
+        })?;
+        rest = &rest[at + 1..];
+    }
+    out.write_str(rest)
+}
+
+/// The method label of any path the server does not serve.
+pub const UNKNOWN_METHOD: &str = "unknown";
+
+/// Every `/package.Service/Method` this server serves: Sigil's services,
+/// health, and reflection (v1 and v1alpha), read from their descriptor sets.
+static KNOWN_METHODS: LazyLock<BTreeSet<String>> = LazyLock::new(|| {
+    let sets = [
+        sigil_proto::FILE_DESCRIPTOR_SET,
+        tonic_health::pb::FILE_DESCRIPTOR_SET,
+        tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
+        tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
+    ];
+    let mut methods = BTreeSet::new();
+    for bytes in sets {
+        // The sets are compiled in; one that does not decode is a build
+        // defect, which the unit test below catches.
+        let Ok(set) = prost_types::FileDescriptorSet::decode(bytes) else { continue };
+        for file in set.file {
+            let package = file.package.unwrap_or_default();
+            for service in file.service {
+                let service_name = service.name.unwrap_or_default();
+                for method in service.method {
+                    let name = method.name.unwrap_or_default();
+                    let qualified =
+                        if package.is_empty() { service_name.clone() } else { format!("{package}.{service_name}") };
+                    methods.insert(format!("/{qualified}/{name}"));
+                }
+            }
+        }
+    }
+    methods
+});
+
+/// The method label of a request path: the path itself when the server
+/// serves that method, else [`UNKNOWN_METHOD`].
+pub fn method_label(path: &str) -> LabelValue {
+    LabelValue(KNOWN_METHODS.get(path).map_or(UNKNOWN_METHOD, String::as_str))
+}
+
+/// The label of a gRPC status code (its name, as `tonic::Code`'s `Debug`).
+fn code_label(code: tonic::Code) -> LabelValue {
+    use tonic::Code;
+    LabelValue(match code {
+        Code::Ok => "Ok",
+        Code::Cancelled => "Cancelled",
+        Code::Unknown => "Unknown",
+        Code::InvalidArgument => "InvalidArgument",
+        Code::DeadlineExceeded => "DeadlineExceeded",
+        Code::NotFound => "NotFound",
+        Code::AlreadyExists => "AlreadyExists",
+        Code::PermissionDenied => "PermissionDenied",
+        Code::ResourceExhausted => "ResourceExhausted",
+        Code::FailedPrecondition => "FailedPrecondition",
+        Code::Aborted => "Aborted",
+        Code::OutOfRange => "OutOfRange",
+        Code::Unimplemented => "Unimplemented",
+        Code::Internal => "Internal",
+        Code::Unavailable => "Unavailable",
+        Code::DataLoss => "DataLoss",
+        Code::Unauthenticated => "Unauthenticated",
+    })
+}
 
 /// Labels of a gRPC call.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RpcLabels {
-    /// `/package.Service/Method`.
-    pub method: String,
-    /// gRPC status code name, e.g. `OK`, `UNAUTHENTICATED`.
-    pub code: String,
+    /// `/package.Service/Method` of a served method, or `unknown`.
+    pub method: LabelValue,
+    /// gRPC status code name, e.g. `Ok`, `Unauthenticated`.
+    pub code: LabelValue,
 }
 
 /// Labels of a latency histogram.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct MethodLabels {
-    /// `/package.Service/Method`.
-    pub method: String,
+    /// `/package.Service/Method` of a served method, or `unknown`.
+    pub method: LabelValue,
 }
 
 /// Labels of an outcome counter.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OutcomeLabels {
     /// What happened, e.g. `valid`, `expired`, `session_revoked`.
-    pub outcome: String,
+    pub outcome: LabelValue,
 }
 
 /// Every Sigil metric.
@@ -116,9 +214,10 @@ impl Metrics {
         }
     }
 
-    /// Counts one outcome of a family.
-    pub fn count(family: &Family<OutcomeLabels, Counter>, outcome: &str) {
-        family.get_or_create(&OutcomeLabels { outcome: outcome.to_string() }).inc();
+    /// Counts one outcome of a family. Outcomes are names the code fixes
+    /// (`'static`), never text from a request.
+    pub fn count(family: &Family<OutcomeLabels, Counter>, outcome: &'static str) {
+        family.get_or_create(&OutcomeLabels { outcome: LabelValue(outcome) }).inc();
     }
 
     /// The exposition text, with the gauges read from `identity` now.
@@ -169,7 +268,7 @@ where
     }
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        let method = request.uri().path().to_string();
+        let method = method_label(request.uri().path());
         let started = Instant::now();
         let response = self.inner.call(request);
         Box::pin(async move {
@@ -184,7 +283,7 @@ where
                 .and_then(|v| v.parse::<i32>().ok())
                 .map(tonic::Code::from_i32)
                 .unwrap_or(tonic::Code::Ok);
-            record(&method, code, started.elapsed());
+            record(method, code, started.elapsed());
             Ok(response)
         })
     }
@@ -192,11 +291,13 @@ where
 
 /// The span of one gRPC call: method and peer now, status when it ends.
 /// Its events are at debug level (`SIGIL_LOG=debug`), since a line per call
-/// at tens of thousands of calls per second is no log but a flood.
+/// at tens of thousands of calls per second is no log but a flood. The
+/// method is the metric's label (a served method or `unknown`): the raw
+/// path is a caller's bytes and would reach the log unescaped.
 pub fn rpc_span(request: &http::Request<()>) -> tracing::Span {
     let span = tracing::debug_span!(
         "rpc",
-        method = %request.uri().path(),
+        method = method_label(request.uri().path()).0,
         peer = tracing::field::Empty,
         status = tracing::field::Empty
     );
@@ -211,11 +312,38 @@ pub fn rpc_span(request: &http::Request<()>) -> tracing::Span {
     span
 }
 
-fn record(method: &str, code: tonic::Code, elapsed: Duration) {
+fn record(method: LabelValue, code: tonic::Code, elapsed: Duration) {
     let span = tracing::Span::current();
     span.record("status", tracing::field::debug(code));
     tracing::debug!(elapsed_us = elapsed.as_micros() as u64, "rpc finished");
-    let code = format!("{code:?}");
-    METRICS.rpcs.get_or_create(&RpcLabels { method: method.to_string(), code }).inc();
-    METRICS.rpc_seconds.get_or_create(&MethodLabels { method: method.to_string() }).observe(elapsed.as_secs_f64());
+    METRICS.rpcs.get_or_create(&RpcLabels { method, code: code_label(code) }).inc();
+    METRICS.rpc_seconds.get_or_create(&MethodLabels { method }).observe(elapsed.as_secs_f64());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_served_service_is_known_and_nothing_else() {
+        for method in [
+            "/sigil.v1.IdentityService/Validate",
+            "/sigil.v1.AdminService/WatchEvents",
+            "/grpc.health.v1.Health/Check",
+            "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+            "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+        ] {
+            assert_eq!(method_label(method).0, method);
+        }
+        for path in ["/", "/sigil.v1.IdentityService/Validate/", "/sigil.v1.IdentityService/validate", "/x\\y"] {
+            assert_eq!(method_label(path).0, UNKNOWN_METHOD, "{path:?}");
+        }
+    }
+
+    #[test]
+    fn label_values_are_escaped() {
+        let mut out = String::new();
+        write_escaped(&mut out, "a\\b\"c\nd").expect("write");
+        assert_eq!(out, r#"a\\b\"c\nd"#);
+    }
 }

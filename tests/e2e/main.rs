@@ -34,3 +34,11 @@ mod crash;
 mod cluster;
 // The store conformance suite against every engine.
 mod store_suite;
+// Revocations outlive a lowered access-token TTL across restarts.
+mod revocation_bound;
+// Callers' bytes never become metric labels or series.
+mod metrics_labels;
+// The audit trail under a flood of failed logins.
+mod audit_retention;
+// A PostgreSQL database of the previous schema, upgraded in place.
+mod store_upgrade;

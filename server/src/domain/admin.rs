@@ -11,7 +11,7 @@ use super::{
     session::{SessionRecord, TokenRecord},
     user::{UserRecord, check_role, normalize_username},
 };
-use crate::store::{RevocationCause, RevokeOutcome, SessionQuery, StoreError, TokenQuery};
+use crate::store::{RevokeOutcome, SessionQuery, StoreError, TokenQuery};
 
 /// A user with its active-session count, as listings show it.
 #[derive(Debug, Clone)]
@@ -135,7 +135,11 @@ impl Identity {
                     .detail(format!("roles: {}", user.roles.join(","))),
             );
         }
-        let mut revocation = roles_changed.then_some((RevocationTarget::UserNotBefore(id), now));
+        let not_before = |at| {
+            let target = RevocationTarget::UserNotBefore(id);
+            (target, self.revocation_cause_of(&target, at, "roles changed"))
+        };
+        let mut revocation = roles_changed.then(|| not_before(now));
         if let Some(disabled) = changes.disabled
             && disabled != user.disabled
         {
@@ -145,7 +149,8 @@ impl Identity {
             } else {
                 (RevocationTarget::UserEnabled(id), EventKind::UserEnabled)
             };
-            revocation = Some((target, now));
+            let cause = self.revocation_cause_of(&target, now, if disabled { "user disabled" } else { "user enabled" });
+            revocation = Some((target, cause));
             events.push(EventRecord::new(kind).actor(actor).user(user.id, &user.username));
         }
         user.updated_at = now;
@@ -158,8 +163,7 @@ impl Identity {
             // misses it. It started before this point, though: a second
             // bound taken after the commit catches it.
             let after_commit = Timestamp::now().plus(std::time::Duration::from_millis(1));
-            let bound = Some((RevocationTarget::UserNotBefore(id), after_commit));
-            if let Some(entry) = self.store.update_user(&user, bound).await? {
+            if let Some(entry) = self.store.update_user(&user, Some(not_before(after_commit))).await? {
                 self.apply_revocations(std::slice::from_ref(&entry));
             }
         }
@@ -197,7 +201,7 @@ impl Identity {
     }
 
     async fn end_sessions_of(&self, actor: Option<UserId>, id: UserId, reason: &str) -> Result<u32, DomainError> {
-        let cause = RevocationCause { at: Timestamp::now(), reason: reason.to_string() };
+        let cause = self.revocation_cause(Timestamp::now(), reason);
         let outcome: RevokeOutcome = self.store.revoke_user_sessions(id, &cause).await?;
         self.apply(&outcome);
         self.publish_revocations(&outcome, actor, reason).await;

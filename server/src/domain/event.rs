@@ -1,6 +1,16 @@
 //! The audit trail: what happened, who did it, to whom. Events are stored
-//! (the last N are kept, so watchers can resume after a restart) and
-//! broadcast to live watchers by [`EventHub`].
+//! (so watchers can resume after a restart) and broadcast to live watchers
+//! by [`EventHub`].
+//!
+//! Retention depends on the event's [`EventClass`]: admin and security
+//! events (users, roles, keys, revocations) are kept for a configured time
+//! (`audit_retention`), whatever else happens; the high-volume rest (logins,
+//! refreshes, expiries, failed logins) is bounded by count
+//! (`event_retention`). Failed logins, which any stranger can send, are
+//! also aggregated (see `repeats`), so that a flood neither reaches the
+//! audit share nor fills the counted one quickly.
+
+mod repeats;
 
 use std::sync::{
     Arc,
@@ -14,7 +24,7 @@ use super::{DomainError, SessionId, Timestamp, TokenId, UserId};
 use crate::store::Store;
 
 /// What happened. Mirrors `sigil.v1.EventKind`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum EventKind {
     /// A login opened a session.
@@ -49,6 +59,49 @@ pub enum EventKind {
     RefreshReused,
     /// Too many failed logins locked an account.
     AccountLocked,
+}
+
+/// How an event is retained.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum EventClass {
+    /// An admin or security action: kept for the audit retention period,
+    /// never pushed out by volume.
+    Audit,
+    /// Routine or stranger-triggered: the newest `event_retention` are kept.
+    Noise,
+}
+
+impl EventKind {
+    /// How events of this kind are retained.
+    pub fn class(self) -> EventClass {
+        match self {
+            Self::SessionRevoked
+            | Self::TokenRevoked
+            | Self::UserCreated
+            | Self::UserUpdated
+            | Self::UserDisabled
+            | Self::UserEnabled
+            | Self::UserDeleted
+            | Self::KeyRotated
+            | Self::KeyRetired
+            | Self::RefreshReused => EventClass::Audit,
+            // Anyone can cause failed logins and locks (for made-up names
+            // too), so they must not grow the time-kept share; a login, a
+            // refresh, an expiry or an issued token is routine volume.
+            Self::SessionCreated
+            | Self::SessionRefreshed
+            | Self::SessionExpired
+            | Self::TokenIssued
+            | Self::LoginFailed
+            | Self::AccountLocked => EventClass::Noise,
+        }
+    }
+
+    /// Whether repeats of this kind are aggregated (a stranger can send
+    /// them at will).
+    pub fn is_aggregated(self) -> bool {
+        matches!(self, Self::LoginFailed | Self::AccountLocked)
+    }
 }
 
 /// One audit event.
@@ -136,26 +189,42 @@ pub struct EventHub {
     /// Serializes "assign sequence, store, broadcast" (local store) or
     /// "read, broadcast" (`follow`) so that watchers see events in order.
     order: Mutex<()>,
+    /// How many noise events are kept.
     retained: usize,
+    /// Repeated failed logins, counted instead of stored one by one.
+    repeats: repeats::RepeatFilter,
     /// For a shared store: the last sequence broadcast.
     followed_through: Option<AtomicU64>,
 }
 
 impl EventHub {
-    /// A hub keeping the last `retained` events, buffering `backlog` events
-    /// per live watcher before it counts as lagging.
+    /// A hub keeping the last `retained` noise events, buffering `backlog`
+    /// events per live watcher before it counts as lagging.
     pub async fn open(store: Arc<dyn Store>, retained: usize, backlog: usize) -> Result<Self, DomainError> {
         let (live, _) = broadcast::channel(backlog.max(16));
         let followed_through = match store.changes() {
             Some(_) => Some(AtomicU64::new(store.latest_event_sequence().await?)),
             None => None,
         };
-        Ok(Self { store, live, order: Mutex::new(()), retained: retained.max(1), followed_through })
+        Ok(Self {
+            store,
+            live,
+            order: Mutex::new(()),
+            retained: retained.max(1),
+            repeats: repeats::RepeatFilter::new(),
+            followed_through,
+        })
     }
 
-    /// Records and broadcasts events. A failure to record is logged, not
-    /// returned: the operation the event describes has already committed.
+    /// Records and broadcasts events (repeated failed logins aggregated). A
+    /// failure to record is logged, not returned: the operation the event
+    /// describes has already committed.
     pub async fn publish(&self, events: Vec<EventRecord>) {
+        let events = self.repeats.admit(events, Timestamp::now());
+        self.store_and_broadcast(events).await;
+    }
+
+    async fn store_and_broadcast(&self, events: Vec<EventRecord>) {
         if events.is_empty() {
             return;
         }
@@ -217,9 +286,16 @@ impl EventHub {
         Ok(self.store.events_after(after, limit).await?)
     }
 
-    /// Drops all but the last `retained` stored events.
-    pub async fn trim(&self) -> Result<usize, DomainError> {
-        Ok(self.store.trim_events(self.retained).await?)
+    /// Publishes the summaries of an aggregation window that has ended.
+    pub async fn flush_repeats(&self) {
+        let summaries = self.repeats.flush(Timestamp::now());
+        self.store_and_broadcast(summaries).await;
+    }
+
+    /// Drops audit events older than `audit_retention` and all but the last
+    /// `retained` noise events.
+    pub async fn trim(&self, audit_retention: std::time::Duration) -> Result<usize, DomainError> {
+        Ok(self.store.trim_events(self.retained, Timestamp::now().minus(audit_retention)).await?)
     }
 
     /// Number of live watchers.

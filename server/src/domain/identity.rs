@@ -24,7 +24,7 @@ use super::{
     token::{self, AccessClaims, TokenVerifier, ValidationFailure, VerifiedToken},
     user::{ADMIN_ROLE, UserRecord, normalize_username},
 };
-use crate::store::{RevocationCause, RevokeOutcome, RotateOutcome, Rotation, Store};
+use crate::store::{RevokeOutcome, RotateOutcome, Rotation, Store};
 
 /// Tunables of the identity service.
 #[derive(Clone, Debug)]
@@ -45,8 +45,10 @@ pub struct IdentitySettings {
     pub hashing_parallelism: usize,
     /// Password hashes allowed to wait; beyond, logins are refused at once.
     pub hashing_queue: usize,
-    /// How many audit events are kept for replay.
+    /// How many routine (noise-class) events are kept for replay.
     pub event_retention: usize,
+    /// How long admin and security (audit-class) events are kept.
+    pub audit_retention: Duration,
     /// How long ended sessions and tokens are kept before they are purged.
     pub record_retention: Duration,
     /// When failed logins lock an account.
@@ -70,6 +72,9 @@ impl Default for IdentitySettings {
             hashing_parallelism: std::thread::available_parallelism().map(usize::from).unwrap_or(2),
             hashing_queue: 64,
             event_retention: 10_000,
+            // "3months" (humantime's month is 30.44 days), so that
+            // --print-config shows it as such.
+            audit_retention: Duration::from_secs(3 * 2_630_016),
             record_retention: Duration::from_secs(7 * 24 * 3600),
             lockout: LockoutPolicy::default(),
             address_lockout: LockoutPolicy { threshold: 0, ..LockoutPolicy::default() },
@@ -173,9 +178,9 @@ impl Identity {
         }
         let keys = KeyRing::from_records(&records)?;
         let revocations = RevocationIndex::new(settings.access_token_ttl + settings.leeway);
-        let since = Timestamp::now().minus(revocations.retention());
         let mut applied_through = 0;
-        for entry in store.revocations_since(since).await? {
+        // Every entry still within its stored bound, whatever today's TTL.
+        for entry in store.revocations_live(Timestamp::now()).await? {
             revocations.apply(&entry);
             applied_through = entry.sequence;
         }
@@ -532,7 +537,7 @@ impl Identity {
             }
             RotateOutcome::Reused => {
                 tracing::warn!(session_id = %session.id, "refresh token reused; revoking the session");
-                let cause = RevocationCause { at: now, reason: "refresh token reuse detected".into() };
+                let cause = self.revocation_cause(now, "refresh token reuse detected");
                 if let Some(outcome) = self.store.revoke_session(session.id, &cause).await? {
                     self.apply(&outcome);
                     let reused =
@@ -557,7 +562,7 @@ impl Identity {
         if reason.len() > MAX_REASON_BYTES {
             return Err(DomainError::invalid(format!("reason is longer than {MAX_REASON_BYTES} bytes")));
         }
-        let cause = RevocationCause { at: Timestamp::now(), reason: reason.to_string() };
+        let cause = self.revocation_cause(Timestamp::now(), reason);
         let mut outcome = RevokeOutcome::default();
         match target {
             RevokeTarget::AccessToken(token) => {

@@ -2,7 +2,9 @@
 //! expire sessions and tokens that reached their expiry (with events), purge
 //! ended records after the retention period, drop revocations no live token
 //! can be affected by, retire signing keys whose last token has expired,
-//! trim the event log, and write last-seen times to the store.
+//! publish the summaries of repeated failed logins, trim the event log
+//! (audit events by age, the rest by count), and write last-seen times to
+//! the store.
 
 use super::{
     DomainError, Identity, Timestamp,
@@ -67,8 +69,9 @@ impl Identity {
             }
         }
 
+        // Both by the bound stored with each entry, never by today's TTL.
         report.purged_revocations = self.revocations.purge(now);
-        self.store.purge_revocations(now.minus(self.revocations.retention())).await?;
+        self.store.purge_revocations(now).await?;
 
         // A key superseded more than one access-token lifetime (plus leeway)
         // ago signed nothing that can still be live.
@@ -88,7 +91,8 @@ impl Identity {
             self.install_keys(&records)?;
         }
 
-        self.events.trim().await?;
+        self.events.flush_repeats().await;
+        self.events.trim(self.settings.audit_retention).await?;
         Ok(report)
     }
 

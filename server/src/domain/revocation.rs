@@ -2,17 +2,21 @@
 //!
 //! A revoked access token only matters until its `exp`, so an entry is kept
 //! only while a token issued before the revocation could still be live:
-//! `revoked_at + access-token TTL + leeway`. Memory grows with recent
-//! revocations, not with the number of sessions, and `Validate` never
-//! touches the store. The index is rebuilt from the store's revocation log
-//! at start.
+//! `revoked_at + access-token TTL + leeway`, with the TTL and leeway in
+//! force when the revocation was made. That bound is decided once, here,
+//! and stored with the entry ([`RevocationEntry::expires_at`]): a restart
+//! with a shorter TTL must not forget a revocation whose tokens were minted
+//! under the longer one. Memory grows with recent revocations, not with the
+//! number of sessions, and `Validate` never touches the store. The index is
+//! rebuilt at start from every log entry whose bound is still ahead.
 
 use std::time::Duration;
 
 use dashmap::DashMap;
 use serde::{Deserialize, Serialize};
 
-use super::{SessionId, Timestamp, TokenId, UserId, token::ValidationFailure, token::VerifiedToken};
+use super::{Identity, SessionId, Timestamp, TokenId, UserId, token::ValidationFailure, token::VerifiedToken};
+use crate::store::RevocationCause;
 
 /// What a revocation log entry applies to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -35,6 +39,7 @@ pub enum RevocationTarget {
 
 /// One durable revocation, in the order the store committed it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "StoredRevocationEntry")]
 pub struct RevocationEntry {
     /// Position in the store's revocation log (increasing).
     pub sequence: u64,
@@ -42,6 +47,38 @@ pub struct RevocationEntry {
     pub target: RevocationTarget,
     /// When.
     pub at: Timestamp,
+    /// Until when it matters: no token it covers can be accepted after
+    /// this. Decided when the revocation is made (see
+    /// [`RevocationIndex::expiry_of`]), whatever the configuration says later.
+    pub expires_at: Timestamp,
+}
+
+/// How long an entry written before entries carried their bound is kept.
+///
+/// Such an entry cannot know the TTL that minted the tokens it covers, and
+/// the store cannot know today's configuration either. 30 days is the
+/// default session lifetime, and no access token outlives its session, so
+/// under default session settings this covers every token an old entry can
+/// concern, whatever access-token TTL was in force (the old rule kept
+/// entries for the TTL, at most the session lifetime). The cost is a one-time
+/// one: the pre-upgrade entries stay in memory for a month.
+pub const LEGACY_ENTRY_LIFETIME: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// A log entry as stored, with or without its bound.
+#[derive(Deserialize)]
+struct StoredRevocationEntry {
+    sequence: u64,
+    target: RevocationTarget,
+    at: Timestamp,
+    #[serde(default)]
+    expires_at: Option<Timestamp>,
+}
+
+impl From<StoredRevocationEntry> for RevocationEntry {
+    fn from(stored: StoredRevocationEntry) -> Self {
+        let expires_at = stored.expires_at.unwrap_or_else(|| stored.at.plus(LEGACY_ENTRY_LIFETIME));
+        Self { sequence: stored.sequence, target: stored.target, at: stored.at, expires_at }
+    }
 }
 
 /// Recent revocations, each kept until the tokens it could affect expire.
@@ -55,8 +92,8 @@ pub struct RevocationIndex {
 }
 
 impl RevocationIndex {
-    /// An empty index keeping entries for `retention` (the access-token TTL
-    /// plus the clock leeway).
+    /// An empty index whose new revocations matter for `retention` (the
+    /// access-token TTL plus the clock leeway in force).
     pub fn new(retention: Duration) -> Self {
         Self {
             tokens: DashMap::new(),
@@ -67,14 +104,38 @@ impl RevocationIndex {
         }
     }
 
-    /// How far back the store's log must be replayed to rebuild the index.
+    /// How long a revocation made now matters.
     pub fn retention(&self) -> Duration {
         self.retention
     }
 
-    /// Applies one committed revocation.
+    /// The bound of a revocation of any target made at `at`: every token it
+    /// covers was issued before `at` with the TTL in force, so none is
+    /// accepted after `at + TTL + leeway`.
+    pub fn expiry(&self, at: Timestamp) -> Timestamp {
+        at.plus(self.retention)
+    }
+
+    /// The bound to store with a revocation of `target` made at `at`:
+    /// [`RevocationIndex::expiry`], except that re-enabling a user must
+    /// outlive the disabling it cancels, or a rebuild after the enabling
+    /// entry went would find the user disabled again.
+    pub fn expiry_of(&self, target: &RevocationTarget, at: Timestamp) -> Timestamp {
+        let bound = self.expiry(at);
+        match target {
+            RevocationTarget::UserEnabled(id) => self.disabled_users.get(id).map_or(bound, |d| bound.max(*d)),
+            _ => bound,
+        }
+    }
+
+    /// Applies one committed revocation, kept until its stored bound.
     pub fn apply(&self, entry: &RevocationEntry) {
-        let keep_until = entry.at.plus(self.retention);
+        let keep_until = entry.expires_at;
+        // An entry past its bound covers no token any more (a catch-up can
+        // read such entries back); re-enabling is applied all the same.
+        if keep_until <= Timestamp::now() && !matches!(entry.target, RevocationTarget::UserEnabled(_)) {
+            return;
+        }
         match entry.target {
             RevocationTarget::Token(id) => {
                 self.tokens.insert(id, keep_until);
@@ -137,6 +198,24 @@ impl RevocationIndex {
     }
 }
 
+impl Identity {
+    /// The cause of a revocation of sessions and tokens made at `at`, with
+    /// the bound its log entries are stored with.
+    pub(super) fn revocation_cause(&self, at: Timestamp, reason: &str) -> RevocationCause {
+        RevocationCause { at, expires_at: self.revocations.expiry(at), reason: reason.to_string() }
+    }
+
+    /// The cause of a revocation of `target` made at `at`, with its bound.
+    pub(super) fn revocation_cause_of(
+        &self,
+        target: &RevocationTarget,
+        at: Timestamp,
+        reason: &str,
+    ) -> RevocationCause {
+        RevocationCause { at, expires_at: self.revocations.expiry_of(target, at), reason: reason.to_string() }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -167,13 +246,14 @@ mod tests {
         assert_eq!(index.check(&victim), None);
 
         let at = Timestamp::now();
-        index.apply(&RevocationEntry { sequence: 1, target: RevocationTarget::Token(tok), at });
+        let entry = |sequence, target| RevocationEntry { sequence, target, at, expires_at: index.expiry(at) };
+        index.apply(&entry(1, RevocationTarget::Token(tok)));
         assert_eq!(index.check(&victim), Some(ValidationFailure::TokenRevoked));
-        index.apply(&RevocationEntry { sequence: 2, target: RevocationTarget::Session(session), at });
+        index.apply(&entry(2, RevocationTarget::Session(session)));
         assert_eq!(index.check(&victim), Some(ValidationFailure::SessionRevoked));
-        index.apply(&RevocationEntry { sequence: 3, target: RevocationTarget::UserDisabled(user), at });
+        index.apply(&entry(3, RevocationTarget::UserDisabled(user)));
         assert_eq!(index.check(&victim), Some(ValidationFailure::UserDisabled));
-        index.apply(&RevocationEntry { sequence: 4, target: RevocationTarget::UserEnabled(user), at });
+        index.apply(&entry(4, RevocationTarget::UserEnabled(user)));
         assert_eq!(index.check(&victim), Some(ValidationFailure::SessionRevoked));
         assert_eq!(index.check(&bystander), None);
     }
@@ -188,16 +268,14 @@ mod tests {
         std::thread::sleep(Duration::from_millis(3));
         let newer = token(user, SessionId::generate(), TokenId::generate());
         let someone_else = token(UserId::generate(), SessionId::generate(), TokenId::generate());
-        index.apply(&RevocationEntry { sequence: 1, target: RevocationTarget::UserNotBefore(user), at });
+        let target = RevocationTarget::UserNotBefore(user);
+        index.apply(&RevocationEntry { sequence: 1, target, at, expires_at: index.expiry(at) });
         assert_eq!(index.check(&older), Some(ValidationFailure::TokenRevoked));
         assert_eq!(index.check(&newer), None);
         assert_eq!(index.check(&someone_else), None);
         // An older bound replayed later does not lower it.
-        index.apply(&RevocationEntry {
-            sequence: 0,
-            target: RevocationTarget::UserNotBefore(user),
-            at: at.minus(Duration::from_secs(60)),
-        });
+        let earlier = at.minus(Duration::from_secs(60));
+        index.apply(&RevocationEntry { sequence: 0, target, at: earlier, expires_at: index.expiry(earlier) });
         assert_eq!(index.check(&older), Some(ValidationFailure::TokenRevoked));
     }
 
@@ -205,9 +283,50 @@ mod tests {
     fn entries_are_purged_once_no_affected_token_can_be_live() {
         let index = RevocationIndex::new(Duration::from_secs(60));
         let at = Timestamp::now();
-        index.apply(&RevocationEntry { sequence: 1, target: RevocationTarget::Token(TokenId::generate()), at });
+        let target = RevocationTarget::Token(TokenId::generate());
+        index.apply(&RevocationEntry { sequence: 1, target, at, expires_at: index.expiry(at) });
         assert_eq!(index.purge(at.plus(Duration::from_secs(59))), 0);
         assert_eq!(index.purge(at.plus(Duration::from_secs(61))), 1);
         assert!(index.is_empty());
+    }
+
+    #[test]
+    fn an_entry_is_kept_by_its_stored_bound_not_by_todays_ttl() {
+        // Made under a one-hour TTL, applied by an index whose TTL is a second.
+        let index = RevocationIndex::new(Duration::from_secs(1));
+        let at = Timestamp::now();
+        let target = RevocationTarget::Session(SessionId::generate());
+        index.apply(&RevocationEntry { sequence: 1, target, at, expires_at: at.plus(Duration::from_secs(3600)) });
+        assert_eq!(index.purge(at.plus(Duration::from_secs(60))), 0);
+        assert_eq!(index.purge(at.plus(Duration::from_secs(3601))), 1);
+    }
+
+    #[test]
+    fn re_enabling_outlives_the_disabling_it_cancels() {
+        let user = UserId::generate();
+        let at = Timestamp::now();
+        let long_ago = at.plus(Duration::from_secs(3600));
+        let index = RevocationIndex::new(Duration::from_secs(1));
+        let disabled =
+            RevocationEntry { sequence: 1, target: RevocationTarget::UserDisabled(user), at, expires_at: long_ago };
+        index.apply(&disabled);
+        assert_eq!(index.expiry_of(&RevocationTarget::UserEnabled(user), at), long_ago);
+        let other = RevocationTarget::UserEnabled(UserId::generate());
+        assert_eq!(index.expiry_of(&other, at), at.plus(Duration::from_secs(1)));
+    }
+
+    #[test]
+    fn entries_stored_without_a_bound_get_the_legacy_one() {
+        let at = Timestamp::from_millis(1_700_000_000_000);
+        let old = format!(
+            r#"{{"sequence":7,"target":{{"kind":"token","id":"{}"}},"at":{}}}"#,
+            TokenId::generate(),
+            at.as_millis()
+        );
+        let entry: RevocationEntry = serde_json::from_str(&old).expect("old entries decode");
+        assert_eq!(entry.expires_at, at.plus(LEGACY_ENTRY_LIFETIME));
+        let again: RevocationEntry =
+            serde_json::from_str(&serde_json::to_string(&entry).expect("encode")).expect("decode");
+        assert_eq!(again, entry, "a bound, once stored, is read back as stored");
     }
 }

@@ -30,7 +30,9 @@ pub async fn run_all(store: Arc<dyn Store>) {
     users_are_updated_listed_and_deleted(&*store).await;
     listings_page_by_cursor_and_filter(&*store).await;
     expiry_and_purge_walk_the_time_indexes(&*store).await;
+    revocations_live_and_go_by_their_stored_bound(&*store).await;
     events_are_kept_in_order_and_trimmed(&*store).await;
+    audit_events_outlive_any_amount_of_noise(&*store).await;
     login_failure_counters_are_kept_and_cleared(store.clone()).await;
 }
 
@@ -94,7 +96,8 @@ async fn open_session(store: &dyn Store, user: &UserRecord) -> Fixture {
 }
 
 fn cause(reason: &str) -> RevocationCause {
-    RevocationCause { at: Timestamp::now(), reason: reason.to_string() }
+    let at = Timestamp::now();
+    RevocationCause { at, expires_at: at.plus(Duration::from_secs(900)), reason: reason.to_string() }
 }
 
 /// Users are found by id and by name; a taken name is refused.
@@ -180,7 +183,7 @@ pub async fn revoking_a_session_counts_once_and_logs_it(store: &dyn Store) {
     assert_eq!(stored.revoke_reason.as_deref(), Some("test"));
     let access = store.token(f.access.id).await.expect("lookup").expect("token");
     assert_eq!(access.state, TokenState::Revoked);
-    let log = store.revocations_since(before.minus(std::time::Duration::from_secs(1))).await.expect("log");
+    let log = store.revocations_live(before).await.expect("log");
     assert!(log.iter().any(|e| e.target == RevocationTarget::Session(f.session.id)));
     assert!(store.revoke_session(SessionId::generate(), &cause("x")).await.expect("revoke").is_none());
     // A revoked session cannot be rotated.
@@ -286,7 +289,7 @@ pub async fn users_are_updated_listed_and_deleted(store: &dyn Store) {
     store.create_user(&b).await.expect("create");
     a.disabled = true;
     let entry = store
-        .update_user(&a, Some((RevocationTarget::UserDisabled(a.id), Timestamp::now())))
+        .update_user(&a, Some((RevocationTarget::UserDisabled(a.id), cause("disabled"))))
         .await
         .expect("update")
         .expect("log entry");
@@ -378,6 +381,56 @@ pub async fn expiry_and_purge_walk_the_time_indexes(store: &dyn Store) {
     assert!(store.refresh_record(f.refresh_hash).await.expect("lookup").is_none(), "look-up entry purged too");
 }
 
+/// A revocation-log entry keeps the bound it was written with: it is read
+/// back (for the index rebuild) while that bound is ahead, however old the
+/// entry, and purged only once the bound has passed, out of sequence order.
+pub async fn revocations_live_and_go_by_their_stored_bound(store: &dyn Store) {
+    let owner = user("conformance-revocation-bound");
+    store.create_user(&owner).await.expect("create user");
+    let now = Timestamp::now();
+    let with_bound = |hours: u64| RevocationCause {
+        at: now,
+        expires_at: now.plus(Duration::from_secs(hours * 3600)),
+        reason: "bound".into(),
+    };
+    let (long, short) = (open_session(store, &owner).await, open_session(store, &owner).await);
+    // The long-lived entry comes first: bounds need not follow sequences.
+    let long = store.revoke_session(long.session.id, &with_bound(10)).await.expect("revoke").expect("exists");
+    let short = store.revoke_session(short.session.id, &with_bound(1)).await.expect("revoke").expect("exists");
+    assert_eq!(long.entries[0].expires_at, now.plus(Duration::from_secs(36_000)), "the bound is the cause's");
+    let mut disabled = owner.clone();
+    disabled.disabled = true;
+    let user_entry = store
+        .update_user(&disabled, Some((RevocationTarget::UserDisabled(owner.id), with_bound(5))))
+        .await
+        .expect("update")
+        .expect("log entry");
+    assert_eq!(user_entry.expires_at, now.plus(Duration::from_secs(18_000)));
+
+    let ours = |entries: &[crate::domain::revocation::RevocationEntry]| {
+        let mut found: Vec<u64> = entries
+            .iter()
+            .filter(|e| {
+                [long.entries[0].sequence, short.entries[0].sequence, user_entry.sequence].contains(&e.sequence)
+            })
+            .map(|e| e.sequence)
+            .collect();
+        found.sort_unstable();
+        found
+    };
+    let two_hours_on = now.plus(Duration::from_secs(2 * 3600));
+    let live = store.revocations_live(two_hours_on).await.expect("live");
+    assert_eq!(ours(&live), vec![long.entries[0].sequence, user_entry.sequence], "past its bound, one is not live");
+    let read_back = live.iter().find(|e| e.sequence == long.entries[0].sequence).expect("read back");
+    assert_eq!(read_back, &long.entries[0], "read back as written, bound included");
+
+    store.purge_revocations(two_hours_on).await.expect("purge");
+    let left = store.revocations_after(0, 100_000).await.expect("log");
+    assert_eq!(ours(&left), vec![long.entries[0].sequence, user_entry.sequence], "only the passed bound is purged");
+    store.purge_revocations(now.plus(Duration::from_secs(11 * 3600))).await.expect("purge");
+    assert!(ours(&store.revocations_after(0, 100_000).await.expect("log")).is_empty(), "all bounds passed");
+}
+
 /// Events get increasing sequences from 1, replay after a sequence, and trim.
 pub async fn events_are_kept_in_order_and_trimmed(store: &dyn Store) {
     let stored = store
@@ -390,10 +443,49 @@ pub async fn events_are_kept_in_order_and_trimmed(store: &dyn Store) {
     let after = store.events_after(stored[1].sequence, 100).await.expect("replay");
     let details: Vec<&str> = after.iter().map(|e| e.detail.as_str()).collect();
     assert_eq!(details, ["e2", "e3", "e4"]);
-    store.trim_events(2).await.expect("trim");
+    store.trim_events(2, Timestamp::from_millis(0)).await.expect("trim");
     let kept = store.events_after(0, 100).await.expect("replay");
     let details: Vec<&str> = kept.iter().map(|e| e.detail.as_str()).collect();
     assert_eq!(details, ["e3", "e4"]);
+}
+
+/// Audit events (admin and security) are kept by age, never pushed out by
+/// any number of noise events; noise is kept by count; replay interleaves
+/// both in sequence order.
+pub async fn audit_events_outlive_any_amount_of_noise(store: &dyn Store) {
+    let noise = |i: usize| EventRecord::new(EventKind::LoginFailed).detail(format!("noise-{i}"));
+    let audit = |detail: &str| EventRecord::new(EventKind::UserCreated).detail(detail);
+    let mut old = audit("audit-old");
+    old.occurred_at = Timestamp::now().minus(Duration::from_secs(48 * 3600));
+    let mut batch = vec![old, noise(0)];
+    batch.push(audit("audit-1"));
+    batch.extend((1..40).map(noise));
+    batch.push(audit("audit-2"));
+    batch.extend((40..80).map(noise));
+    let stored = store.append_events(batch).await.expect("append");
+    let first = stored[0].sequence - 1;
+    assert_eq!(store.latest_event_sequence().await.expect("latest"), stored.last().expect("stored").sequence);
+    let replayed = store.events_after(first, 1000).await.expect("replay");
+    assert_eq!(replayed.len(), stored.len());
+    assert!(replayed.windows(2).all(|w| w[0].sequence < w[1].sequence), "one order across classes");
+    assert_eq!(replayed[2].detail, "audit-1", "in sequence order");
+    let limited = store.events_after(first, 3).await.expect("replay");
+    assert_eq!(limited.iter().map(|e| e.detail.as_str()).collect::<Vec<_>>(), ["audit-old", "noise-0", "audit-1"]);
+
+    // Keep 5 noise events and audit events of the last day.
+    store.trim_events(5, Timestamp::now().minus(Duration::from_secs(24 * 3600))).await.expect("trim");
+    let kept = store.events_after(0, 100_000).await.expect("replay");
+    let details: Vec<&str> = kept.iter().map(|e| e.detail.as_str()).collect();
+    assert!(
+        details.contains(&"audit-1") && details.contains(&"audit-2"),
+        "audit events survive the noise: {details:?}"
+    );
+    assert!(!details.contains(&"audit-old"), "audit events older than the retention go");
+    let noise_left: Vec<&str> = details.iter().copied().filter(|d| d.starts_with("noise-")).collect();
+    assert_eq!(noise_left, ["noise-75", "noise-76", "noise-77", "noise-78", "noise-79"]);
+    // Replay after a trimmed-away sequence still starts at the next kept one.
+    let resumed = store.events_after(stored[5].sequence, 2).await.expect("replay");
+    assert_eq!(resumed.iter().map(|e| e.detail.as_str()).collect::<Vec<_>>(), ["audit-2", "noise-75"]);
 }
 
 /// Failed-login counters are stored per key, count every one of many

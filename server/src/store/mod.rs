@@ -74,6 +74,9 @@ impl RevokeOutcome {
 pub struct RevocationCause {
     /// When.
     pub at: Timestamp,
+    /// Until when the log entries it writes matter: the domain's bound
+    /// (`RevocationIndex::expiry_of`), stored with each entry.
+    pub expires_at: Timestamp,
     /// Why, for the audit trail.
     pub reason: String,
 }
@@ -156,11 +159,12 @@ pub trait UserStore: Send + Sync {
     /// How many users exist.
     async fn count_users(&self) -> Result<u64, StoreError>;
     /// Replaces a user's record (same id and name); with `revocation`,
-    /// appends that revocation-log entry in the same atomic write.
+    /// appends that revocation-log entry (its time and bound from the
+    /// cause) in the same atomic write.
     async fn update_user(
         &self,
         user: &UserRecord,
-        revocation: Option<(RevocationTarget, Timestamp)>,
+        revocation: Option<(RevocationTarget, RevocationCause)>,
     ) -> Result<Option<RevocationEntry>, StoreError>;
     /// Deletes a user; `false` if there was none. Its sessions are the
     /// caller's to revoke first.
@@ -234,14 +238,15 @@ pub trait KeyStore: Send + Sync {
 /// The durable log of revocations that the in-memory index is built from.
 #[async_trait]
 pub trait RevocationLog: Send + Sync {
-    /// Entries committed at or after `since`, in sequence order.
-    async fn revocations_since(&self, since: Timestamp) -> Result<Vec<RevocationEntry>, StoreError>;
+    /// Entries whose stored bound (`expires_at`) is after `now`, in
+    /// sequence order: what the in-memory index is rebuilt from.
+    async fn revocations_live(&self, now: Timestamp) -> Result<Vec<RevocationEntry>, StoreError>;
     /// Entries with a sequence above `after`, in sequence order, at most
     /// `limit`: how an instance catches up on revocations committed by
     /// others sharing its store.
     async fn revocations_after(&self, after: u64, limit: usize) -> Result<Vec<RevocationEntry>, StoreError>;
-    /// Drops entries committed before `before`; returns how many.
-    async fn purge_revocations(&self, before: Timestamp) -> Result<usize, StoreError>;
+    /// Drops entries whose stored bound is at or before `now`; returns how many.
+    async fn purge_revocations(&self, now: Timestamp) -> Result<usize, StoreError>;
 }
 
 /// The audit event log.
@@ -255,8 +260,11 @@ pub trait EventStore: Send + Sync {
     async fn latest_event_sequence(&self) -> Result<u64, StoreError>;
     /// Events with a sequence above `after`, oldest first, at most `limit`.
     async fn events_after(&self, after: u64, limit: usize) -> Result<Vec<EventRecord>, StoreError>;
-    /// Drops all but the newest `keep` events; returns how many went.
-    async fn trim_events(&self, keep: usize) -> Result<usize, StoreError>;
+    /// Drops audit-class events (`EventKind::class`) that occurred before
+    /// `audit_before`, and all but the newest `keep_noise` noise-class
+    /// events, so that noise never pushes out audit events; returns how
+    /// many went.
+    async fn trim_events(&self, keep_noise: usize, audit_before: Timestamp) -> Result<usize, StoreError>;
 }
 
 /// Failed-login counters (see `domain::lockout`). Writes are durable before

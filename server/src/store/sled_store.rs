@@ -32,7 +32,7 @@ use super::{
 };
 use crate::domain::{
     SessionId, Timestamp, TokenId, UserId,
-    event::EventRecord,
+    event::{EventClass, EventRecord},
     keys::{KeyState, SigningKeyRecord},
     lockout::{AttemptOutcome, AttemptStep, FailureRecord, LockoutPolicy},
     revocation::{RevocationEntry, RevocationTarget},
@@ -96,8 +96,11 @@ pub struct SledStore {
     trees: Trees,
     /// kid → [`SigningKeyRecord`]
     keys: Tree,
-    /// sequence → [`EventRecord`]
+    /// sequence → [`EventRecord`] of the noise class (trimmed by count), and
+    /// of any class for events stored before classes existed
     events: Tree,
+    /// sequence → [`EventRecord`] of the audit class (trimmed by age)
+    audit_events: Tree,
     /// throttle key → [`FailureRecord`]
     login_failures: Tree,
     commit: GroupCommit,
@@ -137,6 +140,7 @@ impl SledStore {
             },
             keys: tree("keys")?,
             events: tree("events")?,
+            audit_events: tree("audit_events")?,
             login_failures: tree("login_failures")?,
             db,
             commit,
@@ -295,11 +299,12 @@ impl Tx<'_> {
         Ok(revoked)
     }
 
-    /// Appends to the revocation log; the sequence comes from sled's
-    /// persistent id generator, so it only ever increases.
-    fn log_revocation(&self, target: RevocationTarget, at: Timestamp) -> TxResult<RevocationEntry> {
+    /// Appends to the revocation log, with the cause's time and bound; the
+    /// sequence comes from sled's persistent id generator, so it only ever
+    /// increases.
+    fn log_revocation(&self, target: RevocationTarget, cause: &RevocationCause) -> TxResult<RevocationEntry> {
         let sequence = self.revocations.generate_id()?;
-        let entry = RevocationEntry { sequence, target, at };
+        let entry = RevocationEntry { sequence, target, at: cause.at, expires_at: cause.expires_at };
         self.revocations.insert(sequence.to_be_bytes().as_slice(), encode(&entry)?)?;
         Ok(entry)
     }
@@ -337,11 +342,11 @@ impl UserStore for SledStore {
     async fn update_user(
         &self,
         user: &UserRecord,
-        revocation: Option<(RevocationTarget, Timestamp)>,
+        revocation: Option<(RevocationTarget, RevocationCause)>,
     ) -> Result<Option<RevocationEntry>, StoreError> {
         let entry = self.transact(|tx| {
             tx.users.insert(user.id.as_bytes().as_slice(), encode(user)?)?;
-            revocation.map(|(target, at)| tx.log_revocation(target, at)).transpose()
+            revocation.as_ref().map(|(target, cause)| tx.log_revocation(*target, cause)).transpose()
         })?;
         self.commit.durable().await?;
         Ok(entry)
@@ -473,7 +478,7 @@ impl SessionStore for SledStore {
                 tx.end_session(&mut session, SessionState::Revoked, cause.at)?;
                 outcome.sessions = 1;
                 outcome.owners.push((id, session.user_id, session.username.clone()));
-                outcome.entries.push(tx.log_revocation(RevocationTarget::Session(id), cause.at)?);
+                outcome.entries.push(tx.log_revocation(RevocationTarget::Session(id), cause)?);
             }
             outcome.tokens = tx.revoke_tokens(&token_ids, cause.at)?;
             Ok(Some(outcome))
@@ -508,7 +513,7 @@ impl SessionStore for SledStore {
                 // Refresh tokens are checked against their record on use;
                 // only access tokens need the in-memory index.
                 if token.kind == TokenKind::Access {
-                    outcome.entries.push(tx.log_revocation(RevocationTarget::Token(id), cause.at)?);
+                    outcome.entries.push(tx.log_revocation(RevocationTarget::Token(id), cause)?);
                 }
             }
             Ok(Some(outcome))
@@ -712,11 +717,11 @@ impl KeyStore for SledStore {
 
 #[async_trait]
 impl RevocationLog for SledStore {
-    async fn revocations_since(&self, since: Timestamp) -> Result<Vec<RevocationEntry>, StoreError> {
+    async fn revocations_live(&self, now: Timestamp) -> Result<Vec<RevocationEntry>, StoreError> {
         let mut entries = Vec::new();
         for value in self.trees.revocations.iter().values() {
             let entry: RevocationEntry = decode(&value.map_err(backend)?)?;
-            if entry.at >= since {
+            if entry.expires_at > now {
                 entries.push(entry);
             }
         }
@@ -733,19 +738,67 @@ impl RevocationLog for SledStore {
             .collect()
     }
 
-    async fn purge_revocations(&self, before: Timestamp) -> Result<usize, StoreError> {
+    async fn purge_revocations(&self, now: Timestamp) -> Result<usize, StoreError> {
+        // Bounds were set under whatever TTL was in force, so they do not
+        // follow sequence order: every entry is looked at (the log holds
+        // only entries that still matter, plus those purged next).
         let mut purged = 0;
         for item in self.trees.revocations.iter() {
             let (key, value) = item.map_err(backend)?;
             let entry: RevocationEntry = decode(&value)?;
-            // Sequence order is commit order, so entries are oldest first.
-            if entry.at >= before {
-                break;
+            if entry.expires_at <= now {
+                self.trees.revocations.remove(key).map_err(backend)?;
+                purged += 1;
             }
-            self.trees.revocations.remove(key).map_err(backend)?;
-            purged += 1;
         }
         Ok(purged)
+    }
+}
+
+impl SledStore {
+    /// The tree events of `class` are stored in.
+    fn event_tree(&self, class: EventClass) -> &Tree {
+        match class {
+            EventClass::Audit => &self.audit_events,
+            EventClass::Noise => &self.events,
+        }
+    }
+
+    /// Drops all but the newest `keep` events of the noise tree. An audit
+    /// event found there (stored before classes existed) moves to the audit
+    /// tree instead, to be kept by age like the others.
+    fn trim_noise(&self, keep: usize, audit_before: Timestamp) -> Result<usize, StoreError> {
+        let excess = self.events.len().saturating_sub(keep);
+        let doomed: Vec<(sled::IVec, sled::IVec)> =
+            self.events.iter().take(excess).collect::<Result<_, _>>().map_err(backend)?;
+        let mut trimmed = 0;
+        for (key, value) in &doomed {
+            let event: EventRecord = decode(value)?;
+            if event.kind.class() == EventClass::Audit && event.occurred_at >= audit_before {
+                self.audit_events.insert(key, value).map_err(backend)?;
+            } else {
+                trimmed += 1;
+            }
+            self.events.remove(key).map_err(backend)?;
+        }
+        Ok(trimmed)
+    }
+
+    /// Drops audit events that occurred before `before`, oldest first.
+    fn trim_audit(&self, before: Timestamp) -> Result<usize, StoreError> {
+        let mut trimmed = 0;
+        for item in self.audit_events.iter() {
+            let (key, value) = item.map_err(backend)?;
+            let event: EventRecord = decode(&value)?;
+            // Sequence order is (near enough) time order: stop at the first
+            // event still to keep.
+            if event.occurred_at >= before {
+                break;
+            }
+            self.audit_events.remove(key).map_err(backend)?;
+            trimmed += 1;
+        }
+        Ok(trimmed)
     }
 }
 
@@ -755,35 +808,49 @@ impl EventStore for SledStore {
         let mut stored = Vec::with_capacity(events.len());
         for mut event in events {
             // Sequences start at 1: `after_sequence = 0` means "from the start".
+            // One generator for both trees: one order for replay.
             event.sequence = self.db.generate_id().map_err(backend)? + 1;
-            self.events.insert(event.sequence.to_be_bytes(), encode_plain(&event)?).map_err(backend)?;
+            self.event_tree(event.kind.class())
+                .insert(event.sequence.to_be_bytes(), encode_plain(&event)?)
+                .map_err(backend)?;
             stored.push(event);
         }
         Ok(stored)
     }
 
     async fn latest_event_sequence(&self) -> Result<u64, StoreError> {
-        let last = self.events.last().map_err(backend)?;
-        Ok(last.and_then(|(key, _)| key.as_ref().try_into().ok()).map(u64::from_be_bytes).unwrap_or(0))
+        let mut latest = 0;
+        for tree in [&self.events, &self.audit_events] {
+            let last = tree.last().map_err(backend)?;
+            let sequence = last.and_then(|(key, _)| key.as_ref().try_into().ok()).map(u64::from_be_bytes);
+            latest = latest.max(sequence.unwrap_or(0));
+        }
+        Ok(latest)
     }
 
     async fn events_after(&self, after: u64, limit: usize) -> Result<Vec<EventRecord>, StoreError> {
-        self.events
-            .range((Bound::Excluded(after.to_be_bytes()), Bound::Unbounded))
-            .values()
-            .take(limit)
-            .map(|v| decode(&v.map_err(backend)?))
-            .collect()
+        // The two trees merged by sequence (big-endian keys sort as numbers).
+        let from = || (Bound::Excluded(after.to_be_bytes()), Bound::Unbounded);
+        let mut noise = self.events.range(from()).peekable();
+        let mut audit = self.audit_events.range(from()).peekable();
+        let mut out = Vec::with_capacity(limit.min(1024));
+        while out.len() < limit {
+            let take_noise = match (noise.peek(), audit.peek()) {
+                (None, None) => break,
+                (Some(Ok((a, _))), Some(Ok((b, _)))) => a <= b,
+                (Some(_), None) | (Some(Err(_)), _) => true,
+                (None, Some(_)) | (_, Some(Err(_))) => false,
+            };
+            let next = if take_noise { noise.next() } else { audit.next() };
+            let Some(item) = next else { break };
+            let (_, value) = item.map_err(backend)?;
+            out.push(decode(&value)?);
+        }
+        Ok(out)
     }
 
-    async fn trim_events(&self, keep: usize) -> Result<usize, StoreError> {
-        let excess = self.events.len().saturating_sub(keep);
-        let doomed: Vec<sled::IVec> =
-            self.events.iter().keys().take(excess).collect::<Result<_, _>>().map_err(backend)?;
-        for key in &doomed {
-            self.events.remove(key).map_err(backend)?;
-        }
-        Ok(doomed.len())
+    async fn trim_events(&self, keep_noise: usize, audit_before: Timestamp) -> Result<usize, StoreError> {
+        Ok(self.trim_noise(keep_noise, audit_before)? + self.trim_audit(audit_before)?)
     }
 }
 
@@ -909,5 +976,33 @@ fn tx_error(e: TransactionError<StoreError>) -> StoreError {
     match e {
         TransactionError::Abort(e) => e,
         TransactionError::Storage(e) => backend(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::domain::event::EventKind;
+
+    /// Before events had classes, every event was in `events`: an old
+    /// admin action is kept by age once trimmed, old noise goes by count.
+    #[tokio::test]
+    async fn legacy_audit_events_move_to_the_audit_tree_instead_of_being_trimmed() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = SledStore::open(dir.path()).expect("opens");
+        let old = [(1u64, EventKind::UserCreated), (2, EventKind::LoginFailed), (3, EventKind::LoginFailed)];
+        for (sequence, kind) in old {
+            let mut event = EventRecord::new(kind).detail(format!("e{sequence}"));
+            event.sequence = sequence;
+            store.events.insert(sequence.to_be_bytes(), encode_plain(&event).expect("encode")).expect("insert");
+        }
+        store.trim_events(1, Timestamp::now().minus(Duration::from_secs(3600))).await.expect("trim");
+        let kept: Vec<String> =
+            store.events_after(0, 10).await.expect("replay").into_iter().map(|e| e.detail).collect();
+        assert_eq!(kept, ["e1", "e3"]);
+        assert!(store.audit_events.contains_key(1u64.to_be_bytes()).expect("read"), "moved to the audit tree");
+        assert_eq!(store.latest_event_sequence().await.expect("latest"), 3);
     }
 }

@@ -43,7 +43,7 @@ use super::{
 };
 use crate::domain::{
     SessionId, Timestamp, TokenId, UserId,
-    event::EventRecord,
+    event::{EventClass, EventRecord},
     keys::{KeyState, SigningKeyRecord},
     lockout::{AttemptOutcome, AttemptStep, FailureRecord, LockoutPolicy},
     revocation::{RevocationEntry, RevocationTarget},
@@ -268,20 +268,26 @@ async fn end_token<C: GenericClient + Sync>(
     .map(drop)
 }
 
-/// Appends to the revocation log, in commit order (see the module docs).
+/// Appends to the revocation log, in commit order (see the module docs),
+/// with the cause's time and bound.
 async fn log_revocation<C: GenericClient + Sync>(
     client: &C,
     target: RevocationTarget,
-    at: Timestamp,
+    cause: &RevocationCause,
 ) -> Result<RevocationEntry, StoreError> {
     execute(client, "SELECT pg_advisory_xact_lock($1)", &[&REVOCATION_LOCK]).await?;
     let rows = query(client, "SELECT nextval('revocation_sequence')", &[]).await?;
     let sequence: i64 = rows.first().ok_or_else(|| StoreError::Corrupt("nextval returned no row".into()))?.get(0);
-    let entry = RevocationEntry { sequence: u64::try_from(sequence).unwrap_or(0), target, at };
+    let entry = RevocationEntry {
+        sequence: u64::try_from(sequence).unwrap_or(0),
+        target,
+        at: cause.at,
+        expires_at: cause.expires_at,
+    };
     execute(
         client,
-        "INSERT INTO revocations (sequence, at, body) VALUES ($1, $2, $3)",
-        &[&sequence, &at.as_millis(), &Json(&entry)],
+        "INSERT INTO revocations (sequence, at, expires_at, body) VALUES ($1, $2, $3, $4)",
+        &[&sequence, &entry.at.as_millis(), &entry.expires_at.as_millis(), &Json(&entry)],
     )
     .await?;
     announce(client, "revocation").await?;
@@ -319,13 +325,13 @@ impl UserStore for PgStore {
     async fn update_user(
         &self,
         user: &UserRecord,
-        revocation: Option<(RevocationTarget, Timestamp)>,
+        revocation: Option<(RevocationTarget, RevocationCause)>,
     ) -> Result<Option<RevocationEntry>, StoreError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(pg)?;
         execute(&tx, "UPDATE users SET body = $2 WHERE id = $1", &[&user.id.uuid(), &Json(user)]).await?;
         let entry = match revocation {
-            Some((target, at)) => Some(log_revocation(&tx, target, at).await?),
+            Some((target, cause)) => Some(log_revocation(&tx, target, &cause).await?),
             None => None,
         };
         tx.commit().await.map_err(pg)?;
@@ -463,7 +469,7 @@ impl SessionStore for PgStore {
             update_session(&tx, &session, Some(cause.at)).await?;
             outcome.sessions = 1;
             outcome.owners.push((id, session.user_id, session.username.clone()));
-            outcome.entries.push(log_revocation(&tx, RevocationTarget::Session(id), cause.at).await?);
+            outcome.entries.push(log_revocation(&tx, RevocationTarget::Session(id), cause).await?);
         }
         let rows =
             query(&tx, "SELECT body FROM tokens WHERE session_id = $1 AND active FOR UPDATE", &[&id.uuid()]).await?;
@@ -490,7 +496,7 @@ impl SessionStore for PgStore {
             // Refresh tokens are checked against their record on use; only
             // access tokens need the in-memory index.
             if token.kind == TokenKind::Access {
-                outcome.entries.push(log_revocation(&tx, RevocationTarget::Token(id), cause.at).await?);
+                outcome.entries.push(log_revocation(&tx, RevocationTarget::Token(id), cause).await?);
             }
         }
         tx.commit().await.map_err(pg)?;
@@ -711,10 +717,10 @@ impl KeyStore for PgStore {
 
 #[async_trait]
 impl RevocationLog for PgStore {
-    async fn revocations_since(&self, since: Timestamp) -> Result<Vec<RevocationEntry>, StoreError> {
+    async fn revocations_live(&self, now: Timestamp) -> Result<Vec<RevocationEntry>, StoreError> {
         let client = self.client().await?;
         let rows =
-            query(&client, "SELECT body FROM revocations WHERE at >= $1 ORDER BY sequence", &[&since.as_millis()])
+            query(&client, "SELECT body FROM revocations WHERE expires_at > $1 ORDER BY sequence", &[&now.as_millis()])
                 .await?;
         bodies(&rows)
     }
@@ -731,9 +737,9 @@ impl RevocationLog for PgStore {
         bodies(&rows)
     }
 
-    async fn purge_revocations(&self, before: Timestamp) -> Result<usize, StoreError> {
+    async fn purge_revocations(&self, now: Timestamp) -> Result<usize, StoreError> {
         let client = self.client().await?;
-        let purged = execute(&client, "DELETE FROM revocations WHERE at < $1", &[&before.as_millis()]).await?;
+        let purged = execute(&client, "DELETE FROM revocations WHERE expires_at <= $1", &[&now.as_millis()]).await?;
         Ok(usize::try_from(purged).unwrap_or(usize::MAX))
     }
 }
@@ -751,7 +757,13 @@ impl EventStore for PgStore {
             let sequence: i64 =
                 rows.first().ok_or_else(|| StoreError::Corrupt("nextval returned no row".into()))?.get(0);
             event.sequence = u64::try_from(sequence).unwrap_or(0);
-            execute(&tx, "INSERT INTO events (sequence, body) VALUES ($1, $2)", &[&sequence, &Json(&event)]).await?;
+            let audit = event.kind.class() == EventClass::Audit;
+            execute(
+                &tx,
+                "INSERT INTO events (sequence, audit, occurred_at, body) VALUES ($1, $2, $3, $4)",
+                &[&sequence, &audit, &event.occurred_at.as_millis(), &Json(&event)],
+            )
+            .await?;
             stored.push(event);
         }
         announce(&tx, "events").await?;
@@ -777,16 +789,19 @@ impl EventStore for PgStore {
         bodies(&rows)
     }
 
-    async fn trim_events(&self, keep: usize) -> Result<usize, StoreError> {
+    async fn trim_events(&self, keep_noise: usize, audit_before: Timestamp) -> Result<usize, StoreError> {
         let client = self.client().await?;
-        let trimmed = execute(
+        let noise = execute(
             &client,
-            "DELETE FROM events WHERE sequence <=
-             (SELECT sequence FROM events ORDER BY sequence DESC OFFSET $1 LIMIT 1)",
-            &[&limit_of(keep)],
+            "DELETE FROM events WHERE NOT audit AND sequence <=
+             (SELECT sequence FROM events WHERE NOT audit ORDER BY sequence DESC OFFSET $1 LIMIT 1)",
+            &[&limit_of(keep_noise)],
         )
         .await?;
-        Ok(usize::try_from(trimmed).unwrap_or(usize::MAX))
+        let audit =
+            execute(&client, "DELETE FROM events WHERE audit AND occurred_at < $1", &[&audit_before.as_millis()])
+                .await?;
+        Ok(usize::try_from(noise + audit).unwrap_or(usize::MAX))
     }
 }
 

@@ -13,9 +13,10 @@ use super::{MIGRATION_LOCK, pg};
 use crate::store::StoreError;
 
 /// Migrations in order; a migration, once released, is never edited.
-const MIGRATIONS: &[(i32, &str)] = &[(
-    1,
-    r"
+const MIGRATIONS: &[(i32, &str)] = &[
+    (
+        1,
+        r"
 CREATE TABLE users (
     id uuid PRIMARY KEY,
     username text NOT NULL UNIQUE,
@@ -82,7 +83,37 @@ CREATE TABLE login_failures (
     body jsonb NOT NULL
 );
 ",
-)];
+    ),
+    (
+        2,
+        // Each revocation stores until when it matters (the TTL in force
+        // when it was made). Entries from before get the domain's legacy
+        // bound, `at` + 30 days (`revocation::LEGACY_ENTRY_LIFETIME`), which
+        // their bodies, lacking the field, decode to as well.
+        r"
+ALTER TABLE revocations ADD COLUMN expires_at bigint;
+UPDATE revocations SET expires_at = at + 2592000000;
+ALTER TABLE revocations ALTER COLUMN expires_at SET NOT NULL;
+DROP INDEX revocations_at;
+CREATE INDEX revocations_expiry ON revocations (expires_at);
+",
+    ),
+    (
+        3,
+        // Audit-class events are trimmed by age, the rest by count
+        // (`EventKind::class`); stored events are classified by their kind.
+        r"
+ALTER TABLE events ADD COLUMN audit boolean NOT NULL DEFAULT false;
+ALTER TABLE events ADD COLUMN occurred_at bigint NOT NULL DEFAULT 0;
+UPDATE events SET
+    occurred_at = (body->>'occurred_at')::bigint,
+    audit = body->>'kind' IN ('session_revoked', 'token_revoked', 'user_created', 'user_updated',
+        'user_disabled', 'user_enabled', 'user_deleted', 'key_rotated', 'key_retired', 'refresh_reused');
+CREATE INDEX events_noise ON events (sequence) WHERE NOT audit;
+CREATE INDEX events_audit_age ON events (occurred_at) WHERE audit;
+",
+    ),
+];
 
 /// Applies every migration `client`'s database lacks; returns how many.
 pub(super) async fn migrate(client: &mut Client) -> Result<usize, StoreError> {
@@ -124,4 +155,42 @@ async fn apply_missing(client: &mut Client) -> Result<usize, StoreError> {
         applied += 1;
     }
     Ok(applied)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_legacy_revocation_bound_matches_the_domains() {
+        let millis = crate::domain::revocation::LEGACY_ENTRY_LIFETIME.as_millis();
+        assert!(super::MIGRATIONS[1].1.contains(&format!("at + {millis};")));
+    }
+
+    #[test]
+    fn stored_events_are_classified_as_the_domain_does() {
+        use crate::domain::event::{EventClass, EventKind};
+        use EventKind::*;
+        let every = [
+            SessionCreated,
+            SessionRefreshed,
+            SessionRevoked,
+            SessionExpired,
+            TokenIssued,
+            TokenRevoked,
+            UserCreated,
+            UserUpdated,
+            UserDisabled,
+            UserEnabled,
+            UserDeleted,
+            LoginFailed,
+            KeyRotated,
+            KeyRetired,
+            RefreshReused,
+            AccountLocked,
+        ];
+        for kind in every {
+            let name = serde_json::to_value(kind).expect("encode");
+            let listed = super::MIGRATIONS[2].1.contains(&format!("'{}'", name.as_str().expect("a string")));
+            assert_eq!(listed, kind.class() == EventClass::Audit, "{kind:?}");
+        }
+    }
 }
