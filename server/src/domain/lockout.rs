@@ -146,6 +146,17 @@ impl FailureRecord {
         }
     }
 
+    /// Whether the counter can be forgotten at `now`: no lock in force, no
+    /// failure younger than `window`, no attempt still being evaluated.
+    /// Counters for made-up names would otherwise pile up in the store.
+    pub fn is_stale(&self, now: Timestamp, window: Duration) -> bool {
+        let recent = now.minus(window);
+        let attempting = now.minus(ATTEMPT_TIMEOUT);
+        self.locked_for(now).is_none()
+            && self.failures.iter().all(|t| *t <= recent)
+            && self.pending.iter().all(|t| *t <= attempting)
+    }
+
     /// Whether nothing is left worth storing.
     pub fn is_clear(&self) -> bool {
         self.failures.is_empty() && self.pending.is_empty() && self.locked_until.is_none()
@@ -212,6 +223,20 @@ mod tests {
         let end = AttemptStep::End { ticket, succeeded: false };
         assert_eq!(record.apply(end, later, &policy), AttemptOutcome::Ended { locked: true });
         assert_eq!(record.apply(AttemptStep::Begin, later, &policy), AttemptOutcome::Locked(Duration::from_secs(300)));
+    }
+
+    #[test]
+    fn a_counter_goes_stale_once_its_window_and_lock_are_over() {
+        let policy =
+            LockoutPolicy { threshold: 2, window: Duration::from_secs(60), duration: Duration::from_secs(300) };
+        let now = Timestamp::from_millis(1_000_000);
+        let mut record = FailureRecord::default();
+        assert!(!record.record_failure(now, &policy));
+        assert!(!record.is_stale(now.plus(Duration::from_secs(59)), policy.window));
+        assert!(record.is_stale(now.plus(Duration::from_secs(61)), policy.window));
+        record.record_failure(now, &policy);
+        assert!(!record.is_stale(now.plus(Duration::from_secs(299)), policy.window), "locked");
+        assert!(record.is_stale(now.plus(Duration::from_secs(301)), policy.window));
     }
 
     #[test]

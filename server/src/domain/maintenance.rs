@@ -26,6 +26,8 @@ pub struct SweepReport {
     pub purged_revocations: usize,
     /// Signing keys retired.
     pub retired_keys: usize,
+    /// Failed-login counters forgotten (nothing recent, no lock).
+    pub purged_login_counters: usize,
 }
 
 /// Records handled per store call, so one sweep never holds the store long.
@@ -68,6 +70,10 @@ impl Identity {
                 break;
             }
         }
+
+        // Counters of made-up names, and of attacks long over.
+        let window = self.settings.lockout.window.max(self.settings.address_lockout.window);
+        report.purged_login_counters = self.store.purge_login_failures(now, window, BATCH).await?;
 
         // Both by the bound stored with each entry, never by today's TTL.
         report.purged_revocations = self.revocations.purge(now);

@@ -137,8 +137,11 @@ pub struct TokenVerifier {
     issuer: String,
     leeway_seconds: i64,
     /// The longest `exp - iat` a token of ours can have: the access-token
-    /// TTL plus the leeway. A longer-lived token was not minted by Sigil,
-    /// whatever its signature says (a leaked key's forgeries).
+    /// TTL, in whole seconds rounded up (Sigil never mints longer). A
+    /// longer-lived token was not minted by Sigil, whatever its signature
+    /// says (a leaked key's forgeries). No leeway is added: a revocation is
+    /// kept for TTL + leeway after it was made, which covers a token living
+    /// TTL plus the leeway on its expiry, and not a second leeway.
     max_lifetime_seconds: i64,
     validation: Validation,
     cache: quick_cache::sync::Cache<String, Arc<VerifiedToken>>,
@@ -161,7 +164,7 @@ impl TokenVerifier {
         Self {
             issuer: issuer.to_string(),
             leeway_seconds,
-            max_lifetime_seconds: i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX).saturating_add(leeway_seconds),
+            max_lifetime_seconds: i64::try_from(ttl.as_millis().div_ceil(1000)).unwrap_or(i64::MAX),
             validation,
             cache: quick_cache::sync::Cache::new(cache_capacity.max(1)),
         }

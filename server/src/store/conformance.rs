@@ -34,6 +34,8 @@ pub async fn run_all(store: Arc<dyn Store>) {
     events_are_kept_in_order_and_trimmed(&*store).await;
     audit_events_outlive_any_amount_of_noise(&*store).await;
     login_failure_counters_are_kept_and_cleared(store.clone()).await;
+    login_attempts_admit_no_more_than_the_threshold(store.clone()).await;
+    stale_login_counters_are_purged(&*store).await;
 }
 
 fn user(name: &str) -> UserRecord {
@@ -515,4 +517,57 @@ pub async fn login_failure_counters_are_kept_and_cleared(store: Arc<dyn Store>) 
 
     store.clear_login_failures(key).await.expect("clear");
     assert!(store.login_failures(key).await.expect("read").is_none());
+}
+
+/// Attempts begun all at once are admitted up to the threshold and no
+/// further, and ending them applies the domain's rule.
+pub async fn login_attempts_admit_no_more_than_the_threshold(store: Arc<dyn Store>) {
+    use crate::domain::lockout::{AttemptOutcome, AttemptStep};
+    let key = "conformance-attempts\u{0}-";
+    let policy = LockoutPolicy { threshold: 5, window: Duration::from_secs(60), duration: Duration::from_secs(60) };
+    let now = Timestamp::now();
+    let begun = (0..12).map(|_| {
+        let store = store.clone();
+        tokio::spawn(async move { store.login_attempt(key, AttemptStep::Begin, now, &policy).await.expect("begin") })
+    });
+    let mut admitted = Vec::new();
+    for handle in begun {
+        match handle.await.expect("task") {
+            AttemptOutcome::Admitted(ticket) => admitted.push(ticket),
+            AttemptOutcome::Busy => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(admitted.len(), 5, "exactly the threshold is admitted");
+    let mut locks = 0;
+    for ticket in admitted {
+        let end = AttemptStep::End { ticket, succeeded: false };
+        if store.login_attempt(key, end, now, &policy).await.expect("end") == (AttemptOutcome::Ended { locked: true }) {
+            locks += 1;
+        }
+    }
+    assert_eq!(locks, 1, "the fifth failure locks, once");
+    let locked = store.login_attempt(key, AttemptStep::Begin, now, &policy).await.expect("begin");
+    assert!(matches!(locked, AttemptOutcome::Locked(_)), "{locked:?}");
+    store.clear_login_failures(key).await.expect("clear");
+}
+
+/// Counters with nothing recent and no lock are purged; others stay.
+pub async fn stale_login_counters_are_purged(store: &dyn Store) {
+    let policy = LockoutPolicy { threshold: 3, window: Duration::from_secs(60), duration: Duration::from_secs(600) };
+    let now = Timestamp::now();
+    let (old, locked, recent) = ("conformance-old\u{0}-", "conformance-locked\u{0}-", "conformance-recent\u{0}-");
+    let long_ago = now.minus(Duration::from_secs(3600));
+    store.record_login_failure(old, long_ago, &policy).await.expect("write");
+    for _ in 0..3 {
+        store.record_login_failure(locked, now.minus(Duration::from_secs(120)), &policy).await.expect("write");
+    }
+    store.record_login_failure(recent, now, &policy).await.expect("write");
+    let purged = store.purge_login_failures(now, policy.window, 1000).await.expect("purge");
+    assert!(purged >= 1, "{purged}");
+    assert!(store.login_failures(old).await.expect("read").is_none(), "stale: purged");
+    assert!(store.login_failures(locked).await.expect("read").is_some(), "locked: kept");
+    assert!(store.login_failures(recent).await.expect("read").is_some(), "recent: kept");
+    store.clear_login_failures(locked).await.expect("clear");
+    store.clear_login_failures(recent).await.expect("clear");
 }

@@ -286,6 +286,14 @@ pub trait LoginThrottle: Send + Sync {
     ) -> Result<(FailureRecord, bool), StoreError>;
     /// Forgets the counter under `key` (after a successful login).
     async fn clear_login_failures(&self, key: &str) -> Result<(), StoreError>;
+    /// Deletes up to `limit` counters that [`FailureRecord::is_stale`] at
+    /// `now` for `window`; returns how many went.
+    async fn purge_login_failures(
+        &self,
+        now: Timestamp,
+        window: std::time::Duration,
+        limit: usize,
+    ) -> Result<usize, StoreError>;
     /// Applies one step of a login attempt to the counter under `key` with
     /// [`FailureRecord::apply`], atomically (concurrent attempts, from this
     /// instance or others, each see the others' steps) and durably.

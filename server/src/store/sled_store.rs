@@ -890,6 +890,29 @@ impl LoginThrottle for SledStore {
         Ok(())
     }
 
+    async fn purge_login_failures(
+        &self,
+        now: Timestamp,
+        window: std::time::Duration,
+        limit: usize,
+    ) -> Result<usize, StoreError> {
+        let mut purged = 0;
+        for item in self.login_failures.iter() {
+            let (key, value) = item.map_err(backend)?;
+            let record: FailureRecord = decode(&value)?;
+            // Only if unchanged since read: a concurrent attempt wins.
+            if record.is_stale(now, window)
+                && self.login_failures.compare_and_swap(&key, Some(value), None::<&[u8]>).map_err(backend)?.is_ok()
+            {
+                purged += 1;
+                if purged >= limit {
+                    break;
+                }
+            }
+        }
+        Ok(purged)
+    }
+
     async fn login_attempt(
         &self,
         key: &str,

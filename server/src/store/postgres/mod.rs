@@ -841,6 +841,48 @@ impl LoginThrottle for PgStore {
         execute(&client, "DELETE FROM login_failures WHERE key = $1", &[&key.as_bytes()]).await.map(drop)
     }
 
+    async fn purge_login_failures(
+        &self,
+        now: Timestamp,
+        window: std::time::Duration,
+        limit: usize,
+    ) -> Result<usize, StoreError> {
+        // The whole table, a page at a time in key order, so that counters
+        // still in use at the front never hide stale ones behind them.
+        const PAGE: i64 = 1000;
+        let mut client = self.client().await?;
+        let mut after: Vec<u8> = Vec::new();
+        let mut purged = 0;
+        while purged < limit {
+            let tx = client.transaction().await.map_err(pg)?;
+            // SKIP LOCKED: a counter an attempt holds right now is in use.
+            let rows = query(
+                &tx,
+                "SELECT key, body FROM login_failures WHERE key > $1 ORDER BY key LIMIT $2 FOR UPDATE SKIP LOCKED",
+                &[&after, &PAGE],
+            )
+            .await?;
+            let Some(last) = rows.last().map(|row| row.get::<_, Vec<u8>>(0)) else { break };
+            let mut stale: Vec<Vec<u8>> = Vec::new();
+            for row in &rows {
+                let Json(record): Json<FailureRecord> = row.try_get(1).map_err(pg)?;
+                if record.is_stale(now, window) && purged + stale.len() < limit {
+                    stale.push(row.get(0));
+                }
+            }
+            if !stale.is_empty() {
+                execute(&tx, "DELETE FROM login_failures WHERE key = ANY($1)", &[&stale]).await?;
+            }
+            tx.commit().await.map_err(pg)?;
+            purged += stale.len();
+            if rows.len() < PAGE as usize {
+                break;
+            }
+            after = last;
+        }
+        Ok(purged)
+    }
+
     async fn login_attempt(
         &self,
         key: &str,
