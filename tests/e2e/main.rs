@@ -32,3 +32,13 @@ mod crash;
 mod cluster;
 // The store conformance suite against every engine.
 mod store_suite;
+// The real binary as a child process, for the tests below.
+mod process;
+// Listener limits: idle, slowloris, bodiless requests, streams, floods, fd limit.
+mod limits;
+// Start-up: host names, a data directory in use, a busy port, errors said once.
+mod startup;
+// Shutdown: grace period with open streams, second signal.
+mod shutdown;
+// The discovery document's URLs come from configuration.
+mod discovery;
