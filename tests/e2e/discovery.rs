@@ -53,7 +53,13 @@ async fn the_public_url_setting_names_every_url() {
 #[tokio::test]
 async fn a_bad_public_url_is_refused_at_start() {
     let dir = tempfile::tempdir().expect("temp dir");
-    for bad in ["ftp://sigil.example.com/", "sigil.example.com", "https://sigil.example.com/?x=1", "https://sigil.example.com/#k", "https:///path"] {
+    for bad in [
+        "ftp://sigil.example.com/",
+        "sigil.example.com",
+        "https://sigil.example.com/?x=1",
+        "https://sigil.example.com/#k",
+        "https:///path",
+    ] {
         let mut server = process::spawn(&[], &dir.path().join("data"), &["--public-url", bad], None);
         let status = server.wait_exit(Duration::from_secs(30)).await.expect("exits");
         assert!(!status.success(), "{bad} accepted");

@@ -263,7 +263,12 @@ async fn watch_streams_outlive_the_request_timeout() {
         .into_inner();
     // Longer than the request timeout: what is tested is time passing.
     tokio::time::sleep(Duration::from_millis(2500)).await;
-    sigil_tests::login(&mut IdentityServiceClient::new(sigil_tests::connect(server.grpc()).await), "admin", sigil_tests::ADMIN_PASSWORD).await;
+    sigil_tests::login(
+        &mut IdentityServiceClient::new(sigil_tests::connect(server.grpc()).await),
+        "admin",
+        sigil_tests::ADMIN_PASSWORD,
+    )
+    .await;
     let event = tokio::time::timeout(Duration::from_secs(10), events.message()).await.expect("an event arrives");
     assert!(matches!(event, Ok(Some(_))), "the stream ended: {event:?}");
     server.signal("TERM");

@@ -14,7 +14,9 @@ const GRACE_AND_MARGIN: Duration = Duration::from_secs(10 + 10);
 
 /// Logs in as admin and opens a WatchEvents stream; returns the admin
 /// client, its token and the open stream (its first event already read).
-async fn watching(server: &process::Server) -> (AdminServiceClient<tonic::transport::Channel>, String, tonic::Streaming<pb::WatchEventsResponse>) {
+async fn watching(
+    server: &process::Server,
+) -> (AdminServiceClient<tonic::transport::Channel>, String, tonic::Streaming<pb::WatchEventsResponse>) {
     let channel = sigil_tests::connect(server.grpc()).await;
     let token = sigil_tests::login(&mut IdentityServiceClient::new(channel.clone()), "admin", ADMIN_PASSWORD)
         .await
@@ -48,7 +50,8 @@ async fn sigterm_with_an_open_watch_stream_exits_within_the_grace_period() {
     drop(created);
     server.signal("TERM");
     let status = server.wait_exit(GRACE_AND_MARGIN).await;
-    let status = status.unwrap_or_else(|| panic!("still running {GRACE_AND_MARGIN:?} after SIGTERM:\n{}", server.text()));
+    let status =
+        status.unwrap_or_else(|| panic!("still running {GRACE_AND_MARGIN:?} after SIGTERM:\n{}", server.text()));
     assert!(status.success(), "{status:?}\n{}", server.text());
 
     let mut again = process::start(&[], &data, &[]).await;

@@ -18,7 +18,8 @@ async fn listen_addresses_accept_host_names() {
     server.wait_listening().await;
     let (status, body) = sigil_tests::http_get(server.http(), "/healthz").await;
     assert_eq!((status, body.as_str()), (200, "ok\n"));
-    let mut client = sigil_proto::pb::identity_service_client::IdentityServiceClient::new(sigil_tests::connect(server.grpc()).await);
+    let mut client =
+        sigil_proto::pb::identity_service_client::IdentityServiceClient::new(sigil_tests::connect(server.grpc()).await);
     let session = sigil_tests::login(&mut client, "admin", sigil_tests::ADMIN_PASSWORD).await;
     assert!(sigil_tests::validate(&mut client, &session.access_token).await.valid);
     server.signal("TERM");
