@@ -125,11 +125,11 @@ pub struct ConfigLayer {
     /// [default: http://<the bound http_listen address>/].
     #[arg(long, env = "SIGIL_PUBLIC_URL", value_parser = PublicUrl::parse)]
     pub public_url: Option<PublicUrl>,
-    /// Connections the gRPC listener holds at once; more are refused and logged [default: 1000].
+    /// Connections the gRPC listener holds at once; more are refused and logged [default: 256].
     #[arg(long, env = "SIGIL_MAX_CONNECTIONS")]
     pub max_connections: Option<usize>,
     /// Connections the HTTP listener holds at once, apart from gRPC's, so /healthz stays
-    /// reachable when the gRPC port is flooded [default: 200].
+    /// reachable when the gRPC port is flooded [default: 128].
     #[arg(long, env = "SIGIL_HTTP_MAX_CONNECTIONS")]
     pub http_max_connections: Option<usize>,
     /// HTTP/2 streams (calls) one connection may have open at once [default: 100].
@@ -304,8 +304,8 @@ impl Default for Config {
             address_lockout_threshold: identity.address_lockout.threshold,
             trusted_proxies: identity.trusted_proxies,
             public_url: None,
-            max_connections: 1000,
-            http_max_connections: 200,
+            max_connections: 256,
+            http_max_connections: 128,
             max_concurrent_streams: 100,
             handshake_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(300),
@@ -322,12 +322,12 @@ impl Default for Config {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// The file could not be read.
-    #[error("cannot read config file {path}: {source}")]
+    #[error("cannot read config file {path}: {reason}")]
     Read {
         /// The file.
         path: PathBuf,
         /// Why.
-        source: std::io::Error,
+        reason: std::io::Error,
     },
     /// The file is not valid (syntax, unknown key, bad value).
     #[error("invalid config file {path}: {message}")]
@@ -350,7 +350,7 @@ impl Config {
             None => ConfigLayer::default(),
             Some(path) => {
                 let text = std::fs::read_to_string(path)
-                    .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+                    .map_err(|reason| ConfigError::Read { path: path.to_path_buf(), reason })?;
                 toml::from_str(&text)
                     .map_err(|e| ConfigError::Invalid { path: path.to_path_buf(), message: toml_error(&text, &e) })?
             }

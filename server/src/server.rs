@@ -161,7 +161,9 @@ pub async fn start(config: &Config, admin_password: Option<Secret<String>>) -> R
         tracing::warn!(listen = %grpc_addr, "serving gRPC without TLS on a non-loopback address: tokens and passwords cross the network in clear text");
     }
     let public_url = config.public_url.clone().unwrap_or_else(|| PublicUrl::from_bound(http_addr));
-    if !public_url.is_safe() {
+    if config.public_url.is_none() && !http_addr.ip().is_loopback() {
+        tracing::warn!(%public_url, "public_url is not set: the discovery document names this default, which remote verifiers may not reach; set public_url to the https URL they use");
+    } else if !public_url.is_safe() {
         tracing::warn!(%public_url, "public_url is not https: verifiers fetch the signing keys in clear text");
     }
     let (grpc_limits, http_limits) = connection_limits(config);
