@@ -4,7 +4,8 @@
 //! `/healthz` needs; excess connections are accepted and closed at once and
 //! the refusals logged (rate-limited). Every admitted connection has a
 //! deadline to send its opening bytes (handshake) and then an idle deadline
-//! that any bytes from the peer renew. Accept errors — at the fd limit
+//! that any bytes from the peer renew, and a lifetime after which it is
+//! closed whatever it does. Accept errors — at the fd limit
 //! above all — back off instead of spinning, and are logged, rate-limited.
 //! The caps are fitted under the process's file-descriptor limit.
 
@@ -52,6 +53,8 @@ pub struct ConnectionLimits {
     pub handshake_timeout: Duration,
     /// Silence after which a connection is closed.
     pub idle_timeout: Duration,
+    /// Age at which a connection is closed, however busy.
+    pub max_lifetime: Duration,
 }
 
 /// Fits the two listeners' caps under the soft file-descriptor limit
@@ -213,6 +216,7 @@ impl RateLimitedLog {
 pub struct GuardedStream {
     inner: TcpStream,
     deadline: Pin<Box<Sleep>>,
+    end_of_life: Pin<Box<Sleep>>,
     opening_left: usize,
     idle_timeout: Duration,
     _permit: OwnedSemaphorePermit,
@@ -223,6 +227,7 @@ impl GuardedStream {
         Self {
             inner,
             deadline: Box::pin(tokio::time::sleep(limits.handshake_timeout)),
+            end_of_life: Box::pin(tokio::time::sleep(limits.max_lifetime)),
             opening_left: OPENING_BYTES,
             idle_timeout: limits.idle_timeout,
             _permit: permit,
@@ -250,13 +255,18 @@ impl AsyncRead for GuardedStream {
                 Poll::Ready(Ok(()))
             }
             Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
-            Poll::Pending => match this.deadline.as_mut().poll(cx) {
-                Poll::Ready(()) => {
+            // An HTTP server always has a read pending on a connection, so
+            // the deadlines are polled (and their wakers set) here.
+            Poll::Pending => {
+                if this.deadline.as_mut().poll(cx).is_ready() {
                     let why = if this.opening_left > 0 { "handshake timeout" } else { "idle timeout" };
-                    Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, why)))
+                    return Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, why)));
                 }
-                Poll::Pending => Poll::Pending,
-            },
+                if this.end_of_life.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, "maximum connection age")));
+                }
+                Poll::Pending
+            }
         }
     }
 }

@@ -78,11 +78,11 @@ fn raise_fd_limit() {
 }
 
 async fn run(config: Config) -> anyhow::Result<()> {
-    // Registered before the start, so a signal during it is not the
-    // default (immediate) death.
-    let mut signals = StopSignals::new()?;
     let admin_password = std::env::var("SIGIL_ADMIN_PASSWORD").ok().filter(|p| !p.is_empty()).map(Secret::new);
     let running = server::start(&config, admin_password).await.context("cannot start")?;
+    // Registered only once started: a signal during the start keeps its
+    // default action (the process ends at once; nothing was acknowledged).
+    let mut signals = StopSignals::new()?;
     if let Some((admin, generated)) = &running.bootstrap_admin {
         match generated {
             Some(password) => println!(

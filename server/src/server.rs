@@ -43,7 +43,8 @@ pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
 const MAX_HEADER_LIST_BYTES: u32 = 32 * 1024;
 
 /// Time a connection past `max_connection_age` has to finish its calls
-/// before it is closed (gRPC's MAX_CONNECTION_AGE_GRACE).
+/// before it is closed (gRPC's MAX_CONNECTION_AGE_GRACE). The HTTP listener
+/// sends no GOAWAY: its connections are simply closed at age + grace.
 const CONNECTION_AGE_GRACE: Duration = Duration::from_secs(60);
 
 /// Name of the lock file that keeps a second `sigil-server` off a data directory.
@@ -273,6 +274,7 @@ fn connection_limits(config: &Config) -> (ConnectionLimits, ConnectionLimits) {
         max_connections,
         handshake_timeout: config.handshake_timeout,
         idle_timeout: config.idle_timeout,
+        max_lifetime: config.max_connection_age + CONNECTION_AGE_GRACE,
     };
     (limits(grpc), limits(http))
 }
@@ -338,8 +340,10 @@ async fn serve_grpc(
         .timeout(config.request_timeout)
         .http2_keepalive_interval(Some(config.keepalive_interval))
         .http2_keepalive_timeout(Some(config.keepalive_timeout))
-        .max_connection_age(config.max_connection_age)
-        .max_connection_age_grace(CONNECTION_AGE_GRACE);
+        // GOAWAY at this age; the hard close a grace period later is the
+        // connection's own lifetime (`ConnectionLimits::max_lifetime`):
+        // tonic 0.14 with a grace set skips the GOAWAY and only cuts.
+        .max_connection_age(config.max_connection_age);
     if let Some(tls) = tls {
         builder = builder.tls_config(tls).map_err(|e| ServerError::Tls(e.to_string()))?;
     }

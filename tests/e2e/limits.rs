@@ -119,11 +119,10 @@ async fn grpc_limits_streams_and_ends_requests_that_never_send_a_body() {
     let (response, _body) = ready.send_request(headers_only(server.grpc()), false).expect("stream opened");
     // Default request timeout 10 s, plus a margin.
     let answer = tokio::time::timeout(Duration::from_secs(20), response).await;
-    let answer = answer.expect("a request without a body is not left pending");
-    if let Ok(response) = answer {
-        let status = response.headers().get("grpc-status").and_then(|s| s.to_str().ok()).unwrap_or("(in trailers)");
-        assert_ne!(status, "0", "{response:?}");
-    }
+    let response = answer.expect("a request without a body is not left pending").expect("answered, not reset");
+    // Trailers-only: CANCELLED ("Timeout expired", tonic's status for its timeout).
+    let status = response.headers().get("grpc-status").and_then(|s| s.to_str().ok());
+    assert_eq!(status, Some("1"), "{response:?}");
     server.signal("TERM");
     assert!(server.wait_exit(Duration::from_secs(30)).await.is_some());
 }
@@ -244,12 +243,14 @@ async fn a_connection_flood_at_the_fd_limit_neither_locks_out_healthz_nor_spins(
     assert!(server.wait_exit(Duration::from_secs(30)).await.is_some());
 }
 
-/// A WatchEvents stream outlives the request timeout (which bounds unary
-/// calls only).
+/// A quiet WatchEvents stream outlives both the request timeout (which
+/// bounds unary calls only) and the idle timeout (the client's answers to
+/// keepalive pings count as traffic).
 #[tokio::test]
-async fn watch_streams_outlive_the_request_timeout() {
+async fn quiet_watch_streams_outlive_the_request_and_idle_timeouts() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let mut server = process::start(&[], &dir.path().join("data"), &["--request-timeout", "1s"]).await;
+    let flags = ["--request-timeout", "1s", "--idle-timeout", "2s", "--keepalive-interval", "500ms"];
+    let mut server = process::start(&[], &dir.path().join("data"), &flags).await;
     let channel = sigil_tests::connect(server.grpc()).await;
     let token =
         sigil_tests::login(&mut IdentityServiceClient::new(channel.clone()), "admin", sigil_tests::ADMIN_PASSWORD)
@@ -261,16 +262,74 @@ async fn watch_streams_outlive_the_request_timeout() {
         .await
         .expect("watch opens")
         .into_inner();
-    // Longer than the request timeout: what is tested is time passing.
-    tokio::time::sleep(Duration::from_millis(2500)).await;
-    sigil_tests::login(
-        &mut IdentityServiceClient::new(sigil_tests::connect(server.grpc()).await),
-        "admin",
-        sigil_tests::ADMIN_PASSWORD,
-    )
-    .await;
+    // Longer than both timeouts: what is tested is time passing.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let mut other = IdentityServiceClient::new(sigil_tests::connect(server.grpc()).await);
+    sigil_tests::login(&mut other, "admin", sigil_tests::ADMIN_PASSWORD).await;
     let event = tokio::time::timeout(Duration::from_secs(10), events.message()).await.expect("an event arrives");
     assert!(matches!(event, Ok(Some(_))), "the stream ended: {event:?}");
     server.signal("TERM");
     assert!(server.wait_exit(Duration::from_secs(30)).await.is_some());
+}
+
+/// Connections beyond the cap are closed at once; a connection past its
+/// opening that then goes silent is closed after the idle timeout (HTTP/1
+/// keep-alive and an HTTP/2 peer that answers nothing); a connection older
+/// than max_connection_age is sent away (GOAWAY) even while it answers pings.
+#[tokio::test]
+async fn the_connection_cap_idle_timeout_and_connection_age_hold() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let flags = [
+        "--max-connections",
+        "2",
+        "--handshake-timeout",
+        "60s",
+        "--idle-timeout",
+        "2s",
+        "--keepalive-interval",
+        "1s",
+        "--max-connection-age",
+        "3s",
+    ];
+    let mut server = process::start(&[], &dir.path().join("data"), &flags).await;
+    let limit = Duration::from_secs(10);
+
+    // Cap: two HTTP/2 connections held, the third is closed at once.
+    let first = h2_connection_task(server.grpc()).await;
+    let _second = h2_connection_task(server.grpc()).await;
+    let third = TcpStream::connect(server.grpc()).await.expect("TCP connects (the kernel accepts)");
+    let closed = closed_within(third, None, limit).await.expect("the connection over the cap is closed");
+    assert!(closed < Duration::from_secs(5), "closed only after {closed:?}");
+
+    // Age: the first connection answers every ping, and is still sent away.
+    let ended = tokio::time::timeout(Duration::from_secs(15), first).await;
+    assert!(ended.is_ok(), "a connection older than max_connection_age is still open");
+
+    // Idle, HTTP/1 keep-alive: one request answered, then silence.
+    let mut http = TcpStream::connect(server.http()).await.expect("connects");
+    http.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").await.expect("sent");
+    let mut response = [0u8; 256];
+    let read = http.read(&mut response).await.expect("answered");
+    assert!(response[..read].starts_with(b"HTTP/1.1 200"));
+    let closed = closed_within(http, None, limit).await.expect("an idle keep-alive connection is closed");
+    assert!(closed >= Duration::from_millis(1500), "closed before the idle timeout: {closed:?}");
+
+    // Idle, HTTP/2 past its opening that answers nothing (no pings either).
+    let mut silent = TcpStream::connect(server.http()).await.expect("connects");
+    silent.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0").await.expect("sent");
+    closed_within(silent, None, limit).await.expect("a silent HTTP/2 connection is closed");
+    server.signal("TERM");
+    assert!(server.wait_exit(Duration::from_secs(30)).await.is_some());
+}
+
+/// An HTTP/2 connection whose driver runs as a task; the task ends when the
+/// server closes the connection.
+async fn h2_connection_task(addr: SocketAddr) -> tokio::task::JoinHandle<h2::client::SendRequest<bytes::Bytes>> {
+    let tcp = TcpStream::connect(addr).await.expect("connects");
+    let (send, connection) = h2::client::handshake(tcp).await.expect("h2 handshake");
+    let send = send.ready().await.expect("the server's settings arrive");
+    tokio::spawn(async move {
+        let _ = connection.await;
+        send
+    })
 }
