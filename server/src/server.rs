@@ -447,7 +447,9 @@ fn configure_http(
     builder: &mut hyper_util::server::conn::auto::Builder<hyper_util::rt::TokioExecutor>,
     config: &Config,
 ) {
-    builder.http1().header_read_timeout(config.handshake_timeout);
+    // hyper's default read buffer (about 400 KiB) would let each slow
+    // client pin that much; every request here fits in a few KiB.
+    builder.http1().header_read_timeout(config.handshake_timeout).max_buf_size(MAX_HEADER_LIST_BYTES as usize);
     builder
         .http2()
         .max_concurrent_streams(config.max_concurrent_streams)
