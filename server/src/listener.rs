@@ -78,6 +78,7 @@ pub struct Admission {
     permits: Arc<Semaphore>,
     limits: ConnectionLimits,
     refusals: Arc<RateLimitedLog>,
+    accept_errors: Arc<RateLimitedLog>,
 }
 
 impl Admission {
@@ -88,6 +89,7 @@ impl Admission {
             permits: Arc::new(Semaphore::new(limits.max_connections)),
             limits,
             refusals: Arc::new(RateLimitedLog::default()),
+            accept_errors: Arc::new(RateLimitedLog::default()),
         }
     }
 
@@ -130,10 +132,10 @@ impl Admission {
         })
     }
 
-    /// Logs (rate-limited) an accept error of an accept loop run by someone
-    /// else (axum-server, which backs off by itself).
+    /// Logs (rate-limited) an accept or TLS-handshake error of an accept
+    /// loop run by someone else (axum-server, which backs off by itself).
     pub fn accept_failed(&self, error: &io::Error) {
-        if let Some(suppressed) = self.refusals.due() {
+        if let Some(suppressed) = self.accept_errors.due() {
             tracing::warn!(listener = self.listener, %error, similar_since_last_report = suppressed, "cannot accept a connection");
         }
     }
