@@ -37,8 +37,8 @@ fn an_unreachable_server_is_one_clear_line() {
 async fn a_wrong_password_is_one_clear_line() {
     let dir = tempfile::tempdir().expect("temp dir");
     let config = Config {
-        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-        http_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        listen: SocketAddr::from(([127, 0, 0, 1], 0)).into(),
+        http_listen: SocketAddr::from(([127, 0, 0, 1], 0)).into(),
         data_dir: dir.path().join("data"),
         ..Config::default()
     };

@@ -4,6 +4,8 @@
 
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
+use http::Uri;
+
 use clap::{Args, Parser, ValueEnum};
 use serde::{Deserialize, Deserializer, Serialize};
 
@@ -32,18 +34,20 @@ pub struct Cli {
 #[derive(Debug, Default, Clone, Args, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ConfigLayer {
-    /// gRPC listen address [default: 127.0.0.1:50051].
-    #[arg(long, env = "SIGIL_LISTEN")]
-    pub listen: Option<SocketAddr>,
-    /// HTTP listen address for /.well-known/jwks.json and /healthz [default: 127.0.0.1:8080].
-    #[arg(long, env = "SIGIL_HTTP_LISTEN")]
-    pub http_listen: Option<SocketAddr>,
+    /// gRPC listen address, host:port (a host name is resolved at start) [default: 127.0.0.1:50051].
+    #[arg(long, env = "SIGIL_LISTEN", value_parser = ListenAddr::parse)]
+    pub listen: Option<ListenAddr>,
+    /// HTTP listen address for /.well-known/jwks.json and /healthz, host:port [default: 127.0.0.1:8080].
+    #[arg(long, env = "SIGIL_HTTP_LISTEN", value_parser = ListenAddr::parse)]
+    pub http_listen: Option<ListenAddr>,
     /// Directory of the embedded sled store [default: ./sigil-data].
     #[arg(long, env = "SIGIL_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
     /// PostgreSQL URL (postgres://user:password@host/db); when set, the store is
     /// PostgreSQL, shared with every instance on the same database, instead of sled.
-    #[arg(long, env = "SIGIL_DATABASE_URL", value_parser = DatabaseUrl::parse, hide_env_values = true)]
+    // Parsed (and refused) in `Config::checked`, not by clap or serde: their
+    // error messages repeat the value, password included.
+    #[arg(long, env = "SIGIL_DATABASE_URL", value_parser = DatabaseUrl::unchecked, hide_env_values = true)]
     pub database_url: Option<DatabaseUrl>,
     /// PEM CA certificate(s) of the PostgreSQL server: connect with TLS (as the URL's
     /// sslmode says) and accept only a server certificate signed by it.
@@ -120,6 +124,56 @@ pub struct ConfigLayer {
     #[arg(long, env = "SIGIL_LOCKOUT_DURATION", value_parser = parse_duration)]
     #[serde(default, deserialize_with = "duration_text")]
     pub lockout_duration: Option<Duration>,
+
+    // Listeners: the published URL, connection limits and timeouts, shutdown.
+    /// Public base URL of the HTTP listener (https://sigil.example.com/): every URL of the
+    /// discovery document is built from it, never from a request
+    /// [default: http://<the bound http_listen address>/].
+    #[arg(long, env = "SIGIL_PUBLIC_URL", value_parser = PublicUrl::parse)]
+    pub public_url: Option<PublicUrl>,
+    /// Connections the gRPC listener holds at once; more are refused and logged [default: 256].
+    #[arg(long, env = "SIGIL_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+    /// Connections the HTTP listener holds at once, apart from gRPC's, so /healthz stays
+    /// reachable when the gRPC port is flooded [default: 128].
+    #[arg(long, env = "SIGIL_HTTP_MAX_CONNECTIONS")]
+    pub http_max_connections: Option<usize>,
+    /// HTTP/2 streams (calls) one connection may have open at once [default: 100].
+    #[arg(long, env = "SIGIL_MAX_CONCURRENT_STREAMS")]
+    pub max_concurrent_streams: Option<u32>,
+    /// Time a new connection has to complete its opening (TLS handshake, HTTP/2 preface,
+    /// HTTP/1 request headers) [default: 10s].
+    #[arg(long, env = "SIGIL_HANDSHAKE_TIMEOUT", value_parser = parse_duration)]
+    #[serde(default, deserialize_with = "duration_text")]
+    pub handshake_timeout: Option<Duration>,
+    /// A connection on which nothing arrives for this long is closed [default: 5m].
+    #[arg(long, env = "SIGIL_IDLE_TIMEOUT", value_parser = parse_duration)]
+    #[serde(default, deserialize_with = "duration_text")]
+    pub idle_timeout: Option<Duration>,
+    /// Interval of HTTP/2 keepalive pings; a peer that does not answer within
+    /// keepalive_timeout is disconnected [default: 30s].
+    #[arg(long, env = "SIGIL_KEEPALIVE_INTERVAL", value_parser = parse_duration)]
+    #[serde(default, deserialize_with = "duration_text")]
+    pub keepalive_interval: Option<Duration>,
+    /// How long a keepalive ping may go unanswered [default: 10s].
+    #[arg(long, env = "SIGIL_KEEPALIVE_TIMEOUT", value_parser = parse_duration)]
+    #[serde(default, deserialize_with = "duration_text")]
+    pub keepalive_timeout: Option<Duration>,
+    /// Longest a call may take until its answer starts (a request body that never
+    /// arrives included); streams, once answering, are not cut [default: 10s].
+    #[arg(long, env = "SIGIL_REQUEST_TIMEOUT", value_parser = parse_duration)]
+    #[serde(default, deserialize_with = "duration_text")]
+    pub request_timeout: Option<Duration>,
+    /// A connection older than this is asked to close (HTTP/2 GOAWAY); its calls get
+    /// one minute more, then it is closed [default: 1h].
+    #[arg(long, env = "SIGIL_MAX_CONNECTION_AGE", value_parser = parse_duration)]
+    #[serde(default, deserialize_with = "duration_text")]
+    pub max_connection_age: Option<Duration>,
+    /// On SIGTERM/SIGINT, how long calls in flight may take before they are abandoned;
+    /// the store is made durable in any case. A second signal exits at once [default: 10s].
+    #[arg(long, env = "SIGIL_SHUTDOWN_GRACE", value_parser = parse_duration)]
+    #[serde(default, deserialize_with = "duration_text")]
+    pub shutdown_grace: Option<Duration>,
 }
 
 /// How log lines are written.
@@ -136,9 +190,9 @@ pub enum LogFormat {
 #[derive(Debug, Clone, Serialize)]
 pub struct Config {
     /// gRPC listen address.
-    pub listen: SocketAddr,
+    pub listen: ListenAddr,
     /// HTTP listen address.
-    pub http_listen: SocketAddr,
+    pub http_listen: ListenAddr,
     /// Directory of the sled store.
     pub data_dir: PathBuf,
     /// The PostgreSQL store, when set (printed without its password).
@@ -197,14 +251,46 @@ pub struct Config {
     pub address_lockout_threshold: u32,
     /// Proxies whose x-forwarded-for is believed.
     pub trusted_proxies: Vec<std::net::IpAddr>,
+
+    // Listeners (see `ConfigLayer` for what each means).
+    /// Public base URL of the HTTP listener (default: from the bound address).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub public_url: Option<PublicUrl>,
+    /// Connection cap of the gRPC listener.
+    pub max_connections: usize,
+    /// Connection cap of the HTTP listener.
+    pub http_max_connections: usize,
+    /// HTTP/2 streams per connection.
+    pub max_concurrent_streams: u32,
+    /// Time to complete a connection's opening.
+    #[serde(serialize_with = "duration_to_text")]
+    pub handshake_timeout: Duration,
+    /// Silence after which a connection is closed.
+    #[serde(serialize_with = "duration_to_text")]
+    pub idle_timeout: Duration,
+    /// HTTP/2 keepalive ping interval.
+    #[serde(serialize_with = "duration_to_text")]
+    pub keepalive_interval: Duration,
+    /// Time a keepalive ping may go unanswered.
+    #[serde(serialize_with = "duration_to_text")]
+    pub keepalive_timeout: Duration,
+    /// Time until a call's answer starts.
+    #[serde(serialize_with = "duration_to_text")]
+    pub request_timeout: Duration,
+    /// Age at which a connection is asked to close.
+    #[serde(serialize_with = "duration_to_text")]
+    pub max_connection_age: Duration,
+    /// Grace period of a shutdown.
+    #[serde(serialize_with = "duration_to_text")]
+    pub shutdown_grace: Duration,
 }
 
 impl Default for Config {
     fn default() -> Self {
         let identity = IdentitySettings::default();
         Self {
-            listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
-            http_listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            listen: SocketAddr::from(([127, 0, 0, 1], 50051)).into(),
+            http_listen: SocketAddr::from(([127, 0, 0, 1], 8080)).into(),
             data_dir: PathBuf::from("./sigil-data"),
             database_url: None,
             database_ca: None,
@@ -227,6 +313,17 @@ impl Default for Config {
             lockout_duration: identity.lockout.duration,
             address_lockout_threshold: identity.address_lockout.threshold,
             trusted_proxies: identity.trusted_proxies,
+            public_url: None,
+            max_connections: 256,
+            http_max_connections: 128,
+            max_concurrent_streams: 100,
+            handshake_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(300),
+            keepalive_interval: Duration::from_secs(30),
+            keepalive_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(10),
+            max_connection_age: Duration::from_secs(3600),
+            shutdown_grace: Duration::from_secs(10),
         }
     }
 }
@@ -235,12 +332,12 @@ impl Default for Config {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// The file could not be read.
-    #[error("cannot read config file {path}: {source}")]
+    #[error("cannot read config file {path}: {reason}")]
     Read {
         /// The file.
         path: PathBuf,
         /// Why.
-        source: std::io::Error,
+        reason: std::io::Error,
     },
     /// The file is not valid (syntax, unknown key, bad value).
     #[error("invalid config file {path}: {message}")]
@@ -263,9 +360,9 @@ impl Config {
             None => ConfigLayer::default(),
             Some(path) => {
                 let text = std::fs::read_to_string(path)
-                    .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+                    .map_err(|reason| ConfigError::Read { path: path.to_path_buf(), reason })?;
                 toml::from_str(&text)
-                    .map_err(|e| ConfigError::Invalid { path: path.to_path_buf(), message: e.to_string() })?
+                    .map_err(|e| ConfigError::Invalid { path: path.to_path_buf(), message: toml_error(&text, &e) })?
             }
         };
         Self::default().overlaid(from_file).overlaid(flags).checked()
@@ -297,6 +394,17 @@ impl Config {
             lockout_duration: layer.lockout_duration.unwrap_or(self.lockout_duration),
             address_lockout_threshold: layer.address_lockout_threshold.unwrap_or(self.address_lockout_threshold),
             trusted_proxies: layer.trusted_proxies.unwrap_or(self.trusted_proxies),
+            public_url: layer.public_url.or(self.public_url),
+            max_connections: layer.max_connections.unwrap_or(self.max_connections),
+            http_max_connections: layer.http_max_connections.unwrap_or(self.http_max_connections),
+            max_concurrent_streams: layer.max_concurrent_streams.unwrap_or(self.max_concurrent_streams),
+            handshake_timeout: layer.handshake_timeout.unwrap_or(self.handshake_timeout),
+            idle_timeout: layer.idle_timeout.unwrap_or(self.idle_timeout),
+            keepalive_interval: layer.keepalive_interval.unwrap_or(self.keepalive_interval),
+            keepalive_timeout: layer.keepalive_timeout.unwrap_or(self.keepalive_timeout),
+            request_timeout: layer.request_timeout.unwrap_or(self.request_timeout),
+            max_connection_age: layer.max_connection_age.unwrap_or(self.max_connection_age),
+            shutdown_grace: layer.shutdown_grace.unwrap_or(self.shutdown_grace),
         }
     }
 
@@ -327,6 +435,37 @@ impl Config {
         }
         if self.issuer.is_empty() || self.audience.is_empty() {
             return Err(ConfigError::OutOfRange("issuer and audience must not be empty".into()));
+        }
+        if let Some(url) = &self.database_url {
+            url.check()?;
+        }
+        self.checked_listeners()
+    }
+
+    fn checked_listeners(self) -> Result<Self, ConfigError> {
+        let out_of_range = |text: &str| Err(ConfigError::OutOfRange(text.into()));
+        if self.max_connections == 0 || self.http_max_connections == 0 {
+            return out_of_range("max_connections and http_max_connections must be at least 1");
+        }
+        if self.max_concurrent_streams == 0 {
+            return out_of_range("max_concurrent_streams must be at least 1");
+        }
+        for (name, value) in [
+            ("handshake_timeout", self.handshake_timeout),
+            ("idle_timeout", self.idle_timeout),
+            ("keepalive_interval", self.keepalive_interval),
+            ("keepalive_timeout", self.keepalive_timeout),
+            ("request_timeout", self.request_timeout),
+            ("max_connection_age", self.max_connection_age),
+        ] {
+            if value < Duration::from_millis(100) {
+                return Err(ConfigError::OutOfRange(format!("{name} must be at least 100ms")));
+            }
+        }
+        // A quiet stream (WatchEvents with nothing to say) stays open only
+        // because the client's answers to keepalive pings count as traffic.
+        if self.keepalive_interval >= self.idle_timeout {
+            return out_of_range("keepalive_interval must be shorter than idle_timeout");
         }
         Ok(self)
     }
@@ -363,40 +502,128 @@ impl Config {
     }
 }
 
-/// A PostgreSQL connection string. It may hold a password, so `Debug` and
-/// the printed configuration show it with the password masked.
-#[derive(Clone, PartialEq, Eq)]
-pub struct DatabaseUrl(String);
+/// A PostgreSQL connection string (URL or libpq key=value form). It may
+/// hold a password, so `Debug` and the printed configuration render it from
+/// its parsed fields with the password masked, never from the text.
+#[derive(Clone)]
+pub struct DatabaseUrl {
+    text: String,
+    parsed: Option<tokio_postgres::Config>,
+}
+
+impl PartialEq for DatabaseUrl {
+    fn eq(&self, other: &Self) -> bool {
+        self.text == other.text
+    }
+}
+
+impl Eq for DatabaseUrl {}
 
 impl DatabaseUrl {
     /// Accepts a `postgres://` / `postgresql://` URL or a libpq key=value string.
     pub fn parse(text: &str) -> Result<Self, String> {
-        text.parse::<tokio_postgres::Config>()
-            .map(|_| Self(text.to_string()))
-            // The parser's message never repeats the password.
-            .map_err(|e| format!("invalid PostgreSQL connection string: {e}"))
+        let url = Self::unchecked(text)?;
+        url.check().map_err(|e| e.to_string())?;
+        Ok(url)
+    }
+
+    /// Keeps `text` whatever it holds: [`DatabaseUrl::check`] (run by
+    /// `Config::load`) refuses it later without repeating it, as clap and
+    /// serde would.
+    pub fn unchecked(text: &str) -> Result<Self, String> {
+        let parsed = text.parse::<tokio_postgres::Config>().ok().filter(|config| {
+            // tokio-postgres ends the userinfo at the first `@`: the rest of a
+            // password holding a raw `@` would become part of the host name
+            // (and be printed as one). No host name holds an `@`.
+            !config
+                .get_hosts()
+                .iter()
+                .any(|host| matches!(host, tokio_postgres::config::Host::Tcp(name) if name.contains('@')))
+        });
+        Ok(Self { text: text.to_string(), parsed })
+    }
+
+    /// Whether tokio-postgres accepts the string. The error never repeats
+    /// it: the parser's messages can quote characters of the password.
+    pub fn check(&self) -> Result<(), ConfigError> {
+        match self.parsed {
+            Some(_) => Ok(()),
+            None => Err(ConfigError::OutOfRange(
+                "database_url is not a PostgreSQL connection string tokio-postgres accepts \
+                 (postgres://user:password@host:port/db?sslmode=require, or host=… user=… dbname=…; \
+                 in a URL, write an `@` in the password as %40); it is not repeated here because it may \
+                 hold a password"
+                    .into(),
+            )),
+        }
     }
 
     /// The connection string itself, for the driver.
     pub fn expose(&self) -> &str {
-        &self.0
+        &self.text
     }
 
-    /// The connection string with any password replaced by `***`.
+    /// The connection settings in libpq key=value form with any password
+    /// replaced by `***`, rendered from the parsed fields.
     pub fn masked(&self) -> String {
-        let text = &self.0;
-        if let Some(rest) = text.split_once("://").map(|(_, rest)| rest)
-            && let Some((userinfo, _)) = rest.split_once('@')
-            && let Some((_, password)) = userinfo.split_once(':')
-        {
-            let start = text.len() - rest.len() + userinfo.len() - password.len();
-            return format!("{}***{}", &text[..start], &text[start + password.len()..]);
+        let Some(config) = &self.parsed else { return "(invalid connection string)".into() };
+        let mut pairs: Vec<(&str, String)> = Vec::new();
+        let hosts: Vec<String> = config
+            .get_hosts()
+            .iter()
+            .map(|host| match host {
+                tokio_postgres::config::Host::Tcp(name) => name.clone(),
+                tokio_postgres::config::Host::Unix(path) => path.display().to_string(),
+            })
+            .collect();
+        if !hosts.is_empty() {
+            pairs.push(("host", hosts.join(",")));
         }
-        text.split_whitespace()
-            .map(|pair| if pair.starts_with("password=") { "password=***" } else { pair })
-            .collect::<Vec<_>>()
-            .join(" ")
+        let hostaddrs: Vec<String> = config.get_hostaddrs().iter().map(ToString::to_string).collect();
+        if !hostaddrs.is_empty() {
+            pairs.push(("hostaddr", hostaddrs.join(",")));
+        }
+        let ports: Vec<String> = config.get_ports().iter().map(ToString::to_string).collect();
+        if !ports.is_empty() {
+            pairs.push(("port", ports.join(",")));
+        }
+        if let Some(user) = config.get_user() {
+            pairs.push(("user", user.to_string()));
+        }
+        if config.get_password().is_some() {
+            pairs.push(("password", "***".to_string()));
+        }
+        if let Some(dbname) = config.get_dbname() {
+            pairs.push(("dbname", dbname.to_string()));
+        }
+        if let Some(options) = config.get_options() {
+            pairs.push(("options", options.to_string()));
+        }
+        if let Some(name) = config.get_application_name() {
+            pairs.push(("application_name", name.to_string()));
+        }
+        let ssl_mode = match config.get_ssl_mode() {
+            tokio_postgres::config::SslMode::Disable => "disable",
+            tokio_postgres::config::SslMode::Require => "require",
+            _ => "prefer",
+        };
+        pairs.push(("sslmode", ssl_mode.to_string()));
+        if let Some(timeout) = config.get_connect_timeout() {
+            pairs.push(("connect_timeout", timeout.as_secs().to_string()));
+        }
+        if config.get_target_session_attrs() == tokio_postgres::config::TargetSessionAttrs::ReadWrite {
+            pairs.push(("target_session_attrs", "read-write".to_string()));
+        }
+        pairs.iter().map(|(key, value)| format!("{key}={}", quoted(value))).collect::<Vec<_>>().join(" ")
     }
+}
+
+/// A libpq key=value value, quoted when it must be.
+fn quoted(value: &str) -> String {
+    if !value.is_empty() && !value.contains([' ', '\'', '\\']) {
+        return value.to_string();
+    }
+    format!("'{}'", value.replace('\\', "\\\\").replace('\'', "\\'"))
 }
 
 impl std::fmt::Debug for DatabaseUrl {
@@ -413,8 +640,139 @@ impl Serialize for DatabaseUrl {
 
 impl<'de> Deserialize<'de> for DatabaseUrl {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        Self::unchecked(&String::deserialize(deserializer)?).map_err(serde::de::Error::custom)
+    }
+}
+
+/// A listen address as configured: `host:port`, where the host is an IP
+/// address (`[::1]` for IPv6) or a name resolved when the server starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenAddr(String);
+
+impl ListenAddr {
+    /// Accepts `host:port`; the host is checked by resolving it at start.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let bad = || format!("{text:?} is not host:port (e.g. 127.0.0.1:50051, localhost:50051, [::1]:50051)");
+        let (host, port) = text.rsplit_once(':').ok_or_else(bad)?;
+        port.parse::<u16>().map_err(|_| bad())?;
+        let bracketed = host.starts_with('[') && host.ends_with(']') && host.len() > 2;
+        if host.is_empty() || (host.contains(':') && !bracketed) || host.contains(char::is_whitespace) {
+            return Err(bad());
+        }
+        Ok(Self(text.to_string()))
+    }
+
+    /// The addresses the host resolves to, in the resolver's order.
+    pub async fn resolve(&self) -> std::io::Result<Vec<SocketAddr>> {
+        Ok(tokio::net::lookup_host(self.0.as_str()).await?.collect())
+    }
+}
+
+impl From<SocketAddr> for ListenAddr {
+    fn from(addr: SocketAddr) -> Self {
+        Self(addr.to_string())
+    }
+}
+
+impl std::fmt::Display for ListenAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl Serialize for ListenAddr {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for ListenAddr {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         Self::parse(&String::deserialize(deserializer)?).map_err(serde::de::Error::custom)
     }
+}
+
+/// The public base URL of the HTTP listener: an absolute `http(s)` URL
+/// without query or fragment, kept with a trailing `/` so paths join onto it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublicUrl(String);
+
+impl PublicUrl {
+    /// Accepts an absolute http or https URL with a host and no query or fragment.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let bad = |why: &str| format!("public_url {text:?} {why} (expected e.g. https://sigil.example.com/)");
+        if text.contains(['?', '#']) {
+            return Err(bad("must not have a query or fragment"));
+        }
+        let uri: Uri = text.parse().map_err(|_| bad("is not a URL"))?;
+        match uri.scheme_str() {
+            Some("http" | "https") => {}
+            _ => return Err(bad("must start with https:// (or http://)")),
+        }
+        let Some(authority) = uri.authority() else { return Err(bad("has no host")) };
+        if authority.host().is_empty() || authority.as_str().contains('@') {
+            return Err(bad("must name a host (and no user)"));
+        }
+        let path = uri.path().trim_end_matches('/');
+        Ok(Self(format!("{}://{}{path}/", uri.scheme_str().unwrap_or("https"), authority)))
+    }
+
+    /// The URL of `path` (relative, e.g. `.well-known/jwks.json`) under this base.
+    pub fn join(&self, path: &str) -> String {
+        format!("{}{}", self.0, path.trim_start_matches('/'))
+    }
+
+    /// Whether it is https, or http to a loopback host (safe in clear text).
+    pub fn is_safe(&self) -> bool {
+        if self.0.starts_with("https://") {
+            return true;
+        }
+        let host = self.0.trim_start_matches("http://").split('/').next().unwrap_or_default();
+        let host = host.rsplit_once(':').map_or(host, |(host, _)| host);
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+    }
+
+    /// The default: the address the HTTP listener is bound to (an unspecified
+    /// address — 0.0.0.0 — is replaced by loopback: it names no host).
+    pub fn from_bound(addr: SocketAddr) -> Self {
+        let mut addr = addr;
+        if addr.ip().is_unspecified() {
+            addr.set_ip(match addr {
+                SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+                SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+            });
+        }
+        Self(format!("http://{addr}/"))
+    }
+}
+
+impl std::fmt::Display for PublicUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl Serialize for PublicUrl {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for PublicUrl {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        Self::parse(&String::deserialize(deserializer)?).map_err(serde::de::Error::custom)
+    }
+}
+
+/// A TOML error by position and message, without the excerpt of the file
+/// that `toml` quotes: that line may hold a secret (database_url).
+fn toml_error(text: &str, error: &toml::de::Error) -> String {
+    let Some(span) = error.span() else { return error.message().to_string() };
+    let before = &text[..span.start.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.len() - before.rfind('\n').map_or(0, |at| at + 1) + 1;
+    format!("line {line}, column {column}: {}", error.message().trim_end())
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -458,19 +816,82 @@ mod tests {
         assert!(error.to_string().contains("listen_adress"), "{error}");
     }
 
+    /// Every form tokio-postgres accepts a password in is masked, from the
+    /// parsed fields: URL userinfo (with `@` or `:` in the password, raw or
+    /// percent-encoded), `?password=`, key=value with spaces around `=`,
+    /// quoted, with escapes.
     #[test]
-    fn database_passwords_are_masked_in_debug_and_print() {
-        for (url, masked) in [
-            ("postgres://sigil:s3cret@db:5432/sigil", "postgres://sigil:***@db:5432/sigil"),
-            ("host=db user=sigil password=s3cret dbname=sigil", "host=db user=sigil password=*** dbname=sigil"),
-            ("postgresql://sigil@db/sigil", "postgresql://sigil@db/sigil"),
+    fn database_passwords_are_masked_in_every_form() {
+        for (url, secret) in [
+            ("postgres://sigil:s3cret@db:5432/sigil", "s3cret"),
+            ("postgres://sigil:s3c%40r3t@db/sigil", "r3t"),
+            ("postgresql://sigil:a:b:c@db/sigil", "b:c"),
+            ("postgres://sigil@db/sigil?password=s3cret&sslmode=require", "s3cret"),
+            ("postgres://db/sigil?user=sigil&password=s3cret", "s3cret"),
+            ("host=db user=sigil password=s3cret dbname=sigil", "s3cret"),
+            ("host=db user=sigil password = s3cret dbname=sigil", "s3cret"),
+            ("host=db user=sigil password= 's3 cr3t' dbname=sigil", "cr3t"),
+            ("host=db password='it\\'s s3cret' user=sigil", "s3cret"),
+            ("password=s3cret host=db", "s3cret"),
         ] {
-            let url = DatabaseUrl::parse(url).expect("valid");
-            assert_eq!(format!("{url:?}"), masked);
-            let config = Config { database_url: Some(url), ..Config::default() };
-            assert!(!config.to_toml().contains("s3cret") && !format!("{config:?}").contains("s3cret"));
+            let parsed = DatabaseUrl::parse(url).unwrap_or_else(|e| panic!("{url}: {e}"));
+            let masked = format!("{parsed:?}");
+            assert!(!masked.contains(secret), "{url} -> {masked}");
+            assert!(masked.contains("password=***"), "{url} -> {masked}");
+            let config = Config { database_url: Some(parsed), ..Config::default() };
+            assert!(!config.to_toml().contains(secret), "{}", config.to_toml());
+            assert!(!format!("{config:?}").contains(secret));
         }
-        assert!(DatabaseUrl::parse("postgres://[").is_err());
+        let plain = DatabaseUrl::parse("postgresql://sigil@db:5433/sigil?sslmode=require").expect("valid");
+        assert_eq!(format!("{plain:?}"), "host=db port=5433 user=sigil dbname=sigil sslmode=require");
+    }
+
+    /// A connection string that does not parse is refused when the
+    /// configuration is loaded (flag, environment or file), and the error
+    /// does not repeat it.
+    #[test]
+    fn an_invalid_database_url_is_refused_without_repeating_it() {
+        for url in [
+            "postgres://sigil:s3cret@[",
+            "postgres://sigil:s3c@r3t@db:5432/sigil",
+            "host=db password='s3cret",
+            "postgres://sigil:s3cret@db/sigil?bogus=1",
+        ] {
+            assert!(DatabaseUrl::parse(url).is_err(), "{url}");
+            let flags = ConfigLayer { database_url: DatabaseUrl::unchecked(url).ok(), ..ConfigLayer::default() };
+            let error = Config::load(None, flags).expect_err("refused").to_string();
+            assert!(error.contains("database_url") && !error.contains("s3c") && !error.contains("r3t"), "{error}");
+            let file = file_with(&format!("database_url = {url:?}\n"));
+            let error = Config::load(Some(file.path()), ConfigLayer::default()).expect_err("refused").to_string();
+            assert!(error.contains("database_url") && !error.contains("s3cret"), "{error}");
+        }
+        // A TOML syntax error on that line does not quote the line either.
+        let file = file_with("database_url = \"postgres://sigil:s3cret@db/sigil\nlisten = 1\n");
+        let error = Config::load(Some(file.path()), ConfigLayer::default()).expect_err("refused").to_string();
+        assert!(error.contains("line 1") && !error.contains("s3cret"), "{error}");
+    }
+
+    #[test]
+    fn listen_addresses_are_host_and_port() {
+        for good in ["127.0.0.1:50051", "localhost:0", "[::1]:8080", "sigil.internal:443"] {
+            assert!(ListenAddr::parse(good).is_ok(), "{good}");
+        }
+        for bad in ["localhost", ":80", "::1:80", "host:http", "a b:1", "1.2.3.4:70000"] {
+            assert!(ListenAddr::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn public_urls_are_absolute_http_urls_without_query_or_fragment() {
+        let url = PublicUrl::parse("https://sigil.example.com/auth").expect("valid");
+        assert_eq!(url.join(".well-known/jwks.json"), "https://sigil.example.com/auth/.well-known/jwks.json");
+        assert!(url.is_safe());
+        assert!(PublicUrl::parse("http://127.0.0.1:8080").expect("valid").is_safe());
+        assert!(!PublicUrl::parse("http://sigil.example.com").expect("valid").is_safe());
+        for bad in ["ftp://x/", "x", "/path", "https://x/?a=1", "https://x/#f", "https://u@x/", "https:///p"] {
+            assert!(PublicUrl::parse(bad).is_err(), "{bad}");
+        }
+        assert_eq!(PublicUrl::from_bound("0.0.0.0:8080".parse().expect("addr")).to_string(), "http://127.0.0.1:8080/");
     }
 
     #[test]

@@ -9,18 +9,26 @@ use std::sync::Arc;
 use axum::{
     Json, Router,
     extract::State,
-    http::{HeaderMap, StatusCode, header},
+    http::{StatusCode, header},
     response::IntoResponse,
     routing::get,
 };
 
-use crate::domain::Identity;
+use crate::{config::PublicUrl, domain::Identity};
 
-/// The HTTP routes over `identity`.
-pub fn router(identity: Arc<Identity>) -> Router {
+/// The HTTP routes over `identity`; the discovery document's URLs are under
+/// `public_url`.
+pub fn router(identity: Arc<Identity>, public_url: &PublicUrl) -> Router {
+    let discovery_document = Arc::new(discovery(&identity, public_url));
     Router::new()
         .route("/.well-known/jwks.json", get(jwks))
-        .route("/.well-known/openid-configuration", get(discovery))
+        .route(
+            "/.well-known/openid-configuration",
+            get(move || {
+                let document = discovery_document.clone();
+                async move { Json(document.as_ref().clone()) }
+            }),
+        )
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .with_state(identity)
@@ -37,21 +45,20 @@ async fn jwks(State(identity): State<Arc<Identity>>) -> impl IntoResponse {
 }
 
 /// The OpenID Connect discovery document: enough for standard JWT
-/// middleware to find the keys and the accepted algorithm. The `jwks_uri`
-/// is built from the `Host` the caller used, so it is right behind any
-/// address the listener is reached by.
-async fn discovery(State(identity): State<Arc<Identity>>, headers: HeaderMap) -> impl IntoResponse {
-    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("127.0.0.1");
-    let scheme = headers.get("x-forwarded-proto").and_then(|h| h.to_str().ok()).unwrap_or("http");
-    Json(serde_json::json!({
+/// middleware to find the keys and the accepted algorithm. Built once, at
+/// start, from configuration: nothing a caller sends (`Host`,
+/// `X-Forwarded-Proto`) may become a URL Sigil publishes — behind a cache
+/// keyed by path, one caller's header would be every verifier's key source.
+fn discovery(identity: &Identity, public_url: &PublicUrl) -> serde_json::Value {
+    serde_json::json!({
         "issuer": identity.settings().issuer,
-        "jwks_uri": format!("{scheme}://{host}/.well-known/jwks.json"),
+        "jwks_uri": public_url.join(".well-known/jwks.json"),
         "id_token_signing_alg_values_supported": ["EdDSA"],
         "token_endpoint_auth_signing_alg_values_supported": ["EdDSA"],
         "response_types_supported": ["token"],
         "subject_types_supported": ["public"],
         "claims_supported": ["iss", "sub", "aud", "exp", "nbf", "iat", "jti", "sid", "username", "roles"],
-    }))
+    })
 }
 
 async fn metrics(State(identity): State<Arc<Identity>>) -> impl IntoResponse {

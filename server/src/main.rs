@@ -1,8 +1,9 @@
-//! `sigil-server`: parses the configuration, starts the service, prints the
-//! bootstrap admin's generated password once, and serves until SIGINT or
-//! SIGTERM, then shuts down after in-flight writes are durable.
+//! `sigil-server`: parses the configuration, raises its file-descriptor
+//! limit, starts the service, prints the bootstrap admin's generated
+//! password once, and serves until SIGINT or SIGTERM; then shuts down within
+//! the grace period with every write durable. A second signal exits at once.
 
-use std::process::ExitCode;
+use std::{process::ExitCode, time::Duration};
 
 use anyhow::Context as _;
 use clap::Parser as _;
@@ -26,6 +27,7 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     init_logging(config.log_format);
+    raise_fd_limit();
     // Everything this process creates — the store's files, which hold the
     // private signing keys and password hashes — is readable by its own
     // user only (files 0600, directories 0700), whatever umask it inherited.
@@ -38,12 +40,40 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(config)) {
+    let outcome = runtime.block_on(run(config));
+    // Calls abandoned after the grace period must not hold the exit up.
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!("{e:#}");
+            // Once, on standard error like every other start-up refusal
+            // (systemd's journal keeps both streams).
             eprintln!("sigil-server: {e:#}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// Raises the soft limit on open files to the hard limit: every connection
+/// is a file descriptor, and the soft default (often 1,024) is far below
+/// what the listeners' caps allow. The listeners fit their caps under
+/// whatever limit results.
+fn raise_fd_limit() {
+    #[cfg(unix)]
+    {
+        use rustix::process::{Resource, getrlimit, setrlimit};
+        let limit = getrlimit(Resource::Nofile);
+        let raised = rustix::process::Rlimit { current: limit.maximum, maximum: limit.maximum };
+        match setrlimit(Resource::Nofile, raised) {
+            Ok(()) => tracing::info!(
+                open_files = limit.maximum.map_or_else(|| "unlimited".to_string(), |n| n.to_string()),
+                "file-descriptor limit"
+            ),
+            Err(e) => tracing::warn!(
+                open_files = limit.current.map_or_else(|| "unlimited".to_string(), |n| n.to_string()),
+                error = %e,
+                "cannot raise the file-descriptor limit"
+            ),
         }
     }
 }
@@ -51,6 +81,9 @@ fn main() -> ExitCode {
 async fn run(config: Config) -> anyhow::Result<()> {
     let admin_password = std::env::var("SIGIL_ADMIN_PASSWORD").ok().filter(|p| !p.is_empty()).map(Secret::new);
     let running = server::start(&config, admin_password).await.context("cannot start")?;
+    // Registered only once started: a signal during the start keeps its
+    // default action (the process ends at once; nothing was acknowledged).
+    let mut signals = StopSignals::new()?;
     if let Some((admin, generated)) = &running.bootstrap_admin {
         match generated {
             Some(password) => println!(
@@ -63,21 +96,44 @@ async fn run(config: Config) -> anyhow::Result<()> {
             }
         }
     }
-    shutdown_signal().await?;
-    tracing::info!("shutting down");
-    running.shutdown().await.context("shutdown")?;
+    signals.next().await;
+    tracing::info!(grace = %humantime::format_duration(config.shutdown_grace), "shutting down (a second signal exits at once)");
+    tokio::select! {
+        result = running.shutdown() => result.context("shutdown")?,
+        () = signals.next() => {
+            // "Now": every acknowledged write is durable already (writes are
+            // acknowledged only after their group commit); calls in flight
+            // are cut and unacknowledged ones may be lost.
+            tracing::warn!("second signal: exiting now without waiting for calls in flight");
+            std::process::exit(1);
+        }
+    }
     tracing::info!("stopped; all acknowledged writes are durable");
     Ok(())
 }
 
-async fn shutdown_signal() -> anyhow::Result<()> {
-    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .context("cannot listen for SIGTERM")?;
-    tokio::select! {
-        result = tokio::signal::ctrl_c() => result.context("cannot listen for SIGINT")?,
-        _ = terminate.recv() => {}
+/// SIGINT and SIGTERM, registered once so that a second one is never missed
+/// (nor lets the default action kill the process mid-flush).
+struct StopSignals {
+    interrupt: tokio::signal::unix::Signal,
+    terminate: tokio::signal::unix::Signal,
+}
+
+impl StopSignals {
+    fn new() -> anyhow::Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Self {
+            interrupt: signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?,
+            terminate: signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?,
+        })
     }
-    Ok(())
+
+    async fn next(&mut self) {
+        tokio::select! {
+            _ = self.interrupt.recv() => {}
+            _ = self.terminate.recv() => {}
+        }
+    }
 }
 
 fn init_logging(format: LogFormat) {

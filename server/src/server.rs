@@ -1,21 +1,24 @@
-//! Runs Sigil: opens the store (sled, or PostgreSQL when a database URL is
-//! set), builds the domain core, binds the gRPC and HTTP listeners and serves
-//! until told to stop, then makes every in-flight write durable before
+//! Runs Sigil: binds the gRPC and HTTP listeners (first, so that a busy port
+//! fails the start before anything is created), opens the store (sled, or
+//! PostgreSQL when a database URL is set), builds the domain core and serves
+//! within the listeners' limits until told to stop; then gives calls in
+//! flight a bounded grace period and makes every write durable before
 //! returning. With a shared store it also follows the other instances.
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use sigil_proto::pb::{admin_service_server::AdminServiceServer, identity_service_server::IdentityServiceServer};
 use tokio::{net::TcpListener, sync::watch, task::JoinHandle};
-use tonic::transport::{ServerTlsConfig, server::TcpIncoming};
+use tonic::transport::ServerTlsConfig;
 
 use crate::{
-    config::Config,
+    config::{Config, ListenAddr, PublicUrl},
     domain::{Identity, Secret, user::UserRecord},
     grpc::{
         admin::{AdminApi, AdminGuard},
         identity::IdentityApi,
     },
+    listener::{Admission, AdmittingAcceptor, ConnectionLimits},
     store::{Store, postgres::PgStore, sled_store::SledStore},
 };
 use tonic_health::{
@@ -35,24 +38,48 @@ const STORE_PROBE_INTERVAL: Duration = Duration::from_secs(1);
 /// hundred bytes; the cap keeps hostile payloads from costing memory.
 pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
 
+/// Largest header block a client may send (HTTP/2 SETTINGS_MAX_HEADER_LIST_SIZE):
+/// a bearer token and a few metadata entries need a few KiB.
+const MAX_HEADER_LIST_BYTES: u32 = 32 * 1024;
+
+/// Time a connection past `max_connection_age` has to finish its calls
+/// before it is closed (gRPC's MAX_CONNECTION_AGE_GRACE). The HTTP listener
+/// sends no GOAWAY: its connections are simply closed at age + grace.
+const CONNECTION_AGE_GRACE: Duration = Duration::from_secs(60);
+
+/// Name of the lock file that keeps a second `sigil-server` off a data directory.
+const DATA_DIR_LOCK: &str = "sigil-server.lock";
+
 /// Why the server could not start or stop cleanly.
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
+    // The causes below are part of the message and deliberately not
+    // `#[source]`: a report that prints the chain would say them twice.
     /// The data directory could not be prepared.
-    #[error("data directory {path}: {source}")]
+    #[error("data directory {path}: {reason}")]
     DataDir {
         /// The directory.
         path: String,
         /// Why.
-        source: std::io::Error,
+        reason: std::io::Error,
+    },
+    /// Another process holds the data directory.
+    #[error(
+        "data directory {path} is in use by another sigil-server{holder}: stop it, or give this one its own --data-dir"
+    )]
+    DataDirInUse {
+        /// The directory.
+        path: String,
+        /// ` (pid N)` when the holder wrote its process id.
+        holder: String,
     },
     /// A listener could not be bound.
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("cannot listen on {addr}: {reason}")]
     Bind {
-        /// The address.
-        addr: SocketAddr,
+        /// The address as configured.
+        addr: String,
         /// Why.
-        source: std::io::Error,
+        reason: std::io::Error,
     },
     /// The store failed.
     #[error(transparent)]
@@ -81,18 +108,42 @@ pub struct RunningServer {
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<Result<(), ServerError>>>,
     store: Arc<dyn Store>,
+    grace: Duration,
+    // Held (open and flock'ed) until the store is closed.
+    _data_dir_lock: Option<std::fs::File>,
 }
 
 impl RunningServer {
-    /// Stops accepting, lets in-flight calls finish, makes writes durable.
+    /// Stops accepting, lets in-flight calls finish for at most the
+    /// configured grace period (then abandons them), and makes every write
+    /// durable (the store is closed in either case).
     pub async fn shutdown(self) -> Result<(), ServerError> {
         // Open streams end first, or the gRPC server would wait on them.
         self.identity.begin_shutdown();
         let _ = self.stop.send(true);
-        for task in self.tasks {
-            task.await.map_err(|e| ServerError::Serve(e.to_string()))??;
+        let mut tasks = self.tasks;
+        let mut served = Ok(());
+        let finished = tokio::time::timeout(self.grace, async {
+            for task in tasks.iter_mut() {
+                let result = task.await.map_err(|e| ServerError::Serve(e.to_string())).and_then(|r| r);
+                if served.is_ok() {
+                    served = result;
+                }
+            }
+        })
+        .await;
+        if finished.is_err() {
+            let waiting = tasks.iter().filter(|task| !task.is_finished()).count();
+            tracing::warn!(grace = %humantime::format_duration(self.grace), waiting, "grace period over: abandoning calls still in flight");
+            for task in &tasks {
+                task.abort();
+            }
         }
-        self.store.close().await?;
+        // Acknowledged writes are already durable (acknowledged only after
+        // their group commit); closing flushes whatever else is pending.
+        let closed = self.store.close().await;
+        served?;
+        closed?;
         Ok(())
     }
 }
@@ -101,9 +152,24 @@ impl RunningServer {
 /// empty and the bootstrap admin is created.
 pub async fn start(config: &Config, admin_password: Option<Secret<String>>) -> Result<RunningServer, ServerError> {
     let tls = TlsPem::read(config)?;
-    if tls.is_none() && !config.listen.ip().is_loopback() {
-        tracing::warn!(listen = %config.listen, "serving gRPC without TLS on a non-loopback address: tokens and passwords cross the network in clear text");
+    // Bound before anything is created: a busy port must not leave a store
+    // with a bootstrap admin whose generated password nobody saw.
+    let grpc_listener = bind(&config.listen).await?;
+    let http_listener = bind(&config.http_listen).await?;
+    let grpc_addr = local_addr(&grpc_listener, &config.listen)?;
+    let http_addr = local_addr(&http_listener, &config.http_listen)?;
+    if tls.is_none() && !grpc_addr.ip().is_loopback() {
+        tracing::warn!(listen = %grpc_addr, "serving gRPC without TLS on a non-loopback address: tokens and passwords cross the network in clear text");
     }
+    let public_url = config.public_url.clone().unwrap_or_else(|| PublicUrl::from_bound(http_addr));
+    if config.public_url.is_none() && !http_addr.ip().is_loopback() {
+        tracing::warn!(%public_url, "public_url is not set: the discovery document names this default, which remote verifiers may not reach; set public_url to the https URL they use");
+    } else if !public_url.is_safe() {
+        tracing::warn!(%public_url, "public_url is not https: verifiers fetch the signing keys in clear text");
+    }
+    let (grpc_limits, http_limits) = connection_limits(config);
+
+    let mut data_dir_lock = None;
     let store: Arc<dyn Store> = match &config.database_url {
         Some(url) => {
             let ca = match &config.database_ca {
@@ -118,19 +184,12 @@ pub async fn start(config: &Config, admin_password: Option<Secret<String>>) -> R
         }
         None => {
             prepare_data_dir(&config.data_dir)?;
+            data_dir_lock = Some(lock_data_dir(&config.data_dir)?);
             SledStore::open(&config.data_dir)?
         }
     };
     let identity = Arc::new(Identity::open(store.clone(), config.identity_settings()).await?);
     let bootstrap_admin = identity.bootstrap_admin(admin_password).await?;
-
-    let grpc_listener =
-        TcpListener::bind(config.listen).await.map_err(|source| ServerError::Bind { addr: config.listen, source })?;
-    let http_listener = TcpListener::bind(config.http_listen)
-        .await
-        .map_err(|source| ServerError::Bind { addr: config.http_listen, source })?;
-    let grpc_addr = local_addr(&grpc_listener, config.listen)?;
-    let http_addr = local_addr(&http_listener, config.http_listen)?;
 
     let (stop, stopped) = watch::channel(false);
     let (health, health_service) = tonic_health::server::health_reporter();
@@ -140,11 +199,25 @@ pub async fn start(config: &Config, admin_password: Option<Secret<String>>) -> R
         tokio::spawn(serve_grpc(
             identity.clone(),
             grpc_listener,
-            tls.as_ref().map(TlsPem::grpc),
+            GrpcOptions {
+                tls: tls.as_ref().map(|tls| tls.grpc(config.handshake_timeout)),
+                limits: grpc_limits,
+                config: config.clone(),
+            },
             (health.clone(), health_service),
             stopped.clone(),
         )),
-        tokio::spawn(serve_http(identity.clone(), http_listener, tls.as_ref().map(TlsPem::http), stopped.clone())),
+        tokio::spawn(serve_http(
+            identity.clone(),
+            http_listener,
+            HttpOptions {
+                tls: tls.as_ref().map(TlsPem::http),
+                limits: http_limits,
+                public_url,
+                config: config.clone(),
+            },
+            stopped.clone(),
+        )),
         tokio::spawn(maintain(identity.clone(), config.sweep_interval, stopped.clone())),
         tokio::spawn(report_store_health(store.clone(), health, stopped.clone())),
     ];
@@ -152,13 +225,79 @@ pub async fn start(config: &Config, admin_password: Option<Secret<String>>) -> R
         tasks.push(tokio::spawn(follow_peers(identity.clone(), changes, config.sync_interval, stopped)));
     }
     tracing::info!(%grpc_addr, %http_addr, "sigil-server listening");
-    Ok(RunningServer { grpc_addr, http_addr, identity, bootstrap_admin, stop, tasks, store })
+    Ok(RunningServer {
+        grpc_addr,
+        http_addr,
+        identity,
+        bootstrap_admin,
+        stop,
+        tasks,
+        store,
+        grace: config.shutdown_grace,
+        _data_dir_lock: data_dir_lock,
+    })
+}
+
+/// Resolves `addr` (a host name is looked up now) and binds the first
+/// address it resolves to that can be bound.
+async fn bind(addr: &ListenAddr) -> Result<TcpListener, ServerError> {
+    let error = |reason| ServerError::Bind { addr: addr.to_string(), reason };
+    let candidates = addr.resolve().await.map_err(error)?;
+    let mut last = std::io::Error::new(std::io::ErrorKind::NotFound, "the host name resolves to no address");
+    for candidate in candidates {
+        match TcpListener::bind(candidate).await {
+            Ok(listener) => return Ok(listener),
+            Err(e) => last = e,
+        }
+    }
+    Err(error(last))
+}
+
+/// Both listeners' connection limits, the caps fitted under the process's
+/// file-descriptor limit so that neither listener can starve the other.
+fn connection_limits(config: &Config) -> (ConnectionLimits, ConnectionLimits) {
+    let (mut grpc, mut http) = (config.max_connections, config.http_max_connections);
+    #[cfg(unix)]
+    if let Some(fd_limit) = rustix::process::getrlimit(rustix::process::Resource::Nofile).current {
+        let fitted = crate::listener::fit_under_fd_limit(grpc, http, fd_limit);
+        if fitted != (grpc, http) {
+            tracing::warn!(
+                fd_limit,
+                max_connections = fitted.0,
+                http_max_connections = fitted.1,
+                "connection caps lowered to fit the file-descriptor limit (raise LimitNOFILE / ulimit -n)"
+            );
+        }
+        (grpc, http) = fitted;
+    }
+    let limits = |max_connections| ConnectionLimits {
+        max_connections,
+        handshake_timeout: config.handshake_timeout,
+        idle_timeout: config.idle_timeout,
+        max_lifetime: config.max_connection_age + CONNECTION_AGE_GRACE,
+    };
+    (limits(grpc), limits(http))
+}
+
+/// How the gRPC listener serves.
+struct GrpcOptions {
+    tls: Option<ServerTlsConfig>,
+    limits: ConnectionLimits,
+    config: Config,
+}
+
+/// How the HTTP listener serves.
+struct HttpOptions {
+    tls: Option<HttpTls>,
+    limits: ConnectionLimits,
+    public_url: PublicUrl,
+    config: Config,
 }
 
 async fn serve_grpc(
     identity: Arc<Identity>,
     listener: TcpListener,
-    tls: Option<ServerTlsConfig>,
+    options: GrpcOptions,
     (health, health_service): (HealthReporter, HealthServer<impl Health>),
     stop: watch::Receiver<bool>,
 ) -> Result<(), ServerError> {
@@ -186,8 +325,25 @@ async fn serve_grpc(
         .build_v1alpha()
         .map_err(|e| ServerError::Serve(format!("reflection: {e}")))?;
 
-    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-    let mut builder = tonic::transport::Server::builder();
+    let GrpcOptions { tls, limits, config } = options;
+    let incoming = Admission::new("grpc", limits).incoming(listener);
+    let mut builder = tonic::transport::Server::builder()
+        // tonic sets no stream limit of its own (hyper's default is
+        // overridden): without this one, 10,000 pending streams fit on one
+        // connection.
+        .max_concurrent_streams(config.max_concurrent_streams)
+        .http2_max_header_list_size(MAX_HEADER_LIST_BYTES)
+        // Bounds the time until a call's answer starts — a unary call whose
+        // body never comes included — not the life of a stream once it
+        // answers (tonic applies it to the response future only), so
+        // WatchEvents is not cut by it.
+        .timeout(config.request_timeout)
+        .http2_keepalive_interval(Some(config.keepalive_interval))
+        .http2_keepalive_timeout(Some(config.keepalive_timeout))
+        // GOAWAY at this age; the hard close a grace period later is the
+        // connection's own lifetime (`ConnectionLimits::max_lifetime`):
+        // tonic 0.14 with a grace set skips the GOAWAY and only cuts.
+        .max_connection_age(config.max_connection_age);
     if let Some(tls) = tls {
         builder = builder.tls_config(tls).map_err(|e| ServerError::Tls(e.to_string()))?;
     }
@@ -213,32 +369,93 @@ struct HttpTls {
 async fn serve_http(
     identity: Arc<Identity>,
     listener: TcpListener,
-    tls: Option<HttpTls>,
+    options: HttpOptions,
     stop: watch::Receiver<bool>,
 ) -> Result<(), ServerError> {
-    let router = crate::http::router(identity);
-    let Some(tls) = tls else {
-        return axum::serve(listener, router)
-            .with_graceful_shutdown(stopped(stop))
-            .await
-            .map_err(|e| ServerError::Serve(e.to_string()));
-    };
-    let config = axum_server::tls_rustls::RustlsConfig::from_pem(tls.cert, tls.key)
-        .await
-        .map_err(|e| ServerError::Tls(format!("HTTP listener: {e}")))?;
+    let HttpOptions { tls, limits, public_url, config } = options;
+    let request_timeout = config.request_timeout;
+    let router = crate::http::router(identity, &public_url).layer(axum::middleware::from_fn(
+        move |request: axum::extract::Request, next: axum::middleware::Next| async move {
+            match tokio::time::timeout(request_timeout, next.run(request)).await {
+                Ok(response) => response,
+                Err(_) => axum::response::IntoResponse::into_response((
+                    axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                    "request timed out\n",
+                )),
+            }
+        },
+    ));
+    let admission = Admission::new("http", limits);
     let listener = listener.into_std().map_err(|e| ServerError::Serve(e.to_string()))?;
     let handle = axum_server::Handle::new();
     let closer = handle.clone();
+    let grace = config.shutdown_grace;
     tokio::spawn(async move {
         stopped(stop).await;
-        closer.graceful_shutdown(Some(Duration::from_secs(10)));
+        closer.graceful_shutdown(Some(grace));
     });
-    axum_server::tls_rustls::from_tcp_rustls(listener, config)
-        .map_err(|e| ServerError::Serve(e.to_string()))?
-        .handle(handle)
-        .serve(router.into_make_service())
-        .await
-        .map_err(|e| ServerError::Serve(e.to_string()))
+    let on_accept_error = {
+        let admission = admission.clone();
+        move |_: Option<&SocketAddr>, error: &std::io::Error| {
+            // Refusals at the cap were logged by the admission already.
+            if error.kind() != std::io::ErrorKind::Other {
+                admission.accept_failed(error);
+            }
+        }
+    };
+    let serve = |result: std::io::Result<()>| result.map_err(|e| ServerError::Serve(e.to_string()));
+    match tls {
+        None => {
+            let mut server = axum_server::from_tcp(listener)
+                .map_err(|e| ServerError::Serve(e.to_string()))?
+                .acceptor(AdmittingAcceptor(admission));
+            configure_http(server.http_builder(), &config);
+            serve(
+                server
+                    .first_request_timeout(config.handshake_timeout)
+                    .accept_error_handler(on_accept_error)
+                    .handle(handle)
+                    .serve(router.into_make_service())
+                    .await,
+            )
+        }
+        Some(tls) => {
+            let rustls = axum_server::tls_rustls::RustlsConfig::from_pem(tls.cert, tls.key)
+                .await
+                .map_err(|e| ServerError::Tls(format!("HTTP listener: {e}")))?;
+            let acceptor = axum_server::tls_rustls::RustlsAcceptor::new(rustls)
+                .handshake_timeout(config.handshake_timeout)
+                .acceptor(AdmittingAcceptor(admission));
+            let mut server =
+                axum_server::from_tcp(listener).map_err(|e| ServerError::Serve(e.to_string()))?.acceptor(acceptor);
+            configure_http(server.http_builder(), &config);
+            serve(
+                server
+                    .first_request_timeout(config.handshake_timeout)
+                    .accept_error_handler(on_accept_error)
+                    .handle(handle)
+                    .serve(router.into_make_service())
+                    .await,
+            )
+        }
+    }
+}
+
+/// The HTTP listener's protocol limits: the same stream cap, header limit
+/// and keepalive as gRPC, and HTTP/1 headers bounded in time (slowloris).
+fn configure_http(
+    builder: &mut hyper_util::server::conn::auto::Builder<hyper_util::rt::TokioExecutor>,
+    config: &Config,
+) {
+    // hyper's default read buffer (about 400 KiB) would let each slow
+    // client pin that much; every request here fits in a few KiB.
+    builder.http1().header_read_timeout(config.handshake_timeout).max_buf_size(MAX_HEADER_LIST_BYTES as usize);
+    builder
+        .http2()
+        .max_concurrent_streams(config.max_concurrent_streams)
+        .max_header_list_size(MAX_HEADER_LIST_BYTES)
+        .keep_alive_interval(config.keepalive_interval)
+        .keep_alive_timeout(config.keepalive_timeout);
 }
 
 /// Periodic upkeep (expiry, purges, key retirement, last-seen times); see
@@ -358,8 +575,10 @@ impl TlsPem {
 
     /// TLS for the gRPC listener; with a client CA, clients must present a
     /// certificate signed by it (mTLS).
-    fn grpc(&self) -> ServerTlsConfig {
-        let tls = ServerTlsConfig::new().identity(tonic::transport::Identity::from_pem(&self.cert, &self.key));
+    fn grpc(&self, handshake_timeout: Duration) -> ServerTlsConfig {
+        let tls = ServerTlsConfig::new()
+            .identity(tonic::transport::Identity::from_pem(&self.cert, &self.key))
+            .timeout(handshake_timeout);
         match &self.client_ca {
             Some(ca) => tls.client_ca_root(tonic::transport::Certificate::from_pem(ca)),
             None => tls,
@@ -386,14 +605,42 @@ async fn stopped(mut stop: watch::Receiver<bool>) {
     let _ = stop.wait_for(|stop| *stop).await;
 }
 
-fn local_addr(listener: &TcpListener, wanted: SocketAddr) -> Result<SocketAddr, ServerError> {
-    listener.local_addr().map_err(|source| ServerError::Bind { addr: wanted, source })
+fn local_addr(listener: &TcpListener, wanted: &ListenAddr) -> Result<SocketAddr, ServerError> {
+    listener.local_addr().map_err(|reason| ServerError::Bind { addr: wanted.to_string(), reason })
+}
+
+/// Takes the data directory for this process (an exclusive `flock` on a
+/// lock file in it, held until exit), so a second server on the same
+/// directory is told who holds it rather than sled's raw lock error.
+fn lock_data_dir(dir: &std::path::Path) -> Result<std::fs::File, ServerError> {
+    use std::io::{Read as _, Seek as _, Write as _};
+    let path = dir.join(DATA_DIR_LOCK);
+    let error = |reason| ServerError::DataDir { path: dir.display().to_string(), reason };
+    let mut file =
+        std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path).map_err(error)?;
+    #[cfg(unix)]
+    if let Err(errno) = rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+        if errno != rustix::io::Errno::WOULDBLOCK {
+            return Err(error(errno.into()));
+        }
+        let mut pid = String::new();
+        let _ = file.read_to_string(&mut pid);
+        let holder = match pid.trim().parse::<u32>() {
+            Ok(pid) => format!(" (pid {pid})"),
+            Err(_) => String::new(),
+        };
+        return Err(ServerError::DataDirInUse { path: dir.display().to_string(), holder });
+    }
+    // For the message above, in the next server that tries.
+    file.set_len(0).and_then(|()| file.rewind()).map_err(error)?;
+    write!(file, "{}", std::process::id()).and_then(|()| file.flush()).map_err(error)?;
+    Ok(file)
 }
 
 /// Creates the data directory readable by the service's user only: it holds
 /// the private signing keys and the password hashes.
 fn prepare_data_dir(dir: &std::path::Path) -> Result<(), ServerError> {
-    let error = |source| ServerError::DataDir { path: dir.display().to_string(), source };
+    let error = |reason| ServerError::DataDir { path: dir.display().to_string(), reason };
     std::fs::create_dir_all(dir).map_err(error)?;
     #[cfg(unix)]
     {

@@ -42,3 +42,13 @@ mod metrics_labels;
 mod audit_retention;
 // A PostgreSQL database of the previous schema, upgraded in place.
 mod store_upgrade;
+// The real binary as a child process, for the tests below.
+mod process;
+// Listener limits: idle, slowloris, bodiless requests, streams, floods, fd limit.
+mod limits;
+// Start-up: host names, a data directory in use, a busy port, errors said once.
+mod startup;
+// Shutdown: grace period with open streams, second signal.
+mod shutdown;
+// The discovery document's URLs come from configuration.
+mod discovery;

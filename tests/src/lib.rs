@@ -45,8 +45,8 @@ impl TestServer {
     pub async fn start_with(adjust: impl FnOnce(&mut Config)) -> Self {
         let data_dir = tempfile::tempdir().expect("temp dir");
         let mut config = Config {
-            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-            http_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)).into(),
+            http_listen: SocketAddr::from(([127, 0, 0, 1], 0)).into(),
             data_dir: data_dir.path().join("data"),
             ..Config::default()
         };
