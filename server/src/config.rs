@@ -114,6 +114,18 @@ pub struct ConfigLayer {
     #[arg(long, env = "SIGIL_LOCKOUT_DURATION", value_parser = parse_duration)]
     #[serde(default, deserialize_with = "duration_text")]
     pub lockout_duration: Option<Duration>,
+    /// Start even though the sled store lost data it had committed (it is behind
+    /// its high-water mark, or opened empty): serve what it still holds, record the
+    /// loss as an audit event and reset the mark. For one start after a loss the
+    /// operator accepts; never leave it set [default: false].
+    #[arg(
+        long,
+        env = "SIGIL_ACCEPT_DATA_LOSS",
+        num_args = 0..=1,
+        default_missing_value = "true",
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
+    pub accept_data_loss: Option<bool>,
 }
 
 /// How log lines are written.
@@ -188,6 +200,8 @@ pub struct Config {
     pub address_lockout_threshold: u32,
     /// Proxies whose x-forwarded-for is believed.
     pub trusted_proxies: Vec<std::net::IpAddr>,
+    /// Start over a sled store that lost committed data (once, on purpose).
+    pub accept_data_loss: bool,
 }
 
 impl Default for Config {
@@ -217,6 +231,7 @@ impl Default for Config {
             lockout_duration: identity.lockout.duration,
             address_lockout_threshold: identity.address_lockout.threshold,
             trusted_proxies: identity.trusted_proxies,
+            accept_data_loss: false,
         }
     }
 }
@@ -286,6 +301,7 @@ impl Config {
             lockout_duration: layer.lockout_duration.unwrap_or(self.lockout_duration),
             address_lockout_threshold: layer.address_lockout_threshold.unwrap_or(self.address_lockout_threshold),
             trusted_proxies: layer.trusted_proxies.unwrap_or(self.trusted_proxies),
+            accept_data_loss: layer.accept_data_loss.unwrap_or(self.accept_data_loss),
         }
     }
 
@@ -340,6 +356,12 @@ impl Config {
             trusted_proxies: self.trusted_proxies.clone(),
             ..IdentitySettings::default()
         }
+    }
+
+    /// What the sled store does when it opened behind its high-water mark.
+    pub fn on_data_loss(&self) -> crate::store::high_water::OnDataLoss {
+        use crate::store::high_water::OnDataLoss;
+        if self.accept_data_loss { OnDataLoss::Accept } else { OnDataLoss::Refuse }
     }
 
     /// The configuration as TOML, in the file format `--config` reads.

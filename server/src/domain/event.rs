@@ -49,6 +49,9 @@ pub enum EventKind {
     RefreshReused,
     /// Too many failed logins locked an account.
     AccountLocked,
+    /// The server was started over a store that had lost committed data,
+    /// because the operator said to accept the loss.
+    StoreLossAccepted,
 }
 
 /// One audit event.
