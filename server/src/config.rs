@@ -481,6 +481,19 @@ mod tests {
     }
 
     #[test]
+    fn accepting_data_loss_is_off_unless_asked_for_by_flag_env_or_file() {
+        use crate::store::high_water::OnDataLoss;
+        let parse = |args: &[&str]| Cli::try_parse_from([&["sigil-server"], args].concat()).expect("parses");
+        let load = |cli: Cli| Config::load(None, cli.layer).expect("config");
+        assert_eq!(load(parse(&[])).on_data_loss(), OnDataLoss::Refuse);
+        assert_eq!(load(parse(&["--accept-data-loss"])).on_data_loss(), OnDataLoss::Accept);
+        assert_eq!(load(parse(&["--accept-data-loss=false"])).on_data_loss(), OnDataLoss::Refuse);
+        let file = file_with("accept_data_loss = true\n");
+        let config = Config::load(Some(file.path()), ConfigLayer::default()).expect("config");
+        assert_eq!(config.on_data_loss(), OnDataLoss::Accept);
+    }
+
+    #[test]
     fn printed_configuration_reads_back() {
         let config = Config::default();
         let file = file_with(&config.to_toml());

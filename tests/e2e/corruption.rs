@@ -280,11 +280,22 @@ async fn a_damaged_high_water_mark_is_refused_naming_it_and_a_missing_one_is_rec
     assert!(output.contains(HIGH_WATER_FILE), "the refusal names the damaged file:\n{output}");
 
     // No mark at all beside a store with data: the first start after an
-    // upgrade. It starts, and writes the mark.
+    // upgrade. It starts, and writes the mark as it opens the store (so a
+    // kill right after is enough to find it).
     std::fs::remove_file(&mark).expect("remove");
     let server = ChildServer::spawn(&data).await;
-    assert!(server.terminate().await);
+    server.kill_9().await;
     assert!(mark.is_file(), "the mark is written again");
+    match launch(&data, &[], &[]).await {
+        Launch::Listening { mut child, .. } => {
+            child.start_kill().expect("kill");
+            child.wait().await.expect("reaped");
+        }
+        Launch::Exited { output, .. } => panic!(
+            "the recreated mark matches the store:
+{output}"
+        ),
+    }
 }
 
 #[tokio::test]

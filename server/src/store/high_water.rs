@@ -25,7 +25,8 @@ use std::{
     fs::{self, File},
     io::{self, Write as _},
     path::{Path, PathBuf},
-    sync::Mutex,
+    sync::{Arc, Condvar, Mutex, MutexGuard},
+    thread,
     time::{Duration, Instant},
 };
 
@@ -146,72 +147,143 @@ impl HighWaterFile {
 }
 
 /// How often a mark that advanced only in its event sequence is written.
-/// Events come with nearly every write (logins, refreshes), and writing
-/// the file costs two fsyncs; revocations, the history that matters most,
-/// are recorded after every flush that covers one. The store's health
-/// probe flushes every second, so no event stays unrecorded for long.
+/// Events come with nearly every write (logins, refreshes), and writing the
+/// file costs two fsyncs; revocations, the history that matters most, are
+/// written as soon as a flush covered them.
 const EVENT_MARK_INTERVAL: Duration = Duration::from_millis(250);
 
-/// Keeps the file in step with the flushes of the group commit.
+/// Writes the marks that flushes covered to the file, on its own thread:
+/// the file's fsyncs never delay a flush or an acknowledgement, and marks
+/// that arrive while one is written are coalesced into the next write.
 #[derive(Debug)]
 pub struct HighWaterRecorder {
-    file: HighWaterFile,
-    last: Mutex<Recorded>,
+    shared: Arc<Shared>,
 }
 
 #[derive(Debug)]
-struct Recorded {
-    mark: HighWaterMark,
-    at: Instant,
+struct Shared {
+    file: HighWaterFile,
+    state: Mutex<State>,
+    wake: Condvar,
+    /// Held while the file is written, so writes never interleave and the
+    /// file never goes back to an older mark.
+    writing: Mutex<()>,
+}
+
+#[derive(Debug)]
+struct State {
+    written: HighWaterMark,
+    written_at: Instant,
+    pending: Option<HighWaterMark>,
     /// Whether the last write failed (so that a failing disk is logged
     /// once, not on every flush).
     failing: bool,
+    closed: bool,
 }
 
 impl HighWaterRecorder {
-    /// A recorder whose file holds `mark` (just written).
-    pub fn new(file: HighWaterFile, mark: HighWaterMark) -> Self {
-        Self { file, last: Mutex::new(Recorded { mark, at: Instant::now(), failing: false }) }
+    /// A recorder whose file holds `written` (just written); starts its
+    /// writing thread.
+    pub fn start(file: HighWaterFile, written: HighWaterMark) -> io::Result<Self> {
+        let shared = Arc::new(Shared {
+            file,
+            state: Mutex::new(State {
+                written,
+                written_at: Instant::now(),
+                pending: None,
+                failing: false,
+                closed: false,
+            }),
+            wake: Condvar::new(),
+            writing: Mutex::new(()),
+        });
+        let writer = shared.clone();
+        thread::Builder::new().name("sigil-high-water".into()).spawn(move || writer.run())?;
+        Ok(Self { shared })
     }
 
-    /// Notes that a flush covered `covered` (read before it started);
-    /// writes the file when that advanced the mark (see
-    /// [`EVENT_MARK_INTERVAL`]). A failed write keeps the older mark,
-    /// which is still true, only less complete; it is logged.
+    /// Notes that a flush covered `covered` (read before it started): the
+    /// thread writes it soon (see [`EVENT_MARK_INTERVAL`]).
     pub fn covered(&self, covered: HighWaterMark) {
-        let mut last = self.last.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        let next = last.mark.max(covered);
-        let urgent = next.revocation_sequence > last.mark.revocation_sequence || next.held_data != last.mark.held_data;
-        let events = next.event_sequence > last.mark.event_sequence && last.at.elapsed() >= EVENT_MARK_INTERVAL;
-        if urgent || events {
-            self.write_locked(&mut last, next);
+        let mut state = self.shared.lock_state();
+        state.pending = Some(state.pending.map_or(covered, |pending| pending.max(covered)));
+        self.shared.wake.notify_one();
+    }
+
+    /// Writes `mark` now (at a clean stop, after the last flush).
+    pub fn write_now(&self, mark: HighWaterMark) -> io::Result<()> {
+        self.shared.write(mark)
+    }
+}
+
+impl Drop for HighWaterRecorder {
+    fn drop(&mut self) {
+        self.shared.lock_state().closed = true;
+        self.shared.wake.notify_one();
+    }
+}
+
+impl Shared {
+    fn lock_state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The writing thread: waits for a mark that is due, writes it.
+    fn run(&self) {
+        loop {
+            let mut state = self.lock_state();
+            let due = loop {
+                if state.closed {
+                    return;
+                }
+                let Some(pending) = state.pending else {
+                    state = self.wake.wait(state).unwrap_or_else(|poisoned| poisoned.into_inner());
+                    continue;
+                };
+                let next = state.written.max(pending);
+                if next == state.written {
+                    state.pending = None;
+                    continue;
+                }
+                let urgent = next.revocation_sequence > state.written.revocation_sequence
+                    || next.held_data != state.written.held_data;
+                let wait = EVENT_MARK_INTERVAL.saturating_sub(state.written_at.elapsed());
+                if urgent || wait.is_zero() {
+                    state.pending = None;
+                    break next;
+                }
+                state = self.wake.wait_timeout(state, wait).unwrap_or_else(|poisoned| poisoned.into_inner()).0;
+            };
+            drop(state);
+            // A failure is logged in `write`; the older mark stays, which is
+            // still true, only less complete.
+            let _ = self.write(due);
         }
     }
 
-    /// Writes `mark` now, whatever was written before (at a clean stop).
-    pub fn write_now(&self, mark: HighWaterMark) -> io::Result<()> {
-        let mut last = self.last.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        let next = last.mark.max(mark);
-        self.file.write(&next)?;
-        *last = Recorded { mark: next, at: Instant::now(), failing: false };
-        Ok(())
-    }
-
-    fn write_locked(&self, last: &mut Recorded, next: HighWaterMark) {
-        match self.file.write(&next) {
+    /// Writes the later of `mark` and what was written.
+    fn write(&self, mark: HighWaterMark) -> io::Result<()> {
+        let _writing = self.writing.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let next = self.lock_state().written.max(mark);
+        let result = self.file.write(&next);
+        let mut state = self.lock_state();
+        match &result {
             Ok(()) => {
-                if last.failing {
+                if state.failing {
                     tracing::info!(file = %self.file.path().display(), "high-water mark written again");
                 }
-                *last = Recorded { mark: next, at: Instant::now(), failing: false };
+                state.written = next;
+                state.written_at = Instant::now();
+                state.failing = false;
             }
             Err(e) => {
-                if !last.failing {
+                if !state.failing {
                     tracing::warn!(file = %self.file.path().display(), error = %e, "cannot write the high-water mark; it keeps its older value until a write succeeds");
                 }
-                last.failing = true;
+                state.failing = true;
             }
         }
+        result
     }
 }
 
@@ -241,6 +313,32 @@ mod tests {
         assert!(lost.contains("audit trail ends at sequence 3"), "{lost}");
         let lost = recorded.shortfall(&HighWaterMark::default()).expect("everything lost");
         assert!(lost.contains("opened empty") && lost.contains("revocation") && lost.contains("audit"), "{lost}");
+    }
+
+    #[test]
+    fn the_recorder_writes_revocations_at_once_events_soon_and_never_goes_back() {
+        let dir = tempfile::tempdir().expect("dir");
+        let file = HighWaterFile::in_dir(dir.path());
+        file.write(&mark(1, 1, true)).expect("write");
+        let recorder = HighWaterRecorder::start(file.clone(), mark(1, 1, true)).expect("start");
+        let read = || file.read().expect("read").expect("present");
+        let eventually = |want: HighWaterMark| {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while read() != want {
+                assert!(Instant::now() < deadline, "the file reached {want:?} within 10 s: {:?}", read());
+                thread::sleep(Duration::from_millis(5));
+            }
+        };
+        recorder.covered(mark(2, 5, true));
+        eventually(mark(2, 5, true));
+        // Events alone: written within the interval, not lost.
+        recorder.covered(mark(2, 9, true));
+        eventually(mark(2, 9, true));
+        // An older mark (marks are read before flushes that finish in
+        // order, but the writes of two recorders may cross) never lowers it.
+        recorder.covered(mark(1, 3, true));
+        recorder.write_now(mark(2, 8, true)).expect("write now");
+        assert_eq!(read(), mark(2, 9, true));
     }
 
     #[test]

@@ -211,7 +211,10 @@ impl SledStore {
         mark_file.write(&mark).map_err(|e| {
             StoreError::Backend(format!("cannot write the high-water mark {}: {e}", mark_file.path().display()))
         })?;
-        let high_water = Arc::new(HighWaterRecorder::new(mark_file, mark));
+        let high_water = Arc::new(
+            HighWaterRecorder::start(mark_file, mark)
+                .map_err(|e| StoreError::Backend(format!("cannot start the high-water mark's thread: {e}")))?,
+        );
 
         let flusher = db.clone();
         let covered = reach.clone();
