@@ -25,8 +25,8 @@ pub(crate) const HIGH_WATER_FILE: &str = "high-water.json";
 pub(crate) enum Launch {
     /// It bound its ports (and still runs).
     Listening {
-        /// The process.
-        child: tokio::process::Child,
+        /// The process (boxed: it is much larger than the other variant).
+        child: Box<tokio::process::Child>,
         /// Its gRPC address.
         grpc_addr: std::net::SocketAddr,
         /// What it printed up to the "listening" line.
@@ -89,7 +89,7 @@ pub(crate) async fn launch(data: &Path, flags: &[&str], env: &[(&str, &str)]) ->
     .await
     .expect("sigil-server listens or exits within 30 s");
     match outcome {
-        Some(grpc_addr) => Launch::Listening { child, grpc_addr, output },
+        Some(grpc_addr) => Launch::Listening { child: Box::new(child), grpc_addr, output },
         None => {
             let status = tokio::time::timeout(Duration::from_secs(10), child.wait())
                 .await
