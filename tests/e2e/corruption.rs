@@ -364,3 +364,25 @@ async fn clean_and_kill_9_restarts_are_never_refused() {
     }
     server.kill_9().await;
 }
+
+#[tokio::test]
+async fn damaged_sled_files_it_cannot_open_are_refused_pointing_to_a_backup() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data = dir.path().join("data");
+    let _ = write_and_stop(&data).await;
+    // sled's `conf` ends in a checksum; one flipped byte and sled refuses
+    // it (and blames an old sled version).
+    flip_byte(&data.join("conf"), 5);
+    match launch(&data, &[], &[]).await {
+        Launch::Listening { mut child, .. } => {
+            let _ = child.start_kill();
+            panic!("sigil-server started over a damaged sled config");
+        }
+        Launch::Exited { status, output } => {
+            assert!(!status.success());
+            let dir = data.display().to_string();
+            assert!(output.contains(&dir) && output.contains("damaged"), "names the directory and why:\n{output}");
+            assert!(output.contains("backup"), "says to restore a backup:\n{output}");
+        }
+    }
+}

@@ -187,7 +187,7 @@ impl SledStore {
             // keeps the server's memory low without slowing them.
             .cache_capacity(CACHE_BYTES)
             .open()
-            .map_err(|e| StoreError::Backend(format!("cannot open sled store at {}: {e}", dir.display())))?;
+            .map_err(|e| open_error(dir, e))?;
         let tree =
             |name: &str| db.open_tree(name).map_err(|e| StoreError::Backend(format!("cannot open tree {name}: {e}")));
         let keys = tree("keys")?;
@@ -1012,6 +1012,20 @@ fn append_events_to(
     Ok(stored)
 }
 
+/// Why sled could not open `dir`; when its files are damaged (a bad
+/// checksum in `conf`, or a corrupt snapshot), says what to do.
+fn open_error(dir: &Path, e: sled::Error) -> StoreError {
+    match e {
+        sled::Error::Corruption { .. } | sled::Error::Unsupported(_) => StoreError::DataLoss(format!(
+            "cannot open the sled store in {}: its files are damaged or not sled's ({e}); \
+             restore the data directory from a backup (the whole directory, {} included)",
+            dir.display(),
+            super::high_water::FILE_NAME
+        )),
+        e => StoreError::Backend(format!("cannot open sled store at {}: {e}", dir.display())),
+    }
+}
+
 /// Compares the store as it opened with its high-water mark; returns the
 /// loss accepted (with [`OnDataLoss::Accept`]), or refuses.
 fn check_reach(
@@ -1035,7 +1049,12 @@ fn check_reach(
         Ok(None) => None,
         Ok(Some(recorded)) => recorded.shortfall(&recovered),
     };
-    let Some(loss) = loss else { return Ok(None) };
+    let Some(loss) = loss else {
+        if on_loss == OnDataLoss::Accept {
+            tracing::warn!(data_dir = %dir.display(), "--accept-data-loss is set but the store lost nothing; remove it, or a later loss would be accepted without asking");
+        }
+        return Ok(None);
+    };
     match on_loss {
         OnDataLoss::Refuse => Err(StoreError::DataLoss(format!(
             "refusing to start: the store in {dir} has lost data it had committed: {loss}. \
