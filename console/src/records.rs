@@ -249,6 +249,7 @@ impl Record for pb::Event {
             | pb::EventKind::LoginFailed
             | pb::EventKind::RefreshReused
             | pb::EventKind::AccountLocked
+            | pb::EventKind::StoreLossAccepted
             | pb::EventKind::UserDisabled
             | pb::EventKind::UserDeleted => ENDED,
             _ => LIVE,
@@ -276,6 +277,7 @@ pub fn event_kind(kind: pb::EventKind) -> &'static str {
         K::KeyRetired => "key retired",
         K::RefreshReused => "refresh reused",
         K::AccountLocked => "account locked",
+        K::StoreLossAccepted => "store loss accepted",
         K::Unspecified => "?",
     }
 }

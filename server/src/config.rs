@@ -174,6 +174,18 @@ pub struct ConfigLayer {
     #[arg(long, env = "SIGIL_SHUTDOWN_GRACE", value_parser = parse_duration)]
     #[serde(default, deserialize_with = "duration_text")]
     pub shutdown_grace: Option<Duration>,
+    /// Start even though the sled store lost data it had committed (it is behind
+    /// its high-water mark, or opened empty): serve what it still holds, record the
+    /// loss as an audit event and reset the mark. For one start after a loss the
+    /// operator accepts; never leave it set [default: false].
+    #[arg(
+        long,
+        env = "SIGIL_ACCEPT_DATA_LOSS",
+        num_args = 0..=1,
+        default_missing_value = "true",
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
+    pub accept_data_loss: Option<bool>,
 }
 
 /// How log lines are written.
@@ -283,6 +295,8 @@ pub struct Config {
     /// Grace period of a shutdown.
     #[serde(serialize_with = "duration_to_text")]
     pub shutdown_grace: Duration,
+    /// Start over a sled store that lost committed data (once, on purpose).
+    pub accept_data_loss: bool,
 }
 
 impl Default for Config {
@@ -324,6 +338,7 @@ impl Default for Config {
             request_timeout: Duration::from_secs(10),
             max_connection_age: Duration::from_secs(3600),
             shutdown_grace: Duration::from_secs(10),
+            accept_data_loss: false,
         }
     }
 }
@@ -405,6 +420,7 @@ impl Config {
             request_timeout: layer.request_timeout.unwrap_or(self.request_timeout),
             max_connection_age: layer.max_connection_age.unwrap_or(self.max_connection_age),
             shutdown_grace: layer.shutdown_grace.unwrap_or(self.shutdown_grace),
+            accept_data_loss: layer.accept_data_loss.unwrap_or(self.accept_data_loss),
         }
     }
 
@@ -494,6 +510,12 @@ impl Config {
             trusted_proxies: self.trusted_proxies.clone(),
             ..IdentitySettings::default()
         }
+    }
+
+    /// What the sled store does when it opened behind its high-water mark.
+    pub fn on_data_loss(&self) -> crate::store::high_water::OnDataLoss {
+        use crate::store::high_water::OnDataLoss;
+        if self.accept_data_loss { OnDataLoss::Accept } else { OnDataLoss::Refuse }
     }
 
     /// The configuration as TOML, in the file format `--config` reads.
@@ -903,6 +925,19 @@ mod tests {
         let flags = ConfigLayer { audit_retention: Some(Duration::from_secs(5)), ..ConfigLayer::default() };
         let error = Config::load(None, flags).expect_err("too short");
         assert!(error.to_string().contains("audit_retention"), "{error}");
+    }
+
+    #[test]
+    fn accepting_data_loss_is_off_unless_asked_for_by_flag_env_or_file() {
+        use crate::store::high_water::OnDataLoss;
+        let parse = |args: &[&str]| Cli::try_parse_from([&["sigil-server"], args].concat()).expect("parses");
+        let load = |cli: Cli| Config::load(None, cli.layer).expect("config");
+        assert_eq!(load(parse(&[])).on_data_loss(), OnDataLoss::Refuse);
+        assert_eq!(load(parse(&["--accept-data-loss"])).on_data_loss(), OnDataLoss::Accept);
+        assert_eq!(load(parse(&["--accept-data-loss=false"])).on_data_loss(), OnDataLoss::Refuse);
+        let file = file_with("accept_data_loss = true\n");
+        let config = Config::load(Some(file.path()), ConfigLayer::default()).expect("config");
+        assert_eq!(config.on_data_loss(), OnDataLoss::Accept);
     }
 
     #[test]

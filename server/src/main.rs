@@ -80,10 +80,18 @@ fn raise_fd_limit() {
 
 async fn run(config: Config) -> anyhow::Result<()> {
     let admin_password = std::env::var("SIGIL_ADMIN_PASSWORD").ok().filter(|p| !p.is_empty()).map(Secret::new);
-    let running = server::start(&config, admin_password).await.context("cannot start")?;
-    // Registered only once started: a signal during the start keeps its
-    // default action (the process ends at once; nothing was acknowledged).
+    // Registered before the start, so that a signal right after the
+    // "listening" line (a supervisor stopping a fresh process) still gets a
+    // clean shutdown; one during the start abandons it (nothing was
+    // acknowledged yet).
     let mut signals = StopSignals::new()?;
+    let running = tokio::select! {
+        running = server::start(&config, admin_password) => running.context("cannot start")?,
+        () = signals.next() => {
+            tracing::info!("stopped during the start");
+            return Ok(());
+        }
+    };
     if let Some((admin, generated)) = &running.bootstrap_admin {
         match generated {
             Some(password) => println!(

@@ -185,7 +185,7 @@ pub async fn start(config: &Config, admin_password: Option<Secret<String>>) -> R
         None => {
             prepare_data_dir(&config.data_dir)?;
             data_dir_lock = Some(lock_data_dir(&config.data_dir)?);
-            SledStore::open(&config.data_dir)?
+            SledStore::open_with(&config.data_dir, config.on_data_loss())?
         }
     };
     let identity = Arc::new(Identity::open(store.clone(), config.identity_settings()).await?);
@@ -483,10 +483,24 @@ async fn maintain(
     }
 }
 
+/// The exit status of a server whose store failed in a way it cannot
+/// recover from in place (see [`report_store_health`]): `EX_TEMPFAIL`, for
+/// the supervisor (`Restart=on-failure`) to start a fresh process.
+pub const EXIT_STORE_NEEDS_RESTART: i32 = 75;
+
 /// Keeps the [`STORE_HEALTH_SERVICE`] health status in step with whether
-/// the store can commit writes: NOT_SERVING while it cannot, when logins,
-/// refreshes, revocations and admin writes answer UNAVAILABLE (`Validate`
-/// keeps answering from memory).
+/// the store can commit writes (the store's probe is a real write and
+/// flush): NOT_SERVING while it cannot, when logins, refreshes, revocations
+/// and admin writes answer UNAVAILABLE (`Validate` keeps answering from
+/// memory).
+///
+/// When the store cannot recover in this process although the cause is
+/// gone (sled after a full disk was freed: [`Store::needs_restart`]), the
+/// process exits with [`EXIT_STORE_NEEDS_RESTART`] at once, without the
+/// graceful path: that path would only try writes that cannot succeed,
+/// and every write acknowledged so far is already durable (nothing is
+/// acknowledged before its flush). The new process reads the store from
+/// disk, so nothing held only in the failed engine's memory survives.
 async fn report_store_health(
     store: Arc<dyn Store>,
     health: HealthReporter,
@@ -501,6 +515,13 @@ async fn report_store_health(
         }
         let probe = tokio::time::timeout(STORE_PROBE_INTERVAL * 2, store.ping()).await;
         let ok = matches!(probe, Ok(Ok(())));
+        if !ok && store.needs_restart() {
+            tracing::error!(
+                exit_status = EXIT_STORE_NEEDS_RESTART,
+                "the store failed to write earlier and its engine cannot write again in this process, although the disk takes writes again: exiting for the supervisor to restart sigil-server"
+            );
+            std::process::exit(EXIT_STORE_NEEDS_RESTART);
+        }
         if serving != ok {
             match (&probe, ok) {
                 (_, true) => tracing::info!("store reachable again: writes are accepted"),

@@ -30,6 +30,10 @@ mod console;
 mod tls;
 // The real binary killed with SIGKILL after acknowledged writes.
 mod crash;
+// The real binary over a sled store damaged while it was stopped.
+mod corruption;
+// The real binary with its data directory on a tmpfs that fills up.
+mod disk_full;
 // Several instances on one PostgreSQL database.
 mod cluster;
 // The store conformance suite against every engine.

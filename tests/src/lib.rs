@@ -33,6 +33,8 @@ pub struct TestServer {
     running: RunningServer,
     /// Its data directory (removed when the server is dropped).
     pub data_dir: tempfile::TempDir,
+    /// Where its sled store is (`data_dir`'s, unless the test chose another).
+    store_dir: PathBuf,
 }
 
 impl TestServer {
@@ -54,7 +56,7 @@ impl TestServer {
         let running = sigil_server::server::start(&config, Some(Secret::new(ADMIN_PASSWORD.to_string())))
             .await
             .expect("server starts");
-        Self { running, data_dir }
+        Self { running, data_dir, store_dir: config.data_dir }
     }
 
     /// The gRPC address.
@@ -101,9 +103,23 @@ impl TestServer {
             .expect("user created")
     }
 
-    /// Stops the server gracefully.
+    /// Stops the server gracefully, and returns once its sled store is
+    /// released, so that a test can start another server on the same data
+    /// directory. (The engine's own threads let go of the store's lock a
+    /// moment after the last handle is dropped; a process would just exit.)
     pub async fn stop(self) {
         self.running.shutdown().await.expect("clean shutdown");
+        let db = self.store_dir.join("db");
+        let released = eventually(Duration::from_secs(10), || {
+            let free = std::fs::File::open(&db).map_or(true, |file| file.try_lock().is_ok());
+            async move { free.then_some(()) }
+        })
+        .await;
+        assert!(
+            released.is_some(),
+            "the sled store in {} is still locked 10 s after shutdown",
+            self.store_dir.display()
+        );
     }
 }
 

@@ -59,6 +59,9 @@ pub enum EventKind {
     RefreshReused,
     /// Too many failed logins locked an account.
     AccountLocked,
+    /// The server was started over a store that had lost committed data,
+    /// because the operator said to accept the loss.
+    StoreLossAccepted,
 }
 
 /// How an event is retained.
@@ -84,7 +87,8 @@ impl EventKind {
             | Self::UserDeleted
             | Self::KeyRotated
             | Self::KeyRetired
-            | Self::RefreshReused => EventClass::Audit,
+            | Self::RefreshReused
+            | Self::StoreLossAccepted => EventClass::Audit,
             // Anyone can cause failed logins and locks (for made-up names
             // too), so they must not grow the time-kept share; a login, a
             // refresh, an expiry or an issued token is routine volume.

@@ -224,6 +224,7 @@ pub fn event(e: &EventRecord) -> pb::Event {
         EventKind::KeyRetired => P::KeyRetired,
         EventKind::RefreshReused => P::RefreshReused,
         EventKind::AccountLocked => P::AccountLocked,
+        EventKind::StoreLossAccepted => P::StoreLossAccepted,
     };
     let text = |id: Option<String>| id.unwrap_or_default();
     pb::Event {

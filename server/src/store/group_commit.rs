@@ -6,6 +6,12 @@
 //! a whole batch, and at rest a lone writer waits for exactly one flush.
 //! Only this thread ever flushes, because sled 0.34.7 can deadlock when
 //! `flush_async` runs concurrently (spacejam/sled#1308).
+//!
+//! A flush may return what it covered (the embedded engine returns its
+//! high-water mark, read just before flushing); once the waiters are
+//! woken, the same thread hands that to `settled` (which records the
+//! mark), so the bookkeeping never delays an acknowledgement and never
+//! runs concurrently with itself.
 
 use std::{sync::mpsc, thread};
 
@@ -23,9 +29,12 @@ pub struct GroupCommit {
 
 impl GroupCommit {
     /// Starts the flushing thread; `flush` makes all prior writes durable.
-    pub fn start<F>(name: &str, flush: F) -> Result<Self, StoreError>
+    /// After each successful flush, once its waiters are woken, `settled`
+    /// gets what the flush returned.
+    pub fn start<T, F, S>(name: &str, flush: F, settled: S) -> Result<Self, StoreError>
     where
-        F: Fn() -> Result<(), StoreError> + Send + 'static,
+        F: Fn() -> Result<T, StoreError> + Send + 'static,
+        S: Fn(T) + Send + 'static,
     {
         let (requests, incoming) = mpsc::channel::<Waiter>();
         thread::Builder::new()
@@ -39,12 +48,19 @@ impl GroupCommit {
                     let result = flush();
                     crate::telemetry::METRICS.flush_seconds.observe(started.elapsed().as_secs_f64());
                     crate::telemetry::METRICS.flush_batch.observe(batch.len() as f64);
-                    if let Err(e) = &result {
-                        tracing::error!(error = %e, "store flush failed; writes in this batch are not acknowledged");
-                    }
+                    let (answer, covered) = match result {
+                        Ok(covered) => (Ok(()), Some(covered)),
+                        Err(e) => {
+                            tracing::error!(error = %e, "store flush failed; writes in this batch are not acknowledged");
+                            (Err(e), None)
+                        }
+                    };
                     for waiter in batch {
                         // A waiter whose caller went away needs no answer.
-                        let _ = waiter.send(result.clone());
+                        let _ = waiter.send(answer.clone());
+                    }
+                    if let Some(covered) = covered {
+                        settled(covered);
                     }
                 }
             })

@@ -10,6 +10,7 @@
 
 pub mod conformance;
 pub mod group_commit;
+pub mod high_water;
 pub mod postgres;
 pub mod sled_store;
 
@@ -43,6 +44,10 @@ pub enum StoreError {
     /// The engine failed (I/O, flush); the write is not acknowledged.
     #[error("{0}")]
     Backend(String),
+    /// The store opened without history it had committed (found at open;
+    /// the message names the directory, what is missing and the ways out).
+    #[error("{0}")]
+    DataLoss(String),
 }
 
 /// What a revocation changed, and the log entries it committed.
@@ -313,9 +318,18 @@ pub trait Store: UserStore + SessionStore + KeyStore + RevocationLog + EventStor
     async fn close(&self) -> Result<(), StoreError>;
 
     /// Whether the engine can commit writes right now (for the write-path
-    /// health status). An embedded engine always can.
+    /// health status): an engine whose reads keep working when its writes
+    /// fail (sled) makes a real write and flush.
     async fn ping(&self) -> Result<(), StoreError> {
         Ok(())
+    }
+
+    /// Whether the engine failed in a way it cannot recover from in this
+    /// process although the cause is gone (sled's I/O errors are sticky:
+    /// after a full disk, it writes nothing more even once space is
+    /// freed). Only a new process brings writes back.
+    fn needs_restart(&self) -> bool {
+        false
     }
 
     /// For an engine shared by several instances: what other instances may

@@ -10,6 +10,17 @@
 //! `sync_file_range`, which survives the death of the process (`kill -9`)
 //! but not every power loss; the README says so.
 //!
+//! Loss: sled takes the first bad checksum for the end of its log, so a
+//! damaged file silently loses history. Each flush of the group commit
+//! records a [`HighWaterMark`] beside the store (see [`super::high_water`]),
+//! and [`SledStore::open_with`] refuses a store that opens behind it.
+//!
+//! Failure: once a write to its files fails (a full disk), sled fails every
+//! later write and flush of this process, even after the cause is gone.
+//! [`Store::ping`] makes a real write and flush; when it fails while the
+//! disk takes writes again, [`Store::needs_restart`] says so, and the server
+//! exits for its supervisor to start a fresh process.
+//!
 //! Indexes (keys are fixed-width big-endian, so ranges sort by time):
 //! - `user_sessions` user ++ session, `session_tokens` session ++ token,
 //!   `user_tokens` user ++ token: listings by owner.
@@ -17,7 +28,15 @@
 //! - `expiry` expires-at ++ kind ++ id: what the sweeper must expire next.
 //! - `ended` ended-at ++ kind ++ id: what the sweeper may purge next.
 
-use std::{ops::Bound, path::Path, sync::Arc};
+use std::{
+    io::Write as _,
+    ops::Bound,
+    path::{Path, PathBuf},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+};
 
 use async_trait::async_trait;
 use serde::{Serialize, de::DeserializeOwned};
@@ -28,11 +47,13 @@ use sled::{
 
 use super::{
     EventStore, Expired, KeyStore, LoginThrottle, RevocationCause, RevocationLog, RevokeOutcome, RotateOutcome,
-    Rotation, SessionQuery, SessionStore, Store, StoreError, TokenQuery, UserStore, group_commit::GroupCommit,
+    Rotation, SessionQuery, SessionStore, Store, StoreError, TokenQuery, UserStore,
+    group_commit::GroupCommit,
+    high_water::{HighWaterFile, HighWaterMark, HighWaterRecorder, OnDataLoss},
 };
 use crate::domain::{
     SessionId, Timestamp, TokenId, UserId,
-    event::{EventClass, EventRecord},
+    event::{EventClass, EventKind, EventRecord},
     keys::{KeyState, SigningKeyRecord},
     lockout::{AttemptOutcome, AttemptStep, FailureRecord, LockoutPolicy},
     revocation::{RevocationEntry, RevocationTarget},
@@ -47,6 +68,19 @@ const CACHE_BYTES: u64 = 32 * 1024 * 1024;
 
 const SESSION: u8 = b'S';
 const TOKEN: u8 = b'T';
+
+/// Keys of the `sequences` tree: the highest revocation-log and event
+/// sequences ever stored (u64, big-endian). Purges of the log and trims of
+/// the events remove entries, never these, so the store's reach is known
+/// even when the log is empty.
+const REVOCATION_SEQUENCE: &[u8] = b"revocation";
+const EVENT_SEQUENCE: &[u8] = b"event";
+/// Key of the `sequences` tree that the health probe writes.
+const PROBE: &[u8] = b"probe";
+
+/// Bytes written (and removed) beside the store to learn whether the disk
+/// takes writes again: a few of sled's 512 KiB log segments.
+const SPACE_PROBE_BYTES: usize = 2 * 1024 * 1024;
 
 /// The record and index trees that transactions span.
 struct Trees {
@@ -103,12 +137,55 @@ pub struct SledStore {
     audit_events: Tree,
     /// throttle key → [`FailureRecord`]
     login_failures: Tree,
+    /// name → u64, see [`REVOCATION_SEQUENCE`]
+    sequences: Tree,
     commit: GroupCommit,
+    reach: Reach,
+    high_water: Arc<HighWaterRecorder>,
+    dir: PathBuf,
+    /// Set once a probe failed while the disk took writes again.
+    needs_restart: AtomicBool,
+}
+
+/// Reads how far the store's history reaches, for the high-water mark.
+#[derive(Clone)]
+struct Reach {
+    revocations: Tree,
+    /// The noise and the audit event trees.
+    events: [Tree; 2],
+    sequences: Tree,
+    keys: Tree,
+}
+
+impl Reach {
+    /// The store's mark as it stands in memory: what a flush started after
+    /// this call makes durable.
+    fn read(&self) -> Result<HighWaterMark, StoreError> {
+        Ok(HighWaterMark {
+            revocation_sequence: last_sequence(&self.revocations)?
+                .max(stored_u64(&self.sequences, REVOCATION_SEQUENCE)?),
+            event_sequence: last_sequence(&self.events[0])?
+                .max(last_sequence(&self.events[1])?)
+                .max(stored_u64(&self.sequences, EVENT_SEQUENCE)?),
+            held_data: !self.keys.is_empty(),
+        })
+    }
 }
 
 impl SledStore {
-    /// Opens (or creates) the store in `dir`.
+    /// Opens (or creates) the store in `dir`, refusing one that lost data
+    /// it had committed.
     pub fn open(dir: &Path) -> Result<Arc<Self>, StoreError> {
+        Self::open_with(dir, OnDataLoss::Refuse)
+    }
+
+    /// Opens (or creates) the store in `dir`; checks it against its
+    /// high-water mark and, if it opened behind it, refuses
+    /// ([`StoreError::DataLoss`], naming the directory, what is missing and
+    /// the ways out) or, with [`OnDataLoss::Accept`], starts over the loss,
+    /// records it as a [`EventKind::StoreLossAccepted`] event and resets
+    /// the mark.
+    pub fn open_with(dir: &Path, on_loss: OnDataLoss) -> Result<Arc<Self>, StoreError> {
         let db = sled::Config::new()
             .path(dir)
             // sled's default page cache is 1 GiB and fills with every write;
@@ -116,13 +193,55 @@ impl SledStore {
             // keeps the server's memory low without slowing them.
             .cache_capacity(CACHE_BYTES)
             .open()
-            .map_err(|e| StoreError::Backend(format!("cannot open sled store at {}: {e}", dir.display())))?;
+            .map_err(|e| open_error(dir, e))?;
         let tree =
             |name: &str| db.open_tree(name).map_err(|e| StoreError::Backend(format!("cannot open tree {name}: {e}")));
-        let flusher = db.clone();
-        let commit = GroupCommit::start("sigil-group-commit", move || {
-            flusher.flush().map(|_| ()).map_err(|e| StoreError::Backend(format!("flush failed: {e}")))
+        let keys = tree("keys")?;
+        let events = tree("events")?;
+        let audit_events = tree("audit_events")?;
+        let sequences = tree("sequences")?;
+        let revocations = tree("revocations")?;
+        let reach = Reach {
+            revocations,
+            events: [events.clone(), audit_events.clone()],
+            sequences: sequences.clone(),
+            keys: keys.clone(),
+        };
+        let mark_file = HighWaterFile::in_dir(dir);
+        let loss = check_reach(dir, &mark_file, &reach, on_loss)?;
+
+        // The mark is written, at once, as the store now stands: on a first
+        // start (or the first start of a version that keeps a mark, over an
+        // existing store) it is created; after an accepted loss it is reset.
+        if let Some(loss) = &loss {
+            let event = EventRecord::new(EventKind::StoreLossAccepted)
+                .detail(format!("started with --accept-data-loss over {}: {loss}", dir.display()));
+            append_events_to(&db, [&events, &audit_events], &sequences, vec![event])?;
+        }
+        let mark = reach.read()?;
+        db.flush().map_err(|e| StoreError::Backend(format!("flush failed: {e}")))?;
+        mark_file.write(&mark).map_err(|e| {
+            StoreError::Backend(format!("cannot write the high-water mark {}: {e}", mark_file.path().display()))
         })?;
+        let high_water = Arc::new(
+            HighWaterRecorder::start(mark_file, mark)
+                .map_err(|e| StoreError::Backend(format!("cannot start the high-water mark's thread: {e}")))?,
+        );
+
+        let flusher = db.clone();
+        let covered = reach.clone();
+        let recorder = high_water.clone();
+        let commit = GroupCommit::start(
+            "sigil-group-commit",
+            move || {
+                // Read before the flush, so that the mark never claims more
+                // than the flush made durable.
+                let mark = covered.read()?;
+                flusher.flush().map_err(|e| StoreError::Backend(format!("flush failed: {e}")))?;
+                Ok(mark)
+            },
+            move |mark| recorder.covered(mark),
+        )?;
         Ok(Arc::new(Self {
             trees: Trees {
                 users: tree("users")?,
@@ -133,18 +252,47 @@ impl SledStore {
                 session_tokens: tree("session_tokens")?,
                 user_tokens: tree("user_tokens")?,
                 refresh: tree("refresh")?,
-                revocations: tree("revocations")?,
+                revocations: reach.revocations.clone(),
                 active: tree("active")?,
                 expiry: tree("expiry")?,
                 ended: tree("ended")?,
             },
-            keys: tree("keys")?,
-            events: tree("events")?,
-            audit_events: tree("audit_events")?,
+            keys,
+            events,
+            audit_events,
             login_failures: tree("login_failures")?,
+            sequences,
             db,
             commit,
+            reach,
+            high_water,
+            dir: dir.to_path_buf(),
+            needs_restart: AtomicBool::new(false),
         }))
+    }
+
+    /// Raises the stored highest revocation sequence to that of `entries`
+    /// (committed just before). Done outside their transaction: the mark
+    /// reads the larger of this and the log's last entry, so a crash in
+    /// between loses nothing.
+    fn note_revocations<'a>(&self, entries: impl IntoIterator<Item = &'a RevocationEntry>) -> Result<(), StoreError> {
+        match entries.into_iter().map(|e| e.sequence).max() {
+            Some(sequence) => raise_u64(&self.sequences, REVOCATION_SEQUENCE, sequence),
+            None => Ok(()),
+        }
+    }
+
+    /// Whether the disk under the store takes writes (and their sync)
+    /// again: writes, syncs and removes a file of a few log segments.
+    async fn disk_takes_writes(&self) -> bool {
+        let path = self.dir.join("space-probe.tmp");
+        let probe = move || {
+            let written = std::fs::File::create(&path)
+                .and_then(|mut file| file.write_all(&vec![0; SPACE_PROBE_BYTES]).and_then(|()| file.sync_all()));
+            let _ = std::fs::remove_file(&path);
+            written.is_ok()
+        };
+        tokio::task::spawn_blocking(probe).await.unwrap_or(false)
     }
 
     /// Runs `work` as one atomic transaction over all record trees.
@@ -348,6 +496,7 @@ impl UserStore for SledStore {
             tx.users.insert(user.id.as_bytes().as_slice(), encode(user)?)?;
             revocation.as_ref().map(|(target, cause)| tx.log_revocation(*target, cause)).transpose()
         })?;
+        self.note_revocations(&entry)?;
         self.commit.durable().await?;
         Ok(entry)
     }
@@ -361,9 +510,9 @@ impl UserStore for SledStore {
             tx.usernames.remove(user.username.as_bytes())?;
             Ok(true)
         })?;
-        if deleted {
-            self.commit.durable().await?;
-        }
+        // Even when nothing was deleted: a delete of the same user still
+        // flushing (or whose flush failed) must not be answered as done.
+        self.commit.durable().await?;
         Ok(deleted)
     }
 
@@ -495,9 +644,13 @@ impl SessionStore for SledStore {
                 self.transact(|tx| tx.revoke_tokens(&late, cause.at))?;
             }
         }
-        if outcome.as_ref().is_some_and(|o| o.sessions + o.tokens > 0) {
-            self.commit.durable().await?;
+        if let Some(outcome) = &outcome {
+            self.note_revocations(&outcome.entries)?;
         }
+        // Even when this call changed nothing: the revocation it repeats
+        // may still be flushing, or its flush may have failed, and "already
+        // revoked" must not be answered before that one is durable.
+        self.commit.durable().await?;
         Ok(outcome)
     }
 
@@ -518,9 +671,11 @@ impl SessionStore for SledStore {
             }
             Ok(Some(outcome))
         })?;
-        if outcome.as_ref().is_some_and(|o| o.tokens > 0) {
-            self.commit.durable().await?;
+        if let Some(outcome) = &outcome {
+            self.note_revocations(&outcome.entries)?;
         }
+        // As in `revoke_session`: never "already revoked" before durable.
+        self.commit.durable().await?;
         Ok(outcome)
     }
 
@@ -756,14 +911,6 @@ impl RevocationLog for SledStore {
 }
 
 impl SledStore {
-    /// The tree events of `class` are stored in.
-    fn event_tree(&self, class: EventClass) -> &Tree {
-        match class {
-            EventClass::Audit => &self.audit_events,
-            EventClass::Noise => &self.events,
-        }
-    }
-
     /// Drops all but the newest `keep` events of the noise tree. An audit
     /// event found there (stored before classes existed) moves to the audit
     /// tree instead, to be kept by age like the others.
@@ -805,25 +952,13 @@ impl SledStore {
 #[async_trait]
 impl EventStore for SledStore {
     async fn append_events(&self, events: Vec<EventRecord>) -> Result<Vec<EventRecord>, StoreError> {
-        let mut stored = Vec::with_capacity(events.len());
-        for mut event in events {
-            // Sequences start at 1: `after_sequence = 0` means "from the start".
-            // One generator for both trees: one order for replay.
-            event.sequence = self.db.generate_id().map_err(backend)? + 1;
-            self.event_tree(event.kind.class())
-                .insert(event.sequence.to_be_bytes(), encode_plain(&event)?)
-                .map_err(backend)?;
-            stored.push(event);
-        }
-        Ok(stored)
+        append_events_to(&self.db, [&self.events, &self.audit_events], &self.sequences, events)
     }
 
     async fn latest_event_sequence(&self) -> Result<u64, StoreError> {
         let mut latest = 0;
         for tree in [&self.events, &self.audit_events] {
-            let last = tree.last().map_err(backend)?;
-            let sequence = last.and_then(|(key, _)| key.as_ref().try_into().ok()).map(u64::from_be_bytes);
-            latest = latest.max(sequence.unwrap_or(0));
+            latest = latest.max(last_sequence(tree)?);
         }
         Ok(latest)
     }
@@ -938,9 +1073,149 @@ impl LoginThrottle for SledStore {
 #[async_trait]
 impl Store for SledStore {
     async fn close(&self) -> Result<(), StoreError> {
+        let mark = self.reach.read()?;
         self.commit.durable().await?;
-        self.db.flush_async().await.map(|_| ()).map_err(backend)
+        self.db.flush_async().await.map(|_| ()).map_err(backend)?;
+        // Everything is durable: the mark records all of it.
+        self.high_water
+            .write_now(mark)
+            .map_err(|e| StoreError::Backend(format!("cannot write the high-water mark: {e}")))
     }
+
+    /// A real write and a real flush: sled's reads (and its in-memory
+    /// writes) keep working when its files cannot be written.
+    async fn ping(&self) -> Result<(), StoreError> {
+        let probe = async {
+            self.sequences.insert(PROBE, &Timestamp::now().as_millis().to_be_bytes()).map_err(backend)?;
+            self.commit.durable().await
+        };
+        let result = probe.await;
+        if result.is_err() && self.disk_takes_writes().await {
+            // sled's I/O errors are sticky: it will not write again in
+            // this process, although the disk would.
+            self.needs_restart.store(true, Ordering::Release);
+        }
+        result
+    }
+
+    fn needs_restart(&self) -> bool {
+        self.needs_restart.load(Ordering::Acquire)
+    }
+}
+
+/// Appends `events` with increasing sequences and raises the stored
+/// highest event sequence.
+fn append_events_to(
+    db: &sled::Db,
+    [noise, audit]: [&Tree; 2],
+    sequences: &Tree,
+    events: Vec<EventRecord>,
+) -> Result<Vec<EventRecord>, StoreError> {
+    let mut stored = Vec::with_capacity(events.len());
+    for mut event in events {
+        // Sequences start at 1: `after_sequence = 0` means "from the start".
+        // One generator for both trees: one order for replay.
+        event.sequence = db.generate_id().map_err(backend)? + 1;
+        let tree = match event.kind.class() {
+            EventClass::Audit => audit,
+            EventClass::Noise => noise,
+        };
+        tree.insert(event.sequence.to_be_bytes(), encode_plain(&event)?).map_err(backend)?;
+        stored.push(event);
+    }
+    if let Some(last) = stored.last() {
+        raise_u64(sequences, EVENT_SEQUENCE, last.sequence)?;
+    }
+    Ok(stored)
+}
+
+/// Why sled could not open `dir`; when its files are damaged (a bad
+/// checksum in `conf`, or a corrupt snapshot), says what to do.
+fn open_error(dir: &Path, e: sled::Error) -> StoreError {
+    match e {
+        sled::Error::Corruption { .. } | sled::Error::Unsupported(_) => StoreError::DataLoss(format!(
+            "cannot open the sled store in {}: its files are damaged or not sled's ({e}); \
+             restore the data directory from a backup (the whole directory, {} included)",
+            dir.display(),
+            super::high_water::FILE_NAME
+        )),
+        e => StoreError::Backend(format!("cannot open sled store at {}: {e}", dir.display())),
+    }
+}
+
+/// Compares the store as it opened with its high-water mark; returns the
+/// loss accepted (with [`OnDataLoss::Accept`]), or refuses.
+fn check_reach(
+    dir: &Path,
+    mark_file: &HighWaterFile,
+    reach: &Reach,
+    on_loss: OnDataLoss,
+) -> Result<Option<String>, StoreError> {
+    let recovered = reach.read()?;
+    let loss = match mark_file.read() {
+        Err(unreadable) => Some(format!(
+            "{unreadable}, so the store cannot be checked against it (restore the file from a backup of the whole directory, or accept that what the store lost, if anything, stays unknown)"
+        )),
+        Ok(None) if recovered.held_data => {
+            // No mark beside a store with data: the first start of a
+            // version that keeps one (an upgrade). Not a loss; the mark is
+            // created from what the store holds.
+            tracing::info!(data_dir = %dir.display(), "no high-water mark yet beside this store; recording one now");
+            None
+        }
+        Ok(None) => None,
+        Ok(Some(recorded)) => recorded.shortfall(&recovered),
+    };
+    let Some(loss) = loss else {
+        if on_loss == OnDataLoss::Accept {
+            tracing::warn!(data_dir = %dir.display(), "--accept-data-loss is set but the store lost nothing; remove it, or a later loss would be accepted without asking");
+        }
+        return Ok(None);
+    };
+    match on_loss {
+        OnDataLoss::Refuse => Err(StoreError::DataLoss(format!(
+            "refusing to start: the store in {dir} has lost data it had committed: {loss}. \
+             The high-water mark {mark} records how far its history had reached. Ways out: \
+             (1) stop, restore the data directory {dir} from a backup (the whole directory, {file} included), and start again; or \
+             (2) to serve what the store still holds, start once with --accept-data-loss (SIGIL_ACCEPT_DATA_LOSS=true): \
+             lost revocations make the sessions and tokens they ended valid again until those expire, \
+             a store without signing key gets a new key and bootstrap admin, \
+             and the loss is recorded as a STORE_LOSS_ACCEPTED audit event",
+            dir = dir.display(),
+            mark = mark_file.path().display(),
+            file = super::high_water::FILE_NAME,
+        ))),
+        OnDataLoss::Accept => {
+            tracing::error!(
+                data_dir = %dir.display(),
+                loss = %loss,
+                "ACCEPTING DATA LOSS (--accept-data-loss): serving what the store still holds; the loss is recorded as a STORE_LOSS_ACCEPTED audit event and the high-water mark is reset"
+            );
+            Ok(Some(loss))
+        }
+    }
+}
+
+/// The sequence in the last key of a tree keyed by big-endian u64 (0 when
+/// empty).
+fn last_sequence(tree: &Tree) -> Result<u64, StoreError> {
+    let last = tree.last().map_err(backend)?;
+    Ok(last.and_then(|(key, _)| key.as_ref().try_into().ok()).map(u64::from_be_bytes).unwrap_or(0))
+}
+
+fn stored_u64(tree: &Tree, key: &[u8]) -> Result<u64, StoreError> {
+    let value = tree.get(key).map_err(backend)?;
+    Ok(value.and_then(|v| v.as_ref().try_into().ok()).map(u64::from_be_bytes).unwrap_or(0))
+}
+
+/// Raises the u64 under `key` to at least `value`, atomically.
+fn raise_u64(tree: &Tree, key: &[u8], value: u64) -> Result<(), StoreError> {
+    tree.fetch_and_update(key, |old| {
+        let old = old.and_then(|v| v.try_into().ok()).map(u64::from_be_bytes).unwrap_or(0);
+        Some(old.max(value).to_be_bytes().to_vec())
+    })
+    .map(|_| ())
+    .map_err(backend)
 }
 
 fn kind_key(kind: u8, id: &[u8; 16]) -> Vec<u8> {

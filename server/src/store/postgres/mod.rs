@@ -925,7 +925,10 @@ impl Store for PgStore {
 
     async fn ping(&self) -> Result<(), StoreError> {
         let client = self.client().await?;
-        execute(&client, "SELECT 1", &[]).await.map(drop)
+        // Not `SELECT 1`: a read-only database (a standby after a failover,
+        // `default_transaction_read_only`) answers that while every write
+        // fails. Assigning a transaction id needs a database that can write.
+        execute(&client, "SELECT pg_current_xact_id()", &[]).await.map(drop)
     }
 
     fn changes(&self) -> Option<Arc<Changes>> {
