@@ -1,12 +1,13 @@
 //! Sigil's server: the identity domain core ([`domain`]), its storage
 //! ([`store`]), the gRPC and HTTP adapters ([`grpc`], [`http`]), the
-//! configuration ([`config`]), metrics ([`telemetry`]) and the process that
-//! runs them ([`server`]).
+//! configuration ([`config`]), metrics ([`telemetry`]), the process that
+//! runs them ([`server`]) and the host-side admin recovery ([`recovery`]).
 
 pub mod config;
 pub mod domain;
 pub mod grpc;
 pub mod http;
+pub mod recovery;
 pub mod server;
 pub mod store;
 pub mod telemetry;

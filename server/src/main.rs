@@ -38,6 +38,15 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if let Some(command) = cli.command {
+        return match runtime.block_on(sigil_server::recovery::execute(command, config, admin_password_from_env())) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("sigil-server: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     match runtime.block_on(run(config)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -49,8 +58,16 @@ fn main() -> ExitCode {
 }
 
 async fn run(config: Config) -> anyhow::Result<()> {
-    let admin_password = std::env::var("SIGIL_ADMIN_PASSWORD").ok().filter(|p| !p.is_empty()).map(Secret::new);
+    let admin_password = admin_password_from_env();
+    let admin_password_given = admin_password.is_some();
     let running = server::start(&config, admin_password).await.context("cannot start")?;
+    if admin_password_given && running.bootstrap_admin.is_none() {
+        tracing::warn!(
+            "SIGIL_ADMIN_PASSWORD is ignored: users exist already, and it only sets the first admin's password on an \
+             empty store; to reset an admin's password, stop the server and run `sigil-server reset-admin-password` \
+             (README: \"Recovering admin access\")"
+        );
+    }
     if let Some((admin, generated)) = &running.bootstrap_admin {
         match generated {
             Some(password) => println!(
@@ -68,6 +85,11 @@ async fn run(config: Config) -> anyhow::Result<()> {
     running.shutdown().await.context("shutdown")?;
     tracing::info!("stopped; all acknowledged writes are durable");
     Ok(())
+}
+
+/// `SIGIL_ADMIN_PASSWORD`, when set and not empty.
+fn admin_password_from_env() -> Option<Secret<String>> {
+    std::env::var("SIGIL_ADMIN_PASSWORD").ok().filter(|p| !p.is_empty()).map(Secret::new)
 }
 
 async fn shutdown_signal() -> anyhow::Result<()> {

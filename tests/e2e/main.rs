@@ -32,3 +32,9 @@ mod crash;
 mod cluster;
 // The store conformance suite against every engine.
 mod store_suite;
+// The last enabled admin cannot be removed, even by two admins at once.
+mod last_admin;
+// Host-side recovery: `sigil-server reset-admin-password`.
+mod recovery;
+// PRECIS usernames: look-alikes are one user or refused.
+mod usernames;

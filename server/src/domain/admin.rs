@@ -7,9 +7,10 @@ use super::{
     event::{EventKind, EventRecord},
     identity::check_password,
     keys::SigningKeyRecord,
+    lockout::throttle_key,
     revocation::RevocationTarget,
     session::{SessionRecord, TokenRecord},
-    user::{UserRecord, check_role, normalize_username},
+    user::{ADMIN_ROLE, UserRecord, check_role, is_canonical_username, normalize_username},
 };
 use crate::store::{RevocationCause, RevokeOutcome, SessionQuery, StoreError, TokenQuery};
 
@@ -29,6 +30,17 @@ pub struct UserChanges {
     pub disabled: Option<bool>,
     /// Replace the roles.
     pub roles: Option<Vec<String>>,
+}
+
+/// What [`Identity::recover_admin`] did.
+#[derive(Debug)]
+pub struct AdminRecovery {
+    /// The admin as it now stands.
+    pub user: UserRecord,
+    /// Whether it had to be created.
+    pub created: bool,
+    /// Its sessions that were ended.
+    pub revoked_sessions: u32,
 }
 
 /// Counts and rates for `GetStats`.
@@ -117,7 +129,9 @@ impl Identity {
         id: UserId,
         changes: UserChanges,
     ) -> Result<(UserView, u32), DomainError> {
+        let _admin_changes = self.admin_changes.lock().await;
         let mut user = self.store.user_by_id(id).await?.ok_or_else(|| no_such_user(&id.to_string()))?;
+        let before = user.clone();
         let now = Timestamp::now();
         let mut events = Vec::new();
         if let Some(roles) = changes.roles {
@@ -143,6 +157,7 @@ impl Identity {
             events.push(EventRecord::new(kind).actor(actor).user(user.id, &user.username));
         }
         user.updated_at = now;
+        self.ensure_an_admin_remains(&before, Some(&user)).await?;
         if let Some(entry) = self.store.update_user(&user, revocation).await? {
             self.apply_revocations(std::slice::from_ref(&entry));
         }
@@ -171,12 +186,162 @@ impl Identity {
 
     /// Deletes a user after ending every session of it.
     pub async fn delete_user(&self, actor: Option<UserId>, id: UserId) -> Result<u32, DomainError> {
+        let _admin_changes = self.admin_changes.lock().await;
         let user = self.store.user_by_id(id).await?.ok_or_else(|| no_such_user(&id.to_string()))?;
+        self.ensure_an_admin_remains(&user, None).await?;
         let revoked = self.end_sessions_of(actor, id, "user deleted").await?;
         self.store.delete_user(id).await?;
         let event = EventRecord::new(EventKind::UserDeleted).actor(actor).user(user.id, &user.username);
         self.events.publish(vec![event]).await;
         Ok(revoked)
+    }
+
+    /// The last-admin rule: a change that turns the enabled admin `before`
+    /// into `after` (`None`: deleted) and so leaves no enabled admin at all
+    /// is refused, since nobody could then administer Sigil through its API
+    /// (the host-side way back is `sigil-server reset-admin-password`).
+    ///
+    /// Callers hold `admin_changes` from reading `before` until their write
+    /// is committed, so two admins demoting each other at once are
+    /// serialized and the second sees the first's result: on one instance
+    /// (sled, whose lock file allows one process, or one PostgreSQL-backed
+    /// instance) the check and the write are atomic together. Across several
+    /// instances sharing PostgreSQL the lock is per process: two instances
+    /// can still each pass the check within the same few milliseconds; send
+    /// admin-role changes to one instance if that matters.
+    async fn ensure_an_admin_remains(
+        &self,
+        before: &UserRecord,
+        after: Option<&UserRecord>,
+    ) -> Result<(), DomainError> {
+        if !is_enabled_admin(before) || after.is_some_and(is_enabled_admin) {
+            return Ok(());
+        }
+        if !self.enabled_admins(Some(before.id), 1).await?.is_empty() {
+            return Ok(());
+        }
+        let change = match after {
+            None => "deleting it",
+            Some(after) if after.disabled => "disabling it",
+            Some(_) => "removing its admin role",
+        };
+        Err(DomainError::FailedPrecondition(format!(
+            "user {:?} is the last enabled admin: {change} would leave nobody able to administer Sigil; \
+             give another user the admin role (or enable a disabled admin) first",
+            before.username
+        )))
+    }
+
+    /// Up to `limit` enabled admins other than `except`, in id order.
+    async fn enabled_admins(&self, except: Option<UserId>, limit: usize) -> Result<Vec<UserRecord>, DomainError> {
+        const PAGE: usize = 500;
+        let mut found = Vec::new();
+        let mut after = None;
+        loop {
+            let page = self.store.list_users(after, PAGE).await?;
+            let full = page.len() == PAGE;
+            after = page.last().map(|u| u.id);
+            found.extend(page.into_iter().filter(|u| is_enabled_admin(u) && Some(u.id) != except));
+            if found.len() >= limit || !full {
+                found.truncate(limit);
+                return Ok(found);
+            }
+        }
+    }
+
+    /// Logs a warning for every stored username that is not in today's
+    /// canonical form (names stored before PRECIS usernames, which were only
+    /// trimmed and lower-cased). Such a user keeps its id, sessions and
+    /// roles, and stays reachable by id (GetUser, UpdateUser, DeleteUser),
+    /// but a login or a GetUser by name is normalized first and so never
+    /// finds it: it finds the user holding the canonical name, if any.
+    /// Returns how many names were reported.
+    pub async fn report_noncanonical_usernames(&self) -> Result<usize, DomainError> {
+        const PAGE: usize = 500;
+        let mut reported = 0;
+        let mut after = None;
+        loop {
+            let page = self.store.list_users(after, PAGE).await?;
+            let full = page.len() == PAGE;
+            after = page.last().map(|u| u.id);
+            for user in page.iter().filter(|u| !is_canonical_username(&u.username)) {
+                reported += 1;
+                match normalize_username(&user.username) {
+                    Ok(canonical) => match self.store.user_by_name(&canonical).await? {
+                        Some(holder) => tracing::warn!(
+                            user_id = %user.id, username = ?user.username, canonical = ?canonical, holder = %holder.id,
+                            "stored username is not in canonical form and collides with another user: logins under \
+                             this name reach the holder of the canonical name; this user is reachable by id only \
+                             (delete it, or keep it for its records)"
+                        ),
+                        None => tracing::warn!(
+                            user_id = %user.id, username = ?user.username, canonical = ?canonical,
+                            "stored username is not in canonical form: logins under this name find no user; it is \
+                             reachable by id only (delete it and create it again to let it log in)"
+                        ),
+                    },
+                    Err(e) => tracing::warn!(
+                        user_id = %user.id, username = ?user.username, reason = %e,
+                        "stored username is not in canonical form and no longer valid: it is reachable by id only"
+                    ),
+                }
+            }
+            if !full {
+                return Ok(reported);
+            }
+        }
+    }
+
+    /// The host-side way back when no admin can log in (`sigil-server
+    /// reset-admin-password`, run on the store with the server stopped):
+    /// gives `username` the password `password`, enables it, grants it the
+    /// admin role, clears its failed-login lock and ends its sessions; all
+    /// of it recorded as audit events. A user of that name that does not
+    /// exist is created as an admin, but only while no enabled admin exists
+    /// (so that a mistyped name does not quietly create a second admin).
+    pub async fn recover_admin(&self, username: &str, password: &Secret<String>) -> Result<AdminRecovery, DomainError> {
+        const DETAIL: &str = "admin password reset on the host (sigil-server reset-admin-password)";
+        let name = normalize_username(username)?;
+        check_password(password)?;
+        let Some(mut user) = self.store.user_by_name(&name).await? else {
+            let admins = self.enabled_admins(None, 5).await?;
+            if !admins.is_empty() {
+                let names: Vec<String> = admins.iter().map(|u| format!("{:?}", u.username)).collect();
+                return Err(DomainError::NotFound(format!(
+                    "no user {name:?}; enabled admins are {}: name one with --username",
+                    names.join(", ")
+                )));
+            }
+            let user = self.create_user(None, &name, password, vec![ADMIN_ROLE.to_string()]).await?;
+            let event = EventRecord::new(EventKind::UserUpdated).user(user.id, &user.username).detail(DETAIL);
+            self.events.publish(vec![event]).await;
+            return Ok(AdminRecovery { user, created: true, revoked_sessions: 0 });
+        };
+        let now = Timestamp::now();
+        let was_disabled = user.disabled;
+        user.password_hash = self.hasher.hash(password).await?;
+        user.disabled = false;
+        if !user.has_role(ADMIN_ROLE) {
+            user.roles.push(ADMIN_ROLE.to_string());
+            user.roles.sort();
+        }
+        user.updated_at = now;
+        let revocation = was_disabled.then_some((RevocationTarget::UserEnabled(user.id), now));
+        if let Some(entry) = self.store.update_user(&user, revocation).await? {
+            self.apply_revocations(std::slice::from_ref(&entry));
+        }
+        self.store.clear_login_failures(&throttle_key(&user.username, Some(user.id))).await?;
+        let mut events = vec![
+            EventRecord::new(EventKind::UserUpdated)
+                .user(user.id, &user.username)
+                .detail(format!("{DETAIL}; roles: {}", user.roles.join(","))),
+        ];
+        if was_disabled {
+            events.push(EventRecord::new(EventKind::UserEnabled).user(user.id, &user.username).detail(DETAIL));
+        }
+        self.events.publish(events).await;
+        let revoked_sessions = self.end_sessions_of(None, user.id, "admin password reset on the host").await?;
+        Ok(AdminRecovery { user, created: false, revoked_sessions })
     }
 
     async fn end_sessions_of(&self, actor: Option<UserId>, id: UserId, reason: &str) -> Result<u32, DomainError> {
@@ -252,6 +417,11 @@ impl Identity {
         let active_sessions = self.store.count_active_sessions_of(user.id).await?;
         Ok(UserView { user, active_sessions })
     }
+}
+
+/// Whether `user` can administer Sigil now.
+fn is_enabled_admin(user: &UserRecord) -> bool {
+    user.has_role(ADMIN_ROLE) && !user.disabled
 }
 
 fn checked_roles(mut roles: Vec<String>) -> Result<Vec<String>, DomainError> {

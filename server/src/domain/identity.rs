@@ -155,6 +155,9 @@ pub struct Identity {
     pub(super) peers: PeerSync,
     /// Set once the process begins to shut down: long-lived streams end.
     pub(super) shutdown: tokio::sync::watch::Sender<bool>,
+    /// Held across "check that an admin remains, then write" in
+    /// `update_user` / `delete_user` (see `admin.rs`).
+    pub(super) admin_changes: tokio::sync::Mutex<()>,
 }
 
 impl Identity {
@@ -187,6 +190,7 @@ impl Identity {
             rates: Rates::default(),
             last_seen: DashMap::new(),
             shutdown: tokio::sync::watch::Sender::new(false),
+            admin_changes: tokio::sync::Mutex::new(()),
             settings,
             store,
         })

@@ -1,0 +1,115 @@
+//! No way to lock every admin out (issue #12, item 7): a change that would
+//! leave no enabled admin is refused with FAILED_PRECONDITION, also when two
+//! admins demote each other at the same moment.
+
+use sigil_proto::pb::{self, admin_service_client::AdminServiceClient, get_user_request::Key};
+use sigil_tests::{ADMIN_PASSWORD, TestServer, login, with_bearer};
+use tonic::{Code, transport::Channel};
+
+async fn id_of(admin: &mut AdminServiceClient<Channel>, token: &str, username: &str) -> String {
+    let request = pb::GetUserRequest { key: Some(Key::Username(username.into())) };
+    admin.get_user(with_bearer(request, token)).await.expect("user").into_inner().user.expect("user").user_id
+}
+
+fn set_roles(user_id: &str, roles: &[&str]) -> pb::UpdateUserRequest {
+    pb::UpdateUserRequest {
+        user_id: user_id.into(),
+        disabled: None,
+        roles: Some(pb::RoleList { roles: roles.iter().map(|r| r.to_string()).collect() }),
+    }
+}
+
+fn set_disabled(user_id: &str, disabled: bool) -> pb::UpdateUserRequest {
+    pb::UpdateUserRequest { user_id: user_id.into(), disabled: Some(disabled), roles: None }
+}
+
+fn assert_last_admin_refusal(outcome: Result<(), tonic::Status>, what: &str) {
+    let status = outcome.expect_err(what);
+    assert_eq!(status.code(), Code::FailedPrecondition, "{what}: {status:?}");
+    assert!(status.message().contains("last enabled admin"), "{what}: {}", status.message());
+}
+
+#[tokio::test]
+async fn the_last_enabled_admin_cannot_demote_disable_or_delete_itself() {
+    let server = TestServer::start().await;
+    let (mut admin, token) = server.admin().await;
+    let admin_id = id_of(&mut admin, &token, "admin").await;
+
+    let demote = admin.update_user(with_bearer(set_roles(&admin_id, &["reader"]), &token)).await.map(drop);
+    assert_last_admin_refusal(demote, "demoting the last admin");
+    let disable = admin.update_user(with_bearer(set_disabled(&admin_id, true), &token)).await.map(drop);
+    assert_last_admin_refusal(disable, "disabling the last admin");
+    let delete =
+        admin.delete_user(with_bearer(pb::DeleteUserRequest { user_id: admin_id.clone() }, &token)).await.map(drop);
+    assert_last_admin_refusal(delete, "deleting the last admin");
+
+    // Nothing changed: admin still logs in and administers.
+    let token = login(&mut server.client().await, "admin", ADMIN_PASSWORD).await.access_token;
+    let request = pb::GetUserRequest { key: Some(Key::UserId(admin_id.clone())) };
+    let user = admin.get_user(with_bearer(request, &token)).await.expect("admin works").into_inner().user;
+    let user = user.expect("user");
+    assert_eq!((user.roles, user.disabled), (vec!["admin".to_string()], false));
+
+    // A disabled admin does not count; an enabled one does.
+    let carol = server.create_user("carol", "carol-password", &["admin"]).await.id.to_string();
+    admin.update_user(with_bearer(set_disabled(&carol, true), &token)).await.expect("another admin may be disabled");
+    let demote = admin.update_user(with_bearer(set_roles(&admin_id, &[]), &token)).await.map(drop);
+    assert_last_admin_refusal(demote, "a disabled admin does not count");
+    admin.update_user(with_bearer(set_disabled(&carol, false), &token)).await.expect("enabled again");
+    admin
+        .update_user(with_bearer(set_roles(&admin_id, &[]), &token))
+        .await
+        .expect("carol remains: admin may step down");
+    // Changes that keep admin-ness are never refused, even for the last one.
+    let carol_token = login(&mut server.client().await, "carol", "carol-password").await.access_token;
+    admin
+        .update_user(with_bearer(set_roles(&carol, &["admin", "auditor"]), &carol_token))
+        .await
+        .expect("adding a role to the last admin");
+    admin.update_user(with_bearer(set_disabled(&carol, false), &carol_token)).await.expect("enabling an enabled admin");
+}
+
+/// The enabled admins of `server`, read from its domain core.
+async fn enabled_admins(server: &TestServer) -> Vec<String> {
+    let users = server.identity().list_users(None, 1000).await.expect("users");
+    users.into_iter().filter(|v| v.user.has_role("admin") && !v.user.disabled).map(|v| v.user.username).collect()
+}
+
+#[tokio::test]
+async fn two_admins_demoting_or_deleting_each_other_at_once_never_both_succeed() {
+    for round in 0..6 {
+        let server = TestServer::start().await;
+        let ann = server.create_user("ann", "pw-ann-12345", &["admin"]).await.id.to_string();
+        let ben = server.create_user("ben", "pw-ben-12345", &["admin"]).await.id.to_string();
+        let (admin, token) = server.admin().await;
+        let admin_id = id_of(&mut admin.clone(), &token, "admin").await;
+        admin
+            .clone()
+            .delete_user(with_bearer(pb::DeleteUserRequest { user_id: admin_id }, &token))
+            .await
+            .expect("admin leaves");
+        let mut client = server.client().await;
+        let ann_token = login(&mut client, "ann", "pw-ann-12345").await.access_token;
+        let ben_token = login(&mut client, "ben", "pw-ben-12345").await.access_token;
+
+        let (mut by_ann, mut by_ben) = (admin.clone(), admin.clone());
+        let outcomes: [Result<(), tonic::Status>; 2] = if round % 2 == 0 {
+            let (a, b) = tokio::join!(
+                by_ann.update_user(with_bearer(set_roles(&ben, &[]), &ann_token)),
+                by_ben.update_user(with_bearer(set_roles(&ann, &[]), &ben_token)),
+            );
+            [a.map(drop), b.map(drop)]
+        } else {
+            let (a, b) = tokio::join!(
+                by_ann.delete_user(with_bearer(pb::DeleteUserRequest { user_id: ben.clone() }, &ann_token)),
+                by_ben.delete_user(with_bearer(pb::DeleteUserRequest { user_id: ann.clone() }, &ben_token)),
+            );
+            [a.map(drop), b.map(drop)]
+        };
+        let succeeded = outcomes.iter().filter(|o| o.is_ok()).count();
+        assert!(succeeded <= 1, "round {round}: both admins removed each other: {outcomes:?}");
+        let left = enabled_admins(&server).await;
+        assert!(!left.is_empty(), "round {round}: no enabled admin left ({outcomes:?})");
+        server.stop().await;
+    }
+}
