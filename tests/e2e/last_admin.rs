@@ -69,6 +69,20 @@ async fn the_last_enabled_admin_cannot_demote_disable_or_delete_itself() {
     admin.update_user(with_bearer(set_disabled(&carol, false), &carol_token)).await.expect("enabling an enabled admin");
 }
 
+/// Exactly one of two racing removals wins; the other is refused for the
+/// rule (or, where authorization reads current roles, because its caller
+/// has just lost the role) — never for an unrelated failure.
+fn assert_one_wins(outcomes: &[Result<(), tonic::Status>; 2], round: usize) {
+    let succeeded = outcomes.iter().filter(|o| o.is_ok()).count();
+    assert_eq!(succeeded, 1, "round {round}: expected exactly one removal to win: {outcomes:?}");
+    for status in outcomes.iter().filter_map(|o| o.as_ref().err()) {
+        assert!(
+            matches!(status.code(), Code::FailedPrecondition | Code::PermissionDenied | Code::Unauthenticated),
+            "round {round}: the loser failed for another reason: {status:?}"
+        );
+    }
+}
+
 /// The enabled admins of `server`, read from its domain core.
 async fn enabled_admins(server: &TestServer) -> Vec<String> {
     let users = server.identity().list_users(None, 1000).await.expect("users");
@@ -106,10 +120,42 @@ async fn two_admins_demoting_or_deleting_each_other_at_once_never_both_succeed()
             );
             [a.map(drop), b.map(drop)]
         };
-        let succeeded = outcomes.iter().filter(|o| o.is_ok()).count();
-        assert!(succeeded <= 1, "round {round}: both admins removed each other: {outcomes:?}");
+        assert_one_wins(&outcomes, round);
         let left = enabled_admins(&server).await;
         assert!(!left.is_empty(), "round {round}: no enabled admin left ({outcomes:?})");
         server.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn two_instances_on_one_postgres_database_never_both_remove_an_admin() {
+    let Some(postgres) = sigil_tests::postgres::Postgres::shared() else { return };
+    for round in 0..6 {
+        let url = postgres.fresh_database().await;
+        let database = sigil_server::config::DatabaseUrl::parse(&url).expect("url");
+        let first = TestServer::start_with(|c| c.database_url = Some(database.clone())).await;
+        let second = TestServer::start_with(|c| c.database_url = Some(database.clone())).await;
+        let ann = first.create_user("ann", "pw-ann-12345", &["admin"]).await.id.to_string();
+        let ben = first.create_user("ben", "pw-ben-12345", &["admin"]).await.id.to_string();
+        let (mut admin, token) = first.admin().await;
+        let admin_id = id_of(&mut admin, &token, "admin").await;
+        admin
+            .delete_user(with_bearer(pb::DeleteUserRequest { user_id: admin_id }, &token))
+            .await
+            .expect("admin leaves");
+        let ann_token = login(&mut first.client().await, "ann", "pw-ann-12345").await.access_token;
+        let ben_token = login(&mut second.client().await, "ben", "pw-ben-12345").await.access_token;
+
+        let mut on_first = AdminServiceClient::new(first.channel().await);
+        let mut on_second = AdminServiceClient::new(second.channel().await);
+        let (a, b) = tokio::join!(
+            on_first.update_user(with_bearer(set_roles(&ben, &[]), &ann_token)),
+            on_second.update_user(with_bearer(set_disabled(&ann, true), &ben_token)),
+        );
+        let outcomes = [a.map(drop), b.map(drop)];
+        assert_one_wins(&outcomes, round);
+        assert!(!enabled_admins(&first).await.is_empty(), "round {round}: no enabled admin left ({outcomes:?})");
+        first.stop().await;
+        second.stop().await;
     }
 }

@@ -27,6 +27,23 @@ async fn reset_admin_password(data: &Path, extra: &[&str], password: Option<&str
         .expect("reset-admin-password runs")
 }
 
+/// Closes a store the test opened directly and waits (at most 10 s) until
+/// sled's lock on `dir` is released: its flush thread lets go of the
+/// database a moment after the last handle is dropped, and nothing signals
+/// that, so the lock itself is polled.
+pub(crate) async fn close_sled(store: std::sync::Arc<SledStore>, dir: &Path) {
+    store.close().await.expect("closed");
+    drop(store);
+    let lock = std::fs::OpenOptions::new().read(true).write(true).open(dir.join("db")).expect("sled's db file");
+    let released = sigil_tests::eventually(Duration::from_secs(10), || {
+        let taken = rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive).is_ok();
+        async move { taken.then_some(()) }
+    })
+    .await;
+    assert!(released.is_some(), "sled still holds {} after 10 s", dir.display());
+    // Closing the file releases the test's own lock.
+}
+
 fn text(output: &Output) -> String {
     format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr))
 }
@@ -54,7 +71,7 @@ async fn reset_admin_password_refuses_while_the_server_runs_then_resets_enables_
         admin.roles = vec!["reader".into()];
         admin.disabled = true;
         store.update_user(&admin, None).await.expect("written");
-        store.close().await.expect("closed");
+        close_sled(store, &data).await;
     }
 
     let reset = reset_admin_password(&data, &[], Some("new-admin-password-1")).await;
@@ -79,7 +96,7 @@ async fn reset_admin_password_refuses_while_the_server_runs_then_resets_enables_
         events.iter().any(|e| e.kind == EventKind::UserUpdated && e.detail.contains("reset-admin-password")),
         "no audit event for the reset: {events:?}"
     );
-    store.close().await.expect("closed");
+    close_sled(store, &data).await;
 }
 
 #[tokio::test]
@@ -92,7 +109,7 @@ async fn reset_admin_password_generates_a_password_once_and_creates_admin_when_n
         let store = SledStore::open(&data).expect("store");
         let admin = store.user_by_name("admin").await.expect("read").expect("admin");
         store.delete_user(admin.id).await.expect("deleted");
-        store.close().await.expect("closed");
+        close_sled(store, &data).await;
     }
 
     let reset = reset_admin_password(&data, &[], None).await;
@@ -148,4 +165,30 @@ async fn an_admin_password_set_while_users_exist_is_reported_as_ignored() {
     assert!(warning.contains("WARN") && warning.contains("reset-admin-password"), "{warning}");
     assert!(!warning.contains(ADMIN_PASSWORD), "{warning}");
     assert!(second.terminate().await);
+}
+
+#[tokio::test]
+async fn reset_admin_password_works_on_a_postgres_store() {
+    let Some(postgres) = sigil_tests::postgres::Postgres::shared() else { return };
+    let url = postgres.fresh_database().await;
+    let database = sigil_server::config::DatabaseUrl::parse(&url).expect("url");
+    let server = sigil_tests::TestServer::start_with(|c| c.database_url = Some(database.clone())).await;
+    let old_session = login(&mut server.client().await, "admin", ADMIN_PASSWORD).await;
+    server.stop().await;
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut command = tokio::process::Command::new(server_binary());
+    command
+        .args(["--database-url", &url, "reset-admin-password"])
+        .env("SIGIL_DATA_DIR", dir.path().join("unused"))
+        .env("SIGIL_ADMIN_PASSWORD", "pg-admin-password-2");
+    let output = tokio::time::timeout(Duration::from_secs(60), command.output()).await.expect("in time").expect("runs");
+    assert!(output.status.success(), "{}", text(&output));
+
+    let server = sigil_tests::TestServer::start_with(|c| c.database_url = Some(database)).await;
+    let mut client = server.client().await;
+    login(&mut client, "admin", "pg-admin-password-2").await;
+    let old = client.refresh(pb::RefreshRequest { refresh_token: old_session.refresh_token }).await;
+    assert_eq!(old.expect_err("old sessions revoked").code(), Code::Unauthenticated);
+    server.stop().await;
 }

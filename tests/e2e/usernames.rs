@@ -103,8 +103,7 @@ async fn names_stored_in_an_older_form_are_reported_at_start_and_stay_reachable_
             store.create_user(&record).await.expect("legacy user stored");
             ids.push((record.id, admin.id));
         }
-        use sigil_server::store::Store as _;
-        store.close().await.expect("closed");
+        crate::recovery::close_sled(store, &data).await;
         ids
     };
 

@@ -129,7 +129,7 @@ impl Identity {
         id: UserId,
         changes: UserChanges,
     ) -> Result<(UserView, u32), DomainError> {
-        let _admin_changes = self.admin_changes.lock().await;
+        let _admin_changes = self.lock_admin_changes().await?;
         let mut user = self.store.user_by_id(id).await?.ok_or_else(|| no_such_user(&id.to_string()))?;
         let before = user.clone();
         let now = Timestamp::now();
@@ -186,7 +186,7 @@ impl Identity {
 
     /// Deletes a user after ending every session of it.
     pub async fn delete_user(&self, actor: Option<UserId>, id: UserId) -> Result<u32, DomainError> {
-        let _admin_changes = self.admin_changes.lock().await;
+        let _admin_changes = self.lock_admin_changes().await?;
         let user = self.store.user_by_id(id).await?.ok_or_else(|| no_such_user(&id.to_string()))?;
         self.ensure_an_admin_remains(&user, None).await?;
         let revoked = self.end_sessions_of(actor, id, "user deleted").await?;
@@ -196,19 +196,28 @@ impl Identity {
         Ok(revoked)
     }
 
+    /// Held by `update_user` and `delete_user` from reading the user until
+    /// their write is committed, so that two admins demoting (disabling,
+    /// deleting) each other at once are serialized and the second sees the
+    /// first's result. In this process a mutex does it — enough for sled,
+    /// which one process alone can open. A store shared by several
+    /// instances (PostgreSQL) adds its own lock across them (an advisory
+    /// lock), taken after the mutex so that one instance queues its own
+    /// callers without holding a database connection each.
+    async fn lock_admin_changes(
+        &self,
+    ) -> Result<(tokio::sync::MutexGuard<'_, ()>, Option<crate::store::UserRulesLock>), DomainError> {
+        let local = self.admin_changes.lock().await;
+        let shared = self.store.lock_user_rules().await?;
+        Ok((local, shared))
+    }
+
     /// The last-admin rule: a change that turns the enabled admin `before`
     /// into `after` (`None`: deleted) and so leaves no enabled admin at all
     /// is refused, since nobody could then administer Sigil through its API
     /// (the host-side way back is `sigil-server reset-admin-password`).
-    ///
-    /// Callers hold `admin_changes` from reading `before` until their write
-    /// is committed, so two admins demoting each other at once are
-    /// serialized and the second sees the first's result: on one instance
-    /// (sled, whose lock file allows one process, or one PostgreSQL-backed
-    /// instance) the check and the write are atomic together. Across several
-    /// instances sharing PostgreSQL the lock is per process: two instances
-    /// can still each pass the check within the same few milliseconds; send
-    /// admin-role changes to one instance if that matters.
+    /// Callers hold [`Identity::lock_admin_changes`], which makes this
+    /// check and their write one step for every instance.
     async fn ensure_an_admin_remains(
         &self,
         before: &UserRecord,

@@ -169,7 +169,19 @@ pub trait UserStore: Send + Sync {
     async fn list_users(&self, after: Option<UserId>, limit: usize) -> Result<Vec<UserRecord>, StoreError>;
     /// How many active sessions the user has.
     async fn count_active_sessions_of(&self, user: UserId) -> Result<u32, StoreError>;
+    /// Serializes, across every process sharing this store, the changes
+    /// that check a rule over all users before they write (the last-admin
+    /// rule), until the returned guard is dropped. `None`, the default, for
+    /// an engine only one process can open: the domain's in-process lock is
+    /// enough there.
+    async fn lock_user_rules(&self) -> Result<Option<UserRulesLock>, StoreError> {
+        Ok(None)
+    }
 }
+
+/// Held while a change checks a rule over all users and writes; see
+/// [`UserStore::lock_user_rules`]. Dropping it releases the lock.
+pub type UserRulesLock = Box<dyn std::any::Any + Send>;
 
 /// Sessions, their refresh tokens and the records of issued tokens.
 #[async_trait]

@@ -39,7 +39,7 @@ use uuid::Uuid;
 
 use super::{
     Changes, EventStore, Expired, KeyStore, LoginThrottle, RevocationCause, RevocationLog, RevokeOutcome,
-    RotateOutcome, Rotation, SessionQuery, SessionStore, Store, StoreError, TokenQuery, UserStore,
+    RotateOutcome, Rotation, SessionQuery, SessionStore, Store, StoreError, TokenQuery, UserRulesLock, UserStore,
 };
 use crate::domain::{
     SessionId, Timestamp, TokenId, UserId,
@@ -57,6 +57,8 @@ const MIGRATION_LOCK: i64 = 0x5369_676c_0001;
 const KEY_LOCK: i64 = 0x5369_676c_0002;
 const REVOCATION_LOCK: i64 = 0x5369_676c_0003;
 const EVENT_LOCK: i64 = 0x5369_676c_0004;
+/// Serializes admin-role changes of every instance (the last-admin rule).
+const USER_RULES_LOCK: i64 = 0x5369_676c_0005;
 
 /// Connections per instance. Each request holds one for one transaction.
 const POOL_SIZE: usize = 16;
@@ -351,6 +353,19 @@ impl UserStore for PgStore {
         let rows =
             query(&client, "SELECT count(*) FROM sessions WHERE user_id = $1 AND active", &[&user.uuid()]).await?;
         Ok(u32::try_from(count(&rows)?).unwrap_or(u32::MAX))
+    }
+
+    async fn lock_user_rules(&self) -> Result<Option<UserRulesLock>, StoreError> {
+        // A session-level advisory lock on a connection taken out of the
+        // pool: dropping the guard closes that connection, which releases
+        // the lock however the change ended (even if this task is cancelled
+        // or the process dies). Back in the pool, the connection would carry
+        // the lock to its next user. The check and the write run on other
+        // connections; they see each other's committed writes because the
+        // holder commits before it lets go.
+        let client = deadpool_postgres::Object::take(self.client().await?);
+        client.execute("SELECT pg_advisory_lock($1)", &[&USER_RULES_LOCK]).await.map_err(pg)?;
+        Ok(Some(Box::new(client)))
     }
 }
 
