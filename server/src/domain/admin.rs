@@ -235,8 +235,8 @@ impl Identity {
             Some(_) => "removing its admin role",
         };
         Err(DomainError::FailedPrecondition(format!(
-            "user {:?} is the last enabled admin: {change} would leave nobody able to administer Sigil; \
-             give another user the admin role (or enable a disabled admin) first",
+            "user {:?} is the last enabled admin: {change} would lock every admin out; make another user \
+             admin first",
             before.username
         )))
     }
