@@ -159,3 +159,33 @@ async fn two_instances_on_one_postgres_database_never_both_remove_an_admin() {
         second.stop().await;
     }
 }
+
+#[tokio::test]
+async fn the_console_says_why_x_y_on_the_last_admin_is_refused() {
+    if std::process::Command::new("tmux").arg("-V").output().is_err() {
+        println!("SKIPPED: tmux is not installed here (.ci/run installs it)");
+        return;
+    }
+    let server = TestServer::start().await;
+    let tmux = crate::console::Tmux { socket: format!("sigil-e2e-last-admin-{}", std::process::id()) };
+    let command = format!(
+        "env SIGIL_PASSWORD={ADMIN_PASSWORD} {} --server http://{}",
+        sigil_tests::console_binary().display(),
+        server.grpc_addr()
+    );
+    let started = tmux.run(&["new-session", "-d", "-s", "console", "-x", "200", "-y", "40", &command]);
+    assert!(started.status.success(), "{}", String::from_utf8_lossy(&started.stderr));
+    tmux.wait_for("● live").await;
+    // Sessions → Tokens → Users, which opens on `admin`, the only user.
+    tmux.keys(&["Tab", "Tab"]);
+    tmux.wait_for("Users").await;
+    tmux.keys(&["x"]);
+    tmux.wait_for("Confirm").await;
+    tmux.keys(&["y"]);
+    tmux.wait_for("last enabled admin").await;
+
+    let users = server.identity().list_users(None, 10).await.expect("users");
+    assert!(users.iter().all(|v| !v.user.disabled), "admin was disabled");
+    let _ = login(&mut server.client().await, "admin", ADMIN_PASSWORD).await;
+    tmux.keys(&["q"]);
+}
