@@ -1,6 +1,9 @@
 //! Users: the stored record and the rules for usernames.
 
-use precis_profiles::{UsernameCaseMapped, precis_core, precis_core::profile::PrecisFastInvocation};
+use precis_profiles::{
+    UsernameCaseMapped, precis_core,
+    precis_core::profile::{PrecisFastInvocation, stabilize},
+};
 use serde::{Deserialize, Serialize};
 
 use super::{DomainError, Timestamp, UserId, limits::MAX_USERNAME_BYTES};
@@ -79,7 +82,9 @@ pub fn normalize_username(raw: &str) -> Result<String, DomainError> {
     }
     let mut canonical = String::with_capacity(trimmed.len());
     for userpart in trimmed.split(' ').filter(|part| !part.is_empty()) {
-        let enforced = <UsernameCaseMapped as PrecisFastInvocation>::enforce(userpart)
+        // RFC 8264 §7: the rules are reapplied until the result is stable,
+        // so that the stored form normalizes to itself.
+        let enforced = stabilize(userpart, |s: &str| <UsernameCaseMapped as PrecisFastInvocation>::enforce(s))
             .map_err(|e| refusal(trimmed, userpart, &e))?;
         if !canonical.is_empty() {
             canonical.push(' ');
@@ -113,8 +118,8 @@ fn refusal(name: &str, userpart: &str, error: &precis_core::Error) -> DomainErro
     };
     let Some(c) = info.and_then(|info| char::from_u32(info.cp)) else {
         return DomainError::invalid(
-            "username mixes right-to-left and left-to-right characters in a way the bidi rule \
-             (RFC 5893, required by RFC 8265) forbids",
+            "username breaks the PRECIS UsernameCaseMapped profile (RFC 8265): it mixes right-to-left and \
+             left-to-right characters as the bidi rule forbids, or has no stable normalized form",
         );
     };
     // The userpart starts at the first occurrence of its text in the name.
@@ -253,6 +258,25 @@ mod tests {
         };
         assert!(!message.contains("hunter2"), "{message}");
         assert!(message.contains("at character 22"), "{message}");
+    }
+
+    #[test]
+    fn right_to_left_names_follow_the_bidi_rule() {
+        assert!(normalize_username("\u{05D0}\u{05D1}").is_ok(), "a Hebrew name");
+        let Err(DomainError::InvalidArgument(message)) = normalize_username("\u{05D0}a\u{05D1}") else {
+            panic!("mixed directions accepted");
+        };
+        assert!(message.contains("bidi rule"), "{message}");
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn normalizing_never_panics_and_the_canonical_form_is_stable(raw in "\\PC{0,40}|[ -~]{0,40}") {
+            if let Ok(canonical) = normalize_username(&raw) {
+                proptest::prop_assert_eq!(normalize_username(&canonical).ok(), Some(canonical.clone()));
+                proptest::prop_assert!(is_canonical_username(&canonical));
+            }
+        }
     }
 
     #[test]
