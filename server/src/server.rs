@@ -123,7 +123,7 @@ pub async fn start(config: &Config, admin_password: Option<Secret<String>>) -> R
     };
     let identity = Arc::new(Identity::open(store.clone(), config.identity_settings()).await?);
     let bootstrap_admin = identity.bootstrap_admin(admin_password).await?;
-    identity.report_noncanonical_usernames().await?;
+    identity.migrate_usernames().await?;
 
     let grpc_listener =
         TcpListener::bind(config.listen).await.map_err(|source| ServerError::Bind { addr: config.listen, source })?;

@@ -2,7 +2,8 @@
 //! UsernameCaseMapped profile (RFC 8265). Names that fold alike are one
 //! user, at creation, at login and in GetUser; invisible, bidi-control and
 //! compatibility characters are refused with a message naming the code point;
-//! names stored by older versions in another form are reported at start.
+//! names stored by older versions in another form are migrated at start, or
+//! reported when they collide or are no longer valid.
 
 use sigil_proto::pb::{self, admin_service_client::AdminServiceClient, get_user_request::Key};
 use sigil_server::{
@@ -79,14 +80,16 @@ async fn invisible_bidi_and_compatibility_characters_are_refused_naming_the_code
 }
 
 #[tokio::test]
-async fn names_stored_in_an_older_form_are_reported_at_start_and_stay_reachable_by_id() {
+async fn names_stored_in_an_older_form_are_migrated_or_reported_at_start() {
     let dir = tempfile::tempdir().expect("temp dir");
     let data = dir.path().join("data");
     let first = ChildServer::spawn(&data).await;
     assert!(first.terminate().await, "clean stop");
 
-    // What an older Sigil stored: only trimmed and lower-cased.
-    let legacy = {
+    // What an older Sigil stored: names only trimmed and lower-cased. One
+    // looks like `admin`, one is an NFD `josé` (its canonical form is free),
+    // one holds a zero-width space (no longer valid).
+    let (admin_id, [twin, jose, invisible]) = {
         let store = SledStore::open(&data).expect("store opens");
         let admin = store.user_by_name("admin").await.expect("read").expect("admin");
         let mut ids = Vec::new();
@@ -101,34 +104,37 @@ async fn names_stored_in_an_older_form_are_reported_at_start_and_stay_reachable_
                 updated_at: Timestamp::now(),
             };
             store.create_user(&record).await.expect("legacy user stored");
-            ids.push((record.id, admin.id));
+            ids.push(record.id.to_string());
         }
         crate::recovery::close_sled(store, &data).await;
-        ids
+        (admin.id.to_string(), <[String; 3]>::try_from(ids).expect("three"))
     };
 
     let server = ChildServer::spawn(&data).await;
     let output = server.output.lock().expect("output").clone();
-    for (id, _) in &legacy {
-        assert!(
-            output.lines().any(|line| line.contains("not in canonical form") && line.contains(&id.to_string())),
-            "no start-up warning for user {id}:\n{output}"
-        );
-    }
-    // The canonical name finds only the canonical user.
+    let line_about = |id: &str, text: &str| output.lines().any(|line| line.contains(id) && line.contains(text));
+    assert!(line_about(&twin, "another user holds that form") && line_about(&twin, &admin_id), "{output}");
+    assert!(line_about(&invisible, "no longer valid"), "{output}");
+    assert!(line_about(&jose, "brought to canonical form"), "{output}");
+
     let mut client = server.client().await;
-    let admin_id = legacy[0].1.to_string();
-    assert_eq!(login(&mut client, "\u{FF41}\u{FF44}\u{FF4D}\u{FF49}\u{FF4E}", ADMIN_PASSWORD).await.user_id, admin_id);
-    // The legacy user stays reachable by id, for an admin to delete it.
+    // The twin's canonical name is admin's: a fullwidth login reaches admin only.
+    let fullwidth = login(&mut client, "\u{FF41}\u{FF44}\u{FF4D}\u{FF49}\u{FF4E}", ADMIN_PASSWORD).await;
+    assert_eq!(fullwidth.user_id, admin_id);
+    // The migrated user logs in under either form of its name, with its id.
+    assert_eq!(login(&mut client, "jos\u{00E9}", ADMIN_PASSWORD).await.user_id, jose);
+    assert_eq!(login(&mut client, "jose\u{0301}", ADMIN_PASSWORD).await.user_id, jose);
+    // The users left as they were stay reachable by id, for an admin to decide.
     let token = login(&mut client, "admin", ADMIN_PASSWORD).await.access_token;
     let mut admin = AdminServiceClient::new(sigil_tests::connect(server.grpc_addr).await);
-    let (legacy_id, _) = legacy[0];
-    let request = pb::GetUserRequest { key: Some(Key::UserId(legacy_id.to_string())) };
-    let found = admin.get_user(with_bearer(request, &token)).await.expect("by id").into_inner();
-    assert_eq!(found.user.expect("user").user_id, legacy_id.to_string());
-    admin
-        .delete_user(with_bearer(pb::DeleteUserRequest { user_id: legacy_id.to_string() }, &token))
-        .await
-        .expect("a legacy user can be deleted");
+    for id in [&twin, &invisible] {
+        let request = pb::GetUserRequest { key: Some(Key::UserId(id.clone())) };
+        let found = admin.get_user(with_bearer(request, &token)).await.expect("by id").into_inner();
+        assert_eq!(&found.user.expect("user").user_id, id);
+        admin
+            .delete_user(with_bearer(pb::DeleteUserRequest { user_id: id.clone() }, &token))
+            .await
+            .expect("a legacy user can be deleted");
+    }
     assert!(server.terminate().await);
 }

@@ -162,6 +162,9 @@ pub trait UserStore: Send + Sync {
         user: &UserRecord,
         revocation: Option<(RevocationTarget, Timestamp)>,
     ) -> Result<Option<RevocationEntry>, StoreError>;
+    /// Replaces a user's record under a new name (`user.username`), freeing
+    /// `old_username`; `UsernameTaken` if another user holds the new name.
+    async fn rename_user(&self, user: &UserRecord, old_username: &str) -> Result<(), StoreError>;
     /// Deletes a user; `false` if there was none. Its sessions are the
     /// caller's to revoke first.
     async fn delete_user(&self, id: UserId) -> Result<bool, StoreError>;

@@ -334,6 +334,18 @@ impl UserStore for PgStore {
         Ok(entry)
     }
 
+    async fn rename_user(&self, user: &UserRecord, _old_username: &str) -> Result<(), StoreError> {
+        // The old name is only the row's `username` column: overwriting it frees it.
+        let client = self.client().await?;
+        let statement =
+            client.prepare_cached("UPDATE users SET username = $2, body = $3 WHERE id = $1").await.map_err(pg)?;
+        match client.execute(&statement, &[&user.id.uuid(), &user.username, &Json(user)]).await {
+            Ok(_) => Ok(()),
+            Err(e) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => Err(StoreError::UsernameTaken),
+            Err(e) => Err(pg(e)),
+        }
+    }
+
     async fn delete_user(&self, id: UserId) -> Result<bool, StoreError> {
         let client = self.client().await?;
         Ok(execute(&client, "DELETE FROM users WHERE id = $1", &[&id.uuid()]).await? > 0)
