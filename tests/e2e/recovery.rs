@@ -44,6 +44,16 @@ pub(crate) async fn close_sled(store: std::sync::Arc<SledStore>, dir: &Path) {
     // Closing the file releases the test's own lock.
 }
 
+/// Stops a server with SIGTERM once it answers a login, and checks that it
+/// exited cleanly. (`main` installs its signal handlers only after the
+/// "listening" line: a SIGTERM sent right after that line can still kill
+/// the process by default action. A login first takes that window out of
+/// these tests.)
+pub(crate) async fn stop_when_serving(server: ChildServer) {
+    login(&mut server.client().await, "admin", ADMIN_PASSWORD).await;
+    assert!(server.terminate().await, "sigil-server exited cleanly on SIGTERM");
+}
+
 fn text(output: &Output) -> String {
     format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr))
 }
@@ -103,8 +113,7 @@ async fn reset_admin_password_refuses_while_the_server_runs_then_resets_enables_
 async fn reset_admin_password_generates_a_password_once_and_creates_admin_when_none_exists() {
     let dir = tempfile::tempdir().expect("temp dir");
     let data = dir.path().join("data");
-    let server = ChildServer::spawn(&data).await;
-    assert!(server.terminate().await);
+    stop_when_serving(ChildServer::spawn(&data).await).await;
     {
         let store = SledStore::open(&data).expect("store");
         let admin = store.user_by_name("admin").await.expect("read").expect("admin");
@@ -150,7 +159,7 @@ async fn an_admin_password_set_while_users_exist_is_reported_as_ignored() {
     let data = dir.path().join("data");
     let first = ChildServer::spawn(&data).await;
     let first_output = first.output.lock().expect("output").clone();
-    assert!(first.terminate().await);
+    stop_when_serving(first).await;
     assert!(!first_output.contains("SIGIL_ADMIN_PASSWORD is ignored"), "{first_output}");
 
     // ChildServer always sets SIGIL_ADMIN_PASSWORD: now users exist.
@@ -164,7 +173,7 @@ async fn an_admin_password_set_while_users_exist_is_reported_as_ignored() {
     let warning = warning.unwrap_or_else(|| panic!("no warning within 10 s:\n{output}"));
     assert!(warning.contains("WARN") && warning.contains("reset-admin-password"), "{warning}");
     assert!(!warning.contains(ADMIN_PASSWORD), "{warning}");
-    assert!(second.terminate().await);
+    stop_when_serving(second).await;
 }
 
 #[tokio::test]

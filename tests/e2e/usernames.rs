@@ -83,8 +83,7 @@ async fn invisible_bidi_and_compatibility_characters_are_refused_naming_the_code
 async fn names_stored_in_an_older_form_are_migrated_or_reported_at_start() {
     let dir = tempfile::tempdir().expect("temp dir");
     let data = dir.path().join("data");
-    let first = ChildServer::spawn(&data).await;
-    assert!(first.terminate().await, "clean stop");
+    crate::recovery::stop_when_serving(ChildServer::spawn(&data).await).await;
 
     // What an older Sigil stored: names only trimmed and lower-cased. One
     // looks like `admin`, one is an NFD `josé` (its canonical form is free),
