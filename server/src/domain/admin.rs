@@ -1,16 +1,16 @@
 //! The admin use cases of [`Identity`]: users, listings of sessions and
-//! tokens, signing-key rotation and statistics. Authorization (role
-//! `admin`) is checked by the caller, in one place in the gRPC adapter.
+//! tokens, signing-key rotation and statistics, and the rule that the last
+//! enabled admin stays. Authorization (role `admin`) is checked by the
+//! caller, in one place in the gRPC adapter.
 
 use super::{
     DomainError, Identity, Secret, SessionId, Timestamp, UserId,
     event::{EventKind, EventRecord},
     identity::check_password,
     keys::SigningKeyRecord,
-    lockout::throttle_key,
     revocation::RevocationTarget,
     session::{SessionRecord, TokenRecord},
-    user::{ADMIN_ROLE, UserRecord, check_role, is_canonical_username, normalize_username},
+    user::{ADMIN_ROLE, UserRecord, check_role, normalize_username},
 };
 use crate::store::{RevocationCause, RevokeOutcome, SessionQuery, StoreError, TokenQuery};
 
@@ -30,17 +30,6 @@ pub struct UserChanges {
     pub disabled: Option<bool>,
     /// Replace the roles.
     pub roles: Option<Vec<String>>,
-}
-
-/// What [`Identity::recover_admin`] did.
-#[derive(Debug)]
-pub struct AdminRecovery {
-    /// The admin as it now stands.
-    pub user: UserRecord,
-    /// Whether it had to be created.
-    pub created: bool,
-    /// Its sessions that were ended.
-    pub revoked_sessions: u32,
 }
 
 /// Counts and rates for `GetStats`.
@@ -242,7 +231,11 @@ impl Identity {
     }
 
     /// Up to `limit` enabled admins other than `except`, in id order.
-    async fn enabled_admins(&self, except: Option<UserId>, limit: usize) -> Result<Vec<UserRecord>, DomainError> {
+    pub(super) async fn enabled_admins(
+        &self,
+        except: Option<UserId>,
+        limit: usize,
+    ) -> Result<Vec<UserRecord>, DomainError> {
         const PAGE: usize = 500;
         let mut found = Vec::new();
         let mut after = None;
@@ -258,127 +251,12 @@ impl Identity {
         }
     }
 
-    /// Brings stored usernames to today's canonical form at start. Names
-    /// stored before PRECIS usernames were only trimmed and lower-cased, so
-    /// a fullwidth `ａｌｉｃｅ` or an NFD `josé` may be stored as typed:
-    /// - if the canonical form is free, the user is renamed to it (its id,
-    ///   roles, password and sessions stay; an audit event and a log line
-    ///   say so), and logs in as before under any form of its name;
-    /// - if another user holds the canonical form (two look-alike accounts),
-    ///   or the name is no longer valid (e.g. it holds a zero-width space),
-    ///   it is left as it is and a warning names both ids: it stays
-    ///   reachable by id (GetUser, UpdateUser, DeleteUser, ListUsers), but
-    ///   logins and GetUser by name, being normalized, reach only the holder
-    ///   of the canonical name (or nobody). An admin decides what to do.
-    ///
-    /// Returns how many names were not canonical.
-    pub async fn migrate_usernames(&self) -> Result<usize, DomainError> {
-        const PAGE: usize = 500;
-        let mut found = 0;
-        let mut after = None;
-        loop {
-            let page = self.store.list_users(after, PAGE).await?;
-            let full = page.len() == PAGE;
-            after = page.last().map(|u| u.id);
-            for user in page.into_iter().filter(|u| !is_canonical_username(&u.username)) {
-                found += 1;
-                self.migrate_username(user).await?;
-            }
-            if !full {
-                return Ok(found);
-            }
-        }
-    }
-
-    async fn migrate_username(&self, mut user: UserRecord) -> Result<(), DomainError> {
-        let canonical = match normalize_username(&user.username) {
-            Ok(canonical) => canonical,
-            Err(e) => {
-                tracing::warn!(
-                    user_id = %user.id, username = ?user.username, reason = %e,
-                    "stored username is no longer valid: this user is reachable by id only (logins under this \
-                     name are refused); delete it, or keep it for its records"
-                );
-                return Ok(());
-            }
-        };
-        let old = std::mem::replace(&mut user.username, canonical);
-        match self.store.rename_user(&user, &old).await {
-            Ok(()) => {
-                tracing::info!(user_id = %user.id, from = ?old, to = ?user.username, "username brought to canonical form");
-                let event = EventRecord::new(EventKind::UserUpdated)
-                    .user(user.id, &user.username)
-                    .detail(format!("username brought to canonical form (RFC 8265) from {old:?}"));
-                self.events.publish(vec![event]).await;
-            }
-            Err(StoreError::UsernameTaken) => {
-                let holder = self.store.user_by_name(&user.username).await?.map(|u| u.id.to_string());
-                tracing::warn!(
-                    user_id = %user.id, username = ?old, canonical = ?user.username,
-                    holder = holder.as_deref().unwrap_or("-"),
-                    "stored username is not in canonical form and another user holds that form: logins under \
-                     either name reach the holder; this user is reachable by id only (delete it, or keep it for \
-                     its records)"
-                );
-            }
-            Err(e) => return Err(e.into()),
-        }
-        Ok(())
-    }
-
-    /// The host-side way back when no admin can log in (`sigil-server
-    /// reset-admin-password`, run on the store with the server stopped):
-    /// gives `username` the password `password`, enables it, grants it the
-    /// admin role, clears its failed-login lock and ends its sessions; all
-    /// of it recorded as audit events. A user of that name that does not
-    /// exist is created as an admin, but only while no enabled admin exists
-    /// (so that a mistyped name does not quietly create a second admin).
-    pub async fn recover_admin(&self, username: &str, password: &Secret<String>) -> Result<AdminRecovery, DomainError> {
-        const DETAIL: &str = "admin password reset on the host (sigil-server reset-admin-password)";
-        let name = normalize_username(username)?;
-        check_password(password)?;
-        let Some(mut user) = self.store.user_by_name(&name).await? else {
-            let admins = self.enabled_admins(None, 5).await?;
-            if !admins.is_empty() {
-                let names: Vec<String> = admins.iter().map(|u| format!("{:?}", u.username)).collect();
-                return Err(DomainError::NotFound(format!(
-                    "no user {name:?}; enabled admins are {}: name one with --username",
-                    names.join(", ")
-                )));
-            }
-            let user = self.create_user(None, &name, password, vec![ADMIN_ROLE.to_string()]).await?;
-            let event = EventRecord::new(EventKind::UserUpdated).user(user.id, &user.username).detail(DETAIL);
-            self.events.publish(vec![event]).await;
-            return Ok(AdminRecovery { user, created: true, revoked_sessions: 0 });
-        };
-        let now = Timestamp::now();
-        let was_disabled = user.disabled;
-        user.password_hash = self.hasher.hash(password).await?;
-        user.disabled = false;
-        if !user.has_role(ADMIN_ROLE) {
-            user.roles.push(ADMIN_ROLE.to_string());
-            user.roles.sort();
-        }
-        user.updated_at = now;
-        let revocation = was_disabled.then_some((RevocationTarget::UserEnabled(user.id), now));
-        if let Some(entry) = self.store.update_user(&user, revocation).await? {
-            self.apply_revocations(std::slice::from_ref(&entry));
-        }
-        self.store.clear_login_failures(&throttle_key(&user.username, Some(user.id))).await?;
-        let mut events = vec![
-            EventRecord::new(EventKind::UserUpdated)
-                .user(user.id, &user.username)
-                .detail(format!("{DETAIL}; roles: {}", user.roles.join(","))),
-        ];
-        if was_disabled {
-            events.push(EventRecord::new(EventKind::UserEnabled).user(user.id, &user.username).detail(DETAIL));
-        }
-        self.events.publish(events).await;
-        let revoked_sessions = self.end_sessions_of(None, user.id, "admin password reset on the host").await?;
-        Ok(AdminRecovery { user, created: false, revoked_sessions })
-    }
-
-    async fn end_sessions_of(&self, actor: Option<UserId>, id: UserId, reason: &str) -> Result<u32, DomainError> {
+    pub(super) async fn end_sessions_of(
+        &self,
+        actor: Option<UserId>,
+        id: UserId,
+        reason: &str,
+    ) -> Result<u32, DomainError> {
         let cause = RevocationCause { at: Timestamp::now(), reason: reason.to_string() };
         let outcome: RevokeOutcome = self.store.revoke_user_sessions(id, &cause).await?;
         self.apply(&outcome);
@@ -454,7 +332,7 @@ impl Identity {
 }
 
 /// Whether `user` can administer Sigil now.
-fn is_enabled_admin(user: &UserRecord) -> bool {
+pub(super) fn is_enabled_admin(user: &UserRecord) -> bool {
     user.has_role(ADMIN_ROLE) && !user.disabled
 }
 
