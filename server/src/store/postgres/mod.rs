@@ -375,7 +375,11 @@ impl UserStore for PgStore {
         // the lock to its next user. The check and the write run on other
         // connections; they see each other's committed writes because the
         // holder commits before it lets go.
+        // A holder that stopped answering (a partitioned instance) keeps
+        // its connection, and so the lock, until TCP gives up on it: wait
+        // a bounded time, then fail the call as UNAVAILABLE (retry).
         let client = deadpool_postgres::Object::take(self.client().await?);
+        client.batch_execute("SET lock_timeout = '10s'").await.map_err(pg)?;
         client.execute("SELECT pg_advisory_lock($1)", &[&USER_RULES_LOCK]).await.map_err(pg)?;
         Ok(Some(Box::new(client)))
     }
