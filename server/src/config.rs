@@ -28,6 +28,9 @@ pub struct Cli {
     /// The settings.
     #[command(flatten)]
     pub layer: ConfigLayer,
+    /// A maintenance command to run instead of serving (see `recovery`).
+    #[command(subcommand)]
+    pub command: Option<crate::recovery::Command>,
 }
 
 /// One layer of settings: every field optional, so layers can be stacked.

@@ -40,6 +40,15 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if let Some(command) = cli.command {
+        return match runtime.block_on(sigil_server::recovery::execute(command, config, admin_password_from_env())) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("sigil-server: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let outcome = runtime.block_on(run(config));
     // Calls abandoned after the grace period must not hold the exit up.
     runtime.shutdown_timeout(Duration::from_secs(1));
@@ -79,7 +88,8 @@ fn raise_fd_limit() {
 }
 
 async fn run(config: Config) -> anyhow::Result<()> {
-    let admin_password = std::env::var("SIGIL_ADMIN_PASSWORD").ok().filter(|p| !p.is_empty()).map(Secret::new);
+    let admin_password = admin_password_from_env();
+    let admin_password_given = admin_password.is_some();
     // Registered before the start, so that a signal right after the
     // "listening" line (a supervisor stopping a fresh process) still gets a
     // clean shutdown; one during the start abandons it (nothing was
@@ -92,6 +102,13 @@ async fn run(config: Config) -> anyhow::Result<()> {
             return Ok(());
         }
     };
+    if admin_password_given && running.bootstrap_admin.is_none() {
+        tracing::warn!(
+            "SIGIL_ADMIN_PASSWORD is ignored: users exist already, and it only sets the first admin's password on an \
+             empty store; to reset an admin's password, stop the server and run `sigil-server reset-admin-password` \
+             (README: \"Recovering admin access\")"
+        );
+    }
     if let Some((admin, generated)) = &running.bootstrap_admin {
         match generated {
             Some(password) => println!(
@@ -118,6 +135,11 @@ async fn run(config: Config) -> anyhow::Result<()> {
     }
     tracing::info!("stopped; all acknowledged writes are durable");
     Ok(())
+}
+
+/// `SIGIL_ADMIN_PASSWORD`, when set and not empty.
+fn admin_password_from_env() -> Option<Secret<String>> {
+    std::env::var("SIGIL_ADMIN_PASSWORD").ok().filter(|p| !p.is_empty()).map(Secret::new)
 }
 
 /// SIGINT and SIGTERM, registered once so that a second one is never missed

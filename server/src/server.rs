@@ -190,6 +190,7 @@ pub async fn start(config: &Config, admin_password: Option<Secret<String>>) -> R
     };
     let identity = Arc::new(Identity::open(store.clone(), config.identity_settings()).await?);
     let bootstrap_admin = identity.bootstrap_admin(admin_password).await?;
+    identity.migrate_usernames().await?;
 
     let (stop, stopped) = watch::channel(false);
     let (health, health_service) = tonic_health::server::health_reporter();

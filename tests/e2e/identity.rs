@@ -62,6 +62,19 @@ async fn empty_and_oversized_login_fields_are_invalid_arguments() {
         ("admin", &"p".repeat(1025), None, "password is longer than 1024 bytes"),
         ("ad\0min", "pw", None, "username contains control characters"),
         ("admin", "pw", Some("d".repeat(257)), "device_name is longer than 256 bytes"),
+        // A right-to-left override would make the console show another name.
+        (
+            "admin",
+            "pw",
+            Some("laptop\u{202E}txt.exe".into()),
+            "device_name contains an invisible or bidirectional-control character",
+        ),
+        (
+            "admin",
+            "pw",
+            Some("lap\u{200B}top".into()),
+            "device_name contains an invisible or bidirectional-control character",
+        ),
     ];
     for (username, password, device_name, message) in cases {
         let status = client

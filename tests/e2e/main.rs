@@ -56,3 +56,9 @@ mod startup;
 mod shutdown;
 // The discovery document's URLs come from configuration.
 mod discovery;
+// The last enabled admin cannot be removed, even by two admins at once.
+mod last_admin;
+// Host-side recovery: `sigil-server reset-admin-password`.
+mod recovery;
+// PRECIS usernames: look-alikes are one user or refused.
+mod usernames;

@@ -1,6 +1,7 @@
 //! The admin use cases of [`Identity`]: users, listings of sessions and
-//! tokens, signing-key rotation and statistics. Authorization (role
-//! `admin`) is checked by the caller, in one place in the gRPC adapter.
+//! tokens, signing-key rotation and statistics, and the rule that the last
+//! enabled admin stays. Authorization (role `admin`) is checked by the
+//! caller, in one place in the gRPC adapter.
 
 use super::{
     DomainError, Identity, Secret, SessionId, Timestamp, UserId,
@@ -9,7 +10,7 @@ use super::{
     keys::{KeyState, SigningKeyRecord},
     revocation::RevocationTarget,
     session::{SessionRecord, TokenRecord},
-    user::{UserRecord, check_role, normalize_username},
+    user::{ADMIN_ROLE, UserRecord, check_role, normalize_username},
 };
 use crate::store::{RevokeOutcome, SessionQuery, StoreError, TokenQuery};
 
@@ -120,7 +121,9 @@ impl Identity {
         id: UserId,
         changes: UserChanges,
     ) -> Result<(UserView, u32), DomainError> {
+        let _admin_changes = self.lock_admin_changes().await?;
         let mut user = self.store.user_by_id(id).await?.ok_or_else(|| no_such_user(&id.to_string()))?;
+        let before = user.clone();
         let now = Timestamp::now();
         let mut events = Vec::new();
         let mut roles_changed = false;
@@ -154,6 +157,7 @@ impl Identity {
             events.push(EventRecord::new(kind).actor(actor).user(user.id, &user.username));
         }
         user.updated_at = now;
+        self.ensure_an_admin_remains(&before, Some(&user)).await?;
         if let Some(entry) = self.store.update_user(&user, revocation).await? {
             self.apply_revocations(std::slice::from_ref(&entry));
         }
@@ -192,7 +196,9 @@ impl Identity {
 
     /// Deletes a user after ending every session of it.
     pub async fn delete_user(&self, actor: Option<UserId>, id: UserId) -> Result<u32, DomainError> {
+        let _admin_changes = self.lock_admin_changes().await?;
         let user = self.store.user_by_id(id).await?.ok_or_else(|| no_such_user(&id.to_string()))?;
+        self.ensure_an_admin_remains(&user, None).await?;
         let revoked = self.end_sessions_of(actor, id, "user deleted").await?;
         self.store.delete_user(id).await?;
         let event = EventRecord::new(EventKind::UserDeleted).actor(actor).user(user.id, &user.username);
@@ -200,7 +206,78 @@ impl Identity {
         Ok(revoked)
     }
 
-    async fn end_sessions_of(&self, actor: Option<UserId>, id: UserId, reason: &str) -> Result<u32, DomainError> {
+    /// Held by `update_user` and `delete_user` from reading the user until
+    /// their write is committed, so that two admins demoting (disabling,
+    /// deleting) each other at once are serialized and the second sees the
+    /// first's result. In this process a mutex does it — enough for sled,
+    /// which one process alone can open. A store shared by several
+    /// instances (PostgreSQL) adds its own lock across them (an advisory
+    /// lock), taken after the mutex so that one instance queues its own
+    /// callers without holding a database connection each.
+    async fn lock_admin_changes(
+        &self,
+    ) -> Result<(tokio::sync::MutexGuard<'_, ()>, Option<crate::store::UserRulesLock>), DomainError> {
+        let local = self.admin_changes.lock().await;
+        let shared = self.store.lock_user_rules().await?;
+        Ok((local, shared))
+    }
+
+    /// The last-admin rule: a change that turns the enabled admin `before`
+    /// into `after` (`None`: deleted) and so leaves no enabled admin at all
+    /// is refused, since nobody could then administer Sigil through its API
+    /// (the host-side way back is `sigil-server reset-admin-password`).
+    /// Callers hold [`Identity::lock_admin_changes`], which makes this
+    /// check and their write one step for every instance.
+    async fn ensure_an_admin_remains(
+        &self,
+        before: &UserRecord,
+        after: Option<&UserRecord>,
+    ) -> Result<(), DomainError> {
+        if !is_enabled_admin(before) || after.is_some_and(is_enabled_admin) {
+            return Ok(());
+        }
+        if !self.enabled_admins(Some(before.id), 1).await?.is_empty() {
+            return Ok(());
+        }
+        let change = match after {
+            None => "deleting it",
+            Some(after) if after.disabled => "disabling it",
+            Some(_) => "removing its admin role",
+        };
+        Err(DomainError::FailedPrecondition(format!(
+            "user {:?} is the last enabled admin: {change} would lock every admin out; make another user \
+             admin first",
+            before.username
+        )))
+    }
+
+    /// Up to `limit` enabled admins other than `except`, in id order.
+    pub(super) async fn enabled_admins(
+        &self,
+        except: Option<UserId>,
+        limit: usize,
+    ) -> Result<Vec<UserRecord>, DomainError> {
+        const PAGE: usize = 500;
+        let mut found = Vec::new();
+        let mut after = None;
+        loop {
+            let page = self.store.list_users(after, PAGE).await?;
+            let full = page.len() == PAGE;
+            after = page.last().map(|u| u.id);
+            found.extend(page.into_iter().filter(|u| is_enabled_admin(u) && Some(u.id) != except));
+            if found.len() >= limit || !full {
+                found.truncate(limit);
+                return Ok(found);
+            }
+        }
+    }
+
+    pub(super) async fn end_sessions_of(
+        &self,
+        actor: Option<UserId>,
+        id: UserId,
+        reason: &str,
+    ) -> Result<u32, DomainError> {
         let cause = self.revocation_cause(Timestamp::now(), reason);
         let outcome: RevokeOutcome = self.store.revoke_user_sessions(id, &cause).await?;
         self.apply(&outcome);
@@ -301,6 +378,11 @@ impl Identity {
         let active_sessions = self.store.count_active_sessions_of(user.id).await?;
         Ok(UserView { user, active_sessions })
     }
+}
+
+/// Whether `user` can administer Sigil now.
+pub(super) fn is_enabled_admin(user: &UserRecord) -> bool {
+    user.has_role(ADMIN_ROLE) && !user.disabled
 }
 
 fn checked_roles(mut roles: Vec<String>) -> Result<Vec<String>, DomainError> {

@@ -29,6 +29,11 @@ pub enum DomainError {
     /// The thing to create exists already.
     #[error("{0}")]
     AlreadyExists(String),
+    /// The change is well-formed but the system is not in a state that allows
+    /// it (e.g. it would leave no enabled admin); the message says why and
+    /// what to do first.
+    #[error("{0}")]
+    FailedPrecondition(String),
     /// Too much work queued or too many failures; try again later.
     #[error("{message}")]
     ResourceExhausted {

@@ -164,6 +164,9 @@ pub struct Identity {
     /// applied, the key ring replaced), so long-lived streams re-check
     /// their caller.
     pub(super) authorization_changes: tokio::sync::watch::Sender<u64>,
+    /// Held across "check that an admin remains, then write" in
+    /// `update_user` / `delete_user` (see `admin.rs`).
+    pub(super) admin_changes: tokio::sync::Mutex<()>,
 }
 
 impl Identity {
@@ -202,6 +205,7 @@ impl Identity {
             last_seen: DashMap::new(),
             shutdown: tokio::sync::watch::Sender::new(false),
             authorization_changes: tokio::sync::watch::Sender::new(0),
+            admin_changes: tokio::sync::Mutex::new(()),
             settings,
             store,
         })
@@ -746,6 +750,12 @@ fn check_refresh_token(token: &Secret<String>) -> Result<(), DomainError> {
     Ok(())
 }
 
+/// Zero-width and bidirectional-control code points: text that would look
+/// other than it is where operators read it.
+fn is_invisible_or_bidi_control(c: char) -> bool {
+    matches!(c, '\u{061C}' | '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{2069}' | '\u{FEFF}')
+}
+
 /// What an audit event says of a login name that is no user's.
 fn unknown_note(known_name: &Option<String>) -> &'static str {
     if known_name.is_some() { "" } else { " (unknown username)" }
@@ -757,6 +767,11 @@ fn check_optional(field: &str, value: Option<String>, max: usize) -> Result<Opti
         Some(v) if v.len() > max => Err(DomainError::invalid(format!("{field} is longer than {max} bytes"))),
         Some(v) if v.chars().any(char::is_control) => {
             Err(DomainError::invalid(format!("{field} contains control characters")))
+        }
+        // Shown to operators (console, audit trail): nothing that reorders
+        // or hides text.
+        Some(v) if v.chars().any(is_invisible_or_bidi_control) => {
+            Err(DomainError::invalid(format!("{field} contains an invisible or bidirectional-control character")))
         }
         Some(v) if v.is_empty() => Ok(None),
         other => Ok(other),

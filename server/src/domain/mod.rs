@@ -15,6 +15,7 @@ pub mod limits;
 pub mod lockout;
 pub mod maintenance;
 pub mod password;
+pub mod recovery;
 pub mod revocation;
 pub mod secret;
 pub mod session;
@@ -22,6 +23,7 @@ pub mod stats;
 pub mod time;
 pub mod token;
 pub mod user;
+pub mod username_migration;
 
 pub use error::DomainError;
 pub use identity::{Identity, IdentitySettings};

@@ -16,6 +16,7 @@ impl From<DomainError> for Status {
             DomainError::PermissionDenied(message) => Status::permission_denied(message),
             DomainError::NotFound(message) => Status::not_found(message),
             DomainError::AlreadyExists(message) => Status::already_exists(message),
+            DomainError::FailedPrecondition(message) => Status::failed_precondition(message),
             DomainError::ResourceExhausted { message, retry_after } => {
                 let mut status = Status::resource_exhausted(message);
                 if let Some(after) = retry_after

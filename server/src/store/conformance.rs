@@ -28,6 +28,7 @@ pub async fn run_all(store: Arc<dyn Store>) {
     the_first_signing_key_wins(&*store).await;
     rotation_keeps_one_active_key(&*store).await;
     users_are_updated_listed_and_deleted(&*store).await;
+    users_are_renamed_only_onto_a_free_name(&*store).await;
     listings_page_by_cursor_and_filter(&*store).await;
     expiry_and_purge_walk_the_time_indexes(&*store).await;
     revocations_live_and_go_by_their_stored_bound(&*store).await;
@@ -304,6 +305,25 @@ pub async fn users_are_updated_listed_and_deleted(store: &dyn Store) {
     assert!(store.user_by_name("conformance-list-a").await.expect("lookup").is_none());
     // The name is free again.
     store.create_user(&user("conformance-list-a")).await.expect("name reusable");
+}
+
+/// A rename moves the name index with the record; a taken name is refused.
+pub async fn users_are_renamed_only_onto_a_free_name(store: &dyn Store) {
+    let mut legacy = user("conformance-rename-old");
+    let holder = user("conformance-rename-taken");
+    store.create_user(&legacy).await.expect("create");
+    store.create_user(&holder).await.expect("create");
+    legacy.username = "conformance-rename-taken".into();
+    let refused = store.rename_user(&legacy, "conformance-rename-old").await;
+    assert!(matches!(refused, Err(StoreError::UsernameTaken)), "{refused:?}");
+    assert_eq!(store.user_by_name("conformance-rename-old").await.expect("lookup").map(|u| u.id), Some(legacy.id));
+    legacy.username = "conformance-rename-new".into();
+    store.rename_user(&legacy, "conformance-rename-old").await.expect("rename onto a free name");
+    let found = store.user_by_name("conformance-rename-new").await.expect("lookup").expect("found by the new name");
+    assert_eq!((found.id, found.username.as_str()), (legacy.id, "conformance-rename-new"));
+    assert!(store.user_by_name("conformance-rename-old").await.expect("lookup").is_none(), "old name freed");
+    store.create_user(&user("conformance-rename-old")).await.expect("the old name is reusable");
+    store.rename_user(&legacy, "conformance-rename-new").await.expect("renaming to its own name is a no-op");
 }
 
 /// Session and token listings: active-only and inactive, by owner, paged.

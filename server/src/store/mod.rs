@@ -171,6 +171,9 @@ pub trait UserStore: Send + Sync {
         user: &UserRecord,
         revocation: Option<(RevocationTarget, RevocationCause)>,
     ) -> Result<Option<RevocationEntry>, StoreError>;
+    /// Replaces a user's record under a new name (`user.username`), freeing
+    /// `old_username`; `UsernameTaken` if another user holds the new name.
+    async fn rename_user(&self, user: &UserRecord, old_username: &str) -> Result<(), StoreError>;
     /// Deletes a user; `false` if there was none. Its sessions are the
     /// caller's to revoke first.
     async fn delete_user(&self, id: UserId) -> Result<bool, StoreError>;
@@ -178,7 +181,19 @@ pub trait UserStore: Send + Sync {
     async fn list_users(&self, after: Option<UserId>, limit: usize) -> Result<Vec<UserRecord>, StoreError>;
     /// How many active sessions the user has.
     async fn count_active_sessions_of(&self, user: UserId) -> Result<u32, StoreError>;
+    /// Serializes, across every process sharing this store, the changes
+    /// that check a rule over all users before they write (the last-admin
+    /// rule), until the returned guard is dropped. `None`, the default, for
+    /// an engine only one process can open: the domain's in-process lock is
+    /// enough there.
+    async fn lock_user_rules(&self) -> Result<Option<UserRulesLock>, StoreError> {
+        Ok(None)
+    }
 }
+
+/// Held while a change checks a rule over all users and writes; see
+/// [`UserStore::lock_user_rules`]. Dropping it releases the lock.
+pub type UserRulesLock = Box<dyn std::any::Any + Send>;
 
 /// Sessions, their refresh tokens and the records of issued tokens.
 #[async_trait]

@@ -501,6 +501,24 @@ impl UserStore for SledStore {
         Ok(entry)
     }
 
+    async fn rename_user(&self, user: &UserRecord, old_username: &str) -> Result<(), StoreError> {
+        self.transact(|tx| {
+            if let Some(holder) = tx.usernames.get(user.username.as_bytes())?
+                && holder.as_ref() != user.id.as_bytes().as_slice()
+            {
+                return abort(StoreError::UsernameTaken);
+            }
+            if tx.usernames.get(old_username.as_bytes())?.is_some_and(|id| id.as_ref() == user.id.as_bytes().as_slice())
+            {
+                tx.usernames.remove(old_username.as_bytes())?;
+            }
+            tx.usernames.insert(user.username.as_bytes(), user.id.as_bytes().as_slice())?;
+            tx.users.insert(user.id.as_bytes().as_slice(), encode(user)?)?;
+            Ok(())
+        })?;
+        self.commit.durable().await
+    }
+
     async fn delete_user(&self, id: UserId) -> Result<bool, StoreError> {
         let deleted = self.transact(|tx| {
             let Some(user) = tx_get::<UserRecord>(tx.users, id.as_bytes())? else {

@@ -39,7 +39,7 @@ use uuid::Uuid;
 
 use super::{
     Changes, EventStore, Expired, KeyStore, LoginThrottle, RevocationCause, RevocationLog, RevokeOutcome,
-    RotateOutcome, Rotation, SessionQuery, SessionStore, Store, StoreError, TokenQuery, UserStore,
+    RotateOutcome, Rotation, SessionQuery, SessionStore, Store, StoreError, TokenQuery, UserRulesLock, UserStore,
 };
 use crate::domain::{
     SessionId, Timestamp, TokenId, UserId,
@@ -57,6 +57,8 @@ const MIGRATION_LOCK: i64 = 0x5369_676c_0001;
 const KEY_LOCK: i64 = 0x5369_676c_0002;
 const REVOCATION_LOCK: i64 = 0x5369_676c_0003;
 const EVENT_LOCK: i64 = 0x5369_676c_0004;
+/// Serializes admin-role changes of every instance (the last-admin rule).
+const USER_RULES_LOCK: i64 = 0x5369_676c_0005;
 
 /// Connections per instance. Each request holds one for one transaction.
 const POOL_SIZE: usize = 16;
@@ -338,6 +340,18 @@ impl UserStore for PgStore {
         Ok(entry)
     }
 
+    async fn rename_user(&self, user: &UserRecord, _old_username: &str) -> Result<(), StoreError> {
+        // The old name is only the row's `username` column: overwriting it frees it.
+        let client = self.client().await?;
+        let statement =
+            client.prepare_cached("UPDATE users SET username = $2, body = $3 WHERE id = $1").await.map_err(pg)?;
+        match client.execute(&statement, &[&user.id.uuid(), &user.username, &Json(user)]).await {
+            Ok(_) => Ok(()),
+            Err(e) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => Err(StoreError::UsernameTaken),
+            Err(e) => Err(pg(e)),
+        }
+    }
+
     async fn delete_user(&self, id: UserId) -> Result<bool, StoreError> {
         let client = self.client().await?;
         Ok(execute(&client, "DELETE FROM users WHERE id = $1", &[&id.uuid()]).await? > 0)
@@ -357,6 +371,23 @@ impl UserStore for PgStore {
         let rows =
             query(&client, "SELECT count(*) FROM sessions WHERE user_id = $1 AND active", &[&user.uuid()]).await?;
         Ok(u32::try_from(count(&rows)?).unwrap_or(u32::MAX))
+    }
+
+    async fn lock_user_rules(&self) -> Result<Option<UserRulesLock>, StoreError> {
+        // A session-level advisory lock on a connection taken out of the
+        // pool: dropping the guard closes that connection, which releases
+        // the lock however the change ended (even if this task is cancelled
+        // or the process dies). Back in the pool, the connection would carry
+        // the lock to its next user. The check and the write run on other
+        // connections; they see each other's committed writes because the
+        // holder commits before it lets go.
+        // A holder that stopped answering (a partitioned instance) keeps
+        // its connection, and so the lock, until TCP gives up on it: wait
+        // a bounded time, then fail the call as UNAVAILABLE (retry).
+        let client = deadpool_postgres::Object::take(self.client().await?);
+        client.batch_execute("SET lock_timeout = '10s'").await.map_err(pg)?;
+        client.execute("SELECT pg_advisory_lock($1)", &[&USER_RULES_LOCK]).await.map_err(pg)?;
+        Ok(Some(Box::new(client)))
     }
 }
 
