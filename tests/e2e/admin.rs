@@ -655,9 +655,17 @@ async fn the_sweeper_expires_short_sessions_and_retires_old_keys() {
     assert_eq!(expired.username, "admin");
     assert_eq!(validate(&mut client, &short.access_token).await.failure(), ValidationFailure::Expired);
     let old_kid = jsonwebtoken::decode_header(&short.access_token).expect("header").kid.expect("kid");
-    // Access tokens live one second here: log in again for a fresh one.
-    let (mut admin, token) = server.admin().await;
-    admin.rotate_signing_key(with_bearer(pb::RotateSigningKeyRequest::default(), &token)).await.expect("rotate");
+    // Access tokens live at most one second here (`exp` has whole seconds,
+    // so a token minted at x.999 s lives a millisecond): a fresh one per try.
+    let rotated = sigil_tests::eventually(Duration::from_secs(10), || {
+        let server = &server;
+        async move {
+            let (mut admin, token) = server.admin().await;
+            admin.rotate_signing_key(with_bearer(pb::RotateSigningKeyRequest::default(), &token)).await.ok()
+        }
+    })
+    .await;
+    assert!(rotated.is_some(), "the key rotates");
 
     let retired = sigil_tests::eventually(Duration::from_secs(10), || {
         let old_kid = old_kid.clone();

@@ -1007,6 +1007,29 @@ impl EventStore for SledStore {
     }
 }
 
+impl SledStore {
+    /// Runs `change` on the failed-login counter under `key` as a
+    /// compare-and-swap: sled reruns it if another attempt changed the
+    /// counter in between, so none is lost, and the winning run's outcome
+    /// is returned once durable. A counter left with nothing in it goes.
+    async fn update_counter<R>(
+        &self,
+        key: &str,
+        mut change: impl FnMut(&mut FailureRecord) -> R,
+    ) -> Result<R, StoreError> {
+        let mut outcome = None;
+        self.login_failures
+            .update_and_fetch(key.as_bytes(), |old| {
+                let mut record: FailureRecord = old.and_then(|bytes| decode(bytes).ok()).unwrap_or_default();
+                outcome = Some(change(&mut record));
+                if record.is_clear() { None } else { encode_plain(&record).ok() }
+            })
+            .map_err(backend)?;
+        self.commit.durable().await?;
+        outcome.ok_or_else(|| StoreError::Backend("the failed-login counter was not updated".into()))
+    }
+}
+
 #[async_trait]
 impl LoginThrottle for SledStore {
     async fn login_failures(&self, key: &str) -> Result<Option<FailureRecord>, StoreError> {
@@ -1019,21 +1042,11 @@ impl LoginThrottle for SledStore {
         now: Timestamp,
         policy: &LockoutPolicy,
     ) -> Result<(FailureRecord, bool), StoreError> {
-        // A compare-and-swap loop: sled reruns the closure if another
-        // failure landed in between, so none is lost. The outcome of the
-        // run that won is the one kept.
-        let mut outcome = (FailureRecord::default(), false);
-        self.login_failures
-            .update_and_fetch(key.as_bytes(), |old| {
-                let mut record: FailureRecord = old.and_then(|bytes| decode(bytes).ok()).unwrap_or_default();
-                let locked = record.record_failure(now, policy);
-                let bytes = encode_plain(&record).ok();
-                outcome = (record, locked);
-                bytes
-            })
-            .map_err(backend)?;
-        self.commit.durable().await?;
-        Ok(outcome)
+        self.update_counter(key, |record| {
+            let locked = record.record_failure(now, policy);
+            (record.clone(), locked)
+        })
+        .await
     }
 
     async fn clear_login_failures(&self, key: &str) -> Result<(), StoreError> {
@@ -1073,18 +1086,7 @@ impl LoginThrottle for SledStore {
         now: Timestamp,
         policy: &LockoutPolicy,
     ) -> Result<AttemptOutcome, StoreError> {
-        // Compare-and-swap, as above: the closure reruns if another attempt
-        // changed the counter in between; the winning run's outcome is kept.
-        let mut outcome = AttemptOutcome::Busy;
-        self.login_failures
-            .update_and_fetch(key.as_bytes(), |old| {
-                let mut record: FailureRecord = old.and_then(|bytes| decode(bytes).ok()).unwrap_or_default();
-                outcome = record.apply(step, now, policy);
-                if record.is_clear() { None } else { encode_plain(&record).ok() }
-            })
-            .map_err(backend)?;
-        self.commit.durable().await?;
-        Ok(outcome)
+        self.update_counter(key, |record| record.apply(step, now, policy)).await
     }
 }
 

@@ -836,6 +836,38 @@ impl EventStore for PgStore {
     }
 }
 
+impl PgStore {
+    /// Runs `change` on the failed-login counter under `key` inside one
+    /// transaction holding the counter's row: concurrent attempts on every
+    /// instance take their turn on it. A counter left with nothing in it is
+    /// deleted.
+    async fn update_counter<R>(
+        &self,
+        key: &str,
+        change: impl FnOnce(&mut FailureRecord) -> R,
+    ) -> Result<R, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg)?;
+        execute(
+            &tx,
+            "INSERT INTO login_failures (key, body) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING",
+            &[&key.as_bytes(), &Json(FailureRecord::default())],
+        )
+        .await?;
+        let rows = query(&tx, "SELECT body FROM login_failures WHERE key = $1 FOR UPDATE", &[&key.as_bytes()]).await?;
+        let mut record: FailureRecord = first(&rows)?.unwrap_or_default();
+        let outcome = change(&mut record);
+        if record.is_clear() {
+            execute(&tx, "DELETE FROM login_failures WHERE key = $1", &[&key.as_bytes()]).await?;
+        } else {
+            execute(&tx, "UPDATE login_failures SET body = $2 WHERE key = $1", &[&key.as_bytes(), &Json(&record)])
+                .await?;
+        }
+        tx.commit().await.map_err(pg)?;
+        Ok(outcome)
+    }
+}
+
 #[async_trait]
 impl LoginThrottle for PgStore {
     async fn login_failures(&self, key: &str) -> Result<Option<FailureRecord>, StoreError> {
@@ -849,22 +881,11 @@ impl LoginThrottle for PgStore {
         now: Timestamp,
         policy: &LockoutPolicy,
     ) -> Result<(FailureRecord, bool), StoreError> {
-        let mut client = self.client().await?;
-        let tx = client.transaction().await.map_err(pg)?;
-        // The row is created if missing, then locked: concurrent failures on
-        // any instance queue here and each one is counted.
-        execute(
-            &tx,
-            "INSERT INTO login_failures (key, body) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING",
-            &[&key.as_bytes(), &Json(FailureRecord::default())],
-        )
-        .await?;
-        let rows = query(&tx, "SELECT body FROM login_failures WHERE key = $1 FOR UPDATE", &[&key.as_bytes()]).await?;
-        let mut record: FailureRecord = first(&rows)?.unwrap_or_default();
-        let locked = record.record_failure(now, policy);
-        execute(&tx, "UPDATE login_failures SET body = $2 WHERE key = $1", &[&key.as_bytes(), &Json(&record)]).await?;
-        tx.commit().await.map_err(pg)?;
-        Ok((record, locked))
+        self.update_counter(key, |record| {
+            let locked = record.record_failure(now, policy);
+            (record.clone(), locked)
+        })
+        .await
     }
 
     async fn clear_login_failures(&self, key: &str) -> Result<(), StoreError> {
@@ -921,27 +942,7 @@ impl LoginThrottle for PgStore {
         now: Timestamp,
         policy: &LockoutPolicy,
     ) -> Result<AttemptOutcome, StoreError> {
-        let mut client = self.client().await?;
-        let tx = client.transaction().await.map_err(pg)?;
-        // Created if missing, then locked: concurrent attempts on every
-        // instance take their turn on this row.
-        execute(
-            &tx,
-            "INSERT INTO login_failures (key, body) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING",
-            &[&key.as_bytes(), &Json(FailureRecord::default())],
-        )
-        .await?;
-        let rows = query(&tx, "SELECT body FROM login_failures WHERE key = $1 FOR UPDATE", &[&key.as_bytes()]).await?;
-        let mut record: FailureRecord = first(&rows)?.unwrap_or_default();
-        let outcome = record.apply(step, now, policy);
-        if record.is_clear() {
-            execute(&tx, "DELETE FROM login_failures WHERE key = $1", &[&key.as_bytes()]).await?;
-        } else {
-            execute(&tx, "UPDATE login_failures SET body = $2 WHERE key = $1", &[&key.as_bytes(), &Json(&record)])
-                .await?;
-        }
-        tx.commit().await.map_err(pg)?;
-        Ok(outcome)
+        self.update_counter(key, |record| record.apply(step, now, policy)).await
     }
 }
 
