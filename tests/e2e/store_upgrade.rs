@@ -19,9 +19,10 @@ use sigil_tests::postgres::Postgres;
 /// Takes a database with the current schema back to version 1's shape.
 const BACK_TO_VERSION_1: &str = "
 DELETE FROM sigil_migrations WHERE version >= 2;
+DROP TRIGGER revocations_legacy_bound ON revocations;
+DROP FUNCTION revocations_legacy_bound();
 DROP INDEX revocations_expiry;
 ALTER TABLE revocations DROP COLUMN expires_at;
-CREATE INDEX revocations_at ON revocations (at);
 DROP INDEX events_noise;
 DROP INDEX events_audit_age;
 ALTER TABLE events DROP COLUMN audit;
@@ -72,6 +73,18 @@ async fn a_version_1_database_keeps_its_revocations_and_classifies_its_events() 
     assert_eq!(live[0].expires_at, at.plus(LEGACY_ENTRY_LIFETIME), "the legacy bound, in column and body alike");
     store.purge_revocations(at.plus(LEGACY_ENTRY_LIFETIME).minus(Duration::from_secs(1))).await.expect("purge");
     assert_eq!(store.revocations_after(0, 10).await.expect("log").len(), 1, "not purged before the legacy bound");
+
+    // An instance of the previous version still inserts as it did (a
+    // rolling upgrade): the row gets the legacy bound, not an error.
+    let body = serde_json::json!({
+        "sequence": 2, "target": {"kind": "session", "id": SessionId::generate()}, "at": at.as_millis()
+    });
+    client
+        .execute("INSERT INTO revocations (sequence, at, body) VALUES (2, $1, $2)", &[&at.as_millis(), &body])
+        .await
+        .expect("an old instance's insert still works");
+    let live = store.revocations_live(Timestamp::now()).await.expect("live");
+    assert_eq!(live.iter().map(|e| e.expires_at).collect::<Vec<_>>(), vec![at.plus(LEGACY_ENTRY_LIFETIME); 2]);
 
     // One noise event kept: both old failures go, the old admin action stays.
     let newer = EventRecord::new(EventKind::LoginFailed).detail("new failure");

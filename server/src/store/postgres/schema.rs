@@ -89,13 +89,23 @@ CREATE TABLE login_failures (
         // Each revocation stores until when it matters (the TTL in force
         // when it was made). Entries from before get the domain's legacy
         // bound, `at` + 30 days (`revocation::LEGACY_ENTRY_LIFETIME`), which
-        // their bodies, lacking the field, decode to as well.
+        // their bodies, lacking the field, decode to as well. So do entries
+        // that instances of the previous version still insert during a
+        // rolling upgrade (the trigger; NOT NULL is checked after it), whose
+        // purge by `at` keeps its index.
         r"
 ALTER TABLE revocations ADD COLUMN expires_at bigint;
 UPDATE revocations SET expires_at = at + 2592000000;
 ALTER TABLE revocations ALTER COLUMN expires_at SET NOT NULL;
-DROP INDEX revocations_at;
 CREATE INDEX revocations_expiry ON revocations (expires_at);
+CREATE FUNCTION revocations_legacy_bound() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    NEW.expires_at := COALESCE(NEW.expires_at, NEW.at + 2592000000);
+    RETURN NEW;
+END
+$$;
+CREATE TRIGGER revocations_legacy_bound BEFORE INSERT ON revocations
+    FOR EACH ROW EXECUTE FUNCTION revocations_legacy_bound();
 ",
     ),
     (
@@ -162,7 +172,8 @@ mod tests {
     #[test]
     fn the_legacy_revocation_bound_matches_the_domains() {
         let millis = crate::domain::revocation::LEGACY_ENTRY_LIFETIME.as_millis();
-        assert!(super::MIGRATIONS[1].1.contains(&format!("at + {millis};")));
+        assert!(super::MIGRATIONS[1].1.contains(&format!("SET expires_at = at + {millis};")));
+        assert!(super::MIGRATIONS[1].1.contains(&format!("NEW.at + {millis})")));
     }
 
     #[test]
