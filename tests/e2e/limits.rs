@@ -80,7 +80,7 @@ async fn idle_and_slowloris_connections_are_closed_on_both_ports() {
 }
 
 /// An HTTP/2 connection to the gRPC port, driven by the `h2` crate.
-pub(crate) async fn h2_connection(addr: SocketAddr) -> h2::client::SendRequest<bytes::Bytes> {
+async fn h2_connection(addr: SocketAddr) -> h2::client::SendRequest<bytes::Bytes> {
     let tcp = TcpStream::connect(addr).await.expect("connects");
     let (send, connection) = h2::client::handshake(tcp).await.expect("h2 handshake");
     tokio::spawn(async move {

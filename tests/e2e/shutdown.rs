@@ -71,10 +71,18 @@ async fn a_second_signal_exits_at_once() {
     let (_admin, _token, _events) = watching(&server).await;
     // A call whose body never comes keeps the graceful shutdown waiting
     // (open streams end at once; calls in flight are let finish).
-    let send = crate::limits::h2_connection(server.grpc()).await;
+    let tcp = tokio::net::TcpStream::connect(server.grpc()).await.expect("connects");
+    let (send, mut connection) = h2::client::handshake(tcp).await.expect("h2 handshake");
+    let mut ping_pong = connection.ping_pong().expect("ping-pong handle");
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
     let mut ready = send.ready().await.expect("ready");
     let (_pending, _body) =
         ready.send_request(crate::limits::headers_only(server.grpc()), false).expect("stream opened");
+    // The server answers frames in order: once it answers a ping sent after
+    // the request's headers, the call is in flight on its side.
+    ping_pong.ping(h2::Ping::opaque()).await.expect("pong");
     server.signal("INT");
     assert!(server.wait_for_output("shutting down", Duration::from_secs(10)).await, "{}", server.text());
     assert!(server.wait_exit(Duration::from_secs(2)).await.is_none(), "the first signal waits for the pending call");
