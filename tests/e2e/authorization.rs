@@ -349,3 +349,132 @@ async fn an_emergency_rotation_distrusts_the_old_key_at_once() {
         .into_inner();
     assert!(validate(&mut client, &after.access_token).await.valid);
 }
+
+type AdminClient = pb::admin_service_client::AdminServiceClient<tonic::transport::Channel>;
+type IdentityClient = pb::identity_service_client::IdentityServiceClient<tonic::transport::Channel>;
+
+/// What an admin does to a user while that user's login is in flight.
+#[derive(Clone, Copy, Debug)]
+enum RacingChange {
+    Demote,
+    Delete,
+    LogOutEverywhere,
+    DisableThenEnable,
+    NewPasswordEndingSessions,
+}
+
+/// Starts a login of a fresh admin, makes `change` while the login is
+/// inside its password hash, and returns what the login got (if anything)
+/// once the change has returned.
+async fn login_racing(
+    server: &TestServer,
+    (admin, identity): (&mut AdminClient, &mut IdentityClient),
+    admin_token: &str,
+    round: usize,
+    change: RacingChange,
+) -> (Option<pb::AuthenticateResponse>, std::time::SystemTime) {
+    let name = format!("racer-{change:?}-{round}").to_lowercase();
+    let user = server.create_user(&name, "racer-password", &["admin"]).await.id.to_string();
+    let client = server.client().await;
+    let login = tokio::spawn({
+        let mut client = client.clone();
+        async move { client.authenticate(login_request(&name, "racer-password")).await }
+    });
+    // The hash takes ~15 ms: the change lands while it runs (or just
+    // before or after; every ordering must hold).
+    tokio::time::sleep(Duration::from_millis(3 + (round as u64 % 4) * 3)).await;
+    let changing_at = std::time::SystemTime::now();
+    let update = |disabled, roles: Option<Vec<String>>| pb::UpdateUserRequest {
+        user_id: user.clone(),
+        disabled,
+        roles: roles.map(|roles| pb::RoleList { roles }),
+    };
+    match change {
+        RacingChange::Demote => {
+            admin.update_user(with_bearer(update(None, Some(vec![])), admin_token)).await.expect("demote");
+        }
+        RacingChange::Delete => {
+            admin
+                .delete_user(with_bearer(pb::DeleteUserRequest { user_id: user.clone() }, admin_token))
+                .await
+                .expect("delete");
+        }
+        RacingChange::LogOutEverywhere => {
+            let target = Some(pb::revoke_request::Target::UserId(user.clone()));
+            identity
+                .revoke(with_bearer(pb::RevokeRequest { target, reason: "all".into() }, admin_token))
+                .await
+                .expect("revoke");
+        }
+        RacingChange::DisableThenEnable => {
+            admin.update_user(with_bearer(update(Some(true), None), admin_token)).await.expect("disable");
+            admin.update_user(with_bearer(update(Some(false), None), admin_token)).await.expect("enable");
+        }
+        RacingChange::NewPasswordEndingSessions => {
+            let request = pb::SetPasswordRequest {
+                user_id: user.clone(),
+                password: "another-password".into(),
+                revoke_sessions: true,
+            };
+            admin.set_password(with_bearer(request, admin_token)).await.expect("set password");
+        }
+    }
+    (login.await.expect("task").ok().map(tonic::Response::into_inner), changing_at)
+}
+
+/// When a session was created: the time in its UUIDv7 id.
+fn created_at(session_id: &str) -> std::time::SystemTime {
+    let (seconds, nanos) = uuid::Uuid::parse_str(session_id).expect("uuid").get_timestamp().expect("v7").to_unix();
+    std::time::UNIX_EPOCH + Duration::new(seconds, nanos)
+}
+
+#[tokio::test]
+async fn a_login_in_flight_never_outlives_a_change_made_meanwhile() {
+    let server = TestServer::start_with(|config| config.lockout_threshold = 1000).await;
+    let (mut admin, admin_token) = server.admin().await;
+    let mut client = server.client().await;
+    for change in [
+        RacingChange::Demote,
+        RacingChange::Delete,
+        RacingChange::LogOutEverywhere,
+        RacingChange::DisableThenEnable,
+        RacingChange::NewPasswordEndingSessions,
+    ] {
+        for round in 0..8 {
+            let clients = (&mut admin, &mut client);
+            let (won, changing_at) = login_racing(&server, clients, &admin_token, round, change).await;
+            let Some(won) = won else { continue };
+            let verdict = validate(&mut client, &won.access_token).await;
+            let admin_call = admin.list_users(with_bearer(list_users(), &won.access_token)).await;
+            let refreshed = client.refresh(pb::RefreshRequest { refresh_token: won.refresh_token.clone() }).await;
+            match change {
+                // The session may live on, but never with the old role.
+                RacingChange::Demote => {
+                    let roles = verdict.claims.map(|c| c.roles).unwrap_or_default();
+                    assert!(!roles.contains(&"admin".to_string()), "{change:?} round {round}: token kept admin");
+                    assert!(admin_call.is_err(), "{change:?} round {round}: the admin API still opened");
+                    if let Ok(r) = refreshed {
+                        let roles = validate(&mut client, &r.into_inner().access_token).await.claims.map(|c| c.roles);
+                        assert_eq!(roles, Some(vec![]), "{change:?} round {round}: refresh kept the old role");
+                    }
+                }
+                // A login whose check of the user comes after the change is
+                // a new login (the user is enabled again, or only logged
+                // out, with the same password): it may stand, but only with
+                // a session created after the change began.
+                RacingChange::DisableThenEnable | RacingChange::LogOutEverywhere if verdict.valid => {
+                    assert!(
+                        created_at(&won.session_id) > changing_at,
+                        "{change:?} round {round}: a session created before the disabling survived it"
+                    );
+                }
+                // Everything the login got is ended.
+                _ => {
+                    assert!(!verdict.valid, "{change:?} round {round}: the racing login's token is valid: {verdict:?}");
+                    assert!(admin_call.is_err(), "{change:?} round {round}: the admin API still opened");
+                    assert!(refreshed.is_err(), "{change:?} round {round}: the racing login's session refreshes");
+                }
+            }
+        }
+    }
+}

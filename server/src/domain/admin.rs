@@ -12,7 +12,7 @@ use super::{
     session::{SessionRecord, TokenRecord},
     user::{ADMIN_ROLE, UserRecord, check_role, normalize_username},
 };
-use crate::store::{RevokeOutcome, SessionQuery, StoreError, TokenQuery};
+use crate::store::{RevocationCause, RevokeOutcome, SessionQuery, StoreError, TokenQuery};
 
 /// A user with its active-session count, as listings show it.
 #[derive(Debug, Clone)]
@@ -167,9 +167,9 @@ impl Identity {
             // misses it. It started before this point, though: a second
             // bound taken after the commit catches it.
             let after_commit = Timestamp::now().plus(std::time::Duration::from_millis(1));
-            if let Some(entry) = self.store.update_user(&user, Some(not_before(after_commit))).await? {
-                self.apply_revocations(std::slice::from_ref(&entry));
-            }
+            let (target, cause) = not_before(after_commit);
+            let entry = self.store.append_revocation(target, &cause).await?;
+            self.apply_revocations(std::slice::from_ref(&entry));
         }
         self.events.publish(events).await;
         let revoked = if user.disabled { self.end_sessions_of(actor, id, "user disabled").await? } else { 0 };
@@ -201,6 +201,12 @@ impl Identity {
         self.ensure_an_admin_remains(&user, None).await?;
         let revoked = self.end_sessions_of(actor, id, "user deleted").await?;
         self.store.delete_user(id).await?;
+        // A login that read the user just before the delete committed
+        // creates its session after the bound above; it generated the
+        // session's id before that read, though: a second bound taken after
+        // the commit ends it.
+        let after_commit = Timestamp::now().plus(std::time::Duration::from_millis(1));
+        self.bound_sessions_of(id, after_commit, "user deleted").await?;
         let event = EventRecord::new(EventKind::UserDeleted).actor(actor).user(user.id, &user.username);
         self.events.publish(vec![event]).await;
         Ok(revoked)
@@ -279,10 +285,33 @@ impl Identity {
         reason: &str,
     ) -> Result<u32, DomainError> {
         let cause = self.revocation_cause(Timestamp::now(), reason);
-        let outcome: RevokeOutcome = self.store.revoke_user_sessions(id, &cause).await?;
-        self.apply(&outcome);
+        let outcome = self.end_all_sessions(id, &cause).await?;
         self.publish_revocations(&outcome, actor, reason).await;
         Ok(outcome.sessions)
+    }
+
+    /// Ends every session of `user` created before `cause.at`, those whose
+    /// login is still in flight included: first a per-user bound in the
+    /// revocation log (which `Validate` and `Refresh` honour from then on),
+    /// then each session found, so that listings show them revoked.
+    pub(super) async fn end_all_sessions(
+        &self,
+        user: UserId,
+        cause: &RevocationCause,
+    ) -> Result<RevokeOutcome, DomainError> {
+        self.bound_sessions_of(user, cause.at, &cause.reason).await?;
+        let outcome: RevokeOutcome = self.store.revoke_user_sessions(user, cause).await?;
+        self.apply(&outcome);
+        Ok(outcome)
+    }
+
+    /// Appends (and applies) the bound that ends every session of `user`
+    /// created before `at`.
+    async fn bound_sessions_of(&self, user: UserId, at: Timestamp, reason: &str) -> Result<(), DomainError> {
+        let target = RevocationTarget::UserSessionsBefore(user);
+        let entry = self.store.append_revocation(target, &self.revocation_cause_of(&target, at, reason)).await?;
+        self.apply_revocations(std::slice::from_ref(&entry));
+        Ok(())
     }
 
     /// One page of sessions; states as of now, last-seen times including

@@ -377,9 +377,24 @@ impl Identity {
             }
         };
 
+        // The user as it stands now, not as read before the hash: a
+        // demotion, a disabling, a deletion or a new password committed
+        // meanwhile must not be undone by this login. The ids (whose UUIDv7
+        // times the per-user bounds compare) are taken before this read, so
+        // that a change committing after it is bound to cover them: see the
+        // second bounds in `update_user` and `delete_user`.
+        // (In issue order, as listings show them: refresh, then access.)
+        let session_id = SessionId::generate();
+        let refresh_id = TokenId::generate();
+        let access_id = TokenId::generate();
+        let now = Timestamp::now();
+        let user = match self.store.user_by_id(user.id).await? {
+            Some(current) if !current.disabled && current.password_hash == user.password_hash => current,
+            _ => return Err(DomainError::InvalidCredentials),
+        };
         let refresh = NewRefreshToken::generate()?;
         let session = SessionRecord {
-            id: SessionId::generate(),
+            id: session_id,
             user_id: user.id,
             username: user.username.clone(),
             audience: vec![audience.unwrap_or_else(|| self.settings.default_audience.clone())],
@@ -392,12 +407,21 @@ impl Identity {
             state: SessionState::Active,
             revoked_at: None,
             revoke_reason: None,
-            current_refresh: TokenId::generate(),
+            current_refresh: refresh_id,
         };
         let refresh_record =
             self.token_record(&session, session.current_refresh, TokenKind::Refresh, now, session.expires_at);
-        let (access_token, access_record) = self.issue_access_token(&session, &user.roles, now)?;
+        let (access_token, access_record) = self.issue_access_token(&session, access_id, &user.roles, now)?;
         self.store.create_session(&session, refresh.hash, &[refresh_record, access_record.clone()]).await?;
+        if self.revocations.ends_session(user.id, session.id) {
+            // All the user's sessions were ended while this one was being
+            // created: it is ended too, in the store as well.
+            let cause = self.revocation_cause(Timestamp::now(), "ended while it was created");
+            if let Some(outcome) = self.store.revoke_session(session.id, &cause).await? {
+                self.apply(&outcome);
+            }
+            return Err(DomainError::InvalidCredentials);
+        }
         tracing::info!(user_id = %user.id, session_id = %session.id, "session created");
         self.rates.logins.record();
         let detail = format!("from {} ({})", session.client_address, session.device_name);
@@ -494,9 +518,17 @@ impl Identity {
     /// was already used revokes its whole session (theft detection).
     pub async fn refresh(&self, presented: Secret<String>) -> Result<IssuedTokens, DomainError> {
         check_refresh_token(&presented)?;
+        // Before the user is read, as in `authenticate` (refresh first).
+        let next_refresh_id = TokenId::generate();
+        let access_id = TokenId::generate();
         let hash = RefreshTokenHash::of(&presented);
         let record = self.store.refresh_record(hash).await?.ok_or(DomainError::InvalidRefreshToken)?;
         let session = self.store.session(record.session_id).await?.ok_or(DomainError::InvalidRefreshToken)?;
+        // Ended by a per-user bound (all sessions ended) that reached this
+        // instance before the store's record was marked.
+        if self.revocations.ends_session(session.user_id, session.id) {
+            return Err(DomainError::InvalidRefreshToken);
+        }
         let user = self.store.user_by_id(session.user_id).await?;
         let Some(user) = user.filter(|u| !u.disabled) else {
             return Err(DomainError::InvalidRefreshToken);
@@ -504,9 +536,8 @@ impl Identity {
 
         let now = Timestamp::now();
         let next = NewRefreshToken::generate()?;
-        let next_refresh =
-            self.token_record(&session, TokenId::generate(), TokenKind::Refresh, now, session.expires_at);
-        let (access_token, access) = self.issue_access_token(&session, &user.roles, now)?;
+        let next_refresh = self.token_record(&session, next_refresh_id, TokenKind::Refresh, now, session.expires_at);
+        let (access_token, access) = self.issue_access_token(&session, access_id, &user.roles, now)?;
         let rotation = Rotation {
             session_id: session.id,
             presented: record.token_id,
@@ -613,7 +644,7 @@ impl Identity {
             RevokeTarget::User(id) => {
                 let user = self.store.user_by_id(id).await?;
                 authorize_owner_or_admin(caller, user.as_ref().map(|u| u.id), "user")?;
-                outcome.absorb(self.store.revoke_user_sessions(id, &cause).await?);
+                outcome.absorb(self.end_all_sessions(id, &cause).await?);
             }
         }
         self.apply(&outcome);
@@ -639,7 +670,8 @@ impl Identity {
                 }
                 RevocationTarget::UserDisabled(_)
                 | RevocationTarget::UserEnabled(_)
-                | RevocationTarget::UserNotBefore(_) => None,
+                | RevocationTarget::UserNotBefore(_)
+                | RevocationTarget::UserSessionsBefore(_) => None,
             })
             .collect();
         self.events.publish(events).await;
@@ -655,15 +687,18 @@ impl Identity {
         self.apply_revocations(&outcome.entries);
     }
 
+    /// Signs an access token `id` for `session` carrying `roles`. The id is
+    /// the caller's, generated before it read the roles (see `authenticate`).
     fn issue_access_token(
         &self,
         session: &SessionRecord,
+        id: TokenId,
         roles: &[String],
         now: Timestamp,
     ) -> Result<(Secret<String>, TokenRecord), DomainError> {
         // No access token outlives its session.
         let expires_at = now.plus(self.settings.access_token_ttl).min(session.expires_at);
-        let record = self.token_record(session, TokenId::generate(), TokenKind::Access, now, expires_at);
+        let record = self.token_record(session, id, TokenKind::Access, now, expires_at);
         let claims = AccessClaims {
             iss: self.settings.issuer.clone(),
             sub: session.user_id.to_string(),

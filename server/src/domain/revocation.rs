@@ -35,6 +35,11 @@ pub enum RevocationTarget {
     /// for it any more. Its sessions live on and mint tokens with the new
     /// roles at their next refresh.
     UserNotBefore(UserId),
+    /// Every session of the user created before the entry's `at` is ended,
+    /// with its tokens: "log out everywhere", disabling, deleting and a
+    /// password reset. A bound, not a list, so that a session whose login
+    /// was still in flight when the list of sessions was read is ended too.
+    UserSessionsBefore(UserId),
 }
 
 /// One durable revocation, in the order the store committed it.
@@ -88,6 +93,8 @@ pub struct RevocationIndex {
     disabled_users: DashMap<UserId, Timestamp>,
     /// Per user: tokens minted before the first time fail; kept until the second.
     not_before: DashMap<UserId, (Timestamp, Timestamp)>,
+    /// Per user: sessions created before the first time are ended; kept until the second.
+    sessions_before: DashMap<UserId, (Timestamp, Timestamp)>,
     retention: Duration,
 }
 
@@ -100,6 +107,7 @@ impl RevocationIndex {
             sessions: DashMap::new(),
             disabled_users: DashMap::new(),
             not_before: DashMap::new(),
+            sessions_before: DashMap::new(),
             retention,
         }
     }
@@ -149,12 +157,8 @@ impl RevocationIndex {
             RevocationTarget::UserEnabled(id) => {
                 self.disabled_users.remove(&id);
             }
-            RevocationTarget::UserNotBefore(id) => {
-                let mut bound = self.not_before.entry(id).or_insert((entry.at, keep_until));
-                // Entries may be replayed out of order: the latest bound wins.
-                bound.0 = bound.0.max(entry.at);
-                bound.1 = bound.1.max(keep_until);
-            }
+            RevocationTarget::UserNotBefore(id) => raise_bound(&self.not_before, id, entry.at, keep_until),
+            RevocationTarget::UserSessionsBefore(id) => raise_bound(&self.sessions_before, id, entry.at, keep_until),
         }
     }
 
@@ -169,12 +173,23 @@ impl RevocationIndex {
         if self.tokens.contains_key(&token.token_id) {
             return Some(ValidationFailure::TokenRevoked);
         }
+        if self.ends_session(token.user_id, token.session_id) {
+            return Some(ValidationFailure::SessionRevoked);
+        }
         if let Some(bound) = self.not_before.get(&token.user_id)
             && token.minted_at().is_none_or(|minted| minted < bound.0)
         {
             return Some(ValidationFailure::TokenRevoked);
         }
         None
+    }
+
+    /// Whether a per-user bound ends `session` of `user` (the time inside
+    /// its UUIDv7 id is when it was created).
+    pub fn ends_session(&self, user: UserId, session: SessionId) -> bool {
+        self.sessions_before
+            .get(&user)
+            .is_some_and(|bound| session.created_at().is_none_or(|created| created < bound.0))
     }
 
     /// Drops entries no live token can be affected by any more.
@@ -184,18 +199,31 @@ impl RevocationIndex {
         self.sessions.retain(|_, until| *until > now);
         self.disabled_users.retain(|_, until| *until > now);
         self.not_before.retain(|_, (_, until)| *until > now);
+        self.sessions_before.retain(|_, (_, until)| *until > now);
         before - self.len()
     }
 
     /// Number of entries held.
     pub fn len(&self) -> usize {
-        self.tokens.len() + self.sessions.len() + self.disabled_users.len() + self.not_before.len()
+        self.tokens.len()
+            + self.sessions.len()
+            + self.disabled_users.len()
+            + self.not_before.len()
+            + self.sessions_before.len()
     }
 
     /// Whether the index holds nothing.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+}
+
+/// Raises a per-user bound: entries may be replayed out of order, and the
+/// latest bound (and the longest keep) wins.
+fn raise_bound(bounds: &DashMap<UserId, (Timestamp, Timestamp)>, user: UserId, at: Timestamp, keep_until: Timestamp) {
+    let mut bound = bounds.entry(user).or_insert((at, keep_until));
+    bound.0 = bound.0.max(at);
+    bound.1 = bound.1.max(keep_until);
 }
 
 impl Identity {
@@ -277,6 +305,23 @@ mod tests {
         let earlier = at.minus(Duration::from_secs(60));
         index.apply(&RevocationEntry { sequence: 0, target, at: earlier, expires_at: index.expiry(earlier) });
         assert_eq!(index.check(&older), Some(ValidationFailure::TokenRevoked));
+    }
+
+    #[test]
+    fn a_sessions_bound_ends_the_users_older_sessions_only() {
+        let index = RevocationIndex::new(Duration::from_secs(900));
+        let user = UserId::generate();
+        let older = token(user, SessionId::generate(), TokenId::generate());
+        std::thread::sleep(Duration::from_millis(3));
+        let at = Timestamp::now();
+        std::thread::sleep(Duration::from_millis(3));
+        let newer = token(user, SessionId::generate(), TokenId::generate());
+        let target = RevocationTarget::UserSessionsBefore(user);
+        index.apply(&RevocationEntry { sequence: 1, target, at, expires_at: index.expiry(at) });
+        assert_eq!(index.check(&older), Some(ValidationFailure::SessionRevoked));
+        assert!(index.ends_session(user, older.session_id));
+        assert_eq!(index.check(&newer), None);
+        assert!(!index.ends_session(UserId::generate(), older.session_id), "another user's bound");
     }
 
     #[test]

@@ -267,6 +267,13 @@ pub trait RevocationLog: Send + Sync {
     async fn revocations_after(&self, after: u64, limit: usize) -> Result<Vec<RevocationEntry>, StoreError>;
     /// Drops entries whose stored bound is at or before `now`; returns how many.
     async fn purge_revocations(&self, now: Timestamp) -> Result<usize, StoreError>;
+    /// Appends one entry, durably, and returns it as committed: for
+    /// revocations that change no record (a per-user bound).
+    async fn append_revocation(
+        &self,
+        target: RevocationTarget,
+        cause: &RevocationCause,
+    ) -> Result<RevocationEntry, StoreError>;
 }
 
 /// The audit event log.

@@ -890,6 +890,17 @@ impl KeyStore for SledStore {
 
 #[async_trait]
 impl RevocationLog for SledStore {
+    async fn append_revocation(
+        &self,
+        target: RevocationTarget,
+        cause: &RevocationCause,
+    ) -> Result<RevocationEntry, StoreError> {
+        let entry = self.transact(|tx| tx.log_revocation(target, cause))?;
+        self.note_revocations([&entry])?;
+        self.commit.durable().await?;
+        Ok(entry)
+    }
+
     async fn revocations_live(&self, now: Timestamp) -> Result<Vec<RevocationEntry>, StoreError> {
         let mut entries = Vec::new();
         for value in self.trees.revocations.iter().values() {

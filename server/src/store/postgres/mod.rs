@@ -748,6 +748,18 @@ impl KeyStore for PgStore {
 
 #[async_trait]
 impl RevocationLog for PgStore {
+    async fn append_revocation(
+        &self,
+        target: RevocationTarget,
+        cause: &RevocationCause,
+    ) -> Result<RevocationEntry, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg)?;
+        let entry = log_revocation(&tx, target, cause).await?;
+        tx.commit().await.map_err(pg)?;
+        Ok(entry)
+    }
+
     async fn revocations_live(&self, now: Timestamp) -> Result<Vec<RevocationEntry>, StoreError> {
         let client = self.client().await?;
         let rows =
