@@ -34,9 +34,15 @@ pub const STORE_HEALTH_SERVICE: &str = "sigil.store";
 /// How often the store is probed for [`STORE_HEALTH_SERVICE`].
 const STORE_PROBE_INTERVAL: Duration = Duration::from_secs(1);
 
-/// Largest gRPC message accepted or sent. Every Sigil request is a few
+/// Largest gRPC message accepted. Every Sigil request is a few
 /// hundred bytes; the cap keeps hostile payloads from costing memory.
 pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
+
+/// Largest gRPC message sent. Answers are Sigil's own, not a caller's bytes,
+/// but a listing page is up to 1,000 rows of up to ~1 KiB each: a cap at the
+/// request size would fail every full page (`ListTokens` with a few hundred
+/// refreshes behind it).
+pub const MAX_RESPONSE_BYTES: usize = 4 * 1024 * 1024;
 
 /// Largest header block a client may send (HTTP/2 SETTINGS_MAX_HEADER_LIST_SIZE):
 /// a bearer token and a few metadata entries need a few KiB.
@@ -304,11 +310,11 @@ async fn serve_grpc(
 ) -> Result<(), ServerError> {
     let identity_service = IdentityServiceServer::new(IdentityApi::new(identity.clone()))
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
-        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+        .max_encoding_message_size(MAX_RESPONSE_BYTES);
     let admin_service = tonic::service::interceptor::InterceptedService::new(
         AdminServiceServer::new(AdminApi::new(identity.clone()))
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
-            .max_encoding_message_size(MAX_MESSAGE_BYTES),
+            .max_encoding_message_size(MAX_RESPONSE_BYTES),
         AdminGuard::new(identity),
     );
     health.set_serving::<IdentityServiceServer<IdentityApi>>().await;

@@ -758,3 +758,26 @@ async fn validate_and_refresh_move_last_seen_without_a_write_per_call() {
         after_validate.seconds * 1000 + i64::from(after_validate.nanos / 1_000_000)
     );
 }
+
+#[tokio::test]
+async fn a_full_listing_page_is_served_however_large_its_rows() {
+    // One account refreshing a few hundred times leaves more than 64 KiB of
+    // token records: a full page must still be answered, not refused.
+    let server = TestServer::start().await;
+    let (mut admin, token) = server.admin().await;
+    let mut client = server.client().await;
+    let mut refresh = login(&mut client, "admin", ADMIN_PASSWORD).await.refresh_token;
+    for _ in 0..600 {
+        refresh = client
+            .refresh(pb::RefreshRequest { refresh_token: refresh })
+            .await
+            .expect("refresh")
+            .into_inner()
+            .refresh_token;
+    }
+    let request = pb::ListTokensRequest { page_size: 1000, include_inactive: true, ..Default::default() };
+    let page = admin.list_tokens(with_bearer(request, &token)).await.expect("a full page").into_inner();
+    assert_eq!(page.tokens.len(), 1000);
+    assert!(!page.next_page_token.is_empty(), "more follow");
+    assert!(prost::Message::encoded_len(&page) > 64 * 1024, "the page is larger than a request may be");
+}
