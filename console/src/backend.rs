@@ -313,6 +313,13 @@ impl Session {
                     let _ = updates.send(Update::Connection(ConnectionState::LoggedOut));
                     status.message().to_string()
                 }
+                Err(status) if status.code() == Code::OutOfRange => {
+                    // The server never reached our sequence (restored from a
+                    // backup): start over from what it holds.
+                    last = None;
+                    tokio::spawn(self.clone().load_all(updates.clone()));
+                    status.message().to_string()
+                }
                 Err(status) => status.message().to_string(),
             };
             if updates.is_closed() {

@@ -781,3 +781,28 @@ async fn a_full_listing_page_is_served_however_large_its_rows() {
     assert!(!page.next_page_token.is_empty(), "more follow");
     assert!(prost::Message::encoded_len(&page) > 64 * 1024, "the page is larger than a request may be");
 }
+
+#[tokio::test]
+async fn resuming_beyond_the_newest_event_is_refused_not_left_silent() {
+    let server = TestServer::start().await;
+    let (mut admin, token) = server.admin().await;
+    for after in [1_000_000_000_000, u64::MAX] {
+        let refused = admin
+            .watch_events(with_bearer(pb::WatchEventsRequest { after_sequence: Some(after) }, &token))
+            .await
+            .expect_err("a sequence the store never reached");
+        assert_eq!(refused.code(), tonic::Code::OutOfRange, "{refused:?}");
+        assert!(refused.message().contains("beyond the newest event"), "{}", refused.message());
+    }
+}
+
+#[tokio::test]
+async fn an_oversized_role_is_refused_without_being_echoed() {
+    let server = TestServer::start().await;
+    let (mut admin, token) = server.admin().await;
+    let role = "r".repeat(20_000);
+    let create = pb::CreateUserRequest { username: "rory".into(), password: "rory-password".into(), roles: vec![role] };
+    let refused = admin.create_user(with_bearer(create, &token)).await.expect_err("oversized role");
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument, "{refused:?}");
+    assert!(refused.message().len() < 200, "the role came back: {} bytes", refused.message().len());
+}

@@ -171,3 +171,19 @@ async fn messages_over_the_size_limit_are_refused_with_the_limit_named() {
     assert_eq!(status.code(), Code::OutOfRange);
     assert!(status.message().contains("65536"), "{}", status.message());
 }
+
+#[tokio::test]
+async fn a_revocation_reason_with_control_or_bidi_characters_is_refused() {
+    let server = TestServer::start().await;
+    let mut client = server.client().await;
+    let session = login(&mut client, "admin", sigil_tests::ADMIN_PASSWORD).await;
+    for reason in ["\u{1b}[2J\u{1b}[31mPWNED\nfake line", "\u{202e}evil"] {
+        let request = pb::RevokeRequest {
+            target: Some(pb::revoke_request::Target::AccessToken(session.access_token.clone())),
+            reason: reason.into(),
+        };
+        let refused = client.revoke(request).await.expect_err("refused");
+        assert_eq!(refused.code(), Code::InvalidArgument, "{refused:?}");
+    }
+    assert!(validate(&mut client, &session.access_token).await.valid, "nothing was revoked");
+}

@@ -285,7 +285,12 @@ impl EventHub {
         self.live.subscribe()
     }
 
-    /// Stored events after `sequence`, oldest first, at most `limit`.
+    /// The sequence of the newest stored event (0 when there is none).
+    pub async fn latest_sequence(&self) -> Result<u64, DomainError> {
+        Ok(self.store.latest_event_sequence().await?)
+    }
+
+    /// Stored events after `after`, oldest first, at most `limit`.
     pub async fn replay(&self, after: u64, limit: usize) -> Result<Vec<EventRecord>, DomainError> {
         Ok(self.store.events_after(after, limit).await?)
     }

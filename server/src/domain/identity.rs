@@ -458,7 +458,7 @@ impl Identity {
     fn address_throttle_key(&self, ip: Option<std::net::IpAddr>) -> Option<String> {
         (self.settings.address_lockout.threshold > 0).then_some(())?;
         // NUL cannot occur in a username, so this never collides with an account key.
-        ip.map(|ip| format!("\u{0}address\u{0}{ip}"))
+        ip.map(|ip| format!("\u{0}address\u{0}{}", address_block(ip)))
     }
 
     /// Validates an access token: signature (cached), claims at `now`, and
@@ -596,6 +596,12 @@ impl Identity {
     ) -> Result<RevokeCounts, DomainError> {
         if reason.len() > MAX_REASON_BYTES {
             return Err(DomainError::invalid(format!("reason is longer than {MAX_REASON_BYTES} bytes")));
+        }
+        // Shown to operators in the audit trail and the session records.
+        if reason.chars().any(|c| c.is_control() || is_invisible_or_bidi_control(c)) {
+            return Err(DomainError::invalid(
+                "reason contains a control, invisible or bidirectional-control character",
+            ));
         }
         let cause = self.revocation_cause(Timestamp::now(), reason);
         let mut outcome = RevokeOutcome::default();
@@ -785,6 +791,23 @@ fn check_refresh_token(token: &Secret<String>) -> Result<(), DomainError> {
     Ok(())
 }
 
+/// The block of addresses one client holds, as the per-address limit counts
+/// them: an IPv4 address alone (an IPv4-mapped IPv6 address is that IPv4
+/// address), and for IPv6 its /64, since one customer line or host is
+/// normally given a whole /64 and could otherwise rotate through it.
+fn address_block(ip: std::net::IpAddr) -> String {
+    match ip {
+        std::net::IpAddr::V4(v4) => v4.to_string(),
+        std::net::IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => v4.to_string(),
+            None => {
+                let s = v6.segments();
+                format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+            }
+        },
+    }
+}
+
 /// Zero-width and bidirectional-control code points: text that would look
 /// other than it is where operators read it.
 fn is_invisible_or_bidi_control(c: char) -> bool {
@@ -810,5 +833,20 @@ fn check_optional(field: &str, value: Option<String>, max: usize) -> Result<Opti
         }
         Some(v) if v.is_empty() => Ok(None),
         other => Ok(other),
+    }
+}
+
+#[cfg(test)]
+mod address_tests {
+    use super::address_block;
+
+    #[test]
+    fn ipv6_addresses_count_by_their_64_and_mapped_ipv4_as_ipv4() {
+        let block = |text: &str| address_block(text.parse().expect("ip"));
+        assert_eq!(block("2001:db8::1"), block("2001:db8::7"));
+        assert_eq!(block("2001:db8:0:0:ffff::1"), "2001:db8:0:0::/64");
+        assert_ne!(block("2001:db8::1"), block("2001:db8:0:1::1"));
+        assert_eq!(block("::ffff:10.0.0.2"), block("10.0.0.2"));
+        assert_ne!(block("10.0.0.2"), block("10.0.0.3"));
     }
 }

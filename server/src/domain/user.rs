@@ -188,8 +188,11 @@ fn is_default_ignorable(c: char) -> bool {
 pub fn check_role(role: &str) -> Result<(), DomainError> {
     let printable = role.bytes().all(|b| b.is_ascii_graphic());
     if role.is_empty() || role.len() > 64 || !printable {
+        // Quoted only when short: an error never carries a caller's
+        // kilobytes back (they would not even fit in a gRPC status).
+        let shown = if role.len() <= 64 { format!("{role:?}") } else { format!("of {} bytes", role.len()) };
         return Err(DomainError::invalid(format!(
-            "role {role:?} must be 1 to 64 printable ASCII characters without spaces"
+            "role {shown} must be 1 to 64 printable ASCII characters without spaces"
         )));
     }
     Ok(())

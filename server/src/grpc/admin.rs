@@ -209,6 +209,19 @@ impl AdminService for AdminApi {
             .ok_or_else(|| Status::unauthenticated("WatchEvents needs an admin bearer token"))?;
         let after = request.into_inner().after_sequence;
         let identity = self.identity.clone();
+        // A sequence this store never reached: the watcher's store was
+        // restored from an older copy, or it is another store. Resuming
+        // there would wait in silence for a sequence that means something
+        // else, or nothing, here.
+        if let Some(after) = after {
+            let newest = identity.events().latest_sequence().await?;
+            if after > newest {
+                return Err(Status::out_of_range(format!(
+                    "after_sequence {after} is beyond the newest event, {newest} (was the store restored from a \
+                     backup?): resume without after_sequence, or with after_sequence={newest} at most"
+                )));
+            }
+        }
         // Subscribe before replaying so nothing falls between the two.
         let mut live = identity.events().subscribe();
         let mut authorization = identity.authorization_changes();
