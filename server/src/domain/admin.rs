@@ -309,7 +309,12 @@ impl Identity {
     /// created before `at`.
     async fn bound_sessions_of(&self, user: UserId, at: Timestamp, reason: &str) -> Result<(), DomainError> {
         let target = RevocationTarget::UserSessionsBefore(user);
-        let entry = self.store.append_revocation(target, &self.revocation_cause_of(&target, at, reason)).await?;
+        let mut cause = self.revocation_cause_of(&target, at, reason);
+        // Kept as long as a session it ends could live, not just its tokens:
+        // a session that raced the list of sessions on another instance may
+        // be left active in the store, and only this bound stops its refresh.
+        cause.expires_at = cause.expires_at.max(at.plus(self.settings.session_ttl + self.settings.leeway));
+        let entry = self.store.append_revocation(target, &cause).await?;
         self.apply_revocations(std::slice::from_ref(&entry));
         Ok(())
     }
