@@ -77,17 +77,21 @@ pub struct Admission {
     listener: &'static str,
     permits: Arc<Semaphore>,
     limits: ConnectionLimits,
+    /// Becomes true when the server shuts down.
+    stopping: tokio::sync::watch::Receiver<bool>,
     refusals: Arc<RateLimitedLog>,
     accept_errors: Arc<RateLimitedLog>,
 }
 
 impl Admission {
-    /// Admission for the listener named `listener` (for logs).
-    pub fn new(listener: &'static str, limits: ConnectionLimits) -> Self {
+    /// Admission for the listener named `listener` (for logs); its
+    /// connections still in their opening are closed once `stopping` is true.
+    pub fn new(listener: &'static str, limits: ConnectionLimits, stopping: tokio::sync::watch::Receiver<bool>) -> Self {
         Self {
             listener,
             permits: Arc::new(Semaphore::new(limits.max_connections)),
             limits,
+            stopping,
             refusals: Arc::new(RateLimitedLog::default()),
             accept_errors: Arc::new(RateLimitedLog::default()),
         }
@@ -109,7 +113,7 @@ impl Admission {
         };
         // Small request/response frames: do not wait to fill a segment.
         let _ = stream.set_nodelay(true);
-        Ok(GuardedStream::new(stream, permit, &self.limits))
+        Ok(GuardedStream::new(stream, permit, &self.limits, self.stopping.clone()))
     }
 
     /// The connections of `listener` as a stream for tonic: accept errors
@@ -219,17 +223,31 @@ pub struct GuardedStream {
     inner: TcpStream,
     deadline: Pin<Box<Sleep>>,
     end_of_life: Pin<Box<Sleep>>,
+    /// Resolves when the server shuts down. A connection that has not sent
+    /// its opening by then carries no call: the HTTP server would wait for
+    /// it all the same (a stranger's silent connection would hold every
+    /// shutdown for the whole grace period), so it is closed at once.
+    stopping: Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
     opening_left: usize,
     idle_timeout: Duration,
     _permit: OwnedSemaphorePermit,
 }
 
 impl GuardedStream {
-    fn new(inner: TcpStream, permit: OwnedSemaphorePermit, limits: &ConnectionLimits) -> Self {
+    fn new(
+        inner: TcpStream,
+        permit: OwnedSemaphorePermit,
+        limits: &ConnectionLimits,
+        mut stopping: tokio::sync::watch::Receiver<bool>,
+    ) -> Self {
         Self {
             inner,
             deadline: Box::pin(tokio::time::sleep(limits.handshake_timeout)),
             end_of_life: Box::pin(tokio::time::sleep(limits.max_lifetime)),
+            stopping: Box::pin(async move {
+                // An error means the sender is gone, which also means stop.
+                let _ = stopping.wait_for(|stopping| *stopping).await;
+            }),
             opening_left: OPENING_BYTES,
             idle_timeout: limits.idle_timeout,
             _permit: permit,
@@ -266,6 +284,9 @@ impl AsyncRead for GuardedStream {
                 }
                 if this.end_of_life.as_mut().poll(cx).is_ready() {
                     return Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, "maximum connection age")));
+                }
+                if this.opening_left > 0 && this.stopping.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Err(io::Error::new(io::ErrorKind::ConnectionAborted, "shutting down")));
                 }
                 Poll::Pending
             }

@@ -333,7 +333,7 @@ async fn serve_grpc(
         .map_err(|e| ServerError::Serve(format!("reflection: {e}")))?;
 
     let GrpcOptions { tls, limits, config } = options;
-    let incoming = Admission::new("grpc", limits).incoming(listener);
+    let incoming = Admission::new("grpc", limits, stop.clone()).incoming(listener);
     let mut builder = tonic::transport::Server::builder()
         // tonic sets no stream limit of its own (hyper's default is
         // overridden): without this one, 10,000 pending streams fit on one
@@ -392,7 +392,7 @@ async fn serve_http(
             }
         },
     ));
-    let admission = Admission::new("http", limits);
+    let admission = Admission::new("http", limits, stop.clone());
     let listener = listener.into_std().map_err(|e| ServerError::Serve(e.to_string()))?;
     let handle = axum_server::Handle::new();
     let closer = handle.clone();

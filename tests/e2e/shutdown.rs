@@ -91,3 +91,30 @@ async fn a_second_signal_exits_at_once() {
     let status = status.unwrap_or_else(|| panic!("still running 5 s after a second SIGINT:\n{}", server.text()));
     assert_eq!(status.code(), Some(1), "the second signal's exit, not a graceful one:\n{}", server.text());
 }
+
+/// Connections that never sent their opening carry no call: a stranger's
+/// silent connections to either port do not hold the shutdown for the
+/// grace period.
+#[tokio::test]
+async fn silent_connections_do_not_hold_the_shutdown() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let flags = ["--shutdown-grace", "60s", "--handshake-timeout", "60s"];
+    let mut server = process::start(&[], &dir.path().join("data"), &flags).await;
+    let mut silent = Vec::new();
+    for addr in [server.grpc(), server.http()] {
+        for _ in 0..3 {
+            silent.push(tokio::net::TcpStream::connect(addr).await.expect("connects"));
+        }
+    }
+    let signalled = std::time::Instant::now();
+    server.signal("TERM");
+    let status = server.wait_exit(Duration::from_secs(20)).await;
+    let status = status.unwrap_or_else(|| panic!("still running 20 s after SIGTERM:\n{}", server.text()));
+    assert!(status.success(), "{status:?}\n{}", server.text());
+    assert!(
+        signalled.elapsed() < Duration::from_secs(15),
+        "silent connections held the shutdown for {:?}",
+        signalled.elapsed()
+    );
+    drop(silent);
+}
