@@ -101,15 +101,24 @@ pub(crate) async fn launch(data: &Path, flags: &[&str], env: &[(&str, &str)]) ->
 }
 
 /// Launches and expects a refusal: a non-zero exit before listening, with
-/// a message naming the data directory and both ways out.
-async fn expect_refusal(data: &Path, what: &str) -> String {
+/// a message naming the data directory and both ways out. A server that
+/// starts instead is asked, to show what the damage did: whether
+/// `revoked_access` (a token whose session was revoked) validates again,
+/// or else what its JWKS now is.
+async fn expect_refusal(data: &Path, what: &str, revoked_access: Option<&str>) -> String {
     match launch(data, &[], &[]).await {
         Launch::Listening { mut child, grpc_addr, .. } => {
             let mut client =
                 sigil_proto::pb::identity_service_client::IdentityServiceClient::new(connect(grpc_addr).await);
-            let jwks = client.get_jwks(pb::GetJwksRequest {}).await.map(|r| r.into_inner().jwks_json);
+            let seen = match revoked_access {
+                Some(token) => format!("the revoked session now validates as {:?}", validate(&mut client, token).await),
+                None => {
+                    let jwks = client.get_jwks(pb::GetJwksRequest {}).await.map(|r| r.into_inner().jwks_json);
+                    format!("its JWKS now: {jwks:?}")
+                }
+            };
             let _ = child.start_kill();
-            panic!("{what}: sigil-server started over a damaged store instead of refusing (its JWKS now: {jwks:?})");
+            panic!("{what}: sigil-server started over a damaged store instead of refusing ({seen})");
         }
         Launch::Exited { status, output } => {
             assert!(!status.success(), "{what}: a refusal exits non-zero: {status}");
@@ -190,7 +199,7 @@ async fn a_bad_first_byte_is_refused_instead_of_starting_over_with_a_new_key_and
     let written = write_and_stop(&data).await;
     flip_byte(&sled_log(&data), 0);
 
-    let output = expect_refusal(&data, "bad first byte").await;
+    let output = expect_refusal(&data, "bad first byte", None).await;
     assert!(output.to_lowercase().contains("empty"), "the refusal says the store opened empty:\n{output}");
 
     // The way out that accepts the loss: it starts, says so loudly, and the
@@ -237,13 +246,7 @@ async fn a_sled_log_that_lost_its_tail_is_refused_instead_of_reviving_revoked_se
     file.set_len(early).expect("truncate");
     drop(file);
 
-    if let Launch::Listening { mut child, grpc_addr, .. } = launch(&data, &[], &[]).await {
-        let mut client = sigil_proto::pb::identity_service_client::IdentityServiceClient::new(connect(grpc_addr).await);
-        let verdict = validate(&mut client, &written.revoked_access).await;
-        let _ = child.start_kill();
-        panic!("sigil-server started over a truncated log; the revoked session now validates as {verdict:?}");
-    }
-    let output = expect_refusal(&data, "truncated log").await;
+    let output = expect_refusal(&data, "truncated log", Some(&written.revoked_access)).await;
     assert!(output.contains("sequence"), "the refusal says which sequence is missing:\n{output}");
 }
 
@@ -258,13 +261,7 @@ async fn a_flipped_byte_mid_log_is_refused_instead_of_reviving_revoked_sessions(
     // One byte of what the second run appended.
     flip_byte(&log, early + 16);
 
-    if let Launch::Listening { mut child, grpc_addr, .. } = launch(&data, &[], &[]).await {
-        let mut client = sigil_proto::pb::identity_service_client::IdentityServiceClient::new(connect(grpc_addr).await);
-        let verdict = validate(&mut client, &written.revoked_access).await;
-        let _ = child.start_kill();
-        panic!("sigil-server started over a damaged log; the revoked session now validates as {verdict:?}");
-    }
-    expect_refusal(&data, "flipped byte").await;
+    expect_refusal(&data, "flipped byte", Some(&written.revoked_access)).await;
 }
 
 #[tokio::test]
@@ -276,7 +273,7 @@ async fn a_damaged_high_water_mark_is_refused_naming_it_and_a_missing_one_is_rec
     assert!(mark.is_file(), "the high-water mark is kept in {}", mark.display());
 
     std::fs::write(&mark, b"{\"revocation_sequence\": 12, \"eve").expect("damage");
-    let output = expect_refusal(&data, "damaged mark").await;
+    let output = expect_refusal(&data, "damaged mark", None).await;
     assert!(output.contains(HIGH_WATER_FILE), "the refusal names the damaged file:\n{output}");
 
     // No mark at all beside a store with data: the first start after an

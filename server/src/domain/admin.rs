@@ -164,10 +164,8 @@ impl Identity {
         if roles_changed {
             // A refresh that read the old roles just before the write above
             // committed mints its token after `now`, so the first bound
-            // misses it. It started before this point, though: a second
-            // bound taken after the commit catches it.
-            let after_commit = Timestamp::now().plus(std::time::Duration::from_millis(1));
-            let (target, cause) = not_before(after_commit);
+            // misses it; the second catches it (see `just_after_commit`).
+            let (target, cause) = not_before(just_after_commit());
             let entry = self.store.append_revocation(target, &cause).await?;
             self.apply_revocations(std::slice::from_ref(&entry));
         }
@@ -202,11 +200,9 @@ impl Identity {
         let revoked = self.end_sessions_of(actor, id, "user deleted").await?;
         self.store.delete_user(id).await?;
         // A login that read the user just before the delete committed
-        // creates its session after the bound above; it generated the
-        // session's id before that read, though: a second bound taken after
-        // the commit ends it.
-        let after_commit = Timestamp::now().plus(std::time::Duration::from_millis(1));
-        self.bound_sessions_of(id, after_commit, "user deleted").await?;
+        // creates its session after the bound above; the second ends it
+        // (see `just_after_commit`).
+        self.bound_sessions_of(id, just_after_commit(), "user deleted").await?;
         let event = EventRecord::new(EventKind::UserDeleted).actor(actor).user(user.id, &user.username);
         self.events.publish(vec![event]).await;
         Ok(revoked)
@@ -417,6 +413,16 @@ impl Identity {
 /// Whether `user` can administer Sigil now.
 pub(super) fn is_enabled_admin(user: &UserRecord) -> bool {
     user.has_role(ADMIN_ROLE) && !user.disabled
+}
+
+/// The time of a second per-user bound, written after a user change has
+/// committed. A login or refresh that read the user just before the commit
+/// took its ids (whose UUIDv7 times the bounds compare) before that read,
+/// so before this moment: the second bound covers it, where the first,
+/// taken before the write, may not. The millisecond makes "before" strict
+/// for ids taken in the same millisecond.
+fn just_after_commit() -> Timestamp {
+    Timestamp::now().plus(std::time::Duration::from_millis(1))
 }
 
 fn checked_roles(mut roles: Vec<String>) -> Result<Vec<String>, DomainError> {

@@ -594,15 +594,7 @@ impl Identity {
         reason: &str,
         caller: Option<&VerifiedToken>,
     ) -> Result<RevokeCounts, DomainError> {
-        if reason.len() > MAX_REASON_BYTES {
-            return Err(DomainError::invalid(format!("reason is longer than {MAX_REASON_BYTES} bytes")));
-        }
-        // Shown to operators in the audit trail and the session records.
-        if reason.chars().any(|c| c.is_control() || is_invisible_or_bidi_control(c)) {
-            return Err(DomainError::invalid(
-                "reason contains a control, invisible or bidirectional-control character",
-            ));
-        }
+        check_shown_text("reason", reason, MAX_REASON_BYTES)?;
         let cause = self.revocation_cause(Timestamp::now(), reason);
         let mut outcome = RevokeOutcome::default();
         match target {
@@ -822,18 +814,28 @@ fn unknown_note(known_name: &Option<String>) -> &'static str {
 /// An optional text field: absent or empty means "not given".
 fn check_optional(field: &str, value: Option<String>, max: usize) -> Result<Option<String>, DomainError> {
     match value {
-        Some(v) if v.len() > max => Err(DomainError::invalid(format!("{field} is longer than {max} bytes"))),
-        Some(v) if v.chars().any(char::is_control) => {
-            Err(DomainError::invalid(format!("{field} contains control characters")))
+        Some(v) => {
+            check_shown_text(field, &v, max)?;
+            Ok((!v.is_empty()).then_some(v))
         }
-        // Shown to operators (console, audit trail): nothing that reorders
-        // or hides text.
-        Some(v) if v.chars().any(is_invisible_or_bidi_control) => {
-            Err(DomainError::invalid(format!("{field} contains an invisible or bidirectional-control character")))
-        }
-        Some(v) if v.is_empty() => Ok(None),
-        other => Ok(other),
+        None => Ok(None),
     }
+}
+
+/// A caller's text that operators will read (console, audit trail, session
+/// records): bounded, and nothing that moves the cursor, reorders or hides
+/// text.
+fn check_shown_text(field: &str, value: &str, max: usize) -> Result<(), DomainError> {
+    if value.len() > max {
+        return Err(DomainError::invalid(format!("{field} is longer than {max} bytes")));
+    }
+    if value.chars().any(char::is_control) {
+        return Err(DomainError::invalid(format!("{field} contains control characters")));
+    }
+    if value.chars().any(is_invisible_or_bidi_control) {
+        return Err(DomainError::invalid(format!("{field} contains an invisible or bidirectional-control character")));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

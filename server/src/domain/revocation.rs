@@ -286,15 +286,21 @@ mod tests {
         assert_eq!(index.check(&bystander), None);
     }
 
-    #[test]
-    fn a_not_before_refuses_the_users_older_tokens_only() {
-        let index = RevocationIndex::new(Duration::from_secs(900));
-        let user = UserId::generate();
+    /// Two fresh tokens of `user` (fresh session and token ids, whose
+    /// UUIDv7 times the per-user bounds compare) and a moment between them.
+    fn minted_around_a_moment(user: UserId) -> (VerifiedToken, Timestamp, VerifiedToken) {
         let older = token(user, SessionId::generate(), TokenId::generate());
         std::thread::sleep(Duration::from_millis(3));
         let at = Timestamp::now();
         std::thread::sleep(Duration::from_millis(3));
-        let newer = token(user, SessionId::generate(), TokenId::generate());
+        (older, at, token(user, SessionId::generate(), TokenId::generate()))
+    }
+
+    #[test]
+    fn a_not_before_refuses_the_users_older_tokens_only() {
+        let index = RevocationIndex::new(Duration::from_secs(900));
+        let user = UserId::generate();
+        let (older, at, newer) = minted_around_a_moment(user);
         let someone_else = token(UserId::generate(), SessionId::generate(), TokenId::generate());
         let target = RevocationTarget::UserNotBefore(user);
         index.apply(&RevocationEntry { sequence: 1, target, at, expires_at: index.expiry(at) });
@@ -311,11 +317,7 @@ mod tests {
     fn a_sessions_bound_ends_the_users_older_sessions_only() {
         let index = RevocationIndex::new(Duration::from_secs(900));
         let user = UserId::generate();
-        let older = token(user, SessionId::generate(), TokenId::generate());
-        std::thread::sleep(Duration::from_millis(3));
-        let at = Timestamp::now();
-        std::thread::sleep(Duration::from_millis(3));
-        let newer = token(user, SessionId::generate(), TokenId::generate());
+        let (older, at, newer) = minted_around_a_moment(user);
         let target = RevocationTarget::UserSessionsBefore(user);
         index.apply(&RevocationEntry { sequence: 1, target, at, expires_at: index.expiry(at) });
         assert_eq!(index.check(&older), Some(ValidationFailure::SessionRevoked));
