@@ -1,15 +1,35 @@
 //! Configuration: one [`Config`] built from defaults ← TOML file
 //! (`--config`) ← environment (`SIGIL_*`) ← command-line flags. File keys
 //! are the flags' names in snake_case; an unknown key is an error naming it.
+//!
+//! Each setting is declared once, as a field of [`Config`]: its name (the
+//! TOML key, and the flag in kebab-case), type, default, help text and
+//! environment variable. The `confique` derive turns that declaration into
+//! the all-optional [`ConfigLayer`] that the command line (with the
+//! environment, through clap) and the file each fill, the merge of layers,
+//! and [`Config::META`], from which `--help` shows the defaults and a test
+//! checks `sigil.toml`.
+//!
+//! Why confique and not figment: confique only generates the types and
+//! leaves the reading to us, so the file is still parsed by `toml` into a
+//! `#[serde(deny_unknown_fields)]` layer and the messages stay word for
+//! word (line and column, the unknown key with the keys expected, a bad
+//! value with an example, and never an excerpt of a line that may hold the
+//! database password). figment reads and merges the values itself and
+//! reports them in its own words, and the flags would still need a struct
+//! of their own to serialize into it.
 
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use http::Uri;
 
-use clap::{Args, Parser, ValueEnum};
+use clap::{CommandFactory as _, FromArgMatches as _, Parser, ValueEnum};
+use confique::{Config as _, Layer as _};
 use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::domain::IdentitySettings;
+
+pub use confique_config_layer::ConfigLayer;
 
 /// Command line of `sigil-server`.
 #[derive(Debug, Parser)]
@@ -33,162 +53,44 @@ pub struct Cli {
     pub command: Option<crate::recovery::Command>,
 }
 
-/// One layer of settings: every field optional, so layers can be stacked.
-#[derive(Debug, Default, Clone, Args, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ConfigLayer {
-    /// gRPC listen address, host:port (a host name is resolved at start) [default: 127.0.0.1:50051].
-    #[arg(long, env = "SIGIL_LISTEN", value_parser = ListenAddr::parse)]
-    pub listen: Option<ListenAddr>,
-    /// HTTP listen address for /.well-known/jwks.json and /healthz, host:port [default: 127.0.0.1:8080].
-    #[arg(long, env = "SIGIL_HTTP_LISTEN", value_parser = ListenAddr::parse)]
-    pub http_listen: Option<ListenAddr>,
-    /// Directory of the embedded sled store [default: ./sigil-data].
-    #[arg(long, env = "SIGIL_DATA_DIR")]
-    pub data_dir: Option<PathBuf>,
-    /// PostgreSQL URL (postgres://user:password@host/db); when set, the store is
-    /// PostgreSQL, shared with every instance on the same database, instead of sled.
-    // Parsed (and refused) in `Config::checked`, not by clap or serde: their
-    // error messages repeat the value, password included.
-    #[arg(long, env = "SIGIL_DATABASE_URL", value_parser = DatabaseUrl::unchecked, hide_env_values = true)]
-    pub database_url: Option<DatabaseUrl>,
-    /// PEM CA certificate(s) of the PostgreSQL server: connect with TLS (as the URL's
-    /// sslmode says) and accept only a server certificate signed by it.
-    #[arg(long, env = "SIGIL_DATABASE_CA")]
-    pub database_ca: Option<PathBuf>,
-    /// With PostgreSQL: how often an instance catches up on other instances'
-    /// revocations, keys and events even without a notification [default: 1s].
-    #[arg(long, env = "SIGIL_SYNC_INTERVAL", value_parser = parse_duration)]
-    #[serde(default, deserialize_with = "duration_text")]
-    pub sync_interval: Option<Duration>,
-    /// `iss` of issued tokens [default: sigil].
-    #[arg(long, env = "SIGIL_ISSUER")]
-    pub issuer: Option<String>,
-    /// Default `aud` of issued tokens [default: sigil].
-    #[arg(long, env = "SIGIL_AUDIENCE")]
-    pub audience: Option<String>,
-    /// Access-token lifetime, e.g. 15m [default: 15m].
-    #[arg(long, env = "SIGIL_ACCESS_TOKEN_TTL", value_parser = parse_duration)]
-    #[serde(default, deserialize_with = "duration_text")]
-    pub access_token_ttl: Option<Duration>,
-    /// Absolute session lifetime, e.g. 30d [default: 30d].
-    #[arg(long, env = "SIGIL_SESSION_TTL", value_parser = parse_duration)]
-    #[serde(default, deserialize_with = "duration_text")]
-    pub session_ttl: Option<Duration>,
-    /// Clock leeway on exp/nbf, e.g. 30s [default: 0s].
-    #[arg(long, env = "SIGIL_LEEWAY", value_parser = parse_duration)]
-    #[serde(default, deserialize_with = "duration_text")]
-    pub leeway: Option<Duration>,
-    /// PEM certificate chain for TLS on the gRPC listener (with --tls-key).
-    #[arg(long, env = "SIGIL_TLS_CERT")]
-    pub tls_cert: Option<PathBuf>,
-    /// PEM private key for TLS on the gRPC listener (with --tls-cert).
-    #[arg(long, env = "SIGIL_TLS_KEY")]
-    pub tls_key: Option<PathBuf>,
-    /// PEM CA certificate(s): require client certificates signed by it (mTLS).
-    #[arg(long, env = "SIGIL_TLS_CLIENT_CA")]
-    pub tls_client_ca: Option<PathBuf>,
-    /// Log format [default: text].
-    #[arg(long, env = "SIGIL_LOG_FORMAT", value_enum)]
-    pub log_format: Option<LogFormat>,
-    /// Routine events (logins, refreshes, expiries, failed logins) kept for replay by
-    /// WatchEvents [default: 10000].
-    #[arg(long, env = "SIGIL_EVENT_RETENTION")]
-    pub event_retention: Option<usize>,
-    /// How long admin and security events (users, roles, keys, revocations) are kept,
-    /// however many routine events come after [default: 3months, about 91 days].
-    #[arg(long, env = "SIGIL_AUDIT_RETENTION", value_parser = parse_duration)]
-    #[serde(default, deserialize_with = "duration_text")]
-    pub audit_retention: Option<Duration>,
-    /// How long ended sessions and tokens stay listed before they are purged [default: 7days].
-    #[arg(long, env = "SIGIL_RECORD_RETENTION", value_parser = parse_duration)]
-    #[serde(default, deserialize_with = "duration_text")]
-    pub record_retention: Option<Duration>,
-    /// How often expiry, purges and key retirement run [default: 30s].
-    #[arg(long, env = "SIGIL_SWEEP_INTERVAL", value_parser = parse_duration)]
-    #[serde(default, deserialize_with = "duration_text")]
-    pub sweep_interval: Option<Duration>,
-    /// Failed logins within the lockout window that lock an account; 0 turns locking off [default: 10].
-    #[arg(long, env = "SIGIL_LOCKOUT_THRESHOLD")]
-    pub lockout_threshold: Option<u32>,
-    /// How far back failed logins count [default: 15m].
-    #[arg(long, env = "SIGIL_LOCKOUT_WINDOW", value_parser = parse_duration)]
-    #[serde(default, deserialize_with = "duration_text")]
-    pub lockout_window: Option<Duration>,
-    /// Failed logins from one client address within the lockout window that block
-    /// the address for the lockout duration; 0 turns this off [default: 0].
-    #[arg(long, env = "SIGIL_ADDRESS_LOCKOUT_THRESHOLD")]
-    pub address_lockout_threshold: Option<u32>,
-    /// Proxies (IP addresses, comma-separated) whose x-forwarded-for names the
-    /// client, for the per-address limit and session records [default: none].
-    #[arg(long, env = "SIGIL_TRUSTED_PROXIES", value_delimiter = ',')]
-    pub trusted_proxies: Option<Vec<std::net::IpAddr>>,
-    /// How long a locked account stays locked [default: 15m].
-    #[arg(long, env = "SIGIL_LOCKOUT_DURATION", value_parser = parse_duration)]
-    #[serde(default, deserialize_with = "duration_text")]
-    pub lockout_duration: Option<Duration>,
+impl Cli {
+    /// Parses the process's arguments (exiting with clap's message on a
+    /// bad one), with `--help` showing each setting's default.
+    pub fn parse_args() -> Self {
+        let mut command = Self::documented_command();
+        let matches = command.get_matches_mut();
+        Self::from_arg_matches(&matches).unwrap_or_else(|e| e.format(&mut command).exit())
+    }
 
-    // Listeners: the published URL, connection limits and timeouts, shutdown.
-    /// Public base URL of the HTTP listener (https://sigil.example.com/): every URL of the
-    /// discovery document is built from it, never from a request
-    /// [default: http://<the bound http_listen address>/].
-    #[arg(long, env = "SIGIL_PUBLIC_URL", value_parser = PublicUrl::parse)]
-    pub public_url: Option<PublicUrl>,
-    /// Connections the gRPC listener holds at once; more are refused and logged [default: 256].
-    #[arg(long, env = "SIGIL_MAX_CONNECTIONS")]
-    pub max_connections: Option<usize>,
-    /// Connections the HTTP listener holds at once, apart from gRPC's, so /healthz stays
-    /// reachable when the gRPC port is flooded [default: 128].
-    #[arg(long, env = "SIGIL_HTTP_MAX_CONNECTIONS")]
-    pub http_max_connections: Option<usize>,
-    /// HTTP/2 streams (calls) one connection may have open at once [default: 100].
-    #[arg(long, env = "SIGIL_MAX_CONCURRENT_STREAMS")]
-    pub max_concurrent_streams: Option<u32>,
-    /// Time a new connection has to complete its opening (TLS handshake, HTTP/2 preface,
-    /// HTTP/1 request headers) [default: 10s].
-    #[arg(long, env = "SIGIL_HANDSHAKE_TIMEOUT", value_parser = parse_duration)]
-    #[serde(default, deserialize_with = "duration_text")]
-    pub handshake_timeout: Option<Duration>,
-    /// A connection on which nothing arrives for this long is closed [default: 5m].
-    #[arg(long, env = "SIGIL_IDLE_TIMEOUT", value_parser = parse_duration)]
-    #[serde(default, deserialize_with = "duration_text")]
-    pub idle_timeout: Option<Duration>,
-    /// Interval of HTTP/2 keepalive pings; a peer that does not answer within
-    /// keepalive_timeout is disconnected [default: 30s].
-    #[arg(long, env = "SIGIL_KEEPALIVE_INTERVAL", value_parser = parse_duration)]
-    #[serde(default, deserialize_with = "duration_text")]
-    pub keepalive_interval: Option<Duration>,
-    /// How long a keepalive ping may go unanswered [default: 10s].
-    #[arg(long, env = "SIGIL_KEEPALIVE_TIMEOUT", value_parser = parse_duration)]
-    #[serde(default, deserialize_with = "duration_text")]
-    pub keepalive_timeout: Option<Duration>,
-    /// Longest a call may take until its answer starts (a request body that never
-    /// arrives included); streams, once answering, are not cut [default: 10s].
-    #[arg(long, env = "SIGIL_REQUEST_TIMEOUT", value_parser = parse_duration)]
-    #[serde(default, deserialize_with = "duration_text")]
-    pub request_timeout: Option<Duration>,
-    /// A connection older than this is asked to close (HTTP/2 GOAWAY); its calls get
-    /// one minute more, then it is closed [default: 1h].
-    #[arg(long, env = "SIGIL_MAX_CONNECTION_AGE", value_parser = parse_duration)]
-    #[serde(default, deserialize_with = "duration_text")]
-    pub max_connection_age: Option<Duration>,
-    /// On SIGTERM/SIGINT, how long calls in flight may take before they are abandoned;
-    /// the store is made durable in any case. A second signal exits at once [default: 10s].
-    #[arg(long, env = "SIGIL_SHUTDOWN_GRACE", value_parser = parse_duration)]
-    #[serde(default, deserialize_with = "duration_text")]
-    pub shutdown_grace: Option<Duration>,
-    /// Start even though the sled store lost data it had committed (it is behind
-    /// its high-water mark, or opened empty): serve what it still holds, record the
-    /// loss as an audit event and reset the mark. For one start after a loss the
-    /// operator accepts; never leave it set [default: false].
-    #[arg(
-        long,
-        env = "SIGIL_ACCEPT_DATA_LOSS",
-        num_args = 0..=1,
-        default_missing_value = "true",
-        value_parser = clap::builder::BoolishValueParser::new()
-    )]
-    pub accept_data_loss: Option<bool>,
+    /// The command line, each setting's help ending in `[default: …]` taken
+    /// from its declaration, so the help cannot disagree with the default.
+    pub fn documented_command() -> clap::Command {
+        let mut command = Self::command();
+        for field in Config::META.fields {
+            let confique::meta::FieldKind::Leaf {
+                kind: confique::meta::LeafKind::Required { default: Some(default) },
+                ..
+            } = field.kind
+            else {
+                continue;
+            };
+            command = command.mut_arg(field.name, |arg| {
+                let help = arg.get_help().map(ToString::to_string).unwrap_or_default();
+                arg.help(format!("{help} [default: {}]", shown_default(&default)))
+            });
+        }
+        command
+    }
+}
+
+/// A declared default as the help shows it: text unquoted, an empty list as `none`.
+fn shown_default(default: &confique::meta::Expr) -> String {
+    match toml::Value::try_from(default) {
+        Ok(toml::Value::String(text)) => text,
+        Ok(toml::Value::Array(items)) if items.is_empty() => "none".into(),
+        Ok(value) => value.to_string(),
+        Err(e) => format!("(cannot show: {e})"),
+    }
 }
 
 /// How log lines are written.
@@ -201,148 +103,211 @@ pub enum LogFormat {
     Json,
 }
 
-/// The effective configuration.
-#[derive(Debug, Clone, Serialize)]
+/// The effective configuration, and the one declaration of every setting:
+/// the field's name is its TOML key and (in kebab-case) its flag; the doc
+/// comment is its help; `default` is its default (read as the file would
+/// be), `env` its environment variable. An `Option` has no default.
+/// [`ConfigLayer`] is the same with every field optional: one source's
+/// settings. Durations are written as in the file (`15m`, `30days`).
+#[derive(Debug, Clone, Serialize, confique::Config)]
+#[config(layer_attr(derive(Debug, Default, Clone, clap::Args)))]
+#[config(layer_attr(serde(deny_unknown_fields)))]
 pub struct Config {
-    /// gRPC listen address.
+    /// gRPC listen address, host:port (a host name is resolved at start).
+    #[config(default = "127.0.0.1:50051")]
+    #[config(layer_attr(arg(long, env = "SIGIL_LISTEN", value_parser = ListenAddr::parse)))]
     pub listen: ListenAddr,
-    /// HTTP listen address.
+    /// HTTP listen address for /.well-known/jwks.json and /healthz, host:port.
+    #[config(default = "127.0.0.1:8080")]
+    #[config(layer_attr(arg(long, env = "SIGIL_HTTP_LISTEN", value_parser = ListenAddr::parse)))]
     pub http_listen: ListenAddr,
-    /// Directory of the sled store.
+    /// Directory of the embedded sled store.
+    #[config(default = "./sigil-data")]
+    #[config(layer_attr(arg(long, env = "SIGIL_DATA_DIR")))]
     pub data_dir: PathBuf,
-    /// The PostgreSQL store, when set (printed without its password).
+    /// PostgreSQL URL (postgres://user:password@host/db); when set, the store is
+    /// PostgreSQL, shared with every instance on the same database, instead of sled.
+    // Parsed (and refused) in `Config::checked`, not by clap or serde: their
+    // error messages repeat the value, password included. Printed without
+    // its password.
+    #[config(layer_attr(arg(long, env = "SIGIL_DATABASE_URL", value_parser = DatabaseUrl::unchecked, hide_env_values = true)))]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub database_url: Option<DatabaseUrl>,
-    /// CA of the PostgreSQL server, for TLS to it.
+    /// PEM CA certificate(s) of the PostgreSQL server: connect with TLS (as the URL's
+    /// sslmode says) and accept only a server certificate signed by it.
+    #[config(layer_attr(arg(long, env = "SIGIL_DATABASE_CA")))]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub database_ca: Option<PathBuf>,
-    /// Catch-up interval with a shared store.
+    /// With PostgreSQL: how often an instance catches up on other instances'
+    /// revocations, keys and events even without a notification.
+    #[config(default = "1s", deserialize_with = duration_text)]
+    #[config(layer_attr(arg(long, env = "SIGIL_SYNC_INTERVAL", value_parser = parse_duration)))]
     #[serde(serialize_with = "duration_to_text")]
     pub sync_interval: Duration,
-    /// Token issuer.
+    /// `iss` of issued tokens.
+    #[config(default = "sigil")]
+    #[config(layer_attr(arg(long, env = "SIGIL_ISSUER")))]
     pub issuer: String,
-    /// Default token audience.
+    /// Default `aud` of issued tokens.
+    #[config(default = "sigil")]
+    #[config(layer_attr(arg(long, env = "SIGIL_AUDIENCE")))]
     pub audience: String,
-    /// Access-token lifetime.
+    /// Access-token lifetime, e.g. 15m.
+    #[config(default = "15m", deserialize_with = duration_text)]
+    #[config(layer_attr(arg(long, env = "SIGIL_ACCESS_TOKEN_TTL", value_parser = parse_duration)))]
     #[serde(serialize_with = "duration_to_text")]
     pub access_token_ttl: Duration,
-    /// Session lifetime.
+    /// Absolute session lifetime, e.g. 30d.
+    #[config(default = "30d", deserialize_with = duration_text)]
+    #[config(layer_attr(arg(long, env = "SIGIL_SESSION_TTL", value_parser = parse_duration)))]
     #[serde(serialize_with = "duration_to_text")]
     pub session_ttl: Duration,
-    /// Clock leeway.
+    /// Clock leeway on exp/nbf, e.g. 30s.
+    #[config(default = "0s", deserialize_with = duration_text)]
+    #[config(layer_attr(arg(long, env = "SIGIL_LEEWAY", value_parser = parse_duration)))]
     #[serde(serialize_with = "duration_to_text")]
     pub leeway: Duration,
-    /// TLS certificate chain of the gRPC listener.
+    /// PEM certificate chain for TLS on the gRPC listener (with --tls-key).
+    #[config(layer_attr(arg(long, env = "SIGIL_TLS_CERT")))]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tls_cert: Option<PathBuf>,
-    /// TLS private key of the gRPC listener (a path; the key is never printed).
+    /// PEM private key for TLS on the gRPC listener (with --tls-cert).
+    // A path: the key itself is never printed.
+    #[config(layer_attr(arg(long, env = "SIGIL_TLS_KEY")))]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tls_key: Option<PathBuf>,
-    /// CA that client certificates must chain to (mTLS).
+    /// PEM CA certificate(s): require client certificates signed by it (mTLS).
+    #[config(layer_attr(arg(long, env = "SIGIL_TLS_CLIENT_CA")))]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tls_client_ca: Option<PathBuf>,
     /// Log format.
+    #[config(default = "text")]
+    #[config(layer_attr(arg(long, env = "SIGIL_LOG_FORMAT", value_enum)))]
     pub log_format: LogFormat,
-    /// Routine events kept.
+    /// Routine events (logins, refreshes, expiries, failed logins) kept for replay by
+    /// WatchEvents.
+    #[config(default = 10000)]
+    #[config(layer_attr(arg(long, env = "SIGIL_EVENT_RETENTION")))]
     pub event_retention: usize,
-    /// How long audit events are kept.
+    /// How long admin and security events (users, roles, keys, revocations) are kept,
+    /// however many routine events come after (a month is 30.44 days).
+    #[config(default = "3months", deserialize_with = duration_text)]
+    #[config(layer_attr(arg(long, env = "SIGIL_AUDIT_RETENTION", value_parser = parse_duration)))]
     #[serde(serialize_with = "duration_to_text")]
     pub audit_retention: Duration,
-    /// Retention of ended records.
+    /// How long ended sessions and tokens stay listed before they are purged.
+    #[config(default = "7days", deserialize_with = duration_text)]
+    #[config(layer_attr(arg(long, env = "SIGIL_RECORD_RETENTION", value_parser = parse_duration)))]
     #[serde(serialize_with = "duration_to_text")]
     pub record_retention: Duration,
-    /// Maintenance interval.
+    /// How often expiry, purges and key retirement run.
+    #[config(default = "30s", deserialize_with = duration_text)]
+    #[config(layer_attr(arg(long, env = "SIGIL_SWEEP_INTERVAL", value_parser = parse_duration)))]
     #[serde(serialize_with = "duration_to_text")]
     pub sweep_interval: Duration,
-    /// Failures that lock an account (0: never).
+    /// Failed logins within the lockout window that lock an account; 0 turns locking off.
+    #[config(default = 10)]
+    #[config(layer_attr(arg(long, env = "SIGIL_LOCKOUT_THRESHOLD")))]
     pub lockout_threshold: u32,
-    /// Window of counted failures.
+    /// How far back failed logins count.
+    #[config(default = "15m", deserialize_with = duration_text)]
+    #[config(layer_attr(arg(long, env = "SIGIL_LOCKOUT_WINDOW", value_parser = parse_duration)))]
     #[serde(serialize_with = "duration_to_text")]
     pub lockout_window: Duration,
-    /// Length of a lock.
+    /// Failed logins from one client address within the lockout window that block
+    /// the address for the lockout duration; 0 turns this off.
+    #[config(default = 0)]
+    #[config(layer_attr(arg(long, env = "SIGIL_ADDRESS_LOCKOUT_THRESHOLD")))]
+    pub address_lockout_threshold: u32,
+    /// Proxies (IP addresses, comma-separated) whose x-forwarded-for names the
+    /// client, for the per-address limit and session records.
+    #[config(default = [])]
+    #[config(layer_attr(arg(long, env = "SIGIL_TRUSTED_PROXIES", value_delimiter = ',')))]
+    pub trusted_proxies: Vec<std::net::IpAddr>,
+    /// How long a locked account stays locked.
+    #[config(default = "15m", deserialize_with = duration_text)]
+    #[config(layer_attr(arg(long, env = "SIGIL_LOCKOUT_DURATION", value_parser = parse_duration)))]
     #[serde(serialize_with = "duration_to_text")]
     pub lockout_duration: Duration,
-    /// Failures that block a client address (0: off).
-    pub address_lockout_threshold: u32,
-    /// Proxies whose x-forwarded-for is believed.
-    pub trusted_proxies: Vec<std::net::IpAddr>,
 
-    // Listeners (see `ConfigLayer` for what each means).
-    /// Public base URL of the HTTP listener (default: from the bound address).
+    // Listeners: the published URL, connection limits and timeouts, shutdown.
+    /// Public base URL of the HTTP listener (https://sigil.example.com/): every URL of the
+    /// discovery document is built from it, never from a request
+    /// [default: http://<the bound http_listen address>/].
+    #[config(layer_attr(arg(long, env = "SIGIL_PUBLIC_URL", value_parser = PublicUrl::parse)))]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub public_url: Option<PublicUrl>,
-    /// Connection cap of the gRPC listener.
+    /// Connections the gRPC listener holds at once; more are refused and logged.
+    #[config(default = 256)]
+    #[config(layer_attr(arg(long, env = "SIGIL_MAX_CONNECTIONS")))]
     pub max_connections: usize,
-    /// Connection cap of the HTTP listener.
+    /// Connections the HTTP listener holds at once, apart from gRPC's, so /healthz stays
+    /// reachable when the gRPC port is flooded.
+    #[config(default = 128)]
+    #[config(layer_attr(arg(long, env = "SIGIL_HTTP_MAX_CONNECTIONS")))]
     pub http_max_connections: usize,
-    /// HTTP/2 streams per connection.
+    /// HTTP/2 streams (calls) one connection may have open at once.
+    #[config(default = 100)]
+    #[config(layer_attr(arg(long, env = "SIGIL_MAX_CONCURRENT_STREAMS")))]
     pub max_concurrent_streams: u32,
-    /// Time to complete a connection's opening.
+    /// Time a new connection has to complete its opening (TLS handshake, HTTP/2 preface,
+    /// HTTP/1 request headers).
+    #[config(default = "10s", deserialize_with = duration_text)]
+    #[config(layer_attr(arg(long, env = "SIGIL_HANDSHAKE_TIMEOUT", value_parser = parse_duration)))]
     #[serde(serialize_with = "duration_to_text")]
     pub handshake_timeout: Duration,
-    /// Silence after which a connection is closed.
+    /// A connection on which nothing arrives for this long is closed.
+    #[config(default = "5m", deserialize_with = duration_text)]
+    #[config(layer_attr(arg(long, env = "SIGIL_IDLE_TIMEOUT", value_parser = parse_duration)))]
     #[serde(serialize_with = "duration_to_text")]
     pub idle_timeout: Duration,
-    /// HTTP/2 keepalive ping interval.
+    /// Interval of HTTP/2 keepalive pings; a peer that does not answer within
+    /// keepalive_timeout is disconnected.
+    #[config(default = "30s", deserialize_with = duration_text)]
+    #[config(layer_attr(arg(long, env = "SIGIL_KEEPALIVE_INTERVAL", value_parser = parse_duration)))]
     #[serde(serialize_with = "duration_to_text")]
     pub keepalive_interval: Duration,
-    /// Time a keepalive ping may go unanswered.
+    /// How long a keepalive ping may go unanswered.
+    #[config(default = "10s", deserialize_with = duration_text)]
+    #[config(layer_attr(arg(long, env = "SIGIL_KEEPALIVE_TIMEOUT", value_parser = parse_duration)))]
     #[serde(serialize_with = "duration_to_text")]
     pub keepalive_timeout: Duration,
-    /// Time until a call's answer starts.
+    /// Longest a call may take until its answer starts (a request body that never
+    /// arrives included); streams, once answering, are not cut.
+    #[config(default = "10s", deserialize_with = duration_text)]
+    #[config(layer_attr(arg(long, env = "SIGIL_REQUEST_TIMEOUT", value_parser = parse_duration)))]
     #[serde(serialize_with = "duration_to_text")]
     pub request_timeout: Duration,
-    /// Age at which a connection is asked to close.
+    /// A connection older than this is asked to close (HTTP/2 GOAWAY); its calls get
+    /// one minute more, then it is closed.
+    #[config(default = "1h", deserialize_with = duration_text)]
+    #[config(layer_attr(arg(long, env = "SIGIL_MAX_CONNECTION_AGE", value_parser = parse_duration)))]
     #[serde(serialize_with = "duration_to_text")]
     pub max_connection_age: Duration,
-    /// Grace period of a shutdown.
+    /// On SIGTERM/SIGINT, how long calls in flight may take before they are abandoned;
+    /// the store is made durable in any case. A second signal exits at once.
+    #[config(default = "10s", deserialize_with = duration_text)]
+    #[config(layer_attr(arg(long, env = "SIGIL_SHUTDOWN_GRACE", value_parser = parse_duration)))]
     #[serde(serialize_with = "duration_to_text")]
     pub shutdown_grace: Duration,
-    /// Start over a sled store that lost committed data (once, on purpose).
+    /// Start even though the sled store lost data it had committed (it is behind
+    /// its high-water mark, or opened empty): serve what it still holds, record the
+    /// loss as an audit event and reset the mark. For one start after a loss the
+    /// operator accepts; never leave it set.
+    #[config(default = false)]
+    #[config(layer_attr(arg(
+        long,
+        env = "SIGIL_ACCEPT_DATA_LOSS",
+        num_args = 0..=1,
+        default_missing_value = "true",
+        value_parser = clap::builder::BoolishValueParser::new()
+    )))]
     pub accept_data_loss: bool,
 }
 
 impl Default for Config {
     fn default() -> Self {
-        let identity = IdentitySettings::default();
-        Self {
-            listen: SocketAddr::from(([127, 0, 0, 1], 50051)).into(),
-            http_listen: SocketAddr::from(([127, 0, 0, 1], 8080)).into(),
-            data_dir: PathBuf::from("./sigil-data"),
-            database_url: None,
-            database_ca: None,
-            sync_interval: Duration::from_secs(1),
-            issuer: identity.issuer,
-            audience: identity.default_audience,
-            access_token_ttl: identity.access_token_ttl,
-            session_ttl: identity.session_ttl,
-            leeway: identity.leeway,
-            tls_cert: None,
-            tls_key: None,
-            tls_client_ca: None,
-            log_format: LogFormat::Text,
-            event_retention: identity.event_retention,
-            audit_retention: identity.audit_retention,
-            record_retention: identity.record_retention,
-            sweep_interval: Duration::from_secs(30),
-            lockout_threshold: identity.lockout.threshold,
-            lockout_window: identity.lockout.window,
-            lockout_duration: identity.lockout.duration,
-            address_lockout_threshold: identity.address_lockout.threshold,
-            trusted_proxies: identity.trusted_proxies,
-            public_url: None,
-            max_connections: 256,
-            http_max_connections: 128,
-            max_concurrent_streams: 100,
-            handshake_timeout: Duration::from_secs(10),
-            idle_timeout: Duration::from_secs(300),
-            keepalive_interval: Duration::from_secs(30),
-            keepalive_timeout: Duration::from_secs(10),
-            request_timeout: Duration::from_secs(10),
-            max_connection_age: Duration::from_secs(3600),
-            shutdown_grace: Duration::from_secs(10),
-            accept_data_loss: false,
-        }
+        Self::from_layer(ConfigLayer::default_values()).expect("every setting without a default is an Option")
     }
 }
 
@@ -383,48 +348,9 @@ impl Config {
                     .map_err(|e| ConfigError::Invalid { path: path.to_path_buf(), message: toml_error(&text, &e) })?
             }
         };
-        Self::default().overlaid(from_file).overlaid(flags).checked()
-    }
-
-    fn overlaid(self, layer: ConfigLayer) -> Self {
-        Self {
-            listen: layer.listen.unwrap_or(self.listen),
-            http_listen: layer.http_listen.unwrap_or(self.http_listen),
-            data_dir: layer.data_dir.unwrap_or(self.data_dir),
-            database_url: layer.database_url.or(self.database_url),
-            database_ca: layer.database_ca.or(self.database_ca),
-            sync_interval: layer.sync_interval.unwrap_or(self.sync_interval),
-            issuer: layer.issuer.unwrap_or(self.issuer),
-            audience: layer.audience.unwrap_or(self.audience),
-            access_token_ttl: layer.access_token_ttl.unwrap_or(self.access_token_ttl),
-            session_ttl: layer.session_ttl.unwrap_or(self.session_ttl),
-            leeway: layer.leeway.unwrap_or(self.leeway),
-            tls_cert: layer.tls_cert.or(self.tls_cert),
-            tls_key: layer.tls_key.or(self.tls_key),
-            tls_client_ca: layer.tls_client_ca.or(self.tls_client_ca),
-            log_format: layer.log_format.unwrap_or(self.log_format),
-            event_retention: layer.event_retention.unwrap_or(self.event_retention),
-            audit_retention: layer.audit_retention.unwrap_or(self.audit_retention),
-            record_retention: layer.record_retention.unwrap_or(self.record_retention),
-            sweep_interval: layer.sweep_interval.unwrap_or(self.sweep_interval),
-            lockout_threshold: layer.lockout_threshold.unwrap_or(self.lockout_threshold),
-            lockout_window: layer.lockout_window.unwrap_or(self.lockout_window),
-            lockout_duration: layer.lockout_duration.unwrap_or(self.lockout_duration),
-            address_lockout_threshold: layer.address_lockout_threshold.unwrap_or(self.address_lockout_threshold),
-            trusted_proxies: layer.trusted_proxies.unwrap_or(self.trusted_proxies),
-            public_url: layer.public_url.or(self.public_url),
-            max_connections: layer.max_connections.unwrap_or(self.max_connections),
-            http_max_connections: layer.http_max_connections.unwrap_or(self.http_max_connections),
-            max_concurrent_streams: layer.max_concurrent_streams.unwrap_or(self.max_concurrent_streams),
-            handshake_timeout: layer.handshake_timeout.unwrap_or(self.handshake_timeout),
-            idle_timeout: layer.idle_timeout.unwrap_or(self.idle_timeout),
-            keepalive_interval: layer.keepalive_interval.unwrap_or(self.keepalive_interval),
-            keepalive_timeout: layer.keepalive_timeout.unwrap_or(self.keepalive_timeout),
-            request_timeout: layer.request_timeout.unwrap_or(self.request_timeout),
-            max_connection_age: layer.max_connection_age.unwrap_or(self.max_connection_age),
-            shutdown_grace: layer.shutdown_grace.unwrap_or(self.shutdown_grace),
-            accept_data_loss: layer.accept_data_loss.unwrap_or(self.accept_data_loss),
-        }
+        // Complete: every setting that is not an `Option` has a default.
+        let layer = flags.with_fallback(from_file).with_fallback(ConfigLayer::default_values());
+        Self::from_layer(layer).map_err(|e| ConfigError::OutOfRange(e.to_string()))?.checked()
     }
 
     fn checked(self) -> Result<Self, ConfigError> {
@@ -804,9 +730,9 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
     humantime::parse_duration(text).map_err(|e| format!("{e} (expected e.g. 15m, 30s, 30d)"))
 }
 
-fn duration_text<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Duration>, D::Error> {
+fn duration_text<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
     let text = String::deserialize(deserializer)?;
-    parse_duration(&text).map(Some).map_err(serde::de::Error::custom)
+    parse_duration(&text).map_err(serde::de::Error::custom)
 }
 
 fn duration_to_text<S: serde::Serializer>(duration: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
@@ -949,5 +875,145 @@ mod tests {
         let file = file_with(&config.to_toml());
         let again = Config::load(Some(file.path()), ConfigLayer::default()).expect("round trip");
         assert_eq!(again.to_toml(), config.to_toml());
+    }
+
+    /// What a file with `text` is refused with, the file's path left out.
+    fn refusal(text: &str) -> String {
+        let file = file_with(text);
+        let error = Config::load(Some(file.path()), ConfigLayer::default()).expect_err("refused").to_string();
+        error.replace(&format!("invalid config file {}: ", file.path().display()), "")
+    }
+
+    /// The messages an operator sees for a mistyped key or a bad value name
+    /// the position, the key or the value, and what is expected.
+    #[test]
+    fn bad_keys_and_values_are_refused_in_these_words() {
+        let unknown = refusal("listen_adress = \"x\"\n");
+        assert!(
+            unknown.starts_with(
+                "line 1, column 1: unknown field `listen_adress`, expected one of `listen`, `http_listen`, `data_dir`, "
+            ),
+            "{unknown}"
+        );
+        for (text, message) in [
+            ("access_token_ttl = \"soon\"\n", "line 1, column 20: expected number at 0 (expected e.g. 15m, 30s, 30d)"),
+            ("sweep_interval = 30\n", "line 1, column 18: invalid type: integer `30`, expected a string"),
+            ("lockout_threshold = \"ten\"\n", "line 1, column 21: invalid type: string \"ten\", expected u32"),
+            ("max_connections = -1\n", "line 1, column 19: invalid value: integer `-1`, expected usize"),
+            (
+                "listen = \"localhost\"\n",
+                "line 1, column 10: \"localhost\" is not host:port (e.g. 127.0.0.1:50051, localhost:50051, [::1]:50051)",
+            ),
+            (
+                "public_url = \"ftp://x/\"\n",
+                "line 1, column 14: public_url \"ftp://x/\" must start with https:// (or http://) \
+                 (expected e.g. https://sigil.example.com/)",
+            ),
+            ("log_format = \"xml\"\n", "line 1, column 14: unknown variant `xml`, expected `text` or `json`"),
+            ("trusted_proxies = [\"not-ip\"]\n", "line 1, column 20: invalid IP address syntax"),
+            ("accept_data_loss = \"yes\"\n", "line 1, column 20: invalid type: string \"yes\", expected a boolean"),
+            ("database_url = 5\n", "line 1, column 16: invalid type: integer `5`, expected a string"),
+            ("session_ttl = \"1s\"\n", "session_ttl must be at least access_token_ttl"),
+            ("database_ca = \"/x\"\n", "database_ca needs database_url"),
+        ] {
+            assert_eq!(refusal(text), message, "{text}");
+        }
+        let flag =
+            |args: &[&str]| Cli::try_parse_from([&["sigil-server"], args].concat()).expect_err("refused").to_string();
+        let duration = flag(&["--access-token-ttl", "soon"]);
+        assert!(
+            duration.starts_with(
+                "error: invalid value 'soon' for '--access-token-ttl <ACCESS_TOKEN_TTL>': \
+                 expected number at 0 (expected e.g. 15m, 30s, 30d)"
+            ),
+            "{duration}"
+        );
+        let proxies = flag(&["--trusted-proxies", "1.2.3.4,x"]);
+        assert!(
+            proxies.starts_with(
+                "error: invalid value 'x' for '--trusted-proxies <TRUSTED_PROXIES>': invalid IP address syntax"
+            ),
+            "{proxies}"
+        );
+    }
+
+    /// Every setting has the flag `--` + its key in kebab-case and the
+    /// variable `SIGIL_` + its key in capitals, and its help ends with its
+    /// declared default.
+    #[test]
+    fn every_setting_has_its_flag_its_variable_and_its_default_in_the_help() {
+        let command = Cli::documented_command();
+        let arg = |name: &str| command.get_arguments().find(|arg| arg.get_id() == name).cloned();
+        for field in Config::META.fields {
+            let arg = arg(field.name).unwrap_or_else(|| panic!("no flag for {}", field.name));
+            assert_eq!(arg.get_long(), Some(field.name.replace('_', "-").as_str()));
+            let env = format!("SIGIL_{}", field.name.to_uppercase());
+            assert_eq!(arg.get_env().and_then(|env| env.to_str()), Some(env.as_str()), "{}", field.name);
+            let help = arg.get_help().map(ToString::to_string).unwrap_or_default();
+            if let confique::meta::FieldKind::Leaf { kind: confique::meta::LeafKind::Required { .. }, .. } = field.kind
+            {
+                assert!(help.ends_with(']') && help.contains(" [default: "), "{}: {help}", field.name);
+            }
+        }
+        let help = |name: &str| arg(name).and_then(|arg| arg.get_help().map(ToString::to_string)).unwrap_or_default();
+        assert_eq!(help("access_token_ttl"), "Access-token lifetime, e.g. 15m [default: 15m]");
+        assert!(help("trusted_proxies").ends_with(" [default: none]"), "{}", help("trusted_proxies"));
+        assert!(help("accept_data_loss").ends_with(" [default: false]"), "{}", help("accept_data_loss"));
+        assert!(help("listen").ends_with(" [default: 127.0.0.1:50051]"), "{}", help("listen"));
+    }
+
+    /// The settings the domain core takes default to the domain's own
+    /// defaults, so that the server and the core (its tests included) agree.
+    #[test]
+    fn the_declared_defaults_are_the_domain_defaults() {
+        let (server, domain) = (Config::default().identity_settings(), IdentitySettings::default());
+        assert_eq!(server.issuer, domain.issuer);
+        assert_eq!(server.default_audience, domain.default_audience);
+        assert_eq!(server.access_token_ttl, domain.access_token_ttl);
+        assert_eq!(server.session_ttl, domain.session_ttl);
+        assert_eq!(server.leeway, domain.leeway);
+        assert_eq!(server.event_retention, domain.event_retention);
+        assert_eq!(server.audit_retention, domain.audit_retention);
+        assert_eq!(server.record_retention, domain.record_retention);
+        assert_eq!(server.lockout, domain.lockout);
+        assert_eq!(server.address_lockout, domain.address_lockout);
+        assert_eq!(server.trusted_proxies, domain.trusted_proxies);
+    }
+
+    /// `sigil.toml` names every setting once, set or commented out. A
+    /// commented-out one shows its default, and so does a set one, but for
+    /// the values the example is there to show (a system data directory,
+    /// JSON logs). With every setting uncommented it is still valid.
+    #[test]
+    fn the_example_file_lists_every_setting_with_its_default() {
+        const EXAMPLE_VALUES: [&str; 2] = ["data_dir", "log_format"];
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../sigil.toml");
+        let example = std::fs::read_to_string(path).expect("sigil.toml");
+        let mut listed = Vec::new();
+        let mut uncommented = String::new();
+        for line in example.lines() {
+            let (commented, setting) = line.strip_prefix("# ").map_or((false, line), |rest| (true, rest));
+            let Some((key, _)) = setting.split_once(" = ") else { continue };
+            if Config::META.fields.iter().any(|field| field.name == key) {
+                listed.push((key, commented));
+                uncommented += &format!("{setting}\n");
+            } else {
+                assert!(commented, "sigil.toml sets {key}, which is no setting");
+            }
+        }
+        for field in Config::META.fields {
+            let times = listed.iter().filter(|(key, _)| *key == field.name).count();
+            assert_eq!(times, 1, "sigil.toml lists {} {times} times", field.name);
+        }
+        let file = file_with(&uncommented);
+        let everything = Config::load(Some(file.path()), ConfigLayer::default()).expect("every setting uncommented");
+        let shown: toml::Table = toml::from_str(&everything.to_toml()).expect("printed");
+        let defaults: toml::Table = toml::from_str(&Config::default().to_toml()).expect("printed");
+        for (key, commented) in listed {
+            let Some(default) = defaults.get(key) else { continue };
+            if commented || !EXAMPLE_VALUES.contains(&key) {
+                assert_eq!(shown.get(key), Some(default), "sigil.toml shows {key} other than its default");
+            }
+        }
     }
 }

@@ -6,7 +6,6 @@
 use std::{process::ExitCode, time::Duration};
 
 use anyhow::Context as _;
-use clap::Parser as _;
 use sigil_server::{
     config::{Cli, Config, LogFormat},
     domain::Secret,
@@ -14,7 +13,7 @@ use sigil_server::{
 };
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = Cli::parse_args();
     let config = match Config::load(cli.config.as_deref(), cli.layer) {
         Ok(config) => config,
         Err(e) => {

@@ -64,3 +64,12 @@ fn the_example_configuration_file_is_valid() {
     assert!(printed.contains("data_dir = \"/var/lib/sigil\""), "{printed}");
     assert!(printed.contains("log_format = \"json\""), "{printed}");
 }
+
+#[test]
+fn help_shows_each_setting_with_its_default_and_variable() {
+    let output = server().arg("-h").output().expect("runs");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let help = String::from_utf8_lossy(&output.stdout);
+    assert!(help.contains("Access-token lifetime, e.g. 15m [default: 15m] [env: SIGIL_ACCESS_TOKEN_TTL=]"), "{help}");
+    assert!(help.contains("[default: 127.0.0.1:50051] [env: SIGIL_LISTEN=]"), "{help}");
+}
