@@ -28,7 +28,7 @@ use prometheus_client::{
 };
 use prost::Message as _;
 
-use crate::domain::Identity;
+use crate::domain::{DomainError, Identity};
 
 /// A label value from a closed set the code fixes; escaped when encoded
 /// (`prometheus-client` writes label values verbatim).
@@ -143,6 +143,52 @@ pub struct OutcomeLabels {
     pub outcome: LabelValue,
 }
 
+/// The `outcome` label of `sigil_logins_total`: every value the counter
+/// can carry, in one list that the code counts with and the docs name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LoginOutcome {
+    /// Logged in.
+    Ok,
+    /// Wrong password, unknown user or disabled user (one answer for all).
+    InvalidCredentials,
+    /// Refused before the password was checked (`RESOURCE_EXHAUSTED`): the
+    /// account is locked, the client address blocked, too many of the
+    /// account's logins are in flight, or password hashing is saturated.
+    RefusedBusyOrLocked,
+    /// An empty or oversized field.
+    InvalidArgument,
+    /// Anything else, e.g. the store failed.
+    Error,
+}
+
+impl LoginOutcome {
+    /// Every outcome, in the order the README lists them.
+    pub const ALL: [Self; 5] =
+        [Self::Ok, Self::InvalidCredentials, Self::RefusedBusyOrLocked, Self::InvalidArgument, Self::Error];
+
+    /// The outcome of an `Authenticate` call that answered `result`.
+    pub fn of<T>(result: &Result<T, DomainError>) -> Self {
+        match result {
+            Ok(_) => Self::Ok,
+            Err(DomainError::InvalidCredentials) => Self::InvalidCredentials,
+            Err(DomainError::ResourceExhausted { .. }) => Self::RefusedBusyOrLocked,
+            Err(DomainError::InvalidArgument(_)) => Self::InvalidArgument,
+            Err(_) => Self::Error,
+        }
+    }
+
+    /// The label value, as `/metrics` shows it.
+    pub const fn label(self) -> &'static str {
+        match self {
+            Self::Ok => "ok",
+            Self::InvalidCredentials => "invalid_credentials",
+            Self::RefusedBusyOrLocked => "refused_busy_or_locked",
+            Self::InvalidArgument => "invalid_argument",
+            Self::Error => "error",
+        }
+    }
+}
+
 /// Every Sigil metric.
 pub struct Metrics {
     registry: Registry,
@@ -152,7 +198,7 @@ pub struct Metrics {
     pub rpc_seconds: Family<MethodLabels, Histogram>,
     /// `Validate` verdicts by outcome (`valid` or the failure).
     pub validations: Family<OutcomeLabels, Counter>,
-    /// Logins by outcome (`ok`, `invalid_credentials`, `locked`, ...).
+    /// Logins by outcome: a [`LoginOutcome`]'s label.
     pub logins: Family<OutcomeLabels, Counter>,
     /// Group-commit flush latency, in seconds.
     pub flush_seconds: Histogram,
@@ -275,7 +321,7 @@ where
             let response = response.await?;
             // Errors of unary calls travel in the headers ("trailers-only");
             // a successful call's status is in the trailers, so no header
-            // means OK for unary calls (streams count when they start).
+            // means `Ok` for unary calls (streams count when they start).
             let code = response
                 .headers()
                 .get("grpc-status")
@@ -338,6 +384,27 @@ mod tests {
         for path in ["/", "/sigil.v1.IdentityService/Validate/", "/sigil.v1.IdentityService/validate", "/x\\y"] {
             assert_eq!(method_label(path).0, UNKNOWN_METHOD, "{path:?}");
         }
+    }
+
+    /// The login outcomes keep their labels (dashboards count on them), and
+    /// the README's /metrics section names every one, and the status code
+    /// label as the code writes it.
+    #[test]
+    fn login_outcomes_are_the_labels_the_readme_names() {
+        let of = |result: Result<(), DomainError>| LoginOutcome::of(&result).label();
+        assert_eq!(of(Ok(())), "ok");
+        assert_eq!(of(Err(DomainError::InvalidCredentials)), "invalid_credentials");
+        let busy = DomainError::ResourceExhausted { message: "busy".into(), retry_after: None };
+        assert_eq!(of(Err(busy)), "refused_busy_or_locked");
+        assert_eq!(of(Err(DomainError::InvalidArgument("username is empty".into()))), "invalid_argument");
+        assert_eq!(of(Err(DomainError::Internal("bug".into()))), "error");
+        let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).expect("README");
+        let metrics = readme.split("`/metrics` is Prometheus").nth(1).expect("the /metrics section");
+        let metrics = metrics.split("\n\n").next().unwrap_or_default();
+        for outcome in LoginOutcome::ALL {
+            assert!(metrics.contains(&format!("`{}`", outcome.label())), "README /metrics lacks {outcome:?}");
+        }
+        assert!(metrics.contains(&format!("`{}`", code_label(tonic::Code::Ok).0)), "README /metrics: the code label");
     }
 
     #[test]

@@ -8,11 +8,11 @@ use tonic::{Request, Response, Status};
 use super::{bearer, convert, status};
 use crate::{
     domain::{
-        DomainError, Identity, Secret, SessionId,
+        Identity, Secret, SessionId,
         identity::{Login, RevokeTarget},
     },
     store::SessionQuery,
-    telemetry::{METRICS, Metrics},
+    telemetry::{LoginOutcome, METRICS, Metrics},
 };
 
 /// The gRPC face of the identity core.
@@ -52,14 +52,7 @@ impl IdentityService for IdentityApi {
             user_agent,
         };
         let outcome = self.identity.authenticate(login).await;
-        let label = match &outcome {
-            Ok(_) => "ok",
-            Err(DomainError::InvalidCredentials) => "invalid_credentials",
-            Err(DomainError::ResourceExhausted { .. }) => "refused_busy_or_locked",
-            Err(DomainError::InvalidArgument(_)) => "invalid_argument",
-            Err(_) => "error",
-        };
-        Metrics::count(&METRICS.logins, label);
+        Metrics::count(&METRICS.logins, LoginOutcome::of(&outcome).label());
         Ok(Response::new(convert::authenticate_response(outcome?)))
     }
 
