@@ -797,6 +797,16 @@ mod tests {
         assert_eq!(format!("{plain:?}"), "host=db port=5433 user=sigil dbname=sigil sslmode=require");
     }
 
+    /// A layer (what the flags, the environment or the file said) masks the
+    /// password in its `Debug` too, as the command line it is part of.
+    #[test]
+    fn a_layer_masks_the_database_password() {
+        let cli = Cli::try_parse_from(["sigil-server", "--database-url", "postgres://sigil:s3cret@db/sigil"])
+            .expect("parses");
+        assert!(!format!("{cli:?}").contains("s3cret"), "{cli:?}");
+        assert!(format!("{:?}", cli.layer).contains("password=***"), "{:?}", cli.layer);
+    }
+
     /// A connection string that does not parse is refused when the
     /// configuration is loaded (flag, environment or file), and the error
     /// does not repeat it.
