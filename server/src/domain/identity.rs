@@ -18,13 +18,13 @@ use super::{
     },
     lockout::{AttemptOutcome, AttemptStep, LockoutPolicy, throttle_key},
     password::{PasswordHasher, base64_url, fill_random},
+    port::{RevokeOutcome, RotateOutcome, Rotation, Store},
     revocation::{RevocationIndex, RevocationTarget},
     session::{NewRefreshToken, RefreshTokenHash, SessionRecord, SessionState, TokenKind, TokenRecord, TokenState},
     stats::Rates,
     token::{self, AccessClaims, TokenVerifier, ValidationFailure, VerifiedToken},
     user::{ADMIN_ROLE, UserRecord, normalize_username},
 };
-use crate::store::{RevokeOutcome, RotateOutcome, Rotation, Store};
 
 /// Tunables of the identity service.
 #[derive(Clone, Debug)]
