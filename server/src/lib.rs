@@ -1,8 +1,9 @@
-//! Sigil's server: the identity domain core ([`domain`]), its storage
-//! ([`store`]), the gRPC and HTTP adapters ([`grpc`], [`http`]), the
-//! configuration ([`config`]), metrics ([`telemetry`]), the process that
-//! runs them ([`server`]) within its listeners' limits ([`listener`]), and
-//! the host-side admin recovery ([`recovery`]).
+//! Sigil's server: the identity domain core ([`domain`]) with its
+//! persistence port, the store engines that implement it ([`store`]), the
+//! gRPC and HTTP adapters ([`grpc`], [`http`]), the configuration
+//! ([`config`]), metrics ([`telemetry`]), the process that runs them
+//! ([`server`]) within its listeners' limits ([`listener`]), and the
+//! host-side admin recovery ([`recovery`]).
 
 pub mod config;
 pub mod domain;

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::store::StoreError;
+use super::port::StoreError;
 
 /// Why a domain operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -34,6 +34,10 @@ pub enum DomainError {
     /// what to do first.
     #[error("{0}")]
     FailedPrecondition(String),
+    /// The request names a position beyond what exists (a resume point
+    /// beyond the newest event); the message says where to resume.
+    #[error("{0}")]
+    OutOfRange(String),
     /// Too much work queued or too many failures; try again later.
     #[error("{message}")]
     ResourceExhausted {

@@ -8,9 +8,11 @@
 //! refreshes, expiries, failed logins) is bounded by count
 //! (`event_retention`). Failed logins, which any stranger can send, are
 //! also aggregated (see `repeats`), so that a flood neither reaches the
-//! audit share nor fills the counted one quickly.
+//! audit share nor fills the counted one quickly. What one watcher
+//! receives, and when its watch ends, is decided in `watch`.
 
 mod repeats;
+mod watch;
 
 use std::sync::{
     Arc,
@@ -20,8 +22,8 @@ use std::sync::{
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Mutex, broadcast};
 
-use super::{DomainError, SessionId, Timestamp, TokenId, UserId};
-use crate::store::Store;
+pub use self::watch::{EventWatch, WatchEnd};
+use super::{DomainError, SessionId, Timestamp, TokenId, UserId, port::Store};
 
 /// What happened. Mirrors `sigil.v1.EventKind`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -5,15 +5,12 @@ use std::{pin::Pin, sync::Arc};
 
 use futures::{Stream, StreamExt as _};
 use sigil_proto::pb::{self, admin_service_server::AdminService, get_user_request::Key};
-use tokio::sync::{broadcast::error::RecvError, mpsc};
 use tonic::{Request, Response, Status};
 
 use super::{bearer, convert, identity::parse_id};
-use crate::{
-    domain::{
-        Identity, Secret, SessionId, TokenId, UserId, admin::UserChanges, token::VerifiedToken, user::ADMIN_ROLE,
-    },
-    store::{SessionQuery, TokenQuery},
+use crate::domain::{
+    Identity, Secret, SessionId, TokenId, UserId, admin::UserChanges, event::WatchEnd, token::VerifiedToken,
+    user::ADMIN_ROLE,
 };
 
 /// The verified admin making a call, put in the request's extensions by
@@ -49,22 +46,9 @@ impl tonic::service::Interceptor for AdminGuard {
     }
 }
 
-/// How long until `token` expires (a stream re-checks its caller then).
-fn until_expiry(token: &VerifiedToken) -> std::time::Duration {
-    let now = crate::domain::Timestamp::now().as_millis();
-    let exp = token.claims.exp.saturating_mul(1000);
-    // At least a second, so that a clock at the edge cannot spin the loop.
-    std::time::Duration::from_millis(u64::try_from(exp - now).unwrap_or(0).max(1000))
-}
-
 fn actor<T>(request: &Request<T>) -> Option<UserId> {
     request.extensions().get::<Caller>().map(|c| c.0.user_id)
 }
-
-/// Events a watcher may have in flight before it counts as too slow.
-const WATCHER_BUFFER: usize = 256;
-/// Stored events read per replay step.
-const REPLAY_BATCH: usize = 500;
 
 /// The gRPC face of the admin use cases.
 #[derive(Clone)]
@@ -80,6 +64,21 @@ impl AdminApi {
 }
 
 type EventStream = Pin<Box<dyn Stream<Item = Result<pb::WatchEventsResponse, Status>> + Send>>;
+
+/// The status a watch of the audit trail ends with.
+fn watch_end_status(identity: &Identity, end: WatchEnd) -> Status {
+    match end {
+        WatchEnd::Lagged { resume_after } => {
+            Status::aborted(format!("watcher fell too far behind; resume with after_sequence={resume_after}"))
+        }
+        WatchEnd::ShuttingDown { resume_after } => Status::unavailable(format!(
+            "the server is shutting down; reconnect (to another instance) with after_sequence={resume_after}"
+        )),
+        WatchEnd::Closed => Status::unavailable("the server is shutting down; reconnect"),
+        WatchEnd::Refused(failure) => super::bearer_refused(identity, failure),
+        WatchEnd::Failed(error) => error.into(),
+    }
+}
 
 #[tonic::async_trait]
 impl AdminService for AdminApi {
@@ -157,14 +156,11 @@ impl AdminService for AdminApi {
         request: Request<pb::ListSessionsRequest>,
     ) -> Result<Response<pb::ListSessionsResponse>, Status> {
         let req = request.into_inner();
-        let query = SessionQuery {
-            user: req.user_id.as_deref().filter(|u| !u.is_empty()).map(|u| parse_id("user_id", u)).transpose()?,
-            include_inactive: req.include_inactive,
-            after: convert::from_page_token(&req.page_token, SessionId::from_slice)?,
-            limit: convert::page_size(req.page_size),
-        };
-        let sessions = self.identity.list_sessions(&query).await?;
-        let next = convert::next_page_token(&sessions, query.limit, |s| s.id.as_bytes());
+        let user = req.user_id.as_deref().filter(|u| !u.is_empty()).map(|u| parse_id("user_id", u)).transpose()?;
+        let after = convert::from_page_token(&req.page_token, SessionId::from_slice)?;
+        let limit = convert::page_size(req.page_size);
+        let sessions = self.identity.list_sessions(user, req.include_inactive, after, limit).await?;
+        let next = convert::next_page_token(&sessions, limit, |s| s.id.as_bytes());
         Ok(Response::new(pb::ListSessionsResponse {
             sessions: sessions.iter().map(convert::session).collect(),
             next_page_token: next,
@@ -176,20 +172,13 @@ impl AdminService for AdminApi {
         request: Request<pb::ListTokensRequest>,
     ) -> Result<Response<pb::ListTokensResponse>, Status> {
         let req = request.into_inner();
-        let query = TokenQuery {
-            session: req
-                .session_id
-                .as_deref()
-                .filter(|s| !s.is_empty())
-                .map(|s| parse_id("session_id", s))
-                .transpose()?,
-            user: req.user_id.as_deref().filter(|u| !u.is_empty()).map(|u| parse_id("user_id", u)).transpose()?,
-            include_inactive: req.include_inactive,
-            after: convert::from_page_token(&req.page_token, TokenId::from_slice)?,
-            limit: convert::page_size(req.page_size),
-        };
-        let tokens = self.identity.list_tokens(&query).await?;
-        let next = convert::next_page_token(&tokens, query.limit, |t| t.id.as_bytes());
+        let session =
+            req.session_id.as_deref().filter(|s| !s.is_empty()).map(|s| parse_id("session_id", s)).transpose()?;
+        let user = req.user_id.as_deref().filter(|u| !u.is_empty()).map(|u| parse_id("user_id", u)).transpose()?;
+        let after = convert::from_page_token(&req.page_token, TokenId::from_slice)?;
+        let limit = convert::page_size(req.page_size);
+        let tokens = self.identity.list_tokens(session, user, req.include_inactive, after, limit).await?;
+        let next = convert::next_page_token(&tokens, limit, |t| t.id.as_bytes());
         Ok(Response::new(pb::ListTokensResponse {
             tokens: tokens.iter().map(convert::token).collect(),
             next_page_token: next,
@@ -208,102 +197,13 @@ impl AdminService for AdminApi {
             .map(|c| c.0.clone())
             .ok_or_else(|| Status::unauthenticated("WatchEvents needs an admin bearer token"))?;
         let after = request.into_inner().after_sequence;
+        let watch = self.identity.watch_events(caller, after).await?;
         let identity = self.identity.clone();
-        // A sequence this store never reached: the watcher's store was
-        // restored from an older copy, or it is another store. Resuming
-        // there would wait in silence for a sequence that means something
-        // else, or nothing, here.
-        if let Some(after) = after {
-            let newest = identity.events().latest_sequence().await?;
-            if after > newest {
-                return Err(Status::out_of_range(format!(
-                    "after_sequence {after} is beyond the newest event, {newest} (was the store restored from a \
-                     backup?): resume without after_sequence, or with after_sequence={newest} at most"
-                )));
-            }
-        }
-        // Subscribe before replaying so nothing falls between the two.
-        let mut live = identity.events().subscribe();
-        let mut authorization = identity.authorization_changes();
-        let (tx, rx) = mpsc::channel(WATCHER_BUFFER);
-        let (end_tx, end_rx) = tokio::sync::oneshot::channel::<Status>();
-        tokio::spawn(async move {
-            let ending = async {
-                let mut last = 0;
-                if let Some(after) = after {
-                    last = after;
-                    loop {
-                        // A replay is long: the caller is re-checked per batch.
-                        identity.recheck(&caller).map_err(|f| super::bearer_refused(&identity, f))?;
-                        let batch = identity.events().replay(last, REPLAY_BATCH).await.map_err(Status::from)?;
-                        if batch.is_empty() {
-                            break;
-                        }
-                        for event in batch {
-                            last = event.sequence;
-                            if tx
-                                .send(Ok(pb::WatchEventsResponse { event: Some(convert::event(&event)) }))
-                                .await
-                                .is_err()
-                            {
-                                return Ok(());
-                            }
-                        }
-                    }
-                }
-                let shutting_down = identity.shutting_down();
-                tokio::pin!(shutting_down);
-                let expiry = tokio::time::sleep(until_expiry(&caller));
-                tokio::pin!(expiry);
-                loop {
-                    let event = tokio::select! {
-                        // Authorization first: nothing more is sent to a
-                        // caller who lost the right to see it.
-                        biased;
-                        changed = authorization.changed() => {
-                            if changed.is_err() {
-                                return Err(Status::unavailable("the server is shutting down; reconnect"));
-                            }
-                            identity.recheck(&caller).map_err(|f| super::bearer_refused(&identity, f))?;
-                            continue;
-                        }
-                        () = &mut expiry => {
-                            identity.recheck(&caller).map_err(|f| super::bearer_refused(&identity, f))?;
-                            expiry.as_mut().reset(tokio::time::Instant::now() + until_expiry(&caller));
-                            continue;
-                        }
-                        () = &mut shutting_down => {
-                            return Err(Status::unavailable(format!(
-                                "the server is shutting down; reconnect (to another instance) with after_sequence={last}"
-                            )));
-                        }
-                        event = live.recv() => event,
-                    };
-                    let event = match event {
-                        Ok(event) => event,
-                        Err(RecvError::Lagged(_)) => break,
-                        Err(RecvError::Closed) => return Ok(()),
-                    };
-                    if event.sequence <= last {
-                        continue;
-                    }
-                    // Never wait on a watcher: writers must not slow down for it.
-                    match tx.try_send(Ok(pb::WatchEventsResponse { event: Some(convert::event(&event)) })) {
-                        Ok(()) => last = event.sequence,
-                        Err(mpsc::error::TrySendError::Full(_)) => break,
-                        Err(mpsc::error::TrySendError::Closed(_)) => return Ok(()),
-                    }
-                }
-                Err(Status::aborted(format!("watcher fell too far behind; resume with after_sequence={last}")))
-            };
-            if let Err(status) = ending.await {
-                let _ = end_tx.send(status);
-            }
+        let events = watch.map(move |item| match item {
+            Ok(event) => Ok(pb::WatchEventsResponse { event: Some(convert::event(&event)) }),
+            Err(end) => Err(watch_end_status(&identity, end)),
         });
-        // The buffered events first, then the reason the stream ended.
-        let events = tokio_stream::wrappers::ReceiverStream::new(rx);
-        let ending = futures::stream::once(end_rx).filter_map(|end| async move { end.ok().map(Err) });
-        Ok(Response::new(Box::pin(events.chain(ending))))
+        Ok(Response::new(Box::pin(events)))
     }
 
     async fn rotate_signing_key(

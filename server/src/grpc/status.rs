@@ -17,6 +17,7 @@ impl From<DomainError> for Status {
             DomainError::NotFound(message) => Status::not_found(message),
             DomainError::AlreadyExists(message) => Status::already_exists(message),
             DomainError::FailedPrecondition(message) => Status::failed_precondition(message),
+            DomainError::OutOfRange(message) => Status::out_of_range(message),
             DomainError::ResourceExhausted { message, retry_after } => {
                 let mut status = Status::resource_exhausted(message);
                 if let Some(after) = retry_after

@@ -6,7 +6,9 @@ use std::sync::Arc;
 
 use std::time::Duration;
 
-use super::{Expired, RevocationCause, RotateOutcome, Rotation, SessionQuery, Store, StoreError, TokenQuery};
+use crate::domain::port::{
+    Expired, RevocationCause, RotateOutcome, Rotation, SessionQuery, Store, StoreError, TokenQuery,
+};
 use crate::domain::{
     SessionId, Timestamp, TokenId, UserId,
     event::{EventKind, EventRecord},

@@ -46,8 +46,6 @@ use sled::{
 };
 
 use super::{
-    EventStore, Expired, KeyStore, LoginThrottle, RevocationCause, RevocationLog, RevokeOutcome, RotateOutcome,
-    Rotation, SessionQuery, SessionStore, Store, StoreError, TokenQuery, UserStore,
     group_commit::GroupCommit,
     high_water::{HighWaterFile, HighWaterMark, HighWaterRecorder, OnDataLoss},
 };
@@ -56,6 +54,10 @@ use crate::domain::{
     event::{EventClass, EventKind, EventRecord},
     keys::{KeyState, SigningKeyRecord},
     lockout::{AttemptOutcome, AttemptStep, FailureRecord, LockoutPolicy},
+    port::{
+        EventStore, Expired, KeyStore, LoginThrottle, RevocationCause, RevocationLog, RevokeOutcome, RotateOutcome,
+        Rotation, SessionQuery, SessionStore, Store, StoreError, TokenQuery, UserStore,
+    },
     revocation::{RevocationEntry, RevocationTarget},
     session::{RefreshRecord, RefreshTokenHash, SessionRecord, SessionState, TokenKind, TokenRecord, TokenState},
     user::UserRecord,

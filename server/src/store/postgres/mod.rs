@@ -37,15 +37,15 @@ use tokio_postgres::{
 };
 use uuid::Uuid;
 
-use super::{
-    Changes, EventStore, Expired, KeyStore, LoginThrottle, RevocationCause, RevocationLog, RevokeOutcome,
-    RotateOutcome, Rotation, SessionQuery, SessionStore, Store, StoreError, TokenQuery, UserRulesLock, UserStore,
-};
 use crate::domain::{
     SessionId, Timestamp, TokenId, UserId,
     event::{EventClass, EventRecord},
     keys::{KeyState, SigningKeyRecord},
     lockout::{AttemptOutcome, AttemptStep, FailureRecord, LockoutPolicy},
+    port::{
+        Changes, EventStore, Expired, KeyStore, LoginThrottle, RevocationCause, RevocationLog, RevokeOutcome,
+        RotateOutcome, Rotation, SessionQuery, SessionStore, Store, StoreError, TokenQuery, UserRulesLock, UserStore,
+    },
     revocation::{RevocationEntry, RevocationTarget},
     session::{RefreshRecord, RefreshTokenHash, SessionRecord, SessionState, TokenKind, TokenRecord, TokenState},
     user::UserRecord,
