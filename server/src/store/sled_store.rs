@@ -4,7 +4,9 @@
 //! Every multi-record change (a login, a rotation, a revocation, an expiry)
 //! is one sled transaction over the record trees, so records and their
 //! indexes never disagree; every acknowledged write is then made durable
-//! through [`GroupCommit`] before it returns.
+//! through [`GroupCommit`] before it returns. What a rotation, a revocation
+//! or a key change writes is the domain's decision: the transaction reads
+//! the records, asks the domain, and writes its answer.
 //!
 //! Durability: sled's `flush` writes and syncs its log with
 //! `sync_file_range`, which survives the death of the process (`kill -9`)

@@ -4,9 +4,11 @@
 //! - Durability is the committed transaction (`synchronous_commit` left on):
 //!   a write is acknowledged only after `COMMIT` returned.
 //! - Every multi-record change is one explicit transaction; rows are locked
-//!   (`FOR UPDATE`) before they are changed, and a refresh rotation is a
-//!   conditional `UPDATE … WHERE current_refresh = presented`, so two
+//!   (`FOR UPDATE`) before they are read for a decision and changed, so two
 //!   instances presenting one refresh token at once rotate it at most once.
+//!   The business rules (what a rotation or a revocation writes, what a key
+//!   change writes) are the domain's: this engine reads the rows, asks the
+//!   domain, and writes its answer in the same transaction.
 //! - The revocation log and the event log take their sequence numbers under
 //!   an advisory lock held until commit, so sequence order is commit order:
 //!   an instance that catches up "after sequence N" never skips an entry.
@@ -238,19 +240,22 @@ async fn update_session<C: GenericClient + Sync>(
     .map(drop)
 }
 
-async fn insert_token<C: GenericClient + Sync>(client: &C, t: &TokenRecord) -> Result<(), StoreError> {
+/// Records new tokens in one statement: a login and a rotation each record
+/// two, and a round trip saved there is saved on every login and refresh.
+async fn insert_tokens<C: GenericClient + Sync>(client: &C, tokens: &[TokenRecord]) -> Result<(), StoreError> {
+    let ids: Vec<Uuid> = tokens.iter().map(|t| t.id.uuid()).collect();
+    let sessions: Vec<Uuid> = tokens.iter().map(|t| t.session_id.uuid()).collect();
+    let users: Vec<Uuid> = tokens.iter().map(|t| t.user_id.uuid()).collect();
+    let expiries: Vec<i64> = tokens.iter().map(|t| t.expires_at.as_millis()).collect();
+    let hashes: Vec<Option<Vec<u8>>> = tokens.iter().map(|t| t.refresh_hash.map(|h| h.0.to_vec())).collect();
+    let records: Vec<Json<&TokenRecord>> = tokens.iter().map(Json).collect();
     execute(
         client,
         "INSERT INTO tokens (id, session_id, user_id, active, expires_at, refresh_hash, body)
-         VALUES ($1, $2, $3, true, $4, $5, $6)",
-        &[
-            &t.id.uuid(),
-            &t.session_id.uuid(),
-            &t.user_id.uuid(),
-            &t.expires_at.as_millis(),
-            &t.refresh_hash.map(|h| h.0.to_vec()),
-            &Json(t),
-        ],
+         SELECT id, session_id, user_id, true, expires_at, refresh_hash, body
+         FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::bigint[], $5::bytea[], $6::jsonb[])
+           AS t(id, session_id, user_id, expires_at, refresh_hash, body)",
+        &[&ids, &sessions, &users, &expiries, &hashes, &records],
     )
     .await
     .map(drop)
@@ -434,9 +439,7 @@ impl SessionStore for PgStore {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(pg)?;
         insert_session(&tx, session).await?;
-        for token in refresh_rotation::carrying_hash(tokens, session.current_refresh, refresh_hash) {
-            insert_token(&tx, &token).await?;
-        }
+        insert_tokens(&tx, &refresh_rotation::carrying_hash(tokens, session.current_refresh, refresh_hash)).await?;
         tx.commit().await.map_err(pg)
     }
 
@@ -478,9 +481,7 @@ impl SessionStore for PgStore {
         match refresh_rotation::decide(rotation, session, presented) {
             RotationDecision::Rotate(writes) => {
                 put_ended_token(&tx, &writes.rotated, rotation.now).await?;
-                for token in &writes.issued {
-                    insert_token(&tx, token).await?;
-                }
+                insert_tokens(&tx, &writes.issued).await?;
                 update_session(&tx, &writes.session, None).await?;
                 tx.commit().await.map_err(pg)?;
                 Ok(writes.outcome())
