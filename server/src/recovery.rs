@@ -16,8 +16,9 @@ use crate::{
     domain::{
         DomainError, Identity, Secret,
         password::{base64_url, fill_random},
+        port::{Store, StoreError},
     },
-    store::{Store, StoreError, postgres::PgStore, sled_store::SledStore},
+    store::{postgres::PgStore, sled_store::SledStore},
 };
 
 /// What `sigil-server` can do instead of serving.

@@ -13,13 +13,17 @@ use tonic::transport::ServerTlsConfig;
 
 use crate::{
     config::{Config, ListenAddr, PublicUrl},
-    domain::{Identity, Secret, user::UserRecord},
+    domain::{
+        Identity, Secret,
+        port::{Changes, Store, StoreError},
+        user::UserRecord,
+    },
     grpc::{
         admin::{AdminApi, AdminGuard},
         identity::IdentityApi,
     },
     listener::{Admission, AdmittingAcceptor, ConnectionLimits},
-    store::{Store, postgres::PgStore, sled_store::SledStore},
+    store::{postgres::PgStore, sled_store::SledStore},
 };
 use tonic_health::{
     ServingStatus,
@@ -89,7 +93,7 @@ pub enum ServerError {
     },
     /// The store failed.
     #[error(transparent)]
-    Store(#[from] crate::store::StoreError),
+    Store(#[from] StoreError),
     /// The domain core failed to start.
     #[error(transparent)]
     Domain(#[from] crate::domain::DomainError),
@@ -180,7 +184,7 @@ pub async fn start(config: &Config, admin_password: Option<Secret<String>>) -> R
         Some(url) => {
             let ca = match &config.database_ca {
                 Some(path) => Some(std::fs::read(path).map_err(|e| {
-                    crate::store::StoreError::Backend(format!("cannot read the database CA {}: {e}", path.display()))
+                    StoreError::Backend(format!("cannot read the database CA {}: {e}", path.display()))
                 })?),
                 None => None,
             };
@@ -548,7 +552,7 @@ async fn report_store_health(
 /// case a signal was lost (see `domain::cluster`).
 async fn follow_peers(
     identity: Arc<Identity>,
-    changes: Arc<crate::store::Changes>,
+    changes: Arc<Changes>,
     every: Duration,
     mut stop: watch::Receiver<bool>,
 ) -> Result<(), ServerError> {

@@ -7,8 +7,11 @@ use std::{path::Path, process::Output, time::Duration};
 
 use sigil_proto::pb;
 use sigil_server::{
-    domain::event::EventKind,
-    store::{EventStore as _, Store as _, UserStore as _, sled_store::SledStore},
+    domain::{
+        event::EventKind,
+        port::{EventStore as _, Store as _, UserStore as _},
+    },
+    store::sled_store::SledStore,
 };
 use sigil_tests::{ADMIN_PASSWORD, ChildServer, login, login_request, server_binary};
 use tonic::Code;

@@ -34,7 +34,7 @@ async fn a_version_1_database_keeps_its_revocations_and_classifies_its_events() 
     let Some(postgres) = Postgres::shared() else { return };
     let url = postgres.fresh_database().await;
     let store = PgStore::connect(&url, None).await.expect("PostgreSQL store opens");
-    sigil_server::store::Store::close(&*store).await.expect("close");
+    sigil_server::domain::port::Store::close(&*store).await.expect("close");
 
     let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.expect("connects");
     tokio::spawn(connection);
@@ -66,7 +66,7 @@ async fn a_version_1_database_keeps_its_revocations_and_classifies_its_events() 
     client.execute("SELECT setval('revocation_sequence', 1)", &[]).await.expect("sequence");
 
     let store = PgStore::connect(&url, None).await.expect("the upgrade applies");
-    use sigil_server::store::{EventStore as _, RevocationLog as _};
+    use sigil_server::domain::port::{EventStore as _, RevocationLog as _};
     let live = store.revocations_live(Timestamp::now()).await.expect("live");
     assert_eq!(live.len(), 1, "the old revocation is still live: {live:?}");
     assert_eq!(live[0].target, RevocationTarget::Session(session));

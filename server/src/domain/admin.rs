@@ -4,15 +4,16 @@
 //! caller, in one place in the gRPC adapter.
 
 use super::{
-    DomainError, Identity, Secret, SessionId, Timestamp, UserId,
+    DomainError, Identity, Secret, SessionId, Timestamp, TokenId, UserId,
     event::{EventKind, EventRecord},
     identity::check_password,
     keys::{KeyState, SigningKeyRecord},
+    port::{RevocationCause, RevokeOutcome, SessionQuery, StoreError, TokenQuery, UserRulesLock},
     revocation::RevocationTarget,
     session::{SessionRecord, TokenRecord},
+    token::VerifiedToken,
     user::{ADMIN_ROLE, UserRecord, check_role, normalize_username},
 };
-use crate::store::{RevocationCause, RevokeOutcome, SessionQuery, StoreError, TokenQuery};
 
 /// A user with its active-session count, as listings show it.
 #[derive(Debug, Clone)]
@@ -218,7 +219,7 @@ impl Identity {
     /// callers without holding a database connection each.
     async fn lock_admin_changes(
         &self,
-    ) -> Result<(tokio::sync::MutexGuard<'_, ()>, Option<crate::store::UserRulesLock>), DomainError> {
+    ) -> Result<(tokio::sync::MutexGuard<'_, ()>, Option<UserRulesLock>), DomainError> {
         let local = self.admin_changes.lock().await;
         let shared = self.store.lock_user_rules().await?;
         Ok((local, shared))
@@ -315,11 +316,20 @@ impl Identity {
         Ok(())
     }
 
-    /// One page of sessions; states as of now, last-seen times including
-    /// validations not yet written to the store.
-    pub async fn list_sessions(&self, query: &SessionQuery) -> Result<Vec<SessionRecord>, DomainError> {
+    /// One page of sessions after `after` (of `user`'s only, if named; with
+    /// revoked and expired ones if `include_inactive`), at most `limit`;
+    /// states as of now, last-seen times including validations not yet
+    /// written to the store.
+    pub async fn list_sessions(
+        &self,
+        user: Option<UserId>,
+        include_inactive: bool,
+        after: Option<SessionId>,
+        limit: usize,
+    ) -> Result<Vec<SessionRecord>, DomainError> {
         let now = Timestamp::now();
-        let mut sessions = self.store.list_sessions(query).await?;
+        let query = SessionQuery { user, include_inactive, after, limit };
+        let mut sessions = self.store.list_sessions(&query).await?;
         for session in &mut sessions {
             session.state = session.state_at(now);
             if let Some(seen) = self.last_seen.get(&session.id) {
@@ -329,10 +339,32 @@ impl Identity {
         Ok(sessions)
     }
 
-    /// One page of token records; states as of now.
-    pub async fn list_tokens(&self, query: &TokenQuery) -> Result<Vec<TokenRecord>, DomainError> {
+    /// The caller's own sessions, one page as [`Identity::list_sessions`]
+    /// gives it: whatever the caller's roles, never another user's.
+    pub async fn list_my_sessions(
+        &self,
+        caller: &VerifiedToken,
+        include_inactive: bool,
+        after: Option<SessionId>,
+        limit: usize,
+    ) -> Result<Vec<SessionRecord>, DomainError> {
+        self.list_sessions(Some(caller.user_id), include_inactive, after, limit).await
+    }
+
+    /// One page of token records after `after` (of `session`'s and
+    /// `user`'s only, if named; with revoked, expired and rotated ones if
+    /// `include_inactive`), at most `limit`; states as of now.
+    pub async fn list_tokens(
+        &self,
+        session: Option<SessionId>,
+        user: Option<UserId>,
+        include_inactive: bool,
+        after: Option<TokenId>,
+        limit: usize,
+    ) -> Result<Vec<TokenRecord>, DomainError> {
         let now = Timestamp::now();
-        let mut tokens = self.store.list_tokens(query).await?;
+        let query = TokenQuery { session, user, include_inactive, after, limit };
+        let mut tokens = self.store.list_tokens(&query).await?;
         for token in &mut tokens {
             token.state = token.state_at(now);
         }

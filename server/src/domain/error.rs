@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::store::StoreError;
+use super::port::StoreError;
 
 /// Why a domain operation failed.
 #[derive(Debug, thiserror::Error)]

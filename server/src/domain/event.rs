@@ -20,8 +20,7 @@ use std::sync::{
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Mutex, broadcast};
 
-use super::{DomainError, SessionId, Timestamp, TokenId, UserId};
-use crate::store::Store;
+use super::{DomainError, SessionId, Timestamp, TokenId, UserId, port::Store};
 
 /// What happened. Mirrors `sigil.v1.EventKind`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -18,6 +18,7 @@ use super::{
     },
     lockout::{AttemptOutcome, AttemptStep, LockoutPolicy, throttle_key},
     password::{PasswordHasher, base64_url, fill_random},
+    port::{RevokeOutcome, RotateOutcome, Rotation, Store},
     revocation::RevocationIndex,
     session::{NewRefreshToken, RefreshTokenHash, SessionRecord, SessionState, TokenKind, TokenRecord, TokenState},
     session_revocation,
@@ -25,7 +26,6 @@ use super::{
     token::{self, AccessClaims, TokenVerifier, ValidationFailure, VerifiedToken},
     user::{ADMIN_ROLE, UserRecord, normalize_username},
 };
-use crate::store::{RevokeOutcome, RotateOutcome, Rotation, Store};
 
 /// Tunables of the identity service.
 #[derive(Clone, Debug)]
@@ -118,6 +118,29 @@ pub struct IssuedTokens {
     pub session_id: SessionId,
     /// The user.
     pub user_id: UserId,
+}
+
+/// The credentials of a login, checked for form, as the credential check
+/// reads them.
+struct LoginAttempt<'a> {
+    /// The normalized username.
+    username: &'a str,
+    /// The password.
+    password: &'a Secret<String>,
+    /// Where the call came from, for the audit trail.
+    client_address: &'a str,
+}
+
+/// What a login asks of the session it opens, checked for form.
+struct SessionTerms {
+    /// The access tokens' audience; the default when `None`.
+    audience: Option<String>,
+    /// The device name, if given.
+    device_name: Option<String>,
+    /// Where the call came from.
+    client_address: String,
+    /// The caller's `user-agent`.
+    user_agent: String,
 }
 
 /// What `Revoke` is asked to end.
@@ -281,103 +304,154 @@ impl Identity {
     /// Checks credentials and opens a session. Every credential failure is
     /// the same [`DomainError::InvalidCredentials`] after the same argon2 work.
     pub async fn authenticate(&self, login: Login) -> Result<IssuedTokens, DomainError> {
-        let username = normalize_username(&login.username)?;
-        check_password(&login.password)?;
-        let device_name = check_optional("device_name", login.device_name, MAX_DEVICE_NAME_BYTES)?;
-        let audience = check_optional("audience", login.audience, MAX_AUDIENCE_BYTES)?;
+        let Login { username, password, device_name, audience, client_address, client_ip, user_agent } = login;
+        let username = normalize_username(&username)?;
+        check_password(&password)?;
+        let device_name = check_optional("device_name", device_name, MAX_DEVICE_NAME_BYTES)?;
+        let audience = check_optional("audience", audience, MAX_AUDIENCE_BYTES)?;
+        let attempt = LoginAttempt { username: &username, password: &password, client_address: &client_address };
+        let user = self.check_credentials(&attempt, client_ip).await?;
+        self.open_session(user, SessionTerms { audience, device_name, client_address, user_agent }).await
+    }
 
+    /// The credential check of a login: the address and account limits,
+    /// the argon2 verification and the disabled flag. Returns the user as
+    /// read before the hash was verified; every way of failing that says
+    /// something about the account is [`DomainError::InvalidCredentials`].
+    async fn check_credentials(
+        &self,
+        attempt: &LoginAttempt<'_>,
+        client_ip: Option<std::net::IpAddr>,
+    ) -> Result<UserRecord, DomainError> {
         // A blocked address is refused before any work: this says nothing
         // about the account, only about the address.
-        let address_key = self.address_throttle_key(login.client_ip);
-        if let Some(key) = &address_key
-            && let Some(wait) = self.store.login_failures(key).await?.and_then(|f| f.locked_for(Timestamp::now()))
-        {
+        let address_key = self.address_throttle_key(client_ip);
+        if let Some(key) = &address_key {
+            self.refuse_blocked_address(key).await?;
+        }
+
+        let user = self.store.user_by_name(attempt.username).await?;
+        let key = throttle_key(attempt.username, user.as_ref().map(|u| u.id));
+        let policy = &self.settings.lockout;
+        let now = Timestamp::now();
+        // Only a name that is a user's is recorded: an unknown "name" may
+        // well be a password typed into the wrong field.
+        let known_name = user.as_ref().map(|u| u.username.clone());
+        let ticket = self.admit_attempt(&key, now, attempt, &known_name).await?;
+        // The hash is verified even for unknown or disabled accounts, so
+        // that every outcome of an evaluated attempt costs the same time.
+        let verified = self.hasher.verify(attempt.password, user.as_ref().map(|u| u.password_hash.as_str())).await;
+        let succeeded = matches!(verified, Ok(true)) && user.as_ref().is_some_and(|u| !u.disabled);
+        let end = AttemptStep::End { ticket, succeeded };
+        let ended = self.store.login_attempt(&key, end, Timestamp::now(), policy).await?;
+        verified?;
+        match user {
+            Some(user) if succeeded => Ok(user),
+            _ => {
+                let locked_by_this = matches!(ended, AttemptOutcome::Ended { locked: true });
+                self.count_failed_login(attempt, address_key.as_deref(), now, known_name, locked_by_this).await?;
+                Err(DomainError::InvalidCredentials)
+            }
+        }
+    }
+
+    /// Refuses a login from a client address that failed too often.
+    async fn refuse_blocked_address(&self, address_key: &str) -> Result<(), DomainError> {
+        if let Some(wait) = self.store.login_failures(address_key).await?.and_then(|f| f.locked_for(Timestamp::now())) {
             self.rates.login_failures.record();
             return Err(DomainError::ResourceExhausted {
                 message: "too many failed logins from this address; retry later".into(),
                 retry_after: Some(wait),
             });
         }
+        Ok(())
+    }
 
-        let user = self.store.user_by_name(&username).await?;
-        let key = throttle_key(&username, user.as_ref().map(|u| u.id));
+    /// Admits the attempt against the account's counter under `key`, and
+    /// returns its ticket, or refuses it (locked, or too many in flight).
+    async fn admit_attempt(
+        &self,
+        key: &str,
+        now: Timestamp,
+        attempt: &LoginAttempt<'_>,
+        known_name: &Option<String>,
+    ) -> Result<Timestamp, DomainError> {
         // The attempt is admitted before it is evaluated, in one atomic and
         // durable step that counts it against the threshold while it runs:
         // however many guesses arrive at once, no more than the threshold
         // are ever evaluated per window, and a kill -9 forgets none of them.
-        let policy = &self.settings.lockout;
-        let now = Timestamp::now();
-        // Only a name that is a user's is recorded: an unknown "name" may
-        // well be a password typed into the wrong field.
-        let known_name = user.as_ref().map(|u| u.username.clone());
-        let ticket = match self.store.login_attempt(&key, AttemptStep::Begin, now, policy).await? {
-            AttemptOutcome::Admitted(ticket) => ticket,
+        match self.store.login_attempt(key, AttemptStep::Begin, now, &self.settings.lockout).await? {
+            AttemptOutcome::Admitted(ticket) => Ok(ticket),
             AttemptOutcome::Locked(wait) => {
                 self.rates.login_failures.record();
                 let mut refused = EventRecord::new(EventKind::LoginFailed).detail(format!(
                     "from {}: account locked{}",
-                    login.client_address,
-                    unknown_note(&known_name)
+                    attempt.client_address,
+                    unknown_note(known_name)
                 ));
-                refused.username = known_name;
+                refused.username.clone_from(known_name);
                 self.events.publish(vec![refused]).await;
-                return Err(DomainError::ResourceExhausted {
+                Err(DomainError::ResourceExhausted {
                     message: "too many failed logins for this account; retry later".into(),
                     retry_after: Some(wait),
-                });
+                })
             }
             AttemptOutcome::Busy | AttemptOutcome::Ended { .. } => {
                 self.rates.login_failures.record();
-                return Err(DomainError::ResourceExhausted {
+                Err(DomainError::ResourceExhausted {
                     message: "too many login attempts for this account are in progress; retry in a moment".into(),
                     retry_after: Some(Duration::from_secs(1)),
-                });
+                })
             }
-        };
-        // The hash is verified even for unknown or disabled accounts, so
-        // that every outcome of an evaluated attempt costs the same time.
-        let verified = self.hasher.verify(&login.password, user.as_ref().map(|u| u.password_hash.as_str())).await;
-        let succeeded = matches!(verified, Ok(true)) && user.as_ref().is_some_and(|u| !u.disabled);
-        let end = AttemptStep::End { ticket, succeeded };
-        let ended = self.store.login_attempt(&key, end, Timestamp::now(), policy).await?;
-        verified?;
-        let locked_by_this = matches!(ended, AttemptOutcome::Ended { locked: true });
-        let user = match user {
-            Some(user) if succeeded => user,
-            _ => {
-                self.rates.login_failures.record();
-                if let Some(address_key) = &address_key {
-                    let (_, blocked) =
-                        self.store.record_login_failure(address_key, now, &self.settings.address_lockout).await?;
-                    if blocked {
-                        tracing::warn!(client = %login.client_address, "client address blocked after repeated failed logins");
-                    }
-                }
-                let mut events = vec![EventRecord::new(EventKind::LoginFailed).detail(format!(
-                    "from {}{}",
-                    login.client_address,
-                    unknown_note(&known_name)
-                ))];
-                if locked_by_this {
-                    match &known_name {
-                        Some(name) => tracing::warn!(username = %name, "account locked after repeated failed logins"),
-                        None => tracing::warn!("an unknown username was locked after repeated failed logins"),
-                    }
-                    events.push(EventRecord::new(EventKind::AccountLocked).detail(format!(
-                        "{} failed logins within {}{}",
-                        policy.threshold,
-                        humantime::format_duration(policy.window),
-                        unknown_note(&known_name)
-                    )));
-                }
-                for event in &mut events {
-                    event.username.clone_from(&known_name);
-                }
-                self.events.publish(events).await;
-                return Err(DomainError::InvalidCredentials);
-            }
-        };
+        }
+    }
 
+    /// Counts a failed login (against its client address too, when that
+    /// limit is on) and publishes it, with the lock it caused, if any.
+    async fn count_failed_login(
+        &self,
+        attempt: &LoginAttempt<'_>,
+        address_key: Option<&str>,
+        now: Timestamp,
+        known_name: Option<String>,
+        locked_by_this: bool,
+    ) -> Result<(), DomainError> {
+        self.rates.login_failures.record();
+        if let Some(address_key) = address_key {
+            let (_, blocked) =
+                self.store.record_login_failure(address_key, now, &self.settings.address_lockout).await?;
+            if blocked {
+                tracing::warn!(client = %attempt.client_address, "client address blocked after repeated failed logins");
+            }
+        }
+        let mut events = vec![EventRecord::new(EventKind::LoginFailed).detail(format!(
+            "from {}{}",
+            attempt.client_address,
+            unknown_note(&known_name)
+        ))];
+        if locked_by_this {
+            match &known_name {
+                Some(name) => tracing::warn!(username = %name, "account locked after repeated failed logins"),
+                None => tracing::warn!("an unknown username was locked after repeated failed logins"),
+            }
+            let policy = &self.settings.lockout;
+            events.push(EventRecord::new(EventKind::AccountLocked).detail(format!(
+                "{} failed logins within {}{}",
+                policy.threshold,
+                humantime::format_duration(policy.window),
+                unknown_note(&known_name)
+            )));
+        }
+        for event in &mut events {
+            event.username.clone_from(&known_name);
+        }
+        self.events.publish(events).await;
+        Ok(())
+    }
+
+    /// Opens a session for `user`, whose credentials were just checked: the
+    /// session and its refresh and access tokens, stored, then announced.
+    async fn open_session(&self, user: UserRecord, terms: SessionTerms) -> Result<IssuedTokens, DomainError> {
         // The user as it stands now, not as read before the hash: a
         // demotion, a disabling, a deletion or a new password committed
         // meanwhile must not be undone by this login. The ids (whose UUIDv7
@@ -394,22 +468,7 @@ impl Identity {
             _ => return Err(DomainError::InvalidCredentials),
         };
         let refresh = NewRefreshToken::generate()?;
-        let session = SessionRecord {
-            id: session_id,
-            user_id: user.id,
-            username: user.username.clone(),
-            audience: vec![audience.unwrap_or_else(|| self.settings.default_audience.clone())],
-            created_at: now,
-            last_seen_at: now,
-            expires_at: now.plus(self.settings.session_ttl),
-            client_address: login.client_address,
-            user_agent: truncate_to(&login.user_agent, MAX_USER_AGENT_BYTES).to_string(),
-            device_name: device_name.unwrap_or_default(),
-            state: SessionState::Active,
-            revoked_at: None,
-            revoke_reason: None,
-            current_refresh: refresh_id,
-        };
+        let session = self.new_session(session_id, refresh_id, &user, terms, now);
         let refresh_record =
             self.token_record(&session, session.current_refresh, TokenKind::Refresh, now, session.expires_at);
         let (access_token, access_record) = self.issue_access_token(&session, access_id, &user.roles, now)?;
@@ -448,6 +507,33 @@ impl Identity {
             session_id: session.id,
             user_id: user.id,
         })
+    }
+
+    /// The record of a session opened at `now` for `user` on `terms`.
+    fn new_session(
+        &self,
+        id: SessionId,
+        current_refresh: TokenId,
+        user: &UserRecord,
+        terms: SessionTerms,
+        now: Timestamp,
+    ) -> SessionRecord {
+        SessionRecord {
+            id,
+            user_id: user.id,
+            username: user.username.clone(),
+            audience: vec![terms.audience.unwrap_or_else(|| self.settings.default_audience.clone())],
+            created_at: now,
+            last_seen_at: now,
+            expires_at: now.plus(self.settings.session_ttl),
+            client_address: terms.client_address,
+            user_agent: truncate_to(&terms.user_agent, MAX_USER_AGENT_BYTES).to_string(),
+            device_name: terms.device_name.unwrap_or_default(),
+            state: SessionState::Active,
+            revoked_at: None,
+            revoke_reason: None,
+            current_refresh,
+        }
     }
 
     /// The failure counter of a client address, when the per-address limit is on.

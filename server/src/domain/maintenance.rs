@@ -10,8 +10,8 @@ use super::{
     DomainError, Identity, Timestamp,
     event::{EventKind, EventRecord},
     keys::KeyState,
+    port::Expired,
 };
-use crate::store::Expired;
 
 /// What one sweep did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]

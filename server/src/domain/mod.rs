@@ -1,5 +1,6 @@
 //! The domain core: users, sessions, tokens, signing keys and the revocation
-//! index, and [`Identity`], the service that ties them together.
+//! index, the persistence port the store engines implement ([`port`]), and
+//! [`Identity`], the service that ties them together.
 //!
 //! Nothing here knows about gRPC: the adapters in [`crate::grpc`] translate
 //! requests into calls on [`Identity`] and [`DomainError`]s into statuses.
@@ -16,6 +17,7 @@ pub mod limits;
 pub mod lockout;
 pub mod maintenance;
 pub mod password;
+pub mod port;
 pub mod recovery;
 pub mod refresh_rotation;
 pub mod revocation;

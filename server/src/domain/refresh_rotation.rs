@@ -9,9 +9,9 @@
 
 use super::{
     TokenId,
+    port::{RotateOutcome, Rotation},
     session::{RefreshTokenHash, SessionRecord, TokenRecord, TokenState},
 };
-use crate::store::{RotateOutcome, Rotation};
 
 /// The token records as stored: the one that is (or becomes) the session's
 /// current refresh token carries `hash`, by which it is found when

@@ -15,8 +15,10 @@ use std::time::Duration;
 use dashmap::DashMap;
 use serde::{Deserialize, Serialize};
 
-use super::{Identity, SessionId, Timestamp, TokenId, UserId, token::ValidationFailure, token::VerifiedToken};
-use crate::store::RevocationCause;
+use super::{
+    Identity, SessionId, Timestamp, TokenId, UserId, port::RevocationCause, token::ValidationFailure,
+    token::VerifiedToken,
+};
 
 /// What a revocation log entry applies to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

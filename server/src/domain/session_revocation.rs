@@ -10,10 +10,10 @@
 use super::{
     UserId,
     event::{EventKind, EventRecord},
+    port::{RevocationCause, RevokeOutcome},
     revocation::{RevocationEntry, RevocationTarget},
     session::{SessionRecord, SessionState, TokenKind, TokenRecord, TokenState},
 };
-use crate::store::{RevocationCause, RevokeOutcome};
 
 /// What a revocation writes.
 #[derive(Debug, Clone, Default)]

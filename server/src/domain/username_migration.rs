@@ -4,9 +4,9 @@
 use super::{
     DomainError, Identity,
     event::{EventKind, EventRecord},
+    port::StoreError,
     user::{UserRecord, is_canonical_username, normalize_username},
 };
-use crate::store::StoreError;
 
 impl Identity {
     /// Brings stored usernames to today's canonical form at start. Names

@@ -9,11 +9,8 @@ use tokio::sync::{broadcast::error::RecvError, mpsc};
 use tonic::{Request, Response, Status};
 
 use super::{bearer, convert, identity::parse_id};
-use crate::{
-    domain::{
-        Identity, Secret, SessionId, TokenId, UserId, admin::UserChanges, token::VerifiedToken, user::ADMIN_ROLE,
-    },
-    store::{SessionQuery, TokenQuery},
+use crate::domain::{
+    Identity, Secret, SessionId, TokenId, UserId, admin::UserChanges, token::VerifiedToken, user::ADMIN_ROLE,
 };
 
 /// The verified admin making a call, put in the request's extensions by
@@ -157,14 +154,11 @@ impl AdminService for AdminApi {
         request: Request<pb::ListSessionsRequest>,
     ) -> Result<Response<pb::ListSessionsResponse>, Status> {
         let req = request.into_inner();
-        let query = SessionQuery {
-            user: req.user_id.as_deref().filter(|u| !u.is_empty()).map(|u| parse_id("user_id", u)).transpose()?,
-            include_inactive: req.include_inactive,
-            after: convert::from_page_token(&req.page_token, SessionId::from_slice)?,
-            limit: convert::page_size(req.page_size),
-        };
-        let sessions = self.identity.list_sessions(&query).await?;
-        let next = convert::next_page_token(&sessions, query.limit, |s| s.id.as_bytes());
+        let user = req.user_id.as_deref().filter(|u| !u.is_empty()).map(|u| parse_id("user_id", u)).transpose()?;
+        let after = convert::from_page_token(&req.page_token, SessionId::from_slice)?;
+        let limit = convert::page_size(req.page_size);
+        let sessions = self.identity.list_sessions(user, req.include_inactive, after, limit).await?;
+        let next = convert::next_page_token(&sessions, limit, |s| s.id.as_bytes());
         Ok(Response::new(pb::ListSessionsResponse {
             sessions: sessions.iter().map(convert::session).collect(),
             next_page_token: next,
@@ -176,20 +170,13 @@ impl AdminService for AdminApi {
         request: Request<pb::ListTokensRequest>,
     ) -> Result<Response<pb::ListTokensResponse>, Status> {
         let req = request.into_inner();
-        let query = TokenQuery {
-            session: req
-                .session_id
-                .as_deref()
-                .filter(|s| !s.is_empty())
-                .map(|s| parse_id("session_id", s))
-                .transpose()?,
-            user: req.user_id.as_deref().filter(|u| !u.is_empty()).map(|u| parse_id("user_id", u)).transpose()?,
-            include_inactive: req.include_inactive,
-            after: convert::from_page_token(&req.page_token, TokenId::from_slice)?,
-            limit: convert::page_size(req.page_size),
-        };
-        let tokens = self.identity.list_tokens(&query).await?;
-        let next = convert::next_page_token(&tokens, query.limit, |t| t.id.as_bytes());
+        let session =
+            req.session_id.as_deref().filter(|s| !s.is_empty()).map(|s| parse_id("session_id", s)).transpose()?;
+        let user = req.user_id.as_deref().filter(|u| !u.is_empty()).map(|u| parse_id("user_id", u)).transpose()?;
+        let after = convert::from_page_token(&req.page_token, TokenId::from_slice)?;
+        let limit = convert::page_size(req.page_size);
+        let tokens = self.identity.list_tokens(session, user, req.include_inactive, after, limit).await?;
+        let next = convert::next_page_token(&tokens, limit, |t| t.id.as_bytes());
         Ok(Response::new(pb::ListTokensResponse {
             tokens: tokens.iter().map(convert::token).collect(),
             next_page_token: next,

@@ -11,7 +11,6 @@ use crate::{
         DomainError, Identity, Secret, SessionId,
         identity::{Login, RevokeTarget},
     },
-    store::SessionQuery,
     telemetry::{METRICS, Metrics},
 };
 
@@ -121,14 +120,10 @@ impl IdentityService for IdentityApi {
             Status::unauthenticated("ListMySessions needs `authorization: Bearer <access token>` metadata")
         })?;
         let req = request.into_inner();
-        let query = SessionQuery {
-            user: Some(caller.user_id),
-            include_inactive: req.include_inactive,
-            after: convert::from_page_token(&req.page_token, SessionId::from_slice)?,
-            limit: convert::page_size(req.page_size),
-        };
-        let sessions = self.identity.list_sessions(&query).await?;
-        let next = convert::next_page_token(&sessions, query.limit, |s| s.id.as_bytes());
+        let after = convert::from_page_token(&req.page_token, SessionId::from_slice)?;
+        let limit = convert::page_size(req.page_size);
+        let sessions = self.identity.list_my_sessions(&caller, req.include_inactive, after, limit).await?;
+        let next = convert::next_page_token(&sessions, limit, |s| s.id.as_bytes());
         Ok(Response::new(pb::ListMySessionsResponse {
             sessions: sessions.iter().map(convert::session).collect(),
             next_page_token: next,

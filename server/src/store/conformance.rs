@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use std::time::Duration;
 
-use super::{
+use crate::domain::port::{
     Expired, RevocationCause, RevokeOutcome, RotateOutcome, Rotation, SessionQuery, Store, StoreError, TokenQuery,
 };
 use crate::domain::{

@@ -17,7 +17,7 @@ use std::{sync::mpsc, thread};
 
 use tokio::sync::oneshot;
 
-use super::StoreError;
+use crate::domain::port::StoreError;
 
 type Waiter = oneshot::Sender<Result<(), StoreError>>;
 

@@ -48,8 +48,6 @@ use sled::{
 };
 
 use super::{
-    EventStore, Expired, KeyStore, LoginThrottle, RevocationCause, RevocationLog, RevokeOutcome, RotateOutcome,
-    Rotation, SessionQuery, SessionStore, Store, StoreError, TokenQuery, UserStore,
     group_commit::GroupCommit,
     high_water::{HighWaterFile, HighWaterMark, HighWaterRecorder, OnDataLoss},
 };
@@ -59,6 +57,10 @@ use crate::domain::{
     key_rotation,
     keys::SigningKeyRecord,
     lockout::{AttemptOutcome, AttemptStep, FailureRecord, LockoutPolicy},
+    port::{
+        EventStore, Expired, KeyStore, LoginThrottle, RevocationCause, RevocationLog, RevokeOutcome, RotateOutcome,
+        Rotation, SessionQuery, SessionStore, Store, StoreError, TokenQuery, UserStore,
+    },
     refresh_rotation::{self, RotationDecision, RotationWrites},
     revocation::{RevocationEntry, RevocationTarget},
     session::{RefreshRecord, RefreshTokenHash, SessionRecord, SessionState, TokenRecord, TokenState},

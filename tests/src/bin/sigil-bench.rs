@@ -822,10 +822,11 @@ async fn seed(dir: Option<&Path>, database_url: Option<&str>, sessions: usize, u
     use sigil_server::{
         domain::{
             SessionId, Timestamp, TokenId, UserId,
+            port::Store,
             session::{NewRefreshToken, SessionRecord, SessionState, TokenKind, TokenRecord, TokenState},
             user::UserRecord,
         },
-        store::{Store, postgres::PgStore, sled_store::SledStore},
+        store::{postgres::PgStore, sled_store::SledStore},
     };
     let store: Arc<dyn Store> = match (database_url, dir) {
         (Some(url), _) => PgStore::connect(url, None).await?,

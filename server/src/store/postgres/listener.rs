@@ -8,7 +8,7 @@
 
 use std::{sync::Arc, time::Duration};
 
-use crate::store::Changes;
+use crate::domain::port::Changes;
 use futures::StreamExt as _;
 use tokio_postgres::{
     AsyncMessage, Socket,

@@ -39,16 +39,16 @@ use tokio_postgres::{
 };
 use uuid::Uuid;
 
-use super::{
-    Changes, EventStore, Expired, KeyStore, LoginThrottle, RevocationCause, RevocationLog, RevokeOutcome,
-    RotateOutcome, Rotation, SessionQuery, SessionStore, Store, StoreError, TokenQuery, UserRulesLock, UserStore,
-};
 use crate::domain::{
     SessionId, Timestamp, TokenId, UserId,
     event::{EventClass, EventRecord},
     key_rotation,
     keys::SigningKeyRecord,
     lockout::{AttemptOutcome, AttemptStep, FailureRecord, LockoutPolicy},
+    port::{
+        Changes, EventStore, Expired, KeyStore, LoginThrottle, RevocationCause, RevocationLog, RevokeOutcome,
+        RotateOutcome, Rotation, SessionQuery, SessionStore, Store, StoreError, TokenQuery, UserRulesLock, UserStore,
+    },
     refresh_rotation::{self, RotationDecision},
     revocation::{RevocationEntry, RevocationTarget},
     session::{RefreshRecord, RefreshTokenHash, SessionRecord, SessionState, TokenRecord, TokenState},

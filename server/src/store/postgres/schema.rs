@@ -10,7 +10,7 @@
 use tokio_postgres::Client;
 
 use super::{MIGRATION_LOCK, pg};
-use crate::store::StoreError;
+use crate::domain::port::StoreError;
 
 /// Migrations in order; a migration, once released, is never edited.
 const MIGRATIONS: &[(i32, &str)] = &[

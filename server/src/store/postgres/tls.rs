@@ -4,7 +4,7 @@
 use rustls::{ClientConfig, RootCertStore, pki_types::CertificateDer, pki_types::pem::PemObject as _};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
-use crate::store::StoreError;
+use crate::domain::port::StoreError;
 
 /// A connector whose only trust anchors are the PEM certificates in `ca`.
 pub(super) fn connector(ca: &[u8]) -> Result<MakeRustlsConnect, StoreError> {
