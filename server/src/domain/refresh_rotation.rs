@@ -49,7 +49,7 @@ impl RotationWrites {
 #[derive(Debug, Clone)]
 pub enum RotationDecision {
     /// Rotate: write these, in the transaction that read the records.
-    Rotate(RotationWrites),
+    Rotate(Box<RotationWrites>),
     /// Write nothing and answer this ([`RotateOutcome::Reused`] or
     /// [`RotateOutcome::Ended`]).
     Refuse(RotateOutcome),
@@ -81,7 +81,7 @@ pub fn decide(rotation: &Rotation, session: Option<SessionRecord>, presented: Op
     );
     session.current_refresh = rotation.next_refresh.id;
     session.last_seen_at = rotation.now;
-    RotationDecision::Rotate(RotationWrites { rotated, issued, session })
+    RotationDecision::Rotate(Box::new(RotationWrites { rotated, issued, session }))
 }
 
 #[cfg(test)]

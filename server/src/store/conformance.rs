@@ -46,6 +46,7 @@ pub async fn run_all(store: Arc<dyn Store>) {
     revoking_a_user_names_each_session_it_ended(&*store).await;
     key_rotation_supersedes_only_the_active_key(&*store).await;
     retiring_a_key_twice_keeps_the_first_time(&*store).await;
+    a_revocation_racing_a_rotation_leaves_nothing_active(store.clone()).await;
 }
 
 fn user(name: &str) -> UserRecord {
@@ -819,4 +820,29 @@ pub async fn retiring_a_key_twice_keeps_the_first_time(store: &dyn Store) {
     assert_eq!((retired.state, retired.retired_at), (KeyState::Retired, Some(first)), "the first retirement stands");
     store.retire_signing_key("no-such-key", first).await.expect("retire unknown");
     assert_eq!(store.signing_keys().await.expect("keys").len(), keys.len(), "an unknown kid adds nothing");
+}
+
+/// A revocation racing a rotation of the same session: both calls succeed
+/// (no lock-order deadlock), and whichever commits first, the session ends
+/// revoked with none of its tokens left active.
+pub async fn a_revocation_racing_a_rotation_leaves_nothing_active(store: Arc<dyn Store>) {
+    let owner = user("conformance-revoke-race");
+    store.create_user(&owner).await.expect("create user");
+    for _ in 0..5 {
+        let f = open_session(&*store, &owner).await;
+        let rotation = rotation_at(&f.session, f.session.current_refresh, Timestamp::now());
+        let (rotating, revoking) = (store.clone(), store.clone());
+        let (rotated, revoked) = tokio::join!(
+            tokio::spawn(async move { rotating.rotate_refresh(&rotation).await }),
+            tokio::spawn(async move { revoking.revoke_session(f.session.id, &cause("race")).await })
+        );
+        let rotated = rotated.expect("task").expect("rotate");
+        assert!(matches!(rotated, RotateOutcome::Rotated(_) | RotateOutcome::Ended), "{rotated:?}");
+        assert_eq!(revoked.expect("task").expect("revoke").expect("exists").sessions, 1);
+        let session = store.session(f.session.id).await.expect("lookup").expect("session");
+        assert_eq!(session.state, SessionState::Revoked);
+        let query = TokenQuery { session: Some(f.session.id), include_inactive: true, limit: 10, ..Default::default() };
+        let tokens = store.list_tokens(&query).await.expect("tokens");
+        assert!(tokens.iter().all(|t| t.state != TokenState::Active), "{tokens:?}");
+    }
 }

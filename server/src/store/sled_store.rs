@@ -875,12 +875,18 @@ impl KeyStore for SledStore {
     }
 
     async fn retire_signing_key(&self, kid: &str, at: Timestamp) -> Result<(), StoreError> {
-        let Some(key) = Self::get::<SigningKeyRecord>(&self.keys, kid.as_bytes())? else {
-            return Ok(());
-        };
-        if let Some(retired) = key_rotation::retire(&key, at) {
-            self.keys.insert(kid.as_bytes(), encode_plain(&retired)?).map_err(backend)?;
-        }
+        // Read and written in one transaction: of two retirements at once
+        // (the sweep and an emergency rotation), the first one's time stays.
+        self.keys
+            .transaction(|keys| {
+                if let Some(key) = tx_get::<SigningKeyRecord>(keys, kid.as_bytes())?
+                    && let Some(retired) = key_rotation::retire(&key, at)
+                {
+                    keys.insert(kid.as_bytes(), encode(&retired)?)?;
+                }
+                Ok(())
+            })
+            .map_err(tx_error)?;
         // Even when already retired: that retirement may still be flushing.
         self.commit.durable().await
     }
