@@ -19,8 +19,9 @@ use super::{
     lockout::{AttemptOutcome, AttemptStep, LockoutPolicy, throttle_key},
     password::{PasswordHasher, base64_url, fill_random},
     port::{RevokeOutcome, RotateOutcome, Rotation, Store},
-    revocation::{RevocationIndex, RevocationTarget},
+    revocation::RevocationIndex,
     session::{NewRefreshToken, RefreshTokenHash, SessionRecord, SessionState, TokenKind, TokenRecord, TokenState},
+    session_revocation,
     stats::Rates,
     token::{self, AccessClaims, TokenVerifier, ValidationFailure, VerifiedToken},
     user::{ADMIN_ROLE, UserRecord, normalize_username},
@@ -738,27 +739,7 @@ impl Identity {
 
     /// Audit events for committed revocations.
     pub(super) async fn publish_revocations(&self, outcome: &RevokeOutcome, actor: Option<UserId>, reason: &str) {
-        let events = outcome
-            .entries
-            .iter()
-            .filter_map(|entry| match entry.target {
-                RevocationTarget::Session(id) => {
-                    let mut event = EventRecord::new(EventKind::SessionRevoked).actor(actor).session(id).detail(reason);
-                    if let Some((_, user, name)) = outcome.owners.iter().find(|(s, _, _)| *s == id) {
-                        event = event.user(*user, name);
-                    }
-                    Some(event)
-                }
-                RevocationTarget::Token(id) => {
-                    Some(EventRecord::new(EventKind::TokenRevoked).actor(actor).token(id).detail(reason))
-                }
-                RevocationTarget::UserDisabled(_)
-                | RevocationTarget::UserEnabled(_)
-                | RevocationTarget::UserNotBefore(_)
-                | RevocationTarget::UserSessionsBefore(_) => None,
-            })
-            .collect();
-        self.events.publish(events).await;
+        self.events.publish(session_revocation::revocation_events(outcome, actor, reason)).await;
     }
 
     /// The JWKS of every key that can still verify a live token.

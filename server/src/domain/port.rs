@@ -46,7 +46,7 @@ pub enum StoreError {
 }
 
 /// What a revocation changed, and the log entries it committed.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
+#[derive(Debug, Default, Clone)]
 pub struct RevokeOutcome {
     /// Sessions that went from active to revoked.
     pub sessions: u32,
@@ -54,9 +54,9 @@ pub struct RevokeOutcome {
     pub tokens: u32,
     /// Revocation-log entries committed, for the in-memory index.
     pub entries: Vec<RevocationEntry>,
-    /// Owner (id and name) of each session this revocation ended, for the
-    /// audit events.
-    pub owners: Vec<(SessionId, UserId, String)>,
+    /// The sessions this revocation ended, as they now stand (the domain
+    /// derives the audit events from them).
+    pub ended_sessions: Vec<SessionRecord>,
 }
 
 impl RevokeOutcome {
@@ -65,7 +65,7 @@ impl RevokeOutcome {
         self.sessions += other.sessions;
         self.tokens += other.tokens;
         self.entries.extend(other.entries);
-        self.owners.extend(other.owners);
+        self.ended_sessions.extend(other.ended_sessions);
     }
 }
 

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::domain::port::{
-    Expired, RevocationCause, RotateOutcome, Rotation, SessionQuery, Store, StoreError, TokenQuery,
+    Expired, RevocationCause, RevokeOutcome, RotateOutcome, Rotation, SessionQuery, Store, StoreError, TokenQuery,
 };
 use crate::domain::{
     SessionId, Timestamp, TokenId, UserId,
@@ -39,6 +39,14 @@ pub async fn run_all(store: Arc<dyn Store>) {
     login_failure_counters_are_kept_and_cleared(store.clone()).await;
     login_attempts_admit_no_more_than_the_threshold(store.clone()).await;
     stale_login_counters_are_purged(&*store).await;
+    refresh_hashes_are_attached_to_the_current_token(&*store).await;
+    refresh_rotates_only_the_current_token_of_a_live_session(&*store).await;
+    revoking_a_session_ends_its_active_tokens_only(&*store).await;
+    revoking_a_token_ends_that_token_only(&*store).await;
+    revoking_a_user_names_each_session_it_ended(&*store).await;
+    key_rotation_supersedes_only_the_active_key(&*store).await;
+    retiring_a_key_twice_keeps_the_first_time(&*store).await;
+    a_revocation_racing_a_rotation_leaves_nothing_active(store.clone()).await;
 }
 
 fn user(name: &str) -> UserRecord {
@@ -98,6 +106,11 @@ async fn open_session(store: &dyn Store, user: &UserRecord) -> Fixture {
     let refresh_record = token(&session, session.current_refresh, TokenKind::Refresh);
     store.create_session(&session, refresh.hash, &[refresh_record, access.clone()]).await.expect("create_session");
     Fixture { session, refresh_hash: refresh.hash, access }
+}
+
+/// The id, owner and owner's name of each session `outcome` ended.
+fn owners_of(outcome: &RevokeOutcome) -> Vec<(SessionId, UserId, String)> {
+    outcome.ended_sessions.iter().map(|s| (s.id, s.user_id, s.username.clone())).collect()
 }
 
 fn cause(reason: &str) -> RevocationCause {
@@ -180,7 +193,7 @@ pub async fn revoking_a_session_counts_once_and_logs_it(store: &dyn Store) {
     assert_eq!((first.sessions, first.tokens), (1, 2));
     assert_eq!(first.entries.len(), 1);
     assert_eq!(first.entries[0].target, RevocationTarget::Session(f.session.id));
-    assert_eq!(first.owners, vec![(f.session.id, owner.id, owner.username.clone())], "the ended session's owner");
+    assert_eq!(owners_of(&first), vec![(f.session.id, owner.id, owner.username.clone())], "the ended session's owner");
     let again = store.revoke_session(f.session.id, &cause("again")).await.expect("revoke").expect("exists");
     assert_eq!((again.sessions, again.tokens, again.entries.len()), (0, 0, 0));
     let stored = store.session(f.session.id).await.expect("lookup").expect("session");
@@ -592,4 +605,244 @@ pub async fn stale_login_counters_are_purged(store: &dyn Store) {
     assert!(store.login_failures(recent).await.expect("read").is_some(), "recent: kept");
     store.clear_login_failures(locked).await.expect("clear");
     store.clear_login_failures(recent).await.expect("clear");
+}
+
+/// A rotation of `session`'s refresh token `presented` at `now`, to fresh
+/// tokens.
+fn rotation_at(session: &SessionRecord, presented: TokenId, now: Timestamp) -> Rotation {
+    let next = NewRefreshToken::generate().expect("random");
+    Rotation {
+        session_id: session.id,
+        presented,
+        next_hash: next.hash,
+        next_refresh: token(session, TokenId::generate(), TokenKind::Refresh),
+        access: token(session, TokenId::generate(), TokenKind::Access),
+        now,
+    }
+}
+
+/// The refresh hash goes on the current refresh token's record, and only
+/// there: at login on the session's first refresh token, at a rotation on
+/// the next one. The old hash still leads to the old token, so that its
+/// reuse is recognised.
+pub async fn refresh_hashes_are_attached_to_the_current_token(store: &dyn Store) {
+    let owner = user("conformance-refresh-hash");
+    store.create_user(&owner).await.expect("create user");
+    let f = open_session(store, &owner).await;
+    let first = store.token(f.session.current_refresh).await.expect("lookup").expect("refresh token");
+    assert_eq!(first.refresh_hash, Some(f.refresh_hash), "the login's refresh token carries its hash");
+    let access = store.token(f.access.id).await.expect("lookup").expect("access token");
+    assert_eq!(access.refresh_hash, None, "an access token carries none");
+
+    let rotation = rotation_at(&f.session, f.session.current_refresh, Timestamp::now());
+    let outcome = store.rotate_refresh(&rotation).await.expect("rotate");
+    assert!(matches!(outcome, RotateOutcome::Rotated(_)), "{outcome:?}");
+    let next = store.token(rotation.next_refresh.id).await.expect("lookup").expect("next refresh token");
+    assert_eq!(next.refresh_hash, Some(rotation.next_hash), "the next refresh token carries the next hash");
+    let issued = store.token(rotation.access.id).await.expect("lookup").expect("access token");
+    assert_eq!(issued.refresh_hash, None);
+    let pointer = store.refresh_record(rotation.next_hash).await.expect("lookup").expect("next hash stored");
+    assert_eq!((pointer.token_id, pointer.session_id), (rotation.next_refresh.id, f.session.id));
+    let old = store.refresh_record(f.refresh_hash).await.expect("lookup").expect("old hash kept");
+    assert_eq!(old.token_id, f.session.current_refresh, "the old hash still names the old token");
+}
+
+/// The refresh decision: the current token of a live session rotates (it
+/// is marked rotated at the rotation's time, the new tokens are recorded,
+/// the session's current token and last-seen time move); an older token
+/// of a live session is reused; an unknown, revoked or expired session, or
+/// a revoked current token, has ended. A refused rotation writes nothing.
+pub async fn refresh_rotates_only_the_current_token_of_a_live_session(store: &dyn Store) {
+    let owner = user("conformance-refresh-decision");
+    store.create_user(&owner).await.expect("create user");
+    let f = open_session(store, &owner).await;
+    let now = Timestamp::now();
+    let first = rotation_at(&f.session, f.session.current_refresh, now);
+    let RotateOutcome::Rotated(session) = store.rotate_refresh(&first).await.expect("rotate") else {
+        panic!("the current token of a live session rotates");
+    };
+    assert_eq!((session.current_refresh, session.last_seen_at), (first.next_refresh.id, now));
+    assert_eq!(session.state, SessionState::Active);
+    let stored = store.session(f.session.id).await.expect("lookup").expect("session");
+    assert_eq!((stored.current_refresh, stored.last_seen_at), (first.next_refresh.id, now), "as returned");
+    let old = store.token(f.session.current_refresh).await.expect("lookup").expect("old refresh");
+    assert_eq!((old.state, old.revoked_at), (TokenState::Rotated, Some(now)));
+    for id in [first.next_refresh.id, first.access.id] {
+        let new = store.token(id).await.expect("lookup").expect("new token recorded");
+        assert_eq!(new.state, TokenState::Active);
+    }
+
+    let replay = rotation_at(&f.session, f.session.current_refresh, now);
+    let outcome = store.rotate_refresh(&replay).await.expect("rotate");
+    assert!(matches!(outcome, RotateOutcome::Reused), "an older token is reused: {outcome:?}");
+    for id in [replay.next_refresh.id, replay.access.id] {
+        assert!(store.token(id).await.expect("lookup").is_none(), "a refused rotation records no token");
+    }
+    let unchanged = store.session(f.session.id).await.expect("lookup").expect("session");
+    assert_eq!(unchanged.current_refresh, first.next_refresh.id, "a refused rotation leaves the session");
+
+    let revoked_token = open_session(store, &owner).await;
+    store.revoke_token(revoked_token.session.current_refresh, &cause("t")).await.expect("revoke").expect("exists");
+    let rotation = rotation_at(&revoked_token.session, revoked_token.session.current_refresh, now);
+    let outcome = store.rotate_refresh(&rotation).await.expect("rotate");
+    assert!(matches!(outcome, RotateOutcome::Ended), "a revoked current token has ended: {outcome:?}");
+    assert!(store.token(rotation.access.id).await.expect("lookup").is_none(), "nothing recorded");
+    let session = store.session(revoked_token.session.id).await.expect("lookup").expect("session");
+    assert_eq!(session.current_refresh, revoked_token.session.current_refresh, "the session is left as it was");
+
+    let expired = open_session(store, &owner).await;
+    let at_expiry = rotation_at(&expired.session, expired.session.current_refresh, expired.session.expires_at);
+    let outcome = store.rotate_refresh(&at_expiry).await.expect("rotate");
+    assert!(matches!(outcome, RotateOutcome::Ended), "a session at its expiry has ended: {outcome:?}");
+    let current = store.token(expired.session.current_refresh).await.expect("lookup").expect("refresh");
+    assert_eq!(current.state, TokenState::Active, "and its token is not marked rotated");
+
+    store.revoke_session(f.session.id, &cause("ended")).await.expect("revoke").expect("exists");
+    let old_of_revoked = rotation_at(&f.session, f.session.current_refresh, now);
+    let outcome = store.rotate_refresh(&old_of_revoked).await.expect("rotate");
+    assert!(matches!(outcome, RotateOutcome::Ended), "an old token of a revoked session has ended: {outcome:?}");
+
+    let mut unknown = f.session.clone();
+    unknown.id = SessionId::generate();
+    let outcome = store.rotate_refresh(&rotation_at(&unknown, unknown.current_refresh, now)).await.expect("rotate");
+    assert!(matches!(outcome, RotateOutcome::Ended), "an unknown session has ended: {outcome:?}");
+}
+
+/// What revoking a session ends: the session (revoked at the cause's time,
+/// with its reason) and every token of it still active, revoked at that
+/// time; a token already rotated keeps its state and time. One log entry,
+/// with the cause's time and bound; the outcome names the session ended,
+/// with its owner.
+pub async fn revoking_a_session_ends_its_active_tokens_only(store: &dyn Store) {
+    let owner = user("conformance-revoke-what");
+    store.create_user(&owner).await.expect("create user");
+    let f = open_session(store, &owner).await;
+    let rotated_at = Timestamp::now();
+    let rotation = rotation_at(&f.session, f.session.current_refresh, rotated_at);
+    store.rotate_refresh(&rotation).await.expect("rotate");
+    let c = RevocationCause { reason: "what it ends".into(), ..cause("") };
+    let outcome = store.revoke_session(f.session.id, &c).await.expect("revoke").expect("exists");
+    assert_eq!((outcome.sessions, outcome.tokens), (1, 3), "the next refresh token and both access tokens");
+    let entries: Vec<_> = outcome.entries.iter().map(|e| (e.target, e.at, e.expires_at)).collect();
+    assert_eq!(entries, [(RevocationTarget::Session(f.session.id), c.at, c.expires_at)]);
+    assert_eq!(owners_of(&outcome), vec![(f.session.id, owner.id, owner.username.clone())]);
+    let session = store.session(f.session.id).await.expect("lookup").expect("session");
+    assert_eq!((session.state, session.revoked_at), (SessionState::Revoked, Some(c.at)));
+    assert_eq!(session.revoke_reason.as_deref(), Some("what it ends"));
+    let old = store.token(f.session.current_refresh).await.expect("lookup").expect("old refresh");
+    assert_eq!((old.state, old.revoked_at), (TokenState::Rotated, Some(rotated_at)), "a rotated token stays so");
+    for id in [f.access.id, rotation.next_refresh.id, rotation.access.id] {
+        let t = store.token(id).await.expect("lookup").expect("token");
+        assert_eq!((t.state, t.revoked_at), (TokenState::Revoked, Some(c.at)));
+    }
+}
+
+/// What revoking a token ends: that token only, its session stays active.
+/// An access token is logged for the index with the cause's time and
+/// bound; the outcome names no session.
+pub async fn revoking_a_token_ends_that_token_only(store: &dyn Store) {
+    let owner = user("conformance-revoke-one-token");
+    store.create_user(&owner).await.expect("create user");
+    let f = open_session(store, &owner).await;
+    let c = cause("one token");
+    let outcome = store.revoke_token(f.access.id, &c).await.expect("revoke").expect("exists");
+    let entries: Vec<_> = outcome.entries.iter().map(|e| (e.target, e.at, e.expires_at)).collect();
+    assert_eq!(entries, [(RevocationTarget::Token(f.access.id), c.at, c.expires_at)]);
+    assert!(outcome.ended_sessions.is_empty(), "no session ended");
+    let access = store.token(f.access.id).await.expect("lookup").expect("token");
+    assert_eq!((access.state, access.revoked_at), (TokenState::Revoked, Some(c.at)));
+    let session = store.session(f.session.id).await.expect("lookup").expect("session");
+    assert_eq!(session.state, SessionState::Active, "the session stays active");
+    let refresh = store.token(f.session.current_refresh).await.expect("lookup").expect("refresh");
+    assert_eq!(refresh.state, TokenState::Active, "and its other tokens too");
+}
+
+/// Revoking a user's sessions logs one entry per session it ended and
+/// names each, with its owner; sessions already ended are not named again.
+pub async fn revoking_a_user_names_each_session_it_ended(store: &dyn Store) {
+    let owner = user("conformance-revoke-user-named");
+    store.create_user(&owner).await.expect("create user");
+    let ended_before = open_session(store, &owner).await;
+    store.revoke_session(ended_before.session.id, &cause("before")).await.expect("revoke").expect("exists");
+    let sessions = [open_session(store, &owner).await, open_session(store, &owner).await];
+    let outcome = store.revoke_user_sessions(owner.id, &cause("user")).await.expect("revoke");
+    let mut logged: Vec<_> = outcome.entries.iter().map(|e| e.target).collect();
+    let mut expected: Vec<_> = sessions.iter().map(|f| RevocationTarget::Session(f.session.id)).collect();
+    logged.sort_by_key(|t| format!("{t:?}"));
+    expected.sort_by_key(|t| format!("{t:?}"));
+    assert_eq!(logged, expected);
+    let mut named = owners_of(&outcome);
+    named.sort_by_key(|(s, _, _)| *s);
+    let mut owners: Vec<_> = sessions.iter().map(|f| (f.session.id, owner.id, owner.username.clone())).collect();
+    owners.sort_by_key(|(s, _, _)| *s);
+    assert_eq!(named, owners);
+}
+
+/// Key rotation: the active key becomes verifying as of the new key's
+/// creation; keys already verifying or retired keep their state and times.
+pub async fn key_rotation_supersedes_only_the_active_key(store: &dyn Store) {
+    let base = Timestamp::now().plus(Duration::from_secs(60));
+    let at = |minutes: u64| base.plus(Duration::from_secs(minutes * 60));
+    let rotate = |created: Timestamp| async move {
+        let key = SigningKeyRecord::generate_ed25519(created).expect("key");
+        store.rotate_signing_key(&key).await.expect("rotate");
+        key.kid
+    };
+    let (a, b) = (rotate(at(1)).await, rotate(at(2)).await);
+    store.retire_signing_key(&a, at(3)).await.expect("retire");
+    let c = rotate(at(4)).await;
+    let keys = store.signing_keys().await.expect("keys");
+    let find = |kid: &str| keys.iter().find(|k| k.kid == kid).expect("listed").clone();
+    let (a, b, c) = (find(&a), find(&b), find(&c));
+    assert_eq!(
+        (a.state, a.superseded_at, a.retired_at),
+        (KeyState::Retired, Some(at(2)), Some(at(3))),
+        "retired stays"
+    );
+    assert_eq!((b.state, b.superseded_at, b.retired_at), (KeyState::Verifying, Some(at(4)), None));
+    assert_eq!((c.state, c.superseded_at), (KeyState::Active, None));
+    assert_eq!(keys.iter().filter(|k| k.state == KeyState::Active).count(), 1, "one active key");
+}
+
+/// A key is retired once: retiring it again keeps the first time, the
+/// truthful record of when it stopped verifying. An unknown kid changes
+/// nothing.
+pub async fn retiring_a_key_twice_keeps_the_first_time(store: &dyn Store) {
+    let created = Timestamp::now().plus(Duration::from_secs(3600));
+    let next = SigningKeyRecord::generate_ed25519(created).expect("key");
+    let keys = store.rotate_signing_key(&next).await.expect("rotate");
+    let old = keys.iter().find(|k| k.state == KeyState::Verifying).expect("a verifying key").kid.clone();
+    let first = created.plus(Duration::from_secs(60));
+    store.retire_signing_key(&old, first).await.expect("retire");
+    store.retire_signing_key(&old, first.plus(Duration::from_secs(60))).await.expect("retire again");
+    let keys = store.signing_keys().await.expect("keys");
+    let retired = keys.iter().find(|k| k.kid == old).expect("still listed");
+    assert_eq!((retired.state, retired.retired_at), (KeyState::Retired, Some(first)), "the first retirement stands");
+    store.retire_signing_key("no-such-key", first).await.expect("retire unknown");
+    assert_eq!(store.signing_keys().await.expect("keys").len(), keys.len(), "an unknown kid adds nothing");
+}
+
+/// A revocation racing a rotation of the same session: both calls succeed
+/// (no lock-order deadlock), and whichever commits first, the session ends
+/// revoked with none of its tokens left active.
+pub async fn a_revocation_racing_a_rotation_leaves_nothing_active(store: Arc<dyn Store>) {
+    let owner = user("conformance-revoke-race");
+    store.create_user(&owner).await.expect("create user");
+    for _ in 0..5 {
+        let f = open_session(&*store, &owner).await;
+        let rotation = rotation_at(&f.session, f.session.current_refresh, Timestamp::now());
+        let (rotating, revoking) = (store.clone(), store.clone());
+        let (rotated, revoked) = tokio::join!(
+            tokio::spawn(async move { rotating.rotate_refresh(&rotation).await }),
+            tokio::spawn(async move { revoking.revoke_session(f.session.id, &cause("race")).await })
+        );
+        let rotated = rotated.expect("task").expect("rotate");
+        assert!(matches!(rotated, RotateOutcome::Rotated(_) | RotateOutcome::Ended), "{rotated:?}");
+        assert_eq!(revoked.expect("task").expect("revoke").expect("exists").sessions, 1);
+        let session = store.session(f.session.id).await.expect("lookup").expect("session");
+        assert_eq!(session.state, SessionState::Revoked);
+        let query = TokenQuery { session: Some(f.session.id), include_inactive: true, limit: 10, ..Default::default() };
+        let tokens = store.list_tokens(&query).await.expect("tokens");
+        assert!(tokens.iter().all(|t| t.state != TokenState::Active), "{tokens:?}");
+    }
 }

@@ -4,7 +4,9 @@
 //! Every multi-record change (a login, a rotation, a revocation, an expiry)
 //! is one sled transaction over the record trees, so records and their
 //! indexes never disagree; every acknowledged write is then made durable
-//! through [`GroupCommit`] before it returns.
+//! through [`GroupCommit`] before it returns. What a rotation, a revocation
+//! or a key change writes is the domain's decision: the transaction reads
+//! the records, asks the domain, and writes its answer.
 //!
 //! Durability: sled's `flush` writes and syncs its log with
 //! `sync_file_range`, which survives the death of the process (`kill -9`)
@@ -52,14 +54,17 @@ use super::{
 use crate::domain::{
     SessionId, Timestamp, TokenId, UserId,
     event::{EventClass, EventKind, EventRecord},
-    keys::{KeyState, SigningKeyRecord},
+    key_rotation,
+    keys::SigningKeyRecord,
     lockout::{AttemptOutcome, AttemptStep, FailureRecord, LockoutPolicy},
     port::{
         EventStore, Expired, KeyStore, LoginThrottle, RevocationCause, RevocationLog, RevokeOutcome, RotateOutcome,
         Rotation, SessionQuery, SessionStore, Store, StoreError, TokenQuery, UserStore,
     },
+    refresh_rotation::{self, RotationDecision, RotationWrites},
     revocation::{RevocationEntry, RevocationTarget},
-    session::{RefreshRecord, RefreshTokenHash, SessionRecord, SessionState, TokenKind, TokenRecord, TokenState},
+    session::{RefreshRecord, RefreshTokenHash, SessionRecord, SessionState, TokenRecord, TokenState},
+    session_revocation::{self, RevocationWrites},
     user::UserRecord,
 };
 
@@ -415,10 +420,16 @@ impl Tx<'_> {
         Ok(())
     }
 
-    /// Ends an active session: state, indexes, optional revocation log entry.
+    /// Ends an active session (revoked or expired).
     fn end_session(&self, session: &mut SessionRecord, state: SessionState, at: Timestamp) -> TxResult<()> {
         session.end(state, at);
-        self.sessions.insert(session.id.as_bytes().as_slice(), encode(&*session)?)?;
+        self.put_ended_session(session, at)
+    }
+
+    /// Writes back a session that ended at `at`, and moves it from the
+    /// active and expiry indexes to the ended one.
+    fn put_ended_session(&self, session: &SessionRecord, at: Timestamp) -> TxResult<()> {
+        self.sessions.insert(session.id.as_bytes().as_slice(), encode(session)?)?;
         self.active.remove(kind_key(SESSION, session.id.as_bytes()))?;
         self.expiry.remove(time_key(session.expires_at, SESSION, session.id.as_bytes()))?;
         self.ended.insert(time_key(at, SESSION, session.id.as_bytes()), &[])?;
@@ -428,25 +439,49 @@ impl Tx<'_> {
     /// Ends an active token (revoked, expired or rotated).
     fn end_token(&self, token: &mut TokenRecord, state: TokenState, at: Timestamp) -> TxResult<()> {
         token.end(state, at);
-        self.tokens.insert(token.id.as_bytes().as_slice(), encode(&*token)?)?;
+        self.put_ended_token(token, at)
+    }
+
+    /// Writes back a token that ended at `at`, and moves it from the active
+    /// and expiry indexes to the ended one.
+    fn put_ended_token(&self, token: &TokenRecord, at: Timestamp) -> TxResult<()> {
+        self.tokens.insert(token.id.as_bytes().as_slice(), encode(token)?)?;
         self.active.remove(kind_key(TOKEN, token.id.as_bytes()))?;
         self.expiry.remove(time_key(token.expires_at, TOKEN, token.id.as_bytes()))?;
         self.ended.insert(time_key(at, TOKEN, token.id.as_bytes()), &[])?;
         Ok(())
     }
 
-    /// Revokes every still-active token among `ids`; returns how many.
-    fn revoke_tokens(&self, ids: &[[u8; 16]], at: Timestamp) -> TxResult<u32> {
-        let mut revoked = 0;
+    /// The stored token records among `ids`.
+    fn tokens_among(&self, ids: &[[u8; 16]]) -> TxResult<Vec<TokenRecord>> {
+        let mut tokens = Vec::with_capacity(ids.len());
         for id in ids {
-            if let Some(mut token) = tx_get::<TokenRecord>(self.tokens, id)?
-                && token.state == TokenState::Active
-            {
-                self.end_token(&mut token, TokenState::Revoked, at)?;
-                revoked += 1;
-            }
+            tokens.extend(tx_get::<TokenRecord>(self.tokens, id)?);
         }
-        Ok(revoked)
+        Ok(tokens)
+    }
+
+    /// Writes what the domain decided a rotation changes.
+    fn apply_rotation(&self, writes: &RotationWrites, at: Timestamp) -> TxResult<()> {
+        self.put_ended_token(&writes.rotated, at)?;
+        for token in &writes.issued {
+            self.put_new_token(token)?;
+        }
+        self.sessions.insert(writes.session.id.as_bytes().as_slice(), encode(&writes.session)?)?;
+        Ok(())
+    }
+
+    /// Writes what the domain decided a revocation ends, appends its log
+    /// entries, and returns the outcome.
+    fn apply_revocation(&self, writes: RevocationWrites, cause: &RevocationCause) -> TxResult<RevokeOutcome> {
+        for session in &writes.ended_sessions {
+            self.put_ended_session(session, cause.at)?;
+        }
+        for token in &writes.ended_tokens {
+            self.put_ended_token(token, cause.at)?;
+        }
+        let entries = writes.log.iter().map(|target| self.log_revocation(*target, cause)).collect::<TxResult<_>>()?;
+        Ok(writes.outcome(entries))
     }
 
     /// Appends to the revocation log, with the cause's time and bound; the
@@ -569,17 +604,11 @@ impl SessionStore for SledStore {
         refresh_hash: RefreshTokenHash,
         tokens: &[TokenRecord],
     ) -> Result<(), StoreError> {
+        let tokens = refresh_rotation::carrying_hash(tokens, session.current_refresh, refresh_hash);
         self.transact(|tx| {
             tx.put_new_session(session)?;
-            for token in tokens {
-                if token.id == session.current_refresh {
-                    // The refresh token is found, and later purged, by its hash.
-                    let mut refresh = token.clone();
-                    refresh.refresh_hash = Some(refresh_hash);
-                    tx.put_new_token(&refresh)?;
-                } else {
-                    tx.put_new_token(token)?;
-                }
+            for token in &tokens {
+                tx.put_new_token(token)?;
             }
             Ok(())
         })?;
@@ -599,31 +628,19 @@ impl SessionStore for SledStore {
     }
 
     async fn rotate_refresh(&self, rotation: &Rotation) -> Result<RotateOutcome, StoreError> {
+        // Both records are read inside the transaction, so that the
+        // decision and its writes are one atomic step: of two
+        // presentations of one token, only one rotates.
         let outcome = self.transact(|tx| {
-            let Some(mut session) = tx_get::<SessionRecord>(tx.sessions, rotation.session_id.as_bytes())? else {
-                return Ok(RotateOutcome::Ended);
-            };
-            if !session.is_live(rotation.now) {
-                return Ok(RotateOutcome::Ended);
+            let session = tx_get::<SessionRecord>(tx.sessions, rotation.session_id.as_bytes())?;
+            let presented = tx_get::<TokenRecord>(tx.tokens, rotation.presented.as_bytes())?;
+            match refresh_rotation::decide(rotation, session, presented) {
+                RotationDecision::Rotate(writes) => {
+                    tx.apply_rotation(&writes, rotation.now)?;
+                    Ok(writes.outcome())
+                }
+                RotationDecision::Refuse(outcome) => Ok(outcome),
             }
-            if session.current_refresh != rotation.presented {
-                return Ok(RotateOutcome::Reused);
-            }
-            let Some(mut presented) = tx_get::<TokenRecord>(tx.tokens, rotation.presented.as_bytes())? else {
-                return Ok(RotateOutcome::Ended);
-            };
-            if presented.state != TokenState::Active {
-                return Ok(RotateOutcome::Ended);
-            }
-            tx.end_token(&mut presented, TokenState::Rotated, rotation.now)?;
-            let mut next_refresh = rotation.next_refresh.clone();
-            next_refresh.refresh_hash = Some(rotation.next_hash);
-            tx.put_new_token(&next_refresh)?;
-            tx.put_new_token(&rotation.access)?;
-            session.current_refresh = rotation.next_refresh.id;
-            session.last_seen_at = rotation.now;
-            tx.sessions.insert(session.id.as_bytes().as_slice(), encode(&session)?)?;
-            Ok(RotateOutcome::Rotated(Box::new(session)))
         })?;
         if matches!(outcome, RotateOutcome::Rotated(_)) {
             self.commit.durable().await?;
@@ -637,31 +654,26 @@ impl SessionStore for SledStore {
         cause: &RevocationCause,
     ) -> Result<Option<RevokeOutcome>, StoreError> {
         let token_ids = Self::ids_under(&self.trees.session_tokens, id.as_bytes())?;
-        let outcome = self.transact(|tx| {
-            let Some(mut session) = tx_get::<SessionRecord>(tx.sessions, id.as_bytes())? else {
+        let revoke = |tx: &Tx<'_>, token_ids: &[[u8; 16]]| {
+            let Some(session) = tx_get::<SessionRecord>(tx.sessions, id.as_bytes())? else {
                 return Ok(None);
             };
-            let mut outcome = RevokeOutcome::default();
-            if session.state == SessionState::Active {
-                session.revoke_reason = Some(cause.reason.clone());
-                tx.end_session(&mut session, SessionState::Revoked, cause.at)?;
-                outcome.sessions = 1;
-                outcome.owners.push((id, session.user_id, session.username.clone()));
-                outcome.entries.push(tx.log_revocation(RevocationTarget::Session(id), cause)?);
-            }
-            outcome.tokens = tx.revoke_tokens(&token_ids, cause.at)?;
-            Ok(Some(outcome))
-        })?;
+            let writes = session_revocation::revoke_session(&session, tx.tokens_among(token_ids)?, cause);
+            tx.apply_revocation(writes, cause).map(Some)
+        };
+        let outcome = self.transact(|tx| revoke(tx, &token_ids))?;
         // A rotation that committed between the scan above and the
         // transaction added tokens the transaction did not see; mark them
-        // too. (The session's log entry already makes them fail Validate.)
+        // too (the session, ended now, is not ended or logged again). They
+        // are not counted, as before. (The session's log entry already
+        // makes them fail Validate.)
         if outcome.as_ref().is_some_and(|o| o.sessions > 0) {
             let late: Vec<[u8; 16]> = Self::ids_under(&self.trees.session_tokens, id.as_bytes())?
                 .into_iter()
                 .filter(|t| !token_ids.contains(t))
                 .collect();
             if !late.is_empty() {
-                self.transact(|tx| tx.revoke_tokens(&late, cause.at))?;
+                self.transact(|tx| revoke(tx, &late))?;
             }
         }
         if let Some(outcome) = &outcome {
@@ -676,20 +688,10 @@ impl SessionStore for SledStore {
 
     async fn revoke_token(&self, id: TokenId, cause: &RevocationCause) -> Result<Option<RevokeOutcome>, StoreError> {
         let outcome = self.transact(|tx| {
-            let Some(mut token) = tx_get::<TokenRecord>(tx.tokens, id.as_bytes())? else {
+            let Some(token) = tx_get::<TokenRecord>(tx.tokens, id.as_bytes())? else {
                 return Ok(None);
             };
-            let mut outcome = RevokeOutcome::default();
-            if token.state == TokenState::Active {
-                tx.end_token(&mut token, TokenState::Revoked, cause.at)?;
-                outcome.tokens = 1;
-                // Refresh tokens are checked against their record on use;
-                // only access tokens need the in-memory index.
-                if token.kind == TokenKind::Access {
-                    outcome.entries.push(tx.log_revocation(RevocationTarget::Token(id), cause)?);
-                }
-            }
-            Ok(Some(outcome))
+            tx.apply_revocation(session_revocation::revoke_token(&token, cause), cause).map(Some)
         })?;
         if let Some(outcome) = &outcome {
             self.note_revocations(&outcome.entries)?;
@@ -847,9 +849,9 @@ impl KeyStore for SledStore {
 
     async fn insert_first_signing_key(&self, key: &SigningKeyRecord) -> Result<Vec<SigningKeyRecord>, StoreError> {
         // sled locks its directory to one process, and this runs once at
-        // start, so the emptiness check and the insert cannot race.
-        if self.keys.is_empty() {
-            self.keys.insert(key.kid.as_bytes(), encode_plain(key)?).map_err(backend)?;
+        // start, so the check and the insert cannot race.
+        if let Some(first) = key_rotation::first_key(&self.signing_keys().await?, key) {
+            self.keys.insert(first.kid.as_bytes(), encode_plain(first)?).map_err(backend)?;
             self.commit.durable().await?;
         }
         self.signing_keys().await
@@ -858,20 +860,13 @@ impl KeyStore for SledStore {
     async fn rotate_signing_key(&self, key: &SigningKeyRecord) -> Result<Vec<SigningKeyRecord>, StoreError> {
         // Rotations are rare and made by admins; reading the keys before
         // the transaction keeps it to plain writes.
-        let mut superseded = Vec::new();
-        for mut old in self.signing_keys().await? {
-            if old.state == KeyState::Active {
-                old.state = KeyState::Verifying;
-                old.superseded_at = Some(key.created_at);
-                superseded.push(old);
-            }
-        }
+        let rotation = key_rotation::rotate(&self.signing_keys().await?, key);
         self.keys
             .transaction(|keys| {
-                for old in &superseded {
+                for old in &rotation.superseded {
                     keys.insert(old.kid.as_bytes(), encode(old)?)?;
                 }
-                keys.insert(key.kid.as_bytes(), encode(key)?)?;
+                keys.insert(rotation.activated.kid.as_bytes(), encode(&rotation.activated)?)?;
                 Ok(())
             })
             .map_err(tx_error)?;
@@ -880,12 +875,19 @@ impl KeyStore for SledStore {
     }
 
     async fn retire_signing_key(&self, kid: &str, at: Timestamp) -> Result<(), StoreError> {
-        let Some(mut key) = Self::get::<SigningKeyRecord>(&self.keys, kid.as_bytes())? else {
-            return Ok(());
-        };
-        key.state = KeyState::Retired;
-        key.retired_at = Some(at);
-        self.keys.insert(kid.as_bytes(), encode_plain(&key)?).map_err(backend)?;
+        // Read and written in one transaction: of two retirements at once
+        // (the sweep and an emergency rotation), the first one's time stays.
+        self.keys
+            .transaction(|keys| {
+                if let Some(key) = tx_get::<SigningKeyRecord>(keys, kid.as_bytes())?
+                    && let Some(retired) = key_rotation::retire(&key, at)
+                {
+                    keys.insert(kid.as_bytes(), encode(&retired)?)?;
+                }
+                Ok(())
+            })
+            .map_err(tx_error)?;
+        // Even when already retired: that retirement may still be flushing.
         self.commit.durable().await
     }
 }

@@ -4,9 +4,11 @@
 //! - Durability is the committed transaction (`synchronous_commit` left on):
 //!   a write is acknowledged only after `COMMIT` returned.
 //! - Every multi-record change is one explicit transaction; rows are locked
-//!   (`FOR UPDATE`) before they are changed, and a refresh rotation is a
-//!   conditional `UPDATE … WHERE current_refresh = presented`, so two
+//!   (`FOR UPDATE`) before they are read for a decision and changed, so two
 //!   instances presenting one refresh token at once rotate it at most once.
+//!   The business rules (what a rotation or a revocation writes, what a key
+//!   change writes) are the domain's: this engine reads the rows, asks the
+//!   domain, and writes its answer in the same transaction.
 //! - The revocation log and the event log take their sequence numbers under
 //!   an advisory lock held until commit, so sequence order is commit order:
 //!   an instance that catches up "after sequence N" never skips an entry.
@@ -40,14 +42,17 @@ use uuid::Uuid;
 use crate::domain::{
     SessionId, Timestamp, TokenId, UserId,
     event::{EventClass, EventRecord},
-    keys::{KeyState, SigningKeyRecord},
+    key_rotation,
+    keys::SigningKeyRecord,
     lockout::{AttemptOutcome, AttemptStep, FailureRecord, LockoutPolicy},
     port::{
         Changes, EventStore, Expired, KeyStore, LoginThrottle, RevocationCause, RevocationLog, RevokeOutcome,
         RotateOutcome, Rotation, SessionQuery, SessionStore, Store, StoreError, TokenQuery, UserRulesLock, UserStore,
     },
+    refresh_rotation::{self, RotationDecision},
     revocation::{RevocationEntry, RevocationTarget},
-    session::{RefreshRecord, RefreshTokenHash, SessionRecord, SessionState, TokenKind, TokenRecord, TokenState},
+    session::{RefreshRecord, RefreshTokenHash, SessionRecord, SessionState, TokenRecord, TokenState},
+    session_revocation::{self, RevocationWrites},
     user::UserRecord,
 };
 
@@ -235,19 +240,22 @@ async fn update_session<C: GenericClient + Sync>(
     .map(drop)
 }
 
-async fn insert_token<C: GenericClient + Sync>(client: &C, t: &TokenRecord) -> Result<(), StoreError> {
+/// Records new tokens in one statement: a login and a rotation each record
+/// two, and a round trip saved there is saved on every login and refresh.
+async fn insert_tokens<C: GenericClient + Sync>(client: &C, tokens: &[TokenRecord]) -> Result<(), StoreError> {
+    let ids: Vec<Uuid> = tokens.iter().map(|t| t.id.uuid()).collect();
+    let sessions: Vec<Uuid> = tokens.iter().map(|t| t.session_id.uuid()).collect();
+    let users: Vec<Uuid> = tokens.iter().map(|t| t.user_id.uuid()).collect();
+    let expiries: Vec<i64> = tokens.iter().map(|t| t.expires_at.as_millis()).collect();
+    let hashes: Vec<Option<Vec<u8>>> = tokens.iter().map(|t| t.refresh_hash.map(|h| h.0.to_vec())).collect();
+    let records: Vec<Json<&TokenRecord>> = tokens.iter().map(Json).collect();
     execute(
         client,
         "INSERT INTO tokens (id, session_id, user_id, active, expires_at, refresh_hash, body)
-         VALUES ($1, $2, $3, true, $4, $5, $6)",
-        &[
-            &t.id.uuid(),
-            &t.session_id.uuid(),
-            &t.user_id.uuid(),
-            &t.expires_at.as_millis(),
-            &t.refresh_hash.map(|h| h.0.to_vec()),
-            &Json(t),
-        ],
+         SELECT id, session_id, user_id, true, expires_at, refresh_hash, body
+         FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::bigint[], $5::bytea[], $6::jsonb[])
+           AS t(id, session_id, user_id, expires_at, refresh_hash, body)",
+        &[&ids, &sessions, &users, &expiries, &hashes, &records],
     )
     .await
     .map(drop)
@@ -261,13 +269,42 @@ async fn end_token<C: GenericClient + Sync>(
     at: Timestamp,
 ) -> Result<(), StoreError> {
     t.end(state, at);
+    put_ended_token(client, t, at).await
+}
+
+/// Writes back a token that ended at `at`.
+async fn put_ended_token<C: GenericClient + Sync>(
+    client: &C,
+    t: &TokenRecord,
+    at: Timestamp,
+) -> Result<(), StoreError> {
     execute(
         client,
         "UPDATE tokens SET active = false, ended_at = $2, body = $3 WHERE id = $1",
-        &[&t.id.uuid(), &at.as_millis(), &Json(&*t)],
+        &[&t.id.uuid(), &at.as_millis(), &Json(t)],
     )
     .await
     .map(drop)
+}
+
+/// Writes what the domain decided a revocation ends, appends its log
+/// entries, and returns the outcome.
+async fn apply_revocation<C: GenericClient + Sync>(
+    client: &C,
+    writes: RevocationWrites,
+    cause: &RevocationCause,
+) -> Result<RevokeOutcome, StoreError> {
+    for session in &writes.ended_sessions {
+        update_session(client, session, Some(cause.at)).await?;
+    }
+    for token in &writes.ended_tokens {
+        put_ended_token(client, token, cause.at).await?;
+    }
+    let mut entries = Vec::with_capacity(writes.log.len());
+    for target in &writes.log {
+        entries.push(log_revocation(client, *target, cause).await?);
+    }
+    Ok(writes.outcome(entries))
 }
 
 /// Appends to the revocation log, in commit order (see the module docs),
@@ -402,15 +439,7 @@ impl SessionStore for PgStore {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(pg)?;
         insert_session(&tx, session).await?;
-        for token in tokens {
-            if token.id == session.current_refresh {
-                let mut refresh = token.clone();
-                refresh.refresh_hash = Some(refresh_hash);
-                insert_token(&tx, &refresh).await?;
-            } else {
-                insert_token(&tx, token).await?;
-            }
-        }
+        insert_tokens(&tx, &refresh_rotation::carrying_hash(tokens, session.current_refresh, refresh_hash)).await?;
         tx.commit().await.map_err(pg)
     }
 
@@ -437,46 +466,31 @@ impl SessionStore for PgStore {
     async fn rotate_refresh(&self, rotation: &Rotation) -> Result<RotateOutcome, StoreError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(pg)?;
-        // The conditional update is the whole of the race: of two
-        // presentations of one token, on any instances, one matches and
-        // locks the row; the other waits, then matches nothing.
-        let rows = query(
-            &tx,
-            "UPDATE sessions SET current_refresh = $3
-             WHERE id = $1 AND current_refresh = $2 AND active AND expires_at > $4
-             RETURNING body",
-            &[
-                &rotation.session_id.uuid(),
-                &rotation.presented.uuid(),
-                &rotation.next_refresh.id.uuid(),
-                &rotation.now.as_millis(),
-            ],
-        )
-        .await?;
-        let Some(mut session) = first::<SessionRecord>(&rows)? else {
-            let rows = query(&tx, "SELECT body FROM sessions WHERE id = $1", &[&rotation.session_id.uuid()]).await?;
-            tx.rollback().await.map_err(pg)?;
-            return Ok(match first::<SessionRecord>(&rows)? {
-                Some(s) if s.is_live(rotation.now) && s.current_refresh != rotation.presented => RotateOutcome::Reused,
-                _ => RotateOutcome::Ended,
-            });
-        };
-        let rows =
-            query(&tx, "SELECT body FROM tokens WHERE id = $1 FOR UPDATE", &[&rotation.presented.uuid()]).await?;
-        let Some(mut presented) = first::<TokenRecord>(&rows)?.filter(|t| t.state == TokenState::Active) else {
-            tx.rollback().await.map_err(pg)?;
-            return Ok(RotateOutcome::Ended);
-        };
-        end_token(&tx, &mut presented, TokenState::Rotated, rotation.now).await?;
-        let mut next_refresh = rotation.next_refresh.clone();
-        next_refresh.refresh_hash = Some(rotation.next_hash);
-        insert_token(&tx, &next_refresh).await?;
-        insert_token(&tx, &rotation.access).await?;
-        session.current_refresh = rotation.next_refresh.id;
-        session.last_seen_at = rotation.now;
-        update_session(&tx, &session, None).await?;
-        tx.commit().await.map_err(pg)?;
-        Ok(RotateOutcome::Rotated(Box::new(session)))
+        // The session's row lock is the whole of the race: of two
+        // presentations of one token, on any instances, one locks the row;
+        // the other waits, then reads the row as the first committed it
+        // (READ COMMITTED re-reads a locked row once it is released), with
+        // the current token moved on: reuse. The session is locked before
+        // its token, in the order `revoke_session` takes them.
+        let session = first(
+            &query(&tx, "SELECT body FROM sessions WHERE id = $1 FOR UPDATE", &[&rotation.session_id.uuid()]).await?,
+        )?;
+        let presented = first(
+            &query(&tx, "SELECT body FROM tokens WHERE id = $1 FOR UPDATE", &[&rotation.presented.uuid()]).await?,
+        )?;
+        match refresh_rotation::decide(rotation, session, presented) {
+            RotationDecision::Rotate(writes) => {
+                put_ended_token(&tx, &writes.rotated, rotation.now).await?;
+                insert_tokens(&tx, &writes.issued).await?;
+                update_session(&tx, &writes.session, None).await?;
+                tx.commit().await.map_err(pg)?;
+                Ok(writes.outcome())
+            }
+            RotationDecision::Refuse(outcome) => {
+                tx.rollback().await.map_err(pg)?;
+                Ok(outcome)
+            }
+        }
     }
 
     async fn revoke_session(
@@ -489,25 +503,14 @@ impl SessionStore for PgStore {
         // Locking the session first orders this against a rotation, which
         // must update the same row: the rotation then finds it inactive.
         let rows = query(&tx, "SELECT body FROM sessions WHERE id = $1 FOR UPDATE", &[&id.uuid()]).await?;
-        let Some(mut session) = first::<SessionRecord>(&rows)? else {
+        let Some(session) = first::<SessionRecord>(&rows)? else {
             tx.rollback().await.map_err(pg)?;
             return Ok(None);
         };
-        let mut outcome = RevokeOutcome::default();
-        if session.state == SessionState::Active {
-            session.revoke_reason = Some(cause.reason.clone());
-            session.end(SessionState::Revoked, cause.at);
-            update_session(&tx, &session, Some(cause.at)).await?;
-            outcome.sessions = 1;
-            outcome.owners.push((id, session.user_id, session.username.clone()));
-            outcome.entries.push(log_revocation(&tx, RevocationTarget::Session(id), cause).await?);
-        }
         let rows =
             query(&tx, "SELECT body FROM tokens WHERE session_id = $1 AND active FOR UPDATE", &[&id.uuid()]).await?;
-        for mut token in bodies::<TokenRecord>(&rows)? {
-            end_token(&tx, &mut token, TokenState::Revoked, cause.at).await?;
-            outcome.tokens += 1;
-        }
+        let writes = session_revocation::revoke_session(&session, bodies::<TokenRecord>(&rows)?, cause);
+        let outcome = apply_revocation(&tx, writes, cause).await?;
         tx.commit().await.map_err(pg)?;
         Ok(Some(outcome))
     }
@@ -516,20 +519,11 @@ impl SessionStore for PgStore {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(pg)?;
         let rows = query(&tx, "SELECT body FROM tokens WHERE id = $1 FOR UPDATE", &[&id.uuid()]).await?;
-        let Some(mut token) = first::<TokenRecord>(&rows)? else {
+        let Some(token) = first::<TokenRecord>(&rows)? else {
             tx.rollback().await.map_err(pg)?;
             return Ok(None);
         };
-        let mut outcome = RevokeOutcome::default();
-        if token.state == TokenState::Active {
-            end_token(&tx, &mut token, TokenState::Revoked, cause.at).await?;
-            outcome.tokens = 1;
-            // Refresh tokens are checked against their record on use; only
-            // access tokens need the in-memory index.
-            if token.kind == TokenKind::Access {
-                outcome.entries.push(log_revocation(&tx, RevocationTarget::Token(id), cause).await?);
-            }
-        }
+        let outcome = apply_revocation(&tx, session_revocation::revoke_token(&token, cause), cause).await?;
         tx.commit().await.map_err(pg)?;
         Ok(Some(outcome))
     }
@@ -703,8 +697,8 @@ impl KeyStore for PgStore {
         // Instances starting together on an empty database: the first to
         // take the lock inserts, the others then find its key.
         execute(&tx, "SELECT pg_advisory_xact_lock($1)", &[&KEY_LOCK]).await?;
-        if count(&query(&tx, "SELECT count(*) FROM signing_keys", &[]).await?)? == 0 {
-            insert_key(&tx, key).await?;
+        if let Some(first) = key_rotation::first_key(&all_keys(&tx).await?, key) {
+            insert_key(&tx, first).await?;
             announce(&tx, listener::KEYS).await?;
         }
         let keys = all_keys(&tx).await?;
@@ -716,14 +710,11 @@ impl KeyStore for PgStore {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(pg)?;
         execute(&tx, "SELECT pg_advisory_xact_lock($1)", &[&KEY_LOCK]).await?;
-        for mut old in all_keys(&tx).await? {
-            if old.state == KeyState::Active {
-                old.state = KeyState::Verifying;
-                old.superseded_at = Some(key.created_at);
-                update_key(&tx, &old).await?;
-            }
+        let rotation = key_rotation::rotate(&all_keys(&tx).await?, key);
+        for old in &rotation.superseded {
+            update_key(&tx, old).await?;
         }
-        insert_key(&tx, key).await?;
+        insert_key(&tx, &rotation.activated).await?;
         announce(&tx, listener::KEYS).await?;
         let keys = all_keys(&tx).await?;
         tx.commit().await.map_err(pg)?;
@@ -734,12 +725,10 @@ impl KeyStore for PgStore {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(pg)?;
         let rows = query(&tx, "SELECT body FROM signing_keys WHERE kid = $1 FOR UPDATE", &[&kid]).await?;
-        if let Some(mut key) = first::<SigningKeyRecord>(&rows)?
-            && key.state != KeyState::Retired
+        if let Some(key) = first::<SigningKeyRecord>(&rows)?
+            && let Some(retired) = key_rotation::retire(&key, at)
         {
-            key.state = KeyState::Retired;
-            key.retired_at = Some(at);
-            update_key(&tx, &key).await?;
+            update_key(&tx, &retired).await?;
             announce(&tx, listener::KEYS).await?;
         }
         tx.commit().await.map_err(pg)
