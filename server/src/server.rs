@@ -8,7 +8,11 @@
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use sigil_proto::pb::{admin_service_server::AdminServiceServer, identity_service_server::IdentityServiceServer};
-use tokio::{net::TcpListener, sync::watch, task::JoinHandle};
+use tokio::{
+    net::TcpListener,
+    sync::{Notify, watch},
+    task::JoinHandle,
+};
 use tonic::transport::ServerTlsConfig;
 
 use crate::{
@@ -467,27 +471,19 @@ fn configure_http(
 
 /// Periodic upkeep (expiry, purges, key retirement, last-seen times); see
 /// `domain::maintenance`. A failed sweep is logged and retried next time.
-async fn maintain(
-    identity: Arc<Identity>,
-    every: Duration,
-    mut stop: watch::Receiver<bool>,
-) -> Result<(), ServerError> {
-    let mut tick = periodic(every);
-    loop {
-        tokio::select! {
-            _ = tick.tick() => match identity.sweep().await {
-                Ok(report) => tracing::debug!(?report, "maintenance sweep"),
-                Err(e) => tracing::warn!(error = %e, "maintenance sweep failed"),
-            },
-            _ = stop.changed() => {
-                // Last-seen times noted since the last sweep are kept.
-                if let Err(e) = identity.flush_last_seen().await {
-                    tracing::warn!(error = %e, "could not save last-seen times");
-                }
-                return Ok(());
-            }
+async fn maintain(identity: Arc<Identity>, every: Duration, stop: watch::Receiver<bool>) -> Result<(), ServerError> {
+    let mut rounds = Rounds::new(every, stop);
+    while rounds.next(None).await.is_some() {
+        match identity.sweep().await {
+            Ok(report) => tracing::debug!(?report, "maintenance sweep"),
+            Err(e) => tracing::warn!(error = %e, "maintenance sweep failed"),
         }
     }
+    // Last-seen times noted since the last sweep are kept.
+    if let Err(e) = identity.flush_last_seen().await {
+        tracing::warn!(error = %e, "could not save last-seen times");
+    }
+    Ok(())
 }
 
 /// The exit status of a server whose store failed in a way it cannot
@@ -511,15 +507,11 @@ pub const EXIT_STORE_NEEDS_RESTART: i32 = 75;
 async fn report_store_health(
     store: Arc<dyn Store>,
     health: HealthReporter,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
 ) -> Result<(), ServerError> {
-    let mut tick = periodic(STORE_PROBE_INTERVAL);
+    let mut rounds = Rounds::new(STORE_PROBE_INTERVAL, stop);
     let mut serving = true;
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = stop.changed() => return Ok(()),
-        }
+    while rounds.next(None).await.is_some() {
         let probe = tokio::time::timeout(STORE_PROBE_INTERVAL * 2, store.ping()).await;
         let ok = matches!(probe, Ok(Ok(())));
         if !ok && store.needs_restart() {
@@ -541,6 +533,7 @@ async fn report_store_health(
             serving = ok;
         }
     }
+    Ok(())
 }
 
 /// With a shared store: catches up on other instances' revocations, keys
@@ -550,17 +543,16 @@ async fn follow_peers(
     identity: Arc<Identity>,
     changes: Arc<crate::store::Changes>,
     every: Duration,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
 ) -> Result<(), ServerError> {
-    let mut tick = periodic(every);
+    let mut rounds = Rounds::new(every, stop);
     let mut failing = false;
-    loop {
+    while let Some(round) = rounds.next(Some(&changes.signal)).await {
         // The timer also rereads the signing keys: a lost notification
         // delays a key change by one interval at most.
-        let keys = tokio::select! {
-            _ = changes.signal.notified() => changes.take_keys(),
-            _ = tick.tick() => true,
-            _ = stop.changed() => return Ok(()),
+        let keys = match round {
+            Round::Signalled => changes.take_keys(),
+            Round::Tick => true,
         };
         match identity.catch_up(keys).await {
             Ok(report) => {
@@ -579,6 +571,7 @@ async fn follow_peers(
             Err(_) => {}
         }
     }
+    Ok(())
 }
 
 /// The TLS material of both listeners, read once from the configured PEM
@@ -620,12 +613,46 @@ impl TlsPem {
     }
 }
 
-/// A timer for periodic upkeep: a tick missed while the previous round ran
-/// long is not made up in a burst.
-fn periodic(every: Duration) -> tokio::time::Interval {
-    let mut tick = tokio::time::interval(every);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    tick
+/// The rounds of a periodic background task, until the server stops: one
+/// on every tick of its interval (the first at once; a tick missed while the
+/// previous round ran long is not made up in a burst), and for a task that
+/// follows a signal, one per signal as well. A stop is seen between rounds,
+/// so a round in progress completes.
+struct Rounds {
+    tick: tokio::time::Interval,
+    stop: watch::Receiver<bool>,
+}
+
+/// Why a round of [`Rounds`] runs.
+enum Round {
+    /// The interval elapsed.
+    Tick,
+    /// The signal was raised.
+    Signalled,
+}
+
+impl Rounds {
+    fn new(every: Duration, stop: watch::Receiver<bool>) -> Self {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        Self { tick, stop }
+    }
+
+    /// Waits for the next round, woken also by `signal` if given; `None`
+    /// once the server stops (or its stop sender is gone).
+    async fn next(&mut self, signal: Option<&Notify>) -> Option<Round> {
+        let signalled = async {
+            match signal {
+                Some(signal) => signal.notified().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            () = signalled => Some(Round::Signalled),
+            _ = self.tick.tick() => Some(Round::Tick),
+            _ = self.stop.changed() => None,
+        }
+    }
 }
 
 async fn stopped(mut stop: watch::Receiver<bool>) {
