@@ -17,7 +17,7 @@ use tonic::transport::ServerTlsConfig;
 
 use crate::{
     config::{Config, ListenAddr, PublicUrl},
-    domain::{Identity, Secret, user::UserRecord},
+    domain::{Identity, Secret, error::Report, user::UserRecord},
     grpc::{
         admin::{AdminApi, AdminGuard},
         identity::IdentityApi,
@@ -60,17 +60,18 @@ const CONNECTION_AGE_GRACE: Duration = Duration::from_secs(60);
 /// Name of the lock file that keeps a second `sigil-server` off a data directory.
 const DATA_DIR_LOCK: &str = "sigil-server.lock";
 
-/// Why the server could not start or stop cleanly.
+/// Why the server could not start or stop cleanly. Each message says its
+/// own part and keeps the error behind it as its `source`; `main` prints
+/// the chain (`cannot listen on …: Address already in use`), each cause once.
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
-    // The causes below are part of the message and deliberately not
-    // `#[source]`: a report that prints the chain would say them twice.
     /// The data directory could not be prepared.
-    #[error("data directory {path}: {reason}")]
+    #[error("data directory {path}")]
     DataDir {
         /// The directory.
         path: String,
         /// Why.
+        #[source]
         reason: std::io::Error,
     },
     /// Another process holds the data directory.
@@ -84,11 +85,21 @@ pub enum ServerError {
         holder: String,
     },
     /// A listener could not be bound.
-    #[error("cannot listen on {addr}: {reason}")]
+    #[error("cannot listen on {addr}")]
     Bind {
         /// The address as configured.
         addr: String,
         /// Why.
+        #[source]
+        reason: std::io::Error,
+    },
+    /// The PostgreSQL server's CA certificate could not be read.
+    #[error("cannot read the database CA {path}")]
+    DatabaseCa {
+        /// The file as configured.
+        path: String,
+        /// Why.
+        #[source]
         reason: std::io::Error,
     },
     /// The store failed.
@@ -98,11 +109,26 @@ pub enum ServerError {
     #[error(transparent)]
     Domain(#[from] crate::domain::DomainError),
     /// Serving failed.
-    #[error("serving failed: {0}")]
-    Serve(String),
-    /// The TLS files could not be read or used.
-    #[error("TLS: {0}")]
-    Tls(String),
+    #[error("serving failed")]
+    Serve(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// The reflection service could not be built.
+    #[error("serving failed: reflection")]
+    Reflection(#[source] tonic_reflection::server::Error),
+    /// A TLS file could not be read.
+    #[error("TLS: cannot read {path}")]
+    TlsFile {
+        /// The file as configured.
+        path: String,
+        /// Why.
+        #[source]
+        reason: std::io::Error,
+    },
+    /// The TLS certificate or key could not be used.
+    #[error("TLS")]
+    Tls(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// The TLS certificate or key could not be used on the HTTP listener.
+    #[error("TLS: HTTP listener")]
+    HttpTls(#[source] std::io::Error),
 }
 
 /// A running server.
@@ -135,7 +161,7 @@ impl RunningServer {
         let mut served = Ok(());
         let finished = tokio::time::timeout(self.grace, async {
             for task in tasks.iter_mut() {
-                let result = task.await.map_err(|e| ServerError::Serve(e.to_string())).and_then(|r| r);
+                let result = task.await.map_err(|e| ServerError::Serve(e.into())).and_then(|r| r);
                 if served.is_ok() {
                     served = result;
                 }
@@ -183,9 +209,10 @@ pub async fn start(config: &Config, admin_password: Option<Secret<String>>) -> R
     let store: Arc<dyn Store> = match &config.database_url {
         Some(url) => {
             let ca = match &config.database_ca {
-                Some(path) => Some(std::fs::read(path).map_err(|e| {
-                    crate::store::StoreError::Backend(format!("cannot read the database CA {}: {e}", path.display()))
-                })?),
+                Some(path) => Some(
+                    std::fs::read(path)
+                        .map_err(|reason| ServerError::DatabaseCa { path: path.display().to_string(), reason })?,
+                ),
                 None => None,
             };
             let store = PgStore::connect(url.expose(), ca.as_deref()).await?;
@@ -329,12 +356,12 @@ async fn serve_grpc(
         .register_encoded_file_descriptor_set(sigil_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()
-        .map_err(|e| ServerError::Serve(format!("reflection: {e}")))?;
+        .map_err(ServerError::Reflection)?;
     let reflection_v1alpha = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(sigil_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1alpha()
-        .map_err(|e| ServerError::Serve(format!("reflection: {e}")))?;
+        .map_err(ServerError::Reflection)?;
 
     let GrpcOptions { tls, limits, config } = options;
     let incoming = Admission::new("grpc", limits, stop.clone()).incoming(listener);
@@ -356,7 +383,7 @@ async fn serve_grpc(
         // tonic 0.14 with a grace set skips the GOAWAY and only cuts.
         .max_connection_age(config.max_connection_age);
     if let Some(tls) = tls {
-        builder = builder.tls_config(tls).map_err(|e| ServerError::Tls(e.to_string()))?;
+        builder = builder.tls_config(tls).map_err(|e| ServerError::Tls(e.into()))?;
     }
     builder
         .trace_fn(crate::telemetry::rpc_span)
@@ -368,7 +395,7 @@ async fn serve_grpc(
         .add_service(admin_service)
         .serve_with_incoming_shutdown(incoming, stopped(stop))
         .await
-        .map_err(|e| ServerError::Serve(e.to_string()))
+        .map_err(|e| ServerError::Serve(e.into()))
 }
 
 /// PEM certificate chain and key for the HTTP listener, when TLS is on.
@@ -397,7 +424,7 @@ async fn serve_http(
         },
     ));
     let admission = Admission::new("http", limits, stop.clone());
-    let listener = listener.into_std().map_err(|e| ServerError::Serve(e.to_string()))?;
+    let listener = listener.into_std().map_err(|e| ServerError::Serve(e.into()))?;
     let handle = axum_server::Handle::new();
     let closer = handle.clone();
     let grace = config.shutdown_grace;
@@ -414,11 +441,11 @@ async fn serve_http(
             }
         }
     };
-    let serve = |result: std::io::Result<()>| result.map_err(|e| ServerError::Serve(e.to_string()));
+    let serve = |result: std::io::Result<()>| result.map_err(|e| ServerError::Serve(e.into()));
     match tls {
         None => {
             let mut server = axum_server::from_tcp(listener)
-                .map_err(|e| ServerError::Serve(e.to_string()))?
+                .map_err(|e| ServerError::Serve(e.into()))?
                 .acceptor(AdmittingAcceptor(admission));
             configure_http(server.http_builder(), &config);
             serve(
@@ -433,12 +460,12 @@ async fn serve_http(
         Some(tls) => {
             let rustls = axum_server::tls_rustls::RustlsConfig::from_pem(tls.cert, tls.key)
                 .await
-                .map_err(|e| ServerError::Tls(format!("HTTP listener: {e}")))?;
+                .map_err(ServerError::HttpTls)?;
             let acceptor = axum_server::tls_rustls::RustlsAcceptor::new(rustls)
                 .handshake_timeout(config.handshake_timeout)
                 .acceptor(AdmittingAcceptor(admission));
             let mut server =
-                axum_server::from_tcp(listener).map_err(|e| ServerError::Serve(e.to_string()))?.acceptor(acceptor);
+                axum_server::from_tcp(listener).map_err(|e| ServerError::Serve(e.into()))?.acceptor(acceptor);
             configure_http(server.http_builder(), &config);
             serve(
                 server
@@ -476,12 +503,12 @@ async fn maintain(identity: Arc<Identity>, every: Duration, stop: watch::Receive
     while rounds.next(None).await.is_some() {
         match identity.sweep().await {
             Ok(report) => tracing::debug!(?report, "maintenance sweep"),
-            Err(e) => tracing::warn!(error = %e, "maintenance sweep failed"),
+            Err(e) => tracing::warn!(error = %Report(&e), "maintenance sweep failed"),
         }
     }
     // Last-seen times noted since the last sweep are kept.
     if let Err(e) = identity.flush_last_seen().await {
-        tracing::warn!(error = %e, "could not save last-seen times");
+        tracing::warn!(error = %Report(&e), "could not save last-seen times");
     }
     Ok(())
 }
@@ -565,7 +592,7 @@ async fn follow_peers(
                 }
             }
             Err(e) if !failing => {
-                tracing::warn!(error = %e, "cannot catch up with other instances; retrying");
+                tracing::warn!(error = %Report(&e), "cannot catch up with other instances; retrying");
                 failing = true;
             }
             Err(_) => {}
@@ -588,7 +615,7 @@ impl TlsPem {
             return Ok(None);
         };
         let read = |path: &std::path::Path| {
-            std::fs::read(path).map_err(|e| ServerError::Tls(format!("cannot read {}: {e}", path.display())))
+            std::fs::read(path).map_err(|reason| ServerError::TlsFile { path: path.display().to_string(), reason })
         };
         let client_ca = config.tls_client_ca.as_deref().map(read).transpose()?;
         Ok(Some(Self { cert: read(cert)?, key: read(key)?, client_ca }))

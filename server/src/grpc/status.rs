@@ -4,7 +4,7 @@
 use sigil_proto::pb;
 use tonic::{Code, Status};
 
-use crate::domain::{DomainError, token::ValidationFailure};
+use crate::domain::{DomainError, error::Report, token::ValidationFailure};
 
 impl From<DomainError> for Status {
     fn from(error: DomainError) -> Self {
@@ -31,9 +31,14 @@ impl From<DomainError> for Status {
                 tracing::error!(error = %e, "store failure");
                 Status::new(Code::Unavailable, "storage is unavailable; the request was not applied, retry")
             }
-            DomainError::Internal(detail) => {
+            DomainError::Internal { what, cause } => {
                 // The detail may name internals; the caller gets a generic line.
-                tracing::error!(detail = %detail, "internal error");
+                match cause {
+                    Some(cause) => {
+                        tracing::error!(detail = %format_args!("{what}: {}", Report(&*cause)), "internal error")
+                    }
+                    None => tracing::error!(detail = %what, "internal error"),
+                }
                 Status::internal("internal error")
             }
         }
