@@ -43,7 +43,8 @@ fn main() -> ExitCode {
         return match runtime.block_on(sigil_server::recovery::execute(command, config, admin_password_from_env())) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
-                eprintln!("sigil-server: {e}");
+                // With its causes, as a failed start prints them.
+                eprintln!("sigil-server: {:#}", anyhow::Error::from(e));
                 ExitCode::FAILURE
             }
         };

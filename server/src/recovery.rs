@@ -62,6 +62,33 @@ pub enum RecoveryError {
         "{0} is in use by a running sigil-server (sled allows one process): stop it first, then run this command again"
     )]
     InUse(String),
+    /// The PostgreSQL server's CA certificate could not be read.
+    #[error("cannot read the database CA {path}")]
+    DatabaseCa {
+        /// The file as configured.
+        path: String,
+        /// Why.
+        #[source]
+        reason: std::io::Error,
+    },
+    /// sled's lock file could not be opened to probe it.
+    #[error("cannot open {path}")]
+    OpenLockFile {
+        /// The lock file.
+        path: String,
+        /// Why.
+        #[source]
+        reason: std::io::Error,
+    },
+    /// sled's lock file could not be probed.
+    #[error("cannot lock {path}")]
+    LockFile {
+        /// The lock file.
+        path: String,
+        /// Why.
+        #[source]
+        reason: std::io::Error,
+    },
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -118,7 +145,7 @@ async fn open_store(config: &Config) -> Result<Arc<dyn Store>, RecoveryError> {
         let ca = match &config.database_ca {
             Some(path) => Some(
                 std::fs::read(path)
-                    .map_err(|e| StoreError::Backend(format!("cannot read the database CA {}: {e}", path.display())))?,
+                    .map_err(|reason| RecoveryError::DatabaseCa { path: path.display().to_string(), reason })?,
             ),
             None => None,
         };
@@ -147,12 +174,14 @@ fn ensure_not_in_use(dir: &Path, lock_file: &Path) -> Result<(), RecoveryError> 
             .read(true)
             .write(true)
             .open(lock_file)
-            .map_err(|e| StoreError::Backend(format!("cannot open {}: {e}", lock_file.display())))?;
+            .map_err(|reason| RecoveryError::OpenLockFile { path: lock_file.display().to_string(), reason })?;
         match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
             // Released when `file` is dropped, before sled takes it.
             Ok(()) => {}
             Err(rustix::io::Errno::WOULDBLOCK) => return Err(RecoveryError::InUse(dir.display().to_string())),
-            Err(e) => return Err(StoreError::Backend(format!("cannot lock {}: {e}", lock_file.display())).into()),
+            Err(e) => {
+                return Err(RecoveryError::LockFile { path: lock_file.display().to_string(), reason: e.into() });
+            }
         }
     }
     #[cfg(not(unix))]

@@ -8,13 +8,18 @@
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use sigil_proto::pb::{admin_service_server::AdminServiceServer, identity_service_server::IdentityServiceServer};
-use tokio::{net::TcpListener, sync::watch, task::JoinHandle};
+use tokio::{
+    net::TcpListener,
+    sync::{Notify, watch},
+    task::JoinHandle,
+};
 use tonic::transport::ServerTlsConfig;
 
 use crate::{
     config::{Config, ListenAddr, PublicUrl},
     domain::{
         Identity, Secret,
+        error::Report,
         port::{Changes, Store, StoreError},
         user::UserRecord,
     },
@@ -60,17 +65,18 @@ const CONNECTION_AGE_GRACE: Duration = Duration::from_secs(60);
 /// Name of the lock file that keeps a second `sigil-server` off a data directory.
 const DATA_DIR_LOCK: &str = "sigil-server.lock";
 
-/// Why the server could not start or stop cleanly.
+/// Why the server could not start or stop cleanly. Each message says its
+/// own part and keeps the error behind it as its `source`; `main` prints
+/// the chain (`cannot listen on …: Address already in use`), each cause once.
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
-    // The causes below are part of the message and deliberately not
-    // `#[source]`: a report that prints the chain would say them twice.
     /// The data directory could not be prepared.
-    #[error("data directory {path}: {reason}")]
+    #[error("data directory {path}")]
     DataDir {
         /// The directory.
         path: String,
         /// Why.
+        #[source]
         reason: std::io::Error,
     },
     /// Another process holds the data directory.
@@ -84,11 +90,21 @@ pub enum ServerError {
         holder: String,
     },
     /// A listener could not be bound.
-    #[error("cannot listen on {addr}: {reason}")]
+    #[error("cannot listen on {addr}")]
     Bind {
         /// The address as configured.
         addr: String,
         /// Why.
+        #[source]
+        reason: std::io::Error,
+    },
+    /// The PostgreSQL server's CA certificate could not be read.
+    #[error("cannot read the database CA {path}")]
+    DatabaseCa {
+        /// The file as configured.
+        path: String,
+        /// Why.
+        #[source]
         reason: std::io::Error,
     },
     /// The store failed.
@@ -98,11 +114,26 @@ pub enum ServerError {
     #[error(transparent)]
     Domain(#[from] crate::domain::DomainError),
     /// Serving failed.
-    #[error("serving failed: {0}")]
-    Serve(String),
-    /// The TLS files could not be read or used.
-    #[error("TLS: {0}")]
-    Tls(String),
+    #[error("serving failed")]
+    Serve(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// The reflection service could not be built.
+    #[error("serving failed: reflection")]
+    Reflection(#[source] tonic_reflection::server::Error),
+    /// A TLS file could not be read.
+    #[error("TLS: cannot read {path}")]
+    TlsFile {
+        /// The file as configured.
+        path: String,
+        /// Why.
+        #[source]
+        reason: std::io::Error,
+    },
+    /// The TLS certificate or key could not be used.
+    #[error("TLS")]
+    Tls(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// The TLS certificate or key could not be used on the HTTP listener.
+    #[error("TLS: HTTP listener")]
+    HttpTls(#[source] std::io::Error),
 }
 
 /// A running server.
@@ -135,7 +166,7 @@ impl RunningServer {
         let mut served = Ok(());
         let finished = tokio::time::timeout(self.grace, async {
             for task in tasks.iter_mut() {
-                let result = task.await.map_err(|e| ServerError::Serve(e.to_string())).and_then(|r| r);
+                let result = task.await.map_err(|e| ServerError::Serve(e.into())).and_then(|r| r);
                 if served.is_ok() {
                     served = result;
                 }
@@ -183,9 +214,10 @@ pub async fn start(config: &Config, admin_password: Option<Secret<String>>) -> R
     let store: Arc<dyn Store> = match &config.database_url {
         Some(url) => {
             let ca = match &config.database_ca {
-                Some(path) => Some(std::fs::read(path).map_err(|e| {
-                    StoreError::Backend(format!("cannot read the database CA {}: {e}", path.display()))
-                })?),
+                Some(path) => Some(
+                    std::fs::read(path)
+                        .map_err(|reason| ServerError::DatabaseCa { path: path.display().to_string(), reason })?,
+                ),
                 None => None,
             };
             let store = PgStore::connect(url.expose(), ca.as_deref()).await?;
@@ -329,12 +361,12 @@ async fn serve_grpc(
         .register_encoded_file_descriptor_set(sigil_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()
-        .map_err(|e| ServerError::Serve(format!("reflection: {e}")))?;
+        .map_err(ServerError::Reflection)?;
     let reflection_v1alpha = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(sigil_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1alpha()
-        .map_err(|e| ServerError::Serve(format!("reflection: {e}")))?;
+        .map_err(ServerError::Reflection)?;
 
     let GrpcOptions { tls, limits, config } = options;
     let incoming = Admission::new("grpc", limits, stop.clone()).incoming(listener);
@@ -356,7 +388,7 @@ async fn serve_grpc(
         // tonic 0.14 with a grace set skips the GOAWAY and only cuts.
         .max_connection_age(config.max_connection_age);
     if let Some(tls) = tls {
-        builder = builder.tls_config(tls).map_err(|e| ServerError::Tls(e.to_string()))?;
+        builder = builder.tls_config(tls).map_err(|e| ServerError::Tls(e.into()))?;
     }
     builder
         .trace_fn(crate::telemetry::rpc_span)
@@ -368,7 +400,7 @@ async fn serve_grpc(
         .add_service(admin_service)
         .serve_with_incoming_shutdown(incoming, stopped(stop))
         .await
-        .map_err(|e| ServerError::Serve(e.to_string()))
+        .map_err(|e| ServerError::Serve(e.into()))
 }
 
 /// PEM certificate chain and key for the HTTP listener, when TLS is on.
@@ -397,7 +429,7 @@ async fn serve_http(
         },
     ));
     let admission = Admission::new("http", limits, stop.clone());
-    let listener = listener.into_std().map_err(|e| ServerError::Serve(e.to_string()))?;
+    let listener = listener.into_std().map_err(|e| ServerError::Serve(e.into()))?;
     let handle = axum_server::Handle::new();
     let closer = handle.clone();
     let grace = config.shutdown_grace;
@@ -414,11 +446,11 @@ async fn serve_http(
             }
         }
     };
-    let serve = |result: std::io::Result<()>| result.map_err(|e| ServerError::Serve(e.to_string()));
+    let serve = |result: std::io::Result<()>| result.map_err(|e| ServerError::Serve(e.into()));
     match tls {
         None => {
             let mut server = axum_server::from_tcp(listener)
-                .map_err(|e| ServerError::Serve(e.to_string()))?
+                .map_err(|e| ServerError::Serve(e.into()))?
                 .acceptor(AdmittingAcceptor(admission));
             configure_http(server.http_builder(), &config);
             serve(
@@ -433,12 +465,12 @@ async fn serve_http(
         Some(tls) => {
             let rustls = axum_server::tls_rustls::RustlsConfig::from_pem(tls.cert, tls.key)
                 .await
-                .map_err(|e| ServerError::Tls(format!("HTTP listener: {e}")))?;
+                .map_err(ServerError::HttpTls)?;
             let acceptor = axum_server::tls_rustls::RustlsAcceptor::new(rustls)
                 .handshake_timeout(config.handshake_timeout)
                 .acceptor(AdmittingAcceptor(admission));
             let mut server =
-                axum_server::from_tcp(listener).map_err(|e| ServerError::Serve(e.to_string()))?.acceptor(acceptor);
+                axum_server::from_tcp(listener).map_err(|e| ServerError::Serve(e.into()))?.acceptor(acceptor);
             configure_http(server.http_builder(), &config);
             serve(
                 server
@@ -471,27 +503,19 @@ fn configure_http(
 
 /// Periodic upkeep (expiry, purges, key retirement, last-seen times); see
 /// `domain::maintenance`. A failed sweep is logged and retried next time.
-async fn maintain(
-    identity: Arc<Identity>,
-    every: Duration,
-    mut stop: watch::Receiver<bool>,
-) -> Result<(), ServerError> {
-    let mut tick = periodic(every);
-    loop {
-        tokio::select! {
-            _ = tick.tick() => match identity.sweep().await {
-                Ok(report) => tracing::debug!(?report, "maintenance sweep"),
-                Err(e) => tracing::warn!(error = %e, "maintenance sweep failed"),
-            },
-            _ = stop.changed() => {
-                // Last-seen times noted since the last sweep are kept.
-                if let Err(e) = identity.flush_last_seen().await {
-                    tracing::warn!(error = %e, "could not save last-seen times");
-                }
-                return Ok(());
-            }
+async fn maintain(identity: Arc<Identity>, every: Duration, stop: watch::Receiver<bool>) -> Result<(), ServerError> {
+    let mut rounds = Rounds::new(every, stop);
+    while rounds.next(None).await.is_some() {
+        match identity.sweep().await {
+            Ok(report) => tracing::debug!(?report, "maintenance sweep"),
+            Err(e) => tracing::warn!(error = %Report(&e), "maintenance sweep failed"),
         }
     }
+    // Last-seen times noted since the last sweep are kept.
+    if let Err(e) = identity.flush_last_seen().await {
+        tracing::warn!(error = %Report(&e), "could not save last-seen times");
+    }
+    Ok(())
 }
 
 /// The exit status of a server whose store failed in a way it cannot
@@ -515,15 +539,11 @@ pub const EXIT_STORE_NEEDS_RESTART: i32 = 75;
 async fn report_store_health(
     store: Arc<dyn Store>,
     health: HealthReporter,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
 ) -> Result<(), ServerError> {
-    let mut tick = periodic(STORE_PROBE_INTERVAL);
+    let mut rounds = Rounds::new(STORE_PROBE_INTERVAL, stop);
     let mut serving = true;
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = stop.changed() => return Ok(()),
-        }
+    while rounds.next(None).await.is_some() {
         let probe = tokio::time::timeout(STORE_PROBE_INTERVAL * 2, store.ping()).await;
         let ok = matches!(probe, Ok(Ok(())));
         if !ok && store.needs_restart() {
@@ -545,6 +565,7 @@ async fn report_store_health(
             serving = ok;
         }
     }
+    Ok(())
 }
 
 /// With a shared store: catches up on other instances' revocations, keys
@@ -554,17 +575,16 @@ async fn follow_peers(
     identity: Arc<Identity>,
     changes: Arc<Changes>,
     every: Duration,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
 ) -> Result<(), ServerError> {
-    let mut tick = periodic(every);
+    let mut rounds = Rounds::new(every, stop);
     let mut failing = false;
-    loop {
+    while let Some(round) = rounds.next(Some(&changes.signal)).await {
         // The timer also rereads the signing keys: a lost notification
         // delays a key change by one interval at most.
-        let keys = tokio::select! {
-            _ = changes.signal.notified() => changes.take_keys(),
-            _ = tick.tick() => true,
-            _ = stop.changed() => return Ok(()),
+        let keys = match round {
+            Round::Signalled => changes.take_keys(),
+            Round::Tick => true,
         };
         match identity.catch_up(keys).await {
             Ok(report) => {
@@ -577,12 +597,13 @@ async fn follow_peers(
                 }
             }
             Err(e) if !failing => {
-                tracing::warn!(error = %e, "cannot catch up with other instances; retrying");
+                tracing::warn!(error = %Report(&e), "cannot catch up with other instances; retrying");
                 failing = true;
             }
             Err(_) => {}
         }
     }
+    Ok(())
 }
 
 /// The TLS material of both listeners, read once from the configured PEM
@@ -599,7 +620,7 @@ impl TlsPem {
             return Ok(None);
         };
         let read = |path: &std::path::Path| {
-            std::fs::read(path).map_err(|e| ServerError::Tls(format!("cannot read {}: {e}", path.display())))
+            std::fs::read(path).map_err(|reason| ServerError::TlsFile { path: path.display().to_string(), reason })
         };
         let client_ca = config.tls_client_ca.as_deref().map(read).transpose()?;
         Ok(Some(Self { cert: read(cert)?, key: read(key)?, client_ca }))
@@ -624,12 +645,46 @@ impl TlsPem {
     }
 }
 
-/// A timer for periodic upkeep: a tick missed while the previous round ran
-/// long is not made up in a burst.
-fn periodic(every: Duration) -> tokio::time::Interval {
-    let mut tick = tokio::time::interval(every);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    tick
+/// The rounds of a periodic background task, until the server stops: one
+/// on every tick of its interval (the first at once; a tick missed while the
+/// previous round ran long is not made up in a burst), and for a task that
+/// follows a signal, one per signal as well. A stop is seen between rounds,
+/// so a round in progress completes.
+struct Rounds {
+    tick: tokio::time::Interval,
+    stop: watch::Receiver<bool>,
+}
+
+/// Why a round of [`Rounds`] runs.
+enum Round {
+    /// The interval elapsed.
+    Tick,
+    /// The signal was raised.
+    Signalled,
+}
+
+impl Rounds {
+    fn new(every: Duration, stop: watch::Receiver<bool>) -> Self {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        Self { tick, stop }
+    }
+
+    /// Waits for the next round, woken also by `signal` if given; `None`
+    /// once the server stops (or its stop sender is gone).
+    async fn next(&mut self, signal: Option<&Notify>) -> Option<Round> {
+        let signalled = async {
+            match signal {
+                Some(signal) => signal.notified().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            () = signalled => Some(Round::Signalled),
+            _ = self.tick.tick() => Some(Round::Tick),
+            _ = self.stop.changed() => None,
+        }
+    }
 }
 
 async fn stopped(mut stop: watch::Receiver<bool>) {

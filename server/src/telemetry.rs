@@ -397,7 +397,7 @@ mod tests {
         let busy = DomainError::ResourceExhausted { message: "busy".into(), retry_after: None };
         assert_eq!(of(Err(busy)), "refused_busy_or_locked");
         assert_eq!(of(Err(DomainError::InvalidArgument("username is empty".into()))), "invalid_argument");
-        assert_eq!(of(Err(DomainError::Internal("bug".into()))), "error");
+        assert_eq!(of(Err(DomainError::internal("bug"))), "error");
         let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).expect("README");
         let metrics = readme.split("`/metrics` is Prometheus").nth(1).expect("the /metrics section");
         let metrics = metrics.split("\n\n").next().unwrap_or_default();

@@ -1,7 +1,11 @@
 //! The errors of the domain core. The gRPC adapter maps each variant to a
 //! status code in exactly one place (`grpc::status`).
+//!
+//! An error that another error caused keeps it as its `source`, and its own
+//! `Display` says only its own part: whoever prints it walks the chain
+//! ([`Report`] here, anyhow's `{:#}` in `main`), so each cause is said once.
 
-use std::time::Duration;
+use std::{error::Error, fmt, time::Duration};
 
 use super::port::StoreError;
 
@@ -47,16 +51,67 @@ pub enum DomainError {
         retry_after: Option<Duration>,
     },
     /// The store failed; the write was not acknowledged.
-    #[error("store unavailable: {0}")]
+    #[error("store unavailable")]
     Store(#[from] StoreError),
     /// An invariant broke (a bug or corrupt data); details are logged.
-    #[error("internal error: {0}")]
-    Internal(String),
+    #[error("internal error: {what}")]
+    Internal {
+        /// What broke.
+        what: String,
+        /// The error that said why, if one did.
+        #[source]
+        cause: Option<Box<dyn Error + Send + Sync>>,
+    },
 }
 
 impl DomainError {
     /// An `InvalidArgument` naming the offending field.
     pub fn invalid(message: impl Into<String>) -> Self {
         Self::InvalidArgument(message.into())
+    }
+
+    /// An `Internal` error saying what broke.
+    pub fn internal(what: impl Into<String>) -> Self {
+        Self::Internal { what: what.into(), cause: None }
+    }
+
+    /// An `Internal` error saying what broke, and the error that said why.
+    pub fn internal_because(what: impl Into<String>, cause: impl Into<Box<dyn Error + Send + Sync>>) -> Self {
+        Self::Internal { what: what.into(), cause: Some(cause.into()) }
+    }
+}
+
+/// An error and its causes on one line, `what: why: deeper why`: how log
+/// lines and messages print an error whose causes are its `source` chain.
+pub struct Report<'a>(pub &'a (dyn Error + 'static));
+
+impl fmt::Display for Report<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut cause = self.0.source();
+        while let Some(next) = cause {
+            write!(f, ": {next}")?;
+            cause = next.source();
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_report_says_each_cause_once() {
+        let io = std::io::Error::new(std::io::ErrorKind::InvalidData, "bad header");
+        let error = DomainError::internal_because("key k1 is unreadable", io);
+        assert_eq!(error.to_string(), "internal error: key k1 is unreadable", "Display is its own part only");
+        assert_eq!(Report(&error).to_string(), "internal error: key k1 is unreadable: bad header");
+        let store = DomainError::from(StoreError::Backend("disk full".into()));
+        assert_eq!(Report(&store).to_string(), "store unavailable: disk full");
+        assert_eq!(
+            Report(&DomainError::internal("no active signing key")).to_string(),
+            "internal error: no active signing key"
+        );
     }
 }

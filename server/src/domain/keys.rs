@@ -55,10 +55,10 @@ impl SigningKeyRecord {
     /// Generates a new Ed25519 key, active from `now`.
     pub fn generate_ed25519(now: Timestamp) -> Result<Self, DomainError> {
         let rng = aws_lc_rs::rand::SystemRandom::new();
-        let pkcs8 = Ed25519KeyPair::generate_pkcs8(&rng)
-            .map_err(|_| DomainError::Internal("Ed25519 key generation failed".into()))?;
+        let pkcs8 =
+            Ed25519KeyPair::generate_pkcs8(&rng).map_err(|_| DomainError::internal("Ed25519 key generation failed"))?;
         let pair = Ed25519KeyPair::from_pkcs8(pkcs8.as_ref())
-            .map_err(|e| DomainError::Internal(format!("generated key unreadable: {e}")))?;
+            .map_err(|e| DomainError::internal_because("generated key unreadable", e))?;
         let public_x = base64_url(pair.public_key().as_ref());
         Ok(Self {
             kid: ed25519_thumbprint(&public_x),
@@ -133,23 +133,23 @@ impl KeyRing {
         let mut jwks = Vec::new();
         for record in records.iter().filter(|r| r.state != KeyState::Retired) {
             if record.algorithm != ALGORITHM_EDDSA {
-                return Err(DomainError::Internal(format!(
+                return Err(DomainError::internal(format!(
                     "key {} has unsupported algorithm {}",
                     record.kid, record.algorithm
                 )));
             }
             let decoding = DecodingKey::from_ed_components(&record.public_x)
-                .map_err(|e| DomainError::Internal(format!("key {} is unreadable: {e}", record.kid)))?;
+                .map_err(|e| DomainError::internal_because(format!("key {} is unreadable", record.kid), e))?;
             let signing_ended_at = (record.state != KeyState::Active).then_some(record.superseded_at).flatten();
             verifiers.insert(record.kid.clone(), VerifyingKey { decoding, signing_ended_at });
             jwks.push(record.public_jwk());
             if record.state == KeyState::Active {
                 let der = decode_base64_url(record.private_pkcs8.expose())
-                    .ok_or_else(|| DomainError::Internal(format!("key {} private part is unreadable", record.kid)))?;
+                    .ok_or_else(|| DomainError::internal(format!("key {} private part is unreadable", record.kid)))?;
                 active = Some(ActiveKey { kid: record.kid.clone(), encoding: EncodingKey::from_ed_der(&der) });
             }
         }
-        let active = active.ok_or_else(|| DomainError::Internal("no active signing key".into()))?;
+        let active = active.ok_or_else(|| DomainError::internal("no active signing key"))?;
         let jwks_json = serde_json::json!({ "keys": jwks }).to_string();
         let generation = RING_GENERATION.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Ok(Self { active, verifiers, generation, jwks_json, built_from: Self::fingerprint(records) })

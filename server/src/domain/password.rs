@@ -86,7 +86,7 @@ impl PasswordHasher {
                         }
                     }
                 })
-                .map_err(|e| DomainError::Internal(format!("cannot start the hashing threads: {e}")))?;
+                .map_err(|e| DomainError::internal_because("cannot start the hashing threads", e))?;
         }
         Ok(Self { jobs, queued, dummy_hash: dummy.into() })
     }
@@ -124,9 +124,9 @@ impl PasswordHasher {
                     message: "too many logins in progress; retry shortly".into(),
                     retry_after: Some(Duration::from_secs(1)),
                 },
-                mpsc::TrySendError::Disconnected(_) => DomainError::Internal("password hasher stopped".into()),
+                mpsc::TrySendError::Disconnected(_) => DomainError::internal("password hasher stopped"),
             })?;
-        result.await.map_err(|_| DomainError::Internal("password hashing failed".into()))
+        result.await.map_err(|_| DomainError::internal("password hashing failed"))
     }
 }
 
@@ -169,23 +169,23 @@ impl ArgonMemory {
 /// Verifies `password` against the PHC string `phc`; the comparison of the
 /// outputs is constant-time.
 fn verify_blocking(password: &str, phc: &str) -> Result<bool, DomainError> {
-    let unreadable =
-        |e: &dyn std::fmt::Display| DomainError::Internal(format!("stored password hash is unreadable: {e}"));
-    let parsed = PasswordHash::new(phc).map_err(|e| unreadable(&e))?;
-    if Algorithm::try_from(parsed.algorithm).map_err(|e| unreadable(&e))? != Algorithm::Argon2id
-        || parsed.version.map(Version::try_from).transpose().map_err(|e| unreadable(&e))?.unwrap_or_default()
-            != Version::V0x13
-    {
-        return Err(unreadable(&"not argon2id v19"));
+    fn unreadable(cause: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> DomainError {
+        DomainError::internal_because("stored password hash is unreadable", cause)
     }
-    let params = Params::try_from(&parsed).map_err(|e| unreadable(&e))?;
-    let expected = parsed.hash.ok_or_else(|| unreadable(&"no hash"))?;
+    let parsed = PasswordHash::new(phc).map_err(unreadable)?;
+    if Algorithm::try_from(parsed.algorithm).map_err(unreadable)? != Algorithm::Argon2id
+        || parsed.version.map(Version::try_from).transpose().map_err(unreadable)?.unwrap_or_default() != Version::V0x13
+    {
+        return Err(unreadable("not argon2id v19"));
+    }
+    let params = Params::try_from(&parsed).map_err(unreadable)?;
+    let expected = parsed.hash.ok_or_else(|| unreadable("no hash"))?;
     let mut salt = [0u8; 64];
-    let salt = parsed.salt.ok_or_else(|| unreadable(&"no salt"))?.decode_b64(&mut salt).map_err(|e| unreadable(&e))?;
+    let salt = parsed.salt.ok_or_else(|| unreadable("no salt"))?.decode_b64(&mut salt).map_err(unreadable)?;
     let mut out = [0u8; Output::MAX_LENGTH];
     let out = &mut out[..expected.len()];
     ArgonMemory::hash_into(params, password.as_bytes(), salt, out)
-        .map_err(|e| DomainError::Internal(format!("password verification failed: {e}")))?;
+        .map_err(|e| DomainError::internal_because("password verification failed", e))?;
     // `Output`'s equality is constant-time.
     Ok(Output::new(out).is_ok_and(|computed| computed == expected))
 }
@@ -216,26 +216,28 @@ const HASHING_NICENESS: i32 = 10;
 /// Hashes `password` with a fresh salt into a PHC string (argon2id v19 at
 /// the OWASP parameters, the `argon2` crate's defaults).
 fn hash_blocking(password: &str) -> Result<String, DomainError> {
-    let failed = |e: &dyn std::fmt::Display| DomainError::Internal(format!("password hashing failed: {e}"));
+    fn failed(cause: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> DomainError {
+        DomainError::internal_because("password hashing failed", cause)
+    }
     let mut salt = [0u8; 16];
     fill_random(&mut salt)?;
     let params = Params::default();
     let mut out = [0u8; Params::DEFAULT_OUTPUT_LEN];
-    ArgonMemory::hash_into(params.clone(), password.as_bytes(), &salt, &mut out).map_err(|e| failed(&e))?;
-    let salt = SaltString::encode_b64(&salt).map_err(|e| failed(&e))?;
+    ArgonMemory::hash_into(params.clone(), password.as_bytes(), &salt, &mut out).map_err(failed)?;
+    let salt = SaltString::encode_b64(&salt).map_err(failed)?;
     let phc = PasswordHash {
         algorithm: Algorithm::Argon2id.ident(),
         version: Some(Version::V0x13.into()),
-        params: ParamsString::try_from(&params).map_err(|e| failed(&e))?,
+        params: ParamsString::try_from(&params).map_err(failed)?,
         salt: Some(salt.as_salt()),
-        hash: Some(Output::new(&out).map_err(|e| failed(&e))?),
+        hash: Some(Output::new(&out).map_err(failed)?),
     };
     Ok(phc.to_string())
 }
 
 /// Fills `buf` from the operating system's CSPRNG.
 pub fn fill_random(buf: &mut [u8]) -> Result<(), DomainError> {
-    aws_lc_rs::rand::fill(buf).map_err(|_| DomainError::Internal("system random source failed".into()))
+    aws_lc_rs::rand::fill(buf).map_err(|_| DomainError::internal("system random source failed"))
 }
 
 /// Unpadded base64url, the encoding of tokens and key material.

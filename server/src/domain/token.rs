@@ -291,7 +291,7 @@ pub fn sign(claims: &AccessClaims, keys: &KeyRing) -> Result<String, DomainError
     header.typ = Some(ACCESS_TOKEN_TYPE.to_string());
     header.kid = Some(active.kid.clone());
     jsonwebtoken::encode(&header, claims, &active.encoding)
-        .map_err(|e| DomainError::Internal(format!("signing an access token failed: {e}")))
+        .map_err(|e| DomainError::internal_because("signing an access token failed", e))
 }
 
 #[cfg(test)]

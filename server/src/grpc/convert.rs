@@ -2,7 +2,7 @@
 
 use sigil_proto::pb;
 
-use crate::domain::{Timestamp, identity::IssuedTokens, token::ValidationFailure, token::VerifiedToken};
+use crate::domain::{Timestamp, identity::IssuedTokens, token::VerifiedToken};
 
 /// A domain instant as a protobuf timestamp.
 pub fn timestamp(t: Timestamp) -> prost_types::Timestamp {
@@ -16,24 +16,6 @@ pub fn timestamp(t: Timestamp) -> prost_types::Timestamp {
 /// JWT seconds as a protobuf timestamp.
 pub fn unix_seconds(seconds: i64) -> prost_types::Timestamp {
     prost_types::Timestamp { seconds, nanos: 0 }
-}
-
-/// The proto enum value of a validation failure.
-pub fn failure(failure: ValidationFailure) -> pb::ValidationFailure {
-    use pb::ValidationFailure as P;
-    match failure {
-        ValidationFailure::Malformed => P::Malformed,
-        ValidationFailure::BadSignature => P::BadSignature,
-        ValidationFailure::UnknownKey => P::UnknownKey,
-        ValidationFailure::Expired => P::Expired,
-        ValidationFailure::NotYetValid => P::NotYetValid,
-        ValidationFailure::WrongAudience => P::WrongAudience,
-        ValidationFailure::WrongIssuer => P::WrongIssuer,
-        ValidationFailure::TokenRevoked => P::TokenRevoked,
-        ValidationFailure::SessionRevoked => P::SessionRevoked,
-        ValidationFailure::SessionExpired => P::SessionExpired,
-        ValidationFailure::UserDisabled => P::UserDisabled,
-    }
 }
 
 /// The claims of a verified token.

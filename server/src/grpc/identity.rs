@@ -64,7 +64,7 @@ impl IdentityService for IdentityApi {
         let verdict = self.identity.validate(&req.token, audience);
         let outcome = match &verdict {
             Ok(_) => "valid",
-            Err(failure) => status::failure_label(*failure),
+            Err(failure) => status::FailureNames::of(*failure).label,
         };
         Metrics::count(&METRICS.validations, outcome);
         let response = match verdict {
@@ -73,9 +73,11 @@ impl IdentityService for IdentityApi {
                 failure: pb::ValidationFailure::Unspecified.into(),
                 claims: Some(convert::claims(&verified)),
             },
-            Err(failure) => {
-                pb::ValidateResponse { valid: false, failure: convert::failure(failure).into(), claims: None }
-            }
+            Err(failure) => pb::ValidateResponse {
+                valid: false,
+                failure: pb::ValidationFailure::from(failure).into(),
+                claims: None,
+            },
         };
         Ok(Response::new(response))
     }

@@ -40,7 +40,7 @@ pub fn bearer<T>(identity: &Identity, request: &Request<T>) -> Result<Option<Arc
 
 /// The status of a bearer token that no longer (or never did) authorize.
 pub fn bearer_refused(identity: &Identity, failure: ValidationFailure) -> Status {
-    let text = status::failure_text(failure);
+    let text = status::FailureNames::of(failure).text;
     match failure {
         ValidationFailure::WrongAudience => Status::unauthenticated(format!(
             "bearer token refused: {text}: Sigil's own APIs need a token minted for audience {:?} (log in without an audience)",

@@ -1,9 +1,10 @@
 //! The one mapping from domain errors to gRPC statuses, and the names of
 //! validation failures.
 
+use sigil_proto::pb;
 use tonic::{Code, Status};
 
-use crate::domain::{DomainError, token::ValidationFailure};
+use crate::domain::{DomainError, error::Report, token::ValidationFailure};
 
 impl From<DomainError> for Status {
     fn from(error: DomainError) -> Self {
@@ -31,45 +32,98 @@ impl From<DomainError> for Status {
                 tracing::error!(error = %e, "store failure");
                 Status::new(Code::Unavailable, "storage is unavailable; the request was not applied, retry")
             }
-            DomainError::Internal(detail) => {
+            DomainError::Internal { what, cause } => {
                 // The detail may name internals; the caller gets a generic line.
-                tracing::error!(detail = %detail, "internal error");
+                match cause {
+                    Some(cause) => {
+                        tracing::error!(detail = %format_args!("{what}: {}", Report(&*cause)), "internal error")
+                    }
+                    None => tracing::error!(detail = %what, "internal error"),
+                }
                 Status::internal("internal error")
             }
         }
     }
 }
 
-/// A short human description of a validation failure.
-pub fn failure_text(failure: ValidationFailure) -> &'static str {
-    match failure {
-        ValidationFailure::Malformed => "malformed token",
-        ValidationFailure::BadSignature => "bad signature",
-        ValidationFailure::UnknownKey => "unknown signing key",
-        ValidationFailure::Expired => "token expired",
-        ValidationFailure::NotYetValid => "token not yet valid",
-        ValidationFailure::WrongAudience => "wrong audience",
-        ValidationFailure::WrongIssuer => "wrong issuer",
-        ValidationFailure::TokenRevoked => "token revoked",
-        ValidationFailure::SessionRevoked => "session revoked",
-        ValidationFailure::SessionExpired => "session expired",
-        ValidationFailure::UserDisabled => "user disabled",
+/// Every name a validation failure goes by on the API, one row per failure:
+/// the `ValidateResponse` value, the description in a status message and
+/// the `outcome` label of the validations metric. A bearer token refused
+/// for any of them is `UNAUTHENTICATED` whatever the failure (see
+/// `grpc::bearer_refused`), so the status code is not a column.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FailureNames {
+    /// Its `sigil.v1.ValidationFailure` value.
+    pub proto: pb::ValidationFailure,
+    /// A short human description, as status messages say it.
+    pub text: &'static str,
+    /// Its metric label.
+    pub label: &'static str,
+}
+
+impl FailureNames {
+    /// The names of `failure`.
+    pub const fn of(failure: ValidationFailure) -> Self {
+        use pb::ValidationFailure as P;
+        let (proto, text, label) = match failure {
+            ValidationFailure::Malformed => (P::Malformed, "malformed token", "malformed"),
+            ValidationFailure::BadSignature => (P::BadSignature, "bad signature", "bad_signature"),
+            ValidationFailure::UnknownKey => (P::UnknownKey, "unknown signing key", "unknown_key"),
+            ValidationFailure::Expired => (P::Expired, "token expired", "expired"),
+            ValidationFailure::NotYetValid => (P::NotYetValid, "token not yet valid", "not_yet_valid"),
+            ValidationFailure::WrongAudience => (P::WrongAudience, "wrong audience", "wrong_audience"),
+            ValidationFailure::WrongIssuer => (P::WrongIssuer, "wrong issuer", "wrong_issuer"),
+            ValidationFailure::TokenRevoked => (P::TokenRevoked, "token revoked", "token_revoked"),
+            ValidationFailure::SessionRevoked => (P::SessionRevoked, "session revoked", "session_revoked"),
+            ValidationFailure::SessionExpired => (P::SessionExpired, "session expired", "session_expired"),
+            ValidationFailure::UserDisabled => (P::UserDisabled, "user disabled", "user_disabled"),
+        };
+        Self { proto, text, label }
     }
 }
 
-/// A metric label for a validation failure.
-pub fn failure_label(failure: ValidationFailure) -> &'static str {
-    match failure {
-        ValidationFailure::Malformed => "malformed",
-        ValidationFailure::BadSignature => "bad_signature",
-        ValidationFailure::UnknownKey => "unknown_key",
-        ValidationFailure::Expired => "expired",
-        ValidationFailure::NotYetValid => "not_yet_valid",
-        ValidationFailure::WrongAudience => "wrong_audience",
-        ValidationFailure::WrongIssuer => "wrong_issuer",
-        ValidationFailure::TokenRevoked => "token_revoked",
-        ValidationFailure::SessionRevoked => "session_revoked",
-        ValidationFailure::SessionExpired => "session_expired",
-        ValidationFailure::UserDisabled => "user_disabled",
+impl From<ValidationFailure> for pb::ValidationFailure {
+    fn from(failure: ValidationFailure) -> Self {
+        FailureNames::of(failure).proto
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+
+    use super::*;
+
+    const EVERY_FAILURE: [ValidationFailure; 11] = [
+        ValidationFailure::Malformed,
+        ValidationFailure::BadSignature,
+        ValidationFailure::UnknownKey,
+        ValidationFailure::Expired,
+        ValidationFailure::NotYetValid,
+        ValidationFailure::WrongAudience,
+        ValidationFailure::WrongIssuer,
+        ValidationFailure::TokenRevoked,
+        ValidationFailure::SessionRevoked,
+        ValidationFailure::SessionExpired,
+        ValidationFailure::UserDisabled,
+    ];
+
+    #[test]
+    fn each_failure_has_its_own_proto_value_label_and_text() {
+        let names = EVERY_FAILURE.map(FailureNames::of);
+        assert_eq!(names.iter().map(|n| n.proto).collect::<HashSet<_>>().len(), names.len());
+        assert_eq!(names.iter().map(|n| n.label).collect::<HashSet<_>>().len(), names.len());
+        assert_eq!(names.iter().map(|n| n.text).collect::<HashSet<_>>().len(), names.len());
+        assert!(names.iter().all(|n| n.proto != pb::ValidationFailure::Unspecified), "UNSPECIFIED means valid");
+    }
+
+    #[test]
+    fn the_metric_label_is_the_proto_name_without_its_prefix() {
+        // Dashboards and clients read the same failure under both names.
+        for failure in EVERY_FAILURE {
+            let names = FailureNames::of(failure);
+            let proto = names.proto.as_str_name().strip_prefix("VALIDATION_FAILURE_").map(str::to_lowercase);
+            assert_eq!(proto.as_deref(), Some(names.label), "{failure:?}");
+        }
     }
 }

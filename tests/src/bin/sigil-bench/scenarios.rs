@@ -1,0 +1,76 @@
+//! The scenarios, one module each, behind one small interface: a
+//! [`Scenario`] has a name (what `--only` selects) and a `run` that drives
+//! it against the [`Bench`] and returns its figures (printed as they come).
+//! [`ALL`] lists them in the order a run takes them.
+
+mod authenticate;
+mod flood;
+mod health;
+mod list_sessions;
+mod mixed;
+mod open_loop;
+mod oversized;
+mod propagation;
+mod refresh;
+mod revoke;
+mod validate_cold;
+mod validate_hot;
+
+use std::time::Duration;
+
+use futures::future::LocalBoxFuture;
+use sigil_proto::pb;
+use tonic::transport::Channel;
+
+use crate::{figures::Figures, target::Target};
+
+/// What every scenario runs against: the server, the connections and the
+/// load shape of this run.
+pub(crate) struct Bench<'a> {
+    pub(crate) target: &'a Target,
+    /// The run's HTTP/2 connections.
+    pub(crate) chans: &'a [Channel],
+    pub(crate) connections: usize,
+    /// Concurrent streams per connection.
+    pub(crate) streams: usize,
+    /// How long each scenario drives its load.
+    pub(crate) duration: Duration,
+    /// A smoke run: small data.
+    pub(crate) quick: bool,
+    /// The password of `admin`.
+    pub(crate) password: &'a str,
+    /// The admin session logged in before the first scenario.
+    pub(crate) session: &'a pb::AuthenticateResponse,
+    /// `--rate`: the open-loop arrival rate.
+    pub(crate) rate: Option<u64>,
+    /// `--database-url`: the servers share this PostgreSQL database.
+    pub(crate) database_url: Option<&'a str>,
+}
+
+/// Runs a scenario; it may return no figures when this run does not apply
+/// (propagation without a database).
+pub(crate) type Run = for<'a> fn(&'a Bench<'a>) -> LocalBoxFuture<'a, anyhow::Result<Vec<Figures>>>;
+
+/// One scenario.
+pub(crate) struct Scenario {
+    /// The name `--only` selects it by; `None` for open-loop, which
+    /// `--rate` selects instead.
+    pub(crate) name: Option<&'static str>,
+    pub(crate) run: Run,
+}
+
+/// Every scenario, in the order a run takes them.
+pub(crate) const ALL: [Scenario; 12] = [
+    health::SCENARIO,
+    validate_hot::SCENARIO,
+    validate_cold::SCENARIO,
+    authenticate::SCENARIO,
+    refresh::SCENARIO,
+    revoke::SCENARIO,
+    mixed::SCENARIO,
+    flood::SCENARIO,
+    oversized::SCENARIO,
+    open_loop::SCENARIO,
+    list_sessions::SCENARIO,
+    propagation::SCENARIO,
+];
