@@ -5,7 +5,7 @@
 
 use std::{net::SocketAddr, process::Command};
 
-use sigil_server::{config::Config, domain::Secret};
+use sigil_server::{Config, domain::Secret};
 
 fn console(server: &str, password: &str) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_sigil-console"))
@@ -42,8 +42,7 @@ async fn a_wrong_password_is_one_clear_line() {
         data_dir: dir.path().join("data"),
         ..Config::default()
     };
-    let server =
-        sigil_server::server::start(&config, Some(Secret::new("right-password".into()))).await.expect("server");
+    let server = sigil_server::start(&config, Some(Secret::new("right-password".into()))).await.expect("server");
     let address = format!("http://{}", server.grpc_addr);
     let output = tokio::task::spawn_blocking(move || console(&address, "wrong-password")).await.expect("ran");
     assert!(!output.status.success());

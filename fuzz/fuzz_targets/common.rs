@@ -8,9 +8,8 @@
 use std::sync::{Arc, LazyLock};
 
 use sigil_server::{
-    config::Config,
+    Config, SledStore,
     domain::{Identity, Secret, identity::Login},
-    store::sled_store::SledStore,
 };
 
 pub struct Fixture {

@@ -18,13 +18,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt as _, Full};
 use libfuzzer_sys::fuzz_target;
 use sigil_proto::pb::{admin_service_server::AdminServiceServer, identity_service_server::IdentityServiceServer};
-use sigil_server::{
-    grpc::{
-        admin::{AdminApi, AdminGuard},
-        identity::IdentityApi,
-    },
-    server::MAX_MESSAGE_BYTES,
-};
+use sigil_server::{AdminApi, AdminGuard, IdentityApi, MAX_MESSAGE_BYTES};
 use tower::ServiceExt as _;
 
 const IDENTITY: &[&str] = &["Validate", "Refresh", "Revoke", "ListMySessions", "GetJwks"];

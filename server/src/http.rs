@@ -18,7 +18,7 @@ use crate::{config::PublicUrl, domain::Identity};
 
 /// The HTTP routes over `identity`; the discovery document's URLs are under
 /// `public_url`.
-pub fn router(identity: Arc<Identity>, public_url: &PublicUrl) -> Router {
+pub(crate) fn router(identity: Arc<Identity>, public_url: &PublicUrl) -> Router {
     let discovery_document = Arc::new(discovery(&identity, public_url));
     Router::new()
         .route("/.well-known/jwks.json", get(jwks))

@@ -46,7 +46,7 @@ const MAX_BACKOFF: Duration = Duration::from_secs(1);
 
 /// The limits of one listener.
 #[derive(Debug, Clone)]
-pub struct ConnectionLimits {
+pub(crate) struct ConnectionLimits {
     /// Connections held at once.
     pub max_connections: usize,
     /// Time to send the opening bytes.
@@ -60,7 +60,7 @@ pub struct ConnectionLimits {
 /// Fits the two listeners' caps under the soft file-descriptor limit
 /// `fd_limit`, keeping [`RESERVED_FDS`] free; shares the room in proportion
 /// when they do not fit. Returns the caps to use.
-pub fn fit_under_fd_limit(grpc: usize, http: usize, fd_limit: u64) -> (usize, usize) {
+pub(crate) fn fit_under_fd_limit(grpc: usize, http: usize, fd_limit: u64) -> (usize, usize) {
     let room = fd_limit.saturating_sub(RESERVED_FDS).max(2);
     let wanted = (grpc + http) as u64;
     if wanted <= room {
@@ -73,7 +73,7 @@ pub fn fit_under_fd_limit(grpc: usize, http: usize, fd_limit: u64) -> (usize, us
 
 /// Admits connections to one listener (cloned into its accept loop).
 #[derive(Clone)]
-pub struct Admission {
+pub(crate) struct Admission {
     listener: &'static str,
     permits: Arc<Semaphore>,
     limits: ConnectionLimits,
@@ -86,7 +86,11 @@ pub struct Admission {
 impl Admission {
     /// Admission for the listener named `listener` (for logs); its
     /// connections still in their opening are closed once `stopping` is true.
-    pub fn new(listener: &'static str, limits: ConnectionLimits, stopping: tokio::sync::watch::Receiver<bool>) -> Self {
+    pub(crate) fn new(
+        listener: &'static str,
+        limits: ConnectionLimits,
+        stopping: tokio::sync::watch::Receiver<bool>,
+    ) -> Self {
         Self {
             listener,
             permits: Arc::new(Semaphore::new(limits.max_connections)),
@@ -99,7 +103,7 @@ impl Admission {
 
     /// The accepted `stream` as a guarded connection, or an error (and the
     /// stream closed) when the listener holds its maximum already.
-    pub fn admit(&self, stream: TcpStream) -> io::Result<GuardedStream> {
+    pub(crate) fn admit(&self, stream: TcpStream) -> io::Result<GuardedStream> {
         let Ok(permit) = self.permits.clone().try_acquire_owned() else {
             if let Some(suppressed) = self.refusals.due() {
                 tracing::warn!(
@@ -119,7 +123,10 @@ impl Admission {
     /// The connections of `listener` as a stream for tonic: accept errors
     /// are logged and backed off here, refused connections closed, so every
     /// item is an admitted connection.
-    pub fn incoming(self, listener: TcpListener) -> impl Stream<Item = io::Result<GuardedStream>> + Send + 'static {
+    pub(crate) fn incoming(
+        self,
+        listener: TcpListener,
+    ) -> impl Stream<Item = io::Result<GuardedStream>> + Send + 'static {
         let state = (listener, self, AcceptErrors::default());
         futures::stream::unfold(state, |(listener, admission, mut errors)| async move {
             loop {
@@ -138,7 +145,7 @@ impl Admission {
 
     /// Logs (rate-limited) an accept or TLS-handshake error of an accept
     /// loop run by someone else (axum-server, which backs off by itself).
-    pub fn accept_failed(&self, error: &io::Error) {
+    pub(crate) fn accept_failed(&self, error: &io::Error) {
         if let Some(suppressed) = self.accept_errors.due() {
             tracing::warn!(listener = self.listener, %error, similar_since_last_report = suppressed, "cannot accept a connection");
         }
@@ -219,7 +226,7 @@ impl RateLimitedLog {
 /// An admitted TCP connection: holds its listener's permit, and fails its
 /// reads (which makes the HTTP server close it) when the peer misses the
 /// handshake deadline or then stays silent past the idle timeout.
-pub struct GuardedStream {
+pub(crate) struct GuardedStream {
     inner: TcpStream,
     deadline: Pin<Box<Sleep>>,
     end_of_life: Pin<Box<Sleep>>,
@@ -334,7 +341,7 @@ impl tonic::transport::server::Connected for GuardedStream {
 /// axum-server acceptor that admits connections to the HTTP listener
 /// (before TLS, when TLS is on).
 #[derive(Clone)]
-pub struct AdmittingAcceptor(pub Admission);
+pub(crate) struct AdmittingAcceptor(pub Admission);
 
 impl<S> axum_server::accept::Accept<TcpStream, S> for AdmittingAcceptor {
     type Stream = GuardedStream;

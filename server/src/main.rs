@@ -6,11 +6,7 @@
 use std::{process::ExitCode, time::Duration};
 
 use anyhow::Context as _;
-use sigil_server::{
-    config::{Cli, Config, LogFormat},
-    domain::Secret,
-    server,
-};
+use sigil_server::{Cli, Config, LogFormat, domain::Secret};
 
 fn main() -> ExitCode {
     let cli = Cli::parse_args();
@@ -40,7 +36,7 @@ fn main() -> ExitCode {
         }
     };
     if let Some(command) = cli.command {
-        return match runtime.block_on(sigil_server::recovery::execute(command, config, admin_password_from_env())) {
+        return match runtime.block_on(sigil_server::recover(command, config, admin_password_from_env())) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 // With its causes, as a failed start prints them.
@@ -96,7 +92,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
     // acknowledged yet).
     let mut signals = StopSignals::new()?;
     let running = tokio::select! {
-        running = server::start(&config, admin_password) => running.context("cannot start")?,
+        running = sigil_server::start(&config, admin_password) => running.context("cannot start")?,
         () = signals.next() => {
             tracing::info!("stopped during the start");
             return Ok(());

@@ -38,7 +38,7 @@ use tonic_health::{
 
 /// The health-check service name whose status says whether the store can
 /// commit writes (`grpc.health.v1.Health/Check` with this `service`).
-pub const STORE_HEALTH_SERVICE: &str = "sigil.store";
+pub(crate) const STORE_HEALTH_SERVICE: &str = "sigil.store";
 
 /// How often the store is probed for [`STORE_HEALTH_SERVICE`].
 const STORE_PROBE_INTERVAL: Duration = Duration::from_secs(1);
@@ -51,7 +51,7 @@ pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
 /// but a listing page is up to 1,000 rows of up to ~1 KiB each: a cap at the
 /// request size would fail every full page (`ListTokens` with a few hundred
 /// refreshes behind it).
-pub const MAX_RESPONSE_BYTES: usize = 4 * 1024 * 1024;
+pub(crate) const MAX_RESPONSE_BYTES: usize = 4 * 1024 * 1024;
 
 /// Largest header block a client may send (HTTP/2 SETTINGS_MAX_HEADER_LIST_SIZE):
 /// a bearer token and a few metadata entries need a few KiB.
@@ -521,7 +521,7 @@ async fn maintain(identity: Arc<Identity>, every: Duration, stop: watch::Receive
 /// The exit status of a server whose store failed in a way it cannot
 /// recover from in place (see [`report_store_health`]): `EX_TEMPFAIL`, for
 /// the supervisor (`Restart=on-failure`) to start a fresh process.
-pub const EXIT_STORE_NEEDS_RESTART: i32 = 75;
+pub(crate) const EXIT_STORE_NEEDS_RESTART: i32 = 75;
 
 /// Keeps the [`STORE_HEALTH_SERVICE`] health status in step with whether
 /// the store can commit writes (the store's probe is a real write and

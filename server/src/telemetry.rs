@@ -33,7 +33,7 @@ use crate::domain::{DomainError, Identity};
 /// A label value from a closed set the code fixes; escaped when encoded
 /// (`prometheus-client` writes label values verbatim).
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
-pub struct LabelValue(&'static str);
+pub(crate) struct LabelValue(&'static str);
 
 impl EncodeLabelValue for LabelValue {
     fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> Result<(), std::fmt::Error> {
@@ -58,7 +58,7 @@ fn write_escaped(out: &mut impl std::fmt::Write, value: &str) -> std::fmt::Resul
 }
 
 /// The method label of any path the server does not serve.
-pub const UNKNOWN_METHOD: &str = "unknown";
+pub(crate) const UNKNOWN_METHOD: &str = "unknown";
 
 /// Every `/package.Service/Method` this server serves: Sigil's services,
 /// health, and reflection (v1 and v1alpha), read from their descriptor sets.
@@ -92,7 +92,7 @@ static KNOWN_METHODS: LazyLock<BTreeSet<String>> = LazyLock::new(|| {
 
 /// The method label of a request path: the path itself when the server
 /// serves that method, else [`UNKNOWN_METHOD`].
-pub fn method_label(path: &str) -> LabelValue {
+pub(crate) fn method_label(path: &str) -> LabelValue {
     LabelValue(KNOWN_METHODS.get(path).map_or(UNKNOWN_METHOD, String::as_str))
 }
 
@@ -122,7 +122,7 @@ fn code_label(code: tonic::Code) -> LabelValue {
 
 /// Labels of a gRPC call.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct RpcLabels {
+pub(crate) struct RpcLabels {
     /// `/package.Service/Method` of a served method, or `unknown`.
     pub method: LabelValue,
     /// gRPC status code name, e.g. `Ok`, `Unauthenticated`.
@@ -131,14 +131,14 @@ pub struct RpcLabels {
 
 /// Labels of a latency histogram.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct MethodLabels {
+pub(crate) struct MethodLabels {
     /// `/package.Service/Method` of a served method, or `unknown`.
     pub method: LabelValue,
 }
 
 /// Labels of an outcome counter.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct OutcomeLabels {
+pub(crate) struct OutcomeLabels {
     /// What happened, e.g. `valid`, `expired`, `session_revoked`.
     pub outcome: LabelValue,
 }
@@ -146,7 +146,7 @@ pub struct OutcomeLabels {
 /// The `outcome` label of `sigil_logins_total`: every value the counter
 /// can carry, in one list that the code counts with and the docs name.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum LoginOutcome {
+pub(crate) enum LoginOutcome {
     /// Logged in.
     Ok,
     /// Wrong password, unknown user or disabled user (one answer for all).
@@ -162,12 +162,14 @@ pub enum LoginOutcome {
 }
 
 impl LoginOutcome {
-    /// Every outcome, in the order the README lists them.
-    pub const ALL: [Self; 5] =
+    /// Every outcome, in the order the README lists them (for the test
+    /// that holds the README to this list).
+    #[cfg(test)]
+    pub(crate) const ALL: [Self; 5] =
         [Self::Ok, Self::InvalidCredentials, Self::RefusedBusyOrLocked, Self::InvalidArgument, Self::Error];
 
     /// The outcome of an `Authenticate` call that answered `result`.
-    pub fn of<T>(result: &Result<T, DomainError>) -> Self {
+    pub(crate) fn of<T>(result: &Result<T, DomainError>) -> Self {
         match result {
             Ok(_) => Self::Ok,
             Err(DomainError::InvalidCredentials) => Self::InvalidCredentials,
@@ -178,7 +180,7 @@ impl LoginOutcome {
     }
 
     /// The label value, as `/metrics` shows it.
-    pub const fn label(self) -> &'static str {
+    pub(crate) const fn label(self) -> &'static str {
         match self {
             Self::Ok => "ok",
             Self::InvalidCredentials => "invalid_credentials",
@@ -190,7 +192,7 @@ impl LoginOutcome {
 }
 
 /// Every Sigil metric.
-pub struct Metrics {
+pub(crate) struct Metrics {
     registry: Registry,
     /// gRPC calls by method and status code.
     pub rpcs: Family<RpcLabels, Counter>,
@@ -211,7 +213,7 @@ pub struct Metrics {
 }
 
 /// The process-wide metrics (a registry is naturally one per process).
-pub static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
+pub(crate) static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
 
 fn latency_histogram() -> Histogram {
     // 50 µs to ~1.6 s.
@@ -262,12 +264,12 @@ impl Metrics {
 
     /// Counts one outcome of a family. Outcomes are names the code fixes
     /// (`'static`), never text from a request.
-    pub fn count(family: &Family<OutcomeLabels, Counter>, outcome: &'static str) {
+    pub(crate) fn count(family: &Family<OutcomeLabels, Counter>, outcome: &'static str) {
         family.get_or_create(&OutcomeLabels { outcome: LabelValue(outcome) }).inc();
     }
 
     /// The exposition text, with the gauges read from `identity` now.
-    pub async fn render(&self, identity: &Identity) -> String {
+    pub(crate) async fn render(&self, identity: &Identity) -> String {
         if let Ok(stats) = identity.stats().await {
             self.active_sessions.set(i64::try_from(stats.active_sessions).unwrap_or(i64::MAX));
             self.active_tokens.set(i64::try_from(stats.active_tokens).unwrap_or(i64::MAX));
@@ -284,7 +286,7 @@ impl Metrics {
 
 /// Tower layer counting every gRPC call by method and status, and timing it.
 #[derive(Clone, Copy, Default)]
-pub struct RpcMetricsLayer;
+pub(crate) struct RpcMetricsLayer;
 
 impl<S> tower::Layer<S> for RpcMetricsLayer {
     type Service = RpcMetrics<S>;
@@ -296,7 +298,7 @@ impl<S> tower::Layer<S> for RpcMetricsLayer {
 
 /// The service [`RpcMetricsLayer`] wraps around the gRPC router.
 #[derive(Clone)]
-pub struct RpcMetrics<S> {
+pub(crate) struct RpcMetrics<S> {
     inner: S,
 }
 
@@ -340,7 +342,7 @@ where
 /// at tens of thousands of calls per second is no log but a flood. The
 /// method is the metric's label (a served method or `unknown`): the raw
 /// path is a caller's bytes and would reach the log unescaped.
-pub fn rpc_span(request: &http::Request<()>) -> tracing::Span {
+pub(crate) fn rpc_span(request: &http::Request<()>) -> tracing::Span {
     let span = tracing::debug_span!(
         "rpc",
         method = method_label(request.uri().path()).0,

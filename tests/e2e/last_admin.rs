@@ -134,7 +134,7 @@ async fn two_instances_on_one_postgres_database_never_both_remove_an_admin() {
     let Some(postgres) = sigil_tests::postgres::Postgres::shared() else { return };
     for round in 0..6 {
         let url = postgres.fresh_database().await;
-        let database = sigil_server::config::DatabaseUrl::parse(&url).expect("url");
+        let database = sigil_server::DatabaseUrl::parse(&url).expect("url");
         let first = TestServer::start_with(|c| c.database_url = Some(database.clone())).await;
         let second = TestServer::start_with(|c| c.database_url = Some(database.clone())).await;
         let ann = first.create_user("ann", "pw-ann-12345", &["admin"]).await.id.to_string();

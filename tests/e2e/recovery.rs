@@ -7,11 +7,11 @@ use std::{path::Path, process::Output, time::Duration};
 
 use sigil_proto::pb;
 use sigil_server::{
+    SledStore,
     domain::{
         event::EventKind,
         port::{EventStore as _, Store as _, UserStore as _},
     },
-    store::sled_store::SledStore,
 };
 use sigil_tests::{ADMIN_PASSWORD, ChildServer, login, login_request, server_binary};
 use tonic::Code;
@@ -183,7 +183,7 @@ async fn an_admin_password_set_while_users_exist_is_reported_as_ignored() {
 async fn reset_admin_password_works_on_a_postgres_store() {
     let Some(postgres) = sigil_tests::postgres::Postgres::shared() else { return };
     let url = postgres.fresh_database().await;
-    let database = sigil_server::config::DatabaseUrl::parse(&url).expect("url");
+    let database = sigil_server::DatabaseUrl::parse(&url).expect("url");
     let server = sigil_tests::TestServer::start_with(|c| c.database_url = Some(database.clone())).await;
     let old_session = login(&mut server.client().await, "admin", ADMIN_PASSWORD).await;
     server.stop().await;

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use sigil_proto::pb::{self, revoke_request::Target};
-use sigil_server::config::Config;
+use sigil_server::Config;
 use sigil_tests::{TestServer, login, validate, with_bearer};
 
 fn on(dir: &std::path::Path, ttl: Duration) -> impl FnOnce(&mut Config) {

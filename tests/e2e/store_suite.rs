@@ -1,7 +1,7 @@
-//! The store conformance suite (`sigil_server::store::conformance`) run
+//! The store conformance suite (`sigil_server::conformance`) run
 //! against each engine on a fresh store.
 
-use sigil_server::store::{conformance, postgres::PgStore, sled_store::SledStore};
+use sigil_server::{PgStore, SledStore, conformance};
 use sigil_tests::postgres::Postgres;
 
 #[tokio::test]

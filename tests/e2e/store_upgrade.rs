@@ -7,12 +7,12 @@
 use std::time::Duration;
 
 use sigil_server::{
+    PgStore,
     domain::{
         SessionId, Timestamp,
         event::{EventKind, EventRecord},
         revocation::{LEGACY_ENTRY_LIFETIME, RevocationTarget},
     },
-    store::postgres::PgStore,
 };
 use sigil_tests::postgres::Postgres;
 

@@ -7,8 +7,8 @@
 
 use sigil_proto::pb::{self, admin_service_client::AdminServiceClient, get_user_request::Key};
 use sigil_server::{
+    SledStore,
     domain::{Timestamp, UserId, port::UserStore as _, user::UserRecord},
-    store::sled_store::SledStore,
 };
 use sigil_tests::{ADMIN_PASSWORD, ChildServer, TestServer, login, login_request, with_bearer};
 use tonic::{Code, transport::Channel};

@@ -18,9 +18,8 @@ use std::{
 
 use sigil_proto::pb::{self, admin_service_client::AdminServiceClient, identity_service_client::IdentityServiceClient};
 use sigil_server::{
-    config::Config,
+    Config, RunningServer,
     domain::{Identity, Secret, user::UserRecord},
-    server::RunningServer,
 };
 use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader};
 use tonic::transport::Channel;
@@ -53,9 +52,8 @@ impl TestServer {
             ..Config::default()
         };
         adjust(&mut config);
-        let running = sigil_server::server::start(&config, Some(Secret::new(ADMIN_PASSWORD.to_string())))
-            .await
-            .expect("server starts");
+        let running =
+            sigil_server::start(&config, Some(Secret::new(ADMIN_PASSWORD.to_string()))).await.expect("server starts");
         Self { running, data_dir, store_dir: config.data_dir }
     }
 

@@ -22,7 +22,7 @@ use super::{DomainError, Identity, keys::KeyRing, keys::SigningKeyRecord, revoca
 const BATCH: usize = 1000;
 
 /// Where this instance stands in the shared revocation log.
-pub struct PeerSync {
+pub(crate) struct PeerSync {
     /// Every entry up to this sequence has been applied, in order.
     applied_through: AtomicU64,
     /// Serializes applying entries, so that an entry applied here never
@@ -33,12 +33,12 @@ pub struct PeerSync {
 
 impl PeerSync {
     /// Starts after the entries the index was rebuilt from.
-    pub fn new(applied_through: u64) -> Self {
+    pub(crate) fn new(applied_through: u64) -> Self {
         Self { applied_through: AtomicU64::new(applied_through), applying: Mutex::new(()) }
     }
 
     /// The last sequence applied in order.
-    pub fn applied_through(&self) -> u64 {
+    pub(crate) fn applied_through(&self) -> u64 {
         self.applied_through.load(Ordering::Acquire)
     }
 }

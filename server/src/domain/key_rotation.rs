@@ -13,13 +13,16 @@ use super::{
 /// The key a first start stores: `candidate`, if no key is stored yet. Of
 /// several instances starting together, the first to take the engine's
 /// lock stores its candidate and the others find it.
-pub fn first_key<'a>(stored: &[SigningKeyRecord], candidate: &'a SigningKeyRecord) -> Option<&'a SigningKeyRecord> {
+pub(crate) fn first_key<'a>(
+    stored: &[SigningKeyRecord],
+    candidate: &'a SigningKeyRecord,
+) -> Option<&'a SigningKeyRecord> {
     stored.is_empty().then_some(candidate)
 }
 
 /// What a rotation to a new key writes.
 #[derive(Debug, Clone)]
-pub struct KeyRotation {
+pub(crate) struct KeyRotation {
     /// The keys that were active, now verifying as of the new key's
     /// creation: they keep verifying the tokens they signed.
     pub superseded: Vec<SigningKeyRecord>,
@@ -29,7 +32,7 @@ pub struct KeyRotation {
 
 /// Rotating to `next`: every active key is superseded as of `next`'s
 /// creation; keys already verifying or retired keep their state and times.
-pub fn rotate(stored: &[SigningKeyRecord], next: &SigningKeyRecord) -> KeyRotation {
+pub(crate) fn rotate(stored: &[SigningKeyRecord], next: &SigningKeyRecord) -> KeyRotation {
     let superseded = stored
         .iter()
         .filter(|key| key.state == KeyState::Active)
@@ -48,7 +51,7 @@ pub fn rotate(stored: &[SigningKeyRecord], next: &SigningKeyRecord) -> KeyRotati
 /// the key stopped verifying, the fact an auditor asks about, and a later
 /// retirement of the same key (another instance's sweep, an emergency
 /// rotation racing it) must not rewrite that history.
-pub fn retire(key: &SigningKeyRecord, at: Timestamp) -> Option<SigningKeyRecord> {
+pub(crate) fn retire(key: &SigningKeyRecord, at: Timestamp) -> Option<SigningKeyRecord> {
     (key.state != KeyState::Retired).then(|| {
         let mut retired = key.clone();
         retired.state = KeyState::Retired;

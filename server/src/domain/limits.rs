@@ -2,26 +2,26 @@
 //! decoding, hashing or store access, so oversized input costs nothing.
 
 /// Longest accepted username, in bytes.
-pub const MAX_USERNAME_BYTES: usize = 256;
+pub(crate) const MAX_USERNAME_BYTES: usize = 256;
 /// Longest accepted password, in bytes. Passwords are never truncated: a
 /// passphrase up to this length is hashed whole.
-pub const MAX_PASSWORD_BYTES: usize = 1024;
+pub(crate) const MAX_PASSWORD_BYTES: usize = 1024;
 /// Longest accepted device name, in bytes.
-pub const MAX_DEVICE_NAME_BYTES: usize = 256;
+pub(crate) const MAX_DEVICE_NAME_BYTES: usize = 256;
 /// Longest accepted audience, in bytes.
-pub const MAX_AUDIENCE_BYTES: usize = 256;
+pub(crate) const MAX_AUDIENCE_BYTES: usize = 256;
 /// Longest accepted revocation reason, in bytes.
-pub const MAX_REASON_BYTES: usize = 512;
+pub(crate) const MAX_REASON_BYTES: usize = 512;
 /// Longest access token accepted by `Validate`; ours are well under 1 KiB.
-pub const MAX_ACCESS_TOKEN_BYTES: usize = 8 * 1024;
+pub(crate) const MAX_ACCESS_TOKEN_BYTES: usize = 8 * 1024;
 /// Longest accepted refresh token; ours are 43 bytes of base64url.
-pub const MAX_REFRESH_TOKEN_BYTES: usize = 128;
+pub(crate) const MAX_REFRESH_TOKEN_BYTES: usize = 128;
 /// Longest user agent kept on a session; longer ones are cut, not refused,
 /// since callers do not choose their library's user agent.
-pub const MAX_USER_AGENT_BYTES: usize = 256;
+pub(crate) const MAX_USER_AGENT_BYTES: usize = 256;
 
 /// Cuts `text` to at most `max` bytes on a character boundary.
-pub fn truncate_to(text: &str, max: usize) -> &str {
+pub(crate) fn truncate_to(text: &str, max: usize) -> &str {
     if text.len() <= max {
         return text;
     }

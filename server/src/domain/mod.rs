@@ -5,30 +5,30 @@
 //! Nothing here knows about gRPC: the adapters in [`crate::grpc`] translate
 //! requests into calls on [`Identity`] and [`DomainError`]s into statuses.
 
-pub mod admin;
-pub mod cluster;
+pub(crate) mod admin;
+pub(crate) mod cluster;
 pub mod error;
 pub mod event;
 pub mod identity;
 pub mod ids;
-pub mod key_rotation;
+pub(crate) mod key_rotation;
 pub mod keys;
-pub mod limits;
+pub(crate) mod limits;
 pub mod lockout;
-pub mod maintenance;
-pub mod password;
+pub(crate) mod maintenance;
+pub(crate) mod password;
 pub mod port;
-pub mod recovery;
-pub mod refresh_rotation;
+pub(crate) mod recovery;
+pub(crate) mod refresh_rotation;
 pub mod revocation;
 pub mod secret;
 pub mod session;
-pub mod session_revocation;
-pub mod stats;
+pub(crate) mod session_revocation;
+pub(crate) mod stats;
 pub mod time;
-pub mod token;
+pub(crate) mod token;
 pub mod user;
-pub mod username_migration;
+pub(crate) mod username_migration;
 
 pub use error::DomainError;
 pub use identity::{Identity, IdentitySettings};

@@ -41,7 +41,7 @@ type Job = Box<dyn FnOnce() + Send>;
 
 /// Hashes and verifies passwords on a fixed pool of threads.
 #[derive(Clone)]
-pub struct PasswordHasher {
+pub(crate) struct PasswordHasher {
     jobs: mpsc::SyncSender<Job>,
     /// Jobs sent and not yet taken by a pool thread.
     queued: Arc<AtomicUsize>,
@@ -53,7 +53,7 @@ pub struct PasswordHasher {
 impl PasswordHasher {
     /// A hasher with `parallelism` threads (normally the core count) and
     /// room for `queue` waiting hashes.
-    pub fn new(parallelism: usize, queue: usize) -> Result<Self, DomainError> {
+    pub(crate) fn new(parallelism: usize, queue: usize) -> Result<Self, DomainError> {
         let mut random = [0u8; 32];
         fill_random(&mut random)?;
         let dummy = hash_blocking(&base64_url(&random))?;
@@ -92,14 +92,14 @@ impl PasswordHasher {
     }
 
     /// Hashes a password into a PHC string.
-    pub async fn hash(&self, password: &Secret<String>) -> Result<String, DomainError> {
+    pub(crate) async fn hash(&self, password: &Secret<String>) -> Result<String, DomainError> {
         let password = password.clone();
         self.run(move || hash_blocking(password.expose())).await?
     }
 
     /// Whether `password` matches `phc`. With `phc = None` (unknown user) a
     /// dummy hash is verified instead and the answer is always `false`.
-    pub async fn verify(&self, password: &Secret<String>, phc: Option<&str>) -> Result<bool, DomainError> {
+    pub(crate) async fn verify(&self, password: &Secret<String>, phc: Option<&str>) -> Result<bool, DomainError> {
         let known = phc.is_some();
         let phc: Arc<str> = phc.map(Arc::from).unwrap_or_else(|| self.dummy_hash.clone());
         let password = password.clone();
@@ -236,12 +236,12 @@ fn hash_blocking(password: &str) -> Result<String, DomainError> {
 }
 
 /// Fills `buf` from the operating system's CSPRNG.
-pub fn fill_random(buf: &mut [u8]) -> Result<(), DomainError> {
+pub(crate) fn fill_random(buf: &mut [u8]) -> Result<(), DomainError> {
     aws_lc_rs::rand::fill(buf).map_err(|_| DomainError::internal("system random source failed"))
 }
 
 /// Unpadded base64url, the encoding of tokens and key material.
-pub fn base64_url(bytes: &[u8]) -> String {
+pub(crate) fn base64_url(bytes: &[u8]) -> String {
     use base64::Engine as _;
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
 }

@@ -16,7 +16,7 @@ use super::{
 /// The token records as stored: the one that is (or becomes) the session's
 /// current refresh token carries `hash`, by which it is found when
 /// presented and purged with its record; no other record carries one.
-pub fn carrying_hash(tokens: &[TokenRecord], current: TokenId, hash: RefreshTokenHash) -> Vec<TokenRecord> {
+pub(crate) fn carrying_hash(tokens: &[TokenRecord], current: TokenId, hash: RefreshTokenHash) -> Vec<TokenRecord> {
     tokens
         .iter()
         .map(|token| {
@@ -29,7 +29,7 @@ pub fn carrying_hash(tokens: &[TokenRecord], current: TokenId, hash: RefreshToke
 
 /// What a refresh writes when it rotates.
 #[derive(Debug, Clone)]
-pub struct RotationWrites {
+pub(crate) struct RotationWrites {
     /// The presented token, ended as rotated at the rotation's time.
     pub rotated: TokenRecord,
     /// The new refresh token (carrying its hash) and the access token.
@@ -40,14 +40,14 @@ pub struct RotationWrites {
 
 impl RotationWrites {
     /// What the store answers once these writes are committed.
-    pub fn outcome(self) -> RotateOutcome {
+    pub(crate) fn outcome(self) -> RotateOutcome {
         RotateOutcome::Rotated(Box::new(self.session))
     }
 }
 
 /// The decision on a presented refresh token.
 #[derive(Debug, Clone)]
-pub enum RotationDecision {
+pub(crate) enum RotationDecision {
     /// Rotate: write these, in the transaction that read the records.
     Rotate(Box<RotationWrites>),
     /// Write nothing and answer this ([`RotateOutcome::Reused`] or
@@ -63,7 +63,11 @@ pub enum RotationDecision {
 /// token is not the presented one was refreshed before with it: reuse
 /// (the caller revokes the session). The current token, if no longer
 /// active (revoked on its own), has ended too.
-pub fn decide(rotation: &Rotation, session: Option<SessionRecord>, presented: Option<TokenRecord>) -> RotationDecision {
+pub(crate) fn decide(
+    rotation: &Rotation,
+    session: Option<SessionRecord>,
+    presented: Option<TokenRecord>,
+) -> RotationDecision {
     let Some(mut session) = session.filter(|s| s.is_live(rotation.now)) else {
         return RotationDecision::Refuse(RotateOutcome::Ended);
     };

@@ -17,7 +17,7 @@ use super::{
 
 /// What a revocation writes.
 #[derive(Debug, Clone, Default)]
-pub struct RevocationWrites {
+pub(crate) struct RevocationWrites {
     /// Sessions it ends, as they now stand (revoked at the cause's time,
     /// with its reason).
     pub ended_sessions: Vec<SessionRecord>,
@@ -30,7 +30,7 @@ pub struct RevocationWrites {
 impl RevocationWrites {
     /// What the store answers once these writes are committed, `entries`
     /// being the log entries as appended.
-    pub fn outcome(self, entries: Vec<RevocationEntry>) -> RevokeOutcome {
+    pub(crate) fn outcome(self, entries: Vec<RevocationEntry>) -> RevokeOutcome {
         RevokeOutcome {
             sessions: count(self.ended_sessions.len()),
             tokens: count(self.ended_tokens.len()),
@@ -49,7 +49,7 @@ fn count(n: usize) -> u32 {
 /// once); every token still active ends with it, whether or not the session
 /// was still active (a token recorded by a rotation that raced an earlier
 /// revocation). Tokens already ended keep their state and time.
-pub fn revoke_session(
+pub(crate) fn revoke_session(
     session: &SessionRecord,
     tokens: impl IntoIterator<Item = TokenRecord>,
     cause: &RevocationCause,
@@ -69,7 +69,7 @@ pub fn revoke_session(
 /// Revoking one token: an active token ends, its session stays. Only an
 /// access token is logged: a refresh token is checked against its record
 /// whenever it is used, an access token only against the in-memory index.
-pub fn revoke_token(token: &TokenRecord, cause: &RevocationCause) -> RevocationWrites {
+pub(crate) fn revoke_token(token: &TokenRecord, cause: &RevocationCause) -> RevocationWrites {
     let mut writes = RevocationWrites::default();
     if let Some(ended) = end_if_active(token.clone(), cause) {
         if ended.kind == TokenKind::Access {
@@ -89,7 +89,7 @@ fn end_if_active(mut token: TokenRecord, cause: &RevocationCause) -> Option<Toke
 
 /// The audit events of a committed revocation: one per logged session or
 /// token, each session's event naming its owner from the session ended.
-pub fn revocation_events(outcome: &RevokeOutcome, actor: Option<UserId>, reason: &str) -> Vec<EventRecord> {
+pub(crate) fn revocation_events(outcome: &RevokeOutcome, actor: Option<UserId>, reason: &str) -> Vec<EventRecord> {
     outcome
         .entries
         .iter()

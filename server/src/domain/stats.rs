@@ -9,7 +9,7 @@ use super::Timestamp;
 const WINDOW_SECONDS: usize = 60;
 
 /// Events per second over the last minute.
-pub struct RateWindow {
+pub(crate) struct RateWindow {
     counts: [AtomicU64; WINDOW_SECONDS],
     /// The second each bucket currently counts.
     seconds: [AtomicI64; WINDOW_SECONDS],
@@ -26,7 +26,7 @@ impl Default for RateWindow {
 
 impl RateWindow {
     /// Counts one event now.
-    pub fn record(&self) {
+    pub(crate) fn record(&self) {
         self.record_at(Timestamp::now().as_unix_seconds());
     }
 
@@ -42,7 +42,7 @@ impl RateWindow {
     }
 
     /// Mean events per second over the last full minute.
-    pub fn per_second(&self) -> f64 {
+    pub(crate) fn per_second(&self) -> f64 {
         self.per_second_at(Timestamp::now().as_unix_seconds())
     }
 
@@ -61,7 +61,7 @@ impl RateWindow {
 
 /// The rates `GetStats` reports.
 #[derive(Default)]
-pub struct Rates {
+pub(crate) struct Rates {
     /// `Validate` calls.
     pub validations: RateWindow,
     /// Successful logins.

@@ -25,7 +25,7 @@ use super::{
 };
 
 /// The `typ` header of Sigil access tokens (RFC 9068).
-pub const ACCESS_TOKEN_TYPE: &str = "at+jwt";
+pub(crate) const ACCESS_TOKEN_TYPE: &str = "at+jwt";
 
 /// Why a token was refused. Mirrors `sigil.v1.ValidationFailure`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -133,8 +133,7 @@ struct InspectedHeader {
 const KEY_HANDOVER_SECONDS: i64 = 5;
 
 /// Verifies access tokens against a key ring and caches the verified ones.
-pub struct TokenVerifier {
-    issuer: String,
+pub(crate) struct TokenVerifier {
     leeway_seconds: i64,
     /// The longest `exp - iat` a token of ours can have: the access-token
     /// TTL, in whole seconds rounded up (Sigil never mints longer). A
@@ -150,7 +149,7 @@ pub struct TokenVerifier {
 impl TokenVerifier {
     /// A verifier for tokens of `issuer` that live at most `ttl`, with
     /// `leeway` on time checks and room for `cache_capacity` verified tokens.
-    pub fn new(issuer: &str, ttl: Duration, leeway: Duration, cache_capacity: usize) -> Self {
+    pub(crate) fn new(issuer: &str, ttl: Duration, leeway: Duration, cache_capacity: usize) -> Self {
         let mut validation = Validation::new(Algorithm::EdDSA);
         // Time checks are Sigil's own (below) so that cached and uncached
         // tokens are judged by exactly the same rule.
@@ -162,7 +161,6 @@ impl TokenVerifier {
         validation.set_issuer(&[issuer]);
         let leeway_seconds = i64::try_from(leeway.as_secs()).unwrap_or(i64::MAX);
         Self {
-            issuer: issuer.to_string(),
             leeway_seconds,
             max_lifetime_seconds: i64::try_from(ttl.as_millis().div_ceil(1000)).unwrap_or(i64::MAX),
             validation,
@@ -170,14 +168,9 @@ impl TokenVerifier {
         }
     }
 
-    /// The issuer this verifier accepts.
-    pub fn issuer(&self) -> &str {
-        &self.issuer
-    }
-
     /// Verifies signature, header and claim shapes (cached), then the time
     /// window and the audience at `now`. Revocation is the caller's check.
-    pub fn verify(
+    pub(crate) fn verify(
         &self,
         token: &str,
         keys: &KeyRing,
@@ -196,7 +189,7 @@ impl TokenVerifier {
 
     /// The time window of verified claims at `now`: not expired, not
     /// before `nbf`, not issued in the future.
-    pub fn check_time(&self, claims: &AccessClaims, now: Timestamp) -> Result<(), ValidationFailure> {
+    pub(crate) fn check_time(&self, claims: &AccessClaims, now: Timestamp) -> Result<(), ValidationFailure> {
         let now = now.as_unix_seconds();
         if now >= claims.exp.saturating_add(self.leeway_seconds) {
             return Err(ValidationFailure::Expired);
@@ -211,7 +204,11 @@ impl TokenVerifier {
 
     /// Verifies only what cannot change over a token's life: header,
     /// signature, issuer and claim shapes. Results are cached.
-    pub fn verify_signature(&self, token: &str, keys: &KeyRing) -> Result<Arc<VerifiedToken>, ValidationFailure> {
+    pub(crate) fn verify_signature(
+        &self,
+        token: &str,
+        keys: &KeyRing,
+    ) -> Result<Arc<VerifiedToken>, ValidationFailure> {
         if token.len() > MAX_ACCESS_TOKEN_BYTES {
             return Err(ValidationFailure::Malformed);
         }
@@ -285,7 +282,7 @@ impl TokenVerifier {
 }
 
 /// Signs `claims` with the ring's active key, with `typ: at+jwt` and `kid`.
-pub fn sign(claims: &AccessClaims, keys: &KeyRing) -> Result<String, DomainError> {
+pub(crate) fn sign(claims: &AccessClaims, keys: &KeyRing) -> Result<String, DomainError> {
     let active = keys.active();
     let mut header = Header::new(Algorithm::EdDSA);
     header.typ = Some(ACCESS_TOKEN_TYPE.to_string());

@@ -16,7 +16,7 @@ use crate::domain::{
 /// The verified admin making a call, put in the request's extensions by
 /// [`AdminGuard`].
 #[derive(Clone)]
-pub struct Caller(pub Arc<VerifiedToken>);
+pub(crate) struct Caller(pub Arc<VerifiedToken>);
 
 /// Interceptor admitting only bearers of a valid access token with role
 /// `admin`. Validation is the very path of `Validate`, so a revoked admin

@@ -13,7 +13,7 @@ use tonic::metadata::MetadataMap;
 /// The caller's address as recorded on sessions and used by the
 /// per-address login limit.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ClientAddress {
+pub(crate) struct ClientAddress {
     /// The client's IP, if known.
     pub ip: Option<IpAddr>,
     /// For display and audit: `ip:port` of a direct peer, or the forwarded IP.
@@ -21,7 +21,7 @@ pub struct ClientAddress {
 }
 
 /// Works out the caller's address from the peer and the metadata.
-pub fn client_address(peer: Option<SocketAddr>, metadata: &MetadataMap, trusted: &[IpAddr]) -> ClientAddress {
+pub(crate) fn client_address(peer: Option<SocketAddr>, metadata: &MetadataMap, trusted: &[IpAddr]) -> ClientAddress {
     let Some(peer) = peer else { return ClientAddress { ip: None, display: String::new() } };
     if !trusted.contains(&peer.ip()) {
         return ClientAddress { ip: Some(peer.ip()), display: peer.to_string() };

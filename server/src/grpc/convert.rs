@@ -5,7 +5,7 @@ use sigil_proto::pb;
 use crate::domain::{Timestamp, identity::IssuedTokens, token::VerifiedToken};
 
 /// A domain instant as a protobuf timestamp.
-pub fn timestamp(t: Timestamp) -> prost_types::Timestamp {
+pub(crate) fn timestamp(t: Timestamp) -> prost_types::Timestamp {
     let millis = t.as_millis();
     prost_types::Timestamp {
         seconds: millis.div_euclid(1000),
@@ -14,12 +14,12 @@ pub fn timestamp(t: Timestamp) -> prost_types::Timestamp {
 }
 
 /// JWT seconds as a protobuf timestamp.
-pub fn unix_seconds(seconds: i64) -> prost_types::Timestamp {
+pub(crate) fn unix_seconds(seconds: i64) -> prost_types::Timestamp {
     prost_types::Timestamp { seconds, nanos: 0 }
 }
 
 /// The claims of a verified token.
-pub fn claims(token: &VerifiedToken) -> pb::Claims {
+pub(crate) fn claims(token: &VerifiedToken) -> pb::Claims {
     let c = &token.claims;
     pb::Claims {
         user_id: c.sub.clone(),
@@ -35,7 +35,7 @@ pub fn claims(token: &VerifiedToken) -> pb::Claims {
 }
 
 /// A login's tokens as an `AuthenticateResponse`.
-pub fn authenticate_response(issued: IssuedTokens) -> pb::AuthenticateResponse {
+pub(crate) fn authenticate_response(issued: IssuedTokens) -> pb::AuthenticateResponse {
     pb::AuthenticateResponse {
         access_token: issued.access_token.into_exposed(),
         access_token_expires_at: Some(timestamp(issued.access_token_expires_at)),
@@ -47,7 +47,7 @@ pub fn authenticate_response(issued: IssuedTokens) -> pb::AuthenticateResponse {
 }
 
 /// A refresh's tokens as a `RefreshResponse`.
-pub fn refresh_response(issued: IssuedTokens) -> pb::RefreshResponse {
+pub(crate) fn refresh_response(issued: IssuedTokens) -> pb::RefreshResponse {
     let a = authenticate_response(issued);
     pb::RefreshResponse {
         access_token: a.access_token,
@@ -67,12 +67,12 @@ use crate::domain::{
 };
 
 /// Default page size of every listing.
-pub const DEFAULT_PAGE_SIZE: usize = 50;
+pub(crate) const DEFAULT_PAGE_SIZE: usize = 50;
 /// Largest page size; larger requests are capped silently.
-pub const MAX_PAGE_SIZE: usize = 1000;
+pub(crate) const MAX_PAGE_SIZE: usize = 1000;
 
 /// The page size to use for a requested one (0 or negative: the default).
-pub fn page_size(requested: i32) -> usize {
+pub(crate) fn page_size(requested: i32) -> usize {
     match usize::try_from(requested) {
         Ok(0) | Err(_) => DEFAULT_PAGE_SIZE,
         Ok(n) => n.min(MAX_PAGE_SIZE),
@@ -81,7 +81,7 @@ pub fn page_size(requested: i32) -> usize {
 
 /// The token of the page after `rows`: empty when the page was not full
 /// (it was the last), else an opaque cursor naming its last row's id.
-pub fn next_page_token<T>(rows: &[T], limit: usize, id: impl Fn(&T) -> &[u8; 16]) -> String {
+pub(crate) fn next_page_token<T>(rows: &[T], limit: usize, id: impl Fn(&T) -> &[u8; 16]) -> String {
     match rows.last() {
         Some(last) if rows.len() == limit => crate::domain::password::base64_url(id(last)),
         _ => String::new(),
@@ -89,7 +89,7 @@ pub fn next_page_token<T>(rows: &[T], limit: usize, id: impl Fn(&T) -> &[u8; 16]
 }
 
 /// Reads a page token back into an id; empty means the first page.
-pub fn from_page_token<T>(token: &str, parse: impl Fn(&[u8]) -> Option<T>) -> Result<Option<T>, tonic::Status> {
+pub(crate) fn from_page_token<T>(token: &str, parse: impl Fn(&[u8]) -> Option<T>) -> Result<Option<T>, tonic::Status> {
     use base64::Engine as _;
     if token.is_empty() {
         return Ok(None);
@@ -107,7 +107,7 @@ fn optional_timestamp(t: Option<Timestamp>) -> Option<prost_types::Timestamp> {
 }
 
 /// A user as the API shows it: never the hash.
-pub fn user(view: &UserView) -> pb::User {
+pub(crate) fn user(view: &UserView) -> pb::User {
     let u = &view.user;
     pb::User {
         user_id: u.id.to_string(),
@@ -121,7 +121,7 @@ pub fn user(view: &UserView) -> pb::User {
 }
 
 /// A session as the API shows it.
-pub fn session(s: &SessionRecord) -> pb::Session {
+pub(crate) fn session(s: &SessionRecord) -> pb::Session {
     pb::Session {
         session_id: s.id.to_string(),
         user_id: s.user_id.to_string(),
@@ -144,7 +144,7 @@ pub fn session(s: &SessionRecord) -> pb::Session {
 }
 
 /// A token record as the API shows it.
-pub fn token(t: &TokenRecord) -> pb::Token {
+pub(crate) fn token(t: &TokenRecord) -> pb::Token {
     pb::Token {
         token_id: t.id.to_string(),
         kind: match t.kind {
@@ -169,7 +169,7 @@ pub fn token(t: &TokenRecord) -> pb::Token {
 }
 
 /// A signing key: public material only.
-pub fn signing_key(k: &SigningKeyRecord) -> pb::SigningKey {
+pub(crate) fn signing_key(k: &SigningKeyRecord) -> pb::SigningKey {
     pb::SigningKey {
         kid: k.kid.clone(),
         algorithm: k.algorithm.clone(),
@@ -187,7 +187,7 @@ pub fn signing_key(k: &SigningKeyRecord) -> pb::SigningKey {
 }
 
 /// An audit event.
-pub fn event(e: &EventRecord) -> pb::Event {
+pub(crate) fn event(e: &EventRecord) -> pb::Event {
     use pb::EventKind as P;
     let kind = match e.kind {
         EventKind::SessionCreated => P::SessionCreated,

@@ -139,7 +139,7 @@ fn non_empty(field: &str, value: String) -> Result<String, Status> {
 }
 
 /// Parses an id field; the error names the field and the expected form.
-pub fn parse_id<T: std::str::FromStr>(field: &str, value: &str) -> Result<T, Status> {
+pub(crate) fn parse_id<T: std::str::FromStr>(field: &str, value: &str) -> Result<T, Status> {
     if value.len() > 64 {
         return Err(Status::invalid_argument(format!("{field} is not an id (too long)")));
     }

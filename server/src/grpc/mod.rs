@@ -2,11 +2,11 @@
 //! domain core, convert the answer. Domain errors become statuses in exactly
 //! one place, [`status`].
 
-pub mod admin;
-pub mod client_address;
-pub mod convert;
-pub mod identity;
-pub mod status;
+pub(crate) mod admin;
+pub(crate) mod client_address;
+pub(crate) mod convert;
+pub(crate) mod identity;
+pub(crate) mod status;
 
 use std::sync::Arc;
 
@@ -23,7 +23,7 @@ use crate::domain::{
 /// be minted for Sigil's own audience: a token a user obtained for another
 /// service never speaks to Sigil's APIs. A header that is present but
 /// unusable is an error, not an anonymous call.
-pub fn bearer<T>(identity: &Identity, request: &Request<T>) -> Result<Option<Arc<VerifiedToken>>, Status> {
+pub(crate) fn bearer<T>(identity: &Identity, request: &Request<T>) -> Result<Option<Arc<VerifiedToken>>, Status> {
     let Some(value) = request.metadata().get("authorization") else {
         return Ok(None);
     };
@@ -39,7 +39,7 @@ pub fn bearer<T>(identity: &Identity, request: &Request<T>) -> Result<Option<Arc
 }
 
 /// The status of a bearer token that no longer (or never did) authorize.
-pub fn bearer_refused(identity: &Identity, failure: ValidationFailure) -> Status {
+pub(crate) fn bearer_refused(identity: &Identity, failure: ValidationFailure) -> Status {
     let text = status::FailureNames::of(failure).text;
     match failure {
         ValidationFailure::WrongAudience => Status::unauthenticated(format!(

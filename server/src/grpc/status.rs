@@ -52,7 +52,7 @@ impl From<DomainError> for Status {
 /// for any of them is `UNAUTHENTICATED` whatever the failure (see
 /// `grpc::bearer_refused`), so the status code is not a column.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct FailureNames {
+pub(crate) struct FailureNames {
     /// Its `sigil.v1.ValidationFailure` value.
     pub proto: pb::ValidationFailure,
     /// A short human description, as status messages say it.
@@ -63,7 +63,7 @@ pub struct FailureNames {
 
 impl FailureNames {
     /// The names of `failure`.
-    pub const fn of(failure: ValidationFailure) -> Self {
+    pub(crate) const fn of(failure: ValidationFailure) -> Self {
         use pb::ValidationFailure as P;
         let (proto, text, label) = match failure {
             ValidationFailure::Malformed => (P::Malformed, "malformed token", "malformed"),

@@ -23,7 +23,7 @@ type Waiter = oneshot::Sender<Result<(), StoreError>>;
 
 /// Handle to the flushing thread.
 #[derive(Clone)]
-pub struct GroupCommit {
+pub(crate) struct GroupCommit {
     requests: mpsc::Sender<Waiter>,
 }
 
@@ -31,7 +31,7 @@ impl GroupCommit {
     /// Starts the flushing thread; `flush` makes all prior writes durable.
     /// After each successful flush, once its waiters are woken, `settled`
     /// gets what the flush returned.
-    pub fn start<T, F, S>(name: &str, flush: F, settled: S) -> Result<Self, StoreError>
+    pub(crate) fn start<T, F, S>(name: &str, flush: F, settled: S) -> Result<Self, StoreError>
     where
         F: Fn() -> Result<T, StoreError> + Send + 'static,
         S: Fn(T) + Send + 'static,
@@ -69,7 +69,7 @@ impl GroupCommit {
     }
 
     /// Returns once every write made before this call is durable.
-    pub async fn durable(&self) -> Result<(), StoreError> {
+    pub(crate) async fn durable(&self) -> Result<(), StoreError> {
         let (tx, rx) = oneshot::channel();
         self.requests.send(tx).map_err(|_| StoreError::Backend("store is closed".into()))?;
         rx.await.map_err(|_| StoreError::Backend("flush thread stopped".into()))?

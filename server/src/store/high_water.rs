@@ -33,7 +33,7 @@ use std::{
 use serde::{Deserialize, Serialize};
 
 /// The mark's file name inside the data directory.
-pub const FILE_NAME: &str = "high-water.json";
+pub(crate) const FILE_NAME: &str = "high-water.json";
 
 /// What to do when the store opened behind its high-water mark.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,7 +48,7 @@ pub enum OnDataLoss {
 /// How far a store's committed history reaches.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct HighWaterMark {
+pub(crate) struct HighWaterMark {
     /// The highest revocation-log sequence committed.
     pub revocation_sequence: u64,
     /// The highest audit-event sequence committed.
@@ -61,7 +61,7 @@ pub struct HighWaterMark {
 impl HighWaterMark {
     /// What `recovered` (the store as it opened) lacks of this mark, one
     /// line per kind of history, or `None` when it lacks nothing.
-    pub fn shortfall(&self, recovered: &HighWaterMark) -> Option<String> {
+    pub(crate) fn shortfall(&self, recovered: &HighWaterMark) -> Option<String> {
         let mut missing = Vec::new();
         if self.held_data && !recovered.held_data {
             missing.push("the store opened empty (not even a signing key) although it held data".to_string());
@@ -82,7 +82,7 @@ impl HighWaterMark {
     }
 
     /// The later of two marks, field by field.
-    pub fn max(self, other: HighWaterMark) -> HighWaterMark {
+    pub(crate) fn max(self, other: HighWaterMark) -> HighWaterMark {
         HighWaterMark {
             revocation_sequence: self.revocation_sequence.max(other.revocation_sequence),
             event_sequence: self.event_sequence.max(other.event_sequence),
@@ -94,7 +94,7 @@ impl HighWaterMark {
 /// Why the mark could not be read.
 #[derive(Debug, thiserror::Error)]
 #[error("the high-water mark {path} cannot be read: {reason}")]
-pub struct UnreadableMark {
+pub(crate) struct UnreadableMark {
     /// The file.
     pub path: PathBuf,
     /// Why (I/O error or invalid contents).
@@ -103,24 +103,24 @@ pub struct UnreadableMark {
 
 /// The mark's file in one data directory.
 #[derive(Debug, Clone)]
-pub struct HighWaterFile {
+pub(crate) struct HighWaterFile {
     dir: PathBuf,
     path: PathBuf,
 }
 
 impl HighWaterFile {
     /// The mark of the store in `dir`.
-    pub fn in_dir(dir: &Path) -> Self {
+    pub(crate) fn in_dir(dir: &Path) -> Self {
         Self { dir: dir.to_path_buf(), path: dir.join(FILE_NAME) }
     }
 
     /// The file's path.
-    pub fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         &self.path
     }
 
     /// The recorded mark; `None` when there is no file.
-    pub fn read(&self) -> Result<Option<HighWaterMark>, UnreadableMark> {
+    pub(crate) fn read(&self) -> Result<Option<HighWaterMark>, UnreadableMark> {
         let unreadable = |reason: String| UnreadableMark { path: self.path.clone(), reason };
         let bytes = match fs::read(&self.path) {
             Ok(bytes) => bytes,
@@ -131,7 +131,7 @@ impl HighWaterFile {
     }
 
     /// Replaces the recorded mark, atomically and durably.
-    pub fn write(&self, mark: &HighWaterMark) -> io::Result<()> {
+    pub(crate) fn write(&self, mark: &HighWaterMark) -> io::Result<()> {
         let temp = self.dir.join(format!("{FILE_NAME}.tmp"));
         let mut bytes = serde_json::to_vec_pretty(mark).map_err(io::Error::other)?;
         bytes.push(b'\n');
@@ -156,7 +156,7 @@ const EVENT_MARK_INTERVAL: Duration = Duration::from_millis(250);
 /// the file's fsyncs never delay a flush or an acknowledgement, and marks
 /// that arrive while one is written are coalesced into the next write.
 #[derive(Debug)]
-pub struct HighWaterRecorder {
+pub(crate) struct HighWaterRecorder {
     shared: Arc<Shared>,
 }
 
@@ -184,7 +184,7 @@ struct State {
 impl HighWaterRecorder {
     /// A recorder whose file holds `written` (just written); starts its
     /// writing thread.
-    pub fn start(file: HighWaterFile, written: HighWaterMark) -> io::Result<Self> {
+    pub(crate) fn start(file: HighWaterFile, written: HighWaterMark) -> io::Result<Self> {
         let shared = Arc::new(Shared {
             file,
             state: Mutex::new(State {
@@ -204,14 +204,14 @@ impl HighWaterRecorder {
 
     /// Notes that a flush covered `covered` (read before it started): the
     /// thread writes it soon (see [`EVENT_MARK_INTERVAL`]).
-    pub fn covered(&self, covered: HighWaterMark) {
+    pub(crate) fn covered(&self, covered: HighWaterMark) {
         let mut state = self.shared.lock_state();
         state.pending = Some(state.pending.map_or(covered, |pending| pending.max(covered)));
         self.shared.wake.notify_one();
     }
 
     /// Writes `mark` now (at a clean stop, after the last flush).
-    pub fn write_now(&self, mark: HighWaterMark) -> io::Result<()> {
+    pub(crate) fn write_now(&self, mark: HighWaterMark) -> io::Result<()> {
         self.shared.write(mark)
     }
 }

@@ -14,7 +14,7 @@
 // it out of the production library.
 #[cfg(feature = "testing")]
 pub mod conformance;
-pub mod group_commit;
-pub mod high_water;
-pub mod postgres;
-pub mod sled_store;
+pub(crate) mod group_commit;
+pub(crate) mod high_water;
+pub(crate) mod postgres;
+pub(crate) mod sled_store;

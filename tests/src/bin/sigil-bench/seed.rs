@@ -21,13 +21,13 @@ pub(crate) async fn seed(
     users: usize,
 ) -> anyhow::Result<()> {
     use sigil_server::{
+        PgStore, SledStore,
         domain::{
             SessionId, Timestamp, TokenId, UserId,
             port::Store,
             session::{NewRefreshToken, SessionRecord, SessionState, TokenKind, TokenRecord, TokenState},
             user::UserRecord,
         },
-        store::{postgres::PgStore, sled_store::SledStore},
     };
     let store: Arc<dyn Store> = match (database_url, dir) {
         (Some(url), _) => PgStore::connect(url, None).await?,
