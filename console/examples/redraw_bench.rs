@@ -10,7 +10,7 @@
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use ratatui::{Terminal, backend::TestBackend};
-use sigil_console::{action::Action, app::App, backend::Update, ui};
+use sigil_console::{action::Action, app::App, messages::Update, ui};
 use sigil_proto::pb;
 
 const ROWS: usize = 100_000;

@@ -5,7 +5,7 @@ use std::time::SystemTime;
 
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 
-use crate::{app::Mode, backend::Update};
+use crate::{messages::Update, mode::Mode};
 
 /// One thing that happens to the console.
 #[derive(Debug)]

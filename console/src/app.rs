@@ -8,8 +8,9 @@ use sigil_proto::pb;
 
 use crate::{
     action::Action,
-    backend::{Command, ConnectionState, Update},
     format::short_id,
+    messages::{Command, ConnectionState, Update},
+    mode::{Mode, Pending},
     records::Record,
     table::Table,
 };
@@ -45,28 +46,6 @@ impl View {
         let i = View::ALL.iter().position(|v| *v == self).unwrap_or(0) as isize;
         View::ALL[(i + by).rem_euclid(View::ALL.len() as isize) as usize]
     }
-}
-
-/// A destructive action waiting for `y`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Pending {
-    /// The question shown.
-    pub prompt: String,
-    /// What `y` sends.
-    pub command: Command,
-}
-
-/// What keys mean right now.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Mode {
-    /// Moving around the table.
-    Normal,
-    /// Typing a filter.
-    Filter,
-    /// Waiting for `y` to confirm.
-    Confirm(Pending),
-    /// The help screen is open.
-    Help,
 }
 
 /// The status line: the outcome of the last action.

@@ -1,7 +1,8 @@
 //! The background gRPC worker: logs in, loads the lists, follows
 //! `WatchEvents` (reconnecting with backoff and resuming from the last
 //! sequence seen), runs the operator's commands and keeps the access token
-//! fresh. It talks to the UI only through channels.
+//! fresh. It talks to the UI only through channels carrying
+//! [`crate::messages`].
 
 use std::{
     sync::{Arc, RwLock},
@@ -15,96 +16,7 @@ use sigil_proto::pb::{
 use tokio::sync::mpsc;
 use tonic::{Code, Request, Status, service::interceptor::InterceptedService, transport::Channel};
 
-/// What the operator asked for.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Command {
-    /// Revoke one session.
-    RevokeSession {
-        /// Its id.
-        session_id: String,
-    },
-    /// Revoke one token.
-    RevokeToken {
-        /// Its id.
-        token_id: String,
-    },
-    /// Revoke every session of a user.
-    RevokeUser {
-        /// The user's id.
-        user_id: String,
-        /// The user's name, for messages.
-        username: String,
-    },
-    /// Disable or enable a user.
-    SetDisabled {
-        /// The user's id.
-        user_id: String,
-        /// The user's name, for messages.
-        username: String,
-        /// Disable (true) or enable (false).
-        disabled: bool,
-    },
-    /// Make a new signing key active and distrust every older one.
-    EmergencyKeyRotation,
-}
-
-impl Command {
-    /// What the command does, for the status line.
-    pub fn describe(&self) -> String {
-        match self {
-            Command::RevokeSession { session_id } => {
-                format!("revoking session {}", crate::format::short_id(session_id))
-            }
-            Command::RevokeToken { token_id } => format!("revoking token {}", crate::format::short_id(token_id)),
-            Command::RevokeUser { username, .. } => format!("revoking every session of {username}"),
-            Command::SetDisabled { username, disabled: true, .. } => format!("disabling {username}"),
-            Command::SetDisabled { username, disabled: false, .. } => format!("enabling {username}"),
-            Command::EmergencyKeyRotation => "emergency key rotation".into(),
-        }
-    }
-}
-
-/// The state of the live event stream, for the header.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ConnectionState {
-    /// Starting.
-    Connecting,
-    /// Following events live.
-    Live,
-    /// The stream broke; retrying.
-    Reconnecting {
-        /// Why it broke.
-        reason: String,
-        /// Seconds until the next try.
-        retry_in: u64,
-    },
-    /// The console's own session ended (revoked or expired).
-    LoggedOut,
-}
-
-/// News for the UI.
-#[derive(Debug, Clone)]
-pub enum Update {
-    /// Sessions to insert or replace.
-    Sessions(Vec<pb::Session>),
-    /// Tokens to insert or replace.
-    Tokens(Vec<pb::Token>),
-    /// Users to insert or replace.
-    Users(Vec<pb::User>),
-    /// A user no longer exists.
-    UserGone(String),
-    /// An audit event.
-    Event(pb::Event),
-    /// The stream's state changed.
-    Connection(ConnectionState),
-    /// The outcome of a command.
-    Status {
-        /// The text.
-        text: String,
-        /// Whether it is a failure.
-        error: bool,
-    },
-}
+use crate::messages::{Command, ConnectionState, Update};
 
 /// Why the console could not start.
 #[derive(Debug, thiserror::Error)]
@@ -122,24 +34,25 @@ pub enum LoginError {
     Refused(String),
 }
 
-/// The console's own tokens.
+/// The console's own tokens: the access token it sends and the refresh
+/// token that renews both.
 #[derive(Clone)]
-struct Tokens {
+struct TokenPair {
     access: String,
     refresh: String,
     expires_at: i64,
 }
 
-/// A logged-in connection to Sigil.
+/// The console's logged-in connection to Sigil's admin API.
 #[derive(Clone)]
-pub struct Session {
+pub struct AdminConnection {
     channel: Channel,
-    tokens: Arc<RwLock<Tokens>>,
+    tokens: Arc<RwLock<TokenPair>>,
 }
 
 /// Adds the current access token to every admin call.
 #[derive(Clone)]
-pub struct Bearer(Arc<RwLock<Tokens>>);
+pub struct Bearer(Arc<RwLock<TokenPair>>);
 
 impl tonic::service::Interceptor for Bearer {
     fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
@@ -162,7 +75,12 @@ pub struct TlsFiles {
 }
 
 /// Connects and logs in; fails with one clear sentence.
-pub async fn login(server: &str, username: &str, password: &str, tls: &TlsFiles) -> Result<Session, LoginError> {
+pub async fn login(
+    server: &str,
+    username: &str,
+    password: &str,
+    tls: &TlsFiles,
+) -> Result<AdminConnection, LoginError> {
     let unreachable = |reason: String| LoginError::Unreachable { server: server.to_string(), reason };
     let mut endpoint =
         Channel::from_shared(server.to_string()).map_err(|e| unreachable(format!("bad address: {e}")))?;
@@ -201,12 +119,12 @@ pub async fn login(server: &str, username: &str, password: &str, tls: &TlsFiles)
     if !verdict.claims.is_some_and(|c| c.roles.iter().any(|r| r == "admin")) {
         return Err(LoginError::Refused(format!("{username} does not have the admin role")));
     }
-    let tokens = Tokens {
+    let tokens = TokenPair {
         access: login.access_token,
         refresh: login.refresh_token,
         expires_at: login.access_token_expires_at.map(|t| t.seconds).unwrap_or(0),
     };
-    Ok(Session { channel, tokens: Arc::new(RwLock::new(tokens)) })
+    Ok(AdminConnection { channel, tokens: Arc::new(RwLock::new(tokens)) })
 }
 
 /// The deepest error message: "connection refused", not a debug dump.
@@ -218,7 +136,7 @@ fn root_cause(error: &(dyn std::error::Error + 'static)) -> String {
     cause.to_string()
 }
 
-impl Session {
+impl AdminConnection {
     fn admin(&self) -> Admin {
         AdminServiceClient::with_interceptor(self.channel.clone(), Bearer(self.tokens.clone()))
     }
@@ -450,7 +368,7 @@ impl Session {
             .await?
             .into_inner();
         if let Ok(mut tokens) = self.tokens.write() {
-            *tokens = Tokens {
+            *tokens = TokenPair {
                 access: r.access_token,
                 refresh: r.refresh_token,
                 expires_at: r.access_token_expires_at.map(|t| t.seconds).unwrap_or(0),
@@ -487,7 +405,7 @@ impl Session {
                 Ok(response) => {
                     let r = response.into_inner();
                     if let Ok(mut tokens) = self.tokens.write() {
-                        *tokens = Tokens {
+                        *tokens = TokenPair {
                             access: r.access_token,
                             refresh: r.refresh_token,
                             expires_at: r.access_token_expires_at.map(|t| t.seconds).unwrap_or(0),

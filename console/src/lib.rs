@@ -1,7 +1,8 @@
 //! `sigil-console`: the live terminal admin console of Sigil.
 //!
 //! The console is an event loop over [`action::Action`]s: keys, ticks and
-//! updates from the background gRPC worker ([`backend`]) go into
+//! updates from the background gRPC worker ([`backend`], spoken to only
+//! through [`messages`]) go into
 //! [`app::App`], a plain state machine that can be tested without a
 //! terminal; [`ui`] draws the state and nothing else (no network work ever
 //! runs while drawing). Destructive actions go through a confirm step.
@@ -12,6 +13,8 @@ pub mod backend;
 #[cfg(test)]
 mod fixtures;
 pub mod format;
+pub mod messages;
+pub mod mode;
 pub mod records;
 pub mod table;
 pub mod ui;

@@ -70,12 +70,12 @@ fn main() -> ExitCode {
         Err(e) => return fail(&format!("cannot start: {e}")),
     };
     runtime.block_on(async move {
-        let session = match backend::login(&cli.server, &cli.username, &password, &tls).await {
-            Ok(session) => session,
+        let connection = match backend::login(&cli.server, &cli.username, &password, &tls).await {
+            Ok(connection) => connection,
             Err(e) => return fail(&e.to_string()),
         };
         drop(password);
-        match run(session, &cli.server, &cli.username).await {
+        match run(connection, &cli.server, &cli.username).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => fail(&format!("terminal error: {e}")),
         }
@@ -87,10 +87,10 @@ fn fail(message: &str) -> ExitCode {
     ExitCode::FAILURE
 }
 
-async fn run(session: backend::Session, server: &str, username: &str) -> std::io::Result<()> {
+async fn run(connection: backend::AdminConnection, server: &str, username: &str) -> std::io::Result<()> {
     let (update_tx, mut updates) = mpsc::unbounded_channel();
     let (command_tx, commands) = mpsc::unbounded_channel();
-    session.spawn(update_tx, commands);
+    connection.spawn(update_tx, commands);
 
     // Raw mode and the alternate screen; the panic hook ratatui installs
     // restores the terminal if anything panics.

@@ -13,9 +13,10 @@ use sigil_proto::pb;
 
 use crate::{
     action::KEY_HELP,
-    app::{App, Mode, View},
-    backend::ConnectionState,
+    app::{App, View},
     format::{relative, short_id},
+    messages::ConnectionState,
+    mode::Mode,
     records::{Record, event_kind, session_state},
     table,
 };
@@ -245,9 +246,10 @@ mod tests {
     use super::*;
     use crate::{
         action::Action,
-        app::{Pending, Status},
-        backend::{Command, Update},
+        app::Status,
         fixtures,
+        messages::{Command, Update},
+        mode::Pending,
     };
 
     fn app() -> App {
