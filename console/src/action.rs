@@ -4,6 +4,7 @@
 use std::time::SystemTime;
 
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+use ratatui::layout::Size;
 
 use crate::{messages::Update, mode::Mode};
 
@@ -57,6 +58,8 @@ pub enum Action {
     Confirm,
     /// Cancel the pending destructive action.
     Cancel,
+    /// The terminal has this size now (at start and on every resize).
+    Resize(Size),
     /// Time passed; relative times are redrawn.
     Tick(SystemTime),
     /// News from the background gRPC worker.

@@ -4,11 +4,13 @@
 
 use std::time::SystemTime;
 
+use ratatui::layout::Rect;
 use sigil_proto::pb;
 
 use crate::{
     action::Action,
     format::short_id,
+    layout,
     messages::{Command, ConnectionState, Update},
     mode::{Mode, Pending},
     records::Record,
@@ -86,8 +88,9 @@ pub struct App {
     pub connection: ConnectionState,
     /// The clock relative times are drawn against.
     pub now: SystemTime,
-    /// Rows per page, as last drawn.
-    pub page_rows: usize,
+    /// The terminal's area, as last reported: pages and scrolling are
+    /// measured against it.
+    pub screen: Rect,
     /// Set when the console should exit.
     pub should_quit: bool,
 }
@@ -108,7 +111,7 @@ impl App {
             status: None,
             connection: ConnectionState::Connecting,
             now,
-            page_rows: 20,
+            screen: Rect::default(),
             should_quit: false,
         }
     }
@@ -121,8 +124,8 @@ impl App {
             Action::PrevView => self.switch(self.view.step(-1)),
             Action::Up => self.move_by(-1),
             Action::Down => self.move_by(1),
-            Action::PageUp => self.move_by(-(self.page_rows.max(1) as isize)),
-            Action::PageDown => self.move_by(self.page_rows.max(1) as isize),
+            Action::PageUp => self.move_by(-(self.page_rows() as isize)),
+            Action::PageDown => self.move_by(self.page_rows() as isize),
             Action::Top => self.with_table(|t| t.jump(false)),
             Action::Bottom => self.with_table(|t| t.jump(true)),
             Action::StartFilter => self.mode = Mode::Filter,
@@ -164,6 +167,7 @@ impl App {
                     self.say("cancelled".into(), false);
                 }
             }
+            Action::Resize(size) => self.screen = Rect::from((ratatui::layout::Position::ORIGIN, size)),
             Action::Tick(now) => self.now = now,
             Action::Backend(update) => self.apply(update),
             Action::Nothing => {}
@@ -172,12 +176,20 @@ impl App {
         Vec::new()
     }
 
-    /// Recomputes the tables' shown order after changes.
+    /// Recomputes the tables' shown order after changes, and scrolls the
+    /// current view so that its selection is on screen.
     pub fn refresh(&mut self) {
         self.sessions.refresh();
         self.tokens.refresh();
         self.users.refresh();
         self.events.refresh();
+        let rows = layout::table_rows(layout::areas(self.screen, self.detail).table);
+        self.with_table(|t| t.scroll_to_selection(rows));
+    }
+
+    /// How many rows PgUp and PgDn move: the rows the table shows.
+    pub fn page_rows(&self) -> usize {
+        layout::table_rows(layout::areas(self.screen, self.detail).table).max(1)
     }
 
     fn switch(&mut self, view: View) {
@@ -359,6 +371,8 @@ pub trait TableControl {
     fn cycle_sort(&mut self);
     /// See [`Table::set_filter`].
     fn set_filter(&mut self, filter: String);
+    /// See [`Table::scroll_to_selection`].
+    fn scroll_to_selection(&mut self, height: usize);
 }
 
 impl<T: Record> TableControl for Table<T> {
@@ -373,6 +387,9 @@ impl<T: Record> TableControl for Table<T> {
     }
     fn set_filter(&mut self, filter: String) {
         Table::set_filter(self, filter);
+    }
+    fn scroll_to_selection(&mut self, height: usize) {
+        Table::scroll_to_selection(self, height);
     }
 }
 

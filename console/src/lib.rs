@@ -4,8 +4,8 @@
 //! updates from the background gRPC worker ([`backend`], spoken to only
 //! through [`messages`]) go into
 //! [`app::App`], a plain state machine that can be tested without a
-//! terminal; [`ui`] draws the state and nothing else (no network work ever
-//! runs while drawing). Destructive actions go through a confirm step.
+//! terminal; [`ui`] draws the state and nothing else (it takes the state
+//! read-only, and no network work ever runs while drawing). Destructive actions go through a confirm step.
 
 pub mod action;
 pub mod app;
@@ -13,6 +13,7 @@ pub mod backend;
 #[cfg(test)]
 mod fixtures;
 pub mod format;
+pub mod layout;
 pub mod messages;
 pub mod mode;
 pub mod records;

@@ -96,15 +96,25 @@ async fn run(connection: backend::AdminConnection, server: &str, username: &str)
     // restores the terminal if anything panics.
     let mut terminal = ratatui::init();
     let mut app = App::new(server, username, SystemTime::now());
+    // Pages and scrolling are measured against the terminal's size, told to
+    // the state machine now and on every resize, so drawing only reads.
+    match terminal.size() {
+        Ok(size) => app.update(Action::Resize(size)),
+        Err(e) => {
+            ratatui::restore();
+            return Err(e);
+        }
+    };
     let mut keys = EventStream::new();
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     let result = loop {
-        if let Err(e) = terminal.draw(|frame| ui::draw(frame, &mut app)) {
+        if let Err(e) = terminal.draw(|frame| ui::draw(frame, &app)) {
             break Err(e);
         }
         let action = tokio::select! {
             key = keys.next() => match key {
                 Some(Ok(Event::Key(key))) if key.kind == KeyEventKind::Press => action::from_key(&app.mode, key),
+                Some(Ok(Event::Resize(width, height))) => Action::Resize(ratatui::layout::Size { width, height }),
                 Some(Ok(_)) => Action::Nothing,
                 Some(Err(e)) => break Err(e),
                 None => Action::Quit,

@@ -4,7 +4,7 @@
 
 use ratatui::{
     Frame,
-    layout::{Constraint, Layout, Rect},
+    layout::{Constraint, Rect},
     style::{Color, Modifier, Style},
     text::{Line, Span},
     widgets::{Block, Borders, Cell, Clear, Paragraph, Row, Table, TableState, Tabs, Wrap},
@@ -15,44 +15,32 @@ use crate::{
     action::KEY_HELP,
     app::{App, View},
     format::{relative, short_id},
+    layout,
     messages::ConnectionState,
     mode::Mode,
     records::{Record, event_kind, session_state},
     table,
 };
 
-/// Draws the whole console.
-pub fn draw(frame: &mut Frame<'_>, app: &mut App) {
-    let [header, tabs, body, status, footer] = Layout::vertical([
-        Constraint::Length(1),
-        Constraint::Length(1),
-        Constraint::Min(3),
-        Constraint::Length(1),
-        Constraint::Length(1),
-    ])
-    .areas(frame.area());
-    draw_header(frame, header, app);
-    draw_tabs(frame, tabs, app);
-    let (main, detail) = if app.detail {
-        let [main, detail] = Layout::vertical([Constraint::Percentage(60), Constraint::Percentage(40)]).areas(body);
-        (main, Some(detail))
-    } else {
-        (body, None)
-    };
-    // Table height minus borders and the column header.
-    app.page_rows = usize::from(main.height.saturating_sub(3)).max(1);
-    let now = app.now;
+/// Draws the whole console. It only reads the state: what drawing needs
+/// to know beforehand (the page size, the scroll offsets) the state machine
+/// has worked out from the terminal's size ([`crate::layout`]).
+pub fn draw(frame: &mut Frame<'_>, app: &App) {
+    let areas = layout::areas(frame.area(), app.detail);
+    draw_header(frame, areas.header, app);
+    draw_tabs(frame, areas.tabs, app);
+    let (main, now) = (areas.table, app.now);
     match app.view {
-        View::Sessions => draw_table(frame, main, &mut app.sessions, now, "Sessions"),
-        View::Tokens => draw_table(frame, main, &mut app.tokens, now, "Tokens"),
-        View::Users => draw_table(frame, main, &mut app.users, now, "Users"),
-        View::Events => draw_table(frame, main, &mut app.events, now, "Events (newest first)"),
+        View::Sessions => draw_table(frame, main, &app.sessions, now, "Sessions"),
+        View::Tokens => draw_table(frame, main, &app.tokens, now, "Tokens"),
+        View::Users => draw_table(frame, main, &app.users, now, "Users"),
+        View::Events => draw_table(frame, main, &app.events, now, "Events (newest first)"),
     }
-    if let Some(area) = detail {
+    if let Some(area) = areas.detail {
         draw_detail(frame, area, app);
     }
-    draw_status(frame, status, app);
-    draw_footer(frame, footer, app);
+    draw_status(frame, areas.status, app);
+    draw_footer(frame, areas.footer, app);
     match &app.mode {
         Mode::Help => draw_help(frame),
         Mode::Confirm(pending) => draw_confirm(frame, &pending.prompt),
@@ -89,11 +77,11 @@ fn draw_tabs(frame: &mut Frame<'_>, area: Rect, app: &App) {
 fn draw_table<T: Record>(
     frame: &mut Frame<'_>,
     area: Rect,
-    rows: &mut table::Table<T>,
+    rows: &table::Table<T>,
     now: std::time::SystemTime,
     title: &str,
 ) {
-    let height = usize::from(area.height.saturating_sub(3));
+    let height = layout::table_rows(area);
     let total = rows.len();
     let position = if total == 0 { 0 } else { rows.selected_index() + 1 };
     let sort = rows.sort().map(|c| format!(" · sorted by {}", T::COLUMNS[c].to_lowercase())).unwrap_or_default();
@@ -277,6 +265,7 @@ mod tests {
 
     fn render(app: &mut App) -> String {
         let mut terminal = Terminal::new(TestBackend::new(130, 16)).expect("terminal");
+        app.update(Action::Resize(terminal.size().expect("size")));
         terminal.draw(|frame| draw(frame, app)).expect("draw");
         terminal.backend().to_string()
     }
@@ -359,9 +348,10 @@ mod tests {
         let mut app = App::new("http://127.0.0.1:50051", "admin", fixtures::now());
         app.update(Action::Backend(Update::Sessions((0..100_000).map(|n| fixtures::session(n, "user")).collect())));
         let mut terminal = Terminal::new(TestBackend::new(130, 40)).expect("terminal");
-        terminal.draw(|frame| draw(frame, &mut app)).expect("draw");
+        app.update(Action::Resize(terminal.size().expect("size")));
+        terminal.draw(|frame| draw(frame, &app)).expect("draw");
         app.update(Action::Bottom);
-        terminal.draw(|frame| draw(frame, &mut app)).expect("draw");
+        terminal.draw(|frame| draw(frame, &app)).expect("draw");
         let screen = terminal.backend().to_string();
         assert!(screen.contains("100000/100000"), "{screen}");
         assert!(screen.contains("device-99999"), "the last row is on screen after G");
