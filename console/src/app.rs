@@ -398,7 +398,7 @@ mod tests {
     use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 
     use super::*;
-    use crate::{action::from_key, fixtures};
+    use crate::{fixtures, keymap::from_key};
 
     fn key(app: &mut App, code: KeyCode) -> Vec<Command> {
         let action = from_key(&app.mode, KeyEvent::new(code, KeyModifiers::NONE));

@@ -7,11 +7,7 @@ use std::{io::IsTerminal as _, process::ExitCode, time::Duration, time::SystemTi
 use clap::Parser;
 use crossterm::event::{Event, EventStream, KeyEventKind};
 use futures::StreamExt as _;
-use sigil_console::{
-    action::{self, Action},
-    app::App,
-    backend, ui,
-};
+use sigil_console::{action::Action, app::App, backend, keymap, ui};
 use tokio::sync::mpsc;
 
 /// Live terminal console for Sigil: sessions, tokens, users and events.
@@ -113,7 +109,7 @@ async fn run(connection: backend::AdminConnection, server: &str, username: &str)
         }
         let action = tokio::select! {
             key = keys.next() => match key {
-                Some(Ok(Event::Key(key))) if key.kind == KeyEventKind::Press => action::from_key(&app.mode, key),
+                Some(Ok(Event::Key(key))) if key.kind == KeyEventKind::Press => keymap::from_key(&app.mode, key),
                 Some(Ok(Event::Resize(width, height))) => Action::Resize(ratatui::layout::Size { width, height }),
                 Some(Ok(_)) => Action::Nothing,
                 Some(Err(e)) => break Err(e),

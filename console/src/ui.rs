@@ -12,10 +12,9 @@ use ratatui::{
 use sigil_proto::pb;
 
 use crate::{
-    action::KEY_HELP,
     app::{App, View},
     format::{relative, short_id},
-    layout,
+    keymap, layout,
     messages::ConnectionState,
     mode::Mode,
     records::{Record, event_kind, session_state},
@@ -179,22 +178,7 @@ fn draw_status(frame: &mut Frame<'_>, area: Rect, app: &App) {
 }
 
 fn draw_footer(frame: &mut Frame<'_>, area: Rect, app: &App) {
-    let keys = match (&app.mode, app.view) {
-        (Mode::Filter, _) => "type to filter · Enter keep · Esc clear",
-        (Mode::Confirm(_), _) => "y confirm · any other key cancels",
-        (_, View::Sessions) => {
-            "Tab views · ↑↓ jk move · / filter · s sort · Enter tokens · d revoke · u revoke user · x disable user · ? help · q quit"
-        }
-        (_, View::Tokens) => {
-            "Tab views · ↑↓ jk move · / filter · s sort · Enter details · d revoke · u revoke user · ? help · q quit"
-        }
-        (_, View::Users) => {
-            "Tab views · ↑↓ jk move · / filter · s sort · Enter sessions · u revoke sessions · x disable/enable · ? help · q quit"
-        }
-        (_, View::Events) => {
-            "Tab views · ↑↓ jk move · / filter · s sort · Enter details · u revoke user · ? help · q quit"
-        }
-    };
+    let keys = keymap::footer(&app.mode, app.view);
     frame.render_widget(Paragraph::new(Line::styled(format!(" {keys}"), Style::new().fg(Color::Cyan))), area);
 }
 
@@ -208,11 +192,8 @@ fn popup(frame: &mut Frame<'_>, width: u16, height: u16) -> Rect {
 }
 
 fn draw_help(frame: &mut Frame<'_>) {
-    let lines: Vec<Line<'_>> = KEY_HELP
-        .iter()
-        .map(|(key, what)| {
-            Line::from(vec![Span::styled(format!("{key:>16}  "), Style::new().bold()), Span::raw(*what)])
-        })
+    let lines: Vec<Line<'_>> = keymap::help()
+        .map(|(key, what)| Line::from(vec![Span::styled(format!("{key:>16}  "), Style::new().bold()), Span::raw(what)]))
         .collect();
     let area = popup(frame, 80, lines.len() as u16 + 2);
     let block = Block::default().borders(Borders::ALL).title(" Keys (any key closes) ");
