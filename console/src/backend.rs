@@ -1,10 +1,12 @@
 //! The background gRPC worker: logs in, loads the lists, follows
 //! `WatchEvents` (reconnecting with backoff and resuming from the last
-//! sequence seen), runs the operator's commands and keeps the access token
-//! fresh. It talks to the UI only through channels carrying
+//! sequence seen), fetches the rows events announce (coalesced, see
+//! [`crate::refetch`]), runs the operator's commands and keeps the access
+//! token fresh. It talks to the UI only through channels carrying
 //! [`crate::messages`].
 
 use std::{
+    collections::HashSet,
     sync::{Arc, RwLock},
     time::Duration,
 };
@@ -16,7 +18,11 @@ use sigil_proto::pb::{
 use tokio::sync::mpsc;
 use tonic::{Code, Request, Status, service::interceptor::InterceptedService, transport::Channel};
 
-use crate::messages::{Command, ConnectionState, Update};
+pub use crate::refetch::REFETCH_INTERVAL;
+use crate::{
+    messages::{Command, ConnectionState, Update},
+    refetch::{Fetch, Pages, StaleRows},
+};
 
 /// Why the console could not start.
 #[derive(Debug, thiserror::Error)]
@@ -143,56 +149,40 @@ impl AdminConnection {
 
     /// Starts the worker tasks; they end when `commands` closes.
     pub fn spawn(self, updates: mpsc::UnboundedSender<Update>, commands: mpsc::UnboundedReceiver<Command>) {
+        let stale = Arc::new(StaleRows::default());
+        // The lists are loaded first of all, by the same task that keeps
+        // them fresh.
+        stale.reload_all();
         tokio::spawn(self.clone().keep_token_fresh(updates.clone()));
-        tokio::spawn(self.clone().follow_events(updates.clone()));
-        tokio::spawn(self.clone().load_all(updates.clone()));
+        tokio::spawn(self.clone().follow_events(stale.clone(), updates.clone()));
+        tokio::spawn(self.clone().refetch(stale, updates.clone()));
         tokio::spawn(self.run_commands(updates, commands));
     }
 
-    /// Loads every page of active sessions and tokens, and all users.
-    async fn load_all(self, updates: mpsc::UnboundedSender<Update>) {
-        if let Err(status) = self.load_lists(&updates).await {
-            let _ = updates.send(Update::Status { text: format!("loading failed: {}", status.message()), error: true });
-        }
-    }
-
-    async fn load_lists(&self, updates: &mpsc::UnboundedSender<Update>) -> Result<(), Status> {
+    /// Fetches what events made stale, in coalesced passes (see
+    /// [`crate::refetch`]), until the UI is gone.
+    async fn refetch(self, stale: Arc<StaleRows>, updates: mpsc::UnboundedSender<Update>) {
         let mut admin = self.admin();
-        let mut page_token = String::new();
+        let mut pages = Pages::default();
         loop {
-            let request = pb::ListUsersRequest { page_size: 1000, page_token };
-            let page = admin.list_users(request).await?.into_inner();
-            let _ = updates.send(Update::Users(page.users));
-            if page.next_page_token.is_empty() {
-                break;
+            let plan = stale.next().await.plan(&pages);
+            let started = tokio::time::Instant::now();
+            for fetch in plan {
+                let what = if fetch == Fetch::Everything { "loading" } else { "refresh" };
+                if let Err(status) = fetch_rows(&mut admin, fetch, &mut pages, &updates).await {
+                    let text = format!("{what} failed: {}", status.message());
+                    let _ = updates.send(Update::Status { text, error: true });
+                }
             }
-            page_token = page.next_page_token;
-        }
-        let mut page_token = String::new();
-        loop {
-            let request = pb::ListSessionsRequest { page_size: 1000, page_token, ..Default::default() };
-            let page = admin.list_sessions(request).await?.into_inner();
-            let _ = updates.send(Update::Sessions(page.sessions));
-            if page.next_page_token.is_empty() {
-                break;
+            if updates.is_closed() {
+                return;
             }
-            page_token = page.next_page_token;
+            tokio::time::sleep_until(started + REFETCH_INTERVAL).await;
         }
-        let mut page_token = String::new();
-        loop {
-            let request = pb::ListTokensRequest { page_size: 1000, page_token, ..Default::default() };
-            let page = admin.list_tokens(request).await?.into_inner();
-            let _ = updates.send(Update::Tokens(page.tokens));
-            if page.next_page_token.is_empty() {
-                break;
-            }
-            page_token = page.next_page_token;
-        }
-        Ok(())
     }
 
     /// Follows the event stream forever, reconnecting with backoff.
-    async fn follow_events(self, updates: mpsc::UnboundedSender<Update>) {
+    async fn follow_events(self, stale: Arc<StaleRows>, updates: mpsc::UnboundedSender<Update>) {
         let mut last: Option<u64> = None;
         let mut backoff = Duration::from_millis(500);
         let mut reconnecting = false;
@@ -203,7 +193,7 @@ impl AdminConnection {
                     // Without a sequence to resume from, what happened while
                     // the stream was down cannot be replayed: reload instead.
                     if reconnecting && last.is_none() {
-                        tokio::spawn(self.clone().load_all(updates.clone()));
+                        stale.reload_all();
                     }
                     backoff = Duration::from_millis(500);
                     let mut stream = stream.into_inner();
@@ -212,14 +202,14 @@ impl AdminConnection {
                             Ok(Some(message)) => {
                                 if let Some(event) = message.event {
                                     last = Some(event.sequence);
-                                    self.follow_up(&event, &updates);
+                                    stale.note(&event);
                                     let _ = updates.send(Update::Event(event));
                                 }
                             }
                             Ok(None) => break "the server ended the stream".to_string(),
                             Err(status) if status.code() == Code::Aborted => {
                                 // Too far behind: what was missed is reloaded.
-                                tokio::spawn(self.clone().load_all(updates.clone()));
+                                stale.reload_all();
                                 last = None;
                                 break "fell behind; reloaded the lists".to_string();
                             }
@@ -235,7 +225,7 @@ impl AdminConnection {
                     // The server never reached our sequence (restored from a
                     // backup): start over from what it holds.
                     last = None;
-                    tokio::spawn(self.clone().load_all(updates.clone()));
+                    stale.reload_all();
                     status.message().to_string()
                 }
                 Err(status) => status.message().to_string(),
@@ -249,50 +239,6 @@ impl AdminConnection {
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(Duration::from_secs(10));
         }
-    }
-
-    /// Fetches the rows an event announces (a new session, token or user).
-    fn follow_up(&self, event: &pb::Event, updates: &mpsc::UnboundedSender<Update>) {
-        use pb::EventKind as K;
-        let mut admin = self.admin();
-        let updates = updates.clone();
-        let event = event.clone();
-        tokio::spawn(async move {
-            let result: Result<(), Status> = async {
-                match event.kind() {
-                    K::SessionCreated | K::SessionRevoked | K::SessionExpired if !event.user_id.is_empty() => {
-                        let request = pb::ListSessionsRequest {
-                            user_id: Some(event.user_id.clone()),
-                            page_size: 1000,
-                            ..Default::default()
-                        };
-                        let sessions = admin.list_sessions(request).await?.into_inner().sessions;
-                        let _ = updates.send(Update::Sessions(sessions));
-                        refresh_user(&mut admin, &event.user_id, &updates).await?;
-                    }
-                    K::TokenIssued if !event.session_id.is_empty() => {
-                        let request = pb::ListTokensRequest {
-                            session_id: Some(event.session_id.clone()),
-                            include_inactive: true,
-                            page_size: 1000,
-                            ..Default::default()
-                        };
-                        let tokens = admin.list_tokens(request).await?.into_inner().tokens;
-                        let _ = updates.send(Update::Tokens(tokens));
-                    }
-                    K::UserCreated | K::UserUpdated | K::UserDisabled | K::UserEnabled | K::UserDeleted => {
-                        refresh_user(&mut admin, &event.user_id, &updates).await?;
-                    }
-                    _ => {}
-                }
-                Ok(())
-            }
-            .await;
-            if let Err(status) = result {
-                let _ =
-                    updates.send(Update::Status { text: format!("refresh failed: {}", status.message()), error: true });
-            }
-        });
     }
 
     /// Runs the operator's commands, one at a time, reporting each outcome.
@@ -429,6 +375,106 @@ impl AdminConnection {
                 }
             }
         }
+    }
+}
+
+/// Runs one refetch, sending the rows to the UI as they arrive.
+async fn fetch_rows(
+    admin: &mut Admin,
+    fetch: Fetch,
+    pages: &mut Pages,
+    updates: &mpsc::UnboundedSender<Update>,
+) -> Result<(), Status> {
+    match fetch {
+        Fetch::Everything => {
+            pages.users = all_users(admin, updates).await?.0;
+            pages.sessions = all_sessions(admin, updates).await?;
+            pages.tokens = all_tokens(admin, false, |_| true, updates).await?;
+        }
+        Fetch::SessionsOfUser(user_id) => {
+            let request = pb::ListSessionsRequest { user_id: Some(user_id), page_size: 1000, ..Default::default() };
+            let sessions = admin.list_sessions(request).await?.into_inner().sessions;
+            let _ = updates.send(Update::Sessions(sessions));
+        }
+        Fetch::AllSessions => pages.sessions = all_sessions(admin, updates).await?,
+        Fetch::TokensOfSession(session_id) => {
+            let request = pb::ListTokensRequest {
+                session_id: Some(session_id),
+                include_inactive: true,
+                page_size: 1000,
+                ..Default::default()
+            };
+            let tokens = admin.list_tokens(request).await?.into_inner().tokens;
+            let _ = updates.send(Update::Tokens(tokens));
+        }
+        Fetch::AllTokens { of_sessions } => {
+            let shown = |t: &pb::Token| t.state() == pb::TokenState::Active || of_sessions.contains(&t.session_id);
+            pages.tokens = all_tokens(admin, true, shown, updates).await?;
+        }
+        Fetch::User(user_id) => refresh_user(admin, &user_id, updates).await?,
+        Fetch::AllUsers { expected } => {
+            let (n, seen) = all_users(admin, updates).await?;
+            pages.users = n;
+            for gone in expected.into_iter().filter(|id| !seen.contains(id)) {
+                let _ = updates.send(Update::UserGone(gone));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Sends every page of users; returns how many pages it took and the ids seen.
+async fn all_users(
+    admin: &mut Admin,
+    updates: &mpsc::UnboundedSender<Update>,
+) -> Result<(usize, HashSet<String>), Status> {
+    let (mut pages, mut seen, mut page_token) = (0, HashSet::new(), String::new());
+    loop {
+        let request = pb::ListUsersRequest { page_size: 1000, page_token };
+        let page = admin.list_users(request).await?.into_inner();
+        pages += 1;
+        seen.extend(page.users.iter().map(|u| u.user_id.clone()));
+        let _ = updates.send(Update::Users(page.users));
+        if page.next_page_token.is_empty() {
+            return Ok((pages, seen));
+        }
+        page_token = page.next_page_token;
+    }
+}
+
+/// Sends every page of active sessions; returns how many pages it took.
+async fn all_sessions(admin: &mut Admin, updates: &mpsc::UnboundedSender<Update>) -> Result<usize, Status> {
+    let (mut pages, mut page_token) = (0, String::new());
+    loop {
+        let request = pb::ListSessionsRequest { page_size: 1000, page_token, ..Default::default() };
+        let page = admin.list_sessions(request).await?.into_inner();
+        pages += 1;
+        let _ = updates.send(Update::Sessions(page.sessions));
+        if page.next_page_token.is_empty() {
+            return Ok(pages);
+        }
+        page_token = page.next_page_token;
+    }
+}
+
+/// Sends every page of tokens (ended ones too with `include_inactive`),
+/// keeping those `shown` accepts; returns how many pages it took.
+async fn all_tokens(
+    admin: &mut Admin,
+    include_inactive: bool,
+    shown: impl Fn(&pb::Token) -> bool,
+    updates: &mpsc::UnboundedSender<Update>,
+) -> Result<usize, Status> {
+    let (mut pages, mut page_token) = (0, String::new());
+    loop {
+        let request = pb::ListTokensRequest { page_size: 1000, page_token, include_inactive, ..Default::default() };
+        let page = admin.list_tokens(request).await?.into_inner();
+        pages += 1;
+        let _ = updates.send(Update::Tokens(page.tokens.into_iter().filter(|t| shown(t)).collect()));
+        if page.next_page_token.is_empty() {
+            return Ok(pages);
+        }
+        page_token = page.next_page_token;
     }
 }
 

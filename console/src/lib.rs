@@ -19,5 +19,6 @@ pub mod layout;
 pub mod messages;
 pub mod mode;
 pub mod records;
+mod refetch;
 pub mod table;
 pub mod ui;
