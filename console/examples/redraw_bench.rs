@@ -10,7 +10,7 @@
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use ratatui::{Terminal, backend::TestBackend};
-use sigil_console::{action::Action, app::App, backend::Update, ui};
+use sigil_console::{action::Action, app::App, messages::Update, ui};
 use sigil_proto::pb;
 
 const ROWS: usize = 100_000;
@@ -46,7 +46,9 @@ fn main() {
         Ok(t) => t,
         Err(e) => return eprintln!("cannot create the test terminal: {e}"),
     };
-    let mut redraw = |app: &mut App| {
+    let Ok(size) = terminal.size();
+    app.update(Action::Resize(size));
+    let mut redraw = |app: &App| {
         let start = Instant::now();
         let _ = terminal.draw(|frame| ui::draw(frame, app));
         start.elapsed()
@@ -55,7 +57,7 @@ fn main() {
     let mut plain = Vec::new();
     for i in 0..200 {
         app.update(if i % 2 == 0 { Action::PageDown } else { Action::Down });
-        plain.push(redraw(&mut app));
+        plain.push(redraw(&app));
     }
     report("redraw while scrolling", &mut plain);
 
@@ -64,7 +66,7 @@ fn main() {
         let start = Instant::now();
         app.update(if c == '9' { Action::FilterBackspace } else { Action::FilterChar(c) });
         let applied = start.elapsed();
-        filtered.push(applied + redraw(&mut app));
+        filtered.push(applied + redraw(&app));
     }
     report("filter keystroke + redraw", &mut filtered);
 
@@ -79,7 +81,7 @@ fn main() {
         };
         let start = Instant::now();
         app.update(Action::Backend(Update::Event(event)));
-        events.push(start.elapsed() + redraw(&mut app));
+        events.push(start.elapsed() + redraw(&app));
     }
     report("live revocation event + redraw", &mut events);
 }

@@ -4,12 +4,15 @@
 
 use std::time::SystemTime;
 
+use ratatui::layout::Rect;
 use sigil_proto::pb;
 
 use crate::{
     action::Action,
-    backend::{Command, ConnectionState, Update},
     format::short_id,
+    layout,
+    messages::{Command, ConnectionState, Update},
+    mode::{Mode, Pending},
     records::Record,
     table::Table,
 };
@@ -45,28 +48,6 @@ impl View {
         let i = View::ALL.iter().position(|v| *v == self).unwrap_or(0) as isize;
         View::ALL[(i + by).rem_euclid(View::ALL.len() as isize) as usize]
     }
-}
-
-/// A destructive action waiting for `y`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Pending {
-    /// The question shown.
-    pub prompt: String,
-    /// What `y` sends.
-    pub command: Command,
-}
-
-/// What keys mean right now.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Mode {
-    /// Moving around the table.
-    Normal,
-    /// Typing a filter.
-    Filter,
-    /// Waiting for `y` to confirm.
-    Confirm(Pending),
-    /// The help screen is open.
-    Help,
 }
 
 /// The status line: the outcome of the last action.
@@ -107,8 +88,9 @@ pub struct App {
     pub connection: ConnectionState,
     /// The clock relative times are drawn against.
     pub now: SystemTime,
-    /// Rows per page, as last drawn.
-    pub page_rows: usize,
+    /// The terminal's area, as last reported: pages and scrolling are
+    /// measured against it.
+    pub screen: Rect,
     /// Set when the console should exit.
     pub should_quit: bool,
 }
@@ -129,7 +111,7 @@ impl App {
             status: None,
             connection: ConnectionState::Connecting,
             now,
-            page_rows: 20,
+            screen: Rect::default(),
             should_quit: false,
         }
     }
@@ -142,8 +124,8 @@ impl App {
             Action::PrevView => self.switch(self.view.step(-1)),
             Action::Up => self.move_by(-1),
             Action::Down => self.move_by(1),
-            Action::PageUp => self.move_by(-(self.page_rows.max(1) as isize)),
-            Action::PageDown => self.move_by(self.page_rows.max(1) as isize),
+            Action::PageUp => self.move_by(-(self.page_rows() as isize)),
+            Action::PageDown => self.move_by(self.page_rows() as isize),
             Action::Top => self.with_table(|t| t.jump(false)),
             Action::Bottom => self.with_table(|t| t.jump(true)),
             Action::StartFilter => self.mode = Mode::Filter,
@@ -185,6 +167,7 @@ impl App {
                     self.say("cancelled".into(), false);
                 }
             }
+            Action::Resize(size) => self.screen = Rect::from((ratatui::layout::Position::ORIGIN, size)),
             Action::Tick(now) => self.now = now,
             Action::Backend(update) => self.apply(update),
             Action::Nothing => {}
@@ -193,12 +176,20 @@ impl App {
         Vec::new()
     }
 
-    /// Recomputes the tables' shown order after changes.
+    /// Recomputes the tables' shown order after changes, and scrolls the
+    /// current view so that its selection is on screen.
     pub fn refresh(&mut self) {
         self.sessions.refresh();
         self.tokens.refresh();
         self.users.refresh();
         self.events.refresh();
+        let rows = layout::table_rows(layout::areas(self.screen, self.detail).table);
+        self.with_table(|t| t.scroll_to_selection(rows));
+    }
+
+    /// How many rows PgUp and PgDn move: the rows the table shows.
+    pub fn page_rows(&self) -> usize {
+        layout::table_rows(layout::areas(self.screen, self.detail).table).max(1)
     }
 
     fn switch(&mut self, view: View) {
@@ -380,6 +371,8 @@ pub trait TableControl {
     fn cycle_sort(&mut self);
     /// See [`Table::set_filter`].
     fn set_filter(&mut self, filter: String);
+    /// See [`Table::scroll_to_selection`].
+    fn scroll_to_selection(&mut self, height: usize);
 }
 
 impl<T: Record> TableControl for Table<T> {
@@ -395,6 +388,9 @@ impl<T: Record> TableControl for Table<T> {
     fn set_filter(&mut self, filter: String) {
         Table::set_filter(self, filter);
     }
+    fn scroll_to_selection(&mut self, height: usize) {
+        Table::scroll_to_selection(self, height);
+    }
 }
 
 #[cfg(test)]
@@ -402,7 +398,7 @@ mod tests {
     use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 
     use super::*;
-    use crate::{action::from_key, fixtures};
+    use crate::{fixtures, keymap::from_key};
 
     fn key(app: &mut App, code: KeyCode) -> Vec<Command> {
         let action = from_key(&app.mode, KeyEvent::new(code, KeyModifiers::NONE));

@@ -1,9 +1,12 @@
 //! The background gRPC worker: logs in, loads the lists, follows
 //! `WatchEvents` (reconnecting with backoff and resuming from the last
-//! sequence seen), runs the operator's commands and keeps the access token
-//! fresh. It talks to the UI only through channels.
+//! sequence seen), fetches the rows events announce (coalesced, see
+//! [`crate::refetch`]), runs the operator's commands and keeps the access
+//! token fresh. It talks to the UI only through channels carrying
+//! [`crate::messages`].
 
 use std::{
+    collections::HashSet,
     sync::{Arc, RwLock},
     time::Duration,
 };
@@ -15,96 +18,11 @@ use sigil_proto::pb::{
 use tokio::sync::mpsc;
 use tonic::{Code, Request, Status, service::interceptor::InterceptedService, transport::Channel};
 
-/// What the operator asked for.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Command {
-    /// Revoke one session.
-    RevokeSession {
-        /// Its id.
-        session_id: String,
-    },
-    /// Revoke one token.
-    RevokeToken {
-        /// Its id.
-        token_id: String,
-    },
-    /// Revoke every session of a user.
-    RevokeUser {
-        /// The user's id.
-        user_id: String,
-        /// The user's name, for messages.
-        username: String,
-    },
-    /// Disable or enable a user.
-    SetDisabled {
-        /// The user's id.
-        user_id: String,
-        /// The user's name, for messages.
-        username: String,
-        /// Disable (true) or enable (false).
-        disabled: bool,
-    },
-    /// Make a new signing key active and distrust every older one.
-    EmergencyKeyRotation,
-}
-
-impl Command {
-    /// What the command does, for the status line.
-    pub fn describe(&self) -> String {
-        match self {
-            Command::RevokeSession { session_id } => {
-                format!("revoking session {}", crate::format::short_id(session_id))
-            }
-            Command::RevokeToken { token_id } => format!("revoking token {}", crate::format::short_id(token_id)),
-            Command::RevokeUser { username, .. } => format!("revoking every session of {username}"),
-            Command::SetDisabled { username, disabled: true, .. } => format!("disabling {username}"),
-            Command::SetDisabled { username, disabled: false, .. } => format!("enabling {username}"),
-            Command::EmergencyKeyRotation => "emergency key rotation".into(),
-        }
-    }
-}
-
-/// The state of the live event stream, for the header.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ConnectionState {
-    /// Starting.
-    Connecting,
-    /// Following events live.
-    Live,
-    /// The stream broke; retrying.
-    Reconnecting {
-        /// Why it broke.
-        reason: String,
-        /// Seconds until the next try.
-        retry_in: u64,
-    },
-    /// The console's own session ended (revoked or expired).
-    LoggedOut,
-}
-
-/// News for the UI.
-#[derive(Debug, Clone)]
-pub enum Update {
-    /// Sessions to insert or replace.
-    Sessions(Vec<pb::Session>),
-    /// Tokens to insert or replace.
-    Tokens(Vec<pb::Token>),
-    /// Users to insert or replace.
-    Users(Vec<pb::User>),
-    /// A user no longer exists.
-    UserGone(String),
-    /// An audit event.
-    Event(pb::Event),
-    /// The stream's state changed.
-    Connection(ConnectionState),
-    /// The outcome of a command.
-    Status {
-        /// The text.
-        text: String,
-        /// Whether it is a failure.
-        error: bool,
-    },
-}
+pub use crate::refetch::REFETCH_INTERVAL;
+use crate::{
+    messages::{Command, ConnectionState, Update},
+    refetch::{Fetch, Pages, StaleRows},
+};
 
 /// Why the console could not start.
 #[derive(Debug, thiserror::Error)]
@@ -122,24 +40,25 @@ pub enum LoginError {
     Refused(String),
 }
 
-/// The console's own tokens.
+/// The console's own tokens: the access token it sends and the refresh
+/// token that renews both.
 #[derive(Clone)]
-struct Tokens {
+struct TokenPair {
     access: String,
     refresh: String,
     expires_at: i64,
 }
 
-/// A logged-in connection to Sigil.
+/// The console's logged-in connection to Sigil's admin API.
 #[derive(Clone)]
-pub struct Session {
+pub struct AdminConnection {
     channel: Channel,
-    tokens: Arc<RwLock<Tokens>>,
+    tokens: Arc<RwLock<TokenPair>>,
 }
 
 /// Adds the current access token to every admin call.
 #[derive(Clone)]
-pub struct Bearer(Arc<RwLock<Tokens>>);
+pub struct Bearer(Arc<RwLock<TokenPair>>);
 
 impl tonic::service::Interceptor for Bearer {
     fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
@@ -162,7 +81,12 @@ pub struct TlsFiles {
 }
 
 /// Connects and logs in; fails with one clear sentence.
-pub async fn login(server: &str, username: &str, password: &str, tls: &TlsFiles) -> Result<Session, LoginError> {
+pub async fn login(
+    server: &str,
+    username: &str,
+    password: &str,
+    tls: &TlsFiles,
+) -> Result<AdminConnection, LoginError> {
     let unreachable = |reason: String| LoginError::Unreachable { server: server.to_string(), reason };
     let mut endpoint =
         Channel::from_shared(server.to_string()).map_err(|e| unreachable(format!("bad address: {e}")))?;
@@ -201,12 +125,12 @@ pub async fn login(server: &str, username: &str, password: &str, tls: &TlsFiles)
     if !verdict.claims.is_some_and(|c| c.roles.iter().any(|r| r == "admin")) {
         return Err(LoginError::Refused(format!("{username} does not have the admin role")));
     }
-    let tokens = Tokens {
+    let tokens = TokenPair {
         access: login.access_token,
         refresh: login.refresh_token,
         expires_at: login.access_token_expires_at.map(|t| t.seconds).unwrap_or(0),
     };
-    Ok(Session { channel, tokens: Arc::new(RwLock::new(tokens)) })
+    Ok(AdminConnection { channel, tokens: Arc::new(RwLock::new(tokens)) })
 }
 
 /// The deepest error message: "connection refused", not a debug dump.
@@ -218,63 +142,47 @@ fn root_cause(error: &(dyn std::error::Error + 'static)) -> String {
     cause.to_string()
 }
 
-impl Session {
+impl AdminConnection {
     fn admin(&self) -> Admin {
         AdminServiceClient::with_interceptor(self.channel.clone(), Bearer(self.tokens.clone()))
     }
 
     /// Starts the worker tasks; they end when `commands` closes.
     pub fn spawn(self, updates: mpsc::UnboundedSender<Update>, commands: mpsc::UnboundedReceiver<Command>) {
+        let stale = Arc::new(StaleRows::default());
+        // The lists are loaded first of all, by the same task that keeps
+        // them fresh.
+        stale.reload_all();
         tokio::spawn(self.clone().keep_token_fresh(updates.clone()));
-        tokio::spawn(self.clone().follow_events(updates.clone()));
-        tokio::spawn(self.clone().load_all(updates.clone()));
+        tokio::spawn(self.clone().follow_events(stale.clone(), updates.clone()));
+        tokio::spawn(self.clone().refetch(stale, updates.clone()));
         tokio::spawn(self.run_commands(updates, commands));
     }
 
-    /// Loads every page of active sessions and tokens, and all users.
-    async fn load_all(self, updates: mpsc::UnboundedSender<Update>) {
-        if let Err(status) = self.load_lists(&updates).await {
-            let _ = updates.send(Update::Status { text: format!("loading failed: {}", status.message()), error: true });
-        }
-    }
-
-    async fn load_lists(&self, updates: &mpsc::UnboundedSender<Update>) -> Result<(), Status> {
+    /// Fetches what events made stale, in coalesced passes (see
+    /// [`crate::refetch`]), until the UI is gone.
+    async fn refetch(self, stale: Arc<StaleRows>, updates: mpsc::UnboundedSender<Update>) {
         let mut admin = self.admin();
-        let mut page_token = String::new();
+        let mut pages = Pages::default();
         loop {
-            let request = pb::ListUsersRequest { page_size: 1000, page_token };
-            let page = admin.list_users(request).await?.into_inner();
-            let _ = updates.send(Update::Users(page.users));
-            if page.next_page_token.is_empty() {
-                break;
+            let plan = stale.next().await.plan(&pages);
+            let started = tokio::time::Instant::now();
+            for fetch in plan {
+                let what = if fetch == Fetch::Everything { "loading" } else { "refresh" };
+                if let Err(status) = fetch_rows(&mut admin, fetch, &mut pages, &updates).await {
+                    let text = format!("{what} failed: {}", status.message());
+                    let _ = updates.send(Update::Status { text, error: true });
+                }
             }
-            page_token = page.next_page_token;
-        }
-        let mut page_token = String::new();
-        loop {
-            let request = pb::ListSessionsRequest { page_size: 1000, page_token, ..Default::default() };
-            let page = admin.list_sessions(request).await?.into_inner();
-            let _ = updates.send(Update::Sessions(page.sessions));
-            if page.next_page_token.is_empty() {
-                break;
+            if updates.is_closed() {
+                return;
             }
-            page_token = page.next_page_token;
+            tokio::time::sleep_until(started + REFETCH_INTERVAL).await;
         }
-        let mut page_token = String::new();
-        loop {
-            let request = pb::ListTokensRequest { page_size: 1000, page_token, ..Default::default() };
-            let page = admin.list_tokens(request).await?.into_inner();
-            let _ = updates.send(Update::Tokens(page.tokens));
-            if page.next_page_token.is_empty() {
-                break;
-            }
-            page_token = page.next_page_token;
-        }
-        Ok(())
     }
 
     /// Follows the event stream forever, reconnecting with backoff.
-    async fn follow_events(self, updates: mpsc::UnboundedSender<Update>) {
+    async fn follow_events(self, stale: Arc<StaleRows>, updates: mpsc::UnboundedSender<Update>) {
         let mut last: Option<u64> = None;
         let mut backoff = Duration::from_millis(500);
         let mut reconnecting = false;
@@ -285,7 +193,7 @@ impl Session {
                     // Without a sequence to resume from, what happened while
                     // the stream was down cannot be replayed: reload instead.
                     if reconnecting && last.is_none() {
-                        tokio::spawn(self.clone().load_all(updates.clone()));
+                        stale.reload_all();
                     }
                     backoff = Duration::from_millis(500);
                     let mut stream = stream.into_inner();
@@ -294,14 +202,14 @@ impl Session {
                             Ok(Some(message)) => {
                                 if let Some(event) = message.event {
                                     last = Some(event.sequence);
-                                    self.follow_up(&event, &updates);
+                                    stale.note(&event);
                                     let _ = updates.send(Update::Event(event));
                                 }
                             }
                             Ok(None) => break "the server ended the stream".to_string(),
                             Err(status) if status.code() == Code::Aborted => {
                                 // Too far behind: what was missed is reloaded.
-                                tokio::spawn(self.clone().load_all(updates.clone()));
+                                stale.reload_all();
                                 last = None;
                                 break "fell behind; reloaded the lists".to_string();
                             }
@@ -317,7 +225,7 @@ impl Session {
                     // The server never reached our sequence (restored from a
                     // backup): start over from what it holds.
                     last = None;
-                    tokio::spawn(self.clone().load_all(updates.clone()));
+                    stale.reload_all();
                     status.message().to_string()
                 }
                 Err(status) => status.message().to_string(),
@@ -331,50 +239,6 @@ impl Session {
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(Duration::from_secs(10));
         }
-    }
-
-    /// Fetches the rows an event announces (a new session, token or user).
-    fn follow_up(&self, event: &pb::Event, updates: &mpsc::UnboundedSender<Update>) {
-        use pb::EventKind as K;
-        let mut admin = self.admin();
-        let updates = updates.clone();
-        let event = event.clone();
-        tokio::spawn(async move {
-            let result: Result<(), Status> = async {
-                match event.kind() {
-                    K::SessionCreated | K::SessionRevoked | K::SessionExpired if !event.user_id.is_empty() => {
-                        let request = pb::ListSessionsRequest {
-                            user_id: Some(event.user_id.clone()),
-                            page_size: 1000,
-                            ..Default::default()
-                        };
-                        let sessions = admin.list_sessions(request).await?.into_inner().sessions;
-                        let _ = updates.send(Update::Sessions(sessions));
-                        refresh_user(&mut admin, &event.user_id, &updates).await?;
-                    }
-                    K::TokenIssued if !event.session_id.is_empty() => {
-                        let request = pb::ListTokensRequest {
-                            session_id: Some(event.session_id.clone()),
-                            include_inactive: true,
-                            page_size: 1000,
-                            ..Default::default()
-                        };
-                        let tokens = admin.list_tokens(request).await?.into_inner().tokens;
-                        let _ = updates.send(Update::Tokens(tokens));
-                    }
-                    K::UserCreated | K::UserUpdated | K::UserDisabled | K::UserEnabled | K::UserDeleted => {
-                        refresh_user(&mut admin, &event.user_id, &updates).await?;
-                    }
-                    _ => {}
-                }
-                Ok(())
-            }
-            .await;
-            if let Err(status) = result {
-                let _ =
-                    updates.send(Update::Status { text: format!("refresh failed: {}", status.message()), error: true });
-            }
-        });
     }
 
     /// Runs the operator's commands, one at a time, reporting each outcome.
@@ -450,7 +314,7 @@ impl Session {
             .await?
             .into_inner();
         if let Ok(mut tokens) = self.tokens.write() {
-            *tokens = Tokens {
+            *tokens = TokenPair {
                 access: r.access_token,
                 refresh: r.refresh_token,
                 expires_at: r.access_token_expires_at.map(|t| t.seconds).unwrap_or(0),
@@ -487,7 +351,7 @@ impl Session {
                 Ok(response) => {
                     let r = response.into_inner();
                     if let Ok(mut tokens) = self.tokens.write() {
-                        *tokens = Tokens {
+                        *tokens = TokenPair {
                             access: r.access_token,
                             refresh: r.refresh_token,
                             expires_at: r.access_token_expires_at.map(|t| t.seconds).unwrap_or(0),
@@ -511,6 +375,106 @@ impl Session {
                 }
             }
         }
+    }
+}
+
+/// Runs one refetch, sending the rows to the UI as they arrive.
+async fn fetch_rows(
+    admin: &mut Admin,
+    fetch: Fetch,
+    pages: &mut Pages,
+    updates: &mpsc::UnboundedSender<Update>,
+) -> Result<(), Status> {
+    match fetch {
+        Fetch::Everything => {
+            pages.users = all_users(admin, updates).await?.0;
+            pages.sessions = all_sessions(admin, updates).await?;
+            pages.tokens = all_tokens(admin, false, |_| true, updates).await?;
+        }
+        Fetch::SessionsOfUser(user_id) => {
+            let request = pb::ListSessionsRequest { user_id: Some(user_id), page_size: 1000, ..Default::default() };
+            let sessions = admin.list_sessions(request).await?.into_inner().sessions;
+            let _ = updates.send(Update::Sessions(sessions));
+        }
+        Fetch::AllSessions => pages.sessions = all_sessions(admin, updates).await?,
+        Fetch::TokensOfSession(session_id) => {
+            let request = pb::ListTokensRequest {
+                session_id: Some(session_id),
+                include_inactive: true,
+                page_size: 1000,
+                ..Default::default()
+            };
+            let tokens = admin.list_tokens(request).await?.into_inner().tokens;
+            let _ = updates.send(Update::Tokens(tokens));
+        }
+        Fetch::AllTokens { of_sessions } => {
+            let shown = |t: &pb::Token| t.state() == pb::TokenState::Active || of_sessions.contains(&t.session_id);
+            pages.tokens = all_tokens(admin, true, shown, updates).await?;
+        }
+        Fetch::User(user_id) => refresh_user(admin, &user_id, updates).await?,
+        Fetch::AllUsers { expected } => {
+            let (n, seen) = all_users(admin, updates).await?;
+            pages.users = n;
+            for gone in expected.into_iter().filter(|id| !seen.contains(id)) {
+                let _ = updates.send(Update::UserGone(gone));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Sends every page of users; returns how many pages it took and the ids seen.
+async fn all_users(
+    admin: &mut Admin,
+    updates: &mpsc::UnboundedSender<Update>,
+) -> Result<(usize, HashSet<String>), Status> {
+    let (mut pages, mut seen, mut page_token) = (0, HashSet::new(), String::new());
+    loop {
+        let request = pb::ListUsersRequest { page_size: 1000, page_token };
+        let page = admin.list_users(request).await?.into_inner();
+        pages += 1;
+        seen.extend(page.users.iter().map(|u| u.user_id.clone()));
+        let _ = updates.send(Update::Users(page.users));
+        if page.next_page_token.is_empty() {
+            return Ok((pages, seen));
+        }
+        page_token = page.next_page_token;
+    }
+}
+
+/// Sends every page of active sessions; returns how many pages it took.
+async fn all_sessions(admin: &mut Admin, updates: &mpsc::UnboundedSender<Update>) -> Result<usize, Status> {
+    let (mut pages, mut page_token) = (0, String::new());
+    loop {
+        let request = pb::ListSessionsRequest { page_size: 1000, page_token, ..Default::default() };
+        let page = admin.list_sessions(request).await?.into_inner();
+        pages += 1;
+        let _ = updates.send(Update::Sessions(page.sessions));
+        if page.next_page_token.is_empty() {
+            return Ok(pages);
+        }
+        page_token = page.next_page_token;
+    }
+}
+
+/// Sends every page of tokens (ended ones too with `include_inactive`),
+/// keeping those `shown` accepts; returns how many pages it took.
+async fn all_tokens(
+    admin: &mut Admin,
+    include_inactive: bool,
+    shown: impl Fn(&pb::Token) -> bool,
+    updates: &mpsc::UnboundedSender<Update>,
+) -> Result<usize, Status> {
+    let (mut pages, mut page_token) = (0, String::new());
+    loop {
+        let request = pb::ListTokensRequest { page_size: 1000, page_token, include_inactive, ..Default::default() };
+        let page = admin.list_tokens(request).await?.into_inner();
+        pages += 1;
+        let _ = updates.send(Update::Tokens(page.tokens.into_iter().filter(|t| shown(t)).collect()));
+        if page.next_page_token.is_empty() {
+            return Ok(pages);
+        }
+        page_token = page.next_page_token;
     }
 }
 

@@ -1,10 +1,12 @@
 //! `sigil-console`: the live terminal admin console of Sigil.
 //!
-//! The console is an event loop over [`action::Action`]s: keys, ticks and
-//! updates from the background gRPC worker ([`backend`]) go into
-//! [`app::App`], a plain state machine that can be tested without a
-//! terminal; [`ui`] draws the state and nothing else (no network work ever
-//! runs while drawing). Destructive actions go through a confirm step.
+//! The console is an event loop over [`action::Action`]s: keys (through
+//! the one key map, [`keymap`]), ticks, resizes and updates from the
+//! background gRPC worker ([`backend`], spoken to only through
+//! [`messages`]) go into [`app::App`], a plain state machine that can be
+//! tested without a terminal; [`ui`] draws the state and nothing else (it
+//! takes the state read-only, and no network work ever runs while
+//! drawing). Destructive actions go through a confirm step.
 
 pub mod action;
 pub mod app;
@@ -12,6 +14,11 @@ pub mod backend;
 #[cfg(test)]
 mod fixtures;
 pub mod format;
+pub mod keymap;
+pub mod layout;
+pub mod messages;
+pub mod mode;
 pub mod records;
+mod refetch;
 pub mod table;
 pub mod ui;

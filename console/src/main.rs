@@ -7,11 +7,7 @@ use std::{io::IsTerminal as _, process::ExitCode, time::Duration, time::SystemTi
 use clap::Parser;
 use crossterm::event::{Event, EventStream, KeyEventKind};
 use futures::StreamExt as _;
-use sigil_console::{
-    action::{self, Action},
-    app::App,
-    backend, ui,
-};
+use sigil_console::{action::Action, app::App, backend, keymap, ui};
 use tokio::sync::mpsc;
 
 /// Live terminal console for Sigil: sessions, tokens, users and events.
@@ -70,12 +66,12 @@ fn main() -> ExitCode {
         Err(e) => return fail(&format!("cannot start: {e}")),
     };
     runtime.block_on(async move {
-        let session = match backend::login(&cli.server, &cli.username, &password, &tls).await {
-            Ok(session) => session,
+        let connection = match backend::login(&cli.server, &cli.username, &password, &tls).await {
+            Ok(connection) => connection,
             Err(e) => return fail(&e.to_string()),
         };
         drop(password);
-        match run(session, &cli.server, &cli.username).await {
+        match run(connection, &cli.server, &cli.username).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => fail(&format!("terminal error: {e}")),
         }
@@ -87,24 +83,34 @@ fn fail(message: &str) -> ExitCode {
     ExitCode::FAILURE
 }
 
-async fn run(session: backend::Session, server: &str, username: &str) -> std::io::Result<()> {
+async fn run(connection: backend::AdminConnection, server: &str, username: &str) -> std::io::Result<()> {
     let (update_tx, mut updates) = mpsc::unbounded_channel();
     let (command_tx, commands) = mpsc::unbounded_channel();
-    session.spawn(update_tx, commands);
+    connection.spawn(update_tx, commands);
 
     // Raw mode and the alternate screen; the panic hook ratatui installs
     // restores the terminal if anything panics.
     let mut terminal = ratatui::init();
     let mut app = App::new(server, username, SystemTime::now());
+    // Pages and scrolling are measured against the terminal's size, told to
+    // the state machine now and on every resize, so drawing only reads.
+    match terminal.size() {
+        Ok(size) => app.update(Action::Resize(size)),
+        Err(e) => {
+            ratatui::restore();
+            return Err(e);
+        }
+    };
     let mut keys = EventStream::new();
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     let result = loop {
-        if let Err(e) = terminal.draw(|frame| ui::draw(frame, &mut app)) {
+        if let Err(e) = terminal.draw(|frame| ui::draw(frame, &app)) {
             break Err(e);
         }
         let action = tokio::select! {
             key = keys.next() => match key {
-                Some(Ok(Event::Key(key))) if key.kind == KeyEventKind::Press => action::from_key(&app.mode, key),
+                Some(Ok(Event::Key(key))) if key.kind == KeyEventKind::Press => keymap::from_key(&app.mode, key),
+                Some(Ok(Event::Resize(width, height))) => Action::Resize(ratatui::layout::Size { width, height }),
                 Some(Ok(_)) => Action::Nothing,
                 Some(Err(e)) => break Err(e),
                 None => Action::Quit,

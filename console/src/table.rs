@@ -25,7 +25,7 @@ pub struct Table<T> {
     stale: bool,
     selected: usize,
     /// First row shown; kept so that the selection stays on screen.
-    pub offset: usize,
+    offset: usize,
     /// Newest rows first (the event log) instead of oldest first.
     newest_first: bool,
 }
@@ -190,20 +190,35 @@ impl<T: Record> Table<T> {
         self.selected = if to_end { self.order.len().saturating_sub(1) } else { 0 };
     }
 
-    /// The rows to draw in a window of `height` rows, scrolling so that the
+    /// Scrolls so that the selection is within a window of `height` rows.
+    pub fn scroll_to_selection(&mut self, height: usize) {
+        self.offset = self.offset_for(height);
+    }
+
+    /// The first row of a window of `height` rows that shows the selection,
+    /// moving the current offset as little as possible.
+    fn offset_for(&self, height: usize) -> usize {
+        if height == 0 || self.order.is_empty() {
+            return self.offset;
+        }
+        let mut offset = self.offset;
+        if self.selected < offset {
+            offset = self.selected;
+        } else if self.selected >= offset + height {
+            offset = self.selected + 1 - height;
+        }
+        offset.min(self.order.len().saturating_sub(1))
+    }
+
+    /// The rows to draw in a window of `height` rows, scrolled so that the
     /// selection is visible; returns them with the selected one's position.
-    pub fn window(&mut self, height: usize) -> (Vec<&T>, Option<usize>) {
+    pub fn window(&self, height: usize) -> (Vec<&T>, Option<usize>) {
         if height == 0 || self.order.is_empty() {
             return (Vec::new(), None);
         }
-        if self.selected < self.offset {
-            self.offset = self.selected;
-        } else if self.selected >= self.offset + height {
-            self.offset = self.selected + 1 - height;
-        }
-        self.offset = self.offset.min(self.order.len().saturating_sub(1));
-        let end = (self.offset + height).min(self.order.len());
-        let rows = self.order[self.offset..end].iter().map(|&i| &self.rows[i]).collect();
-        (rows, Some(self.selected - self.offset))
+        let offset = self.offset_for(height);
+        let end = (offset + height).min(self.order.len());
+        let rows = self.order[offset..end].iter().map(|&i| &self.rows[i]).collect();
+        (rows, Some(self.selected - offset))
     }
 }

@@ -4,7 +4,7 @@
 
 use ratatui::{
     Frame,
-    layout::{Constraint, Layout, Rect},
+    layout::{Constraint, Rect},
     style::{Color, Modifier, Style},
     text::{Line, Span},
     widgets::{Block, Borders, Cell, Clear, Paragraph, Row, Table, TableState, Tabs, Wrap},
@@ -12,46 +12,34 @@ use ratatui::{
 use sigil_proto::pb;
 
 use crate::{
-    action::KEY_HELP,
-    app::{App, Mode, View},
-    backend::ConnectionState,
+    app::{App, View},
     format::{relative, short_id},
+    keymap, layout,
+    messages::ConnectionState,
+    mode::Mode,
     records::{Record, event_kind, session_state},
     table,
 };
 
-/// Draws the whole console.
-pub fn draw(frame: &mut Frame<'_>, app: &mut App) {
-    let [header, tabs, body, status, footer] = Layout::vertical([
-        Constraint::Length(1),
-        Constraint::Length(1),
-        Constraint::Min(3),
-        Constraint::Length(1),
-        Constraint::Length(1),
-    ])
-    .areas(frame.area());
-    draw_header(frame, header, app);
-    draw_tabs(frame, tabs, app);
-    let (main, detail) = if app.detail {
-        let [main, detail] = Layout::vertical([Constraint::Percentage(60), Constraint::Percentage(40)]).areas(body);
-        (main, Some(detail))
-    } else {
-        (body, None)
-    };
-    // Table height minus borders and the column header.
-    app.page_rows = usize::from(main.height.saturating_sub(3)).max(1);
-    let now = app.now;
+/// Draws the whole console. It only reads the state: what drawing needs
+/// to know beforehand (the page size, the scroll offsets) the state machine
+/// has worked out from the terminal's size ([`crate::layout`]).
+pub fn draw(frame: &mut Frame<'_>, app: &App) {
+    let areas = layout::areas(frame.area(), app.detail);
+    draw_header(frame, areas.header, app);
+    draw_tabs(frame, areas.tabs, app);
+    let (main, now) = (areas.table, app.now);
     match app.view {
-        View::Sessions => draw_table(frame, main, &mut app.sessions, now, "Sessions"),
-        View::Tokens => draw_table(frame, main, &mut app.tokens, now, "Tokens"),
-        View::Users => draw_table(frame, main, &mut app.users, now, "Users"),
-        View::Events => draw_table(frame, main, &mut app.events, now, "Events (newest first)"),
+        View::Sessions => draw_table(frame, main, &app.sessions, now, "Sessions"),
+        View::Tokens => draw_table(frame, main, &app.tokens, now, "Tokens"),
+        View::Users => draw_table(frame, main, &app.users, now, "Users"),
+        View::Events => draw_table(frame, main, &app.events, now, "Events (newest first)"),
     }
-    if let Some(area) = detail {
+    if let Some(area) = areas.detail {
         draw_detail(frame, area, app);
     }
-    draw_status(frame, status, app);
-    draw_footer(frame, footer, app);
+    draw_status(frame, areas.status, app);
+    draw_footer(frame, areas.footer, app);
     match &app.mode {
         Mode::Help => draw_help(frame),
         Mode::Confirm(pending) => draw_confirm(frame, &pending.prompt),
@@ -88,11 +76,11 @@ fn draw_tabs(frame: &mut Frame<'_>, area: Rect, app: &App) {
 fn draw_table<T: Record>(
     frame: &mut Frame<'_>,
     area: Rect,
-    rows: &mut table::Table<T>,
+    rows: &table::Table<T>,
     now: std::time::SystemTime,
     title: &str,
 ) {
-    let height = usize::from(area.height.saturating_sub(3));
+    let height = layout::table_rows(area);
     let total = rows.len();
     let position = if total == 0 { 0 } else { rows.selected_index() + 1 };
     let sort = rows.sort().map(|c| format!(" · sorted by {}", T::COLUMNS[c].to_lowercase())).unwrap_or_default();
@@ -190,22 +178,7 @@ fn draw_status(frame: &mut Frame<'_>, area: Rect, app: &App) {
 }
 
 fn draw_footer(frame: &mut Frame<'_>, area: Rect, app: &App) {
-    let keys = match (&app.mode, app.view) {
-        (Mode::Filter, _) => "type to filter · Enter keep · Esc clear",
-        (Mode::Confirm(_), _) => "y confirm · any other key cancels",
-        (_, View::Sessions) => {
-            "Tab views · ↑↓ jk move · / filter · s sort · Enter tokens · d revoke · u revoke user · x disable user · ? help · q quit"
-        }
-        (_, View::Tokens) => {
-            "Tab views · ↑↓ jk move · / filter · s sort · Enter details · d revoke · u revoke user · ? help · q quit"
-        }
-        (_, View::Users) => {
-            "Tab views · ↑↓ jk move · / filter · s sort · Enter sessions · u revoke sessions · x disable/enable · ? help · q quit"
-        }
-        (_, View::Events) => {
-            "Tab views · ↑↓ jk move · / filter · s sort · Enter details · u revoke user · ? help · q quit"
-        }
-    };
+    let keys = keymap::footer(&app.mode, app.view);
     frame.render_widget(Paragraph::new(Line::styled(format!(" {keys}"), Style::new().fg(Color::Cyan))), area);
 }
 
@@ -219,11 +192,8 @@ fn popup(frame: &mut Frame<'_>, width: u16, height: u16) -> Rect {
 }
 
 fn draw_help(frame: &mut Frame<'_>) {
-    let lines: Vec<Line<'_>> = KEY_HELP
-        .iter()
-        .map(|(key, what)| {
-            Line::from(vec![Span::styled(format!("{key:>16}  "), Style::new().bold()), Span::raw(*what)])
-        })
+    let lines: Vec<Line<'_>> = keymap::help()
+        .map(|(key, what)| Line::from(vec![Span::styled(format!("{key:>16}  "), Style::new().bold()), Span::raw(what)]))
         .collect();
     let area = popup(frame, 80, lines.len() as u16 + 2);
     let block = Block::default().borders(Borders::ALL).title(" Keys (any key closes) ");
@@ -245,9 +215,10 @@ mod tests {
     use super::*;
     use crate::{
         action::Action,
-        app::{Pending, Status},
-        backend::{Command, Update},
+        app::Status,
         fixtures,
+        messages::{Command, Update},
+        mode::Pending,
     };
 
     fn app() -> App {
@@ -275,6 +246,7 @@ mod tests {
 
     fn render(app: &mut App) -> String {
         let mut terminal = Terminal::new(TestBackend::new(130, 16)).expect("terminal");
+        app.update(Action::Resize(terminal.size().expect("size")));
         terminal.draw(|frame| draw(frame, app)).expect("draw");
         terminal.backend().to_string()
     }
@@ -357,9 +329,10 @@ mod tests {
         let mut app = App::new("http://127.0.0.1:50051", "admin", fixtures::now());
         app.update(Action::Backend(Update::Sessions((0..100_000).map(|n| fixtures::session(n, "user")).collect())));
         let mut terminal = Terminal::new(TestBackend::new(130, 40)).expect("terminal");
-        terminal.draw(|frame| draw(frame, &mut app)).expect("draw");
+        app.update(Action::Resize(terminal.size().expect("size")));
+        terminal.draw(|frame| draw(frame, &app)).expect("draw");
         app.update(Action::Bottom);
-        terminal.draw(|frame| draw(frame, &mut app)).expect("draw");
+        terminal.draw(|frame| draw(frame, &app)).expect("draw");
         let screen = terminal.backend().to_string();
         assert!(screen.contains("100000/100000"), "{screen}");
         assert!(screen.contains("device-99999"), "the last row is on screen after G");

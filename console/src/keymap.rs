@@ -1,0 +1,363 @@
+//! The console's key map, written once. Each entry of [`KEY_MAP`] names its
+//! keys, the action each gives and in which mode, how the help screen lists
+//! them and where the footer shows them; the dispatch ([`from_key`]), the
+//! help screen ([`help`]) and the footer ([`footer`]) are derived from it,
+//! so the three cannot disagree (gitui's `KeyConfig` does the same).
+
+use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+
+use self::{Does::Act, Key::Code};
+use crate::{action::Action, app::View, mode::Mode};
+
+/// The modes an entry works in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Context {
+    /// Every mode.
+    Anywhere,
+    /// Moving around the table.
+    Normal,
+    /// Typing a filter.
+    Filter,
+    /// Waiting for `y`.
+    Confirm,
+    /// The help screen is open.
+    Help,
+}
+
+impl Context {
+    fn holds(self, mode: &Mode) -> bool {
+        match self {
+            Context::Anywhere => true,
+            Context::Normal => *mode == Mode::Normal,
+            Context::Filter => *mode == Mode::Filter,
+            Context::Confirm => matches!(mode, Mode::Confirm(_)),
+            Context::Help => *mode == Mode::Help,
+        }
+    }
+}
+
+/// A key an entry answers to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Key {
+    /// This key, whatever the modifiers (Shift-G arrives as `G`).
+    Code(KeyCode),
+    /// Control and this character; looked at before any other key.
+    Control(char),
+    /// Any character key no other entry of the mode takes.
+    AnyCharacter,
+    /// Any key no other entry of the mode takes.
+    AnyOther,
+}
+
+/// What a key does.
+#[derive(Debug, Clone)]
+pub enum Does {
+    /// This action.
+    Act(Action),
+    /// The typed character goes into the filter.
+    TypeIntoFilter,
+}
+
+/// Which label the footer gives an entry in each view.
+#[derive(Debug, Clone, Copy)]
+pub enum Label {
+    /// The same label in every view.
+    Everywhere(&'static str),
+    /// A label per view, in [`View::ALL`] order; `None` leaves the entry
+    /// out of that view's footer (it does nothing useful there).
+    PerView([Option<&'static str>; 4]),
+}
+
+/// How the footer shows an entry.
+#[derive(Debug, Clone, Copy)]
+pub struct Footer {
+    /// The keys, as the footer names them.
+    pub keys: &'static str,
+    /// What they do, shown after the keys (may be empty).
+    pub label: Label,
+    /// Position in the footer: lower comes first.
+    pub priority: u8,
+}
+
+/// One entry of the key map: some keys, and one line of help about them.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    /// Where the keys work.
+    pub context: Context,
+    /// The keys and what each does.
+    pub keys: &'static [(Key, Does)],
+    /// The keys as the help screen names them, and what they do; `None`
+    /// keeps the entry off the help screen.
+    pub help: Option<(&'static str, &'static str)>,
+    /// How the footer shows the entry, if it does.
+    pub footer: Option<Footer>,
+}
+
+/// Every key of the console. The help screen lists the entries in this
+/// order; the footer orders them by priority.
+pub static KEY_MAP: &[Entry] = &[
+    Entry { context: Context::Anywhere, keys: &[(Key::Control('c'), Act(Action::Quit))], help: None, footer: None },
+    Entry {
+        context: Context::Normal,
+        keys: &[(Code(KeyCode::Tab), Act(Action::NextView)), (Code(KeyCode::BackTab), Act(Action::PrevView))],
+        help: Some(("Tab / Shift-Tab", "next / previous view (Sessions, Tokens, Users, Events)")),
+        footer: Some(Footer { keys: "Tab", label: Label::Everywhere("views"), priority: 1 }),
+    },
+    Entry {
+        context: Context::Normal,
+        keys: &[
+            (Code(KeyCode::Up), Act(Action::Up)),
+            (Code(KeyCode::Char('k')), Act(Action::Up)),
+            (Code(KeyCode::Down), Act(Action::Down)),
+            (Code(KeyCode::Char('j')), Act(Action::Down)),
+        ],
+        help: Some(("↑ ↓ / j k", "move the selection")),
+        footer: Some(Footer { keys: "↑↓ jk", label: Label::Everywhere("move"), priority: 2 }),
+    },
+    Entry {
+        context: Context::Normal,
+        keys: &[
+            (Code(KeyCode::PageUp), Act(Action::PageUp)),
+            (Code(KeyCode::PageDown), Act(Action::PageDown)),
+            (Code(KeyCode::Home), Act(Action::Top)),
+            (Code(KeyCode::Char('g')), Act(Action::Top)),
+            (Code(KeyCode::End), Act(Action::Bottom)),
+            (Code(KeyCode::Char('G')), Act(Action::Bottom)),
+        ],
+        help: Some(("PgUp PgDn / g G", "page up / down, first / last row")),
+        footer: None,
+    },
+    Entry {
+        context: Context::Normal,
+        keys: &[(Code(KeyCode::Char('/')), Act(Action::StartFilter))],
+        help: Some(("/", "filter the view (Enter keeps it, Esc clears it)")),
+        footer: Some(Footer { keys: "/", label: Label::Everywhere("filter"), priority: 3 }),
+    },
+    Entry {
+        context: Context::Normal,
+        keys: &[(Code(KeyCode::Char('s')), Act(Action::CycleSort))],
+        help: Some(("s", "sort by the next column")),
+        footer: Some(Footer { keys: "s", label: Label::Everywhere("sort"), priority: 4 }),
+    },
+    Entry {
+        context: Context::Normal,
+        keys: &[(Code(KeyCode::Enter), Act(Action::ToggleDetail))],
+        help: Some(("Enter", "details: a session's tokens, a user's sessions")),
+        footer: Some(Footer {
+            keys: "Enter",
+            label: Label::PerView([Some("tokens"), Some("details"), Some("sessions"), Some("details")]),
+            priority: 5,
+        }),
+    },
+    Entry {
+        context: Context::Normal,
+        keys: &[(Code(KeyCode::Char('d')), Act(Action::RevokeSelected))],
+        help: Some(("d", "revoke the selected session or token")),
+        footer: Some(Footer {
+            keys: "d",
+            label: Label::PerView([Some("revoke"), Some("revoke"), None, None]),
+            priority: 6,
+        }),
+    },
+    Entry {
+        context: Context::Normal,
+        keys: &[(Code(KeyCode::Char('u')), Act(Action::RevokeUserOfSelected))],
+        help: Some(("u", "revoke every session of the selected row's user")),
+        footer: Some(Footer {
+            keys: "u",
+            label: Label::PerView([
+                Some("revoke user"),
+                Some("revoke user"),
+                Some("revoke sessions"),
+                Some("revoke user"),
+            ]),
+            priority: 7,
+        }),
+    },
+    Entry {
+        context: Context::Normal,
+        keys: &[(Code(KeyCode::Char('x')), Act(Action::ToggleUserDisabled))],
+        help: Some(("x", "disable / enable the selected row's user")),
+        footer: Some(Footer {
+            keys: "x",
+            label: Label::PerView([Some("disable user"), None, Some("disable/enable"), None]),
+            priority: 8,
+        }),
+    },
+    Entry {
+        context: Context::Normal,
+        keys: &[(Code(KeyCode::Char('K')), Act(Action::EmergencyKeyRotation))],
+        help: Some(("K", "emergency key rotation: distrust all older keys")),
+        footer: None,
+    },
+    Entry {
+        context: Context::Confirm,
+        keys: &[(Code(KeyCode::Char('y')), Act(Action::Confirm)), (Code(KeyCode::Char('Y')), Act(Action::Confirm))],
+        help: Some(("y", "confirm a revocation (any other key cancels)")),
+        footer: Some(Footer { keys: "y", label: Label::Everywhere("confirm"), priority: 1 }),
+    },
+    Entry {
+        context: Context::Confirm,
+        keys: &[(Key::AnyOther, Act(Action::Cancel))],
+        help: None,
+        footer: Some(Footer { keys: "any other key cancels", label: Label::Everywhere(""), priority: 2 }),
+    },
+    Entry {
+        context: Context::Normal,
+        keys: &[(Code(KeyCode::Char('?')), Act(Action::ToggleHelp))],
+        help: Some(("?", "this help")),
+        footer: Some(Footer { keys: "?", label: Label::Everywhere("help"), priority: 9 }),
+    },
+    Entry {
+        context: Context::Normal,
+        keys: &[(Code(KeyCode::Char('q')), Act(Action::Quit))],
+        help: Some(("q / Ctrl-C", "quit")),
+        footer: Some(Footer { keys: "q", label: Label::Everywhere("quit"), priority: 10 }),
+    },
+    // Esc outside the filter clears it too: the help of `/` says so.
+    Entry {
+        context: Context::Normal,
+        keys: &[(Code(KeyCode::Esc), Act(Action::FilterClear))],
+        help: None,
+        footer: None,
+    },
+    Entry {
+        context: Context::Filter,
+        keys: &[(Code(KeyCode::Enter), Act(Action::FilterKeep))],
+        help: None,
+        footer: Some(Footer { keys: "Enter", label: Label::Everywhere("keep"), priority: 2 }),
+    },
+    Entry {
+        context: Context::Filter,
+        keys: &[(Code(KeyCode::Esc), Act(Action::FilterClear))],
+        help: None,
+        footer: Some(Footer { keys: "Esc", label: Label::Everywhere("clear"), priority: 3 }),
+    },
+    Entry {
+        context: Context::Filter,
+        keys: &[(Code(KeyCode::Backspace), Act(Action::FilterBackspace))],
+        help: None,
+        footer: None,
+    },
+    Entry {
+        context: Context::Filter,
+        keys: &[(Key::AnyCharacter, Does::TypeIntoFilter)],
+        help: None,
+        footer: Some(Footer { keys: "type to filter", label: Label::Everywhere(""), priority: 1 }),
+    },
+    // Any key closes the help screen.
+    Entry { context: Context::Help, keys: &[(Key::AnyOther, Act(Action::ToggleHelp))], help: None, footer: None },
+];
+
+/// The action of a key press in the console's current mode. Control keys
+/// come first, then the keys entries name, then the catch-alls; a key no
+/// entry takes does nothing.
+pub fn from_key(mode: &Mode, key: KeyEvent) -> Action {
+    let best = KEY_MAP
+        .iter()
+        .filter(|e| e.context.holds(mode))
+        .flat_map(|e| e.keys.iter())
+        .filter_map(|(bound, does)| Some((precedence(*bound, key)?, does)))
+        .min_by_key(|(precedence, _)| *precedence);
+    match best {
+        Some((_, Does::Act(action))) => action.clone(),
+        Some((_, Does::TypeIntoFilter)) => match key.code {
+            KeyCode::Char(c) => Action::FilterChar(c),
+            _ => Action::Nothing,
+        },
+        None => Action::Nothing,
+    }
+}
+
+/// Whether `bound` takes the press `key`, and if so how strongly: lower
+/// wins over higher.
+fn precedence(bound: Key, key: KeyEvent) -> Option<u8> {
+    match bound {
+        Key::Control(c) => (key.modifiers.contains(KeyModifiers::CONTROL) && key.code == KeyCode::Char(c)).then_some(0),
+        Key::Code(code) => (code == key.code).then_some(1),
+        Key::AnyCharacter => matches!(key.code, KeyCode::Char(_)).then_some(2),
+        Key::AnyOther => Some(3),
+    }
+}
+
+/// The help screen's lines: the keys and what they do.
+pub fn help() -> impl Iterator<Item = (&'static str, &'static str)> {
+    KEY_MAP.iter().filter_map(|e| e.help)
+}
+
+/// The footer of keys for the current mode and view.
+pub fn footer(mode: &Mode, view: View) -> String {
+    // The help screen covers the table; the footer under it stays the
+    // table's, so the operator sees where any key returns to.
+    let mode = if *mode == Mode::Help { &Mode::Normal } else { mode };
+    let view_index = View::ALL.iter().position(|v| *v == view).unwrap_or(0);
+    let mut shown: Vec<(u8, String)> = KEY_MAP
+        .iter()
+        .filter(|e| e.context.holds(mode))
+        .filter_map(|e| e.footer)
+        .filter_map(|f| {
+            let label = match f.label {
+                Label::Everywhere(label) => label,
+                Label::PerView(labels) => labels[view_index]?,
+            };
+            let text = if label.is_empty() { f.keys.to_string() } else { format!("{} {label}", f.keys) };
+            Some((f.priority, text))
+        })
+        .collect();
+    shown.sort_by_key(|(priority, _)| *priority);
+    shown.into_iter().map(|(_, text)| text).collect::<Vec<_>>().join(" · ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{messages::Command, mode::Pending};
+
+    fn press(mode: &Mode, code: KeyCode) -> Action {
+        from_key(mode, KeyEvent::new(code, KeyModifiers::NONE))
+    }
+
+    #[test]
+    fn every_named_key_gives_the_action_of_its_entry() {
+        for entry in KEY_MAP {
+            let mode = match entry.context {
+                Context::Confirm => {
+                    Mode::Confirm(Pending { prompt: String::new(), command: Command::EmergencyKeyRotation })
+                }
+                Context::Filter => Mode::Filter,
+                Context::Help => Mode::Help,
+                Context::Normal | Context::Anywhere => Mode::Normal,
+            };
+            for (key, does) in entry.keys {
+                let (Key::Code(code), Does::Act(action)) = (key, does) else { continue };
+                // Actions hold no floats or ids here: their Debug text is equality.
+                assert_eq!(format!("{:?}", press(&mode, *code)), format!("{action:?}"), "{code:?} in {mode:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_key_is_bound_at_most_once_per_mode() {
+        for context in [Context::Normal, Context::Filter, Context::Confirm, Context::Help] {
+            let keys: Vec<Key> = KEY_MAP
+                .iter()
+                .filter(|e| e.context == context || e.context == Context::Anywhere)
+                .flat_map(|e| e.keys.iter().map(|(key, _)| *key))
+                .collect();
+            for (i, key) in keys.iter().enumerate() {
+                assert!(!keys[i + 1..].contains(key), "{key:?} is bound twice in {context:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn typing_goes_into_the_filter_and_control_c_quits_everywhere() {
+        assert!(matches!(press(&Mode::Filter, KeyCode::Char('q')), Action::FilterChar('q')));
+        assert!(matches!(press(&Mode::Filter, KeyCode::Tab), Action::Nothing));
+        assert!(matches!(press(&Mode::Help, KeyCode::Char('x')), Action::ToggleHelp));
+        for mode in [Mode::Normal, Mode::Filter, Mode::Help] {
+            let quit = from_key(&mode, KeyEvent::new(KeyCode::Char('c'), KeyModifiers::CONTROL));
+            assert!(matches!(quit, Action::Quit), "{mode:?}");
+        }
+    }
+}

@@ -1,0 +1,196 @@
+//! The console's load on the server under a login storm. The console's
+//! worker runs in-process against a real server, through a proxy that counts
+//! every gRPC call by method; the test logs in 200 times and counts the list
+//! and get calls the console makes to show what those logins announced.
+//! Every login must still appear, but the refetches are coalesced: at most
+//! one pass per refetch interval, each pass costing no more than one full
+//! reload of the lists, however many events arrived meanwhile.
+
+use std::{
+    collections::BTreeMap,
+    net::SocketAddr,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant, SystemTime},
+};
+
+use axum::{extract::Request, http::StatusCode, response::IntoResponse as _};
+use sigil_console::{action::Action, app::App, backend, messages::ConnectionState};
+use sigil_proto::pb::{self, admin_service_client::AdminServiceClient, identity_service_client::IdentityServiceClient};
+use sigil_server::{config::Config, domain::Secret};
+use tonic::transport::Channel;
+
+const ADMIN_PASSWORD: &str = "storm-admin-password";
+const USERS: usize = 20;
+const LOGINS_PER_USER: usize = 10;
+
+/// gRPC calls seen by the proxy, by path.
+type Counts = Arc<Mutex<BTreeMap<String, usize>>>;
+
+/// A plain HTTP/2 proxy in front of the server that counts every call.
+async fn counting_proxy(upstream: SocketAddr) -> (SocketAddr, Counts) {
+    let channel = connect(upstream).await;
+    let counts = Counts::default();
+    let seen = counts.clone();
+    let forward = move |request: Request| {
+        let mut channel = channel.clone();
+        let seen = seen.clone();
+        async move {
+            *seen.lock().expect("counts").entry(request.uri().path().to_string()).or_default() += 1;
+            let request = request.map(tonic::body::Body::new);
+            let response = match std::future::poll_fn(|cx| tower::Service::poll_ready(&mut channel, cx)).await {
+                Ok(()) => tower::Service::call(&mut channel, request).await,
+                Err(e) => Err(e),
+            };
+            match response {
+                Ok(response) => response.map(axum::body::Body::new),
+                Err(e) => (StatusCode::BAD_GATEWAY, e.to_string()).into_response(),
+            }
+        }
+    };
+    let router = axum::Router::new().fallback(forward);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    (addr, counts)
+}
+
+async fn connect(addr: SocketAddr) -> Channel {
+    Channel::from_shared(format!("http://{addr}")).expect("uri").connect().await.expect("connects")
+}
+
+/// The calls the console makes to show what events announced.
+fn refetches(counts: &Counts) -> usize {
+    let counts = counts.lock().expect("counts");
+    ["ListSessions", "ListTokens", "ListUsers", "GetUser"]
+        .iter()
+        .map(|method| counts.get(&format!("/sigil.v1.AdminService/{method}")).copied().unwrap_or(0))
+        .sum()
+}
+
+/// Waits until `ready` holds, for at most 20 s.
+async fn eventually(what: &str, mut ready: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !ready() {
+        assert!(Instant::now() < deadline, "{what} never happened");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Waits until neither the console's state nor the call counts have changed
+/// for half a second: the console has caught up and is idle.
+async fn quiet(console: &Arc<Mutex<(App, Instant)>>, counts: &Counts) {
+    let mut last = refetches(counts);
+    let mut since = Instant::now();
+    loop {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let now = refetches(counts);
+        let updated = console.lock().expect("console").1;
+        if now != last {
+            last = now;
+            since = Instant::now();
+        }
+        if since.elapsed() > Duration::from_millis(500) && updated.elapsed() > Duration::from_millis(500) {
+            return;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_login_storm_costs_a_bounded_number_of_refetches() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = Config {
+        listen: SocketAddr::from(([127, 0, 0, 1], 0)).into(),
+        http_listen: SocketAddr::from(([127, 0, 0, 1], 0)).into(),
+        data_dir: dir.path().join("data"),
+        ..Config::default()
+    };
+    let server = sigil_server::server::start(&config, Some(Secret::new(ADMIN_PASSWORD.into()))).await.expect("server");
+    let mut identity = IdentityServiceClient::new(connect(server.grpc_addr).await);
+    let login = |username: String| pb::AuthenticateRequest {
+        username,
+        password: ADMIN_PASSWORD.into(),
+        device_name: Some("storm".into()),
+        audience: None,
+    };
+    let admin_token = identity.authenticate(login("admin".into())).await.expect("admin login").into_inner();
+    let mut admin = AdminServiceClient::new(connect(server.grpc_addr).await);
+    for n in 0..USERS {
+        let mut request = tonic::Request::new(pb::CreateUserRequest {
+            username: format!("storm-{n}"),
+            password: ADMIN_PASSWORD.into(),
+            roles: vec![],
+        });
+        let bearer = format!("Bearer {}", admin_token.access_token).parse().expect("ascii");
+        request.metadata_mut().insert("authorization", bearer);
+        admin.create_user(request).await.expect("user created");
+    }
+
+    // The console, through the counting proxy, with its updates applied to
+    // an App as the real event loop does.
+    let (proxy, counts) = counting_proxy(server.grpc_addr).await;
+    let worker = backend::login(&format!("http://{proxy}"), "admin", ADMIN_PASSWORD, &backend::TlsFiles::default())
+        .await
+        .expect("console login");
+    let (update_tx, mut updates) = tokio::sync::mpsc::unbounded_channel();
+    let (_commands, command_rx) = tokio::sync::mpsc::unbounded_channel();
+    worker.spawn(update_tx, command_rx);
+    let console = Arc::new(Mutex::new((App::new("storm", "admin", SystemTime::now()), Instant::now())));
+    let applied = console.clone();
+    tokio::spawn(async move {
+        while let Some(update) = updates.recv().await {
+            let mut console = applied.lock().expect("console");
+            console.0.update(Action::Backend(update));
+            console.1 = Instant::now();
+        }
+    });
+    eventually("the console going live", || {
+        let console = console.lock().expect("console");
+        console.0.connection == ConnectionState::Live && console.0.users.len() == USERS + 1
+    })
+    .await;
+    quiet(&console, &counts).await;
+    let before = refetches(&counts);
+
+    // The storm: every user logs in ten times, all users at once.
+    let started = Instant::now();
+    let logins = (0..USERS).map(|n| {
+        let mut identity = identity.clone();
+        async move {
+            let mut sessions = Vec::new();
+            for _ in 0..LOGINS_PER_USER {
+                let response = identity.authenticate(login(format!("storm-{n}"))).await.expect("login");
+                sessions.push(response.into_inner().session_id);
+            }
+            sessions
+        }
+    });
+    let sessions: Vec<String> = futures::future::join_all(logins).await.into_iter().flatten().collect();
+    let storm = started.elapsed();
+
+    // Every login shows up, with its tokens.
+    eventually("every login of the storm on screen", || {
+        let console = console.lock().expect("console");
+        let app = &console.0;
+        sessions.iter().all(|id| app.sessions.get(id).is_some() && app.tokens.all().iter().any(|t| &t.session_id == id))
+    })
+    .await;
+    let shown = started.elapsed();
+    quiet(&console, &counts).await;
+    let spent = refetches(&counts) - before;
+
+    // Passes start at least one refetch interval apart, from the first
+    // event to the last fetch the storm made stale (at most one pass after
+    // every row is on screen); each pass costs one call per list at most,
+    // as every list fits in one page here. Counted up to the moment all is
+    // shown, not to the end of the storm, so a console lagging behind on a
+    // busy machine is not mistaken for one calling too often. (Before the
+    // refetches were coalesced: three calls per login, 600 here.)
+    let passes = 2 + shown.as_millis().div_ceil(backend::REFETCH_INTERVAL.as_millis()) as usize;
+    let bound = 3 * passes;
+    let by_method = counts.lock().expect("counts").clone();
+    println!("{} logins in {storm:?}, all shown after {shown:?}: {spent} refetch calls", sessions.len());
+    println!("bound {bound}; calls by method: {by_method:?}");
+    assert_eq!(sessions.len(), USERS * LOGINS_PER_USER);
+    assert!(spent <= bound, "{spent} refetch calls for {} logins; at most {bound} expected", sessions.len());
+    server.shutdown().await.expect("shutdown");
+}
