@@ -16,7 +16,7 @@ use std::{
 use axum::{extract::Request, http::StatusCode, response::IntoResponse as _};
 use sigil_console::{action::Action, app::App, backend, messages::ConnectionState};
 use sigil_proto::pb::{self, admin_service_client::AdminServiceClient, identity_service_client::IdentityServiceClient};
-use sigil_server::{config::Config, domain::Secret};
+use sigil_server::{Config, domain::Secret};
 use tonic::transport::Channel;
 
 const ADMIN_PASSWORD: &str = "storm-admin-password";
@@ -104,7 +104,7 @@ async fn a_login_storm_costs_a_bounded_number_of_refetches() {
         data_dir: dir.path().join("data"),
         ..Config::default()
     };
-    let server = sigil_server::server::start(&config, Some(Secret::new(ADMIN_PASSWORD.into()))).await.expect("server");
+    let server = sigil_server::start(&config, Some(Secret::new(ADMIN_PASSWORD.into()))).await.expect("server");
     let mut identity = IdentityServiceClient::new(connect(server.grpc_addr).await);
     let login = |username: String| pb::AuthenticateRequest {
         username,
