@@ -94,43 +94,12 @@ mod tests {
 
     use super::*;
     use crate::domain::{
-        SessionId, Timestamp, UserId,
-        session::{SessionState, TokenKind},
+        Timestamp,
+        session::{
+            SessionState, TokenKind,
+            fixtures::{session, token},
+        },
     };
-
-    fn session(now: Timestamp) -> SessionRecord {
-        SessionRecord {
-            id: SessionId::generate(),
-            user_id: UserId::generate(),
-            username: "alice".into(),
-            audience: vec!["sigil".into()],
-            created_at: now,
-            last_seen_at: now,
-            expires_at: now.plus(Duration::from_secs(3600)),
-            client_address: "127.0.0.1:1".into(),
-            user_agent: "test".into(),
-            device_name: "laptop".into(),
-            state: SessionState::Active,
-            revoked_at: None,
-            revoke_reason: None,
-            current_refresh: TokenId::generate(),
-        }
-    }
-
-    fn token(session: &SessionRecord, id: TokenId, kind: TokenKind) -> TokenRecord {
-        TokenRecord {
-            id,
-            kind,
-            session_id: session.id,
-            user_id: session.user_id,
-            username: session.username.clone(),
-            issued_at: session.created_at,
-            expires_at: session.expires_at,
-            state: TokenState::Active,
-            revoked_at: None,
-            refresh_hash: None,
-        }
-    }
 
     /// A session, its current refresh token, and a rotation of it at `now`.
     fn fixture() -> (SessionRecord, TokenRecord, Rotation) {

@@ -214,3 +214,57 @@ mod tests {
         assert_ne!(a.hash, b.hash);
     }
 }
+
+/// Session and token records for the tests of the rules that read them
+/// (unit tests here, and the engines' conformance suite).
+#[cfg(any(test, feature = "testing"))]
+pub(crate) mod fixtures {
+    #[cfg(test)]
+    use std::time::Duration;
+
+    #[cfg(test)]
+    use super::SessionState;
+    use super::{SessionRecord, TokenKind, TokenRecord, TokenState};
+    use crate::domain::TokenId;
+    #[cfg(test)]
+    use crate::domain::{SessionId, Timestamp, UserId};
+
+    /// An active session of a new user "alice", created at `now`, that
+    /// lives an hour.
+    #[cfg(test)]
+    pub(crate) fn session(now: Timestamp) -> SessionRecord {
+        SessionRecord {
+            id: SessionId::generate(),
+            user_id: UserId::generate(),
+            username: "alice".into(),
+            audience: vec!["sigil".into()],
+            created_at: now,
+            last_seen_at: now,
+            expires_at: now.plus(Duration::from_secs(3600)),
+            client_address: "127.0.0.1:1".into(),
+            user_agent: "test".into(),
+            device_name: "laptop".into(),
+            state: SessionState::Active,
+            revoked_at: None,
+            revoke_reason: None,
+            current_refresh: TokenId::generate(),
+        }
+    }
+
+    /// An active token `id` of `session`, issued at its creation and
+    /// living as long as it.
+    pub(crate) fn token(session: &SessionRecord, id: TokenId, kind: TokenKind) -> TokenRecord {
+        TokenRecord {
+            id,
+            kind,
+            session_id: session.id,
+            user_id: session.user_id,
+            username: session.username.clone(),
+            issued_at: session.created_at,
+            expires_at: session.expires_at,
+            state: TokenState::Active,
+            revoked_at: None,
+            refresh_hash: None,
+        }
+    }
+}

@@ -117,41 +117,14 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::domain::{SessionId, Timestamp, TokenId};
+    use crate::domain::{Timestamp, TokenId, session::fixtures};
 
     fn session() -> SessionRecord {
-        let now = Timestamp::now();
-        SessionRecord {
-            id: SessionId::generate(),
-            user_id: UserId::generate(),
-            username: "alice".into(),
-            audience: vec!["sigil".into()],
-            created_at: now,
-            last_seen_at: now,
-            expires_at: now.plus(Duration::from_secs(3600)),
-            client_address: "127.0.0.1:1".into(),
-            user_agent: "test".into(),
-            device_name: "laptop".into(),
-            state: SessionState::Active,
-            revoked_at: None,
-            revoke_reason: None,
-            current_refresh: TokenId::generate(),
-        }
+        fixtures::session(Timestamp::now())
     }
 
     fn token(session: &SessionRecord, kind: TokenKind, state: TokenState) -> TokenRecord {
-        TokenRecord {
-            id: TokenId::generate(),
-            kind,
-            session_id: session.id,
-            user_id: session.user_id,
-            username: session.username.clone(),
-            issued_at: session.created_at,
-            expires_at: session.expires_at,
-            state,
-            revoked_at: None,
-            refresh_hash: None,
-        }
+        TokenRecord { state, ..fixtures::token(session, TokenId::generate(), kind) }
     }
 
     fn cause() -> RevocationCause {

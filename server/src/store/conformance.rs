@@ -15,7 +15,10 @@ use crate::domain::{
     keys::{KeyState, SigningKeyRecord},
     lockout::LockoutPolicy,
     revocation::RevocationTarget,
-    session::{NewRefreshToken, RefreshTokenHash, SessionRecord, SessionState, TokenKind, TokenRecord, TokenState},
+    session::{
+        NewRefreshToken, RefreshTokenHash, SessionRecord, SessionState, TokenKind, TokenRecord, TokenState,
+        fixtures::token,
+    },
     user::UserRecord,
 };
 
@@ -66,21 +69,6 @@ struct Fixture {
     session: SessionRecord,
     refresh_hash: RefreshTokenHash,
     access: TokenRecord,
-}
-
-fn token(session: &SessionRecord, id: TokenId, kind: TokenKind) -> TokenRecord {
-    TokenRecord {
-        id,
-        kind,
-        session_id: session.id,
-        user_id: session.user_id,
-        username: session.username.clone(),
-        issued_at: session.created_at,
-        expires_at: session.expires_at,
-        state: TokenState::Active,
-        revoked_at: None,
-        refresh_hash: None,
-    }
 }
 
 async fn open_session(store: &dyn Store, user: &UserRecord) -> Fixture {

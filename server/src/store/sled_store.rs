@@ -152,6 +152,11 @@ pub struct SledStore {
     dir: PathBuf,
     /// Set once a probe failed while the disk took writes again.
     needs_restart: AtomicBool,
+    /// Serialises key rotations: each reads the keys before its
+    /// transaction (sled transactions cannot iterate), and sled holds its
+    /// directory for one process, so an in-process lock makes the read and
+    /// the write one step.
+    key_rotation: tokio::sync::Mutex<()>,
 }
 
 /// Reads how far the store's history reaches, for the high-water mark.
@@ -275,6 +280,7 @@ impl SledStore {
             high_water,
             dir: dir.to_path_buf(),
             needs_restart: AtomicBool::new(false),
+            key_rotation: tokio::sync::Mutex::new(()),
         }))
     }
 
@@ -859,7 +865,9 @@ impl KeyStore for SledStore {
 
     async fn rotate_signing_key(&self, key: &SigningKeyRecord) -> Result<Vec<SigningKeyRecord>, StoreError> {
         // Rotations are rare and made by admins; reading the keys before
-        // the transaction keeps it to plain writes.
+        // the transaction keeps it to plain writes, and the lock keeps two
+        // rotations from superseding the same key (two active keys).
+        let _rotating = self.key_rotation.lock().await;
         let rotation = key_rotation::rotate(&self.signing_keys().await?, key);
         self.keys
             .transaction(|keys| {
@@ -1317,7 +1325,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::domain::event::EventKind;
+    use crate::domain::{event::EventKind, keys::KeyState};
 
     /// Before events had classes, every event was in `events`: an old
     /// admin action is kept by age once trimmed, old noise goes by count.
@@ -1337,5 +1345,36 @@ mod tests {
         assert_eq!(kept, ["e1", "e3"]);
         assert!(store.audit_events.contains_key(1u64.to_be_bytes()).expect("read"), "moved to the audit tree");
         assert_eq!(store.latest_event_sequence().await.expect("latest"), 3);
+    }
+
+    /// Two admins rotating at once: each rotation reads the keys before
+    /// its transaction (sled transactions cannot iterate), so without
+    /// serialising them both would supersede the same key and leave two
+    /// active keys.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_rotations_leave_one_active_key() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = Arc::new(SledStore::open(dir.path()).expect("opens"));
+        let first = SigningKeyRecord::generate_ed25519(Timestamp::now()).expect("key");
+        store.insert_first_signing_key(&first).await.expect("first key");
+        for round in 0..20 {
+            let start = Arc::new(tokio::sync::Barrier::new(4));
+            let rotations: Vec<_> = (0..4)
+                .map(|_| {
+                    let (store, start) = (Arc::clone(&store), Arc::clone(&start));
+                    tokio::spawn(async move {
+                        let key = SigningKeyRecord::generate_ed25519(Timestamp::now()).expect("key");
+                        start.wait().await;
+                        store.rotate_signing_key(&key).await.expect("rotate");
+                    })
+                })
+                .collect();
+            for rotation in rotations {
+                rotation.await.expect("joined");
+            }
+            let keys = store.signing_keys().await.expect("keys");
+            let active = keys.iter().filter(|k| k.state == KeyState::Active).count();
+            assert_eq!(active, 1, "round {round}: {active} active keys");
+        }
     }
 }
