@@ -457,3 +457,44 @@ async fn authz_an_oversized_header_is_431_not_5xx() {
     // The listener still answers afterwards.
     assert_eq!(authz(server.http_addr(), "GET", "", "").await.status, 401);
 }
+
+// ----- the real binary -----
+
+/// The `--authz-cookie` flag reaches the check, and a debug log of checks
+/// allowed and refused never holds the token.
+#[tokio::test]
+async fn the_binary_reads_the_cookie_flag_and_never_logs_a_token() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let server =
+        sigil_tests::ChildServer::spawn_logging(&dir.path().join("data"), &["--authz-cookie", "sigil_at"], "debug")
+            .await;
+    let mut client = server.client().await;
+    let token = login(&mut client, "admin", sigil_tests::ADMIN_PASSWORD).await.access_token;
+    let mut ext_authz = AuthorizationClient::new(sigil_tests::connect(server.grpc_addr).await);
+    let request = |cookie: String| CheckRequest {
+        attributes: Some(AttributeContext {
+            request: Some(Request {
+                http: Some(HttpRequest { headers: [("cookie".to_string(), cookie)].into(), ..Default::default() }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+    };
+    let allowed = ext_authz.check(request(format!("sigil_at={token}"))).await.expect("Check").into_inner();
+    assert_eq!(allowed.status.map(|s| s.code), Some(0), "the cookie flag is read");
+    client
+        .revoke(pb::RevokeRequest {
+            target: Some(pb::revoke_request::Target::AccessToken(token.clone())),
+            reason: String::new(),
+        })
+        .await
+        .expect("revoked");
+    let refused = ext_authz.check(request(format!("sigil_at={token}"))).await.expect("Check").into_inner();
+    assert_eq!(refused.status.map(|s| s.code), Some(16), "revoked: refused on the next check");
+    let output = server.output.lock().expect("output").clone();
+    assert!(output.contains("rpc"), "debug logging is on: {output:.400}");
+    // The signature part alone is unique to this token.
+    let signature = token.rsplit('.').next().expect("a JWT");
+    assert!(!output.contains(signature), "a token reached the log");
+    assert!(server.terminate().await);
+}
