@@ -337,6 +337,46 @@ async fn ext_authz_follows_current_state_disabled_user_and_removed_role() {
     assert!(checked.headers["www-authenticate"].contains("invalid_token"));
 }
 
+/// A route policy no user can satisfy is the proxy's misconfiguration:
+/// refused (fail closed) with a 400 that says what to fix, never an RPC
+/// error, and headers Envoy sends raw (`encode_raw_headers`) are read too.
+#[tokio::test]
+async fn ext_authz_a_bad_policy_is_400_and_raw_headers_are_read() {
+    use envoy_types::pb::envoy::config::core::v3::{HeaderMap, HeaderValue};
+    let server = TestServer::start().await;
+    let (token, _) = user(&server, "alice", &["reader"]).await;
+    let auth = bearer(&token);
+    let checked = check(&server, &[("authorization", &auth)], &[("sigil_roles", &"r,".repeat(40))]).await;
+    assert_eq!(checked.code, 3, "INVALID_ARGUMENT: {checked:?}");
+    assert_eq!(checked.http_status, 400, "{checked:?}");
+    assert!(checked.body.contains("bad_policy") && checked.body.contains("at most 32 roles"), "{checked:?}");
+
+    let mut client = AuthorizationClient::new(server.channel().await);
+    let raw = |key: &str, value: &str| HeaderValue {
+        key: key.into(),
+        raw_value: value.as_bytes().to_vec(),
+        ..Default::default()
+    };
+    let request = CheckRequest {
+        attributes: Some(AttributeContext {
+            request: Some(Request {
+                http: Some(HttpRequest {
+                    header_map: Some(HeaderMap {
+                        headers: vec![raw("authorization", &auth), raw("x-sigil-admin", "yes")],
+                    }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+    };
+    let response = client.check(request).await.expect("Check").into_inner();
+    assert_eq!(response.status.map(|s| s.code), Some(0));
+    let Some(HttpResponse::OkResponse(ok)) = response.http_response else { panic!("not allowed") };
+    assert_eq!(ok.headers_to_remove, vec!["x-sigil-admin".to_string()]);
+}
+
 // ----- forward-auth /authz -----
 
 #[tokio::test]
