@@ -62,3 +62,5 @@ mod last_admin;
 mod recovery;
 // PRECIS usernames: look-alikes are one user or refused.
 mod usernames;
+// Gateway checks called directly: Envoy ext_authz Check and forward-auth /authz.
+mod gateway;
