@@ -62,3 +62,7 @@ mod last_admin;
 mod recovery;
 // PRECIS usernames: look-alikes are one user or refused.
 mod usernames;
+// The README's examples (grpcurl, curl, the example clients) run as written.
+mod readme;
+// How the README test reads the README's shell blocks and runs them.
+mod readme_script;
