@@ -64,3 +64,7 @@ mod recovery;
 mod usernames;
 // Gateway checks called directly: Envoy ext_authz Check and forward-auth /authz.
 mod gateway;
+// The README's examples (grpcurl, curl, the example clients) run as written.
+mod readme;
+// How the README test reads the README's shell blocks and runs them.
+mod readme_script;
