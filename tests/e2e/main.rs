@@ -62,3 +62,5 @@ mod last_admin;
 mod recovery;
 // PRECIS usernames: look-alikes are one user or refused.
 mod usernames;
+// Sigil behind the real Envoy, nginx and Caddy, from deploy/'s configurations.
+mod proxies;
