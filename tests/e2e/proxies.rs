@@ -80,12 +80,15 @@ async fn proxy_keeps_the_contract(kind: ProxyKind) {
     assert_eq!(reply.status, 200, "{name}: a valid token was not let through: {reply:?}\n{}", gateway.proxy.log());
     let seen = reply.echoed();
     for header in IDENTITY_HEADERS {
-        assert!(seen.get(header).is_some_and(|v| v.len() == 1 && !v[0].is_empty()), "{name}: {header} missing: {seen:?}");
+        assert!(
+            seen.get(header).is_some_and(|v| v.len() == 1 && !v[0].is_empty()),
+            "{name}: {header} missing: {seen:?}"
+        );
     }
     assert_eq!(seen["x-sigil-user-id"], [alice.id.to_string()], "{name}");
     assert_eq!(seen["x-sigil-username"], ["alice"], "{name}");
     assert_eq!(seen["x-sigil-roles"], ["user"], "{name}");
-    assert_eq!(seen["x-sigil-session-id"], [session.session_id.clone()], "{name}");
+    assert_eq!(seen["x-sigil-session-id"].as_slice(), [session.session_id.as_str()], "{name}");
 
     // A client-supplied identity never reaches the upstream.
     let forged = [("authorization", alice_bearer.as_str()), ("x-sigil-user-id", "forged-admin-id")];
@@ -99,7 +102,8 @@ async fn proxy_keeps_the_contract(kind: ProxyKind) {
     // No token: 401 with a Bearer challenge.
     let reply = gateway.get("/orders/7", &[]).await;
     assert_eq!(reply.status, 401, "{name}: no token: {reply:?}");
-    let challenge = reply.header("www-authenticate").unwrap_or_else(|| panic!("{name}: no WWW-Authenticate: {reply:?}"));
+    let challenge =
+        reply.header("www-authenticate").unwrap_or_else(|| panic!("{name}: no WWW-Authenticate: {reply:?}"));
     assert!(challenge.starts_with("Bearer"), "{name}: challenge {challenge:?}");
 
     // A missing role: 403 on the stricter route; an admin passes it.

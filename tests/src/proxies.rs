@@ -87,7 +87,10 @@ impl Drop for EchoUpstream {
 fn echo(headers: &HeaderMap) -> EchoedHeaders {
     let mut echoed = EchoedHeaders::new();
     for (name, value) in headers {
-        echoed.entry(name.as_str().to_string()).or_default().push(String::from_utf8_lossy(value.as_bytes()).into_owned());
+        echoed
+            .entry(name.as_str().to_string())
+            .or_default()
+            .push(String::from_utf8_lossy(value.as_bytes()).into_owned());
     }
     echoed
 }
@@ -148,7 +151,11 @@ impl ProxyKind {
     /// why: `skipped: …` locally, a panic in CI.
     pub fn locate(self) -> Option<PathBuf> {
         let binary = std::env::var_os(self.binary_variable()).map_or_else(|| PathBuf::from(self.name()), PathBuf::from);
-        let version_flag = if self == ProxyKind::Caddy { "version" } else { "-v" };
+        let version_flag = match self {
+            ProxyKind::Envoy => "--version",
+            ProxyKind::Nginx => "-v",
+            ProxyKind::Caddy => "version",
+        };
         let runs = std::process::Command::new(&binary)
             .arg(version_flag)
             .stdout(Stdio::null())
@@ -158,11 +165,8 @@ impl ProxyKind {
         if runs {
             return Some(binary);
         }
-        let why = format!(
-            "{} is not installed here ({} or PATH; .ci/run installs it)",
-            self.name(),
-            self.binary_variable()
-        );
+        let why =
+            format!("{} is not installed here ({} or PATH; .ci/run installs it)", self.name(), self.binary_variable());
         assert!(std::env::var("CI").as_deref() != Ok("true"), "CI=true but {why}");
         println!("skipped: {why}");
         None
@@ -180,7 +184,8 @@ impl ProxyKind {
             let path = entry.expect("deploy/ entry").path();
             let text = std::fs::read_to_string(&path).expect("deploy/ file readable");
             let name = path.file_name().expect("a file name");
-            std::fs::write(run_dir.path().join(name), render(&text, ports, run_dir.path())).expect("configuration written");
+            std::fs::write(run_dir.path().join(name), render(&text, ports, run_dir.path()))
+                .expect("configuration written");
         }
         let config_path = run_dir.path().join(template.file_name().expect("a file name"));
         let log_path = run_dir.path().join("proxy.log");
@@ -197,12 +202,12 @@ impl ProxyKind {
             ]),
             // In the foreground as one process, so that killing it frees the
             // port (a worker would outlive a killed master).
-            ProxyKind::Nginx => command
-                .arg("-p")
-                .arg(run_dir.path())
-                .arg("-c")
-                .arg(&config_path)
-                .args(["-e", "stderr", "-g", "daemon off; master_process off;"]),
+            ProxyKind::Nginx => command.arg("-p").arg(run_dir.path()).arg("-c").arg(&config_path).args([
+                "-e",
+                "stderr",
+                "-g",
+                "daemon off; master_process off;",
+            ]),
             ProxyKind::Caddy => command
                 .args(["run", "--adapter", "caddyfile", "--config"])
                 .arg(&config_path)
@@ -331,32 +336,36 @@ pub async fn http_request(addr: SocketAddr, method: &str, path: &str, headers: &
 }
 
 fn parse_reply(raw: &[u8]) -> HttpReply {
-    let text = String::from_utf8_lossy(raw);
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or_else(|| panic!("no end of headers in {text:?}"));
+    let end = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap_or_else(|| panic!("no end of headers in {raw:?}"));
+    let head = String::from_utf8_lossy(&raw[..end]);
+    let body = &raw[end + 4..];
     let mut lines = head.split("\r\n");
     let status = lines
         .next()
         .and_then(|line| line.split_whitespace().nth(1))
         .and_then(|code| code.parse().ok())
-        .unwrap_or_else(|| panic!("no status line in {text:?}"));
+        .unwrap_or_else(|| panic!("no status line in {head:?}"));
     let headers: Vec<(String, String)> = lines
         .filter_map(|line| line.split_once(':'))
         .map(|(name, value)| (name.trim().to_ascii_lowercase(), value.trim().to_string()))
         .collect();
     let chunked = headers.iter().any(|(n, v)| n == "transfer-encoding" && v.eq_ignore_ascii_case("chunked"));
-    let body = if chunked { dechunk(body) } else { body.to_string() };
-    HttpReply { status, headers, body }
+    let body = if chunked { dechunk(body) } else { body.to_vec() };
+    HttpReply { status, headers, body: String::from_utf8_lossy(&body).into_owned() }
 }
 
-fn dechunk(mut rest: &str) -> String {
-    let mut body = String::new();
-    while let Some((size, after)) = rest.split_once("\r\n") {
-        let size = usize::from_str_radix(size.split(';').next().unwrap_or("").trim(), 16).unwrap_or(0);
-        if size == 0 || after.len() < size {
+/// Joins the chunks of a `Transfer-Encoding: chunked` body.
+fn dechunk(mut rest: &[u8]) -> Vec<u8> {
+    let mut body = Vec::new();
+    while let Some(line_end) = rest.windows(2).position(|w| w == b"\r\n") {
+        let size_line = String::from_utf8_lossy(&rest[..line_end]);
+        let size = usize::from_str_radix(size_line.split(';').next().unwrap_or("").trim(), 16).unwrap_or(0);
+        let data = &rest[line_end + 2..];
+        if size == 0 || data.len() < size {
             break;
         }
-        body.push_str(&after[..size]);
-        rest = after[size..].trim_start_matches("\r\n");
+        body.extend_from_slice(&data[..size]);
+        rest = data[size..].strip_prefix(b"\r\n").unwrap_or(&data[size..]);
     }
     body
 }
