@@ -230,6 +230,13 @@ pub struct Config {
     #[serde(serialize_with = "duration_to_text")]
     pub lockout_duration: Duration,
 
+    /// Cookie that carries the access token to the gateway checks (Envoy ext_authz and
+    /// /authz) when no `Authorization: Bearer` header does, for browser apps whose token
+    /// rides in an HttpOnly cookie. Unset, cookies are ignored.
+    #[config(layer_attr(arg(long, env = "SIGIL_AUTHZ_COOKIE")))]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub authz_cookie: Option<String>,
+
     // Listeners: the published URL, connection limits and timeouts, shutdown.
     /// Public base URL of the HTTP listener (https://sigil.example.com/): every URL of the
     /// discovery document is built from it, never from a request
@@ -384,6 +391,13 @@ impl Config {
         if let Some(url) = &self.database_url {
             url.check()?;
         }
+        if let Some(cookie) = &self.authz_cookie
+            && !is_cookie_name(cookie)
+        {
+            return Err(ConfigError::OutOfRange(
+                "authz_cookie must be a cookie name: 1 to 64 letters, digits or !#$%&'*+-.^_`|~".into(),
+            ));
+        }
         self.checked_listeners()
     }
 
@@ -441,6 +455,12 @@ impl Config {
         }
     }
 
+    /// How the gateway checks (ext_authz, /authz) find tokens and name
+    /// their realm (the issuer).
+    pub(crate) fn gateway_settings(&self) -> crate::domain::gateway::GatewaySettings {
+        crate::domain::gateway::GatewaySettings { cookie: self.authz_cookie.clone(), realm: self.issuer.clone() }
+    }
+
     /// What the sled store does when it opened behind its high-water mark.
     pub fn on_data_loss(&self) -> crate::store::high_water::OnDataLoss {
         use crate::store::high_water::OnDataLoss;
@@ -451,6 +471,12 @@ impl Config {
     pub fn to_toml(&self) -> String {
         toml::to_string(self).unwrap_or_else(|e| format!("# cannot render configuration: {e}\n"))
     }
+}
+
+/// Whether `name` is a cookie name (an RFC 6265 token), short enough that
+/// looking for it in a `Cookie` header stays cheap.
+fn is_cookie_name(name: &str) -> bool {
+    (1..=64).contains(&name.len()) && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
 /// A PostgreSQL connection string (URL or libpq key=value form). It may

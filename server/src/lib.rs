@@ -11,6 +11,7 @@
 
 mod config;
 pub mod domain;
+mod gateway;
 mod grpc;
 mod http;
 mod listener;

@@ -25,11 +25,13 @@ use crate::{
     },
     grpc::{
         admin::{AdminApi, AdminGuard},
+        ext_authz::{ExtAuthzApi, MAX_CHECK_REQUEST_BYTES},
         identity::IdentityApi,
     },
     listener::{Admission, AdmittingAcceptor, ConnectionLimits},
     store::{postgres::PgStore, sled_store::SledStore},
 };
+use envoy_types::ext_authz::v3::pb::AuthorizationServer;
 use tonic_health::{
     ServingStatus,
     pb::health_server::{Health, HealthServer},
@@ -347,6 +349,12 @@ async fn serve_grpc(
     let identity_service = IdentityServiceServer::new(IdentityApi::new(identity.clone()))
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_RESPONSE_BYTES);
+    let ext_authz_service = AuthorizationServer::new(ExtAuthzApi::new(
+        identity.clone(),
+        std::sync::Arc::new(options.config.gateway_settings()),
+    ))
+    .max_decoding_message_size(MAX_CHECK_REQUEST_BYTES)
+    .max_encoding_message_size(MAX_MESSAGE_BYTES);
     let admin_service = tonic::service::interceptor::InterceptedService::new(
         AdminServiceServer::new(AdminApi::new(identity.clone()))
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
@@ -355,6 +363,7 @@ async fn serve_grpc(
     );
     health.set_serving::<IdentityServiceServer<IdentityApi>>().await;
     health.set_serving::<AdminServiceServer<AdminApi>>().await;
+    health.set_serving::<AuthorizationServer<ExtAuthzApi>>().await;
     health.set_service_status("", ServingStatus::Serving).await;
 
     let reflection_v1 = tonic_reflection::server::Builder::configure()
@@ -398,6 +407,7 @@ async fn serve_grpc(
         .add_service(reflection_v1alpha)
         .add_service(identity_service)
         .add_service(admin_service)
+        .add_service(ext_authz_service)
         .serve_with_incoming_shutdown(incoming, stopped(stop))
         .await
         .map_err(|e| ServerError::Serve(e.into()))
@@ -417,8 +427,8 @@ async fn serve_http(
 ) -> Result<(), ServerError> {
     let HttpOptions { tls, limits, public_url, config } = options;
     let request_timeout = config.request_timeout;
-    let router = crate::http::router(identity, &public_url).layer(axum::middleware::from_fn(
-        move |request: axum::extract::Request, next: axum::middleware::Next| async move {
+    let router = crate::http::router(identity, &public_url, config.gateway_settings()).layer(
+        axum::middleware::from_fn(move |request: axum::extract::Request, next: axum::middleware::Next| async move {
             match tokio::time::timeout(request_timeout, next.run(request)).await {
                 Ok(response) => response,
                 Err(_) => axum::response::IntoResponse::into_response((
@@ -426,8 +436,8 @@ async fn serve_http(
                     "request timed out\n",
                 )),
             }
-        },
-    ));
+        }),
+    );
     let admission = Admission::new("http", limits, stop.clone());
     let listener = listener.into_std().map_err(|e| ServerError::Serve(e.into()))?;
     let handle = axum_server::Handle::new();

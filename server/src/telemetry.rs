@@ -87,8 +87,13 @@ static KNOWN_METHODS: LazyLock<BTreeSet<String>> = LazyLock::new(|| {
             }
         }
     }
+    // Envoy's ext_authz types ship no descriptor set: its one method by name.
+    methods.insert(EXT_AUTHZ_CHECK.to_string());
     methods
 });
+
+/// The path of Envoy's ext_authz `Check`, served on the gRPC port.
+const EXT_AUTHZ_CHECK: &str = "/envoy.service.auth.v3.Authorization/Check";
 
 /// The method label of a request path: the path itself when the server
 /// serves that method, else [`UNKNOWN_METHOD`].
@@ -140,6 +145,15 @@ pub(crate) struct MethodLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(crate) struct OutcomeLabels {
     /// What happened, e.g. `valid`, `expired`, `session_revoked`.
+    pub outcome: LabelValue,
+}
+
+/// Labels of a gateway check.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct GatewayLabels {
+    /// Which adapter asked: `ext_authz` or `forward_auth`.
+    pub via: LabelValue,
+    /// `allowed`, or why not (see `gateway::outcome`).
     pub outcome: LabelValue,
 }
 
@@ -202,6 +216,8 @@ pub(crate) struct Metrics {
     pub validations: Family<OutcomeLabels, Counter>,
     /// Logins by outcome: a [`LoginOutcome`]'s label.
     pub logins: Family<OutcomeLabels, Counter>,
+    /// Gateway checks (ext_authz, /authz) by adapter and outcome.
+    pub gateway_checks: Family<GatewayLabels, Counter>,
     /// Group-commit flush latency, in seconds.
     pub flush_seconds: Histogram,
     /// Writers made durable by one flush.
@@ -231,6 +247,12 @@ impl Metrics {
         registry.register("validations", "Validate verdicts by outcome", validations.clone());
         let logins = Family::<OutcomeLabels, Counter>::default();
         registry.register("logins", "Authenticate calls by outcome", logins.clone());
+        let gateway_checks = Family::<GatewayLabels, Counter>::default();
+        registry.register(
+            "gateway_checks",
+            "Gateway checks (Envoy ext_authz, forward-auth /authz) by adapter and outcome",
+            gateway_checks.clone(),
+        );
         let flush_seconds = latency_histogram();
         registry.register("store_flush_duration_seconds", "Group-commit flush latency", flush_seconds.clone());
         let flush_batch = Histogram::new(exponential_buckets(1.0, 2.0, 12));
@@ -253,6 +275,7 @@ impl Metrics {
             rpc_seconds,
             validations,
             logins,
+            gateway_checks,
             flush_seconds,
             flush_batch,
             active_sessions,
@@ -266,6 +289,11 @@ impl Metrics {
     /// (`'static`), never text from a request.
     pub(crate) fn count(family: &Family<OutcomeLabels, Counter>, outcome: &'static str) {
         family.get_or_create(&OutcomeLabels { outcome: LabelValue(outcome) }).inc();
+    }
+
+    /// Counts one gateway check; both labels are names the code fixes.
+    pub(crate) fn count_gateway_check(&self, via: &'static str, outcome: &'static str) {
+        self.gateway_checks.get_or_create(&GatewayLabels { via: LabelValue(via), outcome: LabelValue(outcome) }).inc();
     }
 
     /// The exposition text, with the gauges read from `identity` now.
@@ -380,6 +408,7 @@ mod tests {
             "/grpc.health.v1.Health/Check",
             "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
             "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+            "/envoy.service.auth.v3.Authorization/Check",
         ] {
             assert_eq!(method_label(method).0, method);
         }

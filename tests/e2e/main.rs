@@ -64,3 +64,5 @@ mod recovery;
 mod usernames;
 // Sigil behind the real Envoy, nginx and Caddy, from deploy/'s configurations.
 mod proxies;
+// Gateway checks called directly: Envoy ext_authz Check and forward-auth /authz.
+mod gateway;

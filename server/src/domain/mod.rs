@@ -9,6 +9,7 @@ pub(crate) mod admin;
 pub(crate) mod cluster;
 pub mod error;
 pub mod event;
+pub(crate) mod gateway;
 pub mod identity;
 pub mod ids;
 pub(crate) mod key_rotation;

@@ -5,6 +5,7 @@
 pub(crate) mod admin;
 pub(crate) mod client_address;
 pub(crate) mod convert;
+pub(crate) mod ext_authz;
 pub(crate) mod identity;
 pub(crate) mod status;
 
