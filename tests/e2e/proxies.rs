@@ -99,6 +99,14 @@ async fn proxy_keeps_the_contract(kind: ProxyKind) {
     assert_eq!(reply.status, 401, "{name}: a forged identity without a token: {reply:?}");
     assert_eq!(gateway.upstream.hits(), hits, "{name}: a request without a token reached the upstream");
 
+    // A user without roles cannot borrow some from a header: the proxy
+    // sends Sigil's empty roles, or none, never the client's.
+    gateway.sigil.create_user("bob", ALICE_PASSWORD, &[]).await;
+    let bob = bearer(&login(&mut client, "bob", ALICE_PASSWORD).await.access_token);
+    let seen = gateway.get("/orders/7", &[("authorization", &bob), ("x-sigil-roles", "admin")]).await.echoed();
+    let roles = seen.get("x-sigil-roles").cloned().unwrap_or_default();
+    assert!(roles.iter().all(|r| r.is_empty()), "{name}: a roleless user's upstream roles: {roles:?}");
+
     // No token: 401 with a Bearer challenge.
     let reply = gateway.get("/orders/7", &[]).await;
     assert_eq!(reply.status, 401, "{name}: no token: {reply:?}");
