@@ -775,6 +775,21 @@ mod tests {
         file
     }
 
+    /// The gateway cookie must be a cookie name: one with `=`, `;` or a
+    /// space could never match, and would silently ignore every cookie.
+    #[test]
+    fn the_authz_cookie_must_be_a_cookie_name() {
+        for bad in ["", "a b", "a=b", "a;b", "ä", &"c".repeat(65)] {
+            let file = file_with(&format!("authz_cookie = {bad:?}\n"));
+            let error = Config::load(Some(file.path()), ConfigLayer::default()).expect_err(bad).to_string();
+            assert!(error.contains("authz_cookie must be a cookie name"), "{bad:?}: {error}");
+        }
+        let file = file_with("authz_cookie = \"__Host-sigil_at\"\n");
+        let config = Config::load(Some(file.path()), ConfigLayer::default()).expect("a cookie name");
+        assert_eq!(config.gateway_settings().cookie.as_deref(), Some("__Host-sigil_at"));
+        assert_eq!(config.gateway_settings().realm, config.issuer, "the realm is the issuer");
+    }
+
     #[test]
     fn flags_override_file_which_overrides_defaults() {
         let file = file_with("issuer = \"from-file\"\naudience = \"file-aud\"\naccess_token_ttl = \"5m\"\n");

@@ -337,6 +337,46 @@ async fn ext_authz_follows_current_state_disabled_user_and_removed_role() {
     assert!(checked.headers["www-authenticate"].contains("invalid_token"));
 }
 
+/// A route policy no user can satisfy is the proxy's misconfiguration:
+/// refused (fail closed) with a 400 that says what to fix, never an RPC
+/// error, and headers Envoy sends raw (`encode_raw_headers`) are read too.
+#[tokio::test]
+async fn ext_authz_a_bad_policy_is_400_and_raw_headers_are_read() {
+    use envoy_types::pb::envoy::config::core::v3::{HeaderMap, HeaderValue};
+    let server = TestServer::start().await;
+    let (token, _) = user(&server, "alice", &["reader"]).await;
+    let auth = bearer(&token);
+    let checked = check(&server, &[("authorization", &auth)], &[("sigil_roles", &"r,".repeat(40))]).await;
+    assert_eq!(checked.code, 3, "INVALID_ARGUMENT: {checked:?}");
+    assert_eq!(checked.http_status, 400, "{checked:?}");
+    assert!(checked.body.contains("bad_policy") && checked.body.contains("at most 32 roles"), "{checked:?}");
+
+    let mut client = AuthorizationClient::new(server.channel().await);
+    let raw = |key: &str, value: &str| HeaderValue {
+        key: key.into(),
+        raw_value: value.as_bytes().to_vec(),
+        ..Default::default()
+    };
+    let request = CheckRequest {
+        attributes: Some(AttributeContext {
+            request: Some(Request {
+                http: Some(HttpRequest {
+                    header_map: Some(HeaderMap {
+                        headers: vec![raw("authorization", &auth), raw("x-sigil-admin", "yes")],
+                    }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+    };
+    let response = client.check(request).await.expect("Check").into_inner();
+    assert_eq!(response.status.map(|s| s.code), Some(0));
+    let Some(HttpResponse::OkResponse(ok)) = response.http_response else { panic!("not allowed") };
+    assert_eq!(ok.headers_to_remove, vec!["x-sigil-admin".to_string()]);
+}
+
 // ----- forward-auth /authz -----
 
 #[tokio::test]
@@ -456,4 +496,45 @@ async fn authz_an_oversized_header_is_431_not_5xx() {
     assert_eq!(answered.status, 431, "{answered:?}");
     // The listener still answers afterwards.
     assert_eq!(authz(server.http_addr(), "GET", "", "").await.status, 401);
+}
+
+// ----- the real binary -----
+
+/// The `--authz-cookie` flag reaches the check, and a debug log of checks
+/// allowed and refused never holds the token.
+#[tokio::test]
+async fn the_binary_reads_the_cookie_flag_and_never_logs_a_token() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let server =
+        sigil_tests::ChildServer::spawn_logging(&dir.path().join("data"), &["--authz-cookie", "sigil_at"], "debug")
+            .await;
+    let mut client = server.client().await;
+    let token = login(&mut client, "admin", sigil_tests::ADMIN_PASSWORD).await.access_token;
+    let mut ext_authz = AuthorizationClient::new(sigil_tests::connect(server.grpc_addr).await);
+    let request = |cookie: String| CheckRequest {
+        attributes: Some(AttributeContext {
+            request: Some(Request {
+                http: Some(HttpRequest { headers: [("cookie".to_string(), cookie)].into(), ..Default::default() }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+    };
+    let allowed = ext_authz.check(request(format!("sigil_at={token}"))).await.expect("Check").into_inner();
+    assert_eq!(allowed.status.map(|s| s.code), Some(0), "the cookie flag is read");
+    client
+        .revoke(pb::RevokeRequest {
+            target: Some(pb::revoke_request::Target::AccessToken(token.clone())),
+            reason: String::new(),
+        })
+        .await
+        .expect("revoked");
+    let refused = ext_authz.check(request(format!("sigil_at={token}"))).await.expect("Check").into_inner();
+    assert_eq!(refused.status.map(|s| s.code), Some(16), "revoked: refused on the next check");
+    let output = server.output.lock().expect("output").clone();
+    assert!(output.contains("rpc"), "debug logging is on: {output:.400}");
+    // The signature part alone is unique to this token.
+    let signature = token.rsplit('.').next().expect("a JWT");
+    assert!(!output.contains(signature), "a token reached the log");
+    assert!(server.terminate().await);
 }
