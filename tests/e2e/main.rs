@@ -62,6 +62,8 @@ mod last_admin;
 mod recovery;
 // PRECIS usernames: look-alikes are one user or refused.
 mod usernames;
+// Sigil behind the real Envoy, nginx and Caddy, from deploy/'s configurations.
+mod proxies;
 // Gateway checks called directly: Envoy ext_authz Check and forward-auth /authz.
 mod gateway;
 // The README's examples (grpcurl, curl, the example clients) run as written.

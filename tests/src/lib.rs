@@ -7,6 +7,7 @@
 //! process, for the tests that kill it with SIGKILL.
 
 pub mod postgres;
+pub mod proxies;
 
 use std::{
     net::SocketAddr,
