@@ -67,6 +67,10 @@ pub struct AdminConnection {
     /// session ended; the event stream waits for it rather than retrying
     /// with a token that can only be refused.
     logged_in: Arc<tokio::sync::Notify>,
+    /// Held while the tokens are renewed: two renewals at once would
+    /// present the same refresh token, and the second is a reuse that ends
+    /// the session.
+    renewing: Arc<tokio::sync::Mutex<()>>,
 }
 
 /// Adds the current access token to every admin call.
@@ -127,6 +131,7 @@ pub async fn login(
         tokens: Arc::new(RwLock::new(tokens)),
         username: username.to_string(),
         logged_in: Arc::default(),
+        renewing: Arc::default(),
     })
 }
 
@@ -221,7 +226,6 @@ impl AdminConnection {
             *current = tokens;
         }
         let _ = updates.send(Update::Connection(ConnectionState::Connecting));
-        tokio::spawn(self.clone().keep_token_fresh(updates.clone()));
         self.logged_in.notify_waiters();
         Ok(format!("logged in again as {}", self.username))
     }
@@ -271,6 +275,7 @@ impl AdminConnection {
         let mut backoff = Duration::from_millis(500);
         let mut reconnecting = false;
         'watch: loop {
+            let used = self.access_token();
             let reason = match self.admin().watch_events(pb::WatchEventsRequest { after_sequence: last }).await {
                 Ok(stream) => {
                     let _ = updates.send(Update::Connection(ConnectionState::Live));
@@ -302,16 +307,20 @@ impl AdminConnection {
                                 break "fell behind; reloaded the lists".to_string();
                             }
                             Err(status) if status.code() == Code::Unauthenticated => {
-                                self.wait_for_login(&updates).await;
-                                continue 'watch;
+                                match self.renew_or_wait(&used, &updates).await {
+                                    Some(reason) => break reason,
+                                    None => continue 'watch,
+                                }
                             }
                             Err(status) => break status.message().to_string(),
                         }
                     }
                 }
                 Err(status) if status.code() == Code::Unauthenticated => {
-                    self.wait_for_login(&updates).await;
-                    continue 'watch;
+                    match self.renew_or_wait(&used, &updates).await {
+                        Some(reason) => reason,
+                        None => continue 'watch,
+                    }
                 }
                 Err(status) if status.code() == Code::OutOfRange => {
                     // The server never reached our sequence (restored from a
@@ -330,6 +339,21 @@ impl AdminConnection {
             let _ = updates.send(Update::Connection(ConnectionState::Reconnecting { reason, retry_in }));
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(Duration::from_secs(10));
+        }
+    }
+
+    /// After the stream refused the access token `used`: renews the tokens
+    /// (a distrusted signing key, an expiry) and returns why to reconnect;
+    /// or, when the session itself has ended, waits for a new login and
+    /// returns `None`.
+    async fn renew_or_wait(&self, used: &str, updates: &mpsc::UnboundedSender<Update>) -> Option<String> {
+        match self.renew(used).await {
+            Ok(()) => Some("the access token was renewed".into()),
+            Err(status) if status.code() == Code::Unauthenticated => {
+                self.wait_for_login(updates).await;
+                None
+            }
+            Err(status) => Some(status.message().to_string()),
         }
     }
 
@@ -389,12 +413,13 @@ impl AdminConnection {
                     }
                 },
                 Command::EmergencyKeyRotation => {
+                    let seen = self.access_token();
                     match admin.rotate_signing_key(pb::RotateSigningKeyRequest { distrust_previous: true }).await {
                         // The console's own token was signed with a key
                         // that no longer verifies: refresh it at once.
                         Ok(r) => {
                             let kid = r.into_inner().key.map(|k| k.kid).unwrap_or_default();
-                            self.refresh_now().await.map(|()| {
+                            self.renew(&seen).await.map(|()| {
                                 format!(
                                     "new signing key {}; every older key is distrusted",
                                     crate::format::short_id(&kid)
@@ -428,9 +453,19 @@ impl AdminConnection {
         }
     }
 
-    /// Exchanges the console's refresh token for new tokens now.
-    async fn refresh_now(&self) -> Result<(), Status> {
-        let refresh = self.tokens.read().map(|t| t.refresh.clone()).unwrap_or_default();
+    /// The access token the console sends now.
+    fn access_token(&self) -> String {
+        self.tokens.read().map(|t| t.access.clone()).unwrap_or_default()
+    }
+
+    /// Exchanges the refresh token for new tokens, unless they were renewed
+    /// since `seen` was the access token (then that renewal is enough).
+    async fn renew(&self, seen: &str) -> Result<(), Status> {
+        let _one_at_a_time = self.renewing.lock().await;
+        let refresh = match self.tokens.read() {
+            Ok(t) if t.access == seen => t.refresh.clone(),
+            _ => return Ok(()),
+        };
         let r = IdentityServiceClient::new(self.channel.clone())
             .refresh(pb::RefreshRequest { refresh_token: refresh })
             .await?
@@ -448,10 +483,9 @@ impl AdminConnection {
     /// Refreshes the console's own access token a minute before it expires
     /// (or halfway through short lifetimes).
     async fn keep_token_fresh(self, updates: mpsc::UnboundedSender<Update>) {
-        let mut identity = IdentityServiceClient::new(self.channel.clone());
         loop {
-            let expires_at = match self.tokens.read() {
-                Ok(t) => t.expires_at,
+            let (expires_at, seen) = match self.tokens.read() {
+                Ok(t) => (t.expires_at, t.access.clone()),
                 Err(_) => return,
             };
             let now = crate::format::now_millis(std::time::SystemTime::now()) / 1000;
@@ -461,33 +495,21 @@ impl AdminConnection {
             if updates.is_closed() {
                 return;
             }
-            // Read again: a command may have refreshed meanwhile (after an
-            // emergency key rotation), and presenting the refresh token read
-            // before the sleep would then be a reuse, which ends the session.
-            let refresh = match self.tokens.read() {
-                Ok(t) if t.expires_at == expires_at => t.refresh.clone(),
-                Ok(_) => continue,
-                Err(_) => return,
-            };
-            match identity.refresh(pb::RefreshRequest { refresh_token: refresh }).await {
-                Ok(response) => {
-                    let r = response.into_inner();
-                    if let Ok(mut tokens) = self.tokens.write() {
-                        *tokens = TokenPair {
-                            access: r.access_token,
-                            refresh: r.refresh_token,
-                            expires_at: r.access_token_expires_at.map(|t| t.seconds).unwrap_or(0),
-                        };
-                    }
-                }
+            // A command or the event stream may have renewed meanwhile (after
+            // an emergency key rotation): `renew` then leaves it at that.
+            match self.renew(&seen).await {
+                Ok(()) => {}
                 Err(status) if status.code() == Code::Unauthenticated => {
+                    // One refresher only, ever: two would present the same
+                    // refresh token, and the second is a reuse that ends the
+                    // session. This one waits for the new login.
+                    let logged_in = self.logged_in.notified();
                     let _ = updates.send(Update::Connection(ConnectionState::LoggedOut));
                     let _ = updates.send(Update::Status {
                         text: format!("the console's session ended ({}); L logs in again", status.message()),
                         error: true,
                     });
-                    // A new login starts a new refresher.
-                    return;
+                    logged_in.await;
                 }
                 Err(status) => {
                     let _ = updates.send(Update::Status {

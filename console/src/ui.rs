@@ -374,7 +374,8 @@ mod tests {
     /// at a large one.
     #[test]
     fn every_view_at_80x24_and_200x50() {
-        let views: [(&str, fn(&mut App)); 11] = [
+        type Setup = fn(&mut App);
+        let views: [(&str, Setup); 11] = [
             ("sessions", |_| {}),
             ("sessions_detail", |app| {
                 app.update(Action::ToggleDetail);
