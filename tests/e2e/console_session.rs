@@ -107,3 +107,47 @@ async fn a_console_whose_session_is_revoked_says_so_and_logs_in_again() {
     assert_ne!(fresh.session_id, own.session_id);
     tmux.keys(&["q"]);
 }
+
+#[tokio::test]
+async fn the_events_view_opens_with_history_and_a_shows_ended_sessions() {
+    if !tmux_available() {
+        return;
+    }
+    let server = TestServer::start().await;
+    // Before the console starts: a login, and a session that has ended.
+    let mut client = server.client().await;
+    let mut login = |device: &str| {
+        let request = pb::AuthenticateRequest {
+            username: "admin".into(),
+            password: ADMIN_PASSWORD.into(),
+            device_name: Some(device.into()),
+            audience: None,
+        };
+        let mut client = client.clone();
+        async move { client.authenticate(request).await.expect("login").into_inner() }
+    };
+    login("before-start").await;
+    let ended = login("ended-laptop").await;
+    let request = pb::RevokeRequest {
+        target: Some(pb::revoke_request::Target::RefreshToken(ended.refresh_token)),
+        reason: "lost".into(),
+    };
+    client.revoke(request).await.expect("revoke");
+
+    let tmux = start_console(&server, &format!("sigil-e2e-history-{}", std::process::id()));
+    tmux.wait_for("● live").await;
+    let screen = tmux.wait_for("before-start").await;
+    assert!(!screen.contains("ended-laptop"), "an ended session is listed without a:\n{screen}");
+    // The Events view holds what happened before the console started.
+    tmux.keys(&["BTab"]);
+    tmux.wait_for("Events (newest first)").await;
+    tmux.wait_for("(ended-laptop").await;
+    tmux.wait_for("session revoked").await;
+    // Back on Sessions, `a` brings in the ended session.
+    tmux.keys(&["Tab"]);
+    tmux.keys(&["a"]);
+    let screen = tmux.wait_for("ended-laptop").await;
+    assert!(screen.contains("revoked"), "{screen}");
+    tmux.wait_for("Sessions, ended too").await;
+    tmux.keys(&["q"]);
+}
