@@ -116,7 +116,7 @@ async fn the_events_view_opens_with_history_and_a_shows_ended_sessions() {
     let server = TestServer::start().await;
     // Before the console starts: a login, and a session that has ended.
     let mut client = server.client().await;
-    let mut login = |device: &str| {
+    let login = |device: &str| {
         let request = pb::AuthenticateRequest {
             username: "admin".into(),
             password: ADMIN_PASSWORD.into(),
