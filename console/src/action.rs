@@ -40,6 +40,20 @@ pub enum Action {
     FilterClear,
     /// Sort by the next column.
     CycleSort,
+    /// Reverse the current sort.
+    ReverseSort,
+    /// Close the detail pane, or else clear the filter.
+    Back,
+    /// Show ended sessions and tokens too, or stop.
+    ToggleInactive,
+    /// Ask for the password to log in again.
+    StartLogin,
+    /// A character of the password being typed.
+    PasswordChar(char),
+    /// Delete the password's last character.
+    PasswordBackspace,
+    /// Log in with the typed password.
+    PasswordSubmit,
     /// Show or hide the detail pane.
     ToggleDetail,
     /// Show or hide the help.

@@ -9,10 +9,10 @@ use sigil_proto::pb;
 
 use crate::{
     action::Action,
-    format::short_id,
+    format::relative,
     layout,
     messages::{Command, ConnectionState, Update},
-    mode::{Mode, Pending},
+    mode::{Hidden, Mode, Pending},
     records::Record,
     table::Table,
 };
@@ -82,6 +82,8 @@ pub struct App {
     pub mode: Mode,
     /// Whether the detail pane is open.
     pub detail: bool,
+    /// Whether ended (revoked, expired) sessions and tokens are loaded too.
+    pub include_inactive: bool,
     /// The status line.
     pub status: Option<Status>,
     /// The event stream's state.
@@ -108,6 +110,7 @@ impl App {
             events: Table::new(true),
             mode: Mode::Normal,
             detail: false,
+            include_inactive: false,
             status: None,
             connection: ConnectionState::Connecting,
             now,
@@ -145,6 +148,49 @@ impl App {
                 self.mode = Mode::Normal;
             }
             Action::CycleSort => self.with_table(|t| t.cycle_sort()),
+            Action::ReverseSort => self.with_table(|t| t.reverse_sort()),
+            Action::Back => {
+                if self.detail {
+                    self.detail = false;
+                } else if !self.current_filter().is_empty() {
+                    self.set_filter(String::new());
+                }
+            }
+            Action::ToggleInactive => {
+                self.include_inactive = !self.include_inactive;
+                if !self.include_inactive {
+                    self.sessions.retain(|s| s.state() == pb::SessionState::Active);
+                    self.tokens.retain(|t| t.state() == pb::TokenState::Active);
+                }
+                let command = Command::IncludeInactive(self.include_inactive);
+                self.say(format!("{}…", command.describe()), false);
+                self.refresh();
+                return vec![command];
+            }
+            Action::StartLogin => {
+                if self.connection == ConnectionState::LoggedOut {
+                    self.mode = Mode::Password(Hidden::default());
+                } else {
+                    self.say("the console is logged in; L logs in again once its session has ended".into(), true);
+                }
+            }
+            Action::PasswordChar(c) => {
+                if let Mode::Password(password) = &mut self.mode {
+                    password.push(c);
+                }
+            }
+            Action::PasswordBackspace => {
+                if let Mode::Password(password) = &mut self.mode {
+                    password.pop();
+                }
+            }
+            Action::PasswordSubmit => {
+                if let Mode::Password(password) = std::mem::replace(&mut self.mode, Mode::Normal) {
+                    let command = Command::Login { password };
+                    self.say(format!("{}…", command.describe()), false);
+                    return vec![command];
+                }
+            }
             Action::ToggleDetail => self.detail = !self.detail,
             Action::ToggleHelp => self.mode = if self.mode == Mode::Help { Mode::Normal } else { Mode::Help },
             Action::RevokeSelected => self.ask_revoke_selected(),
@@ -162,7 +208,7 @@ impl App {
                 }
             }
             Action::Cancel => {
-                if matches!(self.mode, Mode::Confirm(_)) {
+                if matches!(self.mode, Mode::Confirm(_) | Mode::Password(_)) {
                     self.mode = Mode::Normal;
                     self.say("cancelled".into(), false);
                 }
@@ -237,13 +283,7 @@ impl App {
         match self.view {
             View::Sessions => match self.sessions.selected() {
                 Some(s) if s.state() == pb::SessionState::Active => {
-                    let prompt = format!(
-                        "Revoke session {} of {} ({}, {})?",
-                        short_id(&s.session_id),
-                        s.username,
-                        if s.device_name.is_empty() { "no device name" } else { &s.device_name },
-                        s.client_address
-                    );
+                    let prompt = format!("Revoke {}'s {}, {} old?", s.username, session_words(s), self.age(s));
                     let command = Command::RevokeSession { session_id: s.session_id.clone() };
                     self.confirm(prompt, command);
                 }
@@ -252,7 +292,13 @@ impl App {
             },
             View::Tokens => match self.tokens.selected() {
                 Some(t) if t.state() == pb::TokenState::Active => {
-                    let prompt = format!("Revoke token {} of {}?", short_id(&t.token_id), t.username);
+                    let kind = if t.kind() == pb::TokenKind::Refresh { "refresh" } else { "access" };
+                    let session = match self.sessions.get(&t.session_id) {
+                        Some(s) => format!(" of the {}", session_words(s)),
+                        None => String::new(),
+                    };
+                    let issued = relative(t.issued_at.as_ref(), self.now);
+                    let prompt = format!("Revoke {}'s {kind} token{session}, issued {issued}?", t.username);
                     let command = Command::RevokeToken { token_id: t.token_id.clone() };
                     self.confirm(prompt, command);
                 }
@@ -263,6 +309,12 @@ impl App {
                 self.say("d revokes a session or a token: select one in Sessions or Tokens".into(), true)
             }
         }
+    }
+
+    /// How long ago a session started: "3m".
+    fn age(&self, session: &pb::Session) -> String {
+        let age = crate::format::now_millis(self.now) - crate::format::millis(session.created_at.as_ref());
+        crate::format::human(std::time::Duration::from_millis(age.max(0).unsigned_abs()))
     }
 
     /// The user of the selected row, in any view.
@@ -310,6 +362,10 @@ impl App {
                 self.users.modify(&user_id, |u| u.disabled = true);
             }
             Update::Event(event) => self.apply_event(event),
+            Update::History(events) => {
+                self.events.upsert(events);
+                self.events.truncate_front(MAX_EVENTS);
+            }
             Update::Connection(state) => self.connection = state,
             Update::Status { text, error } => self.say(text, error),
         }
@@ -361,6 +417,13 @@ impl App {
     }
 }
 
+/// A session as a person recognises it: "session on firefox from
+/// 10.0.0.7:5000".
+fn session_words(s: &pb::Session) -> String {
+    let device = if s.device_name.is_empty() { String::new() } else { format!(" on {}", s.device_name) };
+    format!("session{device} from {}", s.client_address)
+}
+
 /// What the App does to any table, whatever its row type.
 pub trait TableControl {
     /// See [`Table::move_by`].
@@ -369,6 +432,8 @@ pub trait TableControl {
     fn jump(&mut self, to_end: bool);
     /// See [`Table::cycle_sort`].
     fn cycle_sort(&mut self);
+    /// See [`Table::reverse_sort`].
+    fn reverse_sort(&mut self);
     /// See [`Table::set_filter`].
     fn set_filter(&mut self, filter: String);
     /// See [`Table::scroll_to_selection`].
@@ -385,6 +450,9 @@ impl<T: Record> TableControl for Table<T> {
     fn cycle_sort(&mut self) {
         Table::cycle_sort(self);
     }
+    fn reverse_sort(&mut self) {
+        Table::reverse_sort(self);
+    }
     fn set_filter(&mut self, filter: String) {
         Table::set_filter(self, filter);
     }
@@ -398,7 +466,7 @@ mod tests {
     use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 
     use super::*;
-    use crate::{fixtures, keymap::from_key};
+    use crate::{fixtures, keymap::from_key, mode::Hidden};
 
     fn key(app: &mut App, code: KeyCode) -> Vec<Command> {
         let action = from_key(&app.mode, KeyEvent::new(code, KeyModifiers::NONE));
@@ -542,6 +610,95 @@ mod tests {
         key(&mut app, KeyCode::Char('d'));
         assert_eq!(app.mode, Mode::Normal);
         assert!(app.status.as_ref().is_some_and(|s| s.error));
+    }
+
+    #[test]
+    fn confirm_prompts_name_what_a_person_recognises() {
+        let mut app = loaded();
+        key(&mut app, KeyCode::Char('G'));
+        key(&mut app, KeyCode::Char('d'));
+        let Mode::Confirm(pending) = &app.mode else { panic!("no confirmation asked") };
+        assert_eq!(pending.prompt, "Revoke carol's session on device-3 from 10.0.0.3:40003, 3m old?");
+        key(&mut app, KeyCode::Esc);
+        key(&mut app, KeyCode::Tab);
+        key(&mut app, KeyCode::Char('d'));
+        let Mode::Confirm(pending) = &app.mode else { panic!("no confirmation asked") };
+        assert_eq!(
+            pending.prompt,
+            "Revoke alice's access token of the session on device-1 from 10.0.0.1:40001, issued 2m ago?"
+        );
+    }
+
+    #[test]
+    fn esc_closes_the_detail_pane_and_keeps_the_selection() {
+        let mut app = loaded();
+        key(&mut app, KeyCode::Down);
+        key(&mut app, KeyCode::Enter);
+        assert!(app.detail);
+        key(&mut app, KeyCode::Esc);
+        assert!(!app.detail, "Esc closes the detail pane");
+        assert_eq!(app.sessions.selected_index(), 1, "and the selection stays");
+        // With the pane closed, Esc clears a kept filter, as before.
+        key(&mut app, KeyCode::Char('/'));
+        typed(&mut app, "bob");
+        key(&mut app, KeyCode::Enter);
+        key(&mut app, KeyCode::Esc);
+        assert_eq!(app.sessions.len(), 3);
+    }
+
+    #[test]
+    fn capital_s_reverses_the_sort() {
+        let mut app = loaded();
+        key(&mut app, KeyCode::Char('s'));
+        assert_eq!(app.sessions.sort(), Some(0));
+        assert!(!app.sessions.sort_reversed());
+        assert_eq!(app.sessions.selected().map(|s| s.username.as_str()), Some("alice"));
+        key(&mut app, KeyCode::Char('S'));
+        assert!(app.sessions.sort_reversed());
+        key(&mut app, KeyCode::Char('g'));
+        assert_eq!(app.sessions.selected().map(|s| s.username.as_str()), Some("carol"));
+        // The next column starts in its own natural order again.
+        key(&mut app, KeyCode::Char('s'));
+        assert!(!app.sessions.sort_reversed());
+    }
+
+    #[test]
+    fn history_goes_into_the_event_log_without_touching_the_rows() {
+        let mut app = loaded();
+        let bob = app.sessions.all()[1].clone();
+        let old = fixtures::event(3, pb::EventKind::SessionRevoked, &bob, "long ago");
+        app.update(Action::Backend(Update::History(vec![old])));
+        assert_eq!(app.events.len(), 1);
+        assert_eq!(app.sessions.get(&bob.session_id).map(|s| s.state()), Some(pb::SessionState::Active));
+    }
+
+    #[test]
+    fn a_toggles_ended_records_in_and_out() {
+        let mut app = loaded();
+        let commands = key(&mut app, KeyCode::Char('a'));
+        assert_eq!(commands, vec![Command::IncludeInactive(true)]);
+        assert!(app.include_inactive);
+        let mut ended = fixtures::session(9, "dave");
+        ended.set_state(pb::SessionState::Revoked);
+        app.update(Action::Backend(Update::Sessions(vec![ended])));
+        assert_eq!(app.sessions.len(), 4);
+        let commands = key(&mut app, KeyCode::Char('a'));
+        assert_eq!(commands, vec![Command::IncludeInactive(false)]);
+        assert_eq!(app.sessions.len(), 3, "ended sessions leave again");
+    }
+
+    #[test]
+    fn the_consoles_own_session_ending_is_said_and_l_offers_a_new_login() {
+        let mut app = loaded();
+        app.update(Action::Backend(Update::Connection(ConnectionState::LoggedOut)));
+        key(&mut app, KeyCode::Char('L'));
+        assert_eq!(app.mode, Mode::Password(Hidden::default()));
+        typed(&mut app, "s3cretx");
+        key(&mut app, KeyCode::Backspace);
+        assert!(!format!("{:?}", app.mode).contains("s3cret"), "the password never shows in Debug");
+        let commands = key(&mut app, KeyCode::Enter);
+        assert_eq!(commands, vec![Command::Login { password: Hidden::from("s3cret") }]);
+        assert_eq!(app.mode, Mode::Normal);
     }
 
     #[test]

@@ -1,8 +1,11 @@
 //! The background gRPC worker: logs in, loads the lists, follows
 //! `WatchEvents` (reconnecting with backoff and resuming from the last
-//! sequence seen), fetches the rows events announce (coalesced, see
-//! [`crate::refetch`]), runs the operator's commands and keeps the access
-//! token fresh. It talks to the UI only through channels carrying
+//! sequence seen, after a backfill of the history the server keeps),
+//! fetches the rows events announce (coalesced, see [`crate::refetch`]),
+//! runs the operator's commands and keeps the access token fresh. When the
+//! console's own session ends (revoked elsewhere, or expired) it says so
+//! and waits for the operator to log in again; on the way out it revokes
+//! its own session ([`AdminConnection::logout`]). It talks to the UI only through channels carrying
 //! [`crate::messages`].
 
 use std::{
@@ -20,6 +23,7 @@ use tonic::{Code, Request, Status, service::interceptor::InterceptedService, tra
 
 pub use crate::refetch::REFETCH_INTERVAL;
 use crate::{
+    format::count,
     messages::{Command, ConnectionState, Update},
     refetch::{Fetch, Pages, StaleRows},
 };
@@ -49,11 +53,24 @@ struct TokenPair {
     expires_at: i64,
 }
 
+/// The device name the console logs in with, so that its sessions can be
+/// told apart from those of the people it watches.
+pub const DEVICE_NAME: &str = "sigil-console";
+
 /// The console's logged-in connection to Sigil's admin API.
 #[derive(Clone)]
 pub struct AdminConnection {
     channel: Channel,
     tokens: Arc<RwLock<TokenPair>>,
+    username: String,
+    /// Woken when the operator has logged in again after the console's own
+    /// session ended; the event stream waits for it rather than retrying
+    /// with a token that can only be refused.
+    logged_in: Arc<tokio::sync::Notify>,
+    /// Held while the tokens are renewed: two renewals at once would
+    /// present the same refresh token, and the second is a reuse that ends
+    /// the session.
+    renewing: Arc<tokio::sync::Mutex<()>>,
 }
 
 /// Adds the current access token to every admin call.
@@ -105,32 +122,69 @@ pub async fn login(
         .connect()
         .await
         .map_err(|e| unreachable(root_cause(&e)))?;
+    let tokens = authenticate(&channel, username, password).await.map_err(|e| match e {
+        AuthError::Unavailable(reason) => unreachable(reason),
+        AuthError::Refused(reason) => LoginError::Refused(reason),
+    })?;
+    Ok(AdminConnection {
+        channel,
+        tokens: Arc::new(RwLock::new(tokens)),
+        username: username.to_string(),
+        logged_in: Arc::default(),
+        renewing: Arc::default(),
+    })
+}
+
+/// Why a login on an open channel failed.
+enum AuthError {
+    Unavailable(String),
+    Refused(String),
+}
+
+/// Logs in as a console session and checks the admin role; a session
+/// without the role is revoked at once rather than left behind.
+async fn authenticate(channel: &Channel, username: &str, password: &str) -> Result<TokenPair, AuthError> {
     let mut identity = IdentityServiceClient::new(channel.clone());
     let request = pb::AuthenticateRequest {
         username: username.to_string(),
         password: password.to_string(),
-        device_name: Some("sigil-console".into()),
+        device_name: Some(DEVICE_NAME.into()),
         audience: None,
     };
     let login = identity.authenticate(request).await.map_err(|s| match s.code() {
-        Code::Unavailable => unreachable(s.message().to_string()),
-        _ => LoginError::Refused(s.message().to_string()),
+        Code::Unavailable => AuthError::Unavailable(s.message().to_string()),
+        _ => AuthError::Refused(s.message().to_string()),
     })?;
     let login = login.into_inner();
     let verdict = identity
         .validate(pb::ValidateRequest { token: login.access_token.clone(), audience: None })
         .await
-        .map_err(|s| LoginError::Refused(s.message().to_string()))?
-        .into_inner();
-    if !verdict.claims.is_some_and(|c| c.roles.iter().any(|r| r == "admin")) {
-        return Err(LoginError::Refused(format!("{username} does not have the admin role")));
+        .map(|v| v.into_inner());
+    let is_admin = match &verdict {
+        Ok(v) => v.claims.as_ref().is_some_and(|c| c.roles.iter().any(|r| r == "admin")),
+        Err(_) => false,
+    };
+    if !is_admin {
+        let _ = revoke_own(&mut identity, &login.refresh_token).await;
+        return Err(AuthError::Refused(match verdict {
+            Ok(_) => format!("{username} does not have the admin role"),
+            Err(status) => status.message().to_string(),
+        }));
     }
-    let tokens = TokenPair {
+    Ok(TokenPair {
         access: login.access_token,
         refresh: login.refresh_token,
         expires_at: login.access_token_expires_at.map(|t| t.seconds).unwrap_or(0),
+    })
+}
+
+/// Revokes the session a refresh token belongs to (holding it is enough).
+async fn revoke_own(identity: &mut IdentityServiceClient<Channel>, refresh_token: &str) -> Result<(), Status> {
+    let request = pb::RevokeRequest {
+        target: Some(Target::RefreshToken(refresh_token.to_string())),
+        reason: "sigil-console quit".into(),
     };
-    Ok(AdminConnection { channel, tokens: Arc::new(RwLock::new(tokens)) })
+    identity.revoke(request).await.map(drop)
 }
 
 /// The deepest error message: "connection refused", not a debug dump.
@@ -145,6 +199,35 @@ fn root_cause(error: &(dyn std::error::Error + 'static)) -> String {
 impl AdminConnection {
     fn admin(&self) -> Admin {
         AdminServiceClient::with_interceptor(self.channel.clone(), Bearer(self.tokens.clone()))
+    }
+
+    /// Revokes the console's own session, so that no admin session is left
+    /// behind when the console ends. A session that has already ended is
+    /// fine: revoking is idempotent.
+    pub async fn logout(&self) -> Result<(), String> {
+        let refresh = self.tokens.read().map(|t| t.refresh.clone()).unwrap_or_default();
+        let mut identity = IdentityServiceClient::new(self.channel.clone());
+        match tokio::time::timeout(Duration::from_secs(3), revoke_own(&mut identity, &refresh)).await {
+            Ok(Ok(())) => Ok(()),
+            // A refresh token the server no longer knows: nothing is left.
+            Ok(Err(status)) if status.code() == Code::Unauthenticated => Ok(()),
+            Ok(Err(status)) => Err(format!("could not revoke the console's session: {}", status.message())),
+            Err(_) => Err("could not revoke the console's session: the server did not answer in 3 s".into()),
+        }
+    }
+
+    /// Logs in again after the console's own session ended, and wakes what
+    /// waited for it.
+    async fn relogin(&self, password: &str, updates: &mpsc::UnboundedSender<Update>) -> Result<String, String> {
+        let tokens = authenticate(&self.channel, &self.username, password).await.map_err(|e| match e {
+            AuthError::Unavailable(reason) | AuthError::Refused(reason) => reason,
+        })?;
+        if let Ok(mut current) = self.tokens.write() {
+            *current = tokens;
+        }
+        let _ = updates.send(Update::Connection(ConnectionState::Connecting));
+        self.logged_in.notify_waiters();
+        Ok(format!("logged in again as {}", self.username))
     }
 
     /// Starts the worker tasks; they end when `commands` closes.
@@ -183,10 +266,16 @@ impl AdminConnection {
 
     /// Follows the event stream forever, reconnecting with backoff.
     async fn follow_events(self, stale: Arc<StaleRows>, updates: mpsc::UnboundedSender<Update>) {
-        let mut last: Option<u64> = None;
+        // The first watch replays what the server keeps (after sequence
+        // 0), so the Events view opens with its history; events from
+        // before the console started only go into the log, as the lists
+        // loaded at start already reflect them.
+        let started = crate::format::now_millis(std::time::SystemTime::now());
+        let mut last: Option<u64> = Some(0);
         let mut backoff = Duration::from_millis(500);
         let mut reconnecting = false;
-        loop {
+        'watch: loop {
+            let used = self.access_token();
             let reason = match self.admin().watch_events(pb::WatchEventsRequest { after_sequence: last }).await {
                 Ok(stream) => {
                     let _ = updates.send(Update::Connection(ConnectionState::Live));
@@ -202,8 +291,12 @@ impl AdminConnection {
                             Ok(Some(message)) => {
                                 if let Some(event) = message.event {
                                     last = Some(event.sequence);
-                                    stale.note(&event);
-                                    let _ = updates.send(Update::Event(event));
+                                    if crate::format::millis(event.occurred_at.as_ref()) < started {
+                                        let _ = updates.send(Update::History(vec![event]));
+                                    } else {
+                                        stale.note(&event);
+                                        let _ = updates.send(Update::Event(event));
+                                    }
                                 }
                             }
                             Ok(None) => break "the server ended the stream".to_string(),
@@ -213,13 +306,21 @@ impl AdminConnection {
                                 last = None;
                                 break "fell behind; reloaded the lists".to_string();
                             }
+                            Err(status) if status.code() == Code::Unauthenticated => {
+                                match self.renew_or_wait(&used, &updates).await {
+                                    Some(reason) => break reason,
+                                    None => continue 'watch,
+                                }
+                            }
                             Err(status) => break status.message().to_string(),
                         }
                     }
                 }
                 Err(status) if status.code() == Code::Unauthenticated => {
-                    let _ = updates.send(Update::Connection(ConnectionState::LoggedOut));
-                    status.message().to_string()
+                    match self.renew_or_wait(&used, &updates).await {
+                        Some(reason) => reason,
+                        None => continue 'watch,
+                    }
                 }
                 Err(status) if status.code() == Code::OutOfRange => {
                     // The server never reached our sequence (restored from a
@@ -239,6 +340,29 @@ impl AdminConnection {
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(Duration::from_secs(10));
         }
+    }
+
+    /// After the stream refused the access token `used`: renews the tokens
+    /// (a distrusted signing key, an expiry) and returns why to reconnect;
+    /// or, when the session itself has ended, waits for a new login and
+    /// returns `None`.
+    async fn renew_or_wait(&self, used: &str, updates: &mpsc::UnboundedSender<Update>) -> Option<String> {
+        match self.renew(used).await {
+            Ok(()) => Some("the access token was renewed".into()),
+            Err(status) if status.code() == Code::Unauthenticated => {
+                self.wait_for_login(updates).await;
+                None
+            }
+            Err(status) => Some(status.message().to_string()),
+        }
+    }
+
+    /// Says that the console's own session has ended and waits until the
+    /// operator has logged in again.
+    async fn wait_for_login(&self, updates: &mpsc::UnboundedSender<Update>) {
+        let logged_in = self.logged_in.notified();
+        let _ = updates.send(Update::Connection(ConnectionState::LoggedOut));
+        logged_in.await;
     }
 
     /// Runs the operator's commands, one at a time, reporting each outcome.
@@ -275,15 +399,27 @@ impl AdminConnection {
                     .map(|r| {
                         let r = r.into_inner();
                         let verb = if *disabled { "disabled" } else { "enabled" };
-                        format!("{verb} {username}; {} sessions ended", r.revoked_sessions)
+                        format!("{verb} {username}; {} ended", count(r.revoked_sessions, "session"))
                     }),
+                Command::IncludeInactive(true) => {
+                    load_inactive(&mut admin, &updates).await.map(|n| format!("loaded {}", count(n, "ended record")))
+                }
+                Command::IncludeInactive(false) => Ok("showing active sessions and tokens only".into()),
+                Command::Login { password } => match self.relogin(password.expose(), &updates).await {
+                    Ok(text) => Ok(text),
+                    Err(reason) => {
+                        let _ = updates.send(Update::Status { text: format!("login failed: {reason}"), error: true });
+                        continue;
+                    }
+                },
                 Command::EmergencyKeyRotation => {
+                    let seen = self.access_token();
                     match admin.rotate_signing_key(pb::RotateSigningKeyRequest { distrust_previous: true }).await {
                         // The console's own token was signed with a key
                         // that no longer verifies: refresh it at once.
                         Ok(r) => {
                             let kid = r.into_inner().key.map(|k| k.kid).unwrap_or_default();
-                            self.refresh_now().await.map(|()| {
+                            self.renew(&seen).await.map(|()| {
                                 format!(
                                     "new signing key {}; every older key is distrusted",
                                     crate::format::short_id(&kid)
@@ -296,6 +432,17 @@ impl AdminConnection {
             };
             let update = match outcome {
                 Ok(text) => Update::Status { text, error: false },
+                Err(status) if status.code() == Code::Unauthenticated => {
+                    let _ = updates.send(Update::Connection(ConnectionState::LoggedOut));
+                    Update::Status {
+                        text: format!(
+                            "{} failed: the console's session has ended ({}); L logs in again",
+                            command.describe(),
+                            status.message()
+                        ),
+                        error: true,
+                    }
+                }
                 Err(status) => {
                     Update::Status { text: format!("{} failed: {}", command.describe(), status.message()), error: true }
                 }
@@ -306,9 +453,19 @@ impl AdminConnection {
         }
     }
 
-    /// Exchanges the console's refresh token for new tokens now.
-    async fn refresh_now(&self) -> Result<(), Status> {
-        let refresh = self.tokens.read().map(|t| t.refresh.clone()).unwrap_or_default();
+    /// The access token the console sends now.
+    fn access_token(&self) -> String {
+        self.tokens.read().map(|t| t.access.clone()).unwrap_or_default()
+    }
+
+    /// Exchanges the refresh token for new tokens, unless they were renewed
+    /// since `seen` was the access token (then that renewal is enough).
+    async fn renew(&self, seen: &str) -> Result<(), Status> {
+        let _one_at_a_time = self.renewing.lock().await;
+        let refresh = match self.tokens.read() {
+            Ok(t) if t.access == seen => t.refresh.clone(),
+            _ => return Ok(()),
+        };
         let r = IdentityServiceClient::new(self.channel.clone())
             .refresh(pb::RefreshRequest { refresh_token: refresh })
             .await?
@@ -326,10 +483,9 @@ impl AdminConnection {
     /// Refreshes the console's own access token a minute before it expires
     /// (or halfway through short lifetimes).
     async fn keep_token_fresh(self, updates: mpsc::UnboundedSender<Update>) {
-        let mut identity = IdentityServiceClient::new(self.channel.clone());
         loop {
-            let expires_at = match self.tokens.read() {
-                Ok(t) => t.expires_at,
+            let (expires_at, seen) = match self.tokens.read() {
+                Ok(t) => (t.expires_at, t.access.clone()),
                 Err(_) => return,
             };
             let now = crate::format::now_millis(std::time::SystemTime::now()) / 1000;
@@ -339,32 +495,21 @@ impl AdminConnection {
             if updates.is_closed() {
                 return;
             }
-            // Read again: a command may have refreshed meanwhile (after an
-            // emergency key rotation), and presenting the refresh token read
-            // before the sleep would then be a reuse, which ends the session.
-            let refresh = match self.tokens.read() {
-                Ok(t) if t.expires_at == expires_at => t.refresh.clone(),
-                Ok(_) => continue,
-                Err(_) => return,
-            };
-            match identity.refresh(pb::RefreshRequest { refresh_token: refresh }).await {
-                Ok(response) => {
-                    let r = response.into_inner();
-                    if let Ok(mut tokens) = self.tokens.write() {
-                        *tokens = TokenPair {
-                            access: r.access_token,
-                            refresh: r.refresh_token,
-                            expires_at: r.access_token_expires_at.map(|t| t.seconds).unwrap_or(0),
-                        };
-                    }
-                }
+            // A command or the event stream may have renewed meanwhile (after
+            // an emergency key rotation): `renew` then leaves it at that.
+            match self.renew(&seen).await {
+                Ok(()) => {}
                 Err(status) if status.code() == Code::Unauthenticated => {
+                    // One refresher only, ever: two would present the same
+                    // refresh token, and the second is a reuse that ends the
+                    // session. This one waits for the new login.
+                    let logged_in = self.logged_in.notified();
                     let _ = updates.send(Update::Connection(ConnectionState::LoggedOut));
                     let _ = updates.send(Update::Status {
-                        text: format!("the console's session ended ({}); restart to log in again", status.message()),
+                        text: format!("the console's session ended ({}); L logs in again", status.message()),
                         error: true,
                     });
-                    return;
+                    logged_in.await;
                 }
                 Err(status) => {
                     let _ = updates.send(Update::Status {
@@ -496,6 +641,38 @@ async fn refresh_user(admin: &mut Admin, user_id: &str, updates: &mpsc::Unbounde
     }
 }
 
+/// Sends every ended session and token (the active ones are loaded
+/// already); returns how many there were.
+async fn load_inactive(admin: &mut Admin, updates: &mpsc::UnboundedSender<Update>) -> Result<u64, Status> {
+    let mut ended = 0;
+    let mut page_token = String::new();
+    loop {
+        let request =
+            pb::ListSessionsRequest { page_size: 1000, page_token, include_inactive: true, ..Default::default() };
+        let page = admin.list_sessions(request).await?.into_inner();
+        let rows: Vec<_> = page.sessions.into_iter().filter(|s| s.state() != pb::SessionState::Active).collect();
+        ended += rows.len() as u64;
+        let _ = updates.send(Update::Sessions(rows));
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        page_token = page.next_page_token;
+    }
+    let mut page_token = String::new();
+    loop {
+        let request =
+            pb::ListTokensRequest { page_size: 1000, page_token, include_inactive: true, ..Default::default() };
+        let page = admin.list_tokens(request).await?.into_inner();
+        let rows: Vec<_> = page.tokens.into_iter().filter(|t| t.state() != pb::TokenState::Active).collect();
+        ended += rows.len() as u64;
+        let _ = updates.send(Update::Tokens(rows));
+        if page.next_page_token.is_empty() {
+            return Ok(ended);
+        }
+        page_token = page.next_page_token;
+    }
+}
+
 fn counts(prefix: &str, r: pb::RevokeResponse) -> String {
-    format!("{prefix} {} sessions, {} tokens", r.revoked_sessions, r.revoked_tokens)
+    format!("{prefix} {}, {}", count(r.revoked_sessions, "session"), count(r.revoked_tokens, "token"))
 }

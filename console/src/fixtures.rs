@@ -15,7 +15,8 @@ fn at(offset_seconds: i64) -> Option<prost_types::Timestamp> {
 }
 
 fn id(prefix: char, n: usize) -> String {
-    format!("{prefix}{n:07}-0000-7000-8000-000000000000")
+    // UUIDv7-like: a shared time prefix, a distinct tail.
+    format!("01900000-0000-7000-8000-{prefix}{n:011}")
 }
 
 fn user_id(username: &str) -> String {

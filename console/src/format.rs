@@ -1,4 +1,4 @@
-//! Small text helpers: relative times and short ids.
+//! Small text helpers: relative times, short ids and counted nouns.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -37,9 +37,19 @@ pub fn human(d: Duration) -> String {
     }
 }
 
-/// The first eight characters of an id: enough to tell rows apart.
+/// The last eight characters of an id: enough to tell rows apart. Sigil's
+/// ids are UUIDv7, whose first characters encode the creation time, so
+/// everything made in the same minute shares them; the tail is random.
 pub fn short_id(id: &str) -> &str {
-    id.get(..8).unwrap_or(id)
+    id.get(id.len().saturating_sub(8)..).unwrap_or(id)
+}
+
+/// "1 session", "3 sessions": a count and its noun (regular plurals only).
+pub fn count(n: impl Into<u64>, noun: &str) -> String {
+    match n.into() {
+        1 => format!("1 {noun}"),
+        n => format!("{n} {noun}s"),
+    }
 }
 
 #[cfg(test)]
@@ -58,5 +68,23 @@ mod tests {
         assert_eq!(relative(at(1_000_000).as_ref(), now), "just now");
         assert_eq!(relative(at(1_000_000 + 3 * 86_400).as_ref(), now), "in 3d");
         assert_eq!(relative(None, now), "-");
+    }
+
+    #[test]
+    fn ids_made_in_the_same_millisecond_still_look_different() {
+        // Two UUIDv7 ids of the same instant: the 48-bit time prefix is
+        // equal, only the random tail differs.
+        let a = "019ad7e1-2b3c-7a11-8f00-4c1d2e3f4a5b";
+        let b = "019ad7e1-2b3c-7b22-9e11-7f6e5d4c3b2a";
+        assert_ne!(short_id(a), short_id(b));
+        assert_eq!(short_id(a), "2e3f4a5b");
+        assert_eq!(short_id("abc"), "abc", "short ids are shown whole");
+    }
+
+    #[test]
+    fn counts_read_as_english() {
+        assert_eq!(count(1u32, "session"), "1 session");
+        assert_eq!(count(0u32, "session"), "0 sessions");
+        assert_eq!(count(2u32, "token"), "2 tokens");
     }
 }

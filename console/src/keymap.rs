@@ -22,6 +22,8 @@ pub enum Context {
     Confirm,
     /// The help screen is open.
     Help,
+    /// Typing a password at the hidden prompt.
+    Password,
 }
 
 impl Context {
@@ -32,6 +34,7 @@ impl Context {
             Context::Filter => *mode == Mode::Filter,
             Context::Confirm => matches!(mode, Mode::Confirm(_)),
             Context::Help => *mode == Mode::Help,
+            Context::Password => matches!(mode, Mode::Password(_)),
         }
     }
 }
@@ -56,6 +59,8 @@ pub enum Does {
     Act(Action),
     /// The typed character goes into the filter.
     TypeIntoFilter,
+    /// The typed character goes into the hidden password.
+    TypeIntoPassword,
 }
 
 /// Which label the footer gives an entry in each view.
@@ -141,6 +146,18 @@ pub static KEY_MAP: &[Entry] = &[
     },
     Entry {
         context: Context::Normal,
+        keys: &[(Code(KeyCode::Char('S')), Act(Action::ReverseSort))],
+        help: Some(("S", "reverse the sort (▲ ascending, ▼ descending)")),
+        footer: None,
+    },
+    Entry {
+        context: Context::Normal,
+        keys: &[(Code(KeyCode::Char('a')), Act(Action::ToggleInactive))],
+        help: Some(("a", "also show ended (revoked, expired) sessions and tokens")),
+        footer: None,
+    },
+    Entry {
+        context: Context::Normal,
         keys: &[(Code(KeyCode::Enter), Act(Action::ToggleDetail))],
         help: Some(("Enter", "details: a session's tokens, a user's sessions")),
         footer: Some(Footer {
@@ -191,6 +208,36 @@ pub static KEY_MAP: &[Entry] = &[
         footer: None,
     },
     Entry {
+        context: Context::Normal,
+        keys: &[(Code(KeyCode::Char('L')), Act(Action::StartLogin))],
+        help: Some(("L", "log in again (after the console's own session ended)")),
+        footer: None,
+    },
+    Entry {
+        context: Context::Password,
+        keys: &[(Code(KeyCode::Enter), Act(Action::PasswordSubmit))],
+        help: None,
+        footer: Some(Footer { keys: "Enter", label: Label::Everywhere("log in"), priority: 2 }),
+    },
+    Entry {
+        context: Context::Password,
+        keys: &[(Code(KeyCode::Esc), Act(Action::Cancel))],
+        help: None,
+        footer: Some(Footer { keys: "Esc", label: Label::Everywhere("cancel"), priority: 3 }),
+    },
+    Entry {
+        context: Context::Password,
+        keys: &[(Code(KeyCode::Backspace), Act(Action::PasswordBackspace))],
+        help: None,
+        footer: None,
+    },
+    Entry {
+        context: Context::Password,
+        keys: &[(Key::AnyCharacter, Does::TypeIntoPassword)],
+        help: None,
+        footer: Some(Footer { keys: "type the password", label: Label::Everywhere(""), priority: 1 }),
+    },
+    Entry {
         context: Context::Confirm,
         keys: &[(Code(KeyCode::Char('y')), Act(Action::Confirm)), (Code(KeyCode::Char('Y')), Act(Action::Confirm))],
         help: Some(("y", "confirm a revocation (any other key cancels)")),
@@ -214,11 +261,12 @@ pub static KEY_MAP: &[Entry] = &[
         help: Some(("q / Ctrl-C", "quit")),
         footer: Some(Footer { keys: "q", label: Label::Everywhere("quit"), priority: 10 }),
     },
-    // Esc outside the filter clears it too: the help of `/` says so.
+    // Esc outside the filter closes the detail pane, or else clears the
+    // filter (the help of `/` says so).
     Entry {
         context: Context::Normal,
-        keys: &[(Code(KeyCode::Esc), Act(Action::FilterClear))],
-        help: None,
+        keys: &[(Code(KeyCode::Esc), Act(Action::Back))],
+        help: Some(("Esc", "close the details, or clear the filter")),
         footer: None,
     },
     Entry {
@@ -265,6 +313,10 @@ pub fn from_key(mode: &Mode, key: KeyEvent) -> Action {
             KeyCode::Char(c) => Action::FilterChar(c),
             _ => Action::Nothing,
         },
+        Some((_, Does::TypeIntoPassword)) => match key.code {
+            KeyCode::Char(c) => Action::PasswordChar(c),
+            _ => Action::Nothing,
+        },
         None => Action::Nothing,
     }
 }
@@ -285,8 +337,29 @@ pub fn help() -> impl Iterator<Item = (&'static str, &'static str)> {
     KEY_MAP.iter().filter_map(|e| e.help)
 }
 
+/// The footer of keys for the current mode and view, in at most `width`
+/// characters: when it is too long, the entries that come first (moving,
+/// switching, filtering: the keys every operator knows, and the help lists)
+/// give way first, so the actions, `?` and `q` stay visible.
+pub fn footer_within(mode: &Mode, view: View, width: usize) -> String {
+    let mut entries = footer_entries(mode, view);
+    while entries.len() > 1 && joined(&entries).chars().count() > width {
+        entries.remove(0);
+    }
+    joined(&entries)
+}
+
+fn joined(entries: &[String]) -> String {
+    entries.join(" · ")
+}
+
 /// The footer of keys for the current mode and view.
 pub fn footer(mode: &Mode, view: View) -> String {
+    joined(&footer_entries(mode, view))
+}
+
+/// The footer's entries for the current mode and view, in footer order.
+fn footer_entries(mode: &Mode, view: View) -> Vec<String> {
     // The help screen covers the table; the footer under it stays the
     // table's, so the operator sees where any key returns to.
     let mode = if *mode == Mode::Help { &Mode::Normal } else { mode };
@@ -305,7 +378,7 @@ pub fn footer(mode: &Mode, view: View) -> String {
         })
         .collect();
     shown.sort_by_key(|(priority, _)| *priority);
-    shown.into_iter().map(|(_, text)| text).collect::<Vec<_>>().join(" · ")
+    shown.into_iter().map(|(_, text)| text).collect()
 }
 
 #[cfg(test)]
@@ -326,6 +399,7 @@ mod tests {
                 }
                 Context::Filter => Mode::Filter,
                 Context::Help => Mode::Help,
+                Context::Password => Mode::Password(crate::mode::Hidden::default()),
                 Context::Normal | Context::Anywhere => Mode::Normal,
             };
             for (key, does) in entry.keys {
@@ -338,7 +412,7 @@ mod tests {
 
     #[test]
     fn a_key_is_bound_at_most_once_per_mode() {
-        for context in [Context::Normal, Context::Filter, Context::Confirm, Context::Help] {
+        for context in [Context::Normal, Context::Filter, Context::Confirm, Context::Help, Context::Password] {
             let keys: Vec<Key> = KEY_MAP
                 .iter()
                 .filter(|e| e.context == context || e.context == Context::Anywhere)
@@ -348,6 +422,17 @@ mod tests {
                 assert!(!keys[i + 1..].contains(key), "{key:?} is bound twice in {context:?}");
             }
         }
+    }
+
+    #[test]
+    fn a_narrow_footer_drops_the_moving_keys_first_and_keeps_the_actions() {
+        let footer = footer_within(&Mode::Normal, View::Sessions, 78);
+        assert!(footer.chars().count() <= 78, "{footer}");
+        for key in ["d revoke", "x disable user", "? help", "q quit"] {
+            assert!(footer.contains(key), "{key:?} missing from {footer}");
+        }
+        assert!(!footer.contains("↑↓"), "{footer}");
+        assert_eq!(footer_within(&Mode::Normal, View::Sessions, 500), super::footer(&Mode::Normal, View::Sessions));
     }
 
     #[test]

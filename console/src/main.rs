@@ -1,6 +1,8 @@
 //! `sigil-console`: logs in, then runs the live admin console until `q`.
-//! A wrong password or an unreachable server ends with one clear line and a
-//! non-zero exit, before the terminal is touched.
+//! A wrong password, an unreachable server or a missing terminal ends with
+//! one clear line and a non-zero exit, before the terminal is touched.
+//! However the console ends (short of a kill), it revokes its own session
+//! on the way out, so no admin session is left behind.
 
 use std::{io::IsTerminal as _, process::ExitCode, time::Duration, time::SystemTime};
 
@@ -71,9 +73,17 @@ fn main() -> ExitCode {
             Err(e) => return fail(&e.to_string()),
         };
         drop(password);
-        match run(connection, &cli.server, &cli.username).await {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => fail(&format!("terminal error: {e}")),
+        // Without a terminal there is nothing to draw on: ratatui would
+        // panic with a backtrace.
+        let outcome = if std::io::stdout().is_terminal() && std::io::stdin().is_terminal() {
+            run(connection.clone(), &cli.server, &cli.username).await.map_err(|e| format!("terminal error: {e}"))
+        } else {
+            Err("not a terminal: run sigil-console in a terminal (stdin and stdout)".to_string())
+        };
+        let logout = connection.logout().await;
+        match (outcome, logout) {
+            (Ok(()), Ok(())) => ExitCode::SUCCESS,
+            (Err(e), _) | (Ok(()), Err(e)) => fail(&e),
         }
     })
 }

@@ -4,7 +4,7 @@
 
 use sigil_proto::pb;
 
-use crate::format::short_id;
+use crate::{format::short_id, mode::Hidden};
 
 /// What the operator asked for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,6 +37,13 @@ pub enum Command {
     },
     /// Make a new signing key active and distrust every older one.
     EmergencyKeyRotation,
+    /// Load ended sessions and tokens too (true), or stop (false).
+    IncludeInactive(bool),
+    /// Log in again (after the console's own session ended).
+    Login {
+        /// The password typed at the hidden prompt.
+        password: Hidden,
+    },
 }
 
 impl Command {
@@ -51,6 +58,9 @@ impl Command {
             Command::SetDisabled { username, disabled: true, .. } => format!("disabling {username}"),
             Command::SetDisabled { username, disabled: false, .. } => format!("enabling {username}"),
             Command::EmergencyKeyRotation => "emergency key rotation".into(),
+            Command::IncludeInactive(true) => "loading ended sessions and tokens".into(),
+            Command::IncludeInactive(false) => "showing active records only".into(),
+            Command::Login { .. } => "logging in".into(),
         }
     }
 }
@@ -69,7 +79,8 @@ pub enum ConnectionState {
         /// Seconds until the next try.
         retry_in: u64,
     },
-    /// The console's own session ended (revoked or expired).
+    /// The console's own session ended (revoked or expired): every call
+    /// fails until the operator logs in again.
     LoggedOut,
 }
 
@@ -86,6 +97,9 @@ pub enum Update {
     UserGone(String),
     /// An audit event.
     Event(pb::Event),
+    /// Events from before the console started, oldest first: they go into
+    /// the event log only (the lists loaded at start already reflect them).
+    History(Vec<pb::Event>),
     /// The stream's state changed.
     Connection(ConnectionState),
     /// The outcome of a command.

@@ -23,8 +23,12 @@ pub enum SortKey {
 pub trait Record {
     /// Column titles.
     const COLUMNS: &'static [&'static str];
-    /// Relative column widths.
+    /// The width (in characters) each column needs; wider screens share
+    /// the rest in proportion.
     const WIDTHS: &'static [u16];
+    /// The columns that give way, first to last, when the screen is too
+    /// narrow for all of them.
+    const DROP_ORDER: &'static [usize];
     /// Stable id.
     fn id(&self) -> &str;
     /// The cells of the row at `now`.
@@ -65,7 +69,10 @@ const LIVE: Style = Style::new();
 impl Record for pb::Session {
     const COLUMNS: &'static [&'static str] =
         &["User", "Device", "Client", "User agent", "Created", "Last seen", "Expires", "State"];
-    const WIDTHS: &'static [u16] = &[12, 14, 18, 18, 10, 10, 10, 8];
+    const WIDTHS: &'static [u16] = &[12, 14, 21, 18, 8, 9, 8, 7];
+    // The address and the device tell sessions apart in an incident; the
+    // user agent and the times can be looked up in the details.
+    const DROP_ORDER: &'static [usize] = &[3, 6, 5, 4, 1];
     const TIME_COLUMNS: &'static [usize] = &[4, 5, 6];
 
     fn id(&self) -> &str {
@@ -120,6 +127,7 @@ pub fn session_state(state: pb::SessionState) -> &'static str {
 impl Record for pb::Token {
     const COLUMNS: &'static [&'static str] = &["Token", "Kind", "User", "Session", "Issued", "Expires", "State"];
     const WIDTHS: &'static [u16] = &[10, 8, 12, 10, 10, 10, 8];
+    const DROP_ORDER: &'static [usize] = &[5, 4, 1, 3];
     const TIME_COLUMNS: &'static [usize] = &[4, 5];
 
     fn id(&self) -> &str {
@@ -180,6 +188,7 @@ fn token_state(state: pb::TokenState) -> &'static str {
 impl Record for pb::User {
     const COLUMNS: &'static [&'static str] = &["Name", "Roles", "Disabled", "Active sessions", "Created"];
     const WIDTHS: &'static [u16] = &[16, 20, 9, 15, 10];
+    const DROP_ORDER: &'static [usize] = &[4, 2];
     const TIME_COLUMNS: &'static [usize] = &[4];
 
     fn id(&self) -> &str {
@@ -214,6 +223,7 @@ impl Record for pb::User {
 impl Record for pb::Event {
     const COLUMNS: &'static [&'static str] = &["Seq", "When", "Event", "User", "Session", "Detail"];
     const WIDTHS: &'static [u16] = &[7, 9, 16, 12, 10, 30];
+    const DROP_ORDER: &'static [usize] = &[4, 0];
     const TIME_COLUMNS: &'static [usize] = &[1];
 
     fn id(&self) -> &str {
@@ -228,7 +238,7 @@ impl Record for pb::Event {
             event_kind(self.kind()).into(),
             self.username.clone(),
             short_id(&self.session_id).to_string(),
-            self.detail.clone(),
+            event_detail(self),
         ]
     }
 
@@ -257,6 +267,12 @@ impl Record for pb::Event {
     }
 }
 
+/// An event's detail as shown: the server writes "from ADDRESS (DEVICE)"
+/// also when a login named no device, and empty parentheses say nothing.
+pub fn event_detail(event: &pb::Event) -> String {
+    event.detail.replace(" ()", "")
+}
+
 /// Short name of an event kind.
 pub fn event_kind(kind: pb::EventKind) -> &'static str {
     use pb::EventKind as K;
@@ -279,5 +295,16 @@ pub fn event_kind(kind: pb::EventKind) -> &'static str {
         K::AccountLocked => "account locked",
         K::StoreLossAccepted => "store loss accepted",
         K::Unspecified => "?",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_event_without_a_device_shows_no_empty_parentheses() {
+        let event = pb::Event { detail: "from 10.0.0.7:5000 ()".into(), ..Default::default() };
+        assert_eq!(event.cells(std::time::UNIX_EPOCH)[5], "from 10.0.0.7:5000");
     }
 }

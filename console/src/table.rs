@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 
-use crate::records::Record;
+use crate::records::{Record, SortKey};
 
 /// A row's search text. It leaves out relative times, so any clock will do.
 fn haystack<T: Record>(row: &T) -> String {
@@ -21,6 +21,8 @@ pub struct Table<T> {
     by_id: HashMap<String, usize>,
     filter: String,
     sort: Option<usize>,
+    /// The sort runs against the column's natural order.
+    reversed: bool,
     order: Vec<usize>,
     stale: bool,
     selected: usize,
@@ -39,6 +41,7 @@ impl<T: Record> Table<T> {
             by_id: HashMap::new(),
             filter: String::new(),
             sort: None,
+            reversed: false,
             order: Vec::new(),
             stale: false,
             selected: 0,
@@ -90,6 +93,17 @@ impl<T: Record> Table<T> {
         }
     }
 
+    /// Keeps only the rows `keep` accepts.
+    pub fn retain(&mut self, keep: impl Fn(&T) -> bool) {
+        if self.rows.iter().all(&keep) {
+            return;
+        }
+        let rows = std::mem::take(&mut self.rows).into_iter().zip(std::mem::take(&mut self.haystacks));
+        (self.rows, self.haystacks) = rows.filter(|(row, _)| keep(row)).unzip();
+        self.by_id = self.rows.iter().enumerate().map(|(i, r)| (r.id().to_string(), i)).collect();
+        self.stale = true;
+    }
+
     /// Drops the oldest rows beyond `max`.
     pub fn truncate_front(&mut self, max: usize) {
         if self.rows.len() > max {
@@ -130,14 +144,38 @@ impl<T: Record> Table<T> {
         self.sort
     }
 
-    /// Sorts by the next column (after the last: arrival order again).
+    /// Sorts by the next column (after the last: arrival order again), in
+    /// that column's natural order.
     pub fn cycle_sort(&mut self) {
         self.sort = match self.sort {
             None => Some(0),
             Some(c) if c + 1 < T::COLUMNS.len() => Some(c + 1),
             Some(_) => None,
         };
+        self.reversed = false;
         self.stale = true;
+    }
+
+    /// Reverses the sort (sorting by the first column if unsorted).
+    pub fn reverse_sort(&mut self) {
+        self.sort = Some(self.sort.unwrap_or(0));
+        self.reversed = !self.reversed;
+        self.stale = true;
+    }
+
+    /// Whether the sort runs against its column's natural order.
+    pub fn sort_reversed(&self) -> bool {
+        self.reversed
+    }
+
+    /// The sorted column and its direction as the header marks it: `▲`
+    /// ascending (A to Z, oldest first, fewest first), `▼` descending.
+    pub fn sort_marker(&self) -> Option<(usize, &'static str)> {
+        let column = self.sort?;
+        // The natural order of a column shows in its keys: text runs A to Z,
+        // times newest first and counts largest first.
+        let ascending = self.rows.first().is_none_or(|row| matches!(row.sort_key(column), SortKey::Text(_)));
+        Some((column, if ascending != self.reversed { "▲" } else { "▼" }))
     }
 
     /// Recomputes the shown order if anything changed.
@@ -153,6 +191,9 @@ impl<T: Record> Table<T> {
         }
         if let Some(column) = self.sort {
             order.sort_by_cached_key(|&i| self.rows[i].sort_key(column));
+            if self.reversed {
+                order.reverse();
+            }
         }
         self.order = order;
         self.stale = false;

@@ -17,9 +17,13 @@ use crate::{
     keymap, layout,
     messages::ConnectionState,
     mode::Mode,
-    records::{Record, event_kind, session_state},
+    records::{Record, event_detail, event_kind, session_state},
     table,
 };
+
+/// The marker of the selected row (its width is the same in characters
+/// and in bytes' count of `chars`, which is what the layout needs).
+const HIGHLIGHT: &str = "▶ ";
 
 /// Draws the whole console. It only reads the state: what drawing needs
 /// to know beforehand (the page size, the scroll offsets) the state machine
@@ -29,9 +33,11 @@ pub fn draw(frame: &mut Frame<'_>, app: &App) {
     draw_header(frame, areas.header, app);
     draw_tabs(frame, areas.tabs, app);
     let (main, now) = (areas.table, app.now);
+    let (sessions, tokens) =
+        if app.include_inactive { ("Sessions, ended too", "Tokens, ended too") } else { ("Sessions", "Tokens") };
     match app.view {
-        View::Sessions => draw_table(frame, main, &app.sessions, now, "Sessions"),
-        View::Tokens => draw_table(frame, main, &app.tokens, now, "Tokens"),
+        View::Sessions => draw_table(frame, main, &app.sessions, now, sessions),
+        View::Tokens => draw_table(frame, main, &app.tokens, now, tokens),
         View::Users => draw_table(frame, main, &app.users, now, "Users"),
         View::Events => draw_table(frame, main, &app.events, now, "Events (newest first)"),
     }
@@ -43,6 +49,7 @@ pub fn draw(frame: &mut Frame<'_>, app: &App) {
     match &app.mode {
         Mode::Help => draw_help(frame),
         Mode::Confirm(pending) => draw_confirm(frame, &pending.prompt),
+        Mode::Password(password) => draw_password(frame, app, password.len()),
         _ => {}
     }
 }
@@ -54,7 +61,9 @@ fn draw_header(frame: &mut Frame<'_>, area: Rect, app: &App) {
         ConnectionState::Reconnecting { reason, retry_in } => {
             Span::styled(format!("● stream lost ({reason}); retrying in {retry_in}s"), Style::new().fg(Color::Red))
         }
-        ConnectionState::LoggedOut => Span::styled("● logged out", Style::new().fg(Color::Red)),
+        ConnectionState::LoggedOut => {
+            Span::styled("● session ended · L log in", Style::new().fg(Color::Red).add_modifier(Modifier::BOLD))
+        }
     };
     let line = Line::from(vec![
         Span::styled(" Sigil console ", Style::new().add_modifier(Modifier::BOLD)),
@@ -83,20 +92,34 @@ fn draw_table<T: Record>(
     let height = layout::table_rows(area);
     let total = rows.len();
     let position = if total == 0 { 0 } else { rows.selected_index() + 1 };
-    let sort = rows.sort().map(|c| format!(" · sorted by {}", T::COLUMNS[c].to_lowercase())).unwrap_or_default();
+    let marker = rows.sort_marker();
+    let sort =
+        marker.map(|(c, arrow)| format!(" · sorted by {} {arrow}", T::COLUMNS[c].to_lowercase())).unwrap_or_default();
     let filter = if rows.filter().is_empty() { String::new() } else { format!(" · filter \"{}\"", rows.filter()) };
     let block = Block::default().borders(Borders::ALL).title(format!(" {title} {position}/{total}{sort}{filter} "));
     let (visible, selected) = rows.window(height);
     // Only the rows on screen are turned into widgets.
-    let body: Vec<Row<'_>> =
-        visible.iter().map(|r| Row::new(r.cells(now).into_iter().map(Cell::from)).style(r.style())).collect();
-    let header = Row::new(T::COLUMNS.iter().map(|c| Cell::from(*c))).style(Style::new().add_modifier(Modifier::BOLD));
-    let widths: Vec<Constraint> = T::WIDTHS.iter().map(|w| Constraint::Fill(*w)).collect();
+    // Inside the borders and beside the selection marker.
+    let columns = layout::columns(T::WIDTHS, T::DROP_ORDER, area.width.saturating_sub(2 + HIGHLIGHT.len() as u16));
+    let body: Vec<Row<'_>> = visible
+        .iter()
+        .map(|r| {
+            let mut cells = r.cells(now);
+            Row::new(columns.iter().map(|(c, _)| Cell::from(std::mem::take(&mut cells[*c])))).style(r.style())
+        })
+        .collect();
+    let header = Row::new(columns.iter().map(|(c, _)| match marker {
+        Some((sorted, arrow)) if sorted == *c => Cell::from(format!("{} {arrow}", T::COLUMNS[*c])),
+        _ => Cell::from(T::COLUMNS[*c]),
+    }))
+    .style(Style::new().add_modifier(Modifier::BOLD));
+    let widths: Vec<Constraint> = columns.iter().map(|(_, w)| Constraint::Length(*w)).collect();
     let table = Table::new(body, widths)
         .header(header)
         .block(block)
         .row_highlight_style(Style::new().add_modifier(Modifier::REVERSED))
-        .highlight_symbol("▶ ");
+        .highlight_symbol(HIGHLIGHT)
+        .highlight_spacing(ratatui::widgets::HighlightSpacing::Always);
     let mut state = TableState::default().with_selected(selected);
     frame.render_stateful_widget(table, area, &mut state);
 }
@@ -157,7 +180,11 @@ fn draw_detail(frame: &mut Frame<'_>, area: Rect, app: &App) {
                         "user {} {}  session {}  token {}",
                         e.username, e.user_id, e.session_id, e.token_id
                     )),
-                    Line::from(format!("by {}  {}", e.actor_user_id, e.detail)),
+                    Line::from(if e.actor_user_id.is_empty() {
+                        event_detail(e)
+                    } else {
+                        format!("by {}  {}", e.actor_user_id, event_detail(e))
+                    }),
                 ],
             ),
             None => (" Details ".into(), vec![]),
@@ -178,7 +205,7 @@ fn draw_status(frame: &mut Frame<'_>, area: Rect, app: &App) {
 }
 
 fn draw_footer(frame: &mut Frame<'_>, area: Rect, app: &App) {
-    let keys = keymap::footer(&app.mode, app.view);
+    let keys = keymap::footer_within(&app.mode, app.view, usize::from(area.width.saturating_sub(1)));
     frame.render_widget(Paragraph::new(Line::styled(format!(" {keys}"), Style::new().fg(Color::Cyan))), area);
 }
 
@@ -198,6 +225,18 @@ fn draw_help(frame: &mut Frame<'_>) {
     let area = popup(frame, 80, lines.len() as u16 + 2);
     let block = Block::default().borders(Borders::ALL).title(" Keys (any key closes) ");
     frame.render_widget(Paragraph::new(lines).block(block), area);
+}
+
+fn draw_password(frame: &mut Frame<'_>, app: &App, typed: usize) {
+    let area = popup(frame, 70, 5);
+    let block =
+        Block::default().borders(Borders::ALL).title(" Log in again ").border_style(Style::new().fg(Color::Yellow));
+    let text = vec![
+        Line::from(format!("Password for {} at {}:", app.username, app.server)),
+        Line::from(format!("{}▏", "•".repeat(typed))),
+        Line::from("Enter logs in, Esc cancels"),
+    ];
+    frame.render_widget(Paragraph::new(text).wrap(Wrap { trim: true }).block(block), area);
 }
 
 fn draw_confirm(frame: &mut Frame<'_>, prompt: &str) {
@@ -322,6 +361,92 @@ mod tests {
             app.update(Action::FilterChar(c));
         }
         insta::assert_snapshot!(render(&mut app));
+    }
+
+    fn render_at(app: &mut App, width: u16, height: u16) -> String {
+        let mut terminal = Terminal::new(TestBackend::new(width, height)).expect("terminal");
+        app.update(Action::Resize(terminal.size().expect("size")));
+        terminal.draw(|frame| draw(frame, app)).expect("draw");
+        terminal.backend().to_string()
+    }
+
+    /// Every view (and every pop-up) at the smallest common terminal and
+    /// at a large one.
+    #[test]
+    fn every_view_at_80x24_and_200x50() {
+        type Setup = fn(&mut App);
+        let views: [(&str, Setup); 11] = [
+            ("sessions", |_| {}),
+            ("sessions_detail", |app| {
+                app.update(Action::ToggleDetail);
+            }),
+            ("tokens", |app| {
+                app.update(Action::NextView);
+            }),
+            ("tokens_detail", |app| {
+                app.update(Action::NextView);
+                app.update(Action::ToggleDetail);
+            }),
+            ("users", |app| {
+                app.update(Action::NextView);
+                app.update(Action::NextView);
+            }),
+            ("users_detail", |app| {
+                app.update(Action::NextView);
+                app.update(Action::NextView);
+                app.update(Action::ToggleDetail);
+            }),
+            ("events", |app| {
+                app.update(Action::PrevView);
+            }),
+            ("events_detail", |app| {
+                app.update(Action::PrevView);
+                app.update(Action::ToggleDetail);
+            }),
+            ("help", |app| {
+                app.update(Action::ToggleHelp);
+            }),
+            ("confirm", |app| {
+                app.update(Action::Down);
+                app.update(Action::RevokeSelected);
+            }),
+            ("sorted_descending", |app| {
+                app.update(Action::CycleSort);
+                app.update(Action::ReverseSort);
+            }),
+        ];
+        for (width, height) in [(80, 24), (200, 50)] {
+            for (name, setup) in views {
+                let mut app = app();
+                setup(&mut app);
+                insta::assert_snapshot!(format!("{name}_{width}x{height}"), render_at(&mut app, width, height));
+            }
+        }
+    }
+
+    #[test]
+    fn at_80x24_the_client_address_and_the_essential_keys_stay_visible() {
+        let mut app = app();
+        app.sessions.modify(&app.sessions.all()[0].session_id.clone(), |s| {
+            s.client_address = "203.113.255.254:65535".into();
+        });
+        let screen = render_at(&mut app, 80, 24);
+        assert!(screen.contains("203.113.255.254:65535"), "{screen}");
+        let footer = screen.lines().last().expect("footer");
+        for key in ["x disable", "? help", "q quit"] {
+            assert!(footer.contains(key), "{key:?} missing from {footer}");
+        }
+    }
+
+    #[test]
+    fn a_logged_out_console_says_so_instead_of_live() {
+        let mut app = app();
+        app.update(Action::Backend(Update::Connection(ConnectionState::LoggedOut)));
+        let screen = render_at(&mut app, 80, 24);
+        let header = screen.lines().next().expect("header");
+        assert!(!header.contains("live"), "{header}");
+        assert!(header.contains("session ended") && header.contains("L log in"), "{header}");
+        insta::assert_snapshot!(screen);
     }
 
     #[test]

@@ -50,3 +50,116 @@ async fn a_wrong_password_is_one_clear_line() {
     assert_eq!(line.trim_end(), "sigil-console: login failed: invalid username or password");
     server.shutdown().await.expect("shutdown");
 }
+
+mod own_session {
+    //! The console never leaves its own session behind: not when it finds
+    //! no terminal, not when its user lacks the admin role.
+
+    use sigil_proto::pb::{
+        self, admin_service_client::AdminServiceClient, identity_service_client::IdentityServiceClient,
+    };
+    use tonic::transport::Channel;
+
+    use super::*;
+
+    const PASSWORD: &str = "right-password";
+
+    async fn server() -> (sigil_server::RunningServer, tempfile::TempDir) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let config = Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)).into(),
+            http_listen: SocketAddr::from(([127, 0, 0, 1], 0)).into(),
+            data_dir: dir.path().join("data"),
+            ..Config::default()
+        };
+        let server = sigil_server::start(&config, Some(Secret::new(PASSWORD.into()))).await.expect("server");
+        (server, dir)
+    }
+
+    fn bearer<T>(message: T, token: &str) -> tonic::Request<T> {
+        let mut request = tonic::Request::new(message);
+        request.metadata_mut().insert("authorization", format!("Bearer {token}").parse().expect("ascii"));
+        request
+    }
+
+    /// The admin's token, from a login of its own (device "tests").
+    async fn admin_token(channel: &Channel) -> String {
+        let request = pb::AuthenticateRequest {
+            username: "admin".into(),
+            password: PASSWORD.into(),
+            device_name: Some("tests".into()),
+            audience: None,
+        };
+        IdentityServiceClient::new(channel.clone())
+            .authenticate(request)
+            .await
+            .expect("login")
+            .into_inner()
+            .access_token
+    }
+
+    /// Every session the console opened, with its state.
+    async fn console_sessions(channel: &Channel, token: &str) -> Vec<pb::Session> {
+        let request = pb::ListSessionsRequest { include_inactive: true, page_size: 1000, ..Default::default() };
+        let sessions = AdminServiceClient::new(channel.clone())
+            .list_sessions(bearer(request, token))
+            .await
+            .expect("list")
+            .into_inner()
+            .sessions;
+        sessions.into_iter().filter(|s| s.device_name == "sigil-console").collect()
+    }
+
+    fn run_console(address: String, username: &'static str, password: &'static str) -> std::process::Output {
+        // `output()` pipes stdout and stderr: there is no terminal.
+        Command::new(env!("CARGO_BIN_EXE_sigil-console"))
+            .args(["--server", &address, "--username", username])
+            .env("SIGIL_PASSWORD", password)
+            .output()
+            .expect("runs")
+    }
+
+    #[tokio::test]
+    async fn without_a_terminal_it_is_one_line_and_no_session_is_left_behind() {
+        let (server, _dir) = server().await;
+        let address = format!("http://{}", server.grpc_addr);
+        let output = tokio::task::spawn_blocking(move || run_console(address, "admin", PASSWORD)).await.expect("ran");
+        assert!(!output.status.success());
+        let line = one_line(&output);
+        assert!(line.starts_with("sigil-console: not a terminal"), "{line}");
+        let channel = Channel::from_shared(format!("http://{}", server.grpc_addr))
+            .expect("uri")
+            .connect()
+            .await
+            .expect("connect");
+        let token = admin_token(&channel).await;
+        let sessions = console_sessions(&channel, &token).await;
+        assert_eq!(sessions.len(), 1, "{sessions:?}");
+        assert_eq!(sessions[0].state(), pb::SessionState::Revoked, "the console left its session behind");
+        server.shutdown().await.expect("shutdown");
+    }
+
+    #[tokio::test]
+    async fn a_user_without_the_admin_role_is_refused_and_its_session_revoked() {
+        let (server, _dir) = server().await;
+        let channel = Channel::from_shared(format!("http://{}", server.grpc_addr))
+            .expect("uri")
+            .connect()
+            .await
+            .expect("connect");
+        let token = admin_token(&channel).await;
+        let request =
+            pb::CreateUserRequest { username: "carol".into(), password: "carol-password-1".into(), roles: vec![] };
+        AdminServiceClient::new(channel.clone()).create_user(bearer(request, &token)).await.expect("create carol");
+        let address = format!("http://{}", server.grpc_addr);
+        let output =
+            tokio::task::spawn_blocking(move || run_console(address, "carol", "carol-password-1")).await.expect("ran");
+        assert!(!output.status.success());
+        let line = one_line(&output);
+        assert_eq!(line.trim_end(), "sigil-console: login failed: carol does not have the admin role");
+        let sessions = console_sessions(&channel, &token).await;
+        assert_eq!(sessions.len(), 1, "{sessions:?}");
+        assert_eq!(sessions[0].state(), pb::SessionState::Revoked, "the refused login left its session behind");
+        server.shutdown().await.expect("shutdown");
+    }
+}

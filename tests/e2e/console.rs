@@ -91,7 +91,7 @@ async fn the_console_shows_live_logins_and_revokes_with_two_keys() {
     tmux.keys(&["d"]);
     tmux.wait_for("Confirm").await;
     tmux.keys(&["y"]);
-    tmux.wait_for("revoked 1 sessions").await;
+    tmux.wait_for("revoked 1 session,").await;
     // The victim's access token has expired by now (3 s); its refresh token
     // would still work for 30 days had the session not been revoked.
     let refused = client
@@ -167,6 +167,6 @@ async fn an_emergency_key_rotation_from_the_console_keeps_the_console_working() 
     tmux.keys(&["d"]);
     tmux.wait_for("Confirm").await;
     tmux.keys(&["y"]);
-    tmux.wait_for("revoked 1 sessions").await;
+    tmux.wait_for("revoked 1 session,").await;
     tmux.keys(&["q"]);
 }

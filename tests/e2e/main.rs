@@ -26,6 +26,8 @@ mod revoke;
 mod standard_services;
 // The terminal console driven in tmux.
 mod console;
+// The console's own session: revoked when it quits, and noticed when revoked elsewhere.
+mod console_session;
 // TLS and mTLS on the gRPC listener.
 mod tls;
 // The real binary killed with SIGKILL after acknowledged writes.
