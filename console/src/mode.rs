@@ -2,7 +2,7 @@
 //! confirmation or reading the help. A leaf of the console's modules, so
 //! that the key map and the state machine can both name it.
 
-use crate::messages::Command;
+use crate::{form::Form, messages::Command};
 
 /// A destructive action waiting for `y`.
 #[derive(Debug, Clone, PartialEq)]
@@ -24,4 +24,7 @@ pub enum Mode {
     Confirm(Pending),
     /// The help screen is open.
     Help,
+    /// Typing into a form (a new user, a password, roles, or the word
+    /// that confirms the emergency key rotation).
+    Form(Form),
 }

@@ -62,3 +62,5 @@ mod last_admin;
 mod recovery;
 // PRECIS usernames: look-alikes are one user or refused.
 mod usernames;
+// The console's Dashboard and incident actions, in tmux against the real binaries.
+mod console_ops;
