@@ -2,7 +2,8 @@
 //! `sigil-console` against the real `sigil-server` binary. The Dashboard's
 //! rates move when validations, logins, failed logins and revocations
 //! arrive; a bulk revoke by filter (`/` + `D` + `y`) ends exactly the
-//! sessions the filter matched and no others.
+//! sessions the filter matched and no others; a user is created, given a
+//! new password and new roles, and disabled, from the keyboard.
 
 use std::{process::Command, time::Duration};
 
@@ -166,5 +167,54 @@ async fn a_bulk_revoke_by_filter_ends_exactly_the_matching_sessions() {
     );
     let revoked = listed.iter().filter(|s| s.state() == pb::SessionState::Revoked).count();
     assert_eq!(revoked, 3, "no other session ended");
+    tmux.keys(&["q"]);
+}
+
+#[tokio::test]
+async fn daily_administration_from_the_console_creates_a_user_resets_its_password_and_edits_roles() {
+    if !have_tmux() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = ChildServer::spawn(dir.path()).await;
+    let tmux = console(&server, "sigil-e2e-daily-admin");
+    tmux.wait_for("● live").await;
+    // n: a new user, its password typed hidden.
+    tmux.keys(&["n"]);
+    tmux.wait_for("New user").await;
+    tmux.keys(&["dave", "Enter", "first-password-1", "Enter", "billing", "Enter"]);
+    tmux.wait_for("created user dave").await;
+    let mut client = server.client().await;
+    login(&mut client, "dave", "first-password-1").await;
+    // p on dave's row in Users: a new password, typed twice, never shown.
+    tmux.keys(&["3", "/", "dave", "Enter"]);
+    tmux.wait_for("filter \"dave\"").await;
+    tmux.keys(&["p", "second-password-2", "Enter", "second-password-2"]);
+    let screen = tmux.wait_for("New password for dave").await;
+    assert!(!screen.contains("second-password"), "the password is drawn hidden:\n{screen}");
+    tmux.keys(&["Enter"]);
+    tmux.wait_for("new password for dave;").await;
+    let refused = client.authenticate(sigil_tests::login_request("dave", "first-password-1")).await;
+    assert_eq!(refused.expect_err("the old password no longer works").code(), tonic::Code::Unauthenticated);
+    let session = login(&mut client, "dave", "second-password-2").await;
+    // R: the roles, starting from the current ones.
+    tmux.keys(&["R"]);
+    tmux.wait_for("Roles of dave").await;
+    tmux.keys(&[", ops", "Enter"]);
+    tmux.wait_for("roles of dave: [billing, ops]").await;
+    let fresh = client
+        .refresh(pb::RefreshRequest { refresh_token: session.refresh_token })
+        .await
+        .expect("refresh")
+        .into_inner();
+    let claims = sigil_tests::validate(&mut client, &fresh.access_token).await.claims.expect("claims");
+    assert_eq!(claims.roles, ["billing", "ops"]);
+    // x: disabling dave ends his sessions in the same step.
+    tmux.keys(&["x"]);
+    tmux.wait_for("Every session of the user ends at once").await;
+    tmux.keys(&["y"]);
+    tmux.wait_for("disabled dave;").await;
+    let verdict = sigil_tests::validate(&mut client, &fresh.access_token).await;
+    assert!(!verdict.valid, "dave's token still validates after the disable");
     tmux.keys(&["q"]);
 }
