@@ -5,7 +5,7 @@ use std::time::SystemTime;
 
 use ratatui::layout::Size;
 
-use crate::messages::Update;
+use crate::{app::View, messages::Update};
 
 /// One thing that happens to the console.
 #[derive(Debug, Clone)]
@@ -16,6 +16,8 @@ pub enum Action {
     NextView,
     /// Previous view (Shift-Tab).
     PrevView,
+    /// Straight to a view (the number keys).
+    ShowView(View),
     /// Selection up one row.
     Up,
     /// Selection down one row.
@@ -65,8 +67,23 @@ pub enum Action {
     /// Disable or enable the selected row's user (asks first).
     ToggleUserDisabled,
     /// Emergency key rotation: a new signing key, every older one
-    /// distrusted at once (asks first).
+    /// distrusted at once (asks for the word to be typed first).
     EmergencyKeyRotation,
+    /// Revoke every active session the Sessions filter matches (asks
+    /// first, with the count and a sample).
+    RevokeFiltered,
+    /// Open the new-user form.
+    NewUser,
+    /// Open the password form of the selected row's user.
+    ResetPassword,
+    /// Open the roles form of the selected row's user.
+    EditRoles,
+    /// A character typed into the open form.
+    FormChar(char),
+    /// Delete the form field's last character.
+    FormBackspace,
+    /// Next field, or submit on the last.
+    FormEnter,
     /// Confirm the pending destructive action.
     Confirm,
     /// Cancel the pending destructive action.

@@ -9,6 +9,8 @@ use sigil_proto::pb;
 
 use crate::{
     action::Action,
+    dashboard::Dashboard,
+    form::Form,
     format::relative,
     layout,
     messages::{Command, ConnectionState, Update},
@@ -17,7 +19,7 @@ use crate::{
     table::Table,
 };
 
-/// The four views, in Tab order.
+/// The five views, in Tab order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum View {
     /// Sessions.
@@ -28,11 +30,13 @@ pub enum View {
     Users,
     /// The live audit stream, newest first.
     Events,
+    /// Live rates, counts, failed logins and lockouts.
+    Dashboard,
 }
 
 impl View {
     /// All views in order.
-    pub const ALL: [View; 4] = [View::Sessions, View::Tokens, View::Users, View::Events];
+    pub const ALL: [View; 5] = [View::Sessions, View::Tokens, View::Users, View::Events, View::Dashboard];
 
     /// The view's title.
     pub fn title(self) -> &'static str {
@@ -41,6 +45,7 @@ impl View {
             View::Tokens => "Tokens",
             View::Users => "Users",
             View::Events => "Events",
+            View::Dashboard => "Dashboard",
         }
     }
 
@@ -78,6 +83,8 @@ pub struct App {
     pub users: Table<pb::User>,
     /// Audit events.
     pub events: Table<pb::Event>,
+    /// The Dashboard's rates and lists.
+    pub dashboard: Dashboard,
     /// What keys mean right now.
     pub mode: Mode,
     /// Whether the detail pane is open.
@@ -108,6 +115,7 @@ impl App {
             tokens: Table::new(false),
             users: Table::new(false),
             events: Table::new(true),
+            dashboard: Dashboard::default(),
             mode: Mode::Normal,
             detail: false,
             include_inactive: false,
@@ -121,10 +129,12 @@ impl App {
 
     /// Applies one action; returns the commands for the backend.
     pub fn update(&mut self, action: Action) -> Vec<Command> {
+        let mut commands = Vec::new();
         match action {
             Action::Quit => self.should_quit = true,
-            Action::NextView => self.switch(self.view.step(1)),
-            Action::PrevView => self.switch(self.view.step(-1)),
+            Action::NextView => commands.extend(self.switch(self.view.step(1))),
+            Action::PrevView => commands.extend(self.switch(self.view.step(-1))),
+            Action::ShowView(view) => commands.extend(self.switch(view)),
             Action::Up => self.move_by(-1),
             Action::Down => self.move_by(1),
             Action::PageUp => self.move_by(-(self.page_rows() as isize)),
@@ -195,11 +205,40 @@ impl App {
             Action::ToggleHelp => self.mode = if self.mode == Mode::Help { Mode::Normal } else { Mode::Help },
             Action::RevokeSelected => self.ask_revoke_selected(),
             Action::RevokeUserOfSelected => self.ask_revoke_user(),
-            Action::EmergencyKeyRotation => self.confirm(
-                "Emergency key rotation? Every token signed so far stops verifying at once; holders must refresh."
-                    .into(),
-                Command::EmergencyKeyRotation,
-            ),
+            // Too grave for one key: the word must be typed.
+            Action::EmergencyKeyRotation => self.mode = Mode::Form(Form::rotate_keys()),
+            Action::RevokeFiltered => self.ask_revoke_filtered(),
+            Action::NewUser => self.mode = Mode::Form(Form::create_user()),
+            Action::ResetPassword => match self.selected_user() {
+                Some((user_id, username)) => self.mode = Mode::Form(Form::set_password(user_id, username)),
+                None => self.say("the selected row names no user".into(), true),
+            },
+            Action::EditRoles => match self.selected_user() {
+                Some((user_id, username)) => {
+                    let roles = self.users.get(&user_id).map(|u| u.roles.clone()).unwrap_or_default();
+                    self.mode = Mode::Form(Form::edit_roles(user_id, username, &roles));
+                }
+                None => self.say("the selected row names no user".into(), true),
+            },
+            Action::FormChar(c) => {
+                if let Mode::Form(form) = &mut self.mode {
+                    form.type_char(c);
+                }
+            }
+            Action::FormBackspace => {
+                if let Mode::Form(form) = &mut self.mode {
+                    form.backspace();
+                }
+            }
+            Action::FormEnter => {
+                if let Mode::Form(form) = &mut self.mode
+                    && let Some(command) = form.enter()
+                {
+                    self.mode = Mode::Normal;
+                    self.say(format!("{}…", command.describe()), false);
+                    commands.push(command);
+                }
+            }
             Action::ToggleUserDisabled => self.ask_toggle_disabled(),
             Action::Confirm => {
                 if let Mode::Confirm(pending) = std::mem::replace(&mut self.mode, Mode::Normal) {
@@ -208,7 +247,7 @@ impl App {
                 }
             }
             Action::Cancel => {
-                if matches!(self.mode, Mode::Confirm(_) | Mode::Password(_)) {
+                if matches!(self.mode, Mode::Confirm(_) | Mode::Password(_) | Mode::Form(_)) {
                     self.mode = Mode::Normal;
                     self.say("cancelled".into(), false);
                 }
@@ -219,7 +258,7 @@ impl App {
             Action::Nothing => {}
         }
         self.refresh();
-        Vec::new()
+        commands
     }
 
     /// Recomputes the tables' shown order after changes, and scrolls the
@@ -238,9 +277,14 @@ impl App {
         layout::table_rows(layout::areas(self.screen, self.detail).table).max(1)
     }
 
-    fn switch(&mut self, view: View) {
+    /// Shows `view`; opening or leaving the Dashboard starts or stops the
+    /// worker's sampling of `GetStats`, which costs the server a count of
+    /// every active row, so it runs only while someone looks.
+    fn switch(&mut self, view: View) -> Option<Command> {
+        let (was, is) = (self.view == View::Dashboard, view == View::Dashboard);
         self.view = view;
         self.detail = false;
+        (was != is).then_some(Command::WatchStats { open: is })
     }
 
     fn move_by(&mut self, delta: isize) {
@@ -254,6 +298,8 @@ impl App {
             View::Tokens => f(&mut self.tokens),
             View::Users => f(&mut self.users),
             View::Events => f(&mut self.events),
+            // The Dashboard has no table to move in.
+            View::Dashboard => {}
         }
     }
 
@@ -264,6 +310,7 @@ impl App {
             View::Tokens => self.tokens.filter().to_string(),
             View::Users => self.users.filter().to_string(),
             View::Events => self.events.filter().to_string(),
+            View::Dashboard => String::new(),
         }
     }
 
@@ -305,7 +352,7 @@ impl App {
                 Some(_) => self.say("that token has already ended".into(), true),
                 None => self.say("no token selected".into(), true),
             },
-            View::Users | View::Events => {
+            View::Users | View::Events | View::Dashboard => {
                 self.say("d revokes a session or a token: select one in Sessions or Tokens".into(), true)
             }
         }
@@ -324,6 +371,7 @@ impl App {
             View::Tokens => self.tokens.selected().map(|t| (&t.user_id, &t.username))?,
             View::Users => self.users.selected().map(|u| (&u.user_id, &u.username))?,
             View::Events => self.events.selected().map(|e| (&e.user_id, &e.username))?,
+            View::Dashboard => return None,
         };
         (!id.is_empty()).then(|| (id.clone(), name.clone()))
     }
@@ -336,6 +384,43 @@ impl App {
             }
             None => self.say("the selected row names no user".into(), true),
         }
+    }
+
+    /// Asks to revoke every active session the Sessions filter matches now,
+    /// naming how many and a few of them. Without a filter it refuses: that
+    /// would be every session, the console's own among them.
+    fn ask_revoke_filtered(&mut self) {
+        if self.view != View::Sessions {
+            return self.say("D revokes the sessions a filter matches: filter them in Sessions".into(), true);
+        }
+        let filter = self.sessions.filter().to_string();
+        if filter.is_empty() {
+            return self.say("set a filter first (/): D revokes the sessions it matches".into(), true);
+        }
+        let matching: Vec<&pb::Session> =
+            self.sessions.shown().filter(|s| s.state() == pb::SessionState::Active).collect();
+        if matching.is_empty() {
+            return self.say(format!("no active session matches \"{filter}\""), true);
+        }
+        const SAMPLE: usize = 3;
+        let sample: Vec<String> = matching
+            .iter()
+            .take(SAMPLE)
+            .map(|s| {
+                let device = if s.device_name.is_empty() { "no device name" } else { &s.device_name };
+                format!("{} ({device}, {})", s.username, s.client_address)
+            })
+            .collect();
+        let more = matching.len().saturating_sub(SAMPLE);
+        let more = if more > 0 { format!(" and {more} more") } else { String::new() };
+        let prompt = format!(
+            "Revoke {} active session{} matching \"{filter}\"? {}{more}",
+            matching.len(),
+            if matching.len() == 1 { "" } else { "s" },
+            sample.join(", ")
+        );
+        let session_ids = matching.iter().map(|s| s.session_id.clone()).collect();
+        self.confirm(prompt, Command::RevokeSessions { session_ids, filter });
     }
 
     fn ask_toggle_disabled(&mut self) {
@@ -361,11 +446,20 @@ impl App {
             Update::UserGone(user_id) => {
                 self.users.modify(&user_id, |u| u.disabled = true);
             }
-            Update::Event(event) => self.apply_event(event),
             Update::History(events) => {
+                // The Dashboard's 15-minute lists and revocation rate count
+                // what happened before the console started too.
+                for event in &events {
+                    self.dashboard.event(event);
+                }
                 self.events.upsert(events);
                 self.events.truncate_front(MAX_EVENTS);
             }
+            Update::Event(event) => {
+                self.dashboard.event(&event);
+                self.apply_event(event);
+            }
+            Update::Stats(stats, at) => self.dashboard.stats(stats, at),
             Update::Connection(state) => self.connection = state,
             Update::Status { text, error } => self.say(text, error),
         }
@@ -494,16 +588,92 @@ mod tests {
     }
 
     #[test]
-    fn tab_and_shift_tab_cycle_through_the_four_views() {
+    fn tab_and_shift_tab_cycle_through_the_five_views() {
         let mut app = loaded();
         let mut seen = vec![app.view];
-        for _ in 0..4 {
+        for _ in 0..5 {
             key(&mut app, KeyCode::Tab);
             seen.push(app.view);
         }
-        assert_eq!(seen, [View::Sessions, View::Tokens, View::Users, View::Events, View::Sessions]);
+        assert_eq!(seen, [View::Sessions, View::Tokens, View::Users, View::Events, View::Dashboard, View::Sessions]);
         key(&mut app, KeyCode::BackTab);
+        assert_eq!(app.view, View::Dashboard);
+    }
+
+    #[test]
+    fn number_keys_jump_to_a_view_and_only_the_dashboard_samples_stats() {
+        let mut app = loaded();
+        assert_eq!(app.view, View::Sessions, "the console opens on Sessions");
+        assert!(key(&mut app, KeyCode::Char('3')).is_empty());
+        assert_eq!(app.view, View::Users);
+        assert_eq!(key(&mut app, KeyCode::Char('5')), vec![Command::WatchStats { open: true }]);
+        assert_eq!(app.view, View::Dashboard);
+        assert!(key(&mut app, KeyCode::Char('5')).is_empty(), "already open");
+        assert_eq!(key(&mut app, KeyCode::Tab), vec![Command::WatchStats { open: false }]);
+        assert_eq!(app.view, View::Sessions);
+        key(&mut app, KeyCode::Char('4'));
         assert_eq!(app.view, View::Events);
+    }
+
+    #[test]
+    fn capital_d_revokes_exactly_the_active_sessions_the_filter_matches() {
+        let mut app = loaded();
+        let mut more: Vec<_> = (10..15).map(|n| fixtures::session(n, "mallory")).collect();
+        more[4].set_state(pb::SessionState::Revoked);
+        app.update(Action::Backend(Update::Sessions(more.clone())));
+        // Without a filter, D refuses: that would be every session.
+        assert!(key(&mut app, KeyCode::Char('D')).is_empty());
+        assert_eq!(app.mode, Mode::Normal);
+        assert!(app.status.as_ref().is_some_and(|s| s.error && s.text.contains("filter")), "{:?}", app.status);
+        key(&mut app, KeyCode::Char('/'));
+        typed(&mut app, "mallory");
+        key(&mut app, KeyCode::Enter);
+        key(&mut app, KeyCode::Char('D'));
+        let Mode::Confirm(pending) = &app.mode else { panic!("no confirmation asked: {:?}", app.status) };
+        assert!(pending.prompt.starts_with("Revoke 4 active sessions matching \"mallory\"?"), "{}", pending.prompt);
+        assert!(pending.prompt.contains("mallory (device-10, 10.0.0.10:40010)"), "{}", pending.prompt);
+        assert!(pending.prompt.ends_with("and 1 more"), "{}", pending.prompt);
+        let commands = key(&mut app, KeyCode::Char('y'));
+        let expected: Vec<String> = more[..4].iter().map(|s| s.session_id.clone()).collect();
+        assert_eq!(commands, vec![Command::RevokeSessions { session_ids: expected, filter: "mallory".into() }]);
+    }
+
+    #[test]
+    fn forms_create_users_reset_passwords_and_edit_roles() {
+        let mut app = loaded();
+        key(&mut app, KeyCode::Char('n'));
+        assert!(matches!(&app.mode, Mode::Form(f) if f.title == "New user"));
+        typed(&mut app, "dave");
+        key(&mut app, KeyCode::Enter);
+        typed(&mut app, "pw-q1");
+        key(&mut app, KeyCode::Enter);
+        typed(&mut app, "ops");
+        let commands = key(&mut app, KeyCode::Enter);
+        assert!(
+            matches!(&commands[..], [Command::CreateUser { username, password, roles }]
+                if username == "dave" && password.expose() == "pw-q1" && roles == &["ops".to_string()]),
+            "{commands:?}"
+        );
+        assert_eq!(app.mode, Mode::Normal);
+        // p and R work on the selected row's user (alice, in Sessions).
+        key(&mut app, KeyCode::Char('p'));
+        typed(&mut app, "new");
+        key(&mut app, KeyCode::Enter);
+        typed(&mut app, "new");
+        let commands = key(&mut app, KeyCode::Enter);
+        assert!(matches!(&commands[..], [Command::SetPassword { username, .. }] if username == "alice"));
+        key(&mut app, KeyCode::Char('R'));
+        let Mode::Form(form) = &app.mode else { panic!("no roles form") };
+        assert_eq!(form.fields[0].value, "admin");
+        typed(&mut app, ",billing");
+        let commands = key(&mut app, KeyCode::Enter);
+        assert!(matches!(&commands[..], [Command::SetRoles { roles, .. }] if roles == &["admin", "billing"]));
+        // Esc leaves a form without sending anything.
+        key(&mut app, KeyCode::Char('n'));
+        typed(&mut app, "q");
+        assert!(key(&mut app, KeyCode::Esc).is_empty());
+        assert_eq!(app.mode, Mode::Normal);
+        assert!(!app.should_quit, "q typed into a form does not quit");
     }
 
     #[test]
@@ -569,14 +739,22 @@ mod tests {
     }
 
     #[test]
-    fn capital_k_asks_before_an_emergency_key_rotation() {
+    fn capital_k_asks_for_the_word_before_an_emergency_key_rotation() {
         let mut app = loaded();
         assert!(key(&mut app, KeyCode::Char('K')).is_empty());
-        let Mode::Confirm(pending) = &app.mode else { panic!("no confirmation asked") };
-        assert!(pending.prompt.contains("Emergency key rotation"), "{}", pending.prompt);
-        assert!(key(&mut app, KeyCode::Char('n')).is_empty(), "anything but y cancels");
+        let Mode::Form(form) = &app.mode else { panic!("no confirmation asked") };
+        assert!(form.title.contains("Emergency key rotation"), "{}", form.title);
+        assert!(key(&mut app, KeyCode::Esc).is_empty(), "Esc cancels");
+        assert_eq!(app.mode, Mode::Normal);
         key(&mut app, KeyCode::Char('K'));
-        assert_eq!(key(&mut app, KeyCode::Char('y')), vec![Command::EmergencyKeyRotation]);
+        // One key is not enough: y and Enter do not rotate.
+        typed(&mut app, "y");
+        assert!(key(&mut app, KeyCode::Enter).is_empty());
+        assert!(matches!(&app.mode, Mode::Form(f) if f.error.is_some()));
+        key(&mut app, KeyCode::Backspace);
+        typed(&mut app, "rotate");
+        assert_eq!(key(&mut app, KeyCode::Enter), vec![Command::EmergencyKeyRotation]);
+        assert_eq!(app.mode, Mode::Normal);
     }
 
     #[test]

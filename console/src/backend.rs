@@ -6,19 +6,25 @@
 //! console's own session ends (revoked elsewhere, or expired) it says so
 //! and waits for the operator to log in again; on the way out it revokes
 //! its own session ([`AdminConnection::logout`]). It talks to the UI only through channels carrying
+//! sequence seen), fetches the rows events announce (coalesced, see
+//! [`crate::refetch`]), runs the operator's commands, samples `GetStats`
+//! every second while the Dashboard is open, and keeps the access token
+//! fresh. It talks to the UI only through channels carrying
 //! [`crate::messages`].
 
 use std::{
     collections::HashSet,
     sync::{Arc, RwLock},
-    time::Duration,
+    time::{Duration, SystemTime},
 };
+
+use futures::StreamExt as _;
 
 use sigil_proto::pb::{
     self, admin_service_client::AdminServiceClient, identity_service_client::IdentityServiceClient,
     revoke_request::Target,
 };
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tonic::{Code, Request, Status, service::interceptor::InterceptedService, transport::Channel};
 
 pub use crate::refetch::REFETCH_INTERVAL;
@@ -239,7 +245,9 @@ impl AdminConnection {
         tokio::spawn(self.clone().keep_token_fresh(updates.clone()));
         tokio::spawn(self.clone().follow_events(stale.clone(), updates.clone()));
         tokio::spawn(self.clone().refetch(stale, updates.clone()));
-        tokio::spawn(self.run_commands(updates, commands));
+        let (stats_open, stats_wanted) = watch::channel(false);
+        tokio::spawn(self.clone().sample_stats(stats_wanted, updates.clone()));
+        tokio::spawn(self.run_commands(updates, commands, stats_open));
     }
 
     /// Fetches what events made stale, in coalesced passes (see
@@ -261,6 +269,40 @@ impl AdminConnection {
                 return;
             }
             tokio::time::sleep_until(started + REFETCH_INTERVAL).await;
+        }
+    }
+
+    /// Sends a `GetStats` answer about once a second while `open` says the
+    /// Dashboard is shown (the rates are the deltas of its totals, see
+    /// [`crate::dashboard`]); ends when the command runner is gone.
+    async fn sample_stats(self, mut open: watch::Receiver<bool>, updates: mpsc::UnboundedSender<Update>) {
+        let mut admin = self.admin();
+        loop {
+            while !*open.borrow_and_update() {
+                if open.changed().await.is_err() {
+                    return;
+                }
+            }
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+            while *open.borrow() {
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    changed = open.changed() => match changed {
+                        Ok(()) => continue,
+                        Err(_) => return,
+                    },
+                }
+                let update = match admin.get_stats(pb::GetStatsRequest {}).await {
+                    Ok(stats) => Update::Stats(stats.into_inner(), SystemTime::now()),
+                    Err(status) => {
+                        Update::Status { text: format!("counters failed: {}", status.message()), error: true }
+                    }
+                };
+                if updates.send(update).is_err() {
+                    return;
+                }
+            }
         }
     }
 
@@ -370,10 +412,15 @@ impl AdminConnection {
         self,
         updates: mpsc::UnboundedSender<Update>,
         mut commands: mpsc::UnboundedReceiver<Command>,
+        stats_open: watch::Sender<bool>,
     ) {
         let mut admin = self.admin();
         let mut identity = IdentityServiceClient::with_interceptor(self.channel.clone(), Bearer(self.tokens.clone()));
         while let Some(command) = commands.recv().await {
+            if let Command::WatchStats { open } = command {
+                stats_open.send_replace(open);
+                continue;
+            }
             let revoke =
                 |target| pb::RevokeRequest { target: Some(target), reason: "revoked from sigil-console".into() };
             let outcome = match &command {
@@ -412,6 +459,43 @@ impl AdminConnection {
                         continue;
                     }
                 },
+                Command::RevokeSessions { session_ids, filter } => revoke_sessions(&identity, session_ids)
+                    .await
+                    .map(|n| format!("revoked {n} sessions matching \"{filter}\"")),
+                Command::CreateUser { username, password, roles } => admin
+                    .create_user(pb::CreateUserRequest {
+                        username: username.clone(),
+                        password: password.expose().to_string(),
+                        roles: roles.clone(),
+                    })
+                    .await
+                    .map(|r| {
+                        let name = r.into_inner().user.map(|u| u.username).unwrap_or_else(|| username.clone());
+                        format!("created user {name}")
+                    }),
+                Command::SetPassword { user_id, username, password } => admin
+                    .set_password(pb::SetPasswordRequest {
+                        user_id: user_id.clone(),
+                        password: password.expose().to_string(),
+                        revoke_sessions: true,
+                    })
+                    .await
+                    .map(|r| {
+                        format!("new password for {username}; {} sessions ended", r.into_inner().revoked_sessions)
+                    }),
+                Command::SetRoles { user_id, username, roles } => admin
+                    .update_user(pb::UpdateUserRequest {
+                        user_id: user_id.clone(),
+                        disabled: None,
+                        roles: Some(pb::RoleList { roles: roles.clone() }),
+                    })
+                    .await
+                    .map(|r| {
+                        let roles = r.into_inner().user.map(|u| u.roles).unwrap_or_default();
+                        format!("roles of {username}: [{}]", roles.join(", "))
+                    }),
+                // Handled above: it is no request.
+                Command::WatchStats { .. } => continue,
                 Command::EmergencyKeyRotation => {
                     let seen = self.access_token();
                     match admin.rotate_signing_key(pb::RotateSigningKeyRequest { distrust_previous: true }).await {
@@ -670,6 +754,39 @@ async fn load_inactive(admin: &mut Admin, updates: &mpsc::UnboundedSender<Update
             return Ok(ended);
         }
         page_token = page.next_page_token;
+    }
+}
+
+/// Revokes each session, a few at a time (the server's group commit makes
+/// concurrent revocations cheap); returns how many sessions ended, or the
+/// first failure with how far it got.
+async fn revoke_sessions(
+    identity: &IdentityServiceClient<InterceptedService<Channel, Bearer>>,
+    session_ids: &[String],
+) -> Result<u32, Status> {
+    /// Revocations in flight at once.
+    const CONCURRENCY: usize = 16;
+    let outcomes: Vec<Result<u32, Status>> = futures::stream::iter(session_ids.iter().cloned())
+        .map(|session_id| {
+            let mut identity = identity.clone();
+            async move {
+                let request = pb::RevokeRequest {
+                    target: Some(Target::SessionId(session_id)),
+                    reason: "revoked from sigil-console".into(),
+                };
+                identity.revoke(request).await.map(|r| r.into_inner().revoked_sessions)
+            }
+        })
+        .buffer_unordered(CONCURRENCY)
+        .collect()
+        .await;
+    let revoked: u32 = outcomes.iter().filter_map(|o| o.as_ref().ok()).sum();
+    match outcomes.into_iter().find_map(Result::err) {
+        Some(status) => Err(Status::new(
+            status.code(),
+            format!("{revoked} of {} revoked; the first failure: {}", session_ids.len(), status.message()),
+        )),
+        None => Ok(revoked),
     }
 }
 

@@ -24,6 +24,8 @@ pub enum Context {
     Help,
     /// Typing a password at the hidden prompt.
     Password,
+    /// Typing into a form.
+    Form,
 }
 
 impl Context {
@@ -35,6 +37,7 @@ impl Context {
             Context::Confirm => matches!(mode, Mode::Confirm(_)),
             Context::Help => *mode == Mode::Help,
             Context::Password => matches!(mode, Mode::Password(_)),
+            Context::Form => matches!(mode, Mode::Form(_)),
         }
     }
 }
@@ -61,6 +64,8 @@ pub enum Does {
     TypeIntoFilter,
     /// The typed character goes into the hidden password.
     TypeIntoPassword,
+    /// The typed character goes into the open form.
+    TypeIntoForm,
 }
 
 /// Which label the footer gives an entry in each view.
@@ -70,7 +75,7 @@ pub enum Label {
     Everywhere(&'static str),
     /// A label per view, in [`View::ALL`] order; `None` leaves the entry
     /// out of that view's footer (it does nothing useful there).
-    PerView([Option<&'static str>; 4]),
+    PerView([Option<&'static str>; View::ALL.len()]),
 }
 
 /// How the footer shows an entry.
@@ -105,8 +110,20 @@ pub static KEY_MAP: &[Entry] = &[
     Entry {
         context: Context::Normal,
         keys: &[(Code(KeyCode::Tab), Act(Action::NextView)), (Code(KeyCode::BackTab), Act(Action::PrevView))],
-        help: Some(("Tab / Shift-Tab", "next / previous view (Sessions, Tokens, Users, Events)")),
+        help: Some(("Tab / Shift-Tab", "next / previous view")),
         footer: Some(Footer { keys: "Tab", label: Label::Everywhere("views"), priority: 1 }),
+    },
+    Entry {
+        context: Context::Normal,
+        keys: &[
+            (Code(KeyCode::Char('1')), Act(Action::ShowView(View::Sessions))),
+            (Code(KeyCode::Char('2')), Act(Action::ShowView(View::Tokens))),
+            (Code(KeyCode::Char('3')), Act(Action::ShowView(View::Users))),
+            (Code(KeyCode::Char('4')), Act(Action::ShowView(View::Events))),
+            (Code(KeyCode::Char('5')), Act(Action::ShowView(View::Dashboard))),
+        ],
+        help: Some(("1 … 5", "Sessions, Tokens, Users, Events, Dashboard")),
+        footer: None,
     },
     Entry {
         context: Context::Normal,
@@ -162,7 +179,7 @@ pub static KEY_MAP: &[Entry] = &[
         help: Some(("Enter", "details: a session's tokens, a user's sessions")),
         footer: Some(Footer {
             keys: "Enter",
-            label: Label::PerView([Some("tokens"), Some("details"), Some("sessions"), Some("details")]),
+            label: Label::PerView([Some("tokens"), Some("details"), Some("sessions"), Some("details"), None]),
             priority: 5,
         }),
     },
@@ -172,7 +189,7 @@ pub static KEY_MAP: &[Entry] = &[
         help: Some(("d", "revoke the selected session or token")),
         footer: Some(Footer {
             keys: "d",
-            label: Label::PerView([Some("revoke"), Some("revoke"), None, None]),
+            label: Label::PerView([Some("revoke"), Some("revoke"), None, None, None]),
             priority: 6,
         }),
     },
@@ -187,6 +204,7 @@ pub static KEY_MAP: &[Entry] = &[
                 Some("revoke user"),
                 Some("revoke sessions"),
                 Some("revoke user"),
+                None,
             ]),
             priority: 7,
         }),
@@ -197,14 +215,43 @@ pub static KEY_MAP: &[Entry] = &[
         help: Some(("x", "disable / enable the selected row's user")),
         footer: Some(Footer {
             keys: "x",
-            label: Label::PerView([Some("disable user"), None, Some("disable/enable"), None]),
+            label: Label::PerView([Some("disable user"), None, Some("disable/enable"), None, None]),
             priority: 8,
         }),
     },
     Entry {
         context: Context::Normal,
         keys: &[(Code(KeyCode::Char('K')), Act(Action::EmergencyKeyRotation))],
-        help: Some(("K", "emergency key rotation: distrust all older keys")),
+        help: Some(("K", "emergency key rotation (type \"rotate\")")),
+        footer: None,
+    },
+    Entry {
+        context: Context::Normal,
+        keys: &[(Code(KeyCode::Char('D')), Act(Action::RevokeFiltered))],
+        help: Some(("D", "revoke every active session the filter matches")),
+        footer: Some(Footer {
+            keys: "D",
+            label: Label::PerView([Some("revoke filtered"), None, None, None, None]),
+            // Dropped before `d revoke` on a narrow terminal: the everyday action stays.
+            priority: 4,
+        }),
+    },
+    Entry {
+        context: Context::Normal,
+        keys: &[(Code(KeyCode::Char('n')), Act(Action::NewUser))],
+        help: Some(("n", "create a user")),
+        footer: None,
+    },
+    Entry {
+        context: Context::Normal,
+        keys: &[(Code(KeyCode::Char('p')), Act(Action::ResetPassword))],
+        help: Some(("p", "reset the selected user's password")),
+        footer: None,
+    },
+    Entry {
+        context: Context::Normal,
+        keys: &[(Code(KeyCode::Char('R')), Act(Action::EditRoles))],
+        help: Some(("R", "edit the selected user's roles")),
         footer: None,
     },
     Entry {
@@ -293,6 +340,25 @@ pub static KEY_MAP: &[Entry] = &[
         help: None,
         footer: Some(Footer { keys: "type to filter", label: Label::Everywhere(""), priority: 1 }),
     },
+    Entry {
+        context: Context::Form,
+        keys: &[(Code(KeyCode::Enter), Act(Action::FormEnter))],
+        help: None,
+        footer: Some(Footer { keys: "Enter", label: Label::Everywhere("next / submit"), priority: 1 }),
+    },
+    Entry {
+        context: Context::Form,
+        keys: &[(Code(KeyCode::Esc), Act(Action::Cancel))],
+        help: None,
+        footer: Some(Footer { keys: "Esc", label: Label::Everywhere("cancel"), priority: 2 }),
+    },
+    Entry {
+        context: Context::Form,
+        keys: &[(Code(KeyCode::Backspace), Act(Action::FormBackspace))],
+        help: None,
+        footer: None,
+    },
+    Entry { context: Context::Form, keys: &[(Key::AnyCharacter, Does::TypeIntoForm)], help: None, footer: None },
     // Any key closes the help screen.
     Entry { context: Context::Help, keys: &[(Key::AnyOther, Act(Action::ToggleHelp))], help: None, footer: None },
 ];
@@ -315,6 +381,10 @@ pub fn from_key(mode: &Mode, key: KeyEvent) -> Action {
         },
         Some((_, Does::TypeIntoPassword)) => match key.code {
             KeyCode::Char(c) => Action::PasswordChar(c),
+            _ => Action::Nothing,
+        },
+        Some((_, Does::TypeIntoForm)) => match key.code {
+            KeyCode::Char(c) => Action::FormChar(c),
             _ => Action::Nothing,
         },
         None => Action::Nothing,
@@ -384,7 +454,7 @@ fn footer_entries(mode: &Mode, view: View) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{messages::Command, mode::Pending};
+    use crate::{form::Form, messages::Command, mode::Pending};
 
     fn press(mode: &Mode, code: KeyCode) -> Action {
         from_key(mode, KeyEvent::new(code, KeyModifiers::NONE))
@@ -400,6 +470,7 @@ mod tests {
                 Context::Filter => Mode::Filter,
                 Context::Help => Mode::Help,
                 Context::Password => Mode::Password(crate::mode::Hidden::default()),
+                Context::Form => Mode::Form(Form::rotate_keys()),
                 Context::Normal | Context::Anywhere => Mode::Normal,
             };
             for (key, does) in entry.keys {
@@ -412,7 +483,9 @@ mod tests {
 
     #[test]
     fn a_key_is_bound_at_most_once_per_mode() {
-        for context in [Context::Normal, Context::Filter, Context::Confirm, Context::Help, Context::Password] {
+        for context in
+            [Context::Normal, Context::Filter, Context::Confirm, Context::Help, Context::Password, Context::Form]
+        {
             let keys: Vec<Key> = KEY_MAP
                 .iter()
                 .filter(|e| e.context == context || e.context == Context::Anywhere)
@@ -444,5 +517,29 @@ mod tests {
             let quit = from_key(&mode, KeyEvent::new(KeyCode::Char('c'), KeyModifiers::CONTROL));
             assert!(matches!(quit, Action::Quit), "{mode:?}");
         }
+    }
+
+    #[test]
+    fn number_keys_jump_to_each_view_and_the_help_lists_them() {
+        for (i, view) in View::ALL.iter().enumerate() {
+            let digit = char::from_digit(i as u32 + 1, 10).expect("digit");
+            assert!(matches!(press(&Mode::Normal, KeyCode::Char(digit)), Action::ShowView(v) if v == *view), "{digit}");
+        }
+        let help: Vec<_> = help().collect();
+        for keys in ["1 … 5", "D", "n", "p", "R", "K"] {
+            assert!(help.iter().any(|(k, _)| *k == keys), "{keys} is not in the help");
+        }
+    }
+
+    #[test]
+    fn a_form_takes_every_character_even_q_and_esc_cancels_it() {
+        let form = Mode::Form(Form::rotate_keys());
+        assert!(matches!(press(&form, KeyCode::Char('q')), Action::FormChar('q')));
+        assert!(matches!(press(&form, KeyCode::Char('1')), Action::FormChar('1')));
+        assert!(matches!(press(&form, KeyCode::Enter), Action::FormEnter));
+        assert!(matches!(press(&form, KeyCode::Backspace), Action::FormBackspace));
+        assert!(matches!(press(&form, KeyCode::Esc), Action::Cancel));
+        let quit = from_key(&form, KeyEvent::new(KeyCode::Char('c'), KeyModifiers::CONTROL));
+        assert!(matches!(quit, Action::Quit));
     }
 }

@@ -11,8 +11,11 @@
 pub mod action;
 pub mod app;
 pub mod backend;
+pub mod dashboard;
+mod dashboard_ui;
 #[cfg(test)]
 mod fixtures;
+pub mod form;
 pub mod format;
 pub mod keymap;
 pub mod layout;

@@ -6,6 +6,29 @@ use sigil_proto::pb;
 
 use crate::{format::short_id, mode::Hidden};
 
+/// A password typed into the console: kept out of `Debug`, so no status
+/// line, log or panic message can show it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a typed password.
+    pub fn new(value: &str) -> Self {
+        Self(value.to_string())
+    }
+
+    /// The password, for the one request that sends it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<hidden>")
+    }
+}
+
 /// What the operator asked for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
@@ -44,6 +67,46 @@ pub enum Command {
         /// The password typed at the hidden prompt.
         password: Hidden,
     },
+    /// Revoke each of these sessions (those a filter matched when the
+    /// operator confirmed: sessions that appear later are not included).
+    RevokeSessions {
+        /// Their ids.
+        session_ids: Vec<String>,
+        /// The filter that matched them, for messages.
+        filter: String,
+    },
+    /// Create a user.
+    CreateUser {
+        /// The name.
+        username: String,
+        /// The first password.
+        password: Secret,
+        /// The roles.
+        roles: Vec<String>,
+    },
+    /// Set a user's password and end every session of the user.
+    SetPassword {
+        /// The user's id.
+        user_id: String,
+        /// The user's name, for messages.
+        username: String,
+        /// The new password.
+        password: Secret,
+    },
+    /// Replace a user's roles.
+    SetRoles {
+        /// The user's id.
+        user_id: String,
+        /// The user's name, for messages.
+        username: String,
+        /// The roles.
+        roles: Vec<String>,
+    },
+    /// Sample `GetStats` every second while the Dashboard is open.
+    WatchStats {
+        /// The Dashboard opened (true) or closed (false).
+        open: bool,
+    },
 }
 
 impl Command {
@@ -61,6 +124,16 @@ impl Command {
             Command::IncludeInactive(true) => "loading ended sessions and tokens".into(),
             Command::IncludeInactive(false) => "showing active records only".into(),
             Command::Login { .. } => "logging in".into(),
+            Command::RevokeSessions { session_ids, filter } => {
+                format!("revoking {} sessions matching \"{filter}\"", session_ids.len())
+            }
+            Command::CreateUser { username, .. } => format!("creating user {username}"),
+            Command::SetPassword { username, .. } => format!("setting the password of {username}"),
+            Command::SetRoles { username, roles, .. } => {
+                format!("setting the roles of {username} to [{}]", roles.join(", "))
+            }
+            Command::WatchStats { open: true } => "following the server's counters".into(),
+            Command::WatchStats { open: false } => "no longer following the server's counters".into(),
         }
     }
 }
@@ -100,6 +173,8 @@ pub enum Update {
     /// Events from before the console started, oldest first: they go into
     /// the event log only (the lists loaded at start already reflect them).
     History(Vec<pb::Event>),
+    /// A `GetStats` answer, and when it arrived.
+    Stats(pb::GetStatsResponse, std::time::SystemTime),
     /// The stream's state changed.
     Connection(ConnectionState),
     /// The outcome of a command.

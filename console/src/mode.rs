@@ -2,7 +2,7 @@
 //! confirmation, typing a password to log in again or reading the help. A leaf of the console's modules, so
 //! that the key map and the state machine can both name it.
 
-use crate::messages::Command;
+use crate::{form::Form, messages::Command};
 
 /// A destructive action waiting for `y`.
 #[derive(Debug, Clone, PartialEq)]
@@ -71,4 +71,7 @@ pub enum Mode {
     Help,
     /// Typing the password to log in again (hidden).
     Password(Hidden),
+    /// Typing into a form (a new user, a password, roles, or the word
+    /// that confirms the emergency key rotation).
+    Form(Form),
 }

@@ -200,6 +200,11 @@ impl<T: Record> Table<T> {
         self.selected = self.selected.min(self.order.len().saturating_sub(1));
     }
 
+    /// The rows that pass the filter, in shown order.
+    pub fn shown(&self) -> impl Iterator<Item = &T> {
+        self.order.iter().map(|&i| &self.rows[i])
+    }
+
     /// How many rows pass the filter.
     pub fn len(&self) -> usize {
         self.order.len()

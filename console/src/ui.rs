@@ -4,7 +4,7 @@
 
 use ratatui::{
     Frame,
-    layout::{Constraint, Rect},
+    layout::{Constraint, Layout, Rect},
     style::{Color, Modifier, Style},
     text::{Line, Span},
     widgets::{Block, Borders, Cell, Clear, Paragraph, Row, Table, TableState, Tabs, Wrap},
@@ -13,6 +13,8 @@ use sigil_proto::pb;
 
 use crate::{
     app::{App, View},
+    dashboard_ui,
+    form::Form,
     format::{relative, short_id},
     keymap, layout,
     messages::ConnectionState,
@@ -40,6 +42,7 @@ pub fn draw(frame: &mut Frame<'_>, app: &App) {
         View::Tokens => draw_table(frame, main, &app.tokens, now, tokens),
         View::Users => draw_table(frame, main, &app.users, now, "Users"),
         View::Events => draw_table(frame, main, &app.events, now, "Events (newest first)"),
+        View::Dashboard => dashboard_ui::draw(frame, main, &app.dashboard, now),
     }
     if let Some(area) = areas.detail {
         draw_detail(frame, area, app);
@@ -50,6 +53,7 @@ pub fn draw(frame: &mut Frame<'_>, app: &App) {
         Mode::Help => draw_help(frame),
         Mode::Confirm(pending) => draw_confirm(frame, &pending.prompt),
         Mode::Password(password) => draw_password(frame, app, password.len()),
+        Mode::Form(form) => draw_form(frame, form),
         _ => {}
     }
 }
@@ -75,8 +79,15 @@ fn draw_header(frame: &mut Frame<'_>, area: Rect, app: &App) {
 
 fn draw_tabs(frame: &mut Frame<'_>, area: Rect, app: &App) {
     let counts = [app.sessions.len(), app.tokens.len(), app.users.len(), app.events.len()];
-    let titles: Vec<Line<'_>> =
-        View::ALL.iter().zip(counts).map(|(v, n)| Line::from(format!("{} ({n})", v.title()))).collect();
+    // The Dashboard has no rows to count.
+    let titles: Vec<Line<'_>> = View::ALL
+        .iter()
+        .enumerate()
+        .map(|(i, v)| match counts.get(i) {
+            Some(n) => Line::from(format!("{} ({n})", v.title())),
+            None => Line::from(v.title()),
+        })
+        .collect();
     let selected = View::ALL.iter().position(|v| *v == app.view).unwrap_or(0);
     let tabs = Tabs::new(titles).select(selected).highlight_style(Style::new().reversed()).divider("│");
     frame.render_widget(tabs, area);
@@ -171,6 +182,7 @@ fn draw_detail(frame: &mut Frame<'_>, area: Rect, app: &App) {
             ),
             None => (" Details ".into(), vec![]),
         },
+        View::Dashboard => (" Details ".into(), vec![]),
         View::Events => match app.events.selected() {
             Some(e) => (
                 format!(" Event {} ", e.sequence),
@@ -222,9 +234,19 @@ fn draw_help(frame: &mut Frame<'_>) {
     let lines: Vec<Line<'_>> = keymap::help()
         .map(|(key, what)| Line::from(vec![Span::styled(format!("{key:>16}  "), Style::new().bold()), Span::raw(what)]))
         .collect();
-    let area = popup(frame, 80, lines.len() as u16 + 2);
+    // Every key stays on screen: when one column is taller than the
+    // terminal, the list is shown in two, side by side.
+    let fits = lines.len() + 2 <= usize::from(frame.area().height);
+    let (columns, width) = if fits { (1, 80) } else { (2, 140) };
+    let rows = lines.len().div_ceil(columns);
+    let area = popup(frame, width, rows as u16 + 2);
     let block = Block::default().borders(Borders::ALL).title(" Keys (any key closes) ");
-    frame.render_widget(Paragraph::new(lines).block(block), area);
+    let inner = block.inner(area);
+    frame.render_widget(block, area);
+    let halves = Layout::horizontal(vec![Constraint::Fill(1); columns]).split(inner);
+    for (column, area) in lines.chunks(rows.max(1)).zip(halves.iter()) {
+        frame.render_widget(Paragraph::new(column.to_vec()), *area);
+    }
 }
 
 fn draw_password(frame: &mut Frame<'_>, app: &App, typed: usize) {
@@ -245,6 +267,37 @@ fn draw_confirm(frame: &mut Frame<'_>, prompt: &str) {
     let text =
         vec![Line::from(prompt.to_string()), Line::from(""), Line::from("y to confirm, any other key to cancel")];
     frame.render_widget(Paragraph::new(text).wrap(Wrap { trim: true }).block(block), area);
+}
+
+/// A form: its note, each field (the current one marked, hidden ones as
+/// dots), and why the last submit was refused.
+fn draw_form(frame: &mut Frame<'_>, form: &Form) {
+    let mut lines = vec![Line::from(form.note.clone()), Line::from("")];
+    for (i, field) in form.fields.iter().enumerate() {
+        let current = i == form.current;
+        let marker = if current { "▶ " } else { "  " };
+        let cursor = if current { "▏" } else { "" };
+        lines.push(Line::from(vec![
+            Span::raw(marker),
+            Span::styled(format!("{}: ", field.label), Style::new().bold()),
+            Span::raw(format!("{}{cursor}", field.shown())),
+        ]));
+    }
+    lines.push(Line::from(""));
+    match &form.error {
+        Some(error) => lines.push(Line::styled(error.clone(), Style::new().fg(Color::Red))),
+        None => lines.push(Line::from("Enter: next field / submit · Esc: cancel")),
+    }
+    // The height the lines take once wrapped, so that the last one (why
+    // a submit was refused) is never cut off.
+    let inner = usize::from(72.min(frame.area().width).saturating_sub(2)).max(1);
+    let height: usize = lines.iter().map(|l| l.width().div_ceil(inner).max(1)).sum();
+    let area = popup(frame, 72, height as u16 + 2);
+    let block = Block::default()
+        .borders(Borders::ALL)
+        .title(format!(" {} ", form.title))
+        .border_style(Style::new().fg(Color::Yellow));
+    frame.render_widget(Paragraph::new(lines).wrap(Wrap { trim: false }).block(block), area);
 }
 
 #[cfg(test)]
@@ -320,7 +373,7 @@ mod tests {
     #[test]
     fn events_view_newest_first() {
         let mut app = app();
-        app.update(Action::PrevView);
+        app.update(Action::ShowView(View::Events));
         insta::assert_snapshot!(render(&mut app));
     }
 
@@ -397,10 +450,10 @@ mod tests {
                 app.update(Action::ToggleDetail);
             }),
             ("events", |app| {
-                app.update(Action::PrevView);
+                app.update(Action::ShowView(View::Events));
             }),
             ("events_detail", |app| {
-                app.update(Action::PrevView);
+                app.update(Action::ShowView(View::Events));
                 app.update(Action::ToggleDetail);
             }),
             ("help", |app| {
@@ -420,6 +473,64 @@ mod tests {
                 let mut app = app();
                 setup(&mut app);
                 insta::assert_snapshot!(format!("{name}_{width}x{height}"), render_at(&mut app, width, height));
+            }
+        }
+    }
+
+    /// Five minutes of traffic: validations in a wave, a login burst, a
+    /// password-guessing storm from two addresses, a few revocations and a
+    /// lockout.
+    fn dashboard() -> App {
+        let mut app = app();
+        app.update(Action::ShowView(View::Dashboard));
+        let start = fixtures::now() - std::time::Duration::from_secs(300);
+        let (mut validations, mut logins, mut failures) = (0, 0, 0);
+        for second in 0..=300u64 {
+            validations += 50 + (second % 60) * 3;
+            logins += if (200..230).contains(&second) { 20 } else { 1 };
+            failures += if second >= 250 { 8 } else { 0 };
+            let stats = pb::GetStatsResponse {
+                users: 3,
+                active_sessions: 3,
+                active_tokens: 3,
+                revocation_index_entries: 1,
+                validations_total: validations,
+                logins_total: logins,
+                login_failures_total: failures,
+                ..Default::default()
+            };
+            let at = start + std::time::Duration::from_secs(second);
+            app.update(Action::Backend(Update::Stats(stats, at)));
+        }
+        let carol = fixtures::session(3, "carol");
+        let mut nobody = fixtures::session(4, "");
+        nobody.username.clear();
+        for n in 60..90 {
+            let (who, from) = if n % 3 == 0 { (&nobody, "203.0.113.7:5") } else { (&carol, "198.51.100.2:6") };
+            let detail = format!("from {from}{n}");
+            app.update(Action::Backend(Update::Event(fixtures::event(n, pb::EventKind::LoginFailed, who, &detail))));
+        }
+        let locked = fixtures::event(90, pb::EventKind::AccountLocked, &carol, "5 failed logins within 15m");
+        app.update(Action::Backend(Update::Event(locked)));
+        for n in [92, 92, 95, 96, 96, 96] {
+            let revoked = fixtures::event(n, pb::EventKind::SessionRevoked, &carol, "revoked from sigil-console");
+            app.update(Action::Backend(Update::Event(pb::Event { sequence: 1000 + n, ..revoked })));
+        }
+        app
+    }
+
+    #[test]
+    fn the_help_lists_every_key_at_80x24_and_on_a_short_terminal() {
+        for (width, height) in [(80, 24), (130, 16)] {
+            let mut app = app();
+            app.update(Action::ToggleHelp);
+            let screen = render_at(&mut app, width, height);
+            for (keys, what) in keymap::help() {
+                let start: String = what.chars().take(12).collect();
+                assert!(
+                    screen.contains(keys) && screen.contains(&start),
+                    "{keys} {what} at {width}x{height}:\n{screen}"
+                );
             }
         }
     }
@@ -447,6 +558,46 @@ mod tests {
         assert!(!header.contains("live"), "{header}");
         assert!(header.contains("session ended") && header.contains("L log in"), "{header}");
         insta::assert_snapshot!(screen);
+    }
+
+    #[test]
+    fn dashboard_80x24() {
+        insta::assert_snapshot!(render_at(&mut dashboard(), 80, 24));
+    }
+
+    #[test]
+    fn dashboard_200x50() {
+        insta::assert_snapshot!(render_at(&mut dashboard(), 200, 50));
+    }
+
+    #[test]
+    fn dashboard_before_the_first_sample() {
+        let mut app = app();
+        app.update(Action::ShowView(View::Dashboard));
+        let screen = render_at(&mut app, 80, 24);
+        assert!(screen.contains("waiting for the server's counts"), "{screen}");
+    }
+
+    #[test]
+    fn the_key_rotation_asks_for_the_word() {
+        let mut app = app();
+        app.update(Action::EmergencyKeyRotation);
+        for c in "rot".chars() {
+            app.update(Action::FormChar(c));
+        }
+        insta::assert_snapshot!(render_at(&mut app, 80, 24));
+    }
+
+    #[test]
+    fn a_password_is_drawn_as_dots() {
+        let mut app = app();
+        app.update(Action::ResetPassword);
+        for c in "hunter2".chars() {
+            app.update(Action::FormChar(c));
+        }
+        let screen = render_at(&mut app, 80, 24);
+        assert!(screen.contains("•••••••"), "{screen}");
+        assert!(!screen.contains("hunter2"), "{screen}");
     }
 
     #[test]

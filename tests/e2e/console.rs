@@ -143,8 +143,11 @@ async fn an_emergency_key_rotation_from_the_console_keeps_the_console_working() 
     tmux.wait_for("● live").await;
 
     tmux.keys(&["K"]);
-    tmux.wait_for("Emergency key rotation?").await;
-    tmux.keys(&["y"]);
+    tmux.wait_for("Emergency key rotation").await;
+    // One key is not enough any more: the word must be typed.
+    tmux.keys(&["y", "Enter"]);
+    tmux.wait_for("type the word \"rotate\"").await;
+    tmux.keys(&["BSpace", "rotate", "Enter"]);
     tmux.wait_for("every older key is distrusted").await;
     // Tokens signed before are refused at once.
     let verdict = sigil_tests::validate(&mut client, &before.access_token).await;

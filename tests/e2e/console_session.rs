@@ -138,13 +138,13 @@ async fn the_events_view_opens_with_history_and_a_shows_ended_sessions() {
     tmux.wait_for("● live").await;
     let screen = tmux.wait_for("before-start").await;
     assert!(!screen.contains("ended-laptop"), "an ended session is listed without a:\n{screen}");
-    // The Events view holds what happened before the console started.
-    tmux.keys(&["BTab"]);
+    // The Events view (key 4) holds what happened before the console started.
+    tmux.keys(&["4"]);
     tmux.wait_for("Events (newest first)").await;
     tmux.wait_for("(ended-laptop").await;
     tmux.wait_for("session revoked").await;
-    // Back on Sessions, `a` brings in the ended session.
-    tmux.keys(&["Tab"]);
+    // Back on Sessions (key 1), `a` brings in the ended session.
+    tmux.keys(&["1"]);
     tmux.keys(&["a"]);
     let screen = tmux.wait_for("ended-laptop").await;
     assert!(screen.contains("revoked"), "{screen}");

@@ -72,3 +72,5 @@ mod gateway;
 mod readme;
 // How the README test reads the README's shell blocks and runs them.
 mod readme_script;
+// The console's Dashboard and incident actions, in tmux against the real binaries.
+mod console_ops;

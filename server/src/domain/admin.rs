@@ -50,6 +50,12 @@ pub struct Stats {
     pub login_failures_per_second: f64,
     /// Entries of the revocation index.
     pub revocation_index_entries: u64,
+    /// Validations since the process started.
+    pub validations_total: u64,
+    /// Logins since the process started.
+    pub logins_total: u64,
+    /// Failed logins since the process started.
+    pub login_failures_total: u64,
 }
 
 impl Identity {
@@ -433,6 +439,9 @@ impl Identity {
             logins_per_second: self.rates.logins.per_second(),
             login_failures_per_second: self.rates.login_failures.per_second(),
             revocation_index_entries: self.revocations.len() as u64,
+            validations_total: self.rates.validations.total(),
+            logins_total: self.rates.logins.total(),
+            login_failures_total: self.rates.login_failures.total(),
         })
     }
 

@@ -1,6 +1,9 @@
 //! Per-second rates over the last minute, for `GetStats`: a ring of 60
 //! one-second buckets per counter, written with relaxed atomics so that the
-//! `Validate` hot path pays one atomic add.
+//! `Validate` hot path pays two atomic adds. Each counter also keeps its
+//! total since start, so that a client sampling `GetStats` every second
+//! (the console's dashboard) gets per-second rates from the deltas, where
+//! the minute's mean would smooth a spike away.
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
@@ -13,6 +16,8 @@ pub(crate) struct RateWindow {
     counts: [AtomicU64; WINDOW_SECONDS],
     /// The second each bucket currently counts.
     seconds: [AtomicI64; WINDOW_SECONDS],
+    /// Events since the process started.
+    total: AtomicU64,
 }
 
 impl Default for RateWindow {
@@ -20,6 +25,7 @@ impl Default for RateWindow {
         Self {
             counts: std::array::from_fn(|_| AtomicU64::new(0)),
             seconds: std::array::from_fn(|_| AtomicI64::new(-1)),
+            total: AtomicU64::new(0),
         }
     }
 }
@@ -39,6 +45,12 @@ impl RateWindow {
             self.counts[slot].store(0, Ordering::Relaxed);
         }
         self.counts[slot].fetch_add(1, Ordering::Relaxed);
+        self.total.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Events since the process started.
+    pub(crate) fn total(&self) -> u64 {
+        self.total.load(Ordering::Relaxed)
     }
 
     /// Mean events per second over the last full minute.
@@ -87,5 +99,15 @@ mod tests {
         assert!((window.per_second_at(1089) - 1.5).abs() < 1e-9);
         window.record_at(1200);
         assert!((window.per_second_at(1200) - 1.0 / 60.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn the_total_counts_every_event_and_forgets_none() {
+        let window = RateWindow::default();
+        for second in 1000..1100 {
+            window.record_at(second);
+        }
+        // The minute's window has forgotten the first 40 seconds; the total has not.
+        assert_eq!(window.total(), 100);
     }
 }

@@ -237,6 +237,9 @@ impl AdminService for AdminApi {
             logins_per_second: s.logins_per_second,
             login_failures_per_second: s.login_failures_per_second,
             revocation_index_entries: s.revocation_index_entries,
+            validations_total: s.validations_total,
+            logins_total: s.logins_total,
+            login_failures_total: s.login_failures_total,
         }))
     }
 }
