@@ -456,6 +456,26 @@ mod tests {
     use super::*;
     use crate::{form::Form, messages::Command, mode::Pending};
 
+    /// The README's key table names every key the help lists, so it
+    /// cannot fall behind the key map.
+    #[test]
+    fn the_readme_key_table_names_every_key() {
+        let readme = include_str!("../../README.md");
+        let section = readme.split("## The console").nth(1).expect("a console section");
+        let section = section.split("\n## ").next().unwrap_or(section);
+        let documented: Vec<&str> = section
+            .lines()
+            .filter(|line| line.starts_with("| `"))
+            .flat_map(|row| row.split('`').skip(1).step_by(2))
+            .flat_map(str::split_whitespace)
+            .collect();
+        for (keys, what) in help() {
+            for key in keys.split_whitespace().filter(|k| !matches!(*k, "/" | "…")) {
+                assert!(documented.contains(&key), "README's console keys lack `{key}` ({what})");
+            }
+        }
+    }
+
     fn press(mode: &Mode, code: KeyCode) -> Action {
         from_key(mode, KeyEvent::new(code, KeyModifiers::NONE))
     }
