@@ -184,15 +184,18 @@ fn is_default_ignorable(c: char) -> bool {
     )
 }
 
-/// Checks a role name: non-empty, short, printable ASCII without spaces.
+/// Checks a role name: non-empty, short, printable ASCII without spaces
+/// or commas (a comma separates roles in the gateways' `x-sigil-roles`
+/// header and in their route policies, so a role holding one could not be
+/// told from two).
 pub fn check_role(role: &str) -> Result<(), DomainError> {
-    let printable = role.bytes().all(|b| b.is_ascii_graphic());
+    let printable = role.bytes().all(|b| b.is_ascii_graphic() && b != b',');
     if role.is_empty() || role.len() > 64 || !printable {
         // Quoted only when short: an error never carries a caller's
         // kilobytes back (they would not even fit in a gRPC status).
         let shown = if role.len() <= 64 { format!("{role:?}") } else { format!("of {} bytes", role.len()) };
         return Err(DomainError::invalid(format!(
-            "role {shown} must be 1 to 64 printable ASCII characters without spaces"
+            "role {shown} must be 1 to 64 printable ASCII characters without spaces or commas"
         )));
     }
     Ok(())
@@ -201,6 +204,13 @@ pub fn check_role(role: &str) -> Result<(), DomainError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_role_cannot_hold_the_gateways_separator() {
+        assert!(check_role("reader").is_ok());
+        let refused = check_role("reader,admin").expect_err("a comma is refused");
+        assert!(refused.to_string().contains("without spaces or commas"), "{refused}");
+    }
 
     #[test]
     fn usernames_are_trimmed_and_lowercased() {
