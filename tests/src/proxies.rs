@@ -175,6 +175,14 @@ impl ProxyKind {
     /// Starts the proxy from its `deploy/` configuration and waits until it
     /// accepts connections.
     pub async fn start(self, binary: &Path, ports: ProxyPorts) -> RunningProxy {
+        self.start_edited(binary, ports, str::to_string).await
+    }
+
+    /// Like [`ProxyKind::start`], with the rendered main configuration file
+    /// passed through `edit` first: the benchmark's variants without the
+    /// authorizer (Envoy without `ext_authz`, nginx without `auth_request`)
+    /// come from the same template, so they differ only by what `edit` cut.
+    pub async fn start_edited(self, binary: &Path, ports: ProxyPorts, edit: impl Fn(&str) -> String) -> RunningProxy {
         let run_dir = tempfile::tempdir().expect("proxy run dir");
         // The whole folder, rendered: a configuration may include files
         // beside it (nginx's snippets).
@@ -184,8 +192,11 @@ impl ProxyKind {
             let path = entry.expect("deploy/ entry").path();
             let text = std::fs::read_to_string(&path).expect("deploy/ file readable");
             let name = path.file_name().expect("a file name");
-            std::fs::write(run_dir.path().join(name), render(&text, ports, run_dir.path()))
-                .expect("configuration written");
+            let mut rendered = render(&text, ports, run_dir.path());
+            if path == template {
+                rendered = edit(&rendered);
+            }
+            std::fs::write(run_dir.path().join(name), rendered).expect("configuration written");
         }
         let config_path = run_dir.path().join(template.file_name().expect("a file name"));
         let log_path = run_dir.path().join("proxy.log");
@@ -280,6 +291,11 @@ impl RunningProxy {
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    /// Its process id (for its CPU time), while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
     }
 
     /// What the proxy printed so far (for failure messages).

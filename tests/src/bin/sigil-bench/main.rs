@@ -15,15 +15,19 @@
 //! target/release/sigil-bench seed --data-dir /tmp/big --sessions 100000
 //! target/release/sigil-bench --data-dir /tmp/big --only list-sessions
 //! target/release/sigil-bench --database-url postgres://… --only refresh,revoke,propagation
+//! target/release/sigil-bench --only gateways   # Envoy/nginx + Sigil vs without (h2load)
 //! ```
 //!
 //! Scenarios: health, validate-hot, validate-cold, authenticate, refresh,
 //! revoke, mixed, flood, oversized, list-sessions, and with `--rate` an
-//! open-loop validate-hot; with `--database-url`, propagation.
+//! open-loop validate-hot; with `--database-url`, propagation; only when
+//! named, gateways (the real proxies in front of Sigil, driven by h2load).
 
+mod allow_all;
 mod baseline;
 mod client;
 mod figures;
+mod h2load;
 mod load;
 mod ratios;
 mod scenarios;
@@ -109,7 +113,8 @@ async fn main() -> anyhow::Result<()> {
     }
     let duration = if cli.quick { Duration::from_millis(1000) } else { Duration::from_secs(cli.seconds) };
     let (connections, streams) = if cli.quick { (2, 16) } else { (cli.connections, cli.streams) };
-    let wanted = |name: &str| cli.only.is_empty() || cli.only.iter().any(|o| o == name);
+    let named = |name: &str| cli.only.iter().any(|o| o == name);
+    let wanted = |name: &str| named(name) || (cli.only.is_empty() && !scenarios::OPT_IN.contains(&name));
 
     let target = match &cli.server {
         Some(address) => Target::remote(address.clone()),

@@ -5,6 +5,7 @@
 
 mod authenticate;
 mod flood;
+mod gateways;
 mod health;
 mod list_sessions;
 mod mixed;
@@ -59,8 +60,12 @@ pub(crate) struct Scenario {
     pub(crate) run: Run,
 }
 
+/// Scenarios that run only when `--only` names them: they need outside
+/// tools (the proxies, h2load), so the default run and CI's `--quick` skip them.
+pub(crate) const OPT_IN: [&str; 1] = ["gateways"];
+
 /// Every scenario, in the order a run takes them.
-pub(crate) const ALL: [Scenario; 12] = [
+pub(crate) const ALL: [Scenario; 13] = [
     health::SCENARIO,
     validate_hot::SCENARIO,
     validate_cold::SCENARIO,
@@ -73,4 +78,5 @@ pub(crate) const ALL: [Scenario; 12] = [
     open_loop::SCENARIO,
     list_sessions::SCENARIO,
     propagation::SCENARIO,
+    gateways::SCENARIO,
 ];

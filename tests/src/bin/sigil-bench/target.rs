@@ -3,6 +3,7 @@
 //! connections to it.
 
 use std::{
+    net::SocketAddr,
     path::Path,
     process::Stdio,
     time::{Duration, Instant},
@@ -16,6 +17,8 @@ use crate::ADMIN_PASSWORD;
 /// The server under test.
 pub(crate) struct Target {
     pub(crate) address: String,
+    /// Its HTTP listener (`/authz`), when this run started it.
+    pub(crate) http_addr: Option<SocketAddr>,
     pid: Option<u32>,
     _child: Option<tokio::process::Child>,
     _dir: Option<tempfile::TempDir>,
@@ -24,7 +27,7 @@ pub(crate) struct Target {
 impl Target {
     /// A server someone else started, at `address`: no CPU or memory figures.
     pub(crate) fn remote(address: String) -> Self {
-        Self { address, pid: None, _child: None, _dir: None }
+        Self { address, http_addr: None, pid: None, _child: None, _dir: None }
     }
 
     pub(crate) async fn start(data_dir: Option<&Path>, database_url: Option<&str>) -> anyhow::Result<Self> {
@@ -51,23 +54,26 @@ impl Target {
         let stdout = child.stdout.take().ok_or_else(|| anyhow::anyhow!("no stdout"))?;
         let mut lines = BufReader::new(stdout).lines();
         let started = Instant::now();
-        let address = loop {
+        let (address, http_addr) = loop {
             let line = lines.next_line().await?.ok_or_else(|| anyhow::anyhow!("sigil-server exited"))?;
             if let Some(address) = sigil_tests::bound_grpc_addr(&line) {
-                break address.to_string();
+                break (address.to_string(), bound_http_addr(&line));
             }
         };
         println!("started sigil-server (pid {:?}) on {address} in {:?}", child.id(), started.elapsed());
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        Ok(Self { address: format!("http://{address}"), pid: child.id(), _child: Some(child), _dir: Some(dir) })
+        Ok(Self {
+            address: format!("http://{address}"),
+            http_addr,
+            pid: child.id(),
+            _child: Some(child),
+            _dir: Some(dir),
+        })
     }
 
     /// User + system CPU time of the server process so far.
     pub(crate) fn cpu(&self) -> Option<Duration> {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid?)).ok()?;
-        let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
-        let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
-        Some(Duration::from_millis(ticks * 10))
+        process_cpu(self.pid?)
     }
 
     /// Resident memory of the server process.
@@ -76,6 +82,22 @@ impl Target {
         let kb: f64 = status.lines().find(|l| l.starts_with("VmRSS:"))?.split_whitespace().nth(1)?.parse().ok()?;
         Some(kb / 1024.0)
     }
+}
+
+/// User + system CPU time of process `pid` so far, from `/proc/<pid>/stat`
+/// (in clock ticks of 10 ms).
+pub(crate) fn process_cpu(pid: u32) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    Some(Duration::from_millis(ticks * 10))
+}
+
+/// The HTTP address in the server's `sigil-server listening` line
+/// (`--log-format text`: `… http_addr=127.0.0.1:PORT`).
+fn bound_http_addr(line: &str) -> Option<SocketAddr> {
+    let rest = &line[line.find("http_addr=")? + "http_addr=".len()..];
+    rest.split_whitespace().next()?.parse().ok()
 }
 
 /// `n` HTTP/2 connections to `address`.

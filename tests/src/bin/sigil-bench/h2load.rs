@@ -1,0 +1,110 @@
+//! [`h2load`]: one run of nghttp2's `h2load` against a proxy, its request
+//! rate and, from its per-request log, its latency percentiles.
+
+use std::{net::SocketAddr, process::Stdio, time::Duration};
+
+/// At most one request in this many may miss (non-2xx or failed).
+const MISS_LIMIT_PER_MILLE: u64 = 1000;
+
+/// How long a connection may stay silent before h2load gives it up.
+const INACTIVITY_LIMIT: Duration = Duration::from_secs(3);
+
+/// The load shape of one run.
+#[derive(Clone, Copy)]
+pub(crate) struct Shape {
+    /// Connections (h2load's clients).
+    pub(crate) connections: usize,
+    /// Concurrent streams per connection (HTTP/2; 1 for HTTP/1.1).
+    pub(crate) streams: usize,
+    /// HTTP/1.1 instead of h2c (nginx has no h2c listener here).
+    pub(crate) http1: bool,
+    pub(crate) duration: Duration,
+    /// Open loop: requests per second in all (split over the connections).
+    pub(crate) rate: Option<u64>,
+}
+
+/// What one run measured.
+pub(crate) struct Run {
+    /// Successful (2xx) responses per second.
+    pub(crate) rate: f64,
+    /// 2xx responses.
+    pub(crate) succeeded: u64,
+    /// Requests answered otherwise or not at all.
+    pub(crate) missed: u64,
+    /// Per-request latency (send to end of response), sorted, in µs.
+    pub(crate) latencies_us: Vec<u64>,
+}
+
+impl Run {
+    /// The `q` quantile (0..=1) of the latency, in milliseconds.
+    pub(crate) fn latency_ms(&self, q: f64) -> f64 {
+        let Some(last) = self.latencies_us.len().checked_sub(1) else { return f64::NAN };
+        self.latencies_us[((last as f64) * q).round() as usize] as f64 / 1000.0
+    }
+}
+
+/// Runs h2load against `http://addr/` with `Authorization: Bearer token`;
+/// fails when more than one request in [`MISS_LIMIT_PER_MILLE`] is not
+/// answered 2xx (a proxy that denied or broke would otherwise look fast).
+pub(crate) async fn h2load(addr: SocketAddr, token: &str, shape: Shape) -> anyhow::Result<Run> {
+    let dir = tempfile::tempdir()?;
+    let log = dir.path().join("requests.tsv");
+    let mut command = tokio::process::Command::new("h2load");
+    command
+        .arg(format!("-c{}", shape.connections))
+        .arg(format!("-m{}", shape.streams))
+        .arg(format!("-D{}", shape.duration.as_secs_f64().ceil() as u64))
+        .arg(format!("--log-file={}", log.display()))
+        // A connection silent this long is given up (counted as a timeout)
+        // instead of holding the run open after its duration.
+        .arg(format!("-N{}", INACTIVITY_LIMIT.as_secs()))
+        .args(["-H", &format!("authorization: Bearer {token}")])
+        .arg(format!("http://{addr}/"));
+    if shape.http1 {
+        command.args(["-p", "http/1.1"]);
+    }
+    if let Some(rate) = shape.rate {
+        command.arg(format!("--rps={}", (rate / shape.connections as u64).max(1)));
+    }
+    let limit = shape.duration + INACTIVITY_LIMIT * 2;
+    let output = tokio::time::timeout(limit, command.stdin(Stdio::null()).kill_on_drop(true).output())
+        .await
+        .map_err(|_| anyhow::anyhow!("h2load via {addr} still ran after {limit:?}"))??;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    // Its command line holds the token: never echo it, only its summary.
+    anyhow::ensure!(output.status.success(), "h2load failed ({}):\n{stdout}", output.status);
+    let rate: f64 = line_after(&stdout, "finished in ")
+        .and_then(|rest| rest.split(", ").nth(1)?.strip_suffix(" req/s")?.parse().ok())
+        .ok_or_else(|| anyhow::anyhow!("no req/s in h2load's output:\n{stdout}"))?;
+    let codes = line_after(&stdout, "status codes: ").unwrap_or_default();
+    let count =
+        |what: &str| -> u64 { codes.split(", ").find_map(|c| c.strip_suffix(what)?.trim().parse().ok()).unwrap_or(0) };
+    let (succeeded, other) = (count(" 2xx"), count(" 3xx") + count(" 4xx") + count(" 5xx"));
+    let requests = line_after(&stdout, "requests: ").unwrap_or_default();
+    let counted =
+        |what: &str| requests.split(", ").find_map(|c| c.strip_suffix(what)?.parse::<u64>().ok()).unwrap_or(0);
+    let failed = counted(" failed") + counted(" timeout");
+    // A few answers in a thousand may miss (a 503 when the shared cores
+    // starve the authorizer past Envoy's 1 s timeout; streams cut when the
+    // duration ends): counted and printed. More means a broken setup.
+    let missed = other + failed;
+    anyhow::ensure!(
+        succeeded > 0 && missed * MISS_LIMIT_PER_MILLE <= succeeded,
+        "h2load via {addr}: too many requests did not succeed: {requests}; {codes}"
+    );
+    let mut latencies_us: Vec<u64> = std::fs::read_to_string(&log)?
+        .lines()
+        .filter_map(|row| {
+            let mut columns = row.split('\t');
+            let status = columns.nth(1)?;
+            status.starts_with('2').then_some(())?;
+            columns.next()?.trim().parse().ok()
+        })
+        .collect();
+    latencies_us.sort_unstable();
+    Ok(Run { rate, succeeded, missed, latencies_us })
+}
+
+fn line_after<'a>(output: &'a str, prefix: &str) -> Option<&'a str> {
+    output.lines().find_map(|line| line.trim().strip_prefix(prefix))
+}
