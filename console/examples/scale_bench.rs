@@ -30,13 +30,16 @@ use std::{
 };
 
 use anyhow::Context as _;
-use axum::{extract::Request, http::StatusCode, response::IntoResponse as _};
 use clap::Parser;
 use ratatui::{Terminal, backend::TestBackend};
 use sigil_console::{action::Action, app::App, backend, messages::Update, ui};
 use sigil_proto::pb::{self, admin_service_client::AdminServiceClient, identity_service_client::IdentityServiceClient};
 use tokio::io::{AsyncBufReadExt as _, BufReader};
 use tonic::transport::Channel;
+
+#[path = "../tests/support/counting_proxy.rs"]
+mod support;
+use support::{Counts, counting_proxy};
 
 /// The admin password `sigil-bench seed` gives its admin.
 const ADMIN_PASSWORD: &str = "bench-admin-password";
@@ -61,9 +64,6 @@ struct Args {
     #[arg(long, default_value_t = 20)]
     concurrency: usize,
 }
-
-/// gRPC calls the console made, by path.
-type Counts = Arc<Mutex<BTreeMap<String, usize>>>;
 
 #[tokio::main(flavor = "multi_thread")]
 async fn main() -> anyhow::Result<()> {
@@ -98,7 +98,7 @@ async fn main() -> anyhow::Result<()> {
 
     // The console, through the counting proxy, with its updates applied to
     // an App as the real event loop does.
-    let (proxy, counts) = counting_proxy(server_addr).await?;
+    let (proxy, counts) = counting_proxy(connect(server_addr).await?).await?;
     let events = Arc::new(AtomicUsize::new(0));
     let launched = Instant::now();
     let worker = backend::login(&format!("http://{proxy}"), "admin", ADMIN_PASSWORD, &backend::TlsFiles::default())
@@ -253,34 +253,6 @@ async fn count_sessions(server: SocketAddr, token: &str) -> anyhow::Result<usize
         }
         page_token = page.next_page_token;
     }
-}
-
-/// A plain HTTP/2 proxy in front of the server that counts every call.
-async fn counting_proxy(upstream: SocketAddr) -> anyhow::Result<(SocketAddr, Counts)> {
-    let channel = connect(upstream).await?;
-    let counts = Counts::default();
-    let seen = counts.clone();
-    let forward = move |request: Request| {
-        let mut channel = channel.clone();
-        let seen = seen.clone();
-        async move {
-            *seen.lock().expect("counts").entry(request.uri().path().to_string()).or_default() += 1;
-            let request = request.map(tonic::body::Body::new);
-            let response = match std::future::poll_fn(|cx| tower::Service::poll_ready(&mut channel, cx)).await {
-                Ok(()) => tower::Service::call(&mut channel, request).await,
-                Err(e) => Err(e),
-            };
-            match response {
-                Ok(response) => response.map(axum::body::Body::new),
-                Err(e) => (StatusCode::BAD_GATEWAY, e.to_string()).into_response(),
-            }
-        }
-    };
-    let router = axum::Router::new().fallback(forward);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    tokio::spawn(async move { axum::serve(listener, router).await });
-    Ok((addr, counts))
 }
 
 async fn connect(addr: SocketAddr) -> anyhow::Result<Channel> {

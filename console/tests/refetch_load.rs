@@ -7,52 +7,23 @@
 //! reload of the lists, however many events arrived meanwhile.
 
 use std::{
-    collections::BTreeMap,
     net::SocketAddr,
     sync::{Arc, Mutex},
     time::{Duration, Instant, SystemTime},
 };
 
-use axum::{extract::Request, http::StatusCode, response::IntoResponse as _};
 use sigil_console::{action::Action, app::App, backend, messages::ConnectionState};
 use sigil_proto::pb::{self, admin_service_client::AdminServiceClient, identity_service_client::IdentityServiceClient};
 use sigil_server::{Config, domain::Secret};
 use tonic::transport::Channel;
 
+#[path = "support/counting_proxy.rs"]
+mod support;
+use support::{Counts, counting_proxy};
+
 const ADMIN_PASSWORD: &str = "storm-admin-password";
 const USERS: usize = 20;
 const LOGINS_PER_USER: usize = 10;
-
-/// gRPC calls seen by the proxy, by path.
-type Counts = Arc<Mutex<BTreeMap<String, usize>>>;
-
-/// A plain HTTP/2 proxy in front of the server that counts every call.
-async fn counting_proxy(upstream: SocketAddr) -> (SocketAddr, Counts) {
-    let channel = connect(upstream).await;
-    let counts = Counts::default();
-    let seen = counts.clone();
-    let forward = move |request: Request| {
-        let mut channel = channel.clone();
-        let seen = seen.clone();
-        async move {
-            *seen.lock().expect("counts").entry(request.uri().path().to_string()).or_default() += 1;
-            let request = request.map(tonic::body::Body::new);
-            let response = match std::future::poll_fn(|cx| tower::Service::poll_ready(&mut channel, cx)).await {
-                Ok(()) => tower::Service::call(&mut channel, request).await,
-                Err(e) => Err(e),
-            };
-            match response {
-                Ok(response) => response.map(axum::body::Body::new),
-                Err(e) => (StatusCode::BAD_GATEWAY, e.to_string()).into_response(),
-            }
-        }
-    };
-    let router = axum::Router::new().fallback(forward);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(async move { axum::serve(listener, router).await });
-    (addr, counts)
-}
 
 async fn connect(addr: SocketAddr) -> Channel {
     Channel::from_shared(format!("http://{addr}")).expect("uri").connect().await.expect("connects")
@@ -127,7 +98,7 @@ async fn a_login_storm_costs_a_bounded_number_of_refetches() {
 
     // The console, through the counting proxy, with its updates applied to
     // an App as the real event loop does.
-    let (proxy, counts) = counting_proxy(server.grpc_addr).await;
+    let (proxy, counts) = counting_proxy(connect(server.grpc_addr).await).await.expect("proxy");
     let worker = backend::login(&format!("http://{proxy}"), "admin", ADMIN_PASSWORD, &backend::TlsFiles::default())
         .await
         .expect("console login");
