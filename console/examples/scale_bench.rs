@@ -39,7 +39,7 @@ use tonic::transport::Channel;
 
 #[path = "../tests/support/counting_proxy.rs"]
 mod support;
-use support::{Counts, counting_proxy};
+use support::{Counts, counting_proxy, quiet};
 
 /// The admin password `sigil-bench seed` gives its admin.
 const ADMIN_PASSWORD: &str = "bench-admin-password";
@@ -134,7 +134,7 @@ async fn main() -> anyhow::Result<()> {
         terminal.draw(|frame| ui::draw(frame, &console.0))?;
     }
     let first_screen = launched.elapsed();
-    quiet(&console, &counts).await;
+    quiet(&console, || total(&counts)).await;
 
     // 2. The console's memory with every row loaded.
     let rss = rss_mib().context("no VmRSS in /proc/self/status")?;
@@ -165,7 +165,7 @@ async fn main() -> anyhow::Result<()> {
     })
     .await?;
     let shown = started.elapsed();
-    quiet(&console, &counts).await;
+    quiet(&console, || total(&counts)).await;
     let calls = total(&counts) - calls_before;
     let seen = events.load(Ordering::Relaxed) - events_before;
     let by_method: BTreeMap<String, usize> = counts
@@ -272,25 +272,6 @@ async fn eventually(what: &str, limit: Duration, mut ready: impl FnMut() -> bool
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     Ok(())
-}
-
-/// Waits until neither the console's state nor the call counts have changed
-/// for half a second: the console has caught up and is idle.
-async fn quiet(console: &Arc<Mutex<(App, Instant)>>, counts: &Counts) {
-    let mut last = total(counts);
-    let mut since = Instant::now();
-    loop {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        let now = total(counts);
-        let updated = console.lock().expect("console").1;
-        if now != last {
-            last = now;
-            since = Instant::now();
-        }
-        if since.elapsed() > Duration::from_millis(500) && updated.elapsed() > Duration::from_millis(500) {
-            return;
-        }
-    }
 }
 
 /// Resident memory of this process.

@@ -1,14 +1,17 @@
 //! A plain HTTP/2 proxy in front of a server that counts every gRPC call by
-//! path: how the refetch test and the scale benchmark measure the console's
-//! own load on the server. Included by `#[path]` from both.
+//! path, and a wait for the console to go idle: how the refetch test and
+//! the scale benchmark measure the console's own load on the server.
+//! Included by `#[path]` from both.
 
 use std::{
     collections::BTreeMap,
     net::SocketAddr,
     sync::{Arc, Mutex},
+    time::{Duration, Instant},
 };
 
 use axum::{extract::Request, http::StatusCode, response::IntoResponse as _};
+use sigil_console::app::App;
 use tonic::transport::Channel;
 
 /// gRPC calls seen by the proxy, by path.
@@ -40,4 +43,24 @@ pub(crate) async fn counting_proxy(upstream: Channel) -> std::io::Result<(Socket
     let addr = listener.local_addr()?;
     tokio::spawn(async move { axum::serve(listener, router).await });
     Ok((addr, counts))
+}
+
+/// Waits until neither the console's state (the App and when it last
+/// changed) nor `counted` (the calls that matter) has changed for half a
+/// second: the console has caught up and is idle.
+pub(crate) async fn quiet(console: &Arc<Mutex<(App, Instant)>>, counted: impl Fn() -> usize) {
+    let mut last = counted();
+    let mut since = Instant::now();
+    loop {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let now = counted();
+        let updated = console.lock().expect("console").1;
+        if now != last {
+            last = now;
+            since = Instant::now();
+        }
+        if since.elapsed() > Duration::from_millis(500) && updated.elapsed() > Duration::from_millis(500) {
+            return;
+        }
+    }
 }
