@@ -33,8 +33,9 @@ fn an_unreachable_server_is_one_clear_line() {
     assert!(line.to_lowercase().contains("refused"), "{line}");
 }
 
-#[tokio::test]
-async fn a_wrong_password_is_one_clear_line() {
+/// A server on ephemeral ports and a fresh data dir, with `admin`'s
+/// password `password`; the dir lives as long as the returned guard.
+async fn server(password: &str) -> (sigil_server::RunningServer, tempfile::TempDir) {
     let dir = tempfile::tempdir().expect("temp dir");
     let config = Config {
         listen: SocketAddr::from(([127, 0, 0, 1], 0)).into(),
@@ -42,7 +43,13 @@ async fn a_wrong_password_is_one_clear_line() {
         data_dir: dir.path().join("data"),
         ..Config::default()
     };
-    let server = sigil_server::start(&config, Some(Secret::new("right-password".into()))).await.expect("server");
+    let server = sigil_server::start(&config, Some(Secret::new(password.into()))).await.expect("server");
+    (server, dir)
+}
+
+#[tokio::test]
+async fn a_wrong_password_is_one_clear_line() {
+    let (server, _dir) = server("right-password").await;
     let address = format!("http://{}", server.grpc_addr);
     let output = tokio::task::spawn_blocking(move || console(&address, "wrong-password")).await.expect("ran");
     assert!(!output.status.success());
@@ -63,18 +70,6 @@ mod own_session {
     use super::*;
 
     const PASSWORD: &str = "right-password";
-
-    async fn server() -> (sigil_server::RunningServer, tempfile::TempDir) {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let config = Config {
-            listen: SocketAddr::from(([127, 0, 0, 1], 0)).into(),
-            http_listen: SocketAddr::from(([127, 0, 0, 1], 0)).into(),
-            data_dir: dir.path().join("data"),
-            ..Config::default()
-        };
-        let server = sigil_server::start(&config, Some(Secret::new(PASSWORD.into()))).await.expect("server");
-        (server, dir)
-    }
 
     fn bearer<T>(message: T, token: &str) -> tonic::Request<T> {
         let mut request = tonic::Request::new(message);
@@ -121,7 +116,7 @@ mod own_session {
 
     #[tokio::test]
     async fn without_a_terminal_it_is_one_line_and_no_session_is_left_behind() {
-        let (server, _dir) = server().await;
+        let (server, _dir) = server(PASSWORD).await;
         let address = format!("http://{}", server.grpc_addr);
         let output = tokio::task::spawn_blocking(move || run_console(address, "admin", PASSWORD)).await.expect("ran");
         assert!(!output.status.success());
@@ -141,7 +136,7 @@ mod own_session {
 
     #[tokio::test]
     async fn a_user_without_the_admin_role_is_refused_and_its_session_revoked() {
-        let (server, _dir) = server().await;
+        let (server, _dir) = server(PASSWORD).await;
         let channel = Channel::from_shared(format!("http://{}", server.grpc_addr))
             .expect("uri")
             .connect()
