@@ -52,6 +52,10 @@ pub struct IdentitySettings {
     pub audit_retention: Duration,
     /// How long ended sessions and tokens are kept before they are purged.
     pub record_retention: Duration,
+    /// How often an idle revocation stream gets a heartbeat.
+    pub revocation_heartbeat: Duration,
+    /// Revocation streams open at once.
+    pub max_revocation_streams: usize,
     /// When failed logins lock an account.
     pub lockout: LockoutPolicy,
     /// When failed logins from one client address block that address
@@ -77,6 +81,8 @@ impl Default for IdentitySettings {
             // --print-config shows it as such.
             audit_retention: Duration::from_secs(3 * 2_630_016),
             record_retention: Duration::from_secs(7 * 24 * 3600),
+            revocation_heartbeat: Duration::from_secs(1),
+            max_revocation_streams: 256,
             lockout: LockoutPolicy::default(),
             address_lockout: LockoutPolicy { threshold: 0, ..LockoutPolicy::default() },
             trusted_proxies: Vec::new(),
