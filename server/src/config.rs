@@ -426,7 +426,8 @@ impl Config {
         // A heartbeat is what tells a verifier it is current: one so slow
         // that the verifier's staleness limit (5s by default) passes between
         // two would make every verifier fail closed on a quiet day.
-        if self.revocation_heartbeat < Duration::from_millis(100) || self.revocation_heartbeat > Duration::from_secs(60) {
+        if self.revocation_heartbeat < Duration::from_millis(100) || self.revocation_heartbeat > Duration::from_secs(60)
+        {
             return out_of_range("revocation_heartbeat must be between 100ms and 60s");
         }
         for (name, value) in [

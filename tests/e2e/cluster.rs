@@ -29,7 +29,10 @@ impl Cluster {
         Self { servers, url, _dirs: dirs }
     }
 
-    pub(crate) async fn client(&self, i: usize) -> pb::identity_service_client::IdentityServiceClient<tonic::transport::Channel> {
+    pub(crate) async fn client(
+        &self,
+        i: usize,
+    ) -> pb::identity_service_client::IdentityServiceClient<tonic::transport::Channel> {
         self.servers[i].client().await
     }
 }

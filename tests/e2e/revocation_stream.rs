@@ -238,10 +238,13 @@ async fn a_restart_on_the_same_data_resumes_and_a_new_data_dir_is_a_new_epoch() 
     let on_dir = |config: &mut Config| config.data_dir = dir.path().join("data");
     let server = TestServer::start_with(on_dir).await;
     let edge = verifier(&server, "edge").await;
+    let mut client = server.client().await;
+    let early = login(&mut client, "admin", ADMIN_PASSWORD).await;
+    client.revoke(revoke(Target::AccessToken(early.access_token))).await.expect("revoked");
     let mut stream = open(server.channel().await, Some(&edge.access_token), 0, "").await.expect("opens");
     let before = snapshot(&mut stream).await;
+    assert!(before.sequence > 0, "the snapshot holds the early revocation");
     drop(stream);
-    let mut client = server.client().await;
     let away = login(&mut client, "admin", ADMIN_PASSWORD).await;
     client.revoke(revoke(Target::AccessToken(away.access_token))).await.expect("revoked before the restart");
     server.stop().await;
@@ -442,7 +445,8 @@ async fn a_slow_subscriber_is_aborted_with_a_resume_point_and_resumes_from_it() 
     assert_eq!(received.last().copied().unwrap_or(start.sequence), resume_after, "resume after the last one sent");
 
     // Resuming there sends the rest, no snapshot.
-    let mut resumed = open(server.channel().await, Some(&admin_token), resume_after, &start.epoch).await.expect("opens");
+    let mut resumed =
+        open(server.channel().await, Some(&admin_token), resume_after, &start.epoch).await.expect("opens");
     assert!(matches!(next(&mut resumed).await, Message::Keys(_)));
     let mut total = received.len();
     let mut last = resume_after;

@@ -20,6 +20,7 @@ use super::{
     password::{PasswordHasher, base64_url, fill_random},
     port::{RevokeOutcome, RotateOutcome, Rotation, Store},
     revocation::RevocationIndex,
+    revocation_stream,
     session::{NewRefreshToken, RefreshTokenHash, SessionRecord, SessionState, TokenKind, TokenRecord, TokenState},
     session_revocation,
     stats::Rates,
@@ -197,6 +198,10 @@ pub struct Identity {
     /// Held across "check that an admin remains, then write" in
     /// `update_user` / `delete_user` (see `admin.rs`).
     pub(super) admin_changes: tokio::sync::Mutex<()>,
+    /// The store's identity, as revocation streams name it.
+    pub(super) epoch: Arc<str>,
+    /// The bound on open revocation streams.
+    pub(super) revocation_streams: revocation_stream::RevocationStreams,
 }
 
 impl Identity {
@@ -210,6 +215,7 @@ impl Identity {
             tracing::info!(kid = %first.kid, "generated the first signing key");
         }
         let keys = KeyRing::from_records(&records)?;
+        let epoch = revocation_stream::epoch_of(&records);
         let revocations = RevocationIndex::new(settings.access_token_ttl + settings.leeway);
         let mut applied_through = 0;
         // Every entry still within its stored bound, whatever today's TTL.
@@ -236,6 +242,8 @@ impl Identity {
             shutdown: tokio::sync::watch::Sender::new(false),
             authorization_changes: tokio::sync::watch::Sender::new(0),
             admin_changes: tokio::sync::Mutex::new(()),
+            epoch,
+            revocation_streams: revocation_stream::RevocationStreams::new(settings.max_revocation_streams),
             settings,
             store,
         })
