@@ -511,4 +511,14 @@ async fn on_postgres_a_stream_from_one_instance_carries_revocations_made_on_anot
         }
     };
     assert!(entry.sequence > start.sequence);
+
+    // One database is one store: B's epoch and sequence resume on A.
+    let a_channel = connect(cluster.servers[0].grpc_addr).await;
+    let mut resumed =
+        open(a_channel, Some(&admin.access_token), start.sequence, &start.epoch).await.expect("opens on A");
+    assert!(matches!(next(&mut resumed).await, Message::Keys(_)));
+    match next(&mut resumed).await {
+        Message::Revocation(first) => assert!(first.sequence > start.sequence && first.sequence <= entry.sequence),
+        other => panic!("A resumes B's stream without a snapshot: {other:?}"),
+    }
 }

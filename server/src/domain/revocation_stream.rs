@@ -426,3 +426,19 @@ impl Subscriber {
         self.identity.recheck(&self.caller).map_err(WatchEnd::Refused)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_epoch_is_the_first_key_whatever_came_after() {
+        let first = SigningKeyRecord::generate_ed25519(Timestamp::now()).expect("key");
+        let later = SigningKeyRecord::generate_ed25519(first.created_at.plus(Duration::from_secs(60))).expect("key");
+        let epoch = epoch_of(std::slice::from_ref(&first));
+        assert_eq!(&*epoch, first.kid.as_str());
+        assert_eq!(epoch_of(&[later.clone(), first.clone()]), epoch, "a rotation keeps the epoch");
+        assert_ne!(epoch_of(std::slice::from_ref(&later)), epoch, "another store, another epoch");
+        assert!(epoch.len() <= MAX_EPOCH_BYTES, "an epoch fits the request's bound");
+    }
+}
