@@ -472,6 +472,25 @@ fn metric(page: &str, name: &str) -> f64 {
 }
 
 #[tokio::test]
+async fn a_server_shutting_down_ends_the_stream_naming_where_to_resume() {
+    let server = TestServer::start().await;
+    let edge = verifier(&server, "edge").await;
+    let mut client = server.client().await;
+    let early = login(&mut client, "admin", ADMIN_PASSWORD).await;
+    client.revoke(revoke(Target::AccessToken(early.access_token))).await.expect("revoked");
+    let mut stream = open(server.channel().await, Some(&edge.access_token), 0, "").await.expect("opens");
+    let start = snapshot(&mut stream).await;
+    let stopping = tokio::spawn(server.stop());
+    let (_, status) = end_of(&mut stream).await;
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert!(
+        status.message().contains(&format!("after_sequence={}", start.sequence)),
+        "names where to resume (on another instance): {status:?}"
+    );
+    stopping.await.expect("the server stopped");
+}
+
+#[tokio::test]
 async fn the_number_of_streams_is_bounded() {
     let server = TestServer::start_with(|c| c.max_revocation_streams = 2).await;
     let edge = verifier(&server, "edge").await;
