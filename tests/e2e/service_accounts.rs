@@ -165,9 +165,8 @@ async fn a_service_token_validates_as_a_service_with_its_roles_scope_and_audienc
     let account = create(&mut admin, &["billing"], &["orders", "ledger"], &["read", "write"]).await;
     let mut client = server.client().await;
 
-    let issued = issue(&mut client, secret_grant(&account.client_id, &account.secret, "ledger", "read"))
-        .await
-        .expect("issued");
+    let issued =
+        issue(&mut client, secret_grant(&account.client_id, &account.secret, "ledger", "read")).await.expect("issued");
     assert_eq!((issued.audience.as_str(), issued.scopes.as_slice()), ("ledger", &["read".to_string()][..]));
     let verdict = client
         .validate(pb::ValidateRequest { token: issued.access_token.clone(), audience: Some("ledger".into()) })
@@ -215,7 +214,8 @@ async fn a_wrong_secret_and_an_unknown_client_answer_alike() {
     let mut admin = server.admin().await;
     let account = create(&mut admin, &[], &["orders"], &[]).await;
     let mut client = server.client().await;
-    let wrong = issue(&mut client, secret_grant(&account.client_id, "not-the-secret", "", "")).await.expect_err("wrong");
+    let wrong =
+        issue(&mut client, secret_grant(&account.client_id, "not-the-secret", "", "")).await.expect_err("wrong");
     let unknown_id = uuid::Uuid::now_v7().to_string();
     let unknown = issue(&mut client, secret_grant(&unknown_id, &account.secret, "", "")).await.expect_err("unknown");
     let nonsense = issue(&mut client, secret_grant("nobody", "x", "", "")).await.expect_err("not even an id");
@@ -269,7 +269,8 @@ async fn secrets_rotate_an_expired_one_is_refused_and_a_revoked_one_alone_stops(
         client_id: account.client_id.clone(),
         expires_in_seconds,
     };
-    let second = admin.0.add_service_account_secret(with_bearer(add(None), &admin.1)).await.expect("added").into_inner();
+    let second =
+        admin.0.add_service_account_secret(with_bearer(add(None), &admin.1)).await.expect("added").into_inner();
     assert_ne!(second.client_secret, account.secret);
     for secret in [&account.secret, &second.client_secret] {
         issue(&mut client, secret_grant(&account.client_id, secret, "", "")).await.expect("both secrets work");
@@ -362,7 +363,8 @@ async fn forged_and_misdirected_assertions_are_refused() {
     let assertion = sign(&key, &claims(&keyless.client_id, "sigil", 60, &unique_jti()));
     assert!(issue(&mut client, assertion_grant(&keyless.client_id, &assertion)).await.is_err());
     // Keys of the wrong kind are refused when registered.
-    for bad in [r#"{"kty":"RSA","n":"AQAB","e":"AQAB"}"#, "-----BEGIN PRIVATE KEY-----\nAA\n-----END PRIVATE KEY-----"] {
+    for bad in [r#"{"kty":"RSA","n":"AQAB","e":"AQAB"}"#, "-----BEGIN PRIVATE KEY-----\nAA\n-----END PRIVATE KEY-----"]
+    {
         let request = pb::SetServiceAccountKeyRequest { client_id: keyless.client_id.clone(), public_key: bad.into() };
         let status = admin.0.set_service_account_key(with_bearer(request, &admin.1)).await.expect_err(bad);
         assert_eq!(status.code(), Code::InvalidArgument, "{bad}");
@@ -389,7 +391,9 @@ async fn repeated_failures_lock_the_client_id_even_for_the_right_secret() {
     let locked = locked.expect_err("locked");
     assert_eq!(locked.code(), Code::ResourceExhausted);
     assert!(locked.metadata().get("retry-after").is_some(), "a retry-after hint");
-    issue(&mut client, secret_grant(&other.client_id, &other.secret, "", "")).await.expect("another client is unaffected");
+    issue(&mut client, secret_grant(&other.client_id, &other.secret, "", ""))
+        .await
+        .expect("another client is unaffected");
     // Unknown ids lock alike.
     let made_up = uuid::Uuid::now_v7().to_string();
     for _ in 0..3 {
