@@ -193,7 +193,7 @@ pub(crate) fn check_name(name: &str) -> Result<String, DomainError> {
 
 /// Roles as for users, sorted and deduplicated.
 pub(crate) fn check_roles(roles: Vec<String>) -> Result<Vec<String>, DomainError> {
-    check_list("roles", roles, |role| check_role(role))
+    check_list("roles", roles, check_role)
 }
 
 /// Audiences: at least one, each printable ASCII without spaces (they are
