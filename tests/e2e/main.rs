@@ -76,3 +76,5 @@ mod readme_script;
 mod console_ops;
 // Service accounts: client secrets, private_key_jwt, their tokens and revocation (gRPC).
 mod service_accounts;
+// The revocation stream for edge verifiers: snapshot, ordered entries, keys, heartbeats, resume.
+mod revocation_stream;

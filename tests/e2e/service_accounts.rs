@@ -542,3 +542,37 @@ async fn a_replayed_assertion_is_refused_after_a_restart_and_no_secret_reaches_l
     assert!(output.contains("client assertion was replayed"), "the replay is logged (without the assertion)");
     second_life.terminate().await;
 }
+
+#[tokio::test]
+async fn the_revocation_stream_carries_a_service_accounts_not_before_bound() {
+    use pb::watch_revocations_response::Message;
+    use pb::{revocation::Target as Entry, revocation_service_client::RevocationServiceClient};
+    let server = TestServer::start().await;
+    server.create_user("edge", "edge-password", &["verifier"]).await;
+    let edge = login(&mut server.client().await, "edge", "edge-password").await.access_token;
+    let mut admin = server.admin().await;
+    let account = create(&mut admin, &[], &["orders"], &[]).await;
+    let request = pb::WatchRevocationsRequest { after_sequence: 0, epoch: String::new() };
+    let mut stream = RevocationServiceClient::new(server.channel().await)
+        .watch_revocations(with_bearer(request, &edge))
+        .await
+        .expect("watching")
+        .into_inner();
+    let mut next = async || {
+        let message = tokio::time::timeout(Duration::from_secs(10), stream.message()).await;
+        message.expect("in time").expect("open").expect("a message").message.expect("set")
+    };
+    while !matches!(next().await, Message::SnapshotEnd(_)) {}
+    let all = pb::RevokeServiceAccountTokensRequest { client_id: account.client_id.clone(), reason: String::new() };
+    admin.0.revoke_service_account_tokens(with_bearer(all, &admin.1)).await.expect("revoked");
+    let entry = loop {
+        match next().await {
+            Message::Heartbeat(_) => continue,
+            Message::Revocation(entry) => break entry,
+            other => panic!("expected the revocation, got {other:?}"),
+        }
+    };
+    let Some(Entry::ServiceAccountNotBefore(bound)) = entry.target else { panic!("{entry:?}") };
+    assert_eq!(bound.client_id, account.client_id);
+    assert!(bound.not_before.is_some());
+}

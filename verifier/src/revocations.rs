@@ -74,6 +74,12 @@ impl RevocationSet {
                 let user = parse(&bound.user_id).ok_or(unknown)?;
                 raise_bound(&mut self.sessions_before, user, bound.created_before.as_ref().map_or(0, millis_of), keep);
             }
+            // A service account's tokens carry its client id as `sub`, which
+            // no user has: its bound sits beside the users' not-before bounds.
+            Target::ServiceAccountNotBefore(bound) => {
+                let client = parse(&bound.client_id).ok_or(unknown)?;
+                raise_bound(&mut self.not_before, client, bound.not_before.as_ref().map_or(0, millis_of), keep);
+            }
             Target::UserEnabled(_) => {}
         }
         Ok(())
