@@ -167,6 +167,12 @@ pub struct Config {
     #[config(layer_attr(arg(long, env = "SIGIL_LEEWAY", value_parser = parse_duration)))]
     #[serde(serialize_with = "duration_to_text")]
     pub leeway: Duration,
+    /// Longest a service account's client assertion (private_key_jwt, RFC 7523) may be
+    /// valid for, from now and from its iat: a longer-lived one is refused.
+    #[config(default = "5m", deserialize_with = duration_text)]
+    #[config(layer_attr(arg(long, env = "SIGIL_CLIENT_ASSERTION_MAX_LIFETIME", value_parser = parse_duration)))]
+    #[serde(serialize_with = "duration_to_text")]
+    pub client_assertion_max_lifetime: Duration,
     /// PEM certificate chain for TLS on the gRPC listener (with --tls-key).
     #[config(layer_attr(arg(long, env = "SIGIL_TLS_CERT")))]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -375,6 +381,11 @@ impl Config {
         if self.access_token_ttl < Duration::from_secs(1) {
             return Err(ConfigError::OutOfRange("access_token_ttl must be at least 1s".into()));
         }
+        if self.client_assertion_max_lifetime < Duration::from_secs(1)
+            || self.client_assertion_max_lifetime > Duration::from_secs(3600)
+        {
+            return Err(ConfigError::OutOfRange("client_assertion_max_lifetime must be 1s to 1h".into()));
+        }
         if self.session_ttl < self.access_token_ttl {
             return Err(ConfigError::OutOfRange("session_ttl must be at least access_token_ttl".into()));
         }
@@ -474,6 +485,7 @@ impl Config {
                 duration: self.lockout_duration,
             },
             trusted_proxies: self.trusted_proxies.clone(),
+            client_assertion_max_lifetime: self.client_assertion_max_lifetime,
             ..IdentitySettings::default()
         }
     }

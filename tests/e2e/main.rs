@@ -74,5 +74,7 @@ mod readme;
 mod readme_script;
 // The console's Dashboard and incident actions, in tmux against the real binaries.
 mod console_ops;
+// Service accounts: client secrets, private_key_jwt, their tokens and revocation (gRPC).
+mod service_accounts;
 // The revocation stream for edge verifiers: snapshot, ordered entries, keys, heartbeats, resume.
 mod revocation_stream;

@@ -65,7 +65,10 @@ async fn reflection_v1alpha_serves_the_identity_schema() {
         prost::Message::decode(files.file_descriptor_proto[0].as_slice()).expect("descriptor decodes");
     assert_eq!(file.package(), "sigil.v1");
     let methods: Vec<&str> = file.service[0].method.iter().map(|m| m.name()).collect();
-    assert_eq!(methods, ["Authenticate", "Validate", "Refresh", "Revoke", "GetJwks", "ListMySessions"]);
+    assert_eq!(
+        methods,
+        ["Authenticate", "Validate", "Refresh", "Revoke", "GetJwks", "ListMySessions", "IssueServiceToken"]
+    );
 }
 
 #[tokio::test]

@@ -64,6 +64,8 @@ pub struct IdentitySettings {
     pub address_lockout: LockoutPolicy,
     /// Peers whose `x-forwarded-for` names the real client.
     pub trusted_proxies: Vec<std::net::IpAddr>,
+    /// The longest a client assertion (`private_key_jwt`) may be valid for.
+    pub client_assertion_max_lifetime: Duration,
 }
 
 impl Default for IdentitySettings {
@@ -87,6 +89,7 @@ impl Default for IdentitySettings {
             lockout: LockoutPolicy::default(),
             address_lockout: LockoutPolicy { threshold: 0, ..LockoutPolicy::default() },
             trusted_proxies: Vec::new(),
+            client_assertion_max_lifetime: Duration::from_secs(5 * 60),
         }
     }
 }
@@ -572,7 +575,9 @@ impl Identity {
         if let Some(failure) = self.revocations.check(&verified) {
             return Err(failure);
         }
-        self.note_seen(verified.session_id, now);
+        if verified.is_user() {
+            self.note_seen(verified.session_id, now);
+        }
         Ok(verified)
     }
 
@@ -707,11 +712,16 @@ impl Identity {
                     .verifier
                     .verify_signature(token.expose(), &keys)
                     .map_err(|f| DomainError::invalid(format!("access_token is not a token of this server ({f:?})")))?;
-                if let Some(o) = self.store.revoke_token(verified.token_id, &cause).await? {
-                    outcome.absorb(o);
-                }
-                if let Some(o) = self.store.revoke_session(verified.session_id, &cause).await? {
-                    outcome.absorb(o);
+                if verified.client_id.is_some() {
+                    // A service account's token: no record, no session.
+                    outcome.absorb(self.revoke_service_token(verified.token_id, &cause).await?);
+                } else {
+                    if let Some(o) = self.store.revoke_token(verified.token_id, &cause).await? {
+                        outcome.absorb(o);
+                    }
+                    if let Some(o) = self.store.revoke_session(verified.session_id, &cause).await? {
+                        outcome.absorb(o);
+                    }
                 }
             }
             RevokeTarget::RefreshToken(token) => {
@@ -735,9 +745,16 @@ impl Identity {
             }
             RevokeTarget::Token(id) => {
                 let token = self.store.token(id).await?;
-                authorize_owner_or_admin(caller, token.as_ref().map(|t| t.user_id), "token")?;
-                if let Some(o) = self.store.revoke_token(id, &cause).await? {
-                    outcome.absorb(o);
+                let admin = caller.is_some_and(|c| c.is_user() && c.has_role(ADMIN_ROLE));
+                if token.is_none() && admin {
+                    // No record: a service account's token (which only an
+                    // admin revokes by id), if its id could be live.
+                    outcome.absorb(self.revoke_service_token(id, &cause).await?);
+                } else {
+                    authorize_owner_or_admin(caller, token.as_ref().map(|t| t.user_id), "token")?;
+                    if let Some(o) = self.store.revoke_token(id, &cause).await? {
+                        outcome.absorb(o);
+                    }
                 }
             }
             RevokeTarget::User(id) => {
@@ -747,7 +764,8 @@ impl Identity {
             }
         }
         self.apply(&outcome);
-        self.publish_revocations(&outcome, caller.map(|c| c.user_id), reason).await;
+        let actor = caller.filter(|c| c.is_user()).map(|c| c.user_id);
+        self.publish_revocations(&outcome, actor, reason).await;
         Ok(RevokeCounts { sessions: outcome.sessions, tokens: outcome.tokens })
     }
 
@@ -789,6 +807,8 @@ impl Identity {
             sid: session.id.to_string(),
             username: session.username.clone(),
             roles: roles.to_vec(),
+            client_id: None,
+            scope: None,
         };
         let signed = token::sign(&claims, &self.keys.load())?;
         Ok((Secret::new(signed), record))
@@ -830,6 +850,13 @@ fn authorize_owner_or_admin(
             "revoking a {what} by id needs `authorization: Bearer <access token>` metadata"
         ))
     })?;
+    // A service account owns no session or user, and its roles do not
+    // make it an admin of Sigil (see `grpc::admin::AdminGuard`).
+    if !caller.is_user() {
+        return Err(DomainError::PermissionDenied(format!(
+            "only the owner of a {what} or an admin user may revoke it by id"
+        )));
+    }
     if caller.has_role(ADMIN_ROLE) {
         return match owner {
             Some(_) => Ok(()),
@@ -851,6 +878,11 @@ pub(super) fn check_password(password: &Secret<String>) -> Result<(), DomainErro
         return Err(DomainError::invalid(format!("password is longer than {MAX_PASSWORD_BYTES} bytes")));
     }
     Ok(())
+}
+
+/// A revocation reason: shown to operators, so checked like other shown text.
+pub(super) fn check_reason(reason: &str) -> Result<(), DomainError> {
+    check_shown_text("reason", reason, MAX_REASON_BYTES)
 }
 
 fn check_refresh_token(token: &Secret<String>) -> Result<(), DomainError> {

@@ -16,7 +16,7 @@ use dashmap::DashMap;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    Identity, SessionId, Timestamp, TokenId, UserId, port::RevocationCause, token::ValidationFailure,
+    Identity, ServiceAccountId, SessionId, Timestamp, TokenId, UserId, port::RevocationCause, token::ValidationFailure,
     token::VerifiedToken,
 };
 
@@ -42,6 +42,10 @@ pub enum RevocationTarget {
     /// password reset. A bound, not a list, so that a session whose login
     /// was still in flight when the list of sessions was read is ended too.
     UserSessionsBefore(UserId),
+    /// Every access token of the service account minted before the entry's
+    /// `at` fails: its tokens were revoked, it was disabled or deleted, or
+    /// its roles, audiences or scopes changed.
+    ServiceAccountNotBefore(ServiceAccountId),
 }
 
 /// One durable revocation, in the order the store committed it.
@@ -97,6 +101,8 @@ pub struct RevocationIndex {
     not_before: DashMap<UserId, (Timestamp, Timestamp)>,
     /// Per user: sessions created before the first time are ended; kept until the second.
     sessions_before: DashMap<UserId, (Timestamp, Timestamp)>,
+    /// Per service account: tokens minted before the first time fail; kept until the second.
+    service_not_before: DashMap<ServiceAccountId, (Timestamp, Timestamp)>,
     retention: Duration,
 }
 
@@ -110,6 +116,7 @@ impl RevocationIndex {
             disabled_users: DashMap::new(),
             not_before: DashMap::new(),
             sessions_before: DashMap::new(),
+            service_not_before: DashMap::new(),
             retention,
         }
     }
@@ -161,11 +168,17 @@ impl RevocationIndex {
             }
             RevocationTarget::UserNotBefore(id) => raise_bound(&self.not_before, id, entry.at, keep_until),
             RevocationTarget::UserSessionsBefore(id) => raise_bound(&self.sessions_before, id, entry.at, keep_until),
+            RevocationTarget::ServiceAccountNotBefore(id) => {
+                raise_bound(&self.service_not_before, id, entry.at, keep_until)
+            }
         }
     }
 
     /// Why `token` must be refused, if a revocation applies to it.
     pub fn check(&self, token: &VerifiedToken) -> Option<ValidationFailure> {
+        if let Some(client) = token.client_id {
+            return self.check_service(token, client);
+        }
         if self.disabled_users.contains_key(&token.user_id) {
             return Some(ValidationFailure::UserDisabled);
         }
@@ -186,6 +199,22 @@ impl RevocationIndex {
         None
     }
 
+    /// Why a service account's token must be refused: revoked by its id,
+    /// or minted before its account's not-before bound. (It has no user
+    /// and no session, so no user or session entry can cover it.)
+    fn check_service(&self, token: &VerifiedToken, client: ServiceAccountId) -> Option<ValidationFailure> {
+        if self.tokens.contains_key(&token.token_id) {
+            return Some(ValidationFailure::TokenRevoked);
+        }
+        let bound = self.service_not_before.get(&client)?;
+        token.minted_at().is_none_or(|minted| minted < bound.0).then_some(ValidationFailure::TokenRevoked)
+    }
+
+    /// Whether token `id` is revoked by its own id.
+    pub fn covers_token(&self, id: TokenId) -> bool {
+        self.tokens.contains_key(&id)
+    }
+
     /// Whether a per-user bound ends `session` of `user` (the time inside
     /// its UUIDv7 id is when it was created).
     pub fn ends_session(&self, user: UserId, session: SessionId) -> bool {
@@ -202,6 +231,7 @@ impl RevocationIndex {
         self.disabled_users.retain(|_, until| *until > now);
         self.not_before.retain(|_, (_, until)| *until > now);
         self.sessions_before.retain(|_, (_, until)| *until > now);
+        self.service_not_before.retain(|_, (_, until)| *until > now);
         before - self.len()
     }
 
@@ -212,6 +242,7 @@ impl RevocationIndex {
             + self.disabled_users.len()
             + self.not_before.len()
             + self.sessions_before.len()
+            + self.service_not_before.len()
     }
 
     /// Whether the index holds nothing.
@@ -222,8 +253,13 @@ impl RevocationIndex {
 
 /// Raises a per-user bound: entries may be replayed out of order, and the
 /// latest bound (and the longest keep) wins.
-fn raise_bound(bounds: &DashMap<UserId, (Timestamp, Timestamp)>, user: UserId, at: Timestamp, keep_until: Timestamp) {
-    let mut bound = bounds.entry(user).or_insert((at, keep_until));
+fn raise_bound<K: std::hash::Hash + Eq>(
+    bounds: &DashMap<K, (Timestamp, Timestamp)>,
+    key: K,
+    at: Timestamp,
+    keep_until: Timestamp,
+) {
+    let mut bound = bounds.entry(key).or_insert((at, keep_until));
     bound.0 = bound.0.max(at);
     bound.1 = bound.1.max(keep_until);
 }
@@ -263,8 +299,10 @@ mod tests {
             sid: session_id.to_string(),
             username: "u".into(),
             roles: vec![],
+            client_id: None,
+            scope: None,
         };
-        VerifiedToken { claims, user_id, session_id, token_id, kid: "k".into(), ring_generation: 0 }
+        VerifiedToken { claims, user_id, session_id, token_id, client_id: None, kid: "k".into(), ring_generation: 0 }
     }
 
     #[test]

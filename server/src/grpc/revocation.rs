@@ -100,6 +100,12 @@ impl From<RevocationEntry> for pb::Revocation {
             RevocationTarget::UserSessionsBefore(id) => {
                 Target::UserSessionsBefore(pb::UserSessionsBefore { user_id: id.to_string(), created_before: Some(at) })
             }
+            RevocationTarget::ServiceAccountNotBefore(id) => {
+                Target::ServiceAccountNotBefore(pb::ServiceAccountNotBefore {
+                    client_id: id.to_string(),
+                    not_before: Some(at),
+                })
+            }
         };
         Self {
             sequence: entry.sequence,

@@ -10,11 +10,13 @@ impl From<DomainError> for Status {
     fn from(error: DomainError) -> Self {
         match error {
             DomainError::InvalidArgument(message) => Status::invalid_argument(message),
-            DomainError::InvalidCredentials | DomainError::InvalidRefreshToken => {
+            DomainError::InvalidCredentials | DomainError::InvalidRefreshToken | DomainError::InvalidClient => {
                 Status::unauthenticated(error.to_string())
             }
             DomainError::Unauthenticated(message) => Status::unauthenticated(message),
-            DomainError::PermissionDenied(message) => Status::permission_denied(message),
+            DomainError::PermissionDenied(message) | DomainError::InvalidScope(message) => {
+                Status::permission_denied(message)
+            }
             DomainError::NotFound(message) => Status::not_found(message),
             DomainError::AlreadyExists(message) => Status::already_exists(message),
             DomainError::FailedPrecondition(message) => Status::failed_precondition(message),
@@ -62,29 +64,10 @@ pub(crate) struct FailureNames {
 }
 
 impl FailureNames {
-    /// The names of `failure`.
-    pub(crate) const fn of(failure: ValidationFailure) -> Self {
-        use pb::ValidationFailure as P;
-        let (proto, text, label) = match failure {
-            ValidationFailure::Malformed => (P::Malformed, "malformed token", "malformed"),
-            ValidationFailure::BadSignature => (P::BadSignature, "bad signature", "bad_signature"),
-            ValidationFailure::UnknownKey => (P::UnknownKey, "unknown signing key", "unknown_key"),
-            ValidationFailure::Expired => (P::Expired, "token expired", "expired"),
-            ValidationFailure::NotYetValid => (P::NotYetValid, "token not yet valid", "not_yet_valid"),
-            ValidationFailure::WrongAudience => (P::WrongAudience, "wrong audience", "wrong_audience"),
-            ValidationFailure::WrongIssuer => (P::WrongIssuer, "wrong issuer", "wrong_issuer"),
-            ValidationFailure::TokenRevoked => (P::TokenRevoked, "token revoked", "token_revoked"),
-            ValidationFailure::SessionRevoked => (P::SessionRevoked, "session revoked", "session_revoked"),
-            ValidationFailure::SessionExpired => (P::SessionExpired, "session expired", "session_expired"),
-            ValidationFailure::UserDisabled => (P::UserDisabled, "user disabled", "user_disabled"),
-        };
-        Self { proto, text, label }
-    }
-}
-
-impl From<ValidationFailure> for pb::ValidationFailure {
-    fn from(failure: ValidationFailure) -> Self {
-        FailureNames::of(failure).proto
+    /// The names of `failure`: the rules crate names it once (text and
+    /// label) and maps it to the protobuf value.
+    pub(crate) fn of(failure: ValidationFailure) -> Self {
+        Self { proto: failure.into(), text: failure.text(), label: failure.label() }
     }
 }
 
