@@ -94,6 +94,18 @@ async fn proxy_keeps_the_contract(kind: ProxyKind) {
     let forged = [("authorization", alice_bearer.as_str()), ("x-sigil-user-id", "forged-admin-id")];
     let seen = gateway.get("/orders/7", &forged).await.echoed();
     assert_eq!(seen["x-sigil-user-id"], [alice.id.to_string()], "{name}: the client's x-sigil-user-id got through");
+    // Nor a service account's identity claimed by a user's request: for a
+    // user Sigil answers these two empty, and the proxy sends that, or none.
+    let forged = [
+        ("authorization", alice_bearer.as_str()),
+        ("x-sigil-client-id", "forged-client"),
+        ("x-sigil-scope", "orders:write"),
+    ];
+    let seen = gateway.get("/orders/7", &forged).await.echoed();
+    for header in ["x-sigil-client-id", "x-sigil-scope"] {
+        let values = seen.get(header).cloned().unwrap_or_default();
+        assert!(values.iter().all(|v| v.is_empty()), "{name}: the client's {header} got through: {values:?}");
+    }
     let hits = gateway.upstream.hits();
     let reply = gateway.get("/orders/7", &[("x-sigil-user-id", "forged-admin-id")]).await;
     assert_eq!(reply.status, 401, "{name}: a forged identity without a token: {reply:?}");
