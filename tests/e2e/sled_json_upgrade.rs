@@ -41,7 +41,8 @@ async fn all_sessions(admin: &mut AdminServiceClient<Channel>, bearer: &str) -> 
     let mut all = Vec::new();
     let mut page_token = String::new();
     loop {
-        let request = pb::ListSessionsRequest { page_size: 10, page_token, include_inactive: true, ..Default::default() };
+        let request =
+            pb::ListSessionsRequest { page_size: 10, page_token, include_inactive: true, ..Default::default() };
         let page = admin.list_sessions(with_bearer(request, bearer)).await.expect("sessions page").into_inner();
         all.extend(page.sessions);
         if page.next_page_token.is_empty() {
@@ -59,7 +60,8 @@ async fn assert_counts_match_a_scan(admin: &mut AdminServiceClient<Channel>, bea
             let mut admin = admin.clone();
             let bearer = bearer.to_string();
             async move {
-                let s = admin.get_stats(with_bearer(pb::GetStatsRequest {}, &bearer)).await.expect("stats").into_inner();
+                let s =
+                    admin.get_stats(with_bearer(pb::GetStatsRequest {}, &bearer)).await.expect("stats").into_inner();
                 (s.users, s.active_sessions, s.active_tokens)
             }
         };
@@ -70,7 +72,8 @@ async fn assert_counts_match_a_scan(admin: &mut AdminServiceClient<Channel>, bea
         let tokens = admin.list_tokens(with_bearer(request, bearer)).await.expect("tokens").into_inner().tokens;
         let tokens = tokens.iter().filter(|t| t.state() == pb::TokenState::Active).count() as u64;
         let request = pb::ListUsersRequest { page_size: 1000, ..Default::default() };
-        let users = admin.list_users(with_bearer(request, bearer)).await.expect("users").into_inner().users.len() as u64;
+        let users =
+            admin.list_users(with_bearer(request, bearer)).await.expect("users").into_inner().users.len() as u64;
         if stats(admin).await == before {
             assert_eq!(before, (users, sessions, tokens), "GetStats (users, sessions, tokens) against a scan");
             return;

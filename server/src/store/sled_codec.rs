@@ -5,9 +5,9 @@
 //! (varint integers, length-prefixed strings, ids as 16 raw bytes) from a
 //! wire struct of this module, so that the stored layout changes only here
 //! and only with a new version byte, never because a domain type was
-//! edited. A session is about a quarter of its JSON size, a token about a
-//! third; and sled writes whole nodes of records, so every byte saved is
-//! saved again in the log that recovery reads.
+//! edited. A session or a token is about a third of its JSON size; and
+//! sled writes whole nodes of records, so every byte saved is saved again
+//! in the log that recovery reads.
 //!
 //! Before this encoding, the records were JSON, which always starts with
 //! `{`: such a value is still read (a store is converted at its first open
