@@ -34,6 +34,8 @@ mod tls;
 mod crash;
 // The real binary over a sled store damaged while it was stopped.
 mod corruption;
+// GetStats' counts against a full scan after kill -9 mid-write.
+mod kept_counts;
 // The real binary with its data directory on a tmpfs that fills up.
 mod disk_full;
 // Several instances on one PostgreSQL database.
@@ -48,6 +50,8 @@ mod metrics_labels;
 mod audit_retention;
 // A PostgreSQL database of the previous schema, upgraded in place.
 mod store_upgrade;
+// A sled store of JSON records (checked in, written by the previous version), converted at first open.
+mod sled_json_upgrade;
 // The real binary as a child process, for the tests below.
 mod process;
 // Listener limits: idle, slowloris, bodiless requests, streams, floods, fd limit.

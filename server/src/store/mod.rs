@@ -17,4 +17,6 @@ pub mod conformance;
 pub(crate) mod group_commit;
 pub(crate) mod high_water;
 pub(crate) mod postgres;
+pub(crate) mod sled_codec;
+pub(crate) mod sled_counts;
 pub(crate) mod sled_store;

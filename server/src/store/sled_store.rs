@@ -1,5 +1,6 @@
-//! The embedded engine: sled, one tree per kind of record or index, values
-//! as JSON.
+//! The embedded engine: sled, one tree per kind of record or index; the
+//! sessions, tokens and refresh pointers in a versioned binary encoding
+//! ([`super::sled_codec`]), the other records as JSON.
 //!
 //! Every multi-record change (a login, a rotation, a revocation, an expiry)
 //! is one sled transaction over the record trees, so records and their
@@ -29,6 +30,8 @@
 //! - `active` kind ++ id: what is active now (listings, counts).
 //! - `expiry` expires-at ++ kind ++ id: what the sweeper must expire next.
 //! - `ended` ended-at ++ kind ++ id: what the sweeper may purge next.
+//! - `counts`: users and active sessions and tokens, kept in the same
+//!   transactions (see [`super::sled_counts`]).
 //!
 //! Service accounts live in trees of their own ([`service_accounts`]).
 
@@ -52,6 +55,8 @@ use sled::{
 use super::{
     group_commit::GroupCommit,
     high_water::{HighWaterFile, HighWaterMark, HighWaterRecorder, OnDataLoss},
+    sled_codec::{self, BinaryRecord},
+    sled_counts::{self, Counted},
 };
 use crate::domain::{
     SessionId, Timestamp, TokenId, UserId,
@@ -77,8 +82,8 @@ type TxResult<T> = Result<T, ConflictableTransactionError<StoreError>>;
 /// Bytes of sled's page cache.
 const CACHE_BYTES: u64 = 32 * 1024 * 1024;
 
-const SESSION: u8 = b'S';
-const TOKEN: u8 = b'T';
+pub(super) const SESSION: u8 = b'S';
+pub(super) const TOKEN: u8 = b'T';
 
 /// Keys of the `sequences` tree: the highest revocation-log and event
 /// sequences ever stored (u64, big-endian). Purges of the log and trims of
@@ -107,6 +112,8 @@ struct Trees {
     active: Tree,
     expiry: Tree,
     ended: Tree,
+    /// The kept counts (see [`sled_counts`]).
+    counts: Tree,
 }
 
 /// Which index a listing walks.
@@ -133,6 +140,7 @@ struct Tx<'a> {
     active: &'a TransactionalTree,
     expiry: &'a TransactionalTree,
     ended: &'a TransactionalTree,
+    counts: &'a TransactionalTree,
 }
 
 /// sled-backed implementation of every store trait.
@@ -242,6 +250,9 @@ impl SledStore {
         mark_file.write(&mark).map_err(|e| {
             StoreError::Backend(format!("cannot write the high-water mark {}: {e}", mark_file.path().display()))
         })?;
+        let counts = tree("counts")?;
+        sled_counts::ensure_kept(&counts, &tree("users")?, &tree("active")?)?;
+        sled_codec::migrate(&db, &tree("format")?, &tree("sessions")?, &tree("tokens")?, &tree("refresh")?)?;
         let high_water = Arc::new(
             HighWaterRecorder::start(mark_file, mark)
                 .map_err(|e| StoreError::Backend(format!("cannot start the high-water mark's thread: {e}")))?,
@@ -275,6 +286,7 @@ impl SledStore {
                 active: tree("active")?,
                 expiry: tree("expiry")?,
                 ended: tree("ended")?,
+                counts,
             },
             keys,
             events,
@@ -336,6 +348,7 @@ impl SledStore {
             &t.active,
             &t.expiry,
             &t.ended,
+            &t.counts,
         )
             .transaction(
                 |(
@@ -351,6 +364,7 @@ impl SledStore {
                     active,
                     expiry,
                     ended,
+                    counts,
                 )| {
                     work(&Tx {
                         users,
@@ -365,6 +379,7 @@ impl SledStore {
                         active,
                         expiry,
                         ended,
+                        counts,
                     })
                 },
             )
@@ -373,6 +388,11 @@ impl SledStore {
 
     fn get<T: DeserializeOwned>(tree: &Tree, key: &[u8]) -> Result<Option<T>, StoreError> {
         tree.get(key).map_err(backend)?.map(|bytes| decode(&bytes)).transpose()
+    }
+
+    /// A session, token or refresh pointer (binary, see [`sled_codec`]).
+    fn record<T: BinaryRecord>(tree: &Tree, key: &[u8]) -> Result<Option<T>, StoreError> {
+        tree.get(key).map_err(backend)?.map(|bytes| sled_codec::decode(&bytes)).transpose()
     }
 
     /// The ids stored after a 16-byte `prefix` in an owner index, in order.
@@ -417,23 +437,39 @@ impl SledStore {
 }
 
 impl Tx<'_> {
+    /// Adds `id` to the `active` index, counting it if it was not there.
+    fn mark_active(&self, kind: u8, id: &[u8; 16]) -> TxResult<()> {
+        if self.active.insert(kind_key(kind, id), &[])?.is_none() {
+            sled_counts::add(self.counts, active_count(kind), id, 1)?;
+        }
+        Ok(())
+    }
+
+    /// Removes `id` from the `active` index, counting it if it was there.
+    fn unmark_active(&self, kind: u8, id: &[u8; 16]) -> TxResult<()> {
+        if self.active.remove(kind_key(kind, id))?.is_some() {
+            sled_counts::add(self.counts, active_count(kind), id, -1)?;
+        }
+        Ok(())
+    }
+
     fn put_new_session(&self, session: &SessionRecord) -> TxResult<()> {
-        self.sessions.insert(session.id.as_bytes().as_slice(), encode(session)?)?;
+        self.sessions.insert(session.id.as_bytes().as_slice(), encode_record(session)?)?;
         self.user_sessions.insert(pair_key(session.user_id.as_bytes(), session.id.as_bytes()), &[])?;
-        self.active.insert(kind_key(SESSION, session.id.as_bytes()), &[])?;
+        self.mark_active(SESSION, session.id.as_bytes())?;
         self.expiry.insert(time_key(session.expires_at, SESSION, session.id.as_bytes()), &[])?;
         Ok(())
     }
 
     fn put_new_token(&self, token: &TokenRecord) -> TxResult<()> {
-        self.tokens.insert(token.id.as_bytes().as_slice(), encode(token)?)?;
+        self.tokens.insert(token.id.as_bytes().as_slice(), encode_record(token)?)?;
         self.session_tokens.insert(pair_key(token.session_id.as_bytes(), token.id.as_bytes()), &[])?;
         self.user_tokens.insert(pair_key(token.user_id.as_bytes(), token.id.as_bytes()), &[])?;
-        self.active.insert(kind_key(TOKEN, token.id.as_bytes()), &[])?;
+        self.mark_active(TOKEN, token.id.as_bytes())?;
         self.expiry.insert(time_key(token.expires_at, TOKEN, token.id.as_bytes()), &[])?;
         if let Some(hash) = token.refresh_hash {
             let pointer = RefreshRecord { token_id: token.id, session_id: token.session_id };
-            self.refresh.insert(hash.0.as_slice(), encode(&pointer)?)?;
+            self.refresh.insert(hash.0.as_slice(), encode_record(&pointer)?)?;
         }
         Ok(())
     }
@@ -447,8 +483,8 @@ impl Tx<'_> {
     /// Writes back a session that ended at `at`, and moves it from the
     /// active and expiry indexes to the ended one.
     fn put_ended_session(&self, session: &SessionRecord, at: Timestamp) -> TxResult<()> {
-        self.sessions.insert(session.id.as_bytes().as_slice(), encode(session)?)?;
-        self.active.remove(kind_key(SESSION, session.id.as_bytes()))?;
+        self.sessions.insert(session.id.as_bytes().as_slice(), encode_record(session)?)?;
+        self.unmark_active(SESSION, session.id.as_bytes())?;
         self.expiry.remove(time_key(session.expires_at, SESSION, session.id.as_bytes()))?;
         self.ended.insert(time_key(at, SESSION, session.id.as_bytes()), &[])?;
         Ok(())
@@ -463,8 +499,8 @@ impl Tx<'_> {
     /// Writes back a token that ended at `at`, and moves it from the active
     /// and expiry indexes to the ended one.
     fn put_ended_token(&self, token: &TokenRecord, at: Timestamp) -> TxResult<()> {
-        self.tokens.insert(token.id.as_bytes().as_slice(), encode(token)?)?;
-        self.active.remove(kind_key(TOKEN, token.id.as_bytes()))?;
+        self.tokens.insert(token.id.as_bytes().as_slice(), encode_record(token)?)?;
+        self.unmark_active(TOKEN, token.id.as_bytes())?;
         self.expiry.remove(time_key(token.expires_at, TOKEN, token.id.as_bytes()))?;
         self.ended.insert(time_key(at, TOKEN, token.id.as_bytes()), &[])?;
         Ok(())
@@ -474,7 +510,7 @@ impl Tx<'_> {
     fn tokens_among(&self, ids: &[[u8; 16]]) -> TxResult<Vec<TokenRecord>> {
         let mut tokens = Vec::with_capacity(ids.len());
         for id in ids {
-            tokens.extend(tx_get::<TokenRecord>(self.tokens, id)?);
+            tokens.extend(tx_record::<TokenRecord>(self.tokens, id)?);
         }
         Ok(tokens)
     }
@@ -485,7 +521,7 @@ impl Tx<'_> {
         for token in &writes.issued {
             self.put_new_token(token)?;
         }
-        self.sessions.insert(writes.session.id.as_bytes().as_slice(), encode(&writes.session)?)?;
+        self.sessions.insert(writes.session.id.as_bytes().as_slice(), encode_record(&writes.session)?)?;
         Ok(())
     }
 
@@ -518,7 +554,9 @@ impl UserStore for SledStore {
                 return abort(StoreError::UsernameTaken);
             }
             tx.usernames.insert(user.username.as_bytes(), user.id.as_bytes().as_slice())?;
-            tx.users.insert(user.id.as_bytes().as_slice(), encode(user)?)?;
+            if tx.users.insert(user.id.as_bytes().as_slice(), encode(user)?)?.is_none() {
+                sled_counts::add(tx.counts, Counted::Users, user.id.as_bytes(), 1)?;
+            }
             Ok(())
         })?;
         self.commit.durable().await
@@ -536,7 +574,7 @@ impl UserStore for SledStore {
     }
 
     async fn count_users(&self) -> Result<u64, StoreError> {
-        Ok(self.trees.users.len() as u64)
+        sled_counts::read(&self.trees.counts, Counted::Users)
     }
 
     async fn update_user(
@@ -577,6 +615,7 @@ impl UserStore for SledStore {
                 return Ok(false);
             };
             tx.users.remove(id.as_bytes().as_slice())?;
+            sled_counts::add(tx.counts, Counted::Users, id.as_bytes(), -1)?;
             tx.usernames.remove(user.username.as_bytes())?;
             Ok(true)
         })?;
@@ -631,15 +670,15 @@ impl SessionStore for SledStore {
     }
 
     async fn session(&self, id: SessionId) -> Result<Option<SessionRecord>, StoreError> {
-        Self::get(&self.trees.sessions, id.as_bytes())
+        Self::record(&self.trees.sessions, id.as_bytes())
     }
 
     async fn refresh_record(&self, hash: RefreshTokenHash) -> Result<Option<RefreshRecord>, StoreError> {
-        Self::get(&self.trees.refresh, &hash.0)
+        Self::record(&self.trees.refresh, &hash.0)
     }
 
     async fn token(&self, id: TokenId) -> Result<Option<TokenRecord>, StoreError> {
-        Self::get(&self.trees.tokens, id.as_bytes())
+        Self::record(&self.trees.tokens, id.as_bytes())
     }
 
     async fn rotate_refresh(&self, rotation: &Rotation) -> Result<RotateOutcome, StoreError> {
@@ -647,8 +686,8 @@ impl SessionStore for SledStore {
         // decision and its writes are one atomic step: of two
         // presentations of one token, only one rotates.
         let outcome = self.transact(|tx| {
-            let session = tx_get::<SessionRecord>(tx.sessions, rotation.session_id.as_bytes())?;
-            let presented = tx_get::<TokenRecord>(tx.tokens, rotation.presented.as_bytes())?;
+            let session = tx_record::<SessionRecord>(tx.sessions, rotation.session_id.as_bytes())?;
+            let presented = tx_record::<TokenRecord>(tx.tokens, rotation.presented.as_bytes())?;
             match refresh_rotation::decide(rotation, session, presented) {
                 RotationDecision::Rotate(writes) => {
                     tx.apply_rotation(&writes, rotation.now)?;
@@ -670,7 +709,7 @@ impl SessionStore for SledStore {
     ) -> Result<Option<RevokeOutcome>, StoreError> {
         let token_ids = Self::ids_under(&self.trees.session_tokens, id.as_bytes())?;
         let revoke = |tx: &Tx<'_>, token_ids: &[[u8; 16]]| {
-            let Some(session) = tx_get::<SessionRecord>(tx.sessions, id.as_bytes())? else {
+            let Some(session) = tx_record::<SessionRecord>(tx.sessions, id.as_bytes())? else {
                 return Ok(None);
             };
             let writes = session_revocation::revoke_session(&session, tx.tokens_among(token_ids)?, cause);
@@ -703,7 +742,7 @@ impl SessionStore for SledStore {
 
     async fn revoke_token(&self, id: TokenId, cause: &RevocationCause) -> Result<Option<RevokeOutcome>, StoreError> {
         let outcome = self.transact(|tx| {
-            let Some(token) = tx_get::<TokenRecord>(tx.tokens, id.as_bytes())? else {
+            let Some(token) = tx_record::<TokenRecord>(tx.tokens, id.as_bytes())? else {
                 return Ok(None);
             };
             tx.apply_revocation(session_revocation::revoke_token(&token, cause), cause).map(Some)
@@ -737,7 +776,7 @@ impl SessionStore for SledStore {
         let check_active = query.user.is_some() && !query.include_inactive;
         let keep = |id: &[u8; 16]| if check_active { self.is_active(SESSION, id) } else { Ok(true) };
         let ids = self.page_ids(walk, query.after.as_ref().map(SessionId::as_bytes), keep, query.limit)?;
-        ids.iter().filter_map(|id| Self::get(&self.trees.sessions, id).transpose()).collect()
+        ids.iter().filter_map(|id| Self::record(&self.trees.sessions, id).transpose()).collect()
     }
 
     async fn list_tokens(&self, query: &TokenQuery) -> Result<Vec<TokenRecord>, StoreError> {
@@ -752,25 +791,25 @@ impl SessionStore for SledStore {
         let keep = |id: &[u8; 16]| if check_active { self.is_active(TOKEN, id) } else { Ok(true) };
         let ids = self.page_ids(walk, query.after.as_ref().map(TokenId::as_bytes), keep, query.limit)?;
         let records: Vec<TokenRecord> =
-            ids.iter().filter_map(|id| Self::get(&self.trees.tokens, id).transpose()).collect::<Result<_, _>>()?;
+            ids.iter().filter_map(|id| Self::record(&self.trees.tokens, id).transpose()).collect::<Result<_, _>>()?;
         // With both filters, the session index was walked; the user must match.
         Ok(records.into_iter().filter(|t| query.user.is_none_or(|u| t.user_id == u)).collect())
     }
 
     async fn count_active(&self) -> Result<(u64, u64), StoreError> {
-        let sessions = self.trees.active.scan_prefix([SESSION]).keys().count() as u64;
-        let tokens = self.trees.active.scan_prefix([TOKEN]).keys().count() as u64;
+        let sessions = sled_counts::read(&self.trees.counts, Counted::ActiveSessions)?;
+        let tokens = sled_counts::read(&self.trees.counts, Counted::ActiveTokens)?;
         Ok((sessions, tokens))
     }
 
     async fn touch_sessions(&self, seen: &[(SessionId, Timestamp)]) -> Result<(), StoreError> {
         for (id, at) in seen {
             self.transact(|tx| {
-                if let Some(mut session) = tx_get::<SessionRecord>(tx.sessions, id.as_bytes())?
+                if let Some(mut session) = tx_record::<SessionRecord>(tx.sessions, id.as_bytes())?
                     && session.last_seen_at < *at
                 {
                     session.last_seen_at = *at;
-                    tx.sessions.insert(id.as_bytes().as_slice(), encode(&session)?)?;
+                    tx.sessions.insert(id.as_bytes().as_slice(), encode_record(&session)?)?;
                 }
                 Ok(())
             })?;
@@ -794,14 +833,14 @@ impl SessionStore for SledStore {
             let item = self.transact(|tx| {
                 tx.expiry.remove(key.as_slice())?;
                 match kind {
-                    SESSION => match tx_get::<SessionRecord>(tx.sessions, &id)? {
+                    SESSION => match tx_record::<SessionRecord>(tx.sessions, &id)? {
                         Some(mut s) if s.state == SessionState::Active => {
                             tx.end_session(&mut s, SessionState::Expired, now)?;
                             Ok(Some(Expired::Session(Box::new(s))))
                         }
                         _ => Ok(None),
                     },
-                    _ => match tx_get::<TokenRecord>(tx.tokens, &id)? {
+                    _ => match tx_record::<TokenRecord>(tx.tokens, &id)? {
                         Some(mut t) if t.state == TokenState::Active => {
                             tx.end_token(&mut t, TokenState::Expired, now)?;
                             Ok(Some(Expired::Token(Box::new(t))))
@@ -834,11 +873,11 @@ impl SessionStore for SledStore {
             purged += self.transact(|tx| {
                 tx.ended.remove(key.as_slice())?;
                 if kind == SESSION {
-                    let Some(s) = tx_get::<SessionRecord>(tx.sessions, &id)? else { return Ok(0) };
+                    let Some(s) = tx_record::<SessionRecord>(tx.sessions, &id)? else { return Ok(0) };
                     tx.sessions.remove(id.as_slice())?;
                     tx.user_sessions.remove(pair_key(s.user_id.as_bytes(), &id))?;
                 } else {
-                    let Some(t) = tx_get::<TokenRecord>(tx.tokens, &id)? else { return Ok(0) };
+                    let Some(t) = tx_record::<TokenRecord>(tx.tokens, &id)? else { return Ok(0) };
                     tx.tokens.remove(id.as_slice())?;
                     tx.session_tokens.remove(pair_key(t.session_id.as_bytes(), &id))?;
                     tx.user_tokens.remove(pair_key(t.user_id.as_bytes(), &id))?;
@@ -1270,6 +1309,11 @@ fn raise_u64(tree: &Tree, key: &[u8], value: u64) -> Result<(), StoreError> {
     .map_err(backend)
 }
 
+/// The count of the `active` index's entries of `kind`.
+fn active_count(kind: u8) -> Counted {
+    if kind == SESSION { Counted::ActiveSessions } else { Counted::ActiveTokens }
+}
+
 fn kind_key(kind: u8, id: &[u8; 16]) -> Vec<u8> {
     let mut key = Vec::with_capacity(17);
     key.push(kind);
@@ -1317,6 +1361,17 @@ fn tx_get<T: DeserializeOwned>(tree: &TransactionalTree, key: &[u8]) -> TxResult
         Some(bytes) => decode(&bytes).map(Some).map_err(ConflictableTransactionError::Abort),
         None => Ok(None),
     }
+}
+
+fn tx_record<T: BinaryRecord>(tree: &TransactionalTree, key: &[u8]) -> TxResult<Option<T>> {
+    match tree.get(key)? {
+        Some(bytes) => sled_codec::decode(&bytes).map(Some).map_err(ConflictableTransactionError::Abort),
+        None => Ok(None),
+    }
+}
+
+fn encode_record<T: BinaryRecord>(record: &T) -> TxResult<Vec<u8>> {
+    record.encode().map_err(ConflictableTransactionError::Abort)
 }
 
 fn encode<T: Serialize>(value: &T) -> TxResult<Vec<u8>> {
