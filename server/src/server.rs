@@ -27,6 +27,7 @@ use crate::{
         admin::{AdminApi, AdminGuard},
         ext_authz::{ExtAuthzApi, MAX_CHECK_REQUEST_BYTES},
         identity::IdentityApi,
+        validate_route::IdentityRoutes,
     },
     listener::{Admission, AdmittingAcceptor, ConnectionLimits},
     store::{postgres::PgStore, sled_store::SledStore},
@@ -346,9 +347,8 @@ async fn serve_grpc(
     (health, health_service): (HealthReporter, HealthServer<impl Health>),
     stop: watch::Receiver<bool>,
 ) -> Result<(), ServerError> {
-    let identity_service = IdentityServiceServer::new(IdentityApi::new(identity.clone()))
-        .max_decoding_message_size(MAX_MESSAGE_BYTES)
-        .max_encoding_message_size(MAX_RESPONSE_BYTES);
+    let identity_service =
+        IdentityRoutes::new(IdentityApi::new(identity.clone()), MAX_MESSAGE_BYTES, MAX_RESPONSE_BYTES);
     let ext_authz_service = AuthorizationServer::new(ExtAuthzApi::new(
         identity.clone(),
         std::sync::Arc::new(options.config.gateway_settings()),

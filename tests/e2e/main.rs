@@ -74,3 +74,5 @@ mod readme;
 mod readme_script;
 // The console's Dashboard and incident actions, in tmux against the real binaries.
 mod console_ops;
+// Validate's kept answers: each token's own claims, and the next answer follows current state.
+mod validate_answers;

@@ -12,11 +12,10 @@
 
 use std::time::Duration;
 
-use dashmap::DashMap;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    Identity, SessionId, Timestamp, TokenId, UserId, port::RevocationCause, token::ValidationFailure,
+    Identity, SessionId, Timestamp, TokenId, UserId, ids::IdMap, port::RevocationCause, token::ValidationFailure,
     token::VerifiedToken,
 };
 
@@ -90,13 +89,13 @@ impl From<StoredRevocationEntry> for RevocationEntry {
 
 /// Recent revocations, each kept until the tokens it could affect expire.
 pub struct RevocationIndex {
-    tokens: DashMap<TokenId, Timestamp>,
-    sessions: DashMap<SessionId, Timestamp>,
-    disabled_users: DashMap<UserId, Timestamp>,
+    tokens: IdMap<TokenId, Timestamp>,
+    sessions: IdMap<SessionId, Timestamp>,
+    disabled_users: IdMap<UserId, Timestamp>,
     /// Per user: tokens minted before the first time fail; kept until the second.
-    not_before: DashMap<UserId, (Timestamp, Timestamp)>,
+    not_before: IdMap<UserId, (Timestamp, Timestamp)>,
     /// Per user: sessions created before the first time are ended; kept until the second.
-    sessions_before: DashMap<UserId, (Timestamp, Timestamp)>,
+    sessions_before: IdMap<UserId, (Timestamp, Timestamp)>,
     retention: Duration,
 }
 
@@ -105,11 +104,11 @@ impl RevocationIndex {
     /// access-token TTL plus the clock leeway in force).
     pub fn new(retention: Duration) -> Self {
         Self {
-            tokens: DashMap::new(),
-            sessions: DashMap::new(),
-            disabled_users: DashMap::new(),
-            not_before: DashMap::new(),
-            sessions_before: DashMap::new(),
+            tokens: IdMap::default(),
+            sessions: IdMap::default(),
+            disabled_users: IdMap::default(),
+            not_before: IdMap::default(),
+            sessions_before: IdMap::default(),
             retention,
         }
     }
@@ -222,7 +221,7 @@ impl RevocationIndex {
 
 /// Raises a per-user bound: entries may be replayed out of order, and the
 /// latest bound (and the longest keep) wins.
-fn raise_bound(bounds: &DashMap<UserId, (Timestamp, Timestamp)>, user: UserId, at: Timestamp, keep_until: Timestamp) {
+fn raise_bound(bounds: &IdMap<UserId, (Timestamp, Timestamp)>, user: UserId, at: Timestamp, keep_until: Timestamp) {
     let mut bound = bounds.entry(user).or_insert((at, keep_until));
     bound.0 = bound.0.max(at);
     bound.1 = bound.1.max(keep_until);
@@ -264,7 +263,15 @@ mod tests {
             username: "u".into(),
             roles: vec![],
         };
-        VerifiedToken { claims, user_id, session_id, token_id, kid: "k".into(), ring_generation: 0 }
+        VerifiedToken {
+            claims,
+            user_id,
+            session_id,
+            token_id,
+            kid: "k".into(),
+            ring_generation: 0,
+            valid_answer: Default::default(),
+        }
     }
 
     #[test]

@@ -8,6 +8,7 @@ pub(crate) mod convert;
 pub(crate) mod ext_authz;
 pub(crate) mod identity;
 pub(crate) mod status;
+pub(crate) mod validate_route;
 
 use std::sync::Arc;
 
