@@ -25,14 +25,13 @@ use crate::{
     },
     grpc::{
         admin::{AdminApi, AdminGuard},
-        ext_authz::{ExtAuthzApi, MAX_CHECK_REQUEST_BYTES},
+        ext_authz::{AuthorizationService, ExtAuthzApi, MAX_CHECK_REQUEST_BYTES},
         identity::IdentityApi,
         validate_route::IdentityRoutes,
     },
     listener::{Admission, AdmittingAcceptor, ConnectionLimits},
     store::{postgres::PgStore, sled_store::SledStore},
 };
-use envoy_types::ext_authz::v3::pb::AuthorizationServer;
 use tonic_health::{
     ServingStatus,
     pb::health_server::{Health, HealthServer},
@@ -349,12 +348,11 @@ async fn serve_grpc(
 ) -> Result<(), ServerError> {
     let identity_service =
         IdentityRoutes::new(IdentityApi::new(identity.clone()), MAX_MESSAGE_BYTES, MAX_RESPONSE_BYTES);
-    let ext_authz_service = AuthorizationServer::new(ExtAuthzApi::new(
-        identity.clone(),
-        std::sync::Arc::new(options.config.gateway_settings()),
-    ))
-    .max_decoding_message_size(MAX_CHECK_REQUEST_BYTES)
-    .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let ext_authz_service = AuthorizationService::new(
+        ExtAuthzApi::new(identity.clone(), std::sync::Arc::new(options.config.gateway_settings())),
+        MAX_CHECK_REQUEST_BYTES,
+        MAX_MESSAGE_BYTES,
+    );
     let admin_service = tonic::service::interceptor::InterceptedService::new(
         AdminServiceServer::new(AdminApi::new(identity.clone()))
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
@@ -363,7 +361,7 @@ async fn serve_grpc(
     );
     health.set_serving::<IdentityServiceServer<IdentityApi>>().await;
     health.set_serving::<AdminServiceServer<AdminApi>>().await;
-    health.set_serving::<AuthorizationServer<ExtAuthzApi>>().await;
+    health.set_serving::<AuthorizationService>().await;
     health.set_service_status("", ServingStatus::Serving).await;
 
     let reflection_v1 = tonic_reflection::server::Builder::configure()

@@ -3,6 +3,7 @@
 //! one place, [`status`].
 
 pub(crate) mod admin;
+pub(crate) mod check_request;
 pub(crate) mod client_address;
 pub(crate) mod convert;
 pub(crate) mod ext_authz;
