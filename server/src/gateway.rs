@@ -26,15 +26,13 @@ impl Via {
             Self::ForwardAuth => "forward_auth",
         }
     }
-}
 
-/// The `outcome` label of a verdict: `allowed`, `no_token`,
-/// `missing_role`, `bad_policy`, or the validation failure's label
-/// (`expired`, `token_revoked`, …, as in `sigil_validations_total`).
-pub(crate) fn outcome(verdict: &Verdict) -> &'static str {
-    match verdict {
-        Verdict::Allowed(_) => "allowed",
-        Verdict::Denied(denial) => reason(*denial),
+    /// Its slot among the kept `allowed` counters.
+    const fn slot(self) -> usize {
+        match self {
+            Self::ExtAuthz => 0,
+            Self::ForwardAuth => 1,
+        }
     }
 }
 
@@ -47,9 +45,15 @@ fn reason(denial: Denial) -> &'static str {
     }
 }
 
-/// Counts one check.
+/// Counts one check. Its `outcome` label: `allowed`, `no_token`,
+/// `missing_role`, `bad_policy`, or the validation failure's label
+/// (`expired`, `token_revoked`, …, as in `sigil_validations_total`).
 pub(crate) fn count(via: Via, verdict: &Verdict) {
-    METRICS.count_gateway_check(via.label(), outcome(verdict));
+    let denied = match verdict {
+        Verdict::Allowed(_) => None,
+        Verdict::Denied(denial) => Some(reason(*denial)),
+    };
+    METRICS.count_gateway_check(via.label(), via.slot(), denied);
 }
 
 /// What a denied request is answered with.

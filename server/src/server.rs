@@ -28,14 +28,14 @@ use crate::{
     },
     grpc::{
         admin::{AdminApi, AdminGuard},
-        ext_authz::{ExtAuthzApi, MAX_CHECK_REQUEST_BYTES},
+        ext_authz::{AuthorizationService, ExtAuthzApi, MAX_CHECK_REQUEST_BYTES},
         identity::IdentityApi,
         revocation::RevocationApi,
+        validate_route::IdentityRoutes,
     },
     listener::{Admission, AdmittingAcceptor, ConnectionLimits},
     store::{postgres::PgStore, sled_store::SledStore},
 };
-use envoy_types::ext_authz::v3::pb::AuthorizationServer;
 use tonic_health::{
     ServingStatus,
     pb::health_server::{Health, HealthServer},
@@ -350,15 +350,13 @@ async fn serve_grpc(
     (health, health_service): (HealthReporter, HealthServer<impl Health>),
     stop: watch::Receiver<bool>,
 ) -> Result<(), ServerError> {
-    let identity_service = IdentityServiceServer::new(IdentityApi::new(identity.clone()))
-        .max_decoding_message_size(MAX_MESSAGE_BYTES)
-        .max_encoding_message_size(MAX_RESPONSE_BYTES);
-    let ext_authz_service = AuthorizationServer::new(ExtAuthzApi::new(
-        identity.clone(),
-        std::sync::Arc::new(options.config.gateway_settings()),
-    ))
-    .max_decoding_message_size(MAX_CHECK_REQUEST_BYTES)
-    .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let identity_service =
+        IdentityRoutes::new(IdentityApi::new(identity.clone()), MAX_MESSAGE_BYTES, MAX_RESPONSE_BYTES);
+    let ext_authz_service = AuthorizationService::new(
+        ExtAuthzApi::new(identity.clone(), std::sync::Arc::new(options.config.gateway_settings())),
+        MAX_CHECK_REQUEST_BYTES,
+        MAX_MESSAGE_BYTES,
+    );
     let admin_service = tonic::service::interceptor::InterceptedService::new(
         AdminServiceServer::new(AdminApi::new(identity.clone()))
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
@@ -370,7 +368,7 @@ async fn serve_grpc(
         .max_encoding_message_size(MAX_RESPONSE_BYTES);
     health.set_serving::<IdentityServiceServer<IdentityApi>>().await;
     health.set_serving::<AdminServiceServer<AdminApi>>().await;
-    health.set_serving::<AuthorizationServer<ExtAuthzApi>>().await;
+    health.set_serving::<AuthorizationService>().await;
     health.set_serving::<RevocationServiceServer<RevocationApi>>().await;
     health.set_service_status("", ServingStatus::Serving).await;
 

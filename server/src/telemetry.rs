@@ -10,8 +10,8 @@
 //! descriptor sets of its services, or `unknown` for any other path.
 
 use std::{
-    collections::BTreeSet,
-    sync::LazyLock,
+    collections::{BTreeSet, HashMap},
+    sync::{LazyLock, OnceLock},
     task::{Context, Poll},
     time::{Duration, Instant},
 };
@@ -28,7 +28,7 @@ use prometheus_client::{
 };
 use prost::Message as _;
 
-use crate::domain::{DomainError, Identity};
+use crate::domain::{DomainError, Identity, token::ValidationFailure};
 
 /// A label value from a closed set the code fixes; escaped when encoded
 /// (`prometheus-client` writes label values verbatim).
@@ -61,44 +61,86 @@ fn write_escaped(out: &mut impl std::fmt::Write, value: &str) -> std::fmt::Resul
 pub(crate) const UNKNOWN_METHOD: &str = "unknown";
 
 /// Every `/package.Service/Method` this server serves: Sigil's services,
-/// health, and reflection (v1 and v1alpha), read from their descriptor sets.
-static KNOWN_METHODS: LazyLock<BTreeSet<String>> = LazyLock::new(|| {
-    let sets = [
-        sigil_proto::FILE_DESCRIPTOR_SET,
-        tonic_health::pb::FILE_DESCRIPTOR_SET,
-        tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
-        tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
-    ];
-    let mut methods = BTreeSet::new();
-    for bytes in sets {
-        // The sets are compiled in; one that does not decode is a build
-        // defect, which the unit test below catches.
-        let Ok(set) = prost_types::FileDescriptorSet::decode(bytes) else { continue };
-        for file in set.file {
-            let package = file.package.unwrap_or_default();
-            for service in file.service {
-                let service_name = service.name.unwrap_or_default();
-                for method in service.method {
-                    let name = method.name.unwrap_or_default();
-                    let qualified =
-                        if package.is_empty() { service_name.clone() } else { format!("{package}.{service_name}") };
-                    methods.insert(format!("/{qualified}/{name}"));
+/// health, and reflection (v1 and v1alpha), read from their descriptor sets,
+/// each with its series. The map is built once and never grows, so the
+/// look-up of a caller's path can hash with foldhash: no request adds a key.
+static KNOWN_METHODS: LazyLock<HashMap<&'static str, MethodSeries, foldhash::fast::RandomState>> =
+    LazyLock::new(|| {
+        let sets = [
+            sigil_proto::FILE_DESCRIPTOR_SET,
+            tonic_health::pb::FILE_DESCRIPTOR_SET,
+            tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
+            tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
+        ];
+        let mut methods = BTreeSet::new();
+        for bytes in sets {
+            // The sets are compiled in; one that does not decode is a build
+            // defect, which the unit test below catches.
+            let Ok(set) = prost_types::FileDescriptorSet::decode(bytes) else { continue };
+            for file in set.file {
+                let package = file.package.unwrap_or_default();
+                for service in file.service {
+                    let service_name = service.name.unwrap_or_default();
+                    for method in service.method {
+                        let name = method.name.unwrap_or_default();
+                        let qualified =
+                            if package.is_empty() { service_name.clone() } else { format!("{package}.{service_name}") };
+                        methods.insert(format!("/{qualified}/{name}"));
+                    }
                 }
             }
         }
-    }
-    // Envoy's ext_authz types ship no descriptor set: its one method by name.
-    methods.insert(EXT_AUTHZ_CHECK.to_string());
-    methods
-});
+        // Envoy's ext_authz types ship no descriptor set: its one method by name.
+        methods.insert(EXT_AUTHZ_CHECK.to_string());
+        // The names live as long as the process: the labels are `'static`.
+        methods.into_iter().map(|m| -> &'static str { m.leak() }).map(|m| (m, MethodSeries::new(m))).collect()
+    });
+
+/// The series of every path the server does not serve.
+static UNKNOWN_SERIES: LazyLock<MethodSeries> = LazyLock::new(|| MethodSeries::new(UNKNOWN_METHOD));
 
 /// The path of Envoy's ext_authz `Check`, served on the gRPC port.
 const EXT_AUTHZ_CHECK: &str = "/envoy.service.auth.v3.Authorization/Check";
 
+/// One method's label and its `Ok` counter and latency histogram, taken
+/// from their families on the method's first call and kept: a call then
+/// counts itself without hashing its labels into the families' maps (the
+/// metrics layer wraps every call, so that look-up was a share of each).
+struct MethodSeries {
+    label: LabelValue,
+    ok: OnceLock<Counter>,
+    seconds: OnceLock<Histogram>,
+}
+
+impl MethodSeries {
+    fn new(method: &'static str) -> Self {
+        Self { label: LabelValue(method), ok: OnceLock::new(), seconds: OnceLock::new() }
+    }
+
+    /// The series of a request path: the path's own when the server serves
+    /// that method, else the `unknown` one.
+    fn of(path: &str) -> &'static Self {
+        KNOWN_METHODS.get(path).unwrap_or(&UNKNOWN_SERIES)
+    }
+
+    /// Counts one call that ended with `code` and took `elapsed`.
+    fn record(&self, code: tonic::Code, elapsed: Duration) {
+        let method = self.label;
+        let labels = RpcLabels { method, code: code_label(code) };
+        if code == tonic::Code::Ok {
+            self.ok.get_or_init(|| METRICS.rpcs.get_or_create(&labels).clone()).inc();
+        } else {
+            METRICS.rpcs.get_or_create(&labels).inc();
+        }
+        let seconds = self.seconds.get_or_init(|| METRICS.rpc_seconds.get_or_create(&MethodLabels { method }).clone());
+        seconds.observe(elapsed.as_secs_f64());
+    }
+}
+
 /// The method label of a request path: the path itself when the server
 /// serves that method, else [`UNKNOWN_METHOD`].
 pub(crate) fn method_label(path: &str) -> LabelValue {
-    LabelValue(KNOWN_METHODS.get(path).map_or(UNKNOWN_METHOD, String::as_str))
+    MethodSeries::of(path).label
 }
 
 /// The label of a gRPC status code (its name, as `tonic::Code`'s `Debug`).
@@ -213,11 +255,17 @@ pub(crate) struct Metrics {
     /// gRPC call latency by method, in seconds.
     pub rpc_seconds: Family<MethodLabels, Histogram>,
     /// `Validate` verdicts by outcome (`valid` or the failure).
-    pub validations: Family<OutcomeLabels, Counter>,
+    validations: Family<OutcomeLabels, Counter>,
+    /// Its counters, one per verdict: slot 0 `valid`, then one per
+    /// [`ValidationFailure::ALL`].
+    validation_slots: CounterSlots<{ ValidationFailure::ALL.len() + 1 }>,
     /// Logins by outcome: a [`LoginOutcome`]'s label.
     pub logins: Family<OutcomeLabels, Counter>,
     /// Gateway checks (ext_authz, /authz) by adapter and outcome.
     pub gateway_checks: Family<GatewayLabels, Counter>,
+    /// Its `allowed` counters, one per adapter (the verdict of nearly
+    /// every check): slot 0 ext_authz, slot 1 forward-auth.
+    allowed_slots: CounterSlots<2>,
     /// Group-commit flush latency, in seconds.
     pub flush_seconds: Histogram,
     /// Writers made durable by one flush.
@@ -295,8 +343,10 @@ impl Metrics {
             rpcs,
             rpc_seconds,
             validations,
+            validation_slots: CounterSlots::new(),
             logins,
             gateway_checks,
+            allowed_slots: CounterSlots::new(),
             flush_seconds,
             flush_batch,
             active_sessions,
@@ -315,9 +365,32 @@ impl Metrics {
         family.get_or_create(&OutcomeLabels { outcome: LabelValue(outcome) }).inc();
     }
 
+    /// Counts one `Validate` verdict, `Ok` for `valid`.
+    pub(crate) fn count_validation(&self, verdict: Result<(), ValidationFailure>) {
+        let (slot, outcome) = match verdict {
+            Ok(()) => (0, "valid"),
+            Err(failure) => {
+                let at = ValidationFailure::ALL.iter().position(|f| *f == failure).unwrap_or_default();
+                (1 + at, failure.label())
+            }
+        };
+        self.validation_slots
+            .get(slot, || self.validations.get_or_create(&OutcomeLabels { outcome: LabelValue(outcome) }).clone())
+            .inc();
+    }
+
     /// Counts one gateway check; both labels are names the code fixes.
-    pub(crate) fn count_gateway_check(&self, via: &'static str, outcome: &'static str) {
-        self.gateway_checks.get_or_create(&GatewayLabels { via: LabelValue(via), outcome: LabelValue(outcome) }).inc();
+    /// `allowed` is counted through its kept counter (`allowed_slot` names
+    /// the adapter's slot), a denial through the family.
+    pub(crate) fn count_gateway_check(&self, via: &'static str, allowed_slot: usize, outcome: Option<&'static str>) {
+        let labels = |outcome| GatewayLabels { via: LabelValue(via), outcome: LabelValue(outcome) };
+        match outcome {
+            None => self
+                .allowed_slots
+                .get(allowed_slot, || self.gateway_checks.get_or_create(&labels("allowed")).clone())
+                .inc(),
+            Some(reason) => self.gateway_checks.get_or_create(&labels(reason)).inc(),
+        };
     }
 
     /// The exposition text, with the gauges read from `identity` now.
@@ -339,6 +412,26 @@ impl Metrics {
             text.clear();
         }
         text
+    }
+}
+
+/// Counters of a family, each taken from the family on its first use and
+/// kept in the slot its caller names, so that a hot path counts without
+/// hashing its labels into the family's map on every call. A slot is filled
+/// on first use, not up front, so `/metrics` shows the same series as
+/// before: only those that happened.
+struct CounterSlots<const N: usize> {
+    slots: [OnceLock<Counter>; N],
+}
+
+impl<const N: usize> CounterSlots<N> {
+    const fn new() -> Self {
+        Self { slots: [const { OnceLock::new() }; N] }
+    }
+
+    /// Slot `slot`'s counter, resolved by `resolve` the first time.
+    fn get(&self, slot: usize, resolve: impl FnOnce() -> Counter) -> &Counter {
+        self.slots[slot].get_or_init(resolve)
     }
 }
 
@@ -374,7 +467,7 @@ where
     }
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        let method = method_label(request.uri().path());
+        let series = MethodSeries::of(request.uri().path());
         let started = Instant::now();
         let response = self.inner.call(request);
         Box::pin(async move {
@@ -389,7 +482,7 @@ where
                 .and_then(|v| v.parse::<i32>().ok())
                 .map(tonic::Code::from_i32)
                 .unwrap_or(tonic::Code::Ok);
-            record(method, code, started.elapsed());
+            finished(series, code, started.elapsed());
             Ok(response)
         })
     }
@@ -418,12 +511,14 @@ pub(crate) fn rpc_span(request: &http::Request<()>) -> tracing::Span {
     span
 }
 
-fn record(method: LabelValue, code: tonic::Code, elapsed: Duration) {
-    let span = tracing::Span::current();
-    span.record("status", tracing::field::debug(code));
-    tracing::debug!(elapsed_us = elapsed.as_micros() as u64, "rpc finished");
-    METRICS.rpcs.get_or_create(&RpcLabels { method, code: code_label(code) }).inc();
-    METRICS.rpc_seconds.get_or_create(&MethodLabels { method }).observe(elapsed.as_secs_f64());
+/// A call ended: its status on its span and a debug line (only when debug
+/// logging is on: finding the current span is not free), then its metrics.
+fn finished(series: &MethodSeries, code: tonic::Code, elapsed: Duration) {
+    if tracing::enabled!(tracing::Level::DEBUG) {
+        tracing::Span::current().record("status", tracing::field::debug(code));
+        tracing::debug!(elapsed_us = elapsed.as_micros() as u64, "rpc finished");
+    }
+    series.record(code, elapsed);
 }
 
 #[cfg(test)]

@@ -82,3 +82,5 @@ mod console_ops;
 mod service_accounts;
 // The revocation stream for edge verifiers: snapshot, ordered entries, keys, heartbeats, resume.
 mod revocation_stream;
+// Validate's kept answers: each token's own claims, and the next answer follows current state.
+mod validate_answers;

@@ -5,12 +5,12 @@
 use std::{sync::Arc, time::Duration};
 
 use arc_swap::ArcSwap;
-use dashmap::DashMap;
 
 use super::{
     DomainError, Secret, SessionId, Timestamp, TokenId, UserId,
     cluster::PeerSync,
     event::{EventHub, EventKind, EventRecord},
+    ids::IdMap,
     keys::{KeyRing, SigningKeyRecord},
     limits::{
         MAX_AUDIENCE_BYTES, MAX_DEVICE_NAME_BYTES, MAX_PASSWORD_BYTES, MAX_REASON_BYTES, MAX_REFRESH_TOKEN_BYTES,
@@ -189,7 +189,7 @@ pub struct Identity {
     pub(super) rates: Rates,
     /// Sessions seen by `Validate` since the last flush to the store: kept
     /// in memory so that validation never writes to disk.
-    pub(super) last_seen: DashMap<SessionId, Timestamp>,
+    pub(super) last_seen: IdMap<SessionId, Timestamp>,
     /// How far this instance has caught up with a shared store.
     pub(super) peers: PeerSync,
     /// Set once the process begins to shut down: long-lived streams end.
@@ -241,7 +241,7 @@ impl Identity {
             revocations,
             events,
             rates: Rates::default(),
-            last_seen: DashMap::new(),
+            last_seen: IdMap::default(),
             shutdown: tokio::sync::watch::Sender::new(false),
             authorization_changes: tokio::sync::watch::Sender::new(0),
             admin_changes: tokio::sync::Mutex::new(()),

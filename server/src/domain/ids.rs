@@ -7,6 +7,22 @@ use std::{fmt, str::FromStr};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+/// A concurrent map keyed by Sigil's ids, hashed with foldhash instead of
+/// std's SipHash: every `Validate` makes several look-ups in such maps (the
+/// revocation index, the last-seen times), and SipHash was a visible share
+/// of the call.
+///
+/// foldhash is not a keyed PRF, only "minimally DoS-resistant" (a random
+/// per-process seed), which is enough here because no stranger chooses
+/// these keys. An entry is added only for an id the server decided on: a
+/// committed revocation of a session, token or user, or the session of a
+/// token whose signature verified. A look-up's key comes from a token that
+/// verified against Sigil's own keys, i.e. an id Sigil minted (random
+/// UUIDv7 bits). Crafting colliding keys would take both the signing key
+/// and the process's seed. Maps keyed by a caller's bytes (the signature
+/// cache, keyed by the token string) keep their DoS-resistant hashers.
+pub(crate) type IdMap<K, V> = dashmap::DashMap<K, V, foldhash::fast::RandomState>;
+
 macro_rules! typed_id {
     ($(#[$doc:meta])* $name:ident) => {
         $(#[$doc])*

@@ -12,11 +12,11 @@
 
 use std::time::Duration;
 
-use dashmap::DashMap;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    Identity, ServiceAccountId, SessionId, Timestamp, TokenId, UserId, port::RevocationCause, token::ValidationFailure,
+    Identity, ServiceAccountId, SessionId, Timestamp, TokenId, UserId, ids::IdMap, port::RevocationCause,
+    token::ValidationFailure,
     token::VerifiedToken,
 };
 
@@ -94,15 +94,15 @@ impl From<StoredRevocationEntry> for RevocationEntry {
 
 /// Recent revocations, each kept until the tokens it could affect expire.
 pub struct RevocationIndex {
-    tokens: DashMap<TokenId, Timestamp>,
-    sessions: DashMap<SessionId, Timestamp>,
-    disabled_users: DashMap<UserId, Timestamp>,
+    tokens: IdMap<TokenId, Timestamp>,
+    sessions: IdMap<SessionId, Timestamp>,
+    disabled_users: IdMap<UserId, Timestamp>,
     /// Per user: tokens minted before the first time fail; kept until the second.
-    not_before: DashMap<UserId, (Timestamp, Timestamp)>,
+    not_before: IdMap<UserId, (Timestamp, Timestamp)>,
     /// Per user: sessions created before the first time are ended; kept until the second.
-    sessions_before: DashMap<UserId, (Timestamp, Timestamp)>,
+    sessions_before: IdMap<UserId, (Timestamp, Timestamp)>,
     /// Per service account: tokens minted before the first time fail; kept until the second.
-    service_not_before: DashMap<ServiceAccountId, (Timestamp, Timestamp)>,
+    service_not_before: IdMap<ServiceAccountId, (Timestamp, Timestamp)>,
     retention: Duration,
 }
 
@@ -111,12 +111,12 @@ impl RevocationIndex {
     /// access-token TTL plus the clock leeway in force).
     pub fn new(retention: Duration) -> Self {
         Self {
-            tokens: DashMap::new(),
-            sessions: DashMap::new(),
-            disabled_users: DashMap::new(),
-            not_before: DashMap::new(),
-            sessions_before: DashMap::new(),
-            service_not_before: DashMap::new(),
+            tokens: IdMap::default(),
+            sessions: IdMap::default(),
+            disabled_users: IdMap::default(),
+            not_before: IdMap::default(),
+            sessions_before: IdMap::default(),
+            service_not_before: IdMap::default(),
             retention,
         }
     }
@@ -254,7 +254,7 @@ impl RevocationIndex {
 /// Raises a per-user bound: entries may be replayed out of order, and the
 /// latest bound (and the longest keep) wins.
 fn raise_bound<K: std::hash::Hash + Eq>(
-    bounds: &DashMap<K, (Timestamp, Timestamp)>,
+    bounds: &IdMap<K, (Timestamp, Timestamp)>,
     key: K,
     at: Timestamp,
     keep_until: Timestamp,
@@ -302,7 +302,16 @@ mod tests {
             client_id: None,
             scope: None,
         };
-        VerifiedToken { claims, user_id, session_id, token_id, client_id: None, kid: "k".into(), ring_generation: 0 }
+        VerifiedToken {
+            claims,
+            user_id,
+            session_id,
+            token_id,
+            client_id: None,
+            kid: "k".into(),
+            ring_generation: 0,
+            valid_answer: Default::default(),
+        }
     }
 
     #[test]

@@ -10,7 +10,12 @@
 //! token costs one hash-map look-up; expiry, audience and revocation are
 //! checked on every call, cached or not.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::{Arc, OnceLock},
+    time::Duration,
+};
+
+use bytes::Bytes;
 
 use jsonwebtoken::{Algorithm, Header};
 use sigil_token_rules::{ACCESS_TOKEN_TYPE, MAX_ACCESS_TOKEN_BYTES, TokenRules, check_audience};
@@ -38,9 +43,21 @@ pub struct VerifiedToken {
     /// verdict from an older ring is re-checked, so a key distrusted in an
     /// emergency stops verifying even tokens already in the cache.
     pub ring_generation: u64,
+    /// An adapter's encoding of "this token is valid, with these claims"
+    /// (gRPC's `ValidateResponse`), made on its first valid verdict and kept
+    /// with the token in the cache: it depends on the claims alone, which
+    /// cannot change over the token's life. Whether the token is valid is
+    /// decided on every call; only a valid verdict is answered with it.
+    pub(crate) valid_answer: OnceLock<Bytes>,
 }
 
 impl VerifiedToken {
+    /// The kept encoding of this token's valid answer, made by `encode`
+    /// the first time (see the field).
+    pub(crate) fn valid_answer(&self, encode: impl FnOnce(&Self) -> Bytes) -> &Bytes {
+        self.valid_answer.get_or_init(|| encode(self))
+    }
+
     /// Whether the token carries `role`.
     pub fn has_role(&self, role: &str) -> bool {
         self.claims.has_role(role)
@@ -120,6 +137,7 @@ impl TokenVerifier {
             token_id: TokenId::from_uuid(signed.token_id),
             kid: signed.kid,
             ring_generation: keys.generation(),
+            valid_answer: OnceLock::new(),
         });
         self.cache.insert(token.to_string(), verified.clone());
         Ok(verified)

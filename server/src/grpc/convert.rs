@@ -2,7 +2,11 @@
 
 use sigil_proto::pb;
 
-use crate::domain::{Timestamp, identity::IssuedTokens, token::VerifiedToken};
+use crate::domain::{
+    Timestamp,
+    identity::IssuedTokens,
+    token::{ValidationFailure, VerifiedToken},
+};
 
 /// A domain instant as a protobuf timestamp.
 pub(crate) fn timestamp(t: Timestamp) -> prost_types::Timestamp {
@@ -45,6 +49,20 @@ pub(crate) fn claims(token: &VerifiedToken) -> pb::Claims {
             .filter(|s| !s.is_empty())
             .map(str::to_string)
             .collect(),
+    }
+}
+
+/// `Validate`'s answer to `verdict`: the claims when valid, else the failure.
+pub(crate) fn validate_response(verdict: Result<&VerifiedToken, ValidationFailure>) -> pb::ValidateResponse {
+    match verdict {
+        Ok(token) => pb::ValidateResponse {
+            valid: true,
+            failure: pb::ValidationFailure::Unspecified.into(),
+            claims: Some(claims(token)),
+        },
+        Err(failure) => {
+            pb::ValidateResponse { valid: false, failure: pb::ValidationFailure::from(failure).into(), claims: None }
+        }
     }
 }
 

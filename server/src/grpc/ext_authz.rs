@@ -5,15 +5,23 @@
 //! removed) or a denial with its HTTP status, challenge and body out. A
 //! denial is an answer, never an RPC error: Envoy shows it to the client.
 
-use std::{collections::HashMap, sync::Arc};
+use std::{borrow::Cow, convert::Infallible, sync::Arc};
 
+use bytes::Bytes;
 use envoy_types::ext_authz::v3::pb::{
-    Authorization, CheckRequest, CheckResponse, DeniedHttpResponse, HeaderAppendAction, HeaderValue, HeaderValueOption,
-    HttpResponse, HttpStatus, OkHttpResponse,
+    CheckResponse, DeniedHttpResponse, HeaderAppendAction, HeaderValue, HeaderValueOption, HttpResponse, HttpStatus,
+    OkHttpResponse,
 };
-use envoy_types::pb::google::rpc;
-use tonic::{Code, Request, Response, Status};
+use envoy_types::pb::{envoy::service::auth::v3::authorization_server, google::rpc};
+use sigil_proto::codec::StrictCodec;
+use tonic::{
+    Code, Status,
+    body::Body,
+    codegen::{Body as RequestBody, BoxFuture, Context, Poll, StdError},
+    server::{Grpc, NamedService, UnaryService},
+};
 
+use super::check_request::{Attributes, CheckRequestView, NotUtf8, text};
 use crate::{
     domain::{
         Identity,
@@ -26,6 +34,8 @@ use crate::{
 const AUDIENCE_EXTENSION: &str = "sigil_audience";
 /// The `context_extensions` key naming the route's roles (any one of them).
 const ROLES_EXTENSION: &str = "sigil_roles";
+/// The one method of Envoy's `Authorization` service.
+const CHECK_PATH: &str = "/envoy.service.auth.v3.Authorization/Check";
 
 /// Largest `CheckRequest` accepted: Envoy forwards every request header
 /// (its own limit is 60 KiB by default) and the route's extensions, so
@@ -44,46 +54,148 @@ impl ExtAuthzApi {
     pub(crate) fn new(identity: Arc<Identity>, settings: Arc<GatewaySettings>) -> Self {
         Self { identity, settings }
     }
-}
 
-#[tonic::async_trait]
-impl Authorization for ExtAuthzApi {
-    async fn check(&self, request: Request<CheckRequest>) -> Result<Response<CheckResponse>, Status> {
-        let attributes = request.into_inner().attributes.unwrap_or_default();
-        let headers = client_headers(&attributes);
-        let credentials = Credentials {
-            authorization: headers.get("authorization").map(String::as_str),
-            cookie: headers.get("cookie").map(String::as_str),
-        };
-        let extension = |key| attributes.context_extensions.get(key).map(String::as_str);
-        let policy = RoutePolicy::parse(extension(AUDIENCE_EXTENSION), extension(ROLES_EXTENSION));
+    /// The answer to one `Check`.
+    fn check(&self, request: CheckRequestView) -> Result<CheckResponse, Status> {
+        let attributes = request.attributes.unwrap_or_default();
+        let unreadable = |NotUtf8| Status::invalid_argument(NotUtf8.to_string());
+        let headers = ClientHeaders::of(&attributes).map_err(unreadable)?;
+        let credentials =
+            Credentials { authorization: headers.authorization.as_deref(), cookie: headers.cookie.as_deref() };
+        let audience = attributes.extension(AUDIENCE_EXTENSION).map_err(unreadable)?;
+        let roles = attributes.extension(ROLES_EXTENSION).map_err(unreadable)?;
+        let policy = RoutePolicy::parse(audience, roles);
         let verdict = gateway::decide(&self.identity, &self.settings, credentials, policy);
         count(Via::ExtAuthz, &verdict);
-        let response = match verdict {
-            Verdict::Allowed(token) => allowed(&token, &headers),
+        Ok(match verdict {
+            Verdict::Allowed(token) => allowed(&token, headers.foreign_identity),
             Verdict::Denied(denial) => denied(denial, &self.settings.realm),
-        };
-        Ok(Response::new(response))
+        })
     }
 }
 
-/// The client's request headers, names in lower case, from `headers` or,
-/// when Envoy sends them raw (`encode_raw_headers`), from `header_map`.
-fn client_headers(attributes: &envoy_types::pb::envoy::service::auth::v3::AttributeContext) -> HashMap<String, String> {
-    let Some(http) = attributes.request.as_ref().and_then(|r| r.http.as_ref()) else {
-        return HashMap::new();
-    };
-    let mut headers: HashMap<String, String> =
-        http.headers.iter().map(|(k, v)| (k.to_ascii_lowercase(), v.clone())).collect();
-    for header in http.header_map.iter().flat_map(|map| &map.headers) {
-        let value = if header.value.is_empty() {
-            String::from_utf8_lossy(&header.raw_value).into_owned()
-        } else {
-            header.value.clone()
-        };
-        headers.entry(header.key.to_ascii_lowercase()).or_insert(value);
+/// Envoy's `envoy.service.auth.v3.Authorization` service over
+/// [`ExtAuthzApi`]: its one method, `Check`, read through
+/// [`CheckRequestView`] (see there why not through envoy-types' request
+/// type) and answered with envoy-types' `CheckResponse`; any other method
+/// is `UNIMPLEMENTED`, as the generated server would answer.
+#[derive(Clone)]
+pub(crate) struct AuthorizationService {
+    api: ExtAuthzApi,
+    max_decoding: usize,
+    max_encoding: usize,
+}
+
+impl AuthorizationService {
+    /// Serves `api` with these message size caps.
+    pub(crate) fn new(api: ExtAuthzApi, max_decoding: usize, max_encoding: usize) -> Self {
+        Self { api, max_decoding, max_encoding }
     }
-    headers
+}
+
+impl NamedService for AuthorizationService {
+    const NAME: &'static str = authorization_server::SERVICE_NAME;
+}
+
+impl<B> tower::Service<http::Request<B>> for AuthorizationService
+where
+    B: RequestBody<Data = Bytes> + Send + 'static,
+    B::Error: Into<StdError> + Send + 'static,
+{
+    type Response = http::Response<Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<Self::Response, Self::Error>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        if request.uri().path() != CHECK_PATH {
+            return Box::pin(std::future::ready(Ok(Status::unimplemented("").into_http())));
+        }
+        let call = CheckCall(self.api.clone());
+        let (max_decoding, max_encoding) = (self.max_decoding, self.max_encoding);
+        Box::pin(async move {
+            let codec = StrictCodec::<CheckResponse, CheckRequestView>::default();
+            let mut grpc = Grpc::new(codec).apply_max_message_size_config(Some(max_decoding), Some(max_encoding));
+            Ok(grpc.unary(call, request).await)
+        })
+    }
+}
+
+/// One `Check` call.
+struct CheckCall(ExtAuthzApi);
+
+impl UnaryService<CheckRequestView> for CheckCall {
+    type Response = CheckResponse;
+    type Future = BoxFuture<tonic::Response<CheckResponse>, Status>;
+
+    fn call(&mut self, request: tonic::Request<CheckRequestView>) -> Self::Future {
+        Box::pin(std::future::ready(self.0.check(request.into_inner()).map(tonic::Response::new)))
+    }
+}
+
+/// What the decision reads of the client's request headers, found in one
+/// pass over them without copying them into a map of their own: the
+/// bearer's two carriers, and the client's foreign `x-sigil-*` headers to
+/// remove.
+#[derive(Default)]
+struct ClientHeaders<'a> {
+    /// The `Authorization` value.
+    authorization: Option<Cow<'a, str>>,
+    /// The `Cookie` value.
+    cookie: Option<Cow<'a, str>>,
+    /// The names, in lower case, sorted, each once, of the client's
+    /// `x-sigil-*` headers that are not identity headers.
+    foreign_identity: Vec<String>,
+}
+
+impl<'a> ClientHeaders<'a> {
+    /// Names in any case, from `headers` or, when Envoy sends them raw
+    /// (`encode_raw_headers`), from `header_map`. A name `headers` repeats
+    /// counts its last value (a map's rule); otherwise `headers` comes
+    /// first, then the first value in `header_map`.
+    fn of(attributes: &'a Attributes) -> Result<Self, NotUtf8> {
+        let mut found = Self::default();
+        let Some(http) = attributes.request.as_ref().and_then(|r| r.http.as_ref()) else {
+            return Ok(found);
+        };
+        for entry in http.headers.iter().rev() {
+            found.note(text(&entry.key)?, || text(&entry.value).map(Cow::Borrowed))?;
+        }
+        for header in http.header_map.iter().flat_map(|map| &map.headers) {
+            found.note(text(&header.key)?, || {
+                if header.value.is_empty() {
+                    Ok(String::from_utf8_lossy(&header.raw_value))
+                } else {
+                    text(&header.value).map(Cow::Borrowed)
+                }
+            })?;
+        }
+        found.foreign_identity.sort();
+        Ok(found)
+    }
+
+    fn note(&mut self, name: &str, value: impl FnOnce() -> Result<Cow<'a, str>, NotUtf8>) -> Result<(), NotUtf8> {
+        let slot = if name.eq_ignore_ascii_case("authorization") {
+            &mut self.authorization
+        } else if name.eq_ignore_ascii_case("cookie") {
+            &mut self.cookie
+        } else {
+            if gateway::is_foreign_identity_header(name) {
+                let name = name.to_ascii_lowercase();
+                if !self.foreign_identity.contains(&name) {
+                    self.foreign_identity.push(name);
+                }
+            }
+            return Ok(());
+        };
+        if slot.is_none() {
+            *slot = Some(value()?);
+        }
+        Ok(())
+    }
 }
 
 fn rpc_status(code: Code) -> Option<rpc::Status> {
@@ -99,11 +211,8 @@ fn overwrite(key: &str, value: String) -> HeaderValueOption {
     }
 }
 
-fn allowed(token: &crate::domain::token::VerifiedToken, client: &HashMap<String, String>) -> CheckResponse {
+fn allowed(token: &crate::domain::token::VerifiedToken, headers_to_remove: Vec<String>) -> CheckResponse {
     let headers = gateway::identity_headers(token).into_iter().map(|(key, value)| overwrite(key, value)).collect();
-    let mut headers_to_remove: Vec<String> =
-        client.keys().filter(|name| gateway::is_foreign_identity_header(name)).cloned().collect();
-    headers_to_remove.sort();
     CheckResponse {
         status: rpc_status(Code::Ok),
         http_response: Some(HttpResponse::OkResponse(OkHttpResponse {

@@ -3,12 +3,14 @@
 //! one place, [`status`].
 
 pub(crate) mod admin;
+pub(crate) mod check_request;
 pub(crate) mod client_address;
 pub(crate) mod convert;
 pub(crate) mod ext_authz;
 pub(crate) mod identity;
 pub(crate) mod revocation;
 pub(crate) mod status;
+pub(crate) mod validate_route;
 
 use std::sync::Arc;
 

@@ -1,7 +1,10 @@
-//! [`h2load`]: one run of nghttp2's `h2load` against a proxy, its request
-//! rate and, from its per-request log, its latency percentiles.
+//! [`h2load`]: one run of nghttp2's `h2load` against a proxy (or, with
+//! [`h2load_grpc`], a unary gRPC call sent straight to a server), its
+//! request rate and, from its per-request log, its latency percentiles.
 
-use std::{net::SocketAddr, process::Stdio, time::Duration};
+use std::{net::SocketAddr, path::Path, process::Stdio, time::Duration};
+
+use prost::Message;
 
 /// At most one request in this many may miss (non-2xx or failed).
 const MISS_LIMIT_PER_MILLE: u64 = 1000;
@@ -48,7 +51,49 @@ impl Run {
 /// answered 2xx (a proxy that denied or broke would otherwise look fast).
 pub(crate) async fn h2load(addr: SocketAddr, token: &str, shape: Shape) -> anyhow::Result<Run> {
     let dir = tempfile::tempdir()?;
-    let log = dir.path().join("requests.tsv");
+    let mut command = command(&dir.path().join("requests.tsv"), shape);
+    command.args(["-H", &format!("authorization: Bearer {token}")]).arg(format!("http://{addr}/"));
+    finish(command, dir, addr, shape).await
+}
+
+/// Runs h2load with the unary gRPC call `path` (`/package.Service/Method`)
+/// of `message` straight to the gRPC server at `addr`, over h2c. Each
+/// request is the same length-prefixed body (`-d`), so h2load's client
+/// does no per-call protobuf work: the two cores go to the server.
+///
+/// h2load sees only the HTTP status (200 for every gRPC answer); the
+/// caller checks beforehand, with a real client, that the message gets
+/// the answer it means to measure.
+pub(crate) async fn h2load_grpc(
+    addr: SocketAddr,
+    path: &str,
+    message: &impl Message,
+    shape: Shape,
+) -> anyhow::Result<Run> {
+    let dir = tempfile::tempdir()?;
+    let body = dir.path().join("request.grpc");
+    std::fs::write(&body, grpc_frame(message))?;
+    let mut command = command(&dir.path().join("requests.tsv"), shape);
+    command
+        .args(["-H", "content-type: application/grpc", "-H", "te: trailers"])
+        .arg(format!("--data={}", body.display()))
+        .arg(format!("http://{addr}{path}"));
+    finish(command, dir, addr, shape).await
+}
+
+/// `message` as one gRPC message on the wire: not compressed (0), its
+/// length as four big-endian bytes, then its encoding.
+fn grpc_frame(message: &impl Message) -> Vec<u8> {
+    let encoded = message.encode_to_vec();
+    let mut frame = Vec::with_capacity(5 + encoded.len());
+    frame.push(0);
+    frame.extend_from_slice(&u32::try_from(encoded.len()).unwrap_or(u32::MAX).to_be_bytes());
+    frame.extend_from_slice(&encoded);
+    frame
+}
+
+/// The h2load command line of `shape`, logging every request to `log`.
+fn command(log: &Path, shape: Shape) -> tokio::process::Command {
     let mut command = tokio::process::Command::new("h2load");
     command
         .arg(format!("-c{}", shape.connections))
@@ -57,15 +102,24 @@ pub(crate) async fn h2load(addr: SocketAddr, token: &str, shape: Shape) -> anyho
         .arg(format!("--log-file={}", log.display()))
         // A connection silent this long is given up (counted as a timeout)
         // instead of holding the run open after its duration.
-        .arg(format!("-N{}", INACTIVITY_LIMIT.as_secs()))
-        .args(["-H", &format!("authorization: Bearer {token}")])
-        .arg(format!("http://{addr}/"));
+        .arg(format!("-N{}", INACTIVITY_LIMIT.as_secs()));
     if shape.http1 {
         command.args(["-p", "http/1.1"]);
     }
     if let Some(rate) = shape.rate {
         command.arg(format!("--rps={}", (rate / shape.connections as u64).max(1)));
     }
+    command
+}
+
+/// Runs `command` (its log in `dir`) and reads its rate, answers and latencies.
+async fn finish(
+    mut command: tokio::process::Command,
+    dir: tempfile::TempDir,
+    addr: SocketAddr,
+    shape: Shape,
+) -> anyhow::Result<Run> {
+    let log = dir.path().join("requests.tsv");
     let limit = shape.duration + INACTIVITY_LIMIT * 2;
     let output = tokio::time::timeout(limit, command.stdin(Stdio::null()).kill_on_drop(true).output())
         .await
@@ -103,6 +157,11 @@ pub(crate) async fn h2load(addr: SocketAddr, token: &str, shape: Shape) -> anyho
         .collect();
     latencies_us.sort_unstable();
     Ok(Run { rate, succeeded, missed, latencies_us })
+}
+
+/// Whether h2load is on the PATH.
+pub(crate) fn installed() -> bool {
+    std::process::Command::new("h2load").arg("--version").output().is_ok_and(|o| o.status.success())
 }
 
 fn line_after<'a>(output: &'a str, prefix: &str) -> Option<&'a str> {

@@ -16,12 +16,14 @@
 //! target/release/sigil-bench --data-dir /tmp/big --only list-sessions
 //! target/release/sigil-bench --database-url postgres://… --only refresh,revoke,propagation
 //! target/release/sigil-bench --only gateways   # Envoy/nginx + Sigil vs without (h2load)
+//! target/release/sigil-bench --only h2load     # Validate ÷ health, ext_authz Check, by h2load
 //! ```
 //!
 //! Scenarios: health, validate-hot, validate-cold, authenticate, refresh,
 //! revoke, mixed, flood, oversized, list-sessions, and with `--rate` an
 //! open-loop validate-hot; with `--database-url`, propagation; only when
-//! named, gateways (the real proxies in front of Sigil, driven by h2load).
+//! named, gateways (the real proxies in front of Sigil, driven by h2load)
+//! and h2load (Validate, health and ext_authz Check straight from h2load).
 
 mod allow_all;
 mod baseline;

@@ -6,6 +6,7 @@
 mod authenticate;
 mod flood;
 mod gateways;
+mod grpc_h2load;
 mod health;
 mod list_sessions;
 mod mixed;
@@ -62,10 +63,10 @@ pub(crate) struct Scenario {
 
 /// Scenarios that run only when `--only` names them: they need outside
 /// tools (the proxies, h2load), so the default run and CI's `--quick` skip them.
-pub(crate) const OPT_IN: [&str; 1] = ["gateways"];
+pub(crate) const OPT_IN: [&str; 2] = ["gateways", "h2load"];
 
 /// Every scenario, in the order a run takes them.
-pub(crate) const ALL: [Scenario; 13] = [
+pub(crate) const ALL: [Scenario; 14] = [
     health::SCENARIO,
     validate_hot::SCENARIO,
     validate_cold::SCENARIO,
@@ -79,4 +80,5 @@ pub(crate) const ALL: [Scenario; 13] = [
     list_sessions::SCENARIO,
     propagation::SCENARIO,
     gateways::SCENARIO,
+    grpc_h2load::SCENARIO,
 ];

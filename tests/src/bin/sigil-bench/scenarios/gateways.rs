@@ -39,7 +39,7 @@ async fn run(bench: &Bench<'_>) -> anyhow::Result<Vec<Figures>> {
     let (Some(envoy), Some(nginx)) = (ProxyKind::Envoy.locate(), ProxyKind::Nginx.locate()) else {
         anyhow::bail!("gateways needs Envoy and nginx (SIGIL_ENVOY / SIGIL_NGINX or PATH)");
     };
-    anyhow::ensure!(h2load_installed(), "gateways needs h2load (Debian: nghttp2-client)");
+    anyhow::ensure!(crate::h2load::installed(), "gateways needs h2load (Debian: nghttp2-client)");
     let sigil_grpc = bench.target.address.rsplit_once(':').and_then(|(_, p)| p.parse().ok());
     let (Some(sigil_grpc), Some(sigil_http)) = (sigil_grpc, bench.target.http_addr) else {
         anyhow::bail!("gateways needs a Sigil this run started (not --server)");
@@ -149,10 +149,6 @@ async fn latency(name: &str, proxy: &RunningProxy, token: &str, shape: Shape) ->
 
 fn verdict(met: bool) -> &'static str {
     if met { "met" } else { "NOT met" }
-}
-
-fn h2load_installed() -> bool {
-    std::process::Command::new("h2load").arg("--version").output().is_ok_and(|o| o.status.success())
 }
 
 /// Envoy's configuration without the `ext_authz` filter and the route's
