@@ -157,6 +157,18 @@ pub(crate) struct GatewayLabels {
     pub outcome: LabelValue,
 }
 
+/// Labels of an OAuth endpoint's answer.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct OAuthLabels {
+    /// `token`, `introspect` or `revoke`.
+    pub endpoint: LabelValue,
+    /// The client authentication method (`client_secret_basic`, …,
+    /// `bearer`), or `none` when the request failed before naming one.
+    pub method: LabelValue,
+    /// `ok`, or the RFC 6749 error code answered.
+    pub outcome: LabelValue,
+}
+
 /// The `outcome` label of `sigil_logins_total`: every value the counter
 /// can carry, in one list that the code counts with and the docs name.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -218,6 +230,9 @@ pub(crate) struct Metrics {
     pub logins: Family<OutcomeLabels, Counter>,
     /// Gateway checks (ext_authz, /authz) by adapter and outcome.
     pub gateway_checks: Family<GatewayLabels, Counter>,
+    /// OAuth endpoint answers (grants, introspections, revocations) by
+    /// endpoint, client authentication method and outcome.
+    pub oauth_requests: Family<OAuthLabels, Counter>,
     /// Group-commit flush latency, in seconds.
     pub flush_seconds: Histogram,
     /// Writers made durable by one flush.
@@ -253,6 +268,12 @@ impl Metrics {
             "Gateway checks (Envoy ext_authz, forward-auth /authz) by adapter and outcome",
             gateway_checks.clone(),
         );
+        let oauth_requests = Family::<OAuthLabels, Counter>::default();
+        registry.register(
+            "oauth_requests",
+            "OAuth endpoint answers (token grants, introspections, revocations) by endpoint, client authentication method and outcome",
+            oauth_requests.clone(),
+        );
         let flush_seconds = latency_histogram();
         registry.register("store_flush_duration_seconds", "Group-commit flush latency", flush_seconds.clone());
         let flush_batch = Histogram::new(exponential_buckets(1.0, 2.0, 12));
@@ -276,6 +297,7 @@ impl Metrics {
             validations,
             logins,
             gateway_checks,
+            oauth_requests,
             flush_seconds,
             flush_batch,
             active_sessions,
@@ -294,6 +316,14 @@ impl Metrics {
     /// Counts one gateway check; both labels are names the code fixes.
     pub(crate) fn count_gateway_check(&self, via: &'static str, outcome: &'static str) {
         self.gateway_checks.get_or_create(&GatewayLabels { via: LabelValue(via), outcome: LabelValue(outcome) }).inc();
+    }
+
+    /// Counts one answer of an OAuth endpoint; every label is a name the
+    /// code fixes.
+    pub(crate) fn count_oauth_request(&self, endpoint: &'static str, method: &'static str, outcome: &'static str) {
+        let labels =
+            OAuthLabels { endpoint: LabelValue(endpoint), method: LabelValue(method), outcome: LabelValue(outcome) };
+        self.oauth_requests.get_or_create(&labels).inc();
     }
 
     /// The exposition text, with the gauges read from `identity` now.

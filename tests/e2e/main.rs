@@ -74,3 +74,5 @@ mod readme;
 mod readme_script;
 // The console's Dashboard and incident actions, in tmux against the real binaries.
 mod console_ops;
+// The OAuth 2.0 endpoints (token, introspection, revocation, metadata), hostile input first.
+mod oauth;

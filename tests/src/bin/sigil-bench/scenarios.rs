@@ -9,6 +9,7 @@ mod gateways;
 mod health;
 mod list_sessions;
 mod mixed;
+mod oauth;
 mod open_loop;
 mod oversized;
 mod propagation;
@@ -65,7 +66,7 @@ pub(crate) struct Scenario {
 pub(crate) const OPT_IN: [&str; 1] = ["gateways"];
 
 /// Every scenario, in the order a run takes them.
-pub(crate) const ALL: [Scenario; 13] = [
+pub(crate) const ALL: [Scenario; 14] = [
     health::SCENARIO,
     validate_hot::SCENARIO,
     validate_cold::SCENARIO,
@@ -77,6 +78,7 @@ pub(crate) const ALL: [Scenario; 13] = [
     oversized::SCENARIO,
     open_loop::SCENARIO,
     list_sessions::SCENARIO,
+    oauth::SCENARIO,
     propagation::SCENARIO,
     gateways::SCENARIO,
 ];
