@@ -294,6 +294,16 @@ pub fn event_kind(kind: pb::EventKind) -> &'static str {
         K::RefreshReused => "refresh reused",
         K::AccountLocked => "account locked",
         K::StoreLossAccepted => "store loss accepted",
+        K::ServiceAccountCreated => "service account created",
+        K::ServiceAccountUpdated => "service account updated",
+        K::ServiceAccountDisabled => "service account disabled",
+        K::ServiceAccountEnabled => "service account enabled",
+        K::ServiceAccountDeleted => "service account deleted",
+        K::ClientSecretAdded => "client secret added",
+        K::ClientSecretRevoked => "client secret revoked",
+        K::ClientKeySet => "client key set",
+        K::ServiceTokensRevoked => "service tokens revoked",
+        K::ClientAuthFailed => "client auth failed",
         K::Unspecified => "?",
     }
 }

@@ -18,6 +18,14 @@ pub enum DomainError {
     /// Wrong password, unknown user, disabled user: deliberately one message.
     #[error("invalid username or password")]
     InvalidCredentials,
+    /// Unknown client, wrong or expired secret, bad or replayed assertion,
+    /// disabled client: deliberately one message (RFC 6749 `invalid_client`).
+    #[error("invalid client credentials")]
+    InvalidClient,
+    /// A client asked for a scope or audience it is not allowed (RFC 6749
+    /// `invalid_scope`); the message says which part, never the client's secret.
+    #[error("{0}")]
+    InvalidScope(String),
     /// The refresh token is unknown, expired, revoked or already used.
     #[error("invalid or expired refresh token")]
     InvalidRefreshToken,

@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{Mutex, broadcast};
 
 pub use self::watch::{EventWatch, WatchEnd};
-use super::{DomainError, SessionId, Timestamp, TokenId, UserId, port::Store};
+use super::{DomainError, ServiceAccountId, SessionId, Timestamp, TokenId, UserId, port::Store};
 
 /// What happened. Mirrors `sigil.v1.EventKind`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -64,6 +64,27 @@ pub enum EventKind {
     /// The server was started over a store that had lost committed data,
     /// because the operator said to accept the loss.
     StoreLossAccepted,
+    /// A service account was created.
+    ServiceAccountCreated,
+    /// A service account's roles, audiences or scopes changed.
+    ServiceAccountUpdated,
+    /// A service account was disabled.
+    ServiceAccountDisabled,
+    /// A service account was enabled again.
+    ServiceAccountEnabled,
+    /// A service account was deleted.
+    ServiceAccountDeleted,
+    /// A client secret was added to a service account.
+    ClientSecretAdded,
+    /// A client secret was revoked.
+    ClientSecretRevoked,
+    /// A service account's public key was registered, replaced or removed.
+    ClientKeySet,
+    /// Every token of a service account issued so far was revoked.
+    ServiceTokensRevoked,
+    /// A client authentication failed (unknown client, wrong secret, bad
+    /// or replayed assertion, disabled client, locked client).
+    ClientAuthFailed,
 }
 
 /// How an event is retained.
@@ -90,7 +111,16 @@ impl EventKind {
             | Self::KeyRotated
             | Self::KeyRetired
             | Self::RefreshReused
-            | Self::StoreLossAccepted => EventClass::Audit,
+            | Self::StoreLossAccepted
+            | Self::ServiceAccountCreated
+            | Self::ServiceAccountUpdated
+            | Self::ServiceAccountDisabled
+            | Self::ServiceAccountEnabled
+            | Self::ServiceAccountDeleted
+            | Self::ClientSecretAdded
+            | Self::ClientSecretRevoked
+            | Self::ClientKeySet
+            | Self::ServiceTokensRevoked => EventClass::Audit,
             // Anyone can cause failed logins and locks (for made-up names
             // too), so they must not grow the time-kept share; a login, a
             // refresh, an expiry or an issued token is routine volume.
@@ -99,14 +129,15 @@ impl EventKind {
             | Self::SessionExpired
             | Self::TokenIssued
             | Self::LoginFailed
-            | Self::AccountLocked => EventClass::Noise,
+            | Self::AccountLocked
+            | Self::ClientAuthFailed => EventClass::Noise,
         }
     }
 
     /// Whether repeats of this kind are aggregated (a stranger can send
     /// them at will).
     pub fn is_aggregated(self) -> bool {
-        matches!(self, Self::LoginFailed | Self::AccountLocked)
+        matches!(self, Self::LoginFailed | Self::AccountLocked | Self::ClientAuthFailed)
     }
 }
 
@@ -129,6 +160,9 @@ pub struct EventRecord {
     pub session_id: Option<SessionId>,
     /// The token (or, as text, the key id) concerned.
     pub token_id: Option<String>,
+    /// The service account concerned.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<ServiceAccountId>,
     /// Free text; never a secret.
     pub detail: String,
 }
@@ -145,6 +179,7 @@ impl EventRecord {
             username: None,
             session_id: None,
             token_id: None,
+            client_id: None,
             detail: String::new(),
         }
     }
@@ -171,6 +206,12 @@ impl EventRecord {
     /// Names the token concerned.
     pub fn token(mut self, id: TokenId) -> Self {
         self.token_id = Some(id.to_string());
+        self
+    }
+
+    /// Names the service account concerned.
+    pub fn client(mut self, id: ServiceAccountId) -> Self {
+        self.client_id = Some(id);
         self
     }
 

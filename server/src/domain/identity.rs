@@ -59,6 +59,8 @@ pub struct IdentitySettings {
     pub address_lockout: LockoutPolicy,
     /// Peers whose `x-forwarded-for` names the real client.
     pub trusted_proxies: Vec<std::net::IpAddr>,
+    /// The longest a client assertion (`private_key_jwt`) may be valid for.
+    pub client_assertion_max_lifetime: Duration,
 }
 
 impl Default for IdentitySettings {
@@ -80,6 +82,7 @@ impl Default for IdentitySettings {
             lockout: LockoutPolicy::default(),
             address_lockout: LockoutPolicy { threshold: 0, ..LockoutPolicy::default() },
             trusted_proxies: Vec::new(),
+            client_assertion_max_lifetime: Duration::from_secs(5 * 60),
         }
     }
 }
@@ -775,6 +778,8 @@ impl Identity {
             sid: session.id.to_string(),
             username: session.username.clone(),
             roles: roles.to_vec(),
+            client_id: None,
+            scope: None,
         };
         let signed = token::sign(&claims, &self.keys.load())?;
         Ok((Secret::new(signed), record))
@@ -837,6 +842,11 @@ pub(super) fn check_password(password: &Secret<String>) -> Result<(), DomainErro
         return Err(DomainError::invalid(format!("password is longer than {MAX_PASSWORD_BYTES} bytes")));
     }
     Ok(())
+}
+
+/// A revocation reason: shown to operators, so checked like other shown text.
+pub(super) fn check_reason(reason: &str) -> Result<(), DomainError> {
+    check_shown_text("reason", reason, MAX_REASON_BYTES)
 }
 
 fn check_refresh_token(token: &Secret<String>) -> Result<(), DomainError> {

@@ -83,6 +83,15 @@ typed_id!(
     /// Identifies one issued token (the `jti` of an access token, or a refresh token).
     TokenId
 );
+typed_id!(
+    /// Identifies a service account for life; its text form is the OAuth
+    /// `client_id`.
+    ServiceAccountId
+);
+typed_id!(
+    /// Identifies one client secret of a service account (never the secret).
+    ClientSecretId
+);
 
 #[cfg(test)]
 mod tests {

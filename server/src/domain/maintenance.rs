@@ -2,7 +2,8 @@
 //! expire sessions and tokens that reached their expiry (with events), purge
 //! ended records after the retention period, drop revocations no live token
 //! can be affected by, retire signing keys whose last token has expired,
-//! publish the summaries of repeated failed logins, trim the event log
+//! forget the ids of expired client assertions, publish the summaries of
+//! repeated failed logins, trim the event log
 //! (audit events by age, the rest by count), and write last-seen times to
 //! the store.
 
@@ -28,6 +29,8 @@ pub struct SweepReport {
     pub retired_keys: usize,
     /// Failed-login counters forgotten (nothing recent, no lock).
     pub purged_login_counters: usize,
+    /// Ids of expired client assertions forgotten.
+    pub purged_assertion_ids: usize,
 }
 
 /// Records handled per store call, so one sweep never holds the store long.
@@ -74,6 +77,10 @@ impl Identity {
         // Counters of made-up names, and of attacks long over.
         let window = self.settings.lockout.window.max(self.settings.address_lockout.window);
         report.purged_login_counters = self.store.purge_login_failures(now, window, BATCH).await?;
+
+        // Ids of client assertions that expired: a replay of one is
+        // refused by its `exp` from now on.
+        report.purged_assertion_ids = self.store.purge_assertion_ids(now, BATCH).await?;
 
         // Both by the bound stored with each entry, never by today's TTL.
         report.purged_revocations = self.revocations.purge(now);

@@ -1,11 +1,14 @@
-//! The domain core: users, sessions, tokens, signing keys and the revocation
-//! index, the persistence port the store engines implement ([`port`]), and
+//! The domain core: users, service accounts, sessions, tokens, signing keys
+//! and the revocation index, the persistence port the store engines implement ([`port`]), and
 //! [`Identity`], the service that ties them together.
 //!
 //! Nothing here knows about gRPC: the adapters in [`crate::grpc`] translate
 //! requests into calls on [`Identity`] and [`DomainError`]s into statuses.
 
 pub(crate) mod admin;
+pub(crate) mod client_assertion;
+pub mod client_auth;
+pub mod client_key;
 pub(crate) mod cluster;
 pub mod error;
 pub mod event;
@@ -23,6 +26,8 @@ pub(crate) mod recovery;
 pub(crate) mod refresh_rotation;
 pub mod revocation;
 pub mod secret;
+pub mod service_account;
+pub(crate) mod service_account_admin;
 pub mod session;
 pub(crate) mod session_revocation;
 pub(crate) mod stats;
@@ -33,6 +38,6 @@ pub(crate) mod username_migration;
 
 pub use error::DomainError;
 pub use identity::{Identity, IdentitySettings};
-pub use ids::{SessionId, TokenId, UserId};
+pub use ids::{ClientSecretId, ServiceAccountId, SessionId, TokenId, UserId};
 pub use secret::Secret;
 pub use time::Timestamp;

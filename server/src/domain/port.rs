@@ -18,11 +18,12 @@ use async_trait::async_trait;
 use tokio::sync::Notify;
 
 use super::{
-    SessionId, Timestamp, TokenId, UserId,
+    ClientSecretId, ServiceAccountId, SessionId, Timestamp, TokenId, UserId,
     event::EventRecord,
     keys::SigningKeyRecord,
     lockout::{AttemptOutcome, AttemptStep, FailureRecord, LockoutPolicy},
     revocation::{RevocationEntry, RevocationTarget},
+    service_account::ServiceAccountRecord,
     session::{RefreshRecord, RefreshTokenHash, SessionRecord, TokenRecord},
     user::UserRecord,
 };
@@ -33,6 +34,10 @@ pub enum StoreError {
     /// `create_user` with a username that is taken.
     #[error("username is taken")]
     UsernameTaken,
+    /// A conditional replace found the record changed since it was read
+    /// (a service account's `version`): nothing was written.
+    #[error("the record changed concurrently")]
+    Conflict,
     /// A stored record could not be read back; a bug or corruption.
     #[error("corrupt record: {0}")]
     Corrupt(String),
@@ -328,9 +333,56 @@ pub trait LoginThrottle: Send + Sync {
     ) -> Result<AttemptOutcome, StoreError>;
 }
 
+/// Service accounts (OAuth clients), the last uses of their secrets, and
+/// the ids of client assertions already used.
+#[async_trait]
+pub trait ServiceAccountStore: Send + Sync {
+    /// Stores a new service account.
+    async fn create_service_account(&self, account: &ServiceAccountRecord) -> Result<(), StoreError>;
+    /// The service account with this id, each secret's `last_used_at` as
+    /// last noted by [`ServiceAccountStore::note_secret_used`].
+    async fn service_account(&self, id: ServiceAccountId) -> Result<Option<ServiceAccountRecord>, StoreError>;
+    /// Service accounts after `after` in id (creation) order, at most `limit`.
+    async fn list_service_accounts(
+        &self,
+        after: Option<ServiceAccountId>,
+        limit: usize,
+    ) -> Result<Vec<ServiceAccountRecord>, StoreError>;
+    /// Replaces a service account if, and only if, its stored `version`
+    /// is still `read_version` (else `Conflict`, and nothing is written);
+    /// with `revocation`, appends that revocation-log entry in the same
+    /// atomic write. `None` as the record deletes the account instead.
+    async fn replace_service_account(
+        &self,
+        id: ServiceAccountId,
+        read_version: u64,
+        account: Option<&ServiceAccountRecord>,
+        revocation: Option<(RevocationTarget, RevocationCause)>,
+    ) -> Result<Option<RevocationEntry>, StoreError>;
+    /// Notes that a secret authenticated its client at `at`. Not a durable
+    /// write: last-use times are advisory.
+    async fn note_secret_used(&self, secret: ClientSecretId, at: Timestamp) -> Result<(), StoreError>;
+    /// Records the `jti` of a client assertion of `client`, kept until
+    /// `expires_at`; `false` (and nothing written) if it was recorded
+    /// before: a replay. Durable before it returns, so that a restart or
+    /// another instance refuses the replay too.
+    async fn use_assertion_id(
+        &self,
+        client: ServiceAccountId,
+        jti: &str,
+        expires_at: Timestamp,
+    ) -> Result<bool, StoreError>;
+    /// Forgets up to `limit` assertion ids whose `expires_at` is at or
+    /// before `now` (an expired assertion is refused anyway); returns how
+    /// many went.
+    async fn purge_assertion_ids(&self, now: Timestamp, limit: usize) -> Result<usize, StoreError>;
+}
+
 /// Everything the domain core needs from an engine.
 #[async_trait]
-pub trait Store: UserStore + SessionStore + KeyStore + RevocationLog + EventStore + LoginThrottle {
+pub trait Store:
+    UserStore + SessionStore + KeyStore + RevocationLog + EventStore + LoginThrottle + ServiceAccountStore
+{
     /// Makes every acknowledged write durable and releases the engine.
     async fn close(&self) -> Result<(), StoreError>;
 

@@ -16,7 +16,7 @@ use dashmap::DashMap;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    Identity, SessionId, Timestamp, TokenId, UserId, port::RevocationCause, token::ValidationFailure,
+    Identity, ServiceAccountId, SessionId, Timestamp, TokenId, UserId, port::RevocationCause, token::ValidationFailure,
     token::VerifiedToken,
 };
 
@@ -42,6 +42,10 @@ pub enum RevocationTarget {
     /// password reset. A bound, not a list, so that a session whose login
     /// was still in flight when the list of sessions was read is ended too.
     UserSessionsBefore(UserId),
+    /// Every access token of the service account minted before the entry's
+    /// `at` fails: its tokens were revoked, it was disabled or deleted, or
+    /// its roles, audiences or scopes changed.
+    ServiceAccountNotBefore(ServiceAccountId),
 }
 
 /// One durable revocation, in the order the store committed it.
@@ -97,6 +101,8 @@ pub struct RevocationIndex {
     not_before: DashMap<UserId, (Timestamp, Timestamp)>,
     /// Per user: sessions created before the first time are ended; kept until the second.
     sessions_before: DashMap<UserId, (Timestamp, Timestamp)>,
+    /// Per service account: tokens minted before the first time fail; kept until the second.
+    service_not_before: DashMap<ServiceAccountId, (Timestamp, Timestamp)>,
     retention: Duration,
 }
 
@@ -110,6 +116,7 @@ impl RevocationIndex {
             disabled_users: DashMap::new(),
             not_before: DashMap::new(),
             sessions_before: DashMap::new(),
+            service_not_before: DashMap::new(),
             retention,
         }
     }
@@ -161,6 +168,9 @@ impl RevocationIndex {
             }
             RevocationTarget::UserNotBefore(id) => raise_bound(&self.not_before, id, entry.at, keep_until),
             RevocationTarget::UserSessionsBefore(id) => raise_bound(&self.sessions_before, id, entry.at, keep_until),
+            RevocationTarget::ServiceAccountNotBefore(id) => {
+                raise_bound(&self.service_not_before, id, entry.at, keep_until)
+            }
         }
     }
 
@@ -202,6 +212,7 @@ impl RevocationIndex {
         self.disabled_users.retain(|_, until| *until > now);
         self.not_before.retain(|_, (_, until)| *until > now);
         self.sessions_before.retain(|_, (_, until)| *until > now);
+        self.service_not_before.retain(|_, (_, until)| *until > now);
         before - self.len()
     }
 
@@ -212,6 +223,7 @@ impl RevocationIndex {
             + self.disabled_users.len()
             + self.not_before.len()
             + self.sessions_before.len()
+            + self.service_not_before.len()
     }
 
     /// Whether the index holds nothing.
@@ -222,8 +234,13 @@ impl RevocationIndex {
 
 /// Raises a per-user bound: entries may be replayed out of order, and the
 /// latest bound (and the longest keep) wins.
-fn raise_bound(bounds: &DashMap<UserId, (Timestamp, Timestamp)>, user: UserId, at: Timestamp, keep_until: Timestamp) {
-    let mut bound = bounds.entry(user).or_insert((at, keep_until));
+fn raise_bound<K: std::hash::Hash + Eq>(
+    bounds: &DashMap<K, (Timestamp, Timestamp)>,
+    key: K,
+    at: Timestamp,
+    keep_until: Timestamp,
+) {
+    let mut bound = bounds.entry(key).or_insert((at, keep_until));
     bound.0 = bound.0.max(at);
     bound.1 = bound.1.max(keep_until);
 }
@@ -263,6 +280,8 @@ mod tests {
             sid: session_id.to_string(),
             username: "u".into(),
             roles: vec![],
+            client_id: None,
+            scope: None,
         };
         VerifiedToken { claims, user_id, session_id, token_id, kid: "k".into(), ring_generation: 0 }
     }

@@ -107,7 +107,8 @@ pub(crate) fn revocation_events(outcome: &RevokeOutcome, actor: Option<UserId>, 
             RevocationTarget::UserDisabled(_)
             | RevocationTarget::UserEnabled(_)
             | RevocationTarget::UserNotBefore(_)
-            | RevocationTarget::UserSessionsBefore(_) => None,
+            | RevocationTarget::UserSessionsBefore(_)
+            | RevocationTarget::ServiceAccountNotBefore(_) => None,
         })
         .collect()
 }

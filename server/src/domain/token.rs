@@ -71,12 +71,23 @@ pub struct AccessClaims {
     pub iat: i64,
     /// Token id.
     pub jti: String,
-    /// Session id.
+    /// Session id; empty (absent) in a service account's token.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub sid: String,
-    /// The user's name when the token was issued.
+    /// The user's name when the token was issued; empty (absent) in a
+    /// service account's token.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub username: String,
-    /// The user's roles when the token was issued.
+    /// The user's (or service account's) roles when the token was issued.
     pub roles: Vec<String>,
+    /// The service account's client id (RFC 9068 §2.2), equal to `sub`;
+    /// absent in a user's token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
+    /// The granted scopes, space-separated (RFC 9068 §2.2.3); absent in a
+    /// user's token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
 }
 
 /// A token whose signature, issuer and shape have been verified.
@@ -308,6 +319,8 @@ mod tests {
             sid: SessionId::generate().to_string(),
             username: "u".into(),
             roles: vec![],
+            client_id: None,
+            scope: None,
         }
     }
 

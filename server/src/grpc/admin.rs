@@ -9,7 +9,11 @@ use tonic::{Request, Response, Status};
 
 use super::{bearer, convert, identity::parse_id};
 use crate::domain::{
-    Identity, Secret, SessionId, TokenId, UserId, admin::UserChanges, event::WatchEnd, token::VerifiedToken,
+    Identity, Secret, ServiceAccountId, SessionId, TokenId, UserId,
+    admin::UserChanges,
+    event::WatchEnd,
+    service_account::{NewServiceAccount, ServiceAccountChanges},
+    token::VerifiedToken,
     user::ADMIN_ROLE,
 };
 
@@ -241,5 +245,127 @@ impl AdminService for AdminApi {
             logins_total: s.logins_total,
             login_failures_total: s.login_failures_total,
         }))
+    }
+
+    async fn create_service_account(
+        &self,
+        request: Request<pb::CreateServiceAccountRequest>,
+    ) -> Result<Response<pb::CreateServiceAccountResponse>, Status> {
+        let actor = actor(&request);
+        let req = request.into_inner();
+        let new = NewServiceAccount { name: req.name, roles: req.roles, audiences: req.audiences, scopes: req.scopes };
+        let (account, secret) = self.identity.create_service_account(actor, new).await?;
+        Ok(Response::new(pb::CreateServiceAccountResponse {
+            service_account: Some(convert::service_account(&account)),
+            secret_id: account.secrets.first().map(|s| s.id.to_string()).unwrap_or_default(),
+            client_secret: secret.into_exposed(),
+        }))
+    }
+
+    async fn get_service_account(
+        &self,
+        request: Request<pb::GetServiceAccountRequest>,
+    ) -> Result<Response<pb::GetServiceAccountResponse>, Status> {
+        let id = parse_id("client_id", &request.into_inner().client_id)?;
+        let account = self.identity.service_account(id).await?;
+        Ok(Response::new(pb::GetServiceAccountResponse { service_account: Some(convert::service_account(&account)) }))
+    }
+
+    async fn list_service_accounts(
+        &self,
+        request: Request<pb::ListServiceAccountsRequest>,
+    ) -> Result<Response<pb::ListServiceAccountsResponse>, Status> {
+        let req = request.into_inner();
+        let limit = convert::page_size(req.page_size);
+        let after = convert::from_page_token(&req.page_token, ServiceAccountId::from_slice)?;
+        let accounts = self.identity.list_service_accounts(after, limit).await?;
+        let next = convert::next_page_token(&accounts, limit, |a| a.id.as_bytes());
+        Ok(Response::new(pb::ListServiceAccountsResponse {
+            service_accounts: accounts.iter().map(convert::service_account).collect(),
+            next_page_token: next,
+        }))
+    }
+
+    async fn update_service_account(
+        &self,
+        request: Request<pb::UpdateServiceAccountRequest>,
+    ) -> Result<Response<pb::UpdateServiceAccountResponse>, Status> {
+        let actor = actor(&request);
+        let req = request.into_inner();
+        let id = parse_id("client_id", &req.client_id)?;
+        let changes = ServiceAccountChanges {
+            roles: req.roles.map(|l| l.items),
+            audiences: req.audiences.map(|l| l.items),
+            scopes: req.scopes.map(|l| l.items),
+            disabled: req.disabled,
+        };
+        let account = self.identity.update_service_account(actor, id, changes).await?;
+        Ok(Response::new(pb::UpdateServiceAccountResponse {
+            service_account: Some(convert::service_account(&account)),
+        }))
+    }
+
+    async fn delete_service_account(
+        &self,
+        request: Request<pb::DeleteServiceAccountRequest>,
+    ) -> Result<Response<pb::DeleteServiceAccountResponse>, Status> {
+        let actor = actor(&request);
+        let id = parse_id("client_id", &request.into_inner().client_id)?;
+        self.identity.delete_service_account(actor, id).await?;
+        Ok(Response::new(pb::DeleteServiceAccountResponse {}))
+    }
+
+    async fn add_service_account_secret(
+        &self,
+        request: Request<pb::AddServiceAccountSecretRequest>,
+    ) -> Result<Response<pb::AddServiceAccountSecretResponse>, Status> {
+        let actor = actor(&request);
+        let req = request.into_inner();
+        let id = parse_id("client_id", &req.client_id)?;
+        let lifetime = req.expires_in_seconds.map(std::time::Duration::from_secs);
+        let (account, secret_id, secret) = self.identity.add_service_account_secret(actor, id, lifetime).await?;
+        Ok(Response::new(pb::AddServiceAccountSecretResponse {
+            service_account: Some(convert::service_account(&account)),
+            client_secret: secret.into_exposed(),
+            secret_id: secret_id.to_string(),
+        }))
+    }
+
+    async fn revoke_service_account_secret(
+        &self,
+        request: Request<pb::RevokeServiceAccountSecretRequest>,
+    ) -> Result<Response<pb::RevokeServiceAccountSecretResponse>, Status> {
+        let actor = actor(&request);
+        let req = request.into_inner();
+        let id = parse_id("client_id", &req.client_id)?;
+        let secret = parse_id("secret_id", &req.secret_id)?;
+        let account = self.identity.revoke_service_account_secret(actor, id, secret).await?;
+        Ok(Response::new(pb::RevokeServiceAccountSecretResponse {
+            service_account: Some(convert::service_account(&account)),
+        }))
+    }
+
+    async fn set_service_account_key(
+        &self,
+        request: Request<pb::SetServiceAccountKeyRequest>,
+    ) -> Result<Response<pb::SetServiceAccountKeyResponse>, Status> {
+        let actor = actor(&request);
+        let req = request.into_inner();
+        let id = parse_id("client_id", &req.client_id)?;
+        let account = self.identity.set_service_account_key(actor, id, &req.public_key).await?;
+        Ok(Response::new(pb::SetServiceAccountKeyResponse {
+            service_account: Some(convert::service_account(&account)),
+        }))
+    }
+
+    async fn revoke_service_account_tokens(
+        &self,
+        request: Request<pb::RevokeServiceAccountTokensRequest>,
+    ) -> Result<Response<pb::RevokeServiceAccountTokensResponse>, Status> {
+        let actor = actor(&request);
+        let req = request.into_inner();
+        let id = parse_id("client_id", &req.client_id)?;
+        self.identity.revoke_service_account_tokens(actor, id, &req.reason).await?;
+        Ok(Response::new(pb::RevokeServiceAccountTokensResponse {}))
     }
 }

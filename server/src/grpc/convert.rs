@@ -31,6 +31,20 @@ pub(crate) fn claims(token: &VerifiedToken) -> pb::Claims {
         issuer: c.iss.clone(),
         issued_at: Some(unix_seconds(c.iat)),
         expires_at: Some(unix_seconds(c.exp)),
+        subject_kind: match c.client_id {
+            Some(_) => pb::SubjectKind::Service,
+            None => pb::SubjectKind::User,
+        }
+        .into(),
+        client_id: c.client_id.clone().unwrap_or_default(),
+        scopes: c
+            .scope
+            .as_deref()
+            .unwrap_or_default()
+            .split(' ')
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .collect(),
     }
 }
 
@@ -61,8 +75,10 @@ pub(crate) fn refresh_response(issued: IssuedTokens) -> pb::RefreshResponse {
 
 use crate::domain::{
     admin::UserView,
+    client_auth::IssuedServiceToken,
     event::{EventKind, EventRecord},
     keys::{KeyState, SigningKeyRecord},
+    service_account::ServiceAccountRecord,
     session::{SessionRecord, SessionState, TokenKind, TokenRecord, TokenState},
 };
 
@@ -207,6 +223,16 @@ pub(crate) fn event(e: &EventRecord) -> pb::Event {
         EventKind::RefreshReused => P::RefreshReused,
         EventKind::AccountLocked => P::AccountLocked,
         EventKind::StoreLossAccepted => P::StoreLossAccepted,
+        EventKind::ServiceAccountCreated => P::ServiceAccountCreated,
+        EventKind::ServiceAccountUpdated => P::ServiceAccountUpdated,
+        EventKind::ServiceAccountDisabled => P::ServiceAccountDisabled,
+        EventKind::ServiceAccountEnabled => P::ServiceAccountEnabled,
+        EventKind::ServiceAccountDeleted => P::ServiceAccountDeleted,
+        EventKind::ClientSecretAdded => P::ClientSecretAdded,
+        EventKind::ClientSecretRevoked => P::ClientSecretRevoked,
+        EventKind::ClientKeySet => P::ClientKeySet,
+        EventKind::ServiceTokensRevoked => P::ServiceTokensRevoked,
+        EventKind::ClientAuthFailed => P::ClientAuthFailed,
     };
     let text = |id: Option<String>| id.unwrap_or_default();
     pb::Event {
@@ -219,5 +245,46 @@ pub(crate) fn event(e: &EventRecord) -> pb::Event {
         session_id: text(e.session_id.map(|s| s.to_string())),
         token_id: e.token_id.clone().unwrap_or_default(),
         detail: e.detail.clone(),
+        client_id: text(e.client_id.map(|c| c.to_string())),
+    }
+}
+
+/// A service account as the API shows it: never a secret or a hash.
+pub(crate) fn service_account(a: &ServiceAccountRecord) -> pb::ServiceAccount {
+    pb::ServiceAccount {
+        client_id: a.client_id(),
+        name: a.name.clone(),
+        roles: a.roles.clone(),
+        audiences: a.audiences.clone(),
+        scopes: a.scopes.clone(),
+        disabled: a.disabled,
+        created_at: Some(timestamp(a.created_at)),
+        updated_at: Some(timestamp(a.updated_at)),
+        secrets: a
+            .secrets
+            .iter()
+            .map(|s| pb::ClientSecret {
+                secret_id: s.id.to_string(),
+                created_at: Some(timestamp(s.created_at)),
+                expires_at: optional_timestamp(s.expires_at),
+                last_used_at: optional_timestamp(s.last_used_at),
+            })
+            .collect(),
+        key: a.key.as_ref().map(|k| pb::ClientKey {
+            algorithm: k.algorithm.name().to_string(),
+            public_jwk_json: k.public_jwk().to_string(),
+            registered_at: Some(timestamp(k.registered_at)),
+        }),
+    }
+}
+
+/// A service token as an `IssueServiceTokenResponse`.
+pub(crate) fn issue_service_token_response(issued: IssuedServiceToken) -> pb::IssueServiceTokenResponse {
+    pb::IssueServiceTokenResponse {
+        access_token: issued.access_token.into_exposed(),
+        expires_at: Some(timestamp(issued.expires_at)),
+        audience: issued.audience,
+        scopes: issued.scopes,
+        token_id: issued.token_id.to_string(),
     }
 }

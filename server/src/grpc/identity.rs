@@ -2,13 +2,16 @@
 
 use std::sync::Arc;
 
-use sigil_proto::pb::{self, identity_service_server::IdentityService, revoke_request::Target};
+use sigil_proto::pb::{
+    self, identity_service_server::IdentityService, issue_service_token_request::Credential, revoke_request::Target,
+};
 use tonic::{Request, Response, Status};
 
 use super::{bearer, convert, status};
 use crate::{
     domain::{
         Identity, Secret, SessionId,
+        client_auth::{ClientCredential, ServiceTokenRequest},
         identity::{Login, RevokeTarget},
     },
     telemetry::{LoginOutcome, METRICS, Metrics},
@@ -128,6 +131,28 @@ impl IdentityService for IdentityApi {
 
     async fn get_jwks(&self, _request: Request<pb::GetJwksRequest>) -> Result<Response<pb::GetJwksResponse>, Status> {
         Ok(Response::new(pb::GetJwksResponse { jwks_json: self.identity.jwks_json() }))
+    }
+
+    async fn issue_service_token(
+        &self,
+        request: Request<pb::IssueServiceTokenRequest>,
+    ) -> Result<Response<pb::IssueServiceTokenResponse>, Status> {
+        let req = request.into_inner();
+        let credential = match req.credential {
+            Some(Credential::ClientSecret(secret)) => ClientCredential::Secret(Secret::new(secret)),
+            Some(Credential::ClientAssertion(assertion)) => {
+                ClientCredential::Assertion { assertion: Secret::new(assertion), token_endpoint: None }
+            }
+            None => return Err(Status::invalid_argument("credential is required: client_secret or client_assertion")),
+        };
+        let grant = ServiceTokenRequest {
+            client_id: Some(req.client_id).filter(|c| !c.is_empty()),
+            credential,
+            audience: Some(req.audience).filter(|a| !a.is_empty()),
+            scope: Some(req.scope).filter(|s| !s.is_empty()),
+        };
+        let issued = self.identity.issue_service_token(grant).await?;
+        Ok(Response::new(convert::issue_service_token_response(issued)))
     }
 }
 

@@ -10,11 +10,13 @@ impl From<DomainError> for Status {
     fn from(error: DomainError) -> Self {
         match error {
             DomainError::InvalidArgument(message) => Status::invalid_argument(message),
-            DomainError::InvalidCredentials | DomainError::InvalidRefreshToken => {
+            DomainError::InvalidCredentials | DomainError::InvalidRefreshToken | DomainError::InvalidClient => {
                 Status::unauthenticated(error.to_string())
             }
             DomainError::Unauthenticated(message) => Status::unauthenticated(message),
-            DomainError::PermissionDenied(message) => Status::permission_denied(message),
+            DomainError::PermissionDenied(message) | DomainError::InvalidScope(message) => {
+                Status::permission_denied(message)
+            }
             DomainError::NotFound(message) => Status::not_found(message),
             DomainError::AlreadyExists(message) => Status::already_exists(message),
             DomainError::FailedPrecondition(message) => Status::failed_precondition(message),

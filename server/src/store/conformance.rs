@@ -2,6 +2,8 @@
 //! once against the traits. The end-to-end tests run it against sled (and
 //! against every later engine) on a fresh, empty store.
 
+mod service_accounts;
+
 use std::sync::Arc;
 
 use std::time::Duration;
@@ -50,6 +52,7 @@ pub async fn run_all(store: Arc<dyn Store>) {
     key_rotation_supersedes_only_the_active_key(&*store).await;
     retiring_a_key_twice_keeps_the_first_time(&*store).await;
     a_revocation_racing_a_rotation_leaves_nothing_active(store.clone()).await;
+    service_accounts::run_all(store).await;
 }
 
 fn user(name: &str) -> UserRecord {

@@ -29,6 +29,8 @@
 //! - `active` kind ++ id: what is active now (listings, counts).
 //! - `expiry` expires-at ++ kind ++ id: what the sweeper must expire next.
 //! - `ended` ended-at ++ kind ++ id: what the sweeper may purge next.
+//!
+//! Service accounts live in trees of their own ([`service_accounts`]).
 
 use std::{
     io::Write as _,
@@ -67,6 +69,8 @@ use crate::domain::{
     session_revocation::{self, RevocationWrites},
     user::UserRecord,
 };
+
+mod service_accounts;
 
 type TxResult<T> = Result<T, ConflictableTransactionError<StoreError>>;
 
@@ -144,6 +148,9 @@ pub struct SledStore {
     audit_events: Tree,
     /// throttle key → [`FailureRecord`]
     login_failures: Tree,
+    /// Service accounts and what their credentials leave behind (see
+    /// [`service_accounts`]).
+    clients: service_accounts::ClientTrees,
     /// name → u64, see [`REVOCATION_SEQUENCE`]
     sequences: Tree,
     commit: GroupCommit,
@@ -273,6 +280,11 @@ impl SledStore {
             events,
             audit_events,
             login_failures: tree("login_failures")?,
+            clients: service_accounts::ClientTrees {
+                accounts: tree("service_accounts")?,
+                secret_uses: tree("client_secret_uses")?,
+                assertion_ids: tree("client_assertion_ids")?,
+            },
             sequences,
             db,
             commit,
@@ -494,10 +506,7 @@ impl Tx<'_> {
     /// sequence comes from sled's persistent id generator, so it only ever
     /// increases.
     fn log_revocation(&self, target: RevocationTarget, cause: &RevocationCause) -> TxResult<RevocationEntry> {
-        let sequence = self.revocations.generate_id()?;
-        let entry = RevocationEntry { sequence, target, at: cause.at, expires_at: cause.expires_at };
-        self.revocations.insert(sequence.to_be_bytes().as_slice(), encode(&entry)?)?;
-        Ok(entry)
+        log_revocation_in(self.revocations, target, cause)
     }
 }
 
@@ -1288,6 +1297,19 @@ fn suffix_id(key: &[u8]) -> Result<[u8; 16], StoreError> {
         .checked_sub(16)
         .and_then(|start| key[start..].try_into().ok())
         .ok_or_else(|| StoreError::Corrupt("index key too short".into()))
+}
+
+/// Appends a revocation-log entry inside a transaction over `revocations`
+/// (see [`Tx::log_revocation`]).
+fn log_revocation_in(
+    revocations: &TransactionalTree,
+    target: RevocationTarget,
+    cause: &RevocationCause,
+) -> TxResult<RevocationEntry> {
+    let sequence = revocations.generate_id()?;
+    let entry = RevocationEntry { sequence, target, at: cause.at, expires_at: cause.expires_at };
+    revocations.insert(sequence.to_be_bytes().as_slice(), encode(&entry)?)?;
+    Ok(entry)
 }
 
 fn tx_get<T: DeserializeOwned>(tree: &TransactionalTree, key: &[u8]) -> TxResult<Option<T>> {

@@ -23,6 +23,7 @@
 
 mod listener;
 mod schema;
+mod service_accounts;
 mod tls;
 
 use std::{sync::Arc, time::Duration};

@@ -123,6 +123,33 @@ CREATE INDEX events_noise ON events (sequence) WHERE NOT audit;
 CREATE INDEX events_audit_age ON events (occurred_at) WHERE audit;
 ",
     ),
+    (
+        4,
+        // Service accounts (OAuth clients): the record as a JSON body with
+        // its version beside it for conditional replaces; the advisory
+        // last uses of their secrets; and the ids of client assertions
+        // already used, kept until the assertion expires.
+        r"
+CREATE TABLE service_accounts (
+    id uuid PRIMARY KEY,
+    version bigint NOT NULL,
+    body jsonb NOT NULL
+);
+CREATE TABLE client_secret_uses (
+    secret_id uuid PRIMARY KEY,
+    account_id uuid NOT NULL,
+    used_at bigint NOT NULL
+);
+CREATE INDEX client_secret_uses_by_account ON client_secret_uses (account_id);
+CREATE TABLE client_assertion_ids (
+    account_id uuid NOT NULL,
+    jti text NOT NULL,
+    expires_at bigint NOT NULL,
+    PRIMARY KEY (account_id, jti)
+);
+CREATE INDEX client_assertion_ids_expiry ON client_assertion_ids (expires_at);
+",
+    ),
 ];
 
 /// Applies every migration `client`'s database lacks; returns how many.
