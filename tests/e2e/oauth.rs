@@ -353,6 +353,9 @@ async fn create_client(server: &TestServer, name: &str, roles: &[&str]) -> Clien
 /// A key pair for `private_key_jwt`: the private PEM to sign with, the
 /// public PEM registered with the account.
 struct ClientKey {
+    /// PKCS#8 DER, as jsonwebtoken signs with it.
+    private_der: Vec<u8>,
+    /// PKCS#8 PEM, as the Python example reads it.
     private_pem: String,
     public_pem: String,
     algorithm: jsonwebtoken::Algorithm,
@@ -365,7 +368,12 @@ impl ClientKey {
             _ => &rcgen::PKCS_ECDSA_P256_SHA256,
         };
         let pair = rcgen::KeyPair::generate_for(rcgen_algorithm).expect("key pair");
-        Self { private_pem: pair.serialize_pem(), public_pem: pair.public_key_pem(), algorithm }
+        Self {
+            private_der: pair.serialize_der(),
+            private_pem: pair.serialize_pem(),
+            public_pem: pair.public_key_pem(),
+            algorithm,
+        }
     }
 
     /// Registers the public half with `client`.
@@ -378,14 +386,13 @@ impl ClientKey {
         let now = now_seconds();
         let claims = serde_json::json!({
             "iss": client, "sub": client, "aud": audience,
-            "iat": now, "exp": now + 60, "jti": uuid::Uuid::new_v4().to_string(),
+            "iat": now, "exp": now + 60, "jti": uuid::Uuid::now_v7().to_string(),
         });
         let key = match self.algorithm {
-            jsonwebtoken::Algorithm::EdDSA => jsonwebtoken::EncodingKey::from_ed_pem(self.private_pem.as_bytes()),
-            _ => jsonwebtoken::EncodingKey::from_ec_pem(self.private_pem.as_bytes()),
+            jsonwebtoken::Algorithm::EdDSA => jsonwebtoken::EncodingKey::from_ed_der(&self.private_der),
+            _ => jsonwebtoken::EncodingKey::from_ec_der(&self.private_der),
         };
-        jsonwebtoken::encode(&jsonwebtoken::Header::new(self.algorithm), &claims, &key.expect("signing key"))
-            .expect("signed")
+        jsonwebtoken::encode(&jsonwebtoken::Header::new(self.algorithm), &claims, &key).expect("signed")
     }
 }
 

@@ -100,7 +100,7 @@ impl ServiceClient {
         let pair = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519)?;
         let request = pb::SetServiceAccountKeyRequest { client_id: client_id.clone(), public_key: pair.public_key_pem() };
         api.set_service_account_key(admin_request(request, admin)).await?;
-        let key = jsonwebtoken::EncodingKey::from_ed_pem(pair.serialize_pem().as_bytes())?;
+        let key = jsonwebtoken::EncodingKey::from_ed_der(&pair.serialize_der());
         Ok(Self { client_id, secret: created.client_secret, key: Arc::new(key) })
     }
 
@@ -109,7 +109,7 @@ impl ServiceClient {
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).ok()?.as_secs();
         let claims = serde_json::json!({
             "iss": self.client_id, "sub": self.client_id, "aud": audience,
-            "iat": now, "exp": now + 60, "jti": uuid::Uuid::new_v4().to_string(),
+            "iat": now, "exp": now + 60, "jti": uuid::Uuid::now_v7().to_string(),
         });
         jsonwebtoken::encode(&jsonwebtoken::Header::new(jsonwebtoken::Algorithm::EdDSA), &claims, &self.key).ok()
     }
