@@ -20,12 +20,12 @@ use axum::{
 
 use crate::{
     config::PublicUrl,
-    oauth::metadata,
     domain::{
         Identity,
         gateway::{self, Credentials, GatewaySettings, PolicyError, RoutePolicy, Verdict},
     },
     gateway::{Via, count, refusal},
+    oauth::metadata,
 };
 
 /// The HTTP routes over `identity`; the metadata's URLs are under

@@ -141,8 +141,7 @@ async fn a_body_that_is_not_a_form_is_an_invalid_request() {
         }
         // The media type is case-insensitive, a UTF-8 charset is fine: these
         // get past the form check (to the missing client authentication).
-        for content_type in ["Application/X-WWW-Form-URLEncoded", "application/x-www-form-urlencoded; charset=UTF-8"]
-        {
+        for content_type in ["Application/X-WWW-Form-URLEncoded", "application/x-www-form-urlencoded; charset=UTF-8"] {
             let answer =
                 post(server.http_addr(), path, &[&format!("Content-Type: {content_type}")], "token=x&grant_type=y")
                     .await;
@@ -156,7 +155,9 @@ async fn only_post_is_served_on_the_oauth_endpoints() {
     let server = TestServer::start().await;
     for path in ENDPOINTS {
         for method in ["GET", "PUT", "DELETE"] {
-            let request = format!("{method} {path}?grant_type=client_credentials HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 0\r\n\r\n");
+            let request = format!(
+                "{method} {path}?grant_type=client_credentials HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
+            );
             let answer = exchange(server.http_addr(), request.as_bytes()).await;
             answer.assert_error(405, "invalid_request");
             assert_eq!(answer.header("allow"), Some("POST"), "{method} {path}: {answer:?}");
@@ -368,12 +369,12 @@ impl ClientKey {
             _ => &rcgen::PKCS_ECDSA_P256_SHA256,
         };
         let pair = rcgen::KeyPair::generate_for(rcgen_algorithm).expect("key pair");
-        Self {
-            private_der: pair.serialize_der(),
-            private_pem: pair.serialize_pem(),
-            public_pem: pair.public_key_pem(),
-            algorithm,
-        }
+        let private_der = pair.serialize_der();
+        let private_pem = match algorithm {
+            jsonwebtoken::Algorithm::EdDSA => ed25519_pkcs8_v1_pem(&private_der),
+            _ => pair.serialize_pem(),
+        };
+        Self { private_der, private_pem, public_pem: pair.public_key_pem(), algorithm }
     }
 
     /// Registers the public half with `client`.
@@ -394,6 +395,19 @@ impl ClientKey {
         };
         jsonwebtoken::encode(&jsonwebtoken::Header::new(self.algorithm), &claims, &key).expect("signed")
     }
+}
+
+/// The PKCS#8 v1 PEM of an Ed25519 key given as PKCS#8 DER. aws-lc writes
+/// v2 (RFC 5958, with the public key), which Python's `cryptography`
+/// refuses ("extra data"); v1 is the 32-byte seed behind a fixed prefix.
+fn ed25519_pkcs8_v1_pem(der: &[u8]) -> String {
+    use base64::Engine as _;
+    const SEED_TAG: [u8; 4] = [0x04, 0x22, 0x04, 0x20];
+    let at = der.windows(4).position(|w| w == SEED_TAG).expect("an Ed25519 PKCS#8 key") + 4;
+    let mut v1 = vec![0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20];
+    v1.extend_from_slice(&der[at..at + 32]);
+    let body = base64::engine::general_purpose::STANDARD.encode(v1);
+    format!("-----BEGIN PRIVATE KEY-----\n{body}\n-----END PRIVATE KEY-----\n")
 }
 
 fn now_seconds() -> i64 {
@@ -658,8 +672,13 @@ async fn introspection_needs_the_introspect_role_or_an_admin_token() {
         let token = token.clone();
         async move {
             let authorization = format!("Authorization: Bearer {value}");
-            post(server.http_addr(), "/oauth2/introspect", &[&format!("Content-Type: {FORM}"), &authorization], &format!("token={token}"))
-                .await
+            post(
+                server.http_addr(),
+                "/oauth2/introspect",
+                &[&format!("Content-Type: {FORM}"), &authorization],
+                &format!("token={token}"),
+            )
+            .await
         }
     };
     let admin = sigil_tests::login(&mut server.client().await, "admin", sigil_tests::ADMIN_PASSWORD).await;
@@ -722,10 +741,7 @@ async fn revocation_answers_200_whatever_the_token_and_revokes_what_the_caller_m
 /// The value of `series` on `/metrics` (0 when absent).
 async fn counted(server: &TestServer, series: &str) -> u64 {
     let (_, metrics) = sigil_tests::http_get(server.http_addr(), "/metrics").await;
-    metrics
-        .lines()
-        .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
-        .unwrap_or(0)
+    metrics.lines().find_map(|line| line.strip_prefix(series)?.trim().parse().ok()).unwrap_or(0)
 }
 
 #[tokio::test]
@@ -762,9 +778,7 @@ fn missing(why: &str) {
 
 /// Runs `command` to its end; its stdout, after asserting it succeeded.
 async fn run_example(mut command: std::process::Command) -> String {
-    let output = tokio::task::spawn_blocking(move || command.output().expect("the example starts"))
-        .await
-        .expect("ran");
+    let output = tokio::task::spawn_blocking(move || command.output().expect("the example starts")).await.expect("ran");
     let stdout = String::from_utf8_lossy(&output.stdout).to_string();
     assert!(output.status.success(), "the example failed:\n{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
     stdout

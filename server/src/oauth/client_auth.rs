@@ -70,10 +70,9 @@ impl ClientCredentials {
     pub(crate) fn into_domain(self, token_endpoint: &str) -> (Option<String>, ClientCredential) {
         match self {
             Self::Secret { client_id, secret } => (Some(client_id), ClientCredential::Secret(secret)),
-            Self::Assertion { client_id, assertion } => (
-                client_id,
-                ClientCredential::Assertion { assertion, token_endpoint: Some(token_endpoint.to_string()) },
-            ),
+            Self::Assertion { client_id, assertion } => {
+                (client_id, ClientCredential::Assertion { assertion, token_endpoint: Some(token_endpoint.to_string()) })
+            }
         }
     }
 }
@@ -149,7 +148,9 @@ fn from_header(value: &[u8], form: &Form, bearer: bool) -> Result<Caller, OAuthE
     if scheme.eq_ignore_ascii_case("Basic") {
         let (client_id, secret) = decode_basic(rest)?;
         if form.get("client_id").is_some_and(|body_id| body_id != client_id) {
-            return Err(OAuthError::invalid_request("client_id in the body is not the client of the Authorization header"));
+            return Err(OAuthError::invalid_request(
+                "client_id in the body is not the client of the Authorization header",
+            ));
         }
         let credentials = ClientCredentials::Secret { client_id, secret };
         return Ok(Caller::Client(ClientAuth { method: AuthMethod::ClientSecretBasic, credentials }));

@@ -57,8 +57,9 @@ async fn authorize(state: &OAuthState, caller: Caller) -> Result<(), OAuthError>
     let identity = &state.identity;
     match caller {
         Caller::Bearer(token) => {
-            let verified =
-                identity.validate(token.expose(), Some(identity.own_audience())).map_err(|_| OAuthError::InvalidToken)?;
+            let verified = identity
+                .validate(token.expose(), Some(identity.own_audience()))
+                .map_err(|_| OAuthError::InvalidToken)?;
             if !verified.has_role(ADMIN_ROLE) {
                 return Err(OAuthError::InsufficientScope(
                     "introspection needs an admin's token or a client with the introspect role".into(),

@@ -43,7 +43,18 @@ pub(crate) fn openid_configuration(issuer: &str, public_url: &PublicUrl) -> serd
     document["id_token_signing_alg_values_supported"] = serde_json::json!(["EdDSA"]);
     document["subject_types_supported"] = serde_json::json!(["public"]);
     document["claims_supported"] = serde_json::json!([
-        "iss", "sub", "aud", "exp", "nbf", "iat", "jti", "sid", "username", "roles", "client_id", "scope"
+        "iss",
+        "sub",
+        "aud",
+        "exp",
+        "nbf",
+        "iat",
+        "jti",
+        "sid",
+        "username",
+        "roles",
+        "client_id",
+        "scope"
     ]);
     document
 }

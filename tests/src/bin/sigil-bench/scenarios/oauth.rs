@@ -98,7 +98,8 @@ impl ServiceClient {
         let created = api.create_service_account(admin_request(request, admin)).await?.into_inner();
         let client_id = created.service_account.map(|a| a.client_id).unwrap_or_default();
         let pair = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519)?;
-        let request = pb::SetServiceAccountKeyRequest { client_id: client_id.clone(), public_key: pair.public_key_pem() };
+        let request =
+            pb::SetServiceAccountKeyRequest { client_id: client_id.clone(), public_key: pair.public_key_pem() };
         api.set_service_account_key(admin_request(request, admin)).await?;
         let key = jsonwebtoken::EncodingKey::from_ed_der(&pair.serialize_der());
         Ok(Self { client_id, secret: created.client_secret, key: Arc::new(key) })
