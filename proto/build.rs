@@ -5,7 +5,8 @@
 use std::{env, io, path::PathBuf};
 
 fn main() -> io::Result<()> {
-    let protos = ["sigil/v1/resources.proto", "sigil/v1/identity.proto", "sigil/v1/admin.proto"];
+    let protos =
+        ["sigil/v1/resources.proto", "sigil/v1/identity.proto", "sigil/v1/admin.proto", "sigil/v1/revocation.proto"];
     // Naming any file turns off cargo's default of rerunning on every
     // change in the package, so this script names itself too.
     println!("cargo:rerun-if-changed=build.rs");

@@ -39,7 +39,7 @@ mod tests {
     use prost::Message;
 
     #[test]
-    fn descriptor_set_decodes_and_names_the_identity_service() {
+    fn descriptor_set_decodes_and_names_the_services() {
         let fds = prost_types::FileDescriptorSet::decode(super::FILE_DESCRIPTOR_SET)
             .expect("the embedded descriptor set is valid protobuf");
         let services: Vec<String> = fds
@@ -49,5 +49,6 @@ mod tests {
             .flat_map(|f| f.service.iter().map(|s| s.name().to_string()))
             .collect();
         assert!(services.contains(&"IdentityService".to_string()), "services: {services:?}");
+        assert!(services.contains(&"RevocationService".to_string()), "services: {services:?}");
     }
 }

@@ -74,5 +74,7 @@ mod readme;
 mod readme_script;
 // The console's Dashboard and incident actions, in tmux against the real binaries.
 mod console_ops;
+// Service accounts: client secrets, private_key_jwt, their tokens and revocation (gRPC).
+mod service_accounts;
 // The OAuth 2.0 endpoints (token, introspection, revocation, metadata), hostile input first.
 mod oauth;

@@ -354,6 +354,9 @@ impl Identity {
         after: Option<SessionId>,
         limit: usize,
     ) -> Result<Vec<SessionRecord>, DomainError> {
+        if !caller.is_user() {
+            return Err(DomainError::PermissionDenied("a service account has no sessions".into()));
+        }
         self.list_sessions(Some(caller.user_id), include_inactive, after, limit).await
     }
 

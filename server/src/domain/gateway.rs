@@ -18,9 +18,20 @@ use super::{
 };
 
 /// The identity headers an allowed request carries upstream, in this
-/// order: user id, username, roles (comma-separated), session id, token id.
-pub(crate) const IDENTITY_HEADERS: [&str; 5] =
-    ["x-sigil-user-id", "x-sigil-username", "x-sigil-roles", "x-sigil-session-id", "x-sigil-token-id"];
+/// order: user id, username, roles (comma-separated), session id, token id,
+/// and for a service account its client id and scopes (space-separated).
+/// Each is always set, empty when the token has no such claim (a service
+/// has no user or session, a user no client id), so that a client's own
+/// header of that name is overwritten, never passed on.
+pub(crate) const IDENTITY_HEADERS: [&str; 7] = [
+    "x-sigil-user-id",
+    "x-sigil-username",
+    "x-sigil-roles",
+    "x-sigil-session-id",
+    "x-sigil-token-id",
+    "x-sigil-client-id",
+    "x-sigil-scope",
+];
 
 /// The prefix Sigil owns upstream: a client's own `x-sigil-*` headers are
 /// overwritten or removed, never passed on as if Sigil had said them.
@@ -171,16 +182,20 @@ impl Denial {
 }
 
 /// The identity headers of an allowed request, in [`IDENTITY_HEADERS`]
-/// order. The roles are the token's, which are the user's current ones: a
-/// role change revokes every token minted before it.
-pub(crate) fn identity_headers(token: &VerifiedToken) -> [(&'static str, String); 5] {
-    let [user_id, username, roles, session_id, token_id] = IDENTITY_HEADERS;
+/// order. The roles are the token's, which are the user's (or service
+/// account's) current ones: a role change revokes every token minted
+/// before it.
+pub(crate) fn identity_headers(token: &VerifiedToken) -> [(&'static str, String); 7] {
+    let [user_id, username, roles, session_id, token_id, client_id, scope] = IDENTITY_HEADERS;
+    let user = token.is_user();
     [
-        (user_id, token.user_id.to_string()),
+        (user_id, if user { token.user_id.to_string() } else { String::new() }),
         (username, token.claims.username.clone()),
         (roles, token.claims.roles.join(",")),
-        (session_id, token.session_id.to_string()),
+        (session_id, if user { token.session_id.to_string() } else { String::new() }),
         (token_id, token.token_id.to_string()),
+        (client_id, token.client_id.map(|c| c.to_string()).unwrap_or_default()),
+        (scope, token.claims.scope.clone().unwrap_or_default()),
     ]
 }
 

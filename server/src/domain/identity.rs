@@ -561,7 +561,9 @@ impl Identity {
         if let Some(failure) = self.revocations.check(&verified) {
             return Err(failure);
         }
-        self.note_seen(verified.session_id, now);
+        if verified.is_user() {
+            self.note_seen(verified.session_id, now);
+        }
         Ok(verified)
     }
 
@@ -696,11 +698,16 @@ impl Identity {
                     .verifier
                     .verify_signature(token.expose(), &keys)
                     .map_err(|f| DomainError::invalid(format!("access_token is not a token of this server ({f:?})")))?;
-                if let Some(o) = self.store.revoke_token(verified.token_id, &cause).await? {
-                    outcome.absorb(o);
-                }
-                if let Some(o) = self.store.revoke_session(verified.session_id, &cause).await? {
-                    outcome.absorb(o);
+                if verified.client_id.is_some() {
+                    // A service account's token: no record, no session.
+                    outcome.absorb(self.revoke_service_token(verified.token_id, &cause).await?);
+                } else {
+                    if let Some(o) = self.store.revoke_token(verified.token_id, &cause).await? {
+                        outcome.absorb(o);
+                    }
+                    if let Some(o) = self.store.revoke_session(verified.session_id, &cause).await? {
+                        outcome.absorb(o);
+                    }
                 }
             }
             RevokeTarget::RefreshToken(token) => {
@@ -724,9 +731,16 @@ impl Identity {
             }
             RevokeTarget::Token(id) => {
                 let token = self.store.token(id).await?;
-                authorize_owner_or_admin(caller, token.as_ref().map(|t| t.user_id), "token")?;
-                if let Some(o) = self.store.revoke_token(id, &cause).await? {
-                    outcome.absorb(o);
+                let admin = caller.is_some_and(|c| c.is_user() && c.has_role(ADMIN_ROLE));
+                if token.is_none() && admin {
+                    // No record: a service account's token (which only an
+                    // admin revokes by id), if its id could be live.
+                    outcome.absorb(self.revoke_service_token(id, &cause).await?);
+                } else {
+                    authorize_owner_or_admin(caller, token.as_ref().map(|t| t.user_id), "token")?;
+                    if let Some(o) = self.store.revoke_token(id, &cause).await? {
+                        outcome.absorb(o);
+                    }
                 }
             }
             RevokeTarget::User(id) => {
@@ -736,7 +750,8 @@ impl Identity {
             }
         }
         self.apply(&outcome);
-        self.publish_revocations(&outcome, caller.map(|c| c.user_id), reason).await;
+        let actor = caller.filter(|c| c.is_user()).map(|c| c.user_id);
+        self.publish_revocations(&outcome, actor, reason).await;
         Ok(RevokeCounts { sessions: outcome.sessions, tokens: outcome.tokens })
     }
 
@@ -821,6 +836,13 @@ fn authorize_owner_or_admin(
             "revoking a {what} by id needs `authorization: Bearer <access token>` metadata"
         ))
     })?;
+    // A service account owns no session or user, and its roles do not
+    // make it an admin of Sigil (see `grpc::admin::AdminGuard`).
+    if !caller.is_user() {
+        return Err(DomainError::PermissionDenied(format!(
+            "only the owner of a {what} or an admin user may revoke it by id"
+        )));
+    }
     if caller.has_role(ADMIN_ROLE) {
         return match owner {
             Some(_) => Ok(()),

@@ -14,8 +14,8 @@ use serde::{Deserialize, Serialize};
 
 use super::{DomainError, Secret, Timestamp, password::base64_url};
 
-/// The JWS algorithm name of Ed25519 signatures.
-pub const ALGORITHM_EDDSA: &str = "EdDSA";
+pub use sigil_token_rules::ALGORITHM_EDDSA;
+use sigil_token_rules::{KeyLookup, TrustedKey};
 
 /// Where a key is in its life.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -101,15 +101,6 @@ pub struct ActiveKey {
     pub encoding: EncodingKey,
 }
 
-/// A key that can verify tokens.
-pub struct VerifyingKey {
-    /// The public key.
-    pub decoding: DecodingKey,
-    /// When it stopped signing, for a superseded key: no token it signed
-    /// can have been issued later.
-    pub signing_ended_at: Option<Timestamp>,
-}
-
 /// Tells rings apart: every ring built gets the next number.
 static RING_GENERATION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
@@ -117,7 +108,7 @@ static RING_GENERATION: std::sync::atomic::AtomicU64 = std::sync::atomic::Atomic
 /// A `kid` is only ever a key into this map; nothing is fetched.
 pub struct KeyRing {
     active: ActiveKey,
-    verifiers: HashMap<String, VerifyingKey>,
+    verifiers: HashMap<String, TrustedKey>,
     generation: u64,
     jwks_json: String,
     /// The (kid, state) of every record the ring was built from, to tell
@@ -140,8 +131,11 @@ impl KeyRing {
             }
             let decoding = DecodingKey::from_ed_components(&record.public_x)
                 .map_err(|e| DomainError::internal_because(format!("key {} is unreadable", record.kid), e))?;
-            let signing_ended_at = (record.state != KeyState::Active).then_some(record.superseded_at).flatten();
-            verifiers.insert(record.kid.clone(), VerifyingKey { decoding, signing_ended_at });
+            let signing_ended_at = (record.state != KeyState::Active)
+                .then_some(record.superseded_at)
+                .flatten()
+                .map(|ended| ended.as_unix_seconds());
+            verifiers.insert(record.kid.clone(), TrustedKey { decoding, signing_ended_at });
             jwks.push(record.public_jwk());
             if record.state == KeyState::Active {
                 let der = decode_base64_url(record.private_pkcs8.expose())
@@ -170,7 +164,7 @@ impl KeyRing {
     }
 
     /// The verifying key named `kid`, if it is ours.
-    pub fn verifier(&self, kid: &str) -> Option<&VerifyingKey> {
+    pub fn verifier(&self, kid: &str) -> Option<&TrustedKey> {
         self.verifiers.get(kid)
     }
 
@@ -182,6 +176,12 @@ impl KeyRing {
     /// The RFC 7517 key set of every key that can still verify a live token.
     pub fn jwks_json(&self) -> &str {
         &self.jwks_json
+    }
+}
+
+impl KeyLookup for KeyRing {
+    fn trusted_key(&self, kid: &str) -> Option<&TrustedKey> {
+        self.verifier(kid)
     }
 }
 

@@ -12,8 +12,9 @@ pub(crate) const MAX_DEVICE_NAME_BYTES: usize = 256;
 pub(crate) const MAX_AUDIENCE_BYTES: usize = 256;
 /// Longest accepted revocation reason, in bytes.
 pub(crate) const MAX_REASON_BYTES: usize = 512;
-/// Longest access token accepted by `Validate`; ours are well under 1 KiB.
-pub(crate) const MAX_ACCESS_TOKEN_BYTES: usize = 8 * 1024;
+/// Longest access token accepted by `Validate`: a rule of the shared
+/// verdict rules.
+pub(crate) use sigil_token_rules::MAX_ACCESS_TOKEN_BYTES;
 /// Longest accepted refresh token; ours are 43 bytes of base64url.
 pub(crate) const MAX_REFRESH_TOKEN_BYTES: usize = 128;
 /// Longest user agent kept on a session; longer ones are cut, not refused,

@@ -28,6 +28,7 @@ pub mod revocation;
 pub mod secret;
 pub mod service_account;
 pub(crate) mod service_account_admin;
+pub(crate) mod service_token_revocation;
 pub mod session;
 pub(crate) mod session_revocation;
 pub(crate) mod stats;

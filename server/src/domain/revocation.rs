@@ -176,6 +176,9 @@ impl RevocationIndex {
 
     /// Why `token` must be refused, if a revocation applies to it.
     pub fn check(&self, token: &VerifiedToken) -> Option<ValidationFailure> {
+        if let Some(client) = token.client_id {
+            return self.check_service(token, client);
+        }
         if self.disabled_users.contains_key(&token.user_id) {
             return Some(ValidationFailure::UserDisabled);
         }
@@ -194,6 +197,22 @@ impl RevocationIndex {
             return Some(ValidationFailure::TokenRevoked);
         }
         None
+    }
+
+    /// Why a service account's token must be refused: revoked by its id,
+    /// or minted before its account's not-before bound. (It has no user
+    /// and no session, so no user or session entry can cover it.)
+    fn check_service(&self, token: &VerifiedToken, client: ServiceAccountId) -> Option<ValidationFailure> {
+        if self.tokens.contains_key(&token.token_id) {
+            return Some(ValidationFailure::TokenRevoked);
+        }
+        let bound = self.service_not_before.get(&client)?;
+        token.minted_at().is_none_or(|minted| minted < bound.0).then_some(ValidationFailure::TokenRevoked)
+    }
+
+    /// Whether token `id` is revoked by its own id.
+    pub fn covers_token(&self, id: TokenId) -> bool {
+        self.tokens.contains_key(&id)
     }
 
     /// Whether a per-user bound ends `session` of `user` (the time inside
@@ -283,7 +302,7 @@ mod tests {
             client_id: None,
             scope: None,
         };
-        VerifiedToken { claims, user_id, session_id, token_id, kid: "k".into(), ring_generation: 0 }
+        VerifiedToken { claims, user_id, session_id, token_id, client_id: None, kid: "k".into(), ring_generation: 0 }
     }
 
     #[test]

@@ -1,12 +1,10 @@
-//! Access tokens: their claims, signing, and verification with a cache of
-//! verified signatures.
+//! Access tokens: signing, and verification with a cache of verified
+//! signatures.
 //!
-//! Verification follows RFC 8725: the header is inspected by Sigil before
-//! any signature work. Only `alg: EdDSA` is accepted (no `none`, no HMAC
-//! keyed with a public key), `typ` must be `at+jwt` (RFC 9068), the `kid`
-//! must name a key of the in-memory ring, and headers that point elsewhere
-//! for key material (`jku`, `x5u`, `jwk`, `x5c`) or demand extensions
-//! (`crit`) make the token malformed: nothing is ever fetched.
+//! The rules that decide a verdict (RFC 8725 header checks, `typ`, the
+//! algorithm allow-list, issuer, lifetime cap, time window, audience) live
+//! in `sigil-token-rules`, shared with the edge verifier; this module adds
+//! the server's id types and the cache.
 //!
 //! A verified token's claims are cached per exact token string, so a hot
 //! token costs one hash-map look-up; expiry, audience and revocation are
@@ -14,91 +12,24 @@
 
 use std::{sync::Arc, time::Duration};
 
-use base64::Engine as _;
-use jsonwebtoken::{Algorithm, Header, Validation, errors::ErrorKind};
-use serde::{Deserialize, Serialize};
+use jsonwebtoken::{Algorithm, Header};
+use sigil_token_rules::{ACCESS_TOKEN_TYPE, MAX_ACCESS_TOKEN_BYTES, TokenRules, check_audience};
+pub(crate) use sigil_token_rules::{AccessClaims, ValidationFailure};
 
-use super::{
-    DomainError, SessionId, Timestamp, TokenId, UserId,
-    keys::{ALGORITHM_EDDSA, KeyRing},
-    limits::MAX_ACCESS_TOKEN_BYTES,
-};
-
-/// The `typ` header of Sigil access tokens (RFC 9068).
-pub(crate) const ACCESS_TOKEN_TYPE: &str = "at+jwt";
-
-/// Why a token was refused. Mirrors `sigil.v1.ValidationFailure`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum ValidationFailure {
-    /// Not a well-formed access token of ours.
-    Malformed,
-    /// The signature does not verify, or the algorithm is not allowed.
-    BadSignature,
-    /// The `kid` names no key of ours.
-    UnknownKey,
-    /// `exp` has passed.
-    Expired,
-    /// `nbf` is in the future.
-    NotYetValid,
-    /// The requested audience is not in `aud`.
-    WrongAudience,
-    /// `iss` is not ours.
-    WrongIssuer,
-    /// The token was revoked.
-    TokenRevoked,
-    /// Its session was revoked.
-    SessionRevoked,
-    /// Its session expired.
-    SessionExpired,
-    /// Its user is disabled.
-    UserDisabled,
-}
-
-/// The claims of a Sigil access token.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct AccessClaims {
-    /// Issuer.
-    pub iss: String,
-    /// User id.
-    pub sub: String,
-    /// Audiences.
-    pub aud: Vec<String>,
-    /// Expiry, seconds since the epoch.
-    pub exp: i64,
-    /// Not before, seconds since the epoch.
-    pub nbf: i64,
-    /// Issued at, seconds since the epoch.
-    pub iat: i64,
-    /// Token id.
-    pub jti: String,
-    /// Session id; empty (absent) in a service account's token.
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub sid: String,
-    /// The user's name when the token was issued; empty (absent) in a
-    /// service account's token.
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub username: String,
-    /// The user's (or service account's) roles when the token was issued.
-    pub roles: Vec<String>,
-    /// The service account's client id (RFC 9068 §2.2), equal to `sub`;
-    /// absent in a user's token.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub client_id: Option<String>,
-    /// The granted scopes, space-separated (RFC 9068 §2.2.3); absent in a
-    /// user's token.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub scope: Option<String>,
-}
+use super::{DomainError, ServiceAccountId, SessionId, Timestamp, TokenId, UserId, keys::KeyRing};
 
 /// A token whose signature, issuer and shape have been verified.
 #[derive(Debug)]
 pub struct VerifiedToken {
     /// Its claims.
     pub claims: AccessClaims,
-    /// `sub`, parsed.
+    /// `sub`, parsed. For a service account's token this is no user: see
+    /// [`VerifiedToken::client_id`], and never treat it as a user's id.
     pub user_id: UserId,
-    /// `sid`, parsed.
+    /// `sid`, parsed; nil for a service account's token (no session).
     pub session_id: SessionId,
+    /// The service account, for a service account's token (`client_id`).
+    pub client_id: Option<ServiceAccountId>,
     /// `jti`, parsed.
     pub token_id: TokenId,
     /// The `kid` of the key that signed it.
@@ -112,7 +43,12 @@ pub struct VerifiedToken {
 impl VerifiedToken {
     /// Whether the token carries `role`.
     pub fn has_role(&self, role: &str) -> bool {
-        self.claims.roles.iter().any(|r| r == role)
+        self.claims.has_role(role)
+    }
+
+    /// Whether a user holds it (not a service account).
+    pub fn is_user(&self) -> bool {
+        self.client_id.is_none()
     }
 
     /// When the token was minted, to the millisecond: the time inside its
@@ -123,37 +59,9 @@ impl VerifiedToken {
     }
 }
 
-/// The header members Sigil looks at. Members that would make a verifier
-/// fetch or trust outside key material are captured only to refuse them.
-#[derive(Deserialize)]
-struct InspectedHeader {
-    alg: String,
-    typ: Option<String>,
-    kid: Option<String>,
-    jku: Option<serde::de::IgnoredAny>,
-    x5u: Option<serde::de::IgnoredAny>,
-    x5c: Option<serde::de::IgnoredAny>,
-    jwk: Option<serde::de::IgnoredAny>,
-    crit: Option<serde::de::IgnoredAny>,
-}
-
-/// How long after a key was superseded a token it signed may still carry a
-/// later `iat`: other instances sharing the store keep signing with it until
-/// they catch up with the rotation (normally milliseconds, at worst one
-/// sync interval), and `iat` has whole seconds only.
-const KEY_HANDOVER_SECONDS: i64 = 5;
-
 /// Verifies access tokens against a key ring and caches the verified ones.
 pub(crate) struct TokenVerifier {
-    leeway_seconds: i64,
-    /// The longest `exp - iat` a token of ours can have: the access-token
-    /// TTL, in whole seconds rounded up (Sigil never mints longer). A
-    /// longer-lived token was not minted by Sigil, whatever its signature
-    /// says (a leaked key's forgeries). No leeway is added: a revocation is
-    /// kept for TTL + leeway after it was made, which covers a token living
-    /// TTL plus the leeway on its expiry, and not a second leeway.
-    max_lifetime_seconds: i64,
-    validation: Validation,
+    rules: TokenRules,
     cache: quick_cache::sync::Cache<String, Arc<VerifiedToken>>,
 }
 
@@ -161,20 +69,8 @@ impl TokenVerifier {
     /// A verifier for tokens of `issuer` that live at most `ttl`, with
     /// `leeway` on time checks and room for `cache_capacity` verified tokens.
     pub(crate) fn new(issuer: &str, ttl: Duration, leeway: Duration, cache_capacity: usize) -> Self {
-        let mut validation = Validation::new(Algorithm::EdDSA);
-        // Time checks are Sigil's own (below) so that cached and uncached
-        // tokens are judged by exactly the same rule.
-        validation.validate_exp = false;
-        validation.validate_nbf = false;
-        validation.validate_aud = false;
-        validation.leeway = 0;
-        validation.set_required_spec_claims(&["exp", "nbf", "iss", "sub"]);
-        validation.set_issuer(&[issuer]);
-        let leeway_seconds = i64::try_from(leeway.as_secs()).unwrap_or(i64::MAX);
         Self {
-            leeway_seconds,
-            max_lifetime_seconds: i64::try_from(ttl.as_millis().div_ceil(1000)).unwrap_or(i64::MAX),
-            validation,
+            rules: TokenRules::new(issuer, ttl, leeway),
             cache: quick_cache::sync::Cache::new(cache_capacity.max(1)),
         }
     }
@@ -190,27 +86,14 @@ impl TokenVerifier {
     ) -> Result<Arc<VerifiedToken>, ValidationFailure> {
         let verified = self.verify_signature(token, keys)?;
         self.check_time(&verified.claims, now)?;
-        if let Some(wanted) = audience
-            && !verified.claims.aud.iter().any(|a| a == wanted)
-        {
-            return Err(ValidationFailure::WrongAudience);
-        }
+        check_audience(&verified.claims, audience)?;
         Ok(verified)
     }
 
     /// The time window of verified claims at `now`: not expired, not
     /// before `nbf`, not issued in the future.
     pub(crate) fn check_time(&self, claims: &AccessClaims, now: Timestamp) -> Result<(), ValidationFailure> {
-        let now = now.as_unix_seconds();
-        if now >= claims.exp.saturating_add(self.leeway_seconds) {
-            return Err(ValidationFailure::Expired);
-        }
-        // A token issued in the future was not issued by this clock.
-        if now < claims.nbf.saturating_sub(self.leeway_seconds) || now < claims.iat.saturating_sub(self.leeway_seconds)
-        {
-            return Err(ValidationFailure::NotYetValid);
-        }
-        Ok(())
+        self.rules.check_time(claims, now.as_unix_seconds())
     }
 
     /// Verifies only what cannot change over a token's life: header,
@@ -228,67 +111,18 @@ impl TokenVerifier {
         {
             return Ok(hit);
         }
-        let verified = Arc::new(self.verify_uncached(token, keys)?);
+        let signed = self.rules.verify_signature(token, keys)?;
+        let verified = Arc::new(VerifiedToken {
+            claims: signed.claims,
+            user_id: UserId::from_uuid(signed.user_id),
+            session_id: SessionId::from_uuid(signed.session_id),
+            client_id: signed.client_id.map(ServiceAccountId::from_uuid),
+            token_id: TokenId::from_uuid(signed.token_id),
+            kid: signed.kid,
+            ring_generation: keys.generation(),
+        });
         self.cache.insert(token.to_string(), verified.clone());
         Ok(verified)
-    }
-
-    fn verify_uncached(&self, token: &str, keys: &KeyRing) -> Result<VerifiedToken, ValidationFailure> {
-        let mut segments = token.split('.');
-        let (Some(header), Some(_payload), Some(_signature), None) =
-            (segments.next(), segments.next(), segments.next(), segments.next())
-        else {
-            return Err(ValidationFailure::Malformed);
-        };
-        let header = base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .decode(header)
-            .map_err(|_| ValidationFailure::Malformed)?;
-        let header: InspectedHeader = serde_json::from_slice(&header).map_err(|_| ValidationFailure::Malformed)?;
-        if header.alg != ALGORITHM_EDDSA {
-            return Err(ValidationFailure::BadSignature);
-        }
-        let outside_key_material = header.jku.is_some()
-            || header.x5u.is_some()
-            || header.x5c.is_some()
-            || header.jwk.is_some()
-            || header.crit.is_some();
-        let typ_ok = header
-            .typ
-            .as_deref()
-            .is_some_and(|t| t.eq_ignore_ascii_case(ACCESS_TOKEN_TYPE) || t.eq_ignore_ascii_case("application/at+jwt"));
-        if outside_key_material || !typ_ok {
-            return Err(ValidationFailure::Malformed);
-        }
-        let kid = header.kid.ok_or(ValidationFailure::UnknownKey)?;
-        let key = keys.verifier(&kid).ok_or(ValidationFailure::UnknownKey)?;
-        let data = jsonwebtoken::decode::<AccessClaims>(token, &key.decoding, &self.validation).map_err(|e| match e
-            .kind()
-        {
-            ErrorKind::InvalidSignature
-            | ErrorKind::InvalidAlgorithm
-            | ErrorKind::InvalidAlgorithmName
-            | ErrorKind::MissingAlgorithm => ValidationFailure::BadSignature,
-            ErrorKind::InvalidIssuer => ValidationFailure::WrongIssuer,
-            ErrorKind::ExpiredSignature => ValidationFailure::Expired,
-            ErrorKind::ImmatureSignature => ValidationFailure::NotYetValid,
-            _ => ValidationFailure::Malformed,
-        })?;
-        let claims = data.claims;
-        if claims.exp.saturating_sub(claims.iat) > self.max_lifetime_seconds {
-            return Err(ValidationFailure::Malformed);
-        }
-        // A key signs nothing after it was superseded: a token "issued"
-        // later was forged with a copy of it.
-        if let Some(ended) = key.signing_ended_at
-            && claims.iat > ended.as_unix_seconds().saturating_add(self.leeway_seconds + KEY_HANDOVER_SECONDS)
-        {
-            return Err(ValidationFailure::BadSignature);
-        }
-        let parsed = (claims.sub.parse(), claims.sid.parse(), claims.jti.parse());
-        let (Ok(user_id), Ok(session_id), Ok(token_id)) = parsed else {
-            return Err(ValidationFailure::Malformed);
-        };
-        Ok(VerifiedToken { claims, user_id, session_id, token_id, kid, ring_generation: keys.generation() })
     }
 }
 

@@ -45,6 +45,12 @@ impl tonic::service::Interceptor for AdminGuard {
         if !caller.has_role(ADMIN_ROLE) {
             return Err(Status::permission_denied("the admin API needs role admin"));
         }
+        // A service account's roles are its tokens' claims for other
+        // services; Sigil is administered by people, whose every call is
+        // an audit event naming the admin user.
+        if !caller.is_user() {
+            return Err(Status::permission_denied("the admin API needs a user's token, not a service account's"));
+        }
         request.extensions_mut().insert(Caller(caller));
         Ok(request)
     }

@@ -64,29 +64,10 @@ pub(crate) struct FailureNames {
 }
 
 impl FailureNames {
-    /// The names of `failure`.
-    pub(crate) const fn of(failure: ValidationFailure) -> Self {
-        use pb::ValidationFailure as P;
-        let (proto, text, label) = match failure {
-            ValidationFailure::Malformed => (P::Malformed, "malformed token", "malformed"),
-            ValidationFailure::BadSignature => (P::BadSignature, "bad signature", "bad_signature"),
-            ValidationFailure::UnknownKey => (P::UnknownKey, "unknown signing key", "unknown_key"),
-            ValidationFailure::Expired => (P::Expired, "token expired", "expired"),
-            ValidationFailure::NotYetValid => (P::NotYetValid, "token not yet valid", "not_yet_valid"),
-            ValidationFailure::WrongAudience => (P::WrongAudience, "wrong audience", "wrong_audience"),
-            ValidationFailure::WrongIssuer => (P::WrongIssuer, "wrong issuer", "wrong_issuer"),
-            ValidationFailure::TokenRevoked => (P::TokenRevoked, "token revoked", "token_revoked"),
-            ValidationFailure::SessionRevoked => (P::SessionRevoked, "session revoked", "session_revoked"),
-            ValidationFailure::SessionExpired => (P::SessionExpired, "session expired", "session_expired"),
-            ValidationFailure::UserDisabled => (P::UserDisabled, "user disabled", "user_disabled"),
-        };
-        Self { proto, text, label }
-    }
-}
-
-impl From<ValidationFailure> for pb::ValidationFailure {
-    fn from(failure: ValidationFailure) -> Self {
-        FailureNames::of(failure).proto
+    /// The names of `failure`: the rules crate names it once (text and
+    /// label) and maps it to the protobuf value.
+    pub(crate) fn of(failure: ValidationFailure) -> Self {
+        Self { proto: failure.into(), text: failure.text(), label: failure.label() }
     }
 }
 

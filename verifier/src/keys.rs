@@ -1,0 +1,68 @@
+//! The verification keys, as the revocation stream sends them (an RFC 7517
+//! key set). A key missing from the latest set verifies nothing: that is
+//! how an emergency distrust reaches the verifier.
+
+use std::collections::HashMap;
+
+use jsonwebtoken::{DecodingKey, jwk::JwkSet};
+use sigil_token_rules::{ALGORITHM_EDDSA, KeyLookup, TrustedKey};
+
+/// Why a key set from the stream was not taken.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum KeySetError {
+    /// Not a JSON Web Key Set.
+    #[error("the key set is not valid JWKS JSON: {0}")]
+    NotJwks(#[from] serde_json::Error),
+    /// A key Sigil does not sign with.
+    #[error("key {kid:?} is not an Ed25519 ({ALGORITHM_EDDSA}) public key")]
+    Unsupported { kid: String },
+}
+
+/// Every key that may verify a token now, by `kid`.
+pub(crate) struct KeySet {
+    keys: HashMap<String, TrustedKey>,
+    /// Different for every set taken, so a verdict cached under an older
+    /// set is judged again (a distrusted key stops verifying cached tokens).
+    generation: u64,
+}
+
+impl KeySet {
+    /// No keys: nothing verifies (before the stream sent its first set).
+    pub(crate) fn empty() -> Self {
+        Self { keys: HashMap::new(), generation: 0 }
+    }
+
+    /// Parses the JWKS JSON of the stream's `Keys` message.
+    pub(crate) fn from_jwks(json: &str, generation: u64) -> Result<Self, KeySetError> {
+        let set: JwkSet = serde_json::from_str(json)?;
+        let mut keys = HashMap::with_capacity(set.keys.len());
+        for jwk in &set.keys {
+            let kid = jwk.common.key_id.clone().unwrap_or_default();
+            let ed25519 = matches!(&jwk.algorithm, jsonwebtoken::jwk::AlgorithmParameters::OctetKeyPair(okp)
+                if okp.curve == jsonwebtoken::jwk::EllipticCurve::Ed25519);
+            if kid.is_empty() || !ed25519 {
+                return Err(KeySetError::Unsupported { kid });
+            }
+            let decoding = DecodingKey::from_jwk(jwk).map_err(|_| KeySetError::Unsupported { kid: kid.clone() })?;
+            // The key set does not say when a superseded key stopped
+            // signing, so the server's "nothing issued after supersession"
+            // check cannot be made here (see the README's edge section).
+            keys.insert(kid, TrustedKey { decoding, signing_ended_at: None });
+        }
+        Ok(Self { keys, generation })
+    }
+
+    pub(crate) fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.keys.len()
+    }
+}
+
+impl KeyLookup for KeySet {
+    fn trusted_key(&self, kid: &str) -> Option<&TrustedKey> {
+        self.keys.get(kid)
+    }
+}
