@@ -55,7 +55,14 @@ def main() -> int:
     token = basic.fetch_token(token_url, grant_type="client_credentials")
     print(f"client_secret_basic: {token['token_type']} token for {token['expires_in']}s, scope {token['scope']!r}")
 
-    signed = OAuth2Session(client_id, key, token_endpoint_auth_method="private_key_jwt")
+    # Authlib revokes with client_secret_basic unless told otherwise, which
+    # would send the key as a secret: a 401.
+    signed = OAuth2Session(
+        client_id,
+        key,
+        token_endpoint_auth_method="private_key_jwt",
+        revocation_endpoint_auth_method="private_key_jwt",
+    )
     signed.register_client_auth_method(ShortLivedPrivateKeyJWT(token_url, alg="EdDSA"))
     token = signed.fetch_token(token_url, grant_type="client_credentials")
     access_token = token["access_token"]
