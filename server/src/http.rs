@@ -1,7 +1,9 @@
 //! The HTTP listener: `GET /.well-known/jwks.json` (the key set of
 //! `GetJwks`, for JWT libraries that fetch keys over HTTP),
-//! `GET /.well-known/openid-configuration` (the discovery document such
-//! libraries configure themselves from), `GET /metrics` (Prometheus) and
+//! `GET /.well-known/openid-configuration` and
+//! `GET /.well-known/oauth-authorization-server` (the metadata such
+//! libraries configure themselves from, `oauth::metadata`), the OAuth 2.0
+//! endpoints under `/oauth2/` (`oauth`), `GET /metrics` (Prometheus) and
 //! `GET /healthz` (for load balancers and orchestrators), and `/authz`
 //! (any method), the forward-auth check of nginx `auth_request`, Caddy
 //! `forward_auth` and Traefik ForwardAuth.
@@ -23,12 +25,16 @@ use crate::{
         gateway::{self, Credentials, GatewaySettings, PolicyError, RoutePolicy, Verdict},
     },
     gateway::{Via, count, refusal},
+    oauth::metadata,
 };
 
-/// The HTTP routes over `identity`; the discovery document's URLs are under
+/// The HTTP routes over `identity`; the metadata's URLs are under
 /// `public_url`; `/authz` decides with `gateway`.
 pub(crate) fn router(identity: Arc<Identity>, public_url: &PublicUrl, gateway: GatewaySettings) -> Router {
-    let discovery_document = Arc::new(discovery(&identity, public_url));
+    let issuer = &identity.settings().issuer;
+    let openid_configuration = Arc::new(metadata::openid_configuration(issuer, public_url));
+    let authorization_server = Arc::new(metadata::authorization_server(issuer, public_url));
+    let oauth = crate::oauth::router(identity.clone(), public_url);
     let gateway = Arc::new(gateway);
     Router::new()
         .route(
@@ -43,16 +49,12 @@ pub(crate) fn router(identity: Arc<Identity>, public_url: &PublicUrl, gateway: G
             ),
         )
         .route("/.well-known/jwks.json", get(jwks))
-        .route(
-            "/.well-known/openid-configuration",
-            get(move || {
-                let document = discovery_document.clone();
-                async move { Json(document.as_ref().clone()) }
-            }),
-        )
+        .route("/.well-known/openid-configuration", get(move || document(openid_configuration.clone())))
+        .route("/.well-known/oauth-authorization-server", get(move || document(authorization_server.clone())))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .with_state(identity)
+        .merge(oauth)
 }
 
 async fn jwks(State(identity): State<Arc<Identity>>) -> impl IntoResponse {
@@ -65,21 +67,9 @@ async fn jwks(State(identity): State<Arc<Identity>>) -> impl IntoResponse {
     )
 }
 
-/// The OpenID Connect discovery document: enough for standard JWT
-/// middleware to find the keys and the accepted algorithm. Built once, at
-/// start, from configuration: nothing a caller sends (`Host`,
-/// `X-Forwarded-Proto`) may become a URL Sigil publishes — behind a cache
-/// keyed by path, one caller's header would be every verifier's key source.
-fn discovery(identity: &Identity, public_url: &PublicUrl) -> serde_json::Value {
-    serde_json::json!({
-        "issuer": identity.settings().issuer,
-        "jwks_uri": public_url.join(".well-known/jwks.json"),
-        "id_token_signing_alg_values_supported": ["EdDSA"],
-        "token_endpoint_auth_signing_alg_values_supported": ["EdDSA"],
-        "response_types_supported": ["token"],
-        "subject_types_supported": ["public"],
-        "claims_supported": ["iss", "sub", "aud", "exp", "nbf", "iat", "jti", "sid", "username", "roles"],
-    })
+/// A metadata document, built once at start.
+async fn document(document: Arc<serde_json::Value>) -> Json<serde_json::Value> {
+    Json(document.as_ref().clone())
 }
 
 async fn metrics(State(identity): State<Arc<Identity>>) -> impl IntoResponse {

@@ -15,6 +15,7 @@ mod gateway;
 mod grpc;
 mod http;
 mod listener;
+mod oauth;
 mod recovery;
 mod server;
 mod store;

@@ -199,6 +199,18 @@ pub(crate) struct GatewayLabels {
     pub outcome: LabelValue,
 }
 
+/// Labels of an OAuth endpoint's answer.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct OAuthLabels {
+    /// `token`, `introspect` or `revoke`.
+    pub endpoint: LabelValue,
+    /// The client authentication method (`client_secret_basic`, …,
+    /// `bearer`), or `none` when the request failed before naming one.
+    pub method: LabelValue,
+    /// `ok`, or the RFC 6749 error code answered.
+    pub outcome: LabelValue,
+}
+
 /// The `outcome` label of `sigil_logins_total`: every value the counter
 /// can carry, in one list that the code counts with and the docs name.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -266,6 +278,9 @@ pub(crate) struct Metrics {
     /// Its `allowed` counters, one per adapter (the verdict of nearly
     /// every check): slot 0 ext_authz, slot 1 forward-auth.
     allowed_slots: CounterSlots<2>,
+    /// OAuth endpoint answers (grants, introspections, revocations) by
+    /// endpoint, client authentication method and outcome.
+    pub oauth_requests: Family<OAuthLabels, Counter>,
     /// Group-commit flush latency, in seconds.
     pub flush_seconds: Histogram,
     /// Writers made durable by one flush.
@@ -308,6 +323,12 @@ impl Metrics {
             "Gateway checks (Envoy ext_authz, forward-auth /authz) by adapter and outcome",
             gateway_checks.clone(),
         );
+        let oauth_requests = Family::<OAuthLabels, Counter>::default();
+        registry.register(
+            "oauth_requests",
+            "OAuth endpoint answers (token grants, introspections, revocations) by endpoint, client authentication method and outcome",
+            oauth_requests.clone(),
+        );
         let flush_seconds = latency_histogram();
         registry.register("store_flush_duration_seconds", "Group-commit flush latency", flush_seconds.clone());
         let flush_batch = Histogram::new(exponential_buckets(1.0, 2.0, 12));
@@ -347,6 +368,7 @@ impl Metrics {
             logins,
             gateway_checks,
             allowed_slots: CounterSlots::new(),
+            oauth_requests,
             flush_seconds,
             flush_batch,
             active_sessions,
@@ -391,6 +413,14 @@ impl Metrics {
                 .inc(),
             Some(reason) => self.gateway_checks.get_or_create(&labels(reason)).inc(),
         };
+    }
+
+    /// Counts one answer of an OAuth endpoint; every label is a name the
+    /// code fixes.
+    pub(crate) fn count_oauth_request(&self, endpoint: &'static str, method: &'static str, outcome: &'static str) {
+        let labels =
+            OAuthLabels { endpoint: LabelValue(endpoint), method: LabelValue(method), outcome: LabelValue(outcome) };
+        self.oauth_requests.get_or_create(&labels).inc();
     }
 
     /// The exposition text, with the gauges read from `identity` now.

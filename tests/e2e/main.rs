@@ -84,3 +84,5 @@ mod service_accounts;
 mod revocation_stream;
 // Validate's kept answers: each token's own claims, and the next answer follows current state.
 mod validate_answers;
+// The OAuth 2.0 endpoints (token, introspection, revocation, metadata), hostile input first.
+mod oauth;

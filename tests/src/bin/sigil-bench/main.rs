@@ -20,7 +20,7 @@
 //! ```
 //!
 //! Scenarios: health, validate-hot, validate-cold, authenticate, refresh,
-//! revoke, mixed, flood, oversized, list-sessions, and with `--rate` an
+//! revoke, mixed, flood, oversized, list-sessions, oauth, and with `--rate` an
 //! open-loop validate-hot; with `--database-url`, propagation; only when
 //! named, gateways (the real proxies in front of Sigil, driven by h2load)
 //! and h2load (Validate, health and ext_authz Check straight from h2load).

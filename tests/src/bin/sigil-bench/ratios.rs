@@ -17,6 +17,9 @@ pub(crate) fn print(results: &[Figures], baselines: &Baselines) {
         let ceiling = health.min(cores * baselines.verify_rate);
         println!("ratio validate-cold / min(health, cores × Ed25519 verify): {:.2}", cold / ceiling);
     }
+    if let (Some(introspect), Some(validate)) = (rate("oauth-introspect"), rate("oauth-validate")) {
+        println!("ratio oauth-introspect / oauth-validate (same token, same run): {:.2}", introspect / validate);
+    }
     if let Some(auth) = rate("authenticate") {
         let cores = std::thread::available_parallelism().map(usize::from).unwrap_or(1) as f64;
         println!(

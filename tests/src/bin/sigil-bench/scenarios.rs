@@ -10,6 +10,7 @@ mod grpc_h2load;
 mod health;
 mod list_sessions;
 mod mixed;
+mod oauth;
 mod open_loop;
 mod oversized;
 mod propagation;
@@ -78,6 +79,7 @@ pub(crate) const ALL: [Scenario; 14] = [
     oversized::SCENARIO,
     open_loop::SCENARIO,
     list_sessions::SCENARIO,
+    oauth::SCENARIO,
     propagation::SCENARIO,
     gateways::SCENARIO,
     grpc_h2load::SCENARIO,
