@@ -67,7 +67,7 @@ pub(crate) struct Scenario {
 pub(crate) const OPT_IN: [&str; 2] = ["gateways", "h2load"];
 
 /// Every scenario, in the order a run takes them.
-pub(crate) const ALL: [Scenario; 14] = [
+pub(crate) const ALL: [Scenario; 15] = [
     health::SCENARIO,
     validate_hot::SCENARIO,
     validate_cold::SCENARIO,
