@@ -195,6 +195,17 @@ pub struct Config {
     #[config(layer_attr(arg(long, env = "SIGIL_AUDIT_RETENTION", value_parser = parse_duration)))]
     #[serde(serialize_with = "duration_to_text")]
     pub audit_retention: Duration,
+    /// How often an idle WatchRevocations stream gets a heartbeat, so that edge
+    /// verifiers know they are current when nothing is revoked.
+    #[config(default = "1s", deserialize_with = duration_text)]
+    #[config(layer_attr(arg(long, env = "SIGIL_REVOCATION_HEARTBEAT", value_parser = parse_duration)))]
+    #[serde(serialize_with = "duration_to_text")]
+    pub revocation_heartbeat: Duration,
+    /// WatchRevocations streams open at once (edge verifiers); more are refused with
+    /// RESOURCE_EXHAUSTED.
+    #[config(default = 256)]
+    #[config(layer_attr(arg(long, env = "SIGIL_MAX_REVOCATION_STREAMS")))]
+    pub max_revocation_streams: usize,
     /// How long ended sessions and tokens stay listed before they are purged.
     #[config(default = "7days", deserialize_with = duration_text)]
     #[config(layer_attr(arg(long, env = "SIGIL_RECORD_RETENTION", value_parser = parse_duration)))]
@@ -409,6 +420,16 @@ impl Config {
         if self.max_concurrent_streams == 0 {
             return out_of_range("max_concurrent_streams must be at least 1");
         }
+        if self.max_revocation_streams == 0 {
+            return out_of_range("max_revocation_streams must be at least 1");
+        }
+        // A heartbeat is what tells a verifier it is current: one so slow
+        // that the verifier's staleness limit (5s by default) passes between
+        // two would make every verifier fail closed on a quiet day.
+        if self.revocation_heartbeat < Duration::from_millis(100) || self.revocation_heartbeat > Duration::from_secs(60)
+        {
+            return out_of_range("revocation_heartbeat must be between 100ms and 60s");
+        }
         for (name, value) in [
             ("handshake_timeout", self.handshake_timeout),
             ("idle_timeout", self.idle_timeout),
@@ -440,6 +461,8 @@ impl Config {
             event_retention: self.event_retention,
             audit_retention: self.audit_retention,
             record_retention: self.record_retention,
+            revocation_heartbeat: self.revocation_heartbeat,
+            max_revocation_streams: self.max_revocation_streams,
             lockout: crate::domain::lockout::LockoutPolicy {
                 threshold: self.lockout_threshold,
                 window: self.lockout_window,
@@ -1026,6 +1049,8 @@ mod tests {
         assert_eq!(server.event_retention, domain.event_retention);
         assert_eq!(server.audit_retention, domain.audit_retention);
         assert_eq!(server.record_retention, domain.record_retention);
+        assert_eq!(server.revocation_heartbeat, domain.revocation_heartbeat);
+        assert_eq!(server.max_revocation_streams, domain.max_revocation_streams);
         assert_eq!(server.lockout, domain.lockout);
         assert_eq!(server.address_lockout, domain.address_lockout);
         assert_eq!(server.trusted_proxies, domain.trusted_proxies);

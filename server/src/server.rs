@@ -7,7 +7,10 @@
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
-use sigil_proto::pb::{admin_service_server::AdminServiceServer, identity_service_server::IdentityServiceServer};
+use sigil_proto::pb::{
+    admin_service_server::AdminServiceServer, identity_service_server::IdentityServiceServer,
+    revocation_service_server::RevocationServiceServer,
+};
 use tokio::{
     net::TcpListener,
     sync::{Notify, watch},
@@ -27,6 +30,7 @@ use crate::{
         admin::{AdminApi, AdminGuard},
         ext_authz::{ExtAuthzApi, MAX_CHECK_REQUEST_BYTES},
         identity::IdentityApi,
+        revocation::RevocationApi,
     },
     listener::{Admission, AdmittingAcceptor, ConnectionLimits},
     store::{postgres::PgStore, sled_store::SledStore},
@@ -359,11 +363,15 @@ async fn serve_grpc(
         AdminServiceServer::new(AdminApi::new(identity.clone()))
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_RESPONSE_BYTES),
-        AdminGuard::new(identity),
+        AdminGuard::new(identity.clone()),
     );
+    let revocation_service = RevocationServiceServer::new(RevocationApi::new(identity))
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_RESPONSE_BYTES);
     health.set_serving::<IdentityServiceServer<IdentityApi>>().await;
     health.set_serving::<AdminServiceServer<AdminApi>>().await;
     health.set_serving::<AuthorizationServer<ExtAuthzApi>>().await;
+    health.set_serving::<RevocationServiceServer<RevocationApi>>().await;
     health.set_service_status("", ServingStatus::Serving).await;
 
     let reflection_v1 = tonic_reflection::server::Builder::configure()
@@ -408,6 +416,7 @@ async fn serve_grpc(
         .add_service(identity_service)
         .add_service(admin_service)
         .add_service(ext_authz_service)
+        .add_service(revocation_service)
         .serve_with_incoming_shutdown(incoming, stopped(stop))
         .await
         .map_err(|e| ServerError::Serve(e.into()))

@@ -226,6 +226,13 @@ pub(crate) struct Metrics {
     active_tokens: Gauge,
     revocation_entries: Gauge,
     watchers: Gauge,
+    /// Revocation-log entries sent on revocation streams.
+    pub revocation_entries_sent: Counter,
+    /// Revocation streams ended because the subscriber fell behind: the
+    /// domain counts them when it happens, and the counter follows its
+    /// total at each scrape (one identity core per process).
+    revocation_streams_aborted: Counter,
+    revocation_streams: Gauge,
 }
 
 /// The process-wide metrics (a registry is naturally one per process).
@@ -269,6 +276,20 @@ impl Metrics {
         );
         let watchers = Gauge::default();
         registry.register("event_watchers", "Live WatchEvents streams", watchers.clone());
+        let revocation_entries_sent = Counter::default();
+        registry.register(
+            "revocation_entries_sent",
+            "Revocation-log entries sent on WatchRevocations streams",
+            revocation_entries_sent.clone(),
+        );
+        let revocation_streams_aborted = Counter::default();
+        registry.register(
+            "revocation_streams_aborted",
+            "WatchRevocations streams ended with ABORTED because the subscriber fell behind",
+            revocation_streams_aborted.clone(),
+        );
+        let revocation_streams = Gauge::default();
+        registry.register("revocation_streams", "Open WatchRevocations streams", revocation_streams.clone());
         Self {
             registry,
             rpcs,
@@ -282,6 +303,9 @@ impl Metrics {
             active_tokens,
             revocation_entries,
             watchers,
+            revocation_entries_sent,
+            revocation_streams_aborted,
+            revocation_streams,
         }
     }
 
@@ -304,6 +328,12 @@ impl Metrics {
         }
         self.revocation_entries.set(identity.revocations().len() as i64);
         self.watchers.set(identity.events().watchers() as i64);
+        self.revocation_streams.set(i64::try_from(identity.revocation_streams()).unwrap_or(i64::MAX));
+        let aborted = identity.revocation_streams_aborted();
+        let counted = self.revocation_streams_aborted.get();
+        if aborted > counted {
+            self.revocation_streams_aborted.inc_by(aborted - counted);
+        }
         let mut text = String::new();
         if prometheus_client::encoding::text::encode(&mut text, &self.registry).is_err() {
             text.clear();

@@ -11,9 +11,10 @@ use sigil_tests::{
 use tonic::Code;
 use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
 
-/// Server processes sharing one fresh database.
-struct Cluster {
-    servers: Vec<ChildServer>,
+/// Server processes sharing one fresh database (the revocation stream's
+/// tests use it too).
+pub(crate) struct Cluster {
+    pub(crate) servers: Vec<ChildServer>,
     url: String,
     _dirs: Vec<tempfile::TempDir>,
 }
@@ -21,14 +22,17 @@ struct Cluster {
 impl Cluster {
     /// Starts `n` instances at once on a fresh database (so they race for
     /// the migrations, the first key and the bootstrap admin).
-    async fn start(postgres: &Postgres, n: usize) -> Self {
+    pub(crate) async fn start(postgres: &Postgres, n: usize) -> Self {
         let url = postgres.fresh_database().await;
         let dirs: Vec<tempfile::TempDir> = (0..n).map(|_| tempfile::tempdir().expect("temp dir")).collect();
         let servers = join_all(dirs.iter().map(|dir| spawn(dir, &url))).await;
         Self { servers, url, _dirs: dirs }
     }
 
-    async fn client(&self, i: usize) -> pb::identity_service_client::IdentityServiceClient<tonic::transport::Channel> {
+    pub(crate) async fn client(
+        &self,
+        i: usize,
+    ) -> pb::identity_service_client::IdentityServiceClient<tonic::transport::Channel> {
         self.servers[i].client().await
     }
 }

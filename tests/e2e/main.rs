@@ -78,3 +78,5 @@ mod readme;
 mod readme_script;
 // The console's Dashboard and incident actions, in tmux against the real binaries.
 mod console_ops;
+// The revocation stream for edge verifiers: snapshot, ordered entries, keys, heartbeats, resume.
+mod revocation_stream;

@@ -36,7 +36,9 @@ async fn reflection_v1_lists_every_service() {
         panic!("unexpected reflection response {response:?}");
     };
     let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
-    for expected in ["sigil.v1.IdentityService", "sigil.v1.AdminService", "grpc.health.v1.Health"] {
+    for expected in
+        ["sigil.v1.IdentityService", "sigil.v1.AdminService", "sigil.v1.RevocationService", "grpc.health.v1.Health"]
+    {
         assert!(names.iter().any(|n| n == expected), "{expected} missing from {names:?}");
     }
 }

@@ -25,6 +25,12 @@ const BATCH: usize = 1000;
 pub(crate) struct PeerSync {
     /// Every entry up to this sequence has been applied, in order.
     applied_through: AtomicU64,
+    /// The highest sequence known committed, by this instance or read back
+    /// from the store: what revocation streams follow up to (see
+    /// `revocation_stream`). Unlike `applied_through` it may run ahead of
+    /// entries of other instances not yet caught up on, which a stream
+    /// reads from the log itself.
+    committed_through: AtomicU64,
     /// Serializes applying entries, so that an entry applied here never
     /// lands between a catch-up's older entries (order matters for a user
     /// disabled then enabled again).
@@ -34,12 +40,28 @@ pub(crate) struct PeerSync {
 impl PeerSync {
     /// Starts after the entries the index was rebuilt from.
     pub(crate) fn new(applied_through: u64) -> Self {
-        Self { applied_through: AtomicU64::new(applied_through), applying: Mutex::new(()) }
+        Self {
+            applied_through: AtomicU64::new(applied_through),
+            committed_through: AtomicU64::new(applied_through),
+            applying: Mutex::new(()),
+        }
     }
 
     /// The last sequence applied in order.
     pub(crate) fn applied_through(&self) -> u64 {
         self.applied_through.load(Ordering::Acquire)
+    }
+
+    /// The highest revocation sequence known committed.
+    pub(crate) fn committed_through(&self) -> u64 {
+        self.committed_through.load(Ordering::Acquire)
+    }
+
+    /// Notes entries known committed.
+    fn committed(&self, entries: &[RevocationEntry]) {
+        if let Some(highest) = entries.iter().map(|e| e.sequence).max() {
+            self.committed_through.fetch_max(highest, Ordering::AcqRel);
+        }
     }
 }
 
@@ -64,6 +86,7 @@ impl Identity {
         for entry in entries.iter().filter(|e| e.sequence > through) {
             self.revocations.apply(entry);
         }
+        self.peers.committed(entries);
         drop(_applying);
         self.authorization_changed();
     }
@@ -81,6 +104,7 @@ impl Identity {
                     self.revocations.apply(entry);
                 }
                 self.peers.applied_through.fetch_max(last, Ordering::AcqRel);
+                self.peers.committed(&entries);
             }
             report.revocations += entries.len();
             self.authorization_changed();

@@ -22,7 +22,8 @@ use std::sync::{
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Mutex, broadcast};
 
-pub use self::watch::{EventWatch, WatchEnd};
+pub use self::watch::EventWatch;
+pub use super::subscription::WatchEnd;
 use super::{DomainError, SessionId, Timestamp, TokenId, UserId, port::Store};
 
 /// What happened. Mirrors `sigil.v1.EventKind`.

@@ -20,6 +20,7 @@ use super::{
     password::{PasswordHasher, base64_url, fill_random},
     port::{RevokeOutcome, RotateOutcome, Rotation, Store},
     revocation::RevocationIndex,
+    revocation_stream,
     session::{NewRefreshToken, RefreshTokenHash, SessionRecord, SessionState, TokenKind, TokenRecord, TokenState},
     session_revocation,
     stats::Rates,
@@ -52,6 +53,10 @@ pub struct IdentitySettings {
     pub audit_retention: Duration,
     /// How long ended sessions and tokens are kept before they are purged.
     pub record_retention: Duration,
+    /// How often an idle revocation stream gets a heartbeat.
+    pub revocation_heartbeat: Duration,
+    /// Revocation streams open at once.
+    pub max_revocation_streams: usize,
     /// When failed logins lock an account.
     pub lockout: LockoutPolicy,
     /// When failed logins from one client address block that address
@@ -77,6 +82,8 @@ impl Default for IdentitySettings {
             // --print-config shows it as such.
             audit_retention: Duration::from_secs(3 * 2_630_016),
             record_retention: Duration::from_secs(7 * 24 * 3600),
+            revocation_heartbeat: Duration::from_secs(1),
+            max_revocation_streams: 256,
             lockout: LockoutPolicy::default(),
             address_lockout: LockoutPolicy { threshold: 0, ..LockoutPolicy::default() },
             trusted_proxies: Vec::new(),
@@ -191,6 +198,10 @@ pub struct Identity {
     /// Held across "check that an admin remains, then write" in
     /// `update_user` / `delete_user` (see `admin.rs`).
     pub(super) admin_changes: tokio::sync::Mutex<()>,
+    /// The store's identity, as revocation streams name it.
+    pub(super) epoch: Arc<str>,
+    /// The bound on open revocation streams.
+    pub(super) revocation_streams: revocation_stream::RevocationStreams,
 }
 
 impl Identity {
@@ -204,6 +215,7 @@ impl Identity {
             tracing::info!(kid = %first.kid, "generated the first signing key");
         }
         let keys = KeyRing::from_records(&records)?;
+        let epoch = revocation_stream::epoch_of(&records);
         let revocations = RevocationIndex::new(settings.access_token_ttl + settings.leeway);
         let mut applied_through = 0;
         // Every entry still within its stored bound, whatever today's TTL.
@@ -230,6 +242,8 @@ impl Identity {
             shutdown: tokio::sync::watch::Sender::new(false),
             authorization_changes: tokio::sync::watch::Sender::new(0),
             admin_changes: tokio::sync::Mutex::new(()),
+            epoch,
+            revocation_streams: revocation_stream::RevocationStreams::new(settings.max_revocation_streams),
             settings,
             store,
         })

@@ -259,6 +259,11 @@ pub trait RevocationLog: Send + Sync {
     /// Entries with a sequence above `after`, in sequence order, at most
     /// `limit`: how an instance catches up on revocations committed by
     /// others sharing its store.
+    /// An entry is visible here only once every entry with a lower
+    /// sequence is (sled commits its transactions one at a time, PostgreSQL
+    /// takes sequences under a lock held to commit), so a reader that moved
+    /// past a sequence never misses a later-committed entry below it:
+    /// revocation streams rely on it.
     async fn revocations_after(&self, after: u64, limit: usize) -> Result<Vec<RevocationEntry>, StoreError>;
     /// Drops entries whose stored bound is at or before `now`; returns how many.
     async fn purge_revocations(&self, now: Timestamp) -> Result<usize, StoreError>;

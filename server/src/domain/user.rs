@@ -10,6 +10,8 @@ use super::{DomainError, Timestamp, UserId, limits::MAX_USERNAME_BYTES};
 
 /// The role that grants the admin API.
 pub const ADMIN_ROLE: &str = "admin";
+/// The role of an edge verifier: it may follow the revocation stream.
+pub const VERIFIER_ROLE: &str = "verifier";
 
 /// A user as stored. The password is only ever an argon2id PHC string.
 #[derive(Clone, Serialize, Deserialize)]

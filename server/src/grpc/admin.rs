@@ -65,8 +65,8 @@ impl AdminApi {
 
 type EventStream = Pin<Box<dyn Stream<Item = Result<pb::WatchEventsResponse, Status>> + Send>>;
 
-/// The status a watch of the audit trail ends with.
-fn watch_end_status(identity: &Identity, end: WatchEnd) -> Status {
+/// The status a watch ends with (of the audit trail, or of revocations).
+pub(super) fn watch_end_status(identity: &Identity, end: WatchEnd) -> Status {
     match end {
         WatchEnd::Lagged { resume_after } => {
             Status::aborted(format!("watcher fell too far behind; resume with after_sequence={resume_after}"))

@@ -7,6 +7,7 @@ pub(crate) mod client_address;
 pub(crate) mod convert;
 pub(crate) mod ext_authz;
 pub(crate) mod identity;
+pub(crate) mod revocation;
 pub(crate) mod status;
 
 use std::sync::Arc;

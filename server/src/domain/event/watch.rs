@@ -14,14 +14,8 @@
 //!   have changed and when it expires, so a caller who lost the right to
 //!   see events is sent nothing more.
 
-use std::{
-    future::Future as _,
-    pin::Pin,
-    sync::Arc,
-    task::{Context, Poll, ready},
-};
+use std::sync::Arc;
 
-use futures::Stream;
 use tokio::sync::{
     broadcast::{self, error::RecvError},
     mpsc, oneshot, watch,
@@ -29,8 +23,9 @@ use tokio::sync::{
 
 use super::EventRecord;
 use crate::domain::{
-    DomainError, Identity, Timestamp,
-    token::{ValidationFailure, VerifiedToken},
+    DomainError, Identity,
+    subscription::{Subscription, WatchEnd, until_expiry},
+    token::VerifiedToken,
 };
 
 /// Events a watcher may have in flight before it counts as too slow.
@@ -38,49 +33,9 @@ const WATCHER_BUFFER: usize = 256;
 /// Stored events read per replay step.
 const REPLAY_BATCH: usize = 500;
 
-/// Why a watch ended, when it was not the watcher who left.
-#[derive(Debug)]
-pub enum WatchEnd {
-    /// The watcher fell too far behind.
-    Lagged {
-        /// The last sequence it was sent: where to resume.
-        resume_after: u64,
-    },
-    /// The process is shutting down.
-    ShuttingDown {
-        /// The last sequence the watcher was sent: where to resume, on
-        /// another instance.
-        resume_after: u64,
-    },
-    /// The identity core is gone (the process is shutting down).
-    Closed,
-    /// The caller's token no longer authorizes the watch.
-    Refused(ValidationFailure),
-    /// The stored events could not be read.
-    Failed(DomainError),
-}
-
 /// The events of one watch, in sequence order, then, unless the watcher
 /// left first, why it ended.
-pub struct EventWatch {
-    events: mpsc::Receiver<Arc<EventRecord>>,
-    end: Option<oneshot::Receiver<WatchEnd>>,
-}
-
-impl Stream for EventWatch {
-    type Item = Result<Arc<EventRecord>, WatchEnd>;
-
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        if let Some(event) = ready!(self.events.poll_recv(cx)) {
-            return Poll::Ready(Some(Ok(event)));
-        }
-        // The watch is over: the buffered events first, then the reason.
-        let Some(end) = self.end.as_mut() else { return Poll::Ready(None) };
-        let reason = ready!(Pin::new(end).poll(cx));
-        self.end = None;
-        Poll::Ready(reason.ok().map(Err))
-    }
-}
+pub type EventWatch = Subscription<Arc<EventRecord>>;
 
 impl Identity {
     /// Starts a watch of the audit trail for `caller`, whose right to watch
@@ -116,7 +71,7 @@ impl Identity {
                 let _ = end_sender.send(reason);
             }
         });
-        Ok(EventWatch { events, end: Some(end) })
+        Ok(Subscription::new(events, end, None))
     }
 }
 
@@ -217,12 +172,4 @@ impl Watcher {
     fn recheck(&self) -> Result<(), WatchEnd> {
         self.identity.recheck(&self.caller).map_err(WatchEnd::Refused)
     }
-}
-
-/// How long until `token` expires (a watch re-checks its caller then).
-fn until_expiry(token: &VerifiedToken) -> std::time::Duration {
-    let now = Timestamp::now().as_millis();
-    let exp = token.claims.exp.saturating_mul(1000);
-    // At least a second, so that a clock at the edge cannot spin the loop.
-    std::time::Duration::from_millis(u64::try_from(exp - now).unwrap_or(0).max(1000))
 }

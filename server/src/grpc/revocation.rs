@@ -1,0 +1,111 @@
+//! `sigil.v1.RevocationService` over [`Identity`]: checks the bearer and
+//! the request, then converts the domain's revocation stream (see
+//! `domain::revocation_stream`, which decides what is sent and when the
+//! stream ends) into `WatchRevocationsResponse`s and statuses.
+
+use std::{pin::Pin, sync::Arc};
+
+use futures::{Stream, StreamExt as _};
+use sigil_proto::pb::{self, revocation::Target, revocation_service_server::RevocationService};
+use tonic::{Request, Response, Status};
+
+use super::{admin::watch_end_status, bearer, convert::timestamp};
+use crate::{
+    domain::{
+        Identity,
+        revocation::{RevocationEntry, RevocationTarget},
+        revocation_stream::{ResumePoint, RevocationUpdate},
+    },
+    telemetry::METRICS,
+};
+
+/// The gRPC face of the revocation stream.
+#[derive(Clone)]
+pub(crate) struct RevocationApi {
+    identity: Arc<Identity>,
+}
+
+impl RevocationApi {
+    /// Serves `identity`.
+    pub(crate) fn new(identity: Arc<Identity>) -> Self {
+        Self { identity }
+    }
+}
+
+type RevocationStream = Pin<Box<dyn Stream<Item = Result<pb::WatchRevocationsResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl RevocationService for RevocationApi {
+    type WatchRevocationsStream = RevocationStream;
+
+    async fn watch_revocations(
+        &self,
+        request: Request<pb::WatchRevocationsRequest>,
+    ) -> Result<Response<Self::WatchRevocationsStream>, Status> {
+        let caller = bearer(&self.identity, &request)?.ok_or_else(|| {
+            Status::unauthenticated(
+                "WatchRevocations needs `authorization: Bearer <access token>` metadata of a user with role verifier \
+                 or admin",
+            )
+        })?;
+        let pb::WatchRevocationsRequest { after_sequence, epoch } = request.into_inner();
+        let watch = self.identity.watch_revocations(caller, ResumePoint { after_sequence, epoch }).await?;
+        let identity = self.identity.clone();
+        let updates = watch.map(move |item| match item {
+            Ok(update) => {
+                if matches!(update, RevocationUpdate::Entry(_)) {
+                    METRICS.revocation_entries_sent.inc();
+                }
+                Ok(pb::WatchRevocationsResponse::from(update))
+            }
+            Err(end) => Err(watch_end_status(&identity, end)),
+        });
+        Ok(Response::new(Box::pin(updates)))
+    }
+}
+
+impl From<RevocationUpdate> for pb::WatchRevocationsResponse {
+    fn from(update: RevocationUpdate) -> Self {
+        use pb::watch_revocations_response::Message;
+        let message = match update {
+            RevocationUpdate::Keys(jwks_json) => Message::Keys(pb::Keys { jwks_json }),
+            RevocationUpdate::SnapshotBegin { epoch, sequence } => {
+                Message::SnapshotBegin(pb::SnapshotBegin { epoch: epoch.to_string(), sequence })
+            }
+            RevocationUpdate::Entry(entry) => Message::Revocation(entry.into()),
+            RevocationUpdate::SnapshotEnd { epoch, sequence } => {
+                Message::SnapshotEnd(pb::SnapshotEnd { epoch: epoch.to_string(), sequence })
+            }
+            RevocationUpdate::Heartbeat { epoch, latest_sequence, at } => Message::Heartbeat(pb::Heartbeat {
+                latest_sequence,
+                server_time: Some(timestamp(at)),
+                epoch: epoch.to_string(),
+            }),
+        };
+        Self { message: Some(message) }
+    }
+}
+
+impl From<RevocationEntry> for pb::Revocation {
+    fn from(entry: RevocationEntry) -> Self {
+        let at = timestamp(entry.at);
+        let target = match entry.target {
+            RevocationTarget::Token(id) => Target::TokenId(id.to_string()),
+            RevocationTarget::Session(id) => Target::SessionId(id.to_string()),
+            RevocationTarget::UserDisabled(id) => Target::UserDisabled(id.to_string()),
+            RevocationTarget::UserEnabled(id) => Target::UserEnabled(id.to_string()),
+            RevocationTarget::UserNotBefore(id) => {
+                Target::UserNotBefore(pb::UserNotBefore { user_id: id.to_string(), not_before: Some(at) })
+            }
+            RevocationTarget::UserSessionsBefore(id) => {
+                Target::UserSessionsBefore(pb::UserSessionsBefore { user_id: id.to_string(), created_before: Some(at) })
+            }
+        };
+        Self {
+            sequence: entry.sequence,
+            revoked_at: Some(at),
+            expires_at: Some(timestamp(entry.expires_at)),
+            target: Some(target),
+        }
+    }
+}
