@@ -7,17 +7,16 @@
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
-use futures::future::BoxFuture;
 use sigil_example_service::pb::{GreetRequest, greeter_client::GreeterClient};
 use sigil_proto::pb::{self, revoke_request::Target};
 use sigil_tests::{
     ADMIN_PASSWORD, ChildServer, TestServer, connect, eventually, login, postgres::Postgres, with_bearer,
 };
-use sigil_verifier::{BearerSource, Refusal, ValidationFailure, Verifier, VerifierConfig, WhenStale};
+use sigil_verifier::{Refusal, ValidationFailure, Verifier, VerifierConfig, WhenStale};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tonic::Code;
 
-use crate::verifier_parity::{follow, verifier_token};
+use crate::verifier_parity::{LoginBearer, follow, verifier_login, verifier_token};
 
 /// A revocation reaches the example service well within this.
 const PROPAGATION: Duration = Duration::from_secs(2);
@@ -65,7 +64,7 @@ async fn refused_with(addr: SocketAddr, token: &str, code: Code) {
 #[tokio::test]
 async fn the_example_service_refuses_revoked_disabled_and_distrusted_tokens_and_takes_rotated_keys() {
     let server = TestServer::start().await;
-    let verifier = follow(server.grpc_addr(), verifier_token(&server).await).await;
+    let verifier = follow(server.grpc_addr(), verifier_login(&server).await).await;
     let service = example_service(verifier.clone()).await;
     let (mut admin, admin_token) = server.admin().await;
     let alice = server.create_user("alice", "alice-password", &["reader"]).await;
@@ -116,7 +115,8 @@ async fn the_example_service_refuses_revoked_disabled_and_distrusted_tokens_and_
     refused_with(service, &after.access_token, Code::Unauthenticated).await;
     refused_with(service, &before.access_token, Code::Unauthenticated).await;
 
-    // Disable the user: refused.
+    // Disable the user: refused. (The admin's token went with the distrusted key.)
+    let (mut admin, admin_token) = server.admin().await;
     let current = alice_login().await;
     assert!(
         eventually(PROPAGATION, || async { greet(service, Some(&current.access_token)).await.ok() }).await.is_some()
@@ -128,25 +128,6 @@ async fn the_example_service_refuses_revoked_disabled_and_distrusted_tokens_and_
         verifier.verify(&current.access_token, None).err(),
         Some(Refusal::Invalid(ValidationFailure::UserDisabled))
     );
-}
-
-/// Logs in as the admin at `addr` on every connection: the verifier's
-/// credential outlives a server that changed its keys.
-struct AdminLogin(SocketAddr);
-
-impl BearerSource for AdminLogin {
-    fn bearer(&self) -> BoxFuture<'_, Result<String, tonic::Status>> {
-        Box::pin(async move {
-            let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", self.0))
-                .map_err(|e| tonic::Status::internal(e.to_string()))?
-                .connect()
-                .await
-                .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
-            let mut client = pb::identity_service_client::IdentityServiceClient::new(channel);
-            let response = client.authenticate(sigil_tests::login_request("admin", ADMIN_PASSWORD)).await?;
-            Ok(response.into_inner().access_token)
-        })
-    }
 }
 
 /// Starts the real binary on `data_dir` at `addr` (port 0: any).
@@ -162,12 +143,21 @@ async fn a_killed_server_makes_the_verifier_stale_and_a_restart_resumes_without_
     let addr = server.grpc_addr;
     let max_staleness = Duration::from_millis(1000);
     let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}")).expect("endpoint");
-    let config = VerifierConfig::new(endpoint, AdminLogin(addr)).max_staleness(max_staleness);
+    let config = VerifierConfig::new(endpoint, LoginBearer { addr, username: "admin", password: ADMIN_PASSWORD })
+        .max_staleness(max_staleness);
     let verifier = Verifier::start(config);
     verifier.wait_until_current(Duration::from_secs(10)).await.expect("current");
     let token = login(&mut server.client().await, "admin", ADMIN_PASSWORD).await.access_token;
     assert!(verifier.verify(&token, None).is_ok());
+    // One revocation, so that there is a sequence to resume from (0 asks
+    // for a snapshot).
+    let spare = login(&mut server.client().await, "admin", ADMIN_PASSWORD).await.access_token;
+    let revoke = pb::RevokeRequest { target: Some(Target::AccessToken(spare.clone())), reason: "e2e".into() };
+    server.client().await.revoke(revoke).await.expect("revoke");
+    let applied = eventually(PROPAGATION, || async { verifier.verify(&spare, None).err() });
+    assert_eq!(applied.await, Some(Refusal::Invalid(ValidationFailure::SessionRevoked)));
     let first = verifier.state();
+    assert!(first.sequence > 0, "{first:?}");
     assert_eq!((first.snapshots, first.connections, first.connected), (1, 1, true), "{first:?}");
 
     // Killed: within max_staleness (plus one heartbeat of slack) every
@@ -190,7 +180,9 @@ async fn a_killed_server_makes_the_verifier_stale_and_a_restart_resumes_without_
     assert_eq!(resumed.snapshots, 1, "resumed without a snapshot: {resumed:?}");
     assert!(resumed.connections >= 2, "{resumed:?}");
     assert_eq!(resumed.epoch, first.epoch);
+    assert!(resumed.sequence >= first.sequence, "{resumed:?}");
     assert!(verifier.verify(&token, None).is_ok());
+    assert_eq!(verifier.verify(&spare, None).err(), Some(Refusal::Invalid(ValidationFailure::SessionRevoked)));
     // And it follows live again.
     let revoke = pb::RevokeRequest { target: Some(Target::AccessToken(token.clone())), reason: "e2e".into() };
     server.client().await.revoke(revoke).await.expect("revoke");

@@ -7,27 +7,57 @@
 
 use std::{sync::Arc, time::Duration};
 
+use futures::future::BoxFuture;
 use proptest::{
     strategy::{Strategy, ValueTree},
     test_runner::TestRunner,
 };
 use sigil_proto::pb::{self, revoke_request::Target};
 use sigil_tests::{TestServer, eventually, login, with_bearer};
-use sigil_verifier::{Refusal, ValidationFailure, Verifier, VerifierConfig};
+use sigil_verifier::{BearerSource, Refusal, ValidationFailure, Verifier, VerifierConfig};
 
 use crate::forged_tokens::{Forge, corpus};
 
 /// How long a revocation may take to reach the verifier in these tests.
 const PROPAGATION: Duration = Duration::from_secs(5);
 
-/// A user with role `verifier`, logged in: the verifier's own credential.
-pub(crate) async fn verifier_token(server: &TestServer) -> String {
+/// Logs in at `addr` on every connection of the verifier's stream, so its
+/// credential outlives a distrusted key or a server that changed its store.
+pub(crate) struct LoginBearer {
+    pub(crate) addr: std::net::SocketAddr,
+    pub(crate) username: &'static str,
+    pub(crate) password: &'static str,
+}
+
+impl BearerSource for LoginBearer {
+    fn bearer(&self) -> BoxFuture<'_, Result<String, tonic::Status>> {
+        Box::pin(async move {
+            let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", self.addr))
+                .map_err(|e| tonic::Status::internal(e.to_string()))?
+                .connect()
+                .await
+                .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+            let mut client = pb::identity_service_client::IdentityServiceClient::new(channel);
+            let response = client.authenticate(sigil_tests::login_request(self.username, self.password)).await?;
+            Ok(response.into_inner().access_token)
+        })
+    }
+}
+
+/// A user with role `verifier`: the verifier's own credential.
+pub(crate) async fn verifier_login(server: &TestServer) -> LoginBearer {
     server.create_user("edge", "edge-password", &["verifier"]).await;
-    login(&mut server.client().await, "edge", "edge-password").await.access_token
+    LoginBearer { addr: server.grpc_addr(), username: "edge", password: "edge-password" }
+}
+
+/// A token of the verifier user (for clients that take a fixed one).
+pub(crate) async fn verifier_token(server: &TestServer) -> String {
+    let login = verifier_login(server).await;
+    login.bearer().await.expect("the verifier user logs in")
 }
 
 /// A verifier following `addr`, current.
-pub(crate) async fn follow(addr: std::net::SocketAddr, bearer: String) -> Arc<Verifier> {
+pub(crate) async fn follow(addr: std::net::SocketAddr, bearer: impl BearerSource) -> Arc<Verifier> {
     let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}")).expect("endpoint");
     let verifier = Arc::new(Verifier::start(VerifierConfig::new(endpoint, bearer)));
     verifier.wait_until_current(Duration::from_secs(10)).await.expect("the verifier becomes current");
@@ -85,7 +115,7 @@ async fn every_forgery_gets_the_same_verdict_locally_as_from_validate() {
 #[tokio::test]
 async fn genuine_tokens_in_every_state_get_the_same_verdict_locally_as_from_validate() {
     let server = TestServer::start().await;
-    let verifier = follow(server.grpc_addr(), verifier_token(&server).await).await;
+    let verifier = follow(server.grpc_addr(), verifier_login(&server).await).await;
     let (mut admin, admin_token) = server.admin().await;
     let mut client = server.client().await;
     let user = server.create_user("alice", "alice-password", &["reader"]).await;
@@ -140,6 +170,8 @@ async fn genuine_tokens_in_every_state_get_the_same_verdict_locally_as_from_vali
     assert_eq!(verdict, Some(pb::ValidationFailure::UnknownKey));
     let trusted = fresh().await;
     assert_eq!(agree(&server, &verifier, "signed by the newest key", &trusted.access_token, None).await, None);
+    // The admin's own token went with the distrusted key.
+    let (mut admin, admin_token) = server.admin().await;
 
     // A disabled user; then log out everywhere for another.
     let disable = pb::UpdateUserRequest { user_id: user.id.to_string(), disabled: Some(true), ..Default::default() };
