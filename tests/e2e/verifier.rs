@@ -302,7 +302,6 @@ async fn the_python_verifier_follows_the_stream_and_refuses_a_revoked_token() {
         pb::RevokeRequest { target: Some(Target::AccessToken(session.access_token.clone())), reason: "e2e".into() };
     server.client().await.revoke(revoke).await.expect("revoke");
     while !next_line().await.starts_with("verdict: VALIDATION_FAILURE_SESSION_REVOKED") {}
-    drop(next_line);
     child.kill().await.expect("stopped");
     assert!(seen.iter().any(|l| l.starts_with("snapshot ")), "{seen:?}");
 }
