@@ -472,6 +472,25 @@ fn metric(page: &str, name: &str) -> f64 {
 }
 
 #[tokio::test]
+async fn a_server_shutting_down_ends_the_stream_naming_where_to_resume() {
+    let server = TestServer::start().await;
+    let edge = verifier(&server, "edge").await;
+    let mut client = server.client().await;
+    let early = login(&mut client, "admin", ADMIN_PASSWORD).await;
+    client.revoke(revoke(Target::AccessToken(early.access_token))).await.expect("revoked");
+    let mut stream = open(server.channel().await, Some(&edge.access_token), 0, "").await.expect("opens");
+    let start = snapshot(&mut stream).await;
+    let stopping = tokio::spawn(server.stop());
+    let (_, status) = end_of(&mut stream).await;
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert!(
+        status.message().contains(&format!("after_sequence={}", start.sequence)),
+        "names where to resume (on another instance): {status:?}"
+    );
+    stopping.await.expect("the server stopped");
+}
+
+#[tokio::test]
 async fn the_number_of_streams_is_bounded() {
     let server = TestServer::start_with(|c| c.max_revocation_streams = 2).await;
     let edge = verifier(&server, "edge").await;
@@ -512,13 +531,16 @@ async fn on_postgres_a_stream_from_one_instance_carries_revocations_made_on_anot
     };
     assert!(entry.sequence > start.sequence);
 
-    // One database is one store: B's epoch and sequence resume on A.
+    // One database is one store: B's epoch and sequence resume on A,
+    // which has nothing more to send than a heartbeat.
     let a_channel = connect(cluster.servers[0].grpc_addr).await;
-    let mut resumed =
-        open(a_channel, Some(&admin.access_token), start.sequence, &start.epoch).await.expect("opens on A");
+    let mut resumed = open(a_channel, Some(&admin.access_token), entry.sequence, &start.epoch).await.expect("on A");
     assert!(matches!(next(&mut resumed).await, Message::Keys(_)));
     match next(&mut resumed).await {
-        Message::Revocation(first) => assert!(first.sequence > start.sequence && first.sequence <= entry.sequence),
+        Message::Heartbeat(beat) => {
+            assert_eq!(beat.epoch, start.epoch);
+            assert!(beat.latest_sequence >= entry.sequence);
+        }
         other => panic!("A resumes B's stream without a snapshot: {other:?}"),
     }
 }
