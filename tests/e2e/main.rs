@@ -18,6 +18,10 @@ mod clients;
 mod identity;
 // Tokens forged every way RFC 8725 warns about.
 mod forged_tokens;
+// The edge verifier's verdicts equal Validate's, token by token.
+mod verifier_parity;
+// The edge verifier following real servers: the example service, staleness, resuming, PostgreSQL, Python.
+mod verifier;
 // Refresh rotation and theft detection.
 mod refresh;
 // Revoke by every target, authorization of id targets, idempotence.

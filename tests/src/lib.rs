@@ -227,8 +227,12 @@ impl ChildServer {
 
     /// Like [`ChildServer::spawn_with`], with a log filter (`SIGIL_LOG`).
     pub async fn spawn_logging(data_dir: &Path, flags: &[&str], log_filter: &str) -> Self {
+        // A test that restarts a server on the port its clients know passes
+        // its own `--listen`.
+        let listen: &[&str] = if flags.contains(&"--listen") { &[] } else { &["--listen", "127.0.0.1:0"] };
         let mut child = tokio::process::Command::new(server_binary())
-            .args(["--listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0"])
+            .args(listen)
+            .args(["--http-listen", "127.0.0.1:0"])
             .args(flags)
             .arg("--data-dir")
             .arg(data_dir)

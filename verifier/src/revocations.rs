@@ -162,3 +162,54 @@ fn seconds_of(at: &prost_types::Timestamp) -> i64 {
 fn millis_of(at: &prost_types::Timestamp) -> i64 {
     at.seconds.saturating_mul(1000).saturating_add(i64::from(at.nanos / 1_000_000))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn token_entry(sequence: u64, id: Uuid, expires_at: i64) -> pb::Revocation {
+        pb::Revocation {
+            sequence,
+            revoked_at: None,
+            expires_at: Some(prost_types::Timestamp { seconds: expires_at, nanos: 0 }),
+            target: Some(Target::TokenId(id.to_string())),
+        }
+    }
+
+    /// The bytes the token table occupies: one (id, expiry) slot and one
+    /// control byte per bucket, as hashbrown lays them out.
+    fn table_bytes(set: &RevocationSet) -> usize {
+        set.tokens.capacity() * (std::mem::size_of::<(Id, u32)>() + 1)
+    }
+
+    #[test]
+    fn a_million_live_entries_fit_in_64_mib() {
+        let mut set = RevocationSet::default();
+        let now = 1_000;
+        for sequence in 0..1_000_000u64 {
+            set.apply(&token_entry(sequence, Uuid::now_v7(), now + 900), now).expect("applies");
+        }
+        assert_eq!(set.len(), 1_000_000);
+        let bytes = table_bytes(&set);
+        assert!(bytes <= 64 << 20, "{} MiB", bytes >> 20);
+    }
+
+    #[test]
+    fn expired_entries_are_not_kept_and_are_swept() {
+        let mut set = RevocationSet::default();
+        set.apply(&token_entry(1, Uuid::now_v7(), 10), 20).expect("applies");
+        assert_eq!(set.len(), 0, "an entry past its bound covers nothing");
+        set.apply(&token_entry(2, Uuid::now_v7(), 30), 20).expect("applies");
+        set.purge(29);
+        assert_eq!(set.len(), 1);
+        set.purge(30);
+        assert_eq!(set.len(), 0);
+    }
+
+    #[test]
+    fn an_unknown_target_is_an_error_not_a_silent_skip() {
+        let mut set = RevocationSet::default();
+        let entry = pb::Revocation { sequence: 7, revoked_at: None, expires_at: None, target: None };
+        assert_eq!(set.apply(&entry, 0).err().map(|e| e.sequence), Some(7));
+    }
+}
