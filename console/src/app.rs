@@ -452,7 +452,7 @@ impl App {
                 for event in &events {
                     self.dashboard.event(event);
                 }
-                self.events.upsert(events);
+                self.events.upsert(events.into_iter().map(|mut e| without_records(&mut e)));
                 self.events.truncate_front(MAX_EVENTS);
             }
             Update::Event(event) => {
@@ -466,8 +466,17 @@ impl App {
     }
 
     /// Reflects an event at once, before any refetch: a revocation done
-    /// elsewhere turns its rows red immediately.
-    fn apply_event(&mut self, event: pb::Event) {
+    /// elsewhere turns its rows red immediately, and a login shows its
+    /// session and tokens from the event alone.
+    fn apply_event(&mut self, mut event: pb::Event) {
+        self.apply_changes(&event);
+        self.apply_records(&event);
+        self.events.upsert([without_records(&mut event)]);
+        self.events.truncate_front(MAX_EVENTS);
+    }
+
+    /// The rows an event changes without carrying them.
+    fn apply_changes(&mut self, event: &pb::Event) {
         use pb::EventKind as K;
         let at = event.occurred_at;
         match event.kind() {
@@ -506,9 +515,50 @@ impl App {
             }
             _ => {}
         }
-        self.events.upsert([event]);
-        self.events.truncate_front(MAX_EVENTS);
     }
+
+    /// Shows the session and token an event carries (a login, a refresh,
+    /// an issued token) without asking the server for them; the worker
+    /// fetches only what events without their records announce.
+    fn apply_records(&mut self, event: &pb::Event) {
+        if let Some(session) = &event.session {
+            let new = self.sessions.get(&session.session_id).is_none();
+            if new && session.state() == pb::SessionState::Active {
+                // The user's count, as a fetch of the user would now say.
+                self.users.modify(&session.user_id, |u| u.active_sessions += 1);
+            }
+            self.sessions.upsert([session.clone()]);
+        }
+        if let Some(token) = &event.token {
+            if event.kind() == pb::EventKind::SessionRefreshed && token.kind() == pb::TokenKind::Refresh {
+                // A session has one refresh token that may be used: the new
+                // one supersedes the one presented.
+                let (session_id, token_id, at) = (&token.session_id, &token.token_id, event.occurred_at);
+                self.tokens.modify_where(
+                    |t| {
+                        &t.session_id == session_id
+                            && &t.token_id != token_id
+                            && t.kind() == pb::TokenKind::Refresh
+                            && t.state() == pb::TokenState::Active
+                    },
+                    |t| {
+                        t.set_state(pb::TokenState::Rotated);
+                        t.revoked_at = at;
+                    },
+                );
+            }
+            self.tokens.upsert([token.clone()]);
+        }
+    }
+}
+
+/// An event as the Events view keeps it: the session and token it may
+/// carry are shown in their own views, and ten thousand copies of them
+/// would only cost memory.
+fn without_records(event: &mut pb::Event) -> pb::Event {
+    event.session = None;
+    event.token = None;
+    std::mem::take(event)
 }
 
 /// A session as a person recognises it: "session on firefox from
@@ -838,6 +888,51 @@ mod tests {
         // The next column starts in its own natural order again.
         key(&mut app, KeyCode::Char('s'));
         assert!(!app.sessions.sort_reversed());
+    }
+
+    #[test]
+    fn a_login_event_with_its_records_shows_the_session_its_tokens_and_the_count() {
+        let mut app = loaded();
+        let dave = fixtures::session(7, "bob");
+        let mut refresh = fixtures::token(70, &dave);
+        refresh.set_kind(pb::TokenKind::Refresh);
+        let access = fixtures::token(71, &dave);
+        let mut created = fixtures::event(10, pb::EventKind::SessionCreated, &dave, "from 10.0.0.7:40007 (device-7)");
+        created.session = Some(dave.clone());
+        created.token = Some(refresh.clone());
+        let mut issued = fixtures::event(11, pb::EventKind::TokenIssued, &dave, "");
+        issued.token = Some(access.clone());
+        app.update(Action::Backend(Update::Event(created.clone())));
+        app.update(Action::Backend(Update::Event(issued)));
+        assert_eq!(app.sessions.get(&dave.session_id), Some(&dave));
+        assert_eq!(app.tokens.get(&refresh.token_id), Some(&refresh));
+        assert_eq!(app.tokens.get(&access.token_id), Some(&access));
+        let bob = app.users.get(&dave.user_id).expect("bob");
+        assert_eq!(bob.active_sessions, 2, "one more active session");
+        // The same event again (a replay after a reconnect) counts nothing.
+        app.update(Action::Backend(Update::Event(created)));
+        assert_eq!(app.users.get(&dave.user_id).map(|u| u.active_sessions), Some(2));
+        // The Events view keeps the event, not a copy of the records.
+        assert!(app.events.all().iter().all(|e| e.session.is_none() && e.token.is_none()));
+    }
+
+    #[test]
+    fn a_refresh_event_rotates_the_shown_refresh_token() {
+        let mut app = loaded();
+        let alice = app.sessions.all()[0].clone();
+        let mut first = fixtures::token(80, &alice);
+        first.set_kind(pb::TokenKind::Refresh);
+        app.update(Action::Backend(Update::Tokens(vec![first.clone()])));
+        let mut next = fixtures::token(81, &alice);
+        next.set_kind(pb::TokenKind::Refresh);
+        let mut refreshed = fixtures::event(12, pb::EventKind::SessionRefreshed, &alice, "");
+        refreshed.session = Some(alice.clone());
+        refreshed.token = Some(next.clone());
+        app.update(Action::Backend(Update::Event(refreshed)));
+        assert_eq!(app.tokens.get(&first.token_id).map(|t| t.state()), Some(pb::TokenState::Rotated));
+        assert_eq!(app.tokens.get(&next.token_id).map(|t| t.state()), Some(pb::TokenState::Active));
+        let access = fixtures::token(1, &alice).token_id;
+        assert_eq!(app.tokens.get(&access).map(|t| t.state()), Some(pb::TokenState::Active), "access tokens stay");
     }
 
     #[test]

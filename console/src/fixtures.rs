@@ -81,5 +81,7 @@ pub(crate) fn event(sequence: u64, kind: pb::EventKind, session: &pb::Session, d
         session_id: session.session_id.clone(),
         token_id: String::new(),
         detail: detail.into(),
+        session: None,
+        token: None,
     }
 }
