@@ -13,7 +13,7 @@ use crate::{
     form::Form,
     format::relative,
     layout,
-    messages::{Command, ConnectionState, Update},
+    messages::{Command, ConnectionState, Loading, Update},
     mode::{Hidden, Mode, Pending},
     records::Record,
     table::Table,
@@ -95,6 +95,8 @@ pub struct App {
     pub status: Option<Status>,
     /// The event stream's state.
     pub connection: ConnectionState,
+    /// How far the background load of a list has come, while it runs.
+    pub loading: Option<Loading>,
     /// The clock relative times are drawn against.
     pub now: SystemTime,
     /// The terminal's area, as last reported: pages and scrolling are
@@ -121,6 +123,7 @@ impl App {
             include_inactive: false,
             status: None,
             connection: ConnectionState::Connecting,
+            loading: None,
             now,
             screen: Rect::default(),
             should_quit: false,
@@ -461,6 +464,7 @@ impl App {
             }
             Update::Stats(stats, at) => self.dashboard.stats(stats, at),
             Update::Connection(state) => self.connection = state,
+            Update::Loading(progress) => self.loading = progress,
             Update::Status { text, error } => self.say(text, error),
         }
     }

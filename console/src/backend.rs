@@ -30,7 +30,7 @@ use tonic::{Code, Request, Status, service::interceptor::InterceptedService, tra
 pub use crate::refetch::REFETCH_INTERVAL;
 use crate::{
     format::count,
-    messages::{Command, ConnectionState, Update},
+    messages::{Command, ConnectionState, List, Loading, Update},
     refetch::{Fetch, Pages, StaleRows},
 };
 
@@ -616,16 +616,27 @@ async fn fetch_rows(
 ) -> Result<(), Status> {
     match fetch {
         Fetch::Everything => {
-            pages.users = all_users(admin, updates).await?.0;
-            pages.sessions = all_sessions(admin, updates).await?;
-            pages.tokens = all_tokens(admin, false, |_| true, updates).await?;
+            // Each page goes to the screen as it arrives, so the first one
+            // shows at once; the header counts the rest in.
+            let progress = Progress::start(admin, updates);
+            let loaded = async {
+                pages.users = all_users(admin, updates, Some(&progress)).await?.0;
+                pages.sessions = all_sessions(admin, updates, Some(&progress)).await?;
+                pages.tokens = all_tokens(admin, false, |_| true, updates, Some(&progress)).await?;
+                Ok::<_, Status>(())
+            }
+            .await;
+            // Done, or failed (the status line says why): either way no
+            // longer loading.
+            let _ = updates.send(Update::Loading(None));
+            loaded?;
         }
         Fetch::SessionsOfUser(user_id) => {
             let request = pb::ListSessionsRequest { user_id: Some(user_id), page_size: 1000, ..Default::default() };
             let sessions = admin.list_sessions(request).await?.into_inner().sessions;
             let _ = updates.send(Update::Sessions(sessions));
         }
-        Fetch::AllSessions => pages.sessions = all_sessions(admin, updates).await?,
+        Fetch::AllSessions => pages.sessions = all_sessions(admin, updates, None).await?,
         Fetch::TokensOfSession(session_id) => {
             let request = pb::ListTokensRequest {
                 session_id: Some(session_id),
@@ -638,11 +649,11 @@ async fn fetch_rows(
         }
         Fetch::AllTokens { of_sessions } => {
             let shown = |t: &pb::Token| t.state() == pb::TokenState::Active || of_sessions.contains(&t.session_id);
-            pages.tokens = all_tokens(admin, true, shown, updates).await?;
+            pages.tokens = all_tokens(admin, true, shown, updates, None).await?;
         }
         Fetch::User(user_id) => refresh_user(admin, &user_id, updates).await?,
         Fetch::AllUsers { expected } => {
-            let (n, seen) = all_users(admin, updates).await?;
+            let (n, seen) = all_users(admin, updates, None).await?;
             pages.users = n;
             for gone in expected.into_iter().filter(|id| !seen.contains(id)) {
                 let _ = updates.send(Update::UserGone(gone));
@@ -652,10 +663,41 @@ async fn fetch_rows(
     Ok(())
 }
 
+/// Tells the UI how far a full load has come, against the counts the
+/// server gives (asked beside the first pages, so as not to delay them).
+struct Progress<'a> {
+    updates: &'a mpsc::UnboundedSender<Update>,
+    totals: watch::Receiver<Option<pb::GetStatsResponse>>,
+}
+
+impl<'a> Progress<'a> {
+    fn start(admin: &Admin, updates: &'a mpsc::UnboundedSender<Update>) -> Self {
+        let (found, totals) = watch::channel(None);
+        let mut admin = admin.clone();
+        tokio::spawn(async move {
+            // Without the counts the header says only how many arrived.
+            if let Ok(stats) = admin.get_stats(pb::GetStatsRequest {}).await {
+                found.send_replace(Some(stats.into_inner()));
+            }
+        });
+        Self { updates, totals }
+    }
+
+    fn loaded(&self, list: List, loaded: u64) {
+        let total = self.totals.borrow().as_ref().map(|stats| match list {
+            List::Users => stats.users,
+            List::Sessions => stats.active_sessions,
+            List::Tokens => stats.active_tokens,
+        });
+        let _ = self.updates.send(Update::Loading(Some(Loading { list, loaded, total })));
+    }
+}
+
 /// Sends every page of users; returns how many pages it took and the ids seen.
 async fn all_users(
     admin: &mut Admin,
     updates: &mpsc::UnboundedSender<Update>,
+    progress: Option<&Progress<'_>>,
 ) -> Result<(usize, HashSet<String>), Status> {
     let (mut pages, mut seen, mut page_token) = (0, HashSet::new(), String::new());
     loop {
@@ -664,6 +706,9 @@ async fn all_users(
         pages += 1;
         seen.extend(page.users.iter().map(|u| u.user_id.clone()));
         let _ = updates.send(Update::Users(page.users));
+        if let Some(progress) = progress {
+            progress.loaded(List::Users, seen.len() as u64);
+        }
         if page.next_page_token.is_empty() {
             return Ok((pages, seen));
         }
@@ -672,13 +717,21 @@ async fn all_users(
 }
 
 /// Sends every page of active sessions; returns how many pages it took.
-async fn all_sessions(admin: &mut Admin, updates: &mpsc::UnboundedSender<Update>) -> Result<usize, Status> {
-    let (mut pages, mut page_token) = (0, String::new());
+async fn all_sessions(
+    admin: &mut Admin,
+    updates: &mpsc::UnboundedSender<Update>,
+    progress: Option<&Progress<'_>>,
+) -> Result<usize, Status> {
+    let (mut pages, mut loaded, mut page_token) = (0, 0, String::new());
     loop {
         let request = pb::ListSessionsRequest { page_size: 1000, page_token, ..Default::default() };
         let page = admin.list_sessions(request).await?.into_inner();
         pages += 1;
+        loaded += page.sessions.len() as u64;
         let _ = updates.send(Update::Sessions(page.sessions));
+        if let Some(progress) = progress {
+            progress.loaded(List::Sessions, loaded);
+        }
         if page.next_page_token.is_empty() {
             return Ok(pages);
         }
@@ -693,13 +746,18 @@ async fn all_tokens(
     include_inactive: bool,
     shown: impl Fn(&pb::Token) -> bool,
     updates: &mpsc::UnboundedSender<Update>,
+    progress: Option<&Progress<'_>>,
 ) -> Result<usize, Status> {
-    let (mut pages, mut page_token) = (0, String::new());
+    let (mut pages, mut loaded, mut page_token) = (0, 0, String::new());
     loop {
         let request = pb::ListTokensRequest { page_size: 1000, page_token, include_inactive, ..Default::default() };
         let page = admin.list_tokens(request).await?.into_inner();
         pages += 1;
+        loaded += page.tokens.len() as u64;
         let _ = updates.send(Update::Tokens(page.tokens.into_iter().filter(|t| shown(t)).collect()));
+        if let Some(progress) = progress {
+            progress.loaded(List::Tokens, loaded);
+        }
         if page.next_page_token.is_empty() {
             return Ok(pages);
         }

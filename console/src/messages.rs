@@ -157,6 +157,29 @@ pub enum ConnectionState {
     LoggedOut,
 }
 
+/// A list the worker loads page by page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum List {
+    /// Users.
+    Users,
+    /// Sessions.
+    Sessions,
+    /// Tokens.
+    Tokens,
+}
+
+/// How far a full load has come: the first page is on screen at once, the
+/// rest follows in the background.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Loading {
+    /// The list being loaded.
+    pub list: List,
+    /// Rows received so far.
+    pub loaded: u64,
+    /// Rows the server counted when the load began, if it said.
+    pub total: Option<u64>,
+}
+
 /// News for the UI.
 #[derive(Debug, Clone)]
 pub enum Update {
@@ -177,6 +200,8 @@ pub enum Update {
     Stats(pb::GetStatsResponse, std::time::SystemTime),
     /// The stream's state changed.
     Connection(ConnectionState),
+    /// A full load advanced (`None`: it is done).
+    Loading(Option<Loading>),
     /// The outcome of a command.
     Status {
         /// The text.

@@ -25,6 +25,10 @@ pub struct Table<T> {
     reversed: bool,
     order: Vec<usize>,
     stale: bool,
+    /// The id of the row selected when rows last changed: the selection
+    /// follows that row, not its index, while pages arrive and events
+    /// change rows (the order may move it).
+    anchor: Option<String>,
     selected: usize,
     /// First row shown; kept so that the selection stays on screen.
     offset: usize,
@@ -44,6 +48,7 @@ impl<T: Record> Table<T> {
             reversed: false,
             order: Vec::new(),
             stale: false,
+            anchor: None,
             selected: 0,
             offset: 0,
             newest_first,
@@ -52,6 +57,7 @@ impl<T: Record> Table<T> {
 
     /// Inserts rows or replaces those with the same id.
     pub fn upsert(&mut self, rows: impl IntoIterator<Item = T>) {
+        self.anchor_selection();
         for row in rows {
             let id = row.id();
             let haystack = haystack(&row);
@@ -73,6 +79,7 @@ impl<T: Record> Table<T> {
 
     /// Changes the row with `id` in place, if there is one.
     pub fn modify(&mut self, id: &str, change: impl FnOnce(&mut T)) -> bool {
+        self.anchor_selection();
         match self.by_id.get(id) {
             Some(&i) => {
                 change(&mut self.rows[i]);
@@ -86,6 +93,7 @@ impl<T: Record> Table<T> {
 
     /// Changes every row that `matches`.
     pub fn modify_where(&mut self, matches: impl Fn(&T) -> bool, change: impl Fn(&mut T)) {
+        self.anchor_selection();
         for (row, haystack) in self.rows.iter_mut().zip(self.haystacks.iter_mut()).filter(|(r, _)| matches(r)) {
             change(row);
             *haystack = self::haystack(row);
@@ -98,6 +106,7 @@ impl<T: Record> Table<T> {
         if self.rows.iter().all(&keep) {
             return;
         }
+        self.anchor_selection();
         let rows = std::mem::take(&mut self.rows).into_iter().zip(std::mem::take(&mut self.haystacks));
         (self.rows, self.haystacks) = rows.filter(|(row, _)| keep(row)).unzip();
         self.by_id = self.rows.iter().enumerate().map(|(i, r)| (r.id().to_string(), i)).collect();
@@ -107,11 +116,21 @@ impl<T: Record> Table<T> {
     /// Drops the oldest rows beyond `max`.
     pub fn truncate_front(&mut self, max: usize) {
         if self.rows.len() > max {
+            self.anchor_selection();
             let excess = self.rows.len() - max;
             self.rows.drain(..excess);
             self.haystacks.drain(..excess);
             self.by_id = self.rows.iter().enumerate().map(|(i, r)| (r.id().to_string(), i)).collect();
             self.stale = true;
+        }
+    }
+
+    /// Notes the selected row before the rows change (once until the next
+    /// refresh: the indices it reads are those of the last refresh).
+    fn anchor_selection(&mut self) {
+        if self.anchor.is_none() {
+            let selected = self.order.get(self.selected).and_then(|&i| self.rows.get(i));
+            self.anchor = selected.map(|row| row.id().to_string()).filter(|id| !id.is_empty());
         }
     }
 
@@ -197,7 +216,11 @@ impl<T: Record> Table<T> {
         }
         self.order = order;
         self.stale = false;
-        self.selected = self.selected.min(self.order.len().saturating_sub(1));
+        let anchored = self.anchor.take().and_then(|id| self.by_id.get(&id).copied());
+        match anchored.and_then(|row| self.order.iter().position(|&i| i == row)) {
+            Some(position) => self.selected = position,
+            None => self.selected = self.selected.min(self.order.len().saturating_sub(1)),
+        }
     }
 
     /// The rows that pass the filter, in shown order.
@@ -266,5 +289,31 @@ impl<T: Record> Table<T> {
         let end = (offset + height).min(self.order.len());
         let rows = self.order[offset..end].iter().map(|&i| &self.rows[i]).collect();
         (rows, Some(self.selected - offset))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use sigil_proto::pb;
+
+    use super::*;
+    use crate::fixtures;
+
+    #[test]
+    fn the_selection_stays_on_its_row_while_more_rows_arrive() {
+        let mut table: Table<pb::Session> = Table::new(false);
+        table.upsert(["dave", "mallory", "trent"].iter().enumerate().map(|(n, u)| fixtures::session(n + 1, u)));
+        table.cycle_sort();
+        table.refresh();
+        table.move_by(1);
+        assert_eq!(table.selected().map(|s| s.username.as_str()), Some("mallory"));
+        // A later page holds rows that sort before the selected one: the
+        // operator's cursor stays where it was, on mallory.
+        table.upsert(["alice", "bob", "carol"].iter().enumerate().map(|(n, u)| fixtures::session(n + 10, u)));
+        table.refresh();
+        assert_eq!(table.selected().map(|s| s.username.as_str()), Some("mallory"));
+        assert_eq!(table.selected_index(), 4);
+        let shown: Vec<&str> = table.shown().map(|s| s.username.as_str()).collect();
+        assert_eq!(shown, ["alice", "bob", "carol", "dave", "mallory", "trent"], "sorted once loaded");
     }
 }
