@@ -12,9 +12,10 @@ use crate::{
     dashboard::Dashboard,
     form::Form,
     format::relative,
+    hidden::Hidden,
     layout,
     messages::{Command, ConnectionState, Loading, Update},
-    mode::{Hidden, Mode, Pending},
+    mode::{Mode, Pending},
     records::Record,
     table::Table,
 };
@@ -95,6 +96,8 @@ pub struct App {
     pub status: Option<Status>,
     /// The event stream's state.
     pub connection: ConnectionState,
+    /// The console's own session (never part of a bulk revocation).
+    pub own_session: Option<String>,
     /// How far the background load of a list has come, while it runs.
     pub loading: Option<Loading>,
     /// The clock relative times are drawn against.
@@ -123,6 +126,7 @@ impl App {
             include_inactive: false,
             status: None,
             connection: ConnectionState::Connecting,
+            own_session: None,
             loading: None,
             now,
             screen: Rect::default(),
@@ -389,9 +393,9 @@ impl App {
         }
     }
 
-    /// Asks to revoke every active session the Sessions filter matches now,
-    /// naming how many and a few of them. Without a filter it refuses: that
-    /// would be every session, the console's own among them.
+    /// Asks to revoke every active session the Sessions filter matches now
+    /// but the console's own, naming how many and a few of them. Without a
+    /// filter it refuses: that would be every session.
     fn ask_revoke_filtered(&mut self) {
         if self.view != View::Sessions {
             return self.say("D revokes the sessions a filter matches: filter them in Sessions".into(), true);
@@ -400,8 +404,15 @@ impl App {
         if filter.is_empty() {
             return self.say("set a filter first (/): D revokes the sessions it matches".into(), true);
         }
-        let matching: Vec<&pb::Session> =
-            self.sessions.shown().filter(|s| s.state() == pb::SessionState::Active).collect();
+        let own = |s: &pb::Session| self.own_session.as_deref() == Some(s.session_id.as_str());
+        let active = || self.sessions.shown().filter(|s| s.state() == pb::SessionState::Active);
+        // Revoking its own session would leave the console logged out in
+        // the middle of an incident.
+        let kept_own = active().any(own);
+        let matching: Vec<&pb::Session> = active().filter(|s| !own(s)).collect();
+        if matching.is_empty() && kept_own {
+            return self.say(format!("only the console's own session matches \"{filter}\"; it is kept"), true);
+        }
         if matching.is_empty() {
             return self.say(format!("no active session matches \"{filter}\""), true);
         }
@@ -416,8 +427,9 @@ impl App {
             .collect();
         let more = matching.len().saturating_sub(SAMPLE);
         let more = if more > 0 { format!(" and {more} more") } else { String::new() };
+        let kept = if kept_own { " (your own session is kept)" } else { "" };
         let prompt = format!(
-            "Revoke {} active session{} matching \"{filter}\"? {}{more}",
+            "Revoke {} active session{} matching \"{filter}\"? {}{more}{kept}",
             matching.len(),
             if matching.len() == 1 { "" } else { "s" },
             sample.join(", ")
@@ -464,7 +476,16 @@ impl App {
             }
             Update::Stats(stats, at) => self.dashboard.stats(stats, at),
             Update::Connection(state) => self.connection = state,
-            Update::Loading(progress) => self.loading = progress,
+            Update::Loading(progress) => {
+                if progress.is_none() {
+                    // Loaded: the lists now grow by single rows.
+                    self.sessions.shrink_to_fit();
+                    self.tokens.shrink_to_fit();
+                    self.users.shrink_to_fit();
+                }
+                self.loading = progress;
+            }
+            Update::OwnSession(session_id) => self.own_session = Some(session_id),
             Update::Status { text, error } => self.say(text, error),
         }
     }
@@ -614,7 +635,7 @@ mod tests {
     use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 
     use super::*;
-    use crate::{fixtures, keymap::from_key, mode::Hidden};
+    use crate::{fixtures, hidden::Hidden, keymap::from_key};
 
     fn key(app: &mut App, code: KeyCode) -> Vec<Command> {
         let action = from_key(&app.mode, KeyEvent::new(code, KeyModifiers::NONE));
@@ -693,6 +714,41 @@ mod tests {
     }
 
     #[test]
+    fn capital_d_never_includes_the_consoles_own_session() {
+        let mut app = loaded();
+        let mut consoles: Vec<_> = (20..23).map(|n| fixtures::session(n, "admin")).collect();
+        for console in &mut consoles {
+            console.device_name = "sigil-console".into();
+        }
+        app.update(Action::Backend(Update::Sessions(consoles.clone())));
+        app.update(Action::Backend(Update::OwnSession(consoles[1].session_id.clone())));
+        key(&mut app, KeyCode::Char('/'));
+        typed(&mut app, "sigil-console");
+        key(&mut app, KeyCode::Enter);
+        key(&mut app, KeyCode::Char('D'));
+        let Mode::Confirm(pending) = &app.mode else { panic!("no confirmation asked: {:?}", app.status) };
+        assert!(
+            pending.prompt.starts_with("Revoke 2 active sessions matching \"sigil-console\"?"),
+            "{}",
+            pending.prompt
+        );
+        assert!(pending.prompt.ends_with("(your own session is kept)"), "{}", pending.prompt);
+        let commands = key(&mut app, KeyCode::Char('y'));
+        let expected = vec![consoles[0].session_id.clone(), consoles[2].session_id.clone()];
+        assert_eq!(commands, vec![Command::RevokeSessions { session_ids: expected, filter: "sigil-console".into() }]);
+        // A filter that matches only the console's own session revokes nothing.
+        key(&mut app, KeyCode::Char('/'));
+        key(&mut app, KeyCode::Esc);
+        key(&mut app, KeyCode::Char('/'));
+        typed(&mut app, &consoles[1].client_address);
+        key(&mut app, KeyCode::Enter);
+        assert!(key(&mut app, KeyCode::Char('D')).is_empty());
+        assert_eq!(app.mode, Mode::Normal);
+        let status = app.status.as_ref().expect("a reason");
+        assert!(status.error && status.text.contains("own session"), "{status:?}");
+    }
+
+    #[test]
     fn forms_create_users_reset_passwords_and_edit_roles() {
         let mut app = loaded();
         key(&mut app, KeyCode::Char('n'));
@@ -718,7 +774,7 @@ mod tests {
         assert!(matches!(&commands[..], [Command::SetPassword { username, .. }] if username == "alice"));
         key(&mut app, KeyCode::Char('R'));
         let Mode::Form(form) = &app.mode else { panic!("no roles form") };
-        assert_eq!(form.fields[0].value, "admin");
+        assert_eq!(form.fields[0].value.expose(), "admin");
         typed(&mut app, ",billing");
         let commands = key(&mut app, KeyCode::Enter);
         assert!(matches!(&commands[..], [Command::SetRoles { roles, .. }] if roles == &["admin", "billing"]));

@@ -4,9 +4,46 @@
 //! search text is kept beside it, so a filter keystroke is one substring
 //! search per row, not a re-formatting of every cell.
 
-use std::collections::HashMap;
+use std::hash::{BuildHasher as _, RandomState};
+
+use hashbrown::HashTable;
 
 use crate::records::{Record, SortKey};
+
+/// Each row's position by its id, holding no copy of the ids: a position
+/// is hashed and compared through the row it names. With 300,000 rows (a
+/// large store's sessions and tokens) this is a few bytes per row, where a
+/// map keyed by a copy of each id cost about a hundred.
+#[derive(Default)]
+struct IdIndex {
+    positions: HashTable<u32>,
+    hasher: RandomState,
+}
+
+impl IdIndex {
+    fn get<T: Record>(&self, rows: &[T], id: &str) -> Option<usize> {
+        let hash = self.hasher.hash_one(id);
+        self.positions.find(hash, |&i| rows[i as usize].id() == id).map(|&i| i as usize)
+    }
+
+    /// Indexes `rows[position]`, whose id is not indexed yet.
+    fn insert<T: Record>(&mut self, rows: &[T], position: usize) {
+        let Self { positions, hasher } = self;
+        let hash = hasher.hash_one(rows[position].id());
+        // More than four billion rows would not fit in memory first.
+        positions.insert_unique(hash, position as u32, |&i| hasher.hash_one(rows[i as usize].id()));
+    }
+
+    /// Indexes every row anew (after rows were removed).
+    fn rebuild<T: Record>(&mut self, rows: &[T]) {
+        self.positions.clear();
+        for (position, row) in rows.iter().enumerate() {
+            if !row.id().is_empty() {
+                self.insert(rows, position);
+            }
+        }
+    }
+}
 
 /// A row's search text. It leaves out relative times, so any clock will do.
 fn haystack<T: Record>(row: &T) -> String {
@@ -18,7 +55,7 @@ pub struct Table<T> {
     rows: Vec<T>,
     /// Lower-cased search text of each row, same index as `rows`.
     haystacks: Vec<String>,
-    by_id: HashMap<String, usize>,
+    by_id: IdIndex,
     filter: String,
     sort: Option<usize>,
     /// The sort runs against the column's natural order.
@@ -42,7 +79,7 @@ impl<T: Record> Table<T> {
         Self {
             rows: Vec::new(),
             haystacks: Vec::new(),
-            by_id: HashMap::new(),
+            by_id: IdIndex::default(),
             filter: String::new(),
             sort: None,
             reversed: false,
@@ -62,16 +99,17 @@ impl<T: Record> Table<T> {
             let id = row.id();
             let haystack = haystack(&row);
             if !id.is_empty()
-                && let Some(&i) = self.by_id.get(id)
+                && let Some(i) = self.by_id.get(&self.rows, id)
             {
                 self.rows[i] = row;
                 self.haystacks[i] = haystack;
             } else {
-                if !id.is_empty() {
-                    self.by_id.insert(id.to_string(), self.rows.len());
-                }
+                let indexed = !id.is_empty();
                 self.rows.push(row);
                 self.haystacks.push(haystack);
+                if indexed {
+                    self.by_id.insert(&self.rows, self.rows.len() - 1);
+                }
             }
         }
         self.stale = true;
@@ -80,8 +118,8 @@ impl<T: Record> Table<T> {
     /// Changes the row with `id` in place, if there is one.
     pub fn modify(&mut self, id: &str, change: impl FnOnce(&mut T)) -> bool {
         self.anchor_selection();
-        match self.by_id.get(id) {
-            Some(&i) => {
+        match self.by_id.get(&self.rows, id) {
+            Some(i) => {
                 change(&mut self.rows[i]);
                 self.haystacks[i] = haystack(&self.rows[i]);
                 self.stale = true;
@@ -109,7 +147,7 @@ impl<T: Record> Table<T> {
         self.anchor_selection();
         let rows = std::mem::take(&mut self.rows).into_iter().zip(std::mem::take(&mut self.haystacks));
         (self.rows, self.haystacks) = rows.filter(|(row, _)| keep(row)).unzip();
-        self.by_id = self.rows.iter().enumerate().map(|(i, r)| (r.id().to_string(), i)).collect();
+        self.by_id.rebuild(&self.rows);
         self.stale = true;
     }
 
@@ -120,7 +158,7 @@ impl<T: Record> Table<T> {
             let excess = self.rows.len() - max;
             self.rows.drain(..excess);
             self.haystacks.drain(..excess);
-            self.by_id = self.rows.iter().enumerate().map(|(i, r)| (r.id().to_string(), i)).collect();
+            self.by_id.rebuild(&self.rows);
             self.stale = true;
         }
     }
@@ -134,6 +172,16 @@ impl<T: Record> Table<T> {
         }
     }
 
+    /// Gives back the room the rows' buffers grew beyond them while pages
+    /// arrived (up to half again, after a full load of a large store).
+    pub fn shrink_to_fit(&mut self) {
+        self.rows.shrink_to_fit();
+        self.haystacks.shrink_to_fit();
+        self.order.shrink_to_fit();
+        let IdIndex { positions, hasher } = &mut self.by_id;
+        positions.shrink_to_fit(|&i| hasher.hash_one(self.rows[i as usize].id()));
+    }
+
     /// Every row, in arrival order.
     pub fn all(&self) -> &[T] {
         &self.rows
@@ -141,7 +189,7 @@ impl<T: Record> Table<T> {
 
     /// The row with `id`.
     pub fn get(&self, id: &str) -> Option<&T> {
-        self.by_id.get(id).map(|&i| &self.rows[i])
+        self.by_id.get(&self.rows, id).map(|i| &self.rows[i])
     }
 
     /// The filter text.
@@ -216,7 +264,7 @@ impl<T: Record> Table<T> {
         }
         self.order = order;
         self.stale = false;
-        let anchored = self.anchor.take().and_then(|id| self.by_id.get(&id).copied());
+        let anchored = self.anchor.take().and_then(|id| self.by_id.get(&self.rows, &id));
         match anchored.and_then(|row| self.order.iter().position(|&i| i == row)) {
             Some(position) => self.selected = position,
             None => self.selected = self.selected.min(self.order.len().saturating_sub(1)),
