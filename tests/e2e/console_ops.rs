@@ -187,7 +187,7 @@ async fn a_bulk_revoke_by_filter_keeps_the_consoles_own_session() {
     tmux.wait_for("● live").await;
     tmux.keys(&["/", "sigil-console", "Enter"]);
     tmux.wait_for("filter \"sigil-console\"").await;
-    tmux.wait_for(" 2/2 ").await;
+    tmux.wait_for("Sessions 1/2 ").await;
     tmux.keys(&["D"]);
     let screen = tmux.wait_for("Confirm").await;
     assert!(screen.contains("Revoke 1 active session matching \"sigil-console\"?"), "{screen}");
