@@ -552,7 +552,7 @@ impl App {
                 // The user's count, as a fetch of the user would now say.
                 self.users.modify(&session.user_id, |u| u.active_sessions += 1);
             }
-            self.sessions.upsert([session.clone()]);
+            self.sessions.upsert([session.as_ref().clone()]);
         }
         if let Some(token) = &event.token {
             if event.kind() == pb::EventKind::SessionRefreshed && token.kind() == pb::TokenKind::Refresh {
@@ -572,7 +572,7 @@ impl App {
                     },
                 );
             }
-            self.tokens.upsert([token.clone()]);
+            self.tokens.upsert([token.as_ref().clone()]);
         }
     }
 }
@@ -958,10 +958,10 @@ mod tests {
         refresh.set_kind(pb::TokenKind::Refresh);
         let access = fixtures::token(71, &dave);
         let mut created = fixtures::event(10, pb::EventKind::SessionCreated, &dave, "from 10.0.0.7:40007 (device-7)");
-        created.session = Some(dave.clone());
-        created.token = Some(refresh.clone());
+        created.session = Some(Box::new(dave.clone()));
+        created.token = Some(Box::new(refresh.clone()));
         let mut issued = fixtures::event(11, pb::EventKind::TokenIssued, &dave, "");
-        issued.token = Some(access.clone());
+        issued.token = Some(Box::new(access.clone()));
         app.update(Action::Backend(Update::Event(created.clone())));
         app.update(Action::Backend(Update::Event(issued)));
         assert_eq!(app.sessions.get(&dave.session_id), Some(&dave));
@@ -986,8 +986,8 @@ mod tests {
         let mut next = fixtures::token(81, &alice);
         next.set_kind(pb::TokenKind::Refresh);
         let mut refreshed = fixtures::event(12, pb::EventKind::SessionRefreshed, &alice, "");
-        refreshed.session = Some(alice.clone());
-        refreshed.token = Some(next.clone());
+        refreshed.session = Some(Box::new(alice.clone()));
+        refreshed.token = Some(Box::new(next.clone()));
         app.update(Action::Backend(Update::Event(refreshed)));
         assert_eq!(app.tokens.get(&first.token_id).map(|t| t.state()), Some(pb::TokenState::Rotated));
         assert_eq!(app.tokens.get(&next.token_id).map(|t| t.state()), Some(pb::TokenState::Active));

@@ -246,10 +246,10 @@ mod tests {
     fn logins_whose_events_carry_their_records_cost_no_call() {
         let mut stale = Stale::default();
         let mut created = event(pb::EventKind::SessionCreated, 1, 1);
-        created.session = Some(pb::Session::default());
-        created.token = Some(pb::Token::default());
+        created.session = Some(Box::default());
+        created.token = Some(Box::default());
         let mut issued = event(pb::EventKind::TokenIssued, 1, 1);
-        issued.token = Some(pb::Token::default());
+        issued.token = Some(Box::default());
         stale.note(&created);
         stale.note(&issued);
         assert!(stale.is_empty(), "{stale:?}");

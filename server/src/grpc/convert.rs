@@ -219,7 +219,7 @@ pub(crate) fn event(e: &EventRecord) -> pb::Event {
         session_id: text(e.session_id.map(|s| s.to_string())),
         token_id: e.token_id.clone().unwrap_or_default(),
         detail: e.detail.clone(),
-        session: e.session_record.as_deref().map(session),
-        token: e.token_record.as_deref().map(token),
+        session: e.session_record.as_deref().map(|s| Box::new(session(s))),
+        token: e.token_record.as_deref().map(|t| Box::new(token(t))),
     }
 }
