@@ -2,8 +2,10 @@
 //! 17, "Scale"). Seeds a store with `sigil-bench seed` (or takes
 //! `--data-dir`), starts the release `sigil-server` on it, runs the console's
 //! worker in this process through a proxy that counts every call, and prints
-//! three figures: the time to the first full screen (every session loaded
-//! and a 200×50 frame drawn), the console's RSS, and the console's requests
+//! three figures: the time to the first full screen (a screenful of
+//! sessions drawn into a 200×50 frame, while the rest loads in the
+//! background; the time to load everything is printed too), the console's
+//! RSS with every row loaded, and the console's requests
 //! per 100 events while the server absorbs a login storm. No assertions: the
 //! figures go into BENCHMARKS.md.
 //!
@@ -111,12 +113,19 @@ async fn main() -> anyhow::Result<()> {
     let mut terminal = Terminal::new(TestBackend::new(200, 50))?;
     let Ok(size) = terminal.size();
     app.update(Action::Resize(size));
+    let page = app.page_rows();
     let console = Arc::new(Mutex::new((app, Instant::now())));
-    let applied = (console.clone(), events.clone());
+    let loaded_at = Arc::new(Mutex::new(None));
+    let applied = (console.clone(), events.clone(), loaded_at.clone());
     tokio::spawn(async move {
         while let Some(update) = updates.recv().await {
-            if matches!(update, Update::Event(_)) {
-                applied.1.fetch_add(1, Ordering::Relaxed);
+            match update {
+                Update::Event(_) => {
+                    applied.1.fetch_add(1, Ordering::Relaxed);
+                }
+                // The worker's full load is done.
+                Update::Loading(None) => *applied.2.lock().expect("loaded") = Some(Instant::now()),
+                _ => {}
             }
             let mut console = applied.0.lock().expect("console");
             console.0.update(Action::Backend(update));
@@ -124,9 +133,10 @@ async fn main() -> anyhow::Result<()> {
         }
     });
 
-    // 1. Time to the first full screen.
-    eventually("every session on screen", Duration::from_secs(120), || {
-        console.lock().expect("console").0.sessions.len() >= active
+    // 1. Time to the first full screen: a screenful of sessions drawn (the
+    // rest loads in the background meanwhile).
+    eventually("a screenful of sessions", Duration::from_secs(120), || {
+        console.lock().expect("console").0.sessions.len() >= page.min(active)
     })
     .await?;
     {
@@ -134,6 +144,11 @@ async fn main() -> anyhow::Result<()> {
         terminal.draw(|frame| ui::draw(frame, &console.0))?;
     }
     let first_screen = launched.elapsed();
+    eventually("every session and token loaded", Duration::from_secs(300), || {
+        loaded_at.lock().expect("loaded").is_some() && console.lock().expect("console").0.sessions.len() >= active
+    })
+    .await?;
+    let everything = loaded_at.lock().expect("loaded").map(|at| at - launched).unwrap_or_default();
     quiet(&console, || total(&counts)).await;
 
     // 2. The console's memory with every row loaded.
@@ -177,6 +192,7 @@ async fn main() -> anyhow::Result<()> {
         .collect();
 
     println!("time to the first full screen ({active} sessions, 200×50): {first_screen:.2?}");
+    println!("every session and token loaded in the background after {everything:.2?}");
     println!("console RSS with every row loaded: {rss:.1} MiB");
     println!(
         "login storm: {} logins in {storm_took:.2?}, all on screen after {shown:.2?}; the console saw {seen} events \

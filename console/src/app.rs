@@ -12,9 +12,10 @@ use crate::{
     dashboard::Dashboard,
     form::Form,
     format::relative,
+    hidden::Hidden,
     layout,
-    messages::{Command, ConnectionState, Update},
-    mode::{Hidden, Mode, Pending},
+    messages::{Command, ConnectionState, Loading, Update},
+    mode::{Mode, Pending},
     records::Record,
     table::Table,
 };
@@ -95,6 +96,10 @@ pub struct App {
     pub status: Option<Status>,
     /// The event stream's state.
     pub connection: ConnectionState,
+    /// The console's own session (never part of a bulk revocation).
+    pub own_session: Option<String>,
+    /// How far the background load of a list has come, while it runs.
+    pub loading: Option<Loading>,
     /// The clock relative times are drawn against.
     pub now: SystemTime,
     /// The terminal's area, as last reported: pages and scrolling are
@@ -121,6 +126,8 @@ impl App {
             include_inactive: false,
             status: None,
             connection: ConnectionState::Connecting,
+            own_session: None,
+            loading: None,
             now,
             screen: Rect::default(),
             should_quit: false,
@@ -386,9 +393,9 @@ impl App {
         }
     }
 
-    /// Asks to revoke every active session the Sessions filter matches now,
-    /// naming how many and a few of them. Without a filter it refuses: that
-    /// would be every session, the console's own among them.
+    /// Asks to revoke every active session the Sessions filter matches now
+    /// but the console's own, naming how many and a few of them. Without a
+    /// filter it refuses: that would be every session.
     fn ask_revoke_filtered(&mut self) {
         if self.view != View::Sessions {
             return self.say("D revokes the sessions a filter matches: filter them in Sessions".into(), true);
@@ -397,8 +404,15 @@ impl App {
         if filter.is_empty() {
             return self.say("set a filter first (/): D revokes the sessions it matches".into(), true);
         }
-        let matching: Vec<&pb::Session> =
-            self.sessions.shown().filter(|s| s.state() == pb::SessionState::Active).collect();
+        let own = |s: &pb::Session| self.own_session.as_deref() == Some(s.session_id.as_str());
+        let active = || self.sessions.shown().filter(|s| s.state() == pb::SessionState::Active);
+        // Revoking its own session would leave the console logged out in
+        // the middle of an incident.
+        let kept_own = active().any(own);
+        let matching: Vec<&pb::Session> = active().filter(|s| !own(s)).collect();
+        if matching.is_empty() && kept_own {
+            return self.say(format!("only the console's own session matches \"{filter}\"; it is kept"), true);
+        }
         if matching.is_empty() {
             return self.say(format!("no active session matches \"{filter}\""), true);
         }
@@ -413,8 +427,9 @@ impl App {
             .collect();
         let more = matching.len().saturating_sub(SAMPLE);
         let more = if more > 0 { format!(" and {more} more") } else { String::new() };
+        let kept = if kept_own { " (your own session is kept)" } else { "" };
         let prompt = format!(
-            "Revoke {} active session{} matching \"{filter}\"? {}{more}",
+            "Revoke {} active session{} matching \"{filter}\"? {}{more}{kept}",
             matching.len(),
             if matching.len() == 1 { "" } else { "s" },
             sample.join(", ")
@@ -452,7 +467,7 @@ impl App {
                 for event in &events {
                     self.dashboard.event(event);
                 }
-                self.events.upsert(events);
+                self.events.upsert(events.into_iter().map(|mut e| without_records(&mut e)));
                 self.events.truncate_front(MAX_EVENTS);
             }
             Update::Event(event) => {
@@ -461,13 +476,32 @@ impl App {
             }
             Update::Stats(stats, at) => self.dashboard.stats(stats, at),
             Update::Connection(state) => self.connection = state,
+            Update::Loading(progress) => {
+                if progress.is_none() {
+                    // Loaded: the lists now grow by single rows.
+                    self.sessions.shrink_to_fit();
+                    self.tokens.shrink_to_fit();
+                    self.users.shrink_to_fit();
+                }
+                self.loading = progress;
+            }
+            Update::OwnSession(session_id) => self.own_session = Some(session_id),
             Update::Status { text, error } => self.say(text, error),
         }
     }
 
     /// Reflects an event at once, before any refetch: a revocation done
-    /// elsewhere turns its rows red immediately.
-    fn apply_event(&mut self, event: pb::Event) {
+    /// elsewhere turns its rows red immediately, and a login shows its
+    /// session and tokens from the event alone.
+    fn apply_event(&mut self, mut event: pb::Event) {
+        self.apply_changes(&event);
+        self.apply_records(&event);
+        self.events.upsert([without_records(&mut event)]);
+        self.events.truncate_front(MAX_EVENTS);
+    }
+
+    /// The rows an event changes without carrying them.
+    fn apply_changes(&mut self, event: &pb::Event) {
         use pb::EventKind as K;
         let at = event.occurred_at;
         match event.kind() {
@@ -506,9 +540,50 @@ impl App {
             }
             _ => {}
         }
-        self.events.upsert([event]);
-        self.events.truncate_front(MAX_EVENTS);
     }
+
+    /// Shows the session and token an event carries (a login, a refresh,
+    /// an issued token) without asking the server for them; the worker
+    /// fetches only what events without their records announce.
+    fn apply_records(&mut self, event: &pb::Event) {
+        if let Some(session) = &event.session {
+            let new = self.sessions.get(&session.session_id).is_none();
+            if new && session.state() == pb::SessionState::Active {
+                // The user's count, as a fetch of the user would now say.
+                self.users.modify(&session.user_id, |u| u.active_sessions += 1);
+            }
+            self.sessions.upsert([session.as_ref().clone()]);
+        }
+        if let Some(token) = &event.token {
+            if event.kind() == pb::EventKind::SessionRefreshed && token.kind() == pb::TokenKind::Refresh {
+                // A session has one refresh token that may be used: the new
+                // one supersedes the one presented.
+                let (session_id, token_id, at) = (&token.session_id, &token.token_id, event.occurred_at);
+                self.tokens.modify_where(
+                    |t| {
+                        &t.session_id == session_id
+                            && &t.token_id != token_id
+                            && t.kind() == pb::TokenKind::Refresh
+                            && t.state() == pb::TokenState::Active
+                    },
+                    |t| {
+                        t.set_state(pb::TokenState::Rotated);
+                        t.revoked_at = at;
+                    },
+                );
+            }
+            self.tokens.upsert([token.as_ref().clone()]);
+        }
+    }
+}
+
+/// An event as the Events view keeps it: the session and token it may
+/// carry are shown in their own views, and ten thousand copies of them
+/// would only cost memory.
+fn without_records(event: &mut pb::Event) -> pb::Event {
+    event.session = None;
+    event.token = None;
+    std::mem::take(event)
 }
 
 /// A session as a person recognises it: "session on firefox from
@@ -560,7 +635,7 @@ mod tests {
     use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 
     use super::*;
-    use crate::{fixtures, keymap::from_key, mode::Hidden};
+    use crate::{fixtures, hidden::Hidden, keymap::from_key};
 
     fn key(app: &mut App, code: KeyCode) -> Vec<Command> {
         let action = from_key(&app.mode, KeyEvent::new(code, KeyModifiers::NONE));
@@ -639,6 +714,41 @@ mod tests {
     }
 
     #[test]
+    fn capital_d_never_includes_the_consoles_own_session() {
+        let mut app = loaded();
+        let mut consoles: Vec<_> = (20..23).map(|n| fixtures::session(n, "admin")).collect();
+        for console in &mut consoles {
+            console.device_name = "sigil-console".into();
+        }
+        app.update(Action::Backend(Update::Sessions(consoles.clone())));
+        app.update(Action::Backend(Update::OwnSession(consoles[1].session_id.clone())));
+        key(&mut app, KeyCode::Char('/'));
+        typed(&mut app, "sigil-console");
+        key(&mut app, KeyCode::Enter);
+        key(&mut app, KeyCode::Char('D'));
+        let Mode::Confirm(pending) = &app.mode else { panic!("no confirmation asked: {:?}", app.status) };
+        assert!(
+            pending.prompt.starts_with("Revoke 2 active sessions matching \"sigil-console\"?"),
+            "{}",
+            pending.prompt
+        );
+        assert!(pending.prompt.ends_with("(your own session is kept)"), "{}", pending.prompt);
+        let commands = key(&mut app, KeyCode::Char('y'));
+        let expected = vec![consoles[0].session_id.clone(), consoles[2].session_id.clone()];
+        assert_eq!(commands, vec![Command::RevokeSessions { session_ids: expected, filter: "sigil-console".into() }]);
+        // A filter that matches only the console's own session revokes nothing.
+        key(&mut app, KeyCode::Char('/'));
+        key(&mut app, KeyCode::Esc);
+        key(&mut app, KeyCode::Char('/'));
+        typed(&mut app, &consoles[1].client_address);
+        key(&mut app, KeyCode::Enter);
+        assert!(key(&mut app, KeyCode::Char('D')).is_empty());
+        assert_eq!(app.mode, Mode::Normal);
+        let status = app.status.as_ref().expect("a reason");
+        assert!(status.error && status.text.contains("own session"), "{status:?}");
+    }
+
+    #[test]
     fn forms_create_users_reset_passwords_and_edit_roles() {
         let mut app = loaded();
         key(&mut app, KeyCode::Char('n'));
@@ -664,7 +774,7 @@ mod tests {
         assert!(matches!(&commands[..], [Command::SetPassword { username, .. }] if username == "alice"));
         key(&mut app, KeyCode::Char('R'));
         let Mode::Form(form) = &app.mode else { panic!("no roles form") };
-        assert_eq!(form.fields[0].value, "admin");
+        assert_eq!(form.fields[0].value.expose(), "admin");
         typed(&mut app, ",billing");
         let commands = key(&mut app, KeyCode::Enter);
         assert!(matches!(&commands[..], [Command::SetRoles { roles, .. }] if roles == &["admin", "billing"]));
@@ -838,6 +948,51 @@ mod tests {
         // The next column starts in its own natural order again.
         key(&mut app, KeyCode::Char('s'));
         assert!(!app.sessions.sort_reversed());
+    }
+
+    #[test]
+    fn a_login_event_with_its_records_shows_the_session_its_tokens_and_the_count() {
+        let mut app = loaded();
+        let dave = fixtures::session(7, "bob");
+        let mut refresh = fixtures::token(70, &dave);
+        refresh.set_kind(pb::TokenKind::Refresh);
+        let access = fixtures::token(71, &dave);
+        let mut created = fixtures::event(10, pb::EventKind::SessionCreated, &dave, "from 10.0.0.7:40007 (device-7)");
+        created.session = Some(Box::new(dave.clone()));
+        created.token = Some(Box::new(refresh.clone()));
+        let mut issued = fixtures::event(11, pb::EventKind::TokenIssued, &dave, "");
+        issued.token = Some(Box::new(access.clone()));
+        app.update(Action::Backend(Update::Event(created.clone())));
+        app.update(Action::Backend(Update::Event(issued)));
+        assert_eq!(app.sessions.get(&dave.session_id), Some(&dave));
+        assert_eq!(app.tokens.get(&refresh.token_id), Some(&refresh));
+        assert_eq!(app.tokens.get(&access.token_id), Some(&access));
+        let bob = app.users.get(&dave.user_id).expect("bob");
+        assert_eq!(bob.active_sessions, 2, "one more active session");
+        // The same event again (a replay after a reconnect) counts nothing.
+        app.update(Action::Backend(Update::Event(created)));
+        assert_eq!(app.users.get(&dave.user_id).map(|u| u.active_sessions), Some(2));
+        // The Events view keeps the event, not a copy of the records.
+        assert!(app.events.all().iter().all(|e| e.session.is_none() && e.token.is_none()));
+    }
+
+    #[test]
+    fn a_refresh_event_rotates_the_shown_refresh_token() {
+        let mut app = loaded();
+        let alice = app.sessions.all()[0].clone();
+        let mut first = fixtures::token(80, &alice);
+        first.set_kind(pb::TokenKind::Refresh);
+        app.update(Action::Backend(Update::Tokens(vec![first.clone()])));
+        let mut next = fixtures::token(81, &alice);
+        next.set_kind(pb::TokenKind::Refresh);
+        let mut refreshed = fixtures::event(12, pb::EventKind::SessionRefreshed, &alice, "");
+        refreshed.session = Some(Box::new(alice.clone()));
+        refreshed.token = Some(Box::new(next.clone()));
+        app.update(Action::Backend(Update::Event(refreshed)));
+        assert_eq!(app.tokens.get(&first.token_id).map(|t| t.state()), Some(pb::TokenState::Rotated));
+        assert_eq!(app.tokens.get(&next.token_id).map(|t| t.state()), Some(pb::TokenState::Active));
+        let access = fixtures::token(1, &alice).token_id;
+        assert_eq!(app.tokens.get(&access).map(|t| t.state()), Some(pb::TokenState::Active), "access tokens stay");
     }
 
     #[test]

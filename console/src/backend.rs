@@ -25,12 +25,16 @@ use sigil_proto::pb::{
     revoke_request::Target,
 };
 use tokio::sync::{mpsc, watch};
-use tonic::{Code, Request, Status, service::interceptor::InterceptedService, transport::Channel};
+use tonic::{
+    Code, Request, Status,
+    service::interceptor::InterceptedService,
+    transport::{Channel, Endpoint},
+};
 
 pub use crate::refetch::REFETCH_INTERVAL;
 use crate::{
     format::count,
-    messages::{Command, ConnectionState, Update},
+    messages::{Command, ConnectionState, List, Loading, Update},
     refetch::{Fetch, Pages, StaleRows},
 };
 
@@ -57,6 +61,8 @@ struct TokenPair {
     access: String,
     refresh: String,
     expires_at: i64,
+    /// The session the tokens belong to: the console's own.
+    session_id: String,
 }
 
 /// The device name the console logs in with, so that its sessions can be
@@ -67,6 +73,9 @@ pub const DEVICE_NAME: &str = "sigil-console";
 #[derive(Clone)]
 pub struct AdminConnection {
     channel: Channel,
+    /// Where `channel` goes, for a connection of its own (see
+    /// [`AdminConnection::revoker`]).
+    endpoint: Endpoint,
     tokens: Arc<RwLock<TokenPair>>,
     username: String,
     /// Woken when the operator has logged in again after the console's own
@@ -122,18 +131,15 @@ pub async fn login(
         }
         endpoint = endpoint.tls_config(config).map_err(|e| unreachable(format!("TLS: {}", root_cause(&e))))?;
     }
-    let channel = endpoint
-        .connect_timeout(Duration::from_secs(5))
-        .tcp_nodelay(true)
-        .connect()
-        .await
-        .map_err(|e| unreachable(root_cause(&e)))?;
+    let endpoint = endpoint.connect_timeout(Duration::from_secs(5)).tcp_nodelay(true);
+    let channel = endpoint.connect().await.map_err(|e| unreachable(root_cause(&e)))?;
     let tokens = authenticate(&channel, username, password).await.map_err(|e| match e {
         AuthError::Unavailable(reason) => unreachable(reason),
         AuthError::Refused(reason) => LoginError::Refused(reason),
     })?;
     Ok(AdminConnection {
         channel,
+        endpoint,
         tokens: Arc::new(RwLock::new(tokens)),
         username: username.to_string(),
         logged_in: Arc::default(),
@@ -181,6 +187,7 @@ async fn authenticate(channel: &Channel, username: &str, password: &str) -> Resu
         access: login.access_token,
         refresh: login.refresh_token,
         expires_at: login.access_token_expires_at.map(|t| t.seconds).unwrap_or(0),
+        session_id: login.session_id,
     })
 }
 
@@ -222,12 +229,45 @@ impl AdminConnection {
         }
     }
 
+    /// What revokes the console's own session from a panic hook
+    /// ([`crate::panic_hook`]): on a thread, a runtime and a connection of
+    /// its own, as the panicking runtime may be the broken part; given up
+    /// once `within` has passed, answered or not.
+    pub fn revoker(&self) -> impl Fn(Duration) + Send + Sync + 'static {
+        let (endpoint, tokens) = (self.endpoint.clone(), self.tokens.clone());
+        move |within| {
+            // Not `read`: the panic may have struck while this thread held
+            // the lock, and waiting for it would hang the exit.
+            let Ok(refresh) = tokens.try_read().map(|t| t.refresh.clone()) else { return };
+            let endpoint = endpoint.clone();
+            let (done, finished) = std::sync::mpsc::channel();
+            let revoking = std::thread::Builder::new().name("sigil-console-revoke".into()).spawn(move || {
+                if let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                    runtime.block_on(async {
+                        let revoke = async {
+                            let channel = endpoint.connect().await.ok()?;
+                            revoke_own(&mut IdentityServiceClient::new(channel), &refresh).await.ok()
+                        };
+                        let _ = tokio::time::timeout(within, revoke).await;
+                    });
+                }
+                let _ = done.send(());
+            });
+            if revoking.is_ok() {
+                // The thread's own timeout ends it; this bounds the wait
+                // even if its runtime cannot start.
+                let _ = finished.recv_timeout(within + Duration::from_millis(100));
+            }
+        }
+    }
+
     /// Logs in again after the console's own session ended, and wakes what
     /// waited for it.
     async fn relogin(&self, password: &str, updates: &mpsc::UnboundedSender<Update>) -> Result<String, String> {
         let tokens = authenticate(&self.channel, &self.username, password).await.map_err(|e| match e {
             AuthError::Unavailable(reason) | AuthError::Refused(reason) => reason,
         })?;
+        let _ = updates.send(Update::OwnSession(tokens.session_id.clone()));
         if let Ok(mut current) = self.tokens.write() {
             *current = tokens;
         }
@@ -238,6 +278,8 @@ impl AdminConnection {
 
     /// Starts the worker tasks; they end when `commands` closes.
     pub fn spawn(self, updates: mpsc::UnboundedSender<Update>, commands: mpsc::UnboundedReceiver<Command>) {
+        // The UI keeps the console's own session out of bulk revocations.
+        let _ = updates.send(Update::OwnSession(self.session_id()));
         let stale = Arc::new(StaleRows::default());
         // The lists are loaded first of all, by the same task that keeps
         // them fresh.
@@ -461,7 +503,7 @@ impl AdminConnection {
                 },
                 Command::RevokeSessions { session_ids, filter } => revoke_sessions(&identity, session_ids)
                     .await
-                    .map(|n| format!("revoked {n} sessions matching \"{filter}\"")),
+                    .map(|n| format!("revoked {} matching \"{filter}\"", count(n, "session"))),
                 Command::CreateUser { username, password, roles } => admin
                     .create_user(pb::CreateUserRequest {
                         username: username.clone(),
@@ -537,6 +579,11 @@ impl AdminConnection {
         }
     }
 
+    /// The console's own session.
+    pub fn session_id(&self) -> String {
+        self.tokens.read().map(|t| t.session_id.clone()).unwrap_or_default()
+    }
+
     /// The access token the console sends now.
     fn access_token(&self) -> String {
         self.tokens.read().map(|t| t.access.clone()).unwrap_or_default()
@@ -559,6 +606,7 @@ impl AdminConnection {
                 access: r.access_token,
                 refresh: r.refresh_token,
                 expires_at: r.access_token_expires_at.map(|t| t.seconds).unwrap_or(0),
+                session_id: r.session_id,
             };
         }
         Ok(())
@@ -616,16 +664,27 @@ async fn fetch_rows(
 ) -> Result<(), Status> {
     match fetch {
         Fetch::Everything => {
-            pages.users = all_users(admin, updates).await?.0;
-            pages.sessions = all_sessions(admin, updates).await?;
-            pages.tokens = all_tokens(admin, false, |_| true, updates).await?;
+            // Each page goes to the screen as it arrives, so the first one
+            // shows at once; the header counts the rest in.
+            let progress = Progress::start(admin, updates);
+            let loaded = async {
+                pages.users = all_users(admin, updates, Some(&progress)).await?.0;
+                pages.sessions = all_sessions(admin, updates, Some(&progress)).await?;
+                pages.tokens = all_tokens(admin, false, |_| true, updates, Some(&progress)).await?;
+                Ok::<_, Status>(())
+            }
+            .await;
+            // Done, or failed (the status line says why): either way no
+            // longer loading.
+            let _ = updates.send(Update::Loading(None));
+            loaded?;
         }
         Fetch::SessionsOfUser(user_id) => {
             let request = pb::ListSessionsRequest { user_id: Some(user_id), page_size: 1000, ..Default::default() };
             let sessions = admin.list_sessions(request).await?.into_inner().sessions;
             let _ = updates.send(Update::Sessions(sessions));
         }
-        Fetch::AllSessions => pages.sessions = all_sessions(admin, updates).await?,
+        Fetch::AllSessions => pages.sessions = all_sessions(admin, updates, None).await?,
         Fetch::TokensOfSession(session_id) => {
             let request = pb::ListTokensRequest {
                 session_id: Some(session_id),
@@ -638,11 +697,11 @@ async fn fetch_rows(
         }
         Fetch::AllTokens { of_sessions } => {
             let shown = |t: &pb::Token| t.state() == pb::TokenState::Active || of_sessions.contains(&t.session_id);
-            pages.tokens = all_tokens(admin, true, shown, updates).await?;
+            pages.tokens = all_tokens(admin, true, shown, updates, None).await?;
         }
         Fetch::User(user_id) => refresh_user(admin, &user_id, updates).await?,
         Fetch::AllUsers { expected } => {
-            let (n, seen) = all_users(admin, updates).await?;
+            let (n, seen) = all_users(admin, updates, None).await?;
             pages.users = n;
             for gone in expected.into_iter().filter(|id| !seen.contains(id)) {
                 let _ = updates.send(Update::UserGone(gone));
@@ -652,10 +711,41 @@ async fn fetch_rows(
     Ok(())
 }
 
+/// Tells the UI how far a full load has come, against the counts the
+/// server gives (asked beside the first pages, so as not to delay them).
+struct Progress<'a> {
+    updates: &'a mpsc::UnboundedSender<Update>,
+    totals: watch::Receiver<Option<pb::GetStatsResponse>>,
+}
+
+impl<'a> Progress<'a> {
+    fn start(admin: &Admin, updates: &'a mpsc::UnboundedSender<Update>) -> Self {
+        let (found, totals) = watch::channel(None);
+        let mut admin = admin.clone();
+        tokio::spawn(async move {
+            // Without the counts the header says only how many arrived.
+            if let Ok(stats) = admin.get_stats(pb::GetStatsRequest {}).await {
+                found.send_replace(Some(stats.into_inner()));
+            }
+        });
+        Self { updates, totals }
+    }
+
+    fn loaded(&self, list: List, loaded: u64) {
+        let total = self.totals.borrow().as_ref().map(|stats| match list {
+            List::Users => stats.users,
+            List::Sessions => stats.active_sessions,
+            List::Tokens => stats.active_tokens,
+        });
+        let _ = self.updates.send(Update::Loading(Some(Loading { list, loaded, total })));
+    }
+}
+
 /// Sends every page of users; returns how many pages it took and the ids seen.
 async fn all_users(
     admin: &mut Admin,
     updates: &mpsc::UnboundedSender<Update>,
+    progress: Option<&Progress<'_>>,
 ) -> Result<(usize, HashSet<String>), Status> {
     let (mut pages, mut seen, mut page_token) = (0, HashSet::new(), String::new());
     loop {
@@ -664,6 +754,9 @@ async fn all_users(
         pages += 1;
         seen.extend(page.users.iter().map(|u| u.user_id.clone()));
         let _ = updates.send(Update::Users(page.users));
+        if let Some(progress) = progress {
+            progress.loaded(List::Users, seen.len() as u64);
+        }
         if page.next_page_token.is_empty() {
             return Ok((pages, seen));
         }
@@ -672,13 +765,21 @@ async fn all_users(
 }
 
 /// Sends every page of active sessions; returns how many pages it took.
-async fn all_sessions(admin: &mut Admin, updates: &mpsc::UnboundedSender<Update>) -> Result<usize, Status> {
-    let (mut pages, mut page_token) = (0, String::new());
+async fn all_sessions(
+    admin: &mut Admin,
+    updates: &mpsc::UnboundedSender<Update>,
+    progress: Option<&Progress<'_>>,
+) -> Result<usize, Status> {
+    let (mut pages, mut loaded, mut page_token) = (0, 0, String::new());
     loop {
         let request = pb::ListSessionsRequest { page_size: 1000, page_token, ..Default::default() };
         let page = admin.list_sessions(request).await?.into_inner();
         pages += 1;
+        loaded += page.sessions.len() as u64;
         let _ = updates.send(Update::Sessions(page.sessions));
+        if let Some(progress) = progress {
+            progress.loaded(List::Sessions, loaded);
+        }
         if page.next_page_token.is_empty() {
             return Ok(pages);
         }
@@ -693,13 +794,18 @@ async fn all_tokens(
     include_inactive: bool,
     shown: impl Fn(&pb::Token) -> bool,
     updates: &mpsc::UnboundedSender<Update>,
+    progress: Option<&Progress<'_>>,
 ) -> Result<usize, Status> {
-    let (mut pages, mut page_token) = (0, String::new());
+    let (mut pages, mut loaded, mut page_token) = (0, 0, String::new());
     loop {
         let request = pb::ListTokensRequest { page_size: 1000, page_token, include_inactive, ..Default::default() };
         let page = admin.list_tokens(request).await?.into_inner();
         pages += 1;
+        loaded += page.tokens.len() as u64;
         let _ = updates.send(Update::Tokens(page.tokens.into_iter().filter(|t| shown(t)).collect()));
+        if let Some(progress) = progress {
+            progress.loaded(List::Tokens, loaded);
+        }
         if page.next_page_token.is_empty() {
             return Ok(pages);
         }

@@ -82,5 +82,7 @@ pub(crate) fn event(sequence: u64, kind: pb::EventKind, session: &pb::Session, d
         token_id: String::new(),
         detail: detail.into(),
         client_id: String::new(),
+        session: None,
+        token: None,
     }
 }

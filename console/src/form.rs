@@ -4,7 +4,7 @@
 //! to the next one and, on the last, yields the command or says what is
 //! wrong. Hidden values are never drawn and never printed by `Debug`.
 
-use crate::messages::{Command, Secret};
+use crate::{hidden::Hidden, messages::Command};
 
 /// The word the emergency key rotation asks to be typed.
 pub const ROTATE_WORD: &str = "rotate";
@@ -18,31 +18,32 @@ pub const MAX_FIELD_BYTES: usize = 1024;
 pub struct Field {
     /// What the field asks for.
     pub label: &'static str,
-    /// What has been typed.
-    pub value: String,
+    /// What has been typed (wiped on drop, whether hidden or not: a
+    /// field does not know whether a person typed a secret into it).
+    pub value: Hidden,
     /// Drawn as dots, left out of `Debug`.
     pub hidden: bool,
 }
 
 impl std::fmt::Debug for Field {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let value = if self.hidden { "<hidden>" } else { self.value.as_str() };
+        let value = if self.hidden { "<hidden>" } else { self.value.expose() };
         f.debug_struct("Field").field("label", &self.label).field("value", &value).finish()
     }
 }
 
 impl Field {
     fn text(label: &'static str, value: &str) -> Self {
-        Self { label, value: value.to_string(), hidden: false }
+        Self { label, value: Hidden::from(value), hidden: false }
     }
 
     fn hidden(label: &'static str) -> Self {
-        Self { label, value: String::new(), hidden: true }
+        Self { label, value: Hidden::default(), hidden: true }
     }
 
     /// The value as drawn: dots for a hidden field.
     pub fn shown(&self) -> String {
-        if self.hidden { "•".repeat(self.value.chars().count()) } else { self.value.clone() }
+        if self.hidden { "•".repeat(self.value.len()) } else { self.value.expose().to_string() }
     }
 }
 
@@ -134,7 +135,7 @@ impl Form {
     /// Types a character into the current field (up to its bound).
     pub fn type_char(&mut self, c: char) {
         if let Some(field) = self.fields.get_mut(self.current)
-            && field.value.len() + c.len_utf8() <= MAX_FIELD_BYTES
+            && field.value.expose().len() + c.len_utf8() <= MAX_FIELD_BYTES
         {
             field.value.push(c);
         }
@@ -166,7 +167,7 @@ impl Form {
     }
 
     fn value(&self, i: usize) -> &str {
-        self.fields.get(i).map_or("", |f| f.value.as_str())
+        self.fields.get(i).map_or("", |f| f.value.expose())
     }
 
     fn command(&self) -> Result<Command, String> {
@@ -183,7 +184,7 @@ impl Form {
                 }
                 Ok(Command::CreateUser {
                     username: username.to_string(),
-                    password: Secret::new(self.value(1)),
+                    password: Hidden::from(self.value(1)),
                     roles: roles(self.value(2)),
                 })
             }
@@ -197,7 +198,7 @@ impl Form {
                 Ok(Command::SetPassword {
                     user_id: user_id.clone(),
                     username: username.clone(),
-                    password: Secret::new(self.value(0)),
+                    password: Hidden::from(self.value(0)),
                 })
             }
             Purpose::EditRoles { user_id, username } => Ok(Command::SetRoles {
@@ -266,7 +267,7 @@ mod tests {
     #[test]
     fn roles_start_from_the_current_ones_and_a_field_is_bounded() {
         let mut form = Form::edit_roles("u1".into(), "carol".into(), &["admin".into(), "billing".into()]);
-        assert_eq!(form.fields[0].value, "admin, billing");
+        assert_eq!(form.fields[0].value.expose(), "admin, billing");
         typed(&mut form, " ops");
         assert_eq!(
             form.enter(),
@@ -278,6 +279,6 @@ mod tests {
         );
         let mut form = Form::create_user();
         typed(&mut form, &"x".repeat(5000));
-        assert_eq!(form.fields[0].value.len(), MAX_FIELD_BYTES);
+        assert_eq!(form.fields[0].value.expose().len(), MAX_FIELD_BYTES);
     }
 }

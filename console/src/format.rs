@@ -44,6 +44,19 @@ pub fn short_id(id: &str) -> &str {
     id.get(id.len().saturating_sub(8)..).unwrap_or(id)
 }
 
+/// "100,000": a count with its thousands separated.
+pub fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, digit) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(digit);
+    }
+    out
+}
+
 /// "1 session", "3 sessions": a count and its noun (regular plurals only).
 pub fn count(n: impl Into<u64>, noun: &str) -> String {
     match n.into() {
@@ -55,6 +68,12 @@ pub fn count(n: impl Into<u64>, noun: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn thousands_are_separated() {
+        let shown: Vec<String> = [0, 999, 1000, 12_000, 100_000, 1_234_567].into_iter().map(thousands).collect();
+        assert_eq!(shown, ["0", "999", "1,000", "12,000", "100,000", "1,234,567"]);
+    }
 
     fn at(seconds: i64) -> Option<prost_types::Timestamp> {
         Some(prost_types::Timestamp { seconds, nanos: 0 })

@@ -493,7 +493,7 @@ mod tests {
                 }
                 Context::Filter => Mode::Filter,
                 Context::Help => Mode::Help,
-                Context::Password => Mode::Password(crate::mode::Hidden::default()),
+                Context::Password => Mode::Password(crate::hidden::Hidden::default()),
                 Context::Form => Mode::Form(Form::rotate_keys()),
                 Context::Normal | Context::Anywhere => Mode::Normal,
             };

@@ -6,7 +6,8 @@
 //! [`messages`]) go into [`app::App`], a plain state machine that can be
 //! tested without a terminal; [`ui`] draws the state and nothing else (it
 //! takes the state read-only, and no network work ever runs while
-//! drawing). Destructive actions go through a confirm step.
+//! drawing). Destructive actions go through a confirm step. A panic gives
+//! the terminal back and revokes the console's session ([`panic_hook`]).
 
 pub mod action;
 pub mod app;
@@ -17,10 +18,12 @@ mod dashboard_ui;
 mod fixtures;
 pub mod form;
 pub mod format;
+pub mod hidden;
 pub mod keymap;
 pub mod layout;
 pub mod messages;
 pub mod mode;
+pub mod panic_hook;
 pub mod records;
 mod refetch;
 pub mod table;

@@ -2,7 +2,8 @@
 //! A wrong password, an unreachable server or a missing terminal ends with
 //! one clear line and a non-zero exit, before the terminal is touched.
 //! However the console ends (short of a kill), it revokes its own session
-//! on the way out, so no admin session is left behind.
+//! on the way out, so no admin session is left behind: a panic too, within
+//! a bound (see `panic_hook`).
 
 use std::{io::IsTerminal as _, process::ExitCode, time::Duration, time::SystemTime};
 
@@ -73,6 +74,8 @@ fn main() -> ExitCode {
             Err(e) => return fail(&e.to_string()),
         };
         drop(password);
+        // From here on a panic revokes the console's session too.
+        sigil_console::panic_hook::install(connection.revoker());
         // Without a terminal there is nothing to draw on: ratatui would
         // panic with a backtrace.
         let outcome = if std::io::stdout().is_terminal() && std::io::stdin().is_terminal() {
@@ -99,8 +102,17 @@ async fn run(connection: backend::AdminConnection, server: &str, username: &str)
     connection.spawn(update_tx, commands);
 
     // Raw mode and the alternate screen; the panic hook ratatui installs
-    // restores the terminal if anything panics.
+    // restores the terminal if anything panics, then ours revokes the
+    // console's session (see `panic_hook`).
     let mut terminal = ratatui::init();
+    // A panic ends the console, wherever it struck: a worker task that
+    // died would leave a screen that no longer changes, on a terminal
+    // given back and with a session revoked.
+    let report = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        report(info);
+        std::process::exit(101);
+    }));
     let mut app = App::new(server, username, SystemTime::now());
     // Pages and scrolling are measured against the terminal's size, told to
     // the state machine now and on every resize, so drawing only reads.

@@ -4,30 +4,7 @@
 
 use sigil_proto::pb;
 
-use crate::{format::short_id, mode::Hidden};
-
-/// A password typed into the console: kept out of `Debug`, so no status
-/// line, log or panic message can show it.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    /// Wraps a typed password.
-    pub fn new(value: &str) -> Self {
-        Self(value.to_string())
-    }
-
-    /// The password, for the one request that sends it.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("<hidden>")
-    }
-}
+use crate::{format::short_id, hidden::Hidden};
 
 /// What the operator asked for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -80,7 +57,7 @@ pub enum Command {
         /// The name.
         username: String,
         /// The first password.
-        password: Secret,
+        password: Hidden,
         /// The roles.
         roles: Vec<String>,
     },
@@ -91,7 +68,7 @@ pub enum Command {
         /// The user's name, for messages.
         username: String,
         /// The new password.
-        password: Secret,
+        password: Hidden,
     },
     /// Replace a user's roles.
     SetRoles {
@@ -157,6 +134,29 @@ pub enum ConnectionState {
     LoggedOut,
 }
 
+/// A list the worker loads page by page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum List {
+    /// Users.
+    Users,
+    /// Sessions.
+    Sessions,
+    /// Tokens.
+    Tokens,
+}
+
+/// How far a full load has come: the first page is on screen at once, the
+/// rest follows in the background.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Loading {
+    /// The list being loaded.
+    pub list: List,
+    /// Rows received so far.
+    pub loaded: u64,
+    /// Rows the server counted when the load began, if it said.
+    pub total: Option<u64>,
+}
+
 /// News for the UI.
 #[derive(Debug, Clone)]
 pub enum Update {
@@ -177,6 +177,10 @@ pub enum Update {
     Stats(pb::GetStatsResponse, std::time::SystemTime),
     /// The stream's state changed.
     Connection(ConnectionState),
+    /// The console's own session, at start and after each new login.
+    OwnSession(String),
+    /// A full load advanced (`None`: it is done).
+    Loading(Option<Loading>),
     /// The outcome of a command.
     Status {
         /// The text.

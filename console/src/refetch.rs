@@ -6,7 +6,8 @@
 //! once when it was idle, then at most once per [`REFETCH_INTERVAL`]. Each
 //! pass asks for a kind of row key by key, or with one full reload of that
 //! list when that takes fewer calls. Events that carry everything the
-//! console shows (a revocation, an expiry, a refresh) are applied to the
+//! console shows (a revocation, an expiry, a refresh, and a login or an
+//! issued token whose event carries the new record) are applied to the
 //! rows directly by the UI and cost no call.
 
 use std::{
@@ -47,7 +48,10 @@ impl Stale {
         use pb::EventKind as K;
         let user = || event.user_id.clone();
         match event.kind() {
-            K::SessionCreated if !event.user_id.is_empty() => {
+            // A login announced by a server that sends the session along
+            // (see `App::apply_event`) costs nothing; otherwise its user's
+            // sessions and count are fetched.
+            K::SessionCreated if event.session.is_none() && !event.user_id.is_empty() => {
                 self.sessions_of_users.insert(user());
                 self.users.insert(user());
             }
@@ -56,7 +60,7 @@ impl Stale {
             K::SessionRevoked | K::SessionExpired if !event.user_id.is_empty() => {
                 self.users.insert(user());
             }
-            K::TokenIssued if !event.session_id.is_empty() => {
+            K::TokenIssued if event.token.is_none() && !event.session_id.is_empty() => {
                 self.tokens_of_sessions.insert(event.session_id.clone());
             }
             K::UserCreated | K::UserUpdated | K::UserDisabled | K::UserEnabled | K::UserDeleted
@@ -236,6 +240,19 @@ mod tests {
         assert!(stale.is_empty());
         stale.note(&event(pb::EventKind::SessionRevoked, 1, 1));
         assert_eq!(stale.plan(&Pages::default()), vec![Fetch::User("user-1".into())]);
+    }
+
+    #[test]
+    fn logins_whose_events_carry_their_records_cost_no_call() {
+        let mut stale = Stale::default();
+        let mut created = event(pb::EventKind::SessionCreated, 1, 1);
+        created.session = Some(Box::default());
+        created.token = Some(Box::default());
+        let mut issued = event(pb::EventKind::TokenIssued, 1, 1);
+        issued.token = Some(Box::default());
+        stale.note(&created);
+        stale.note(&issued);
+        assert!(stale.is_empty(), "{stale:?}");
     }
 
     #[test]

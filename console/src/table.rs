@@ -4,9 +4,46 @@
 //! search text is kept beside it, so a filter keystroke is one substring
 //! search per row, not a re-formatting of every cell.
 
-use std::collections::HashMap;
+use std::hash::{BuildHasher as _, RandomState};
+
+use hashbrown::HashTable;
 
 use crate::records::{Record, SortKey};
+
+/// Each row's position by its id, holding no copy of the ids: a position
+/// is hashed and compared through the row it names. With 300,000 rows (a
+/// large store's sessions and tokens) this is a few bytes per row, where a
+/// map keyed by a copy of each id cost about a hundred.
+#[derive(Default)]
+struct IdIndex {
+    positions: HashTable<u32>,
+    hasher: RandomState,
+}
+
+impl IdIndex {
+    fn get<T: Record>(&self, rows: &[T], id: &str) -> Option<usize> {
+        let hash = self.hasher.hash_one(id);
+        self.positions.find(hash, |&i| rows[i as usize].id() == id).map(|&i| i as usize)
+    }
+
+    /// Indexes `rows[position]`, whose id is not indexed yet.
+    fn insert<T: Record>(&mut self, rows: &[T], position: usize) {
+        let Self { positions, hasher } = self;
+        let hash = hasher.hash_one(rows[position].id());
+        // More than four billion rows would not fit in memory first.
+        positions.insert_unique(hash, position as u32, |&i| hasher.hash_one(rows[i as usize].id()));
+    }
+
+    /// Indexes every row anew (after rows were removed).
+    fn rebuild<T: Record>(&mut self, rows: &[T]) {
+        self.positions.clear();
+        for (position, row) in rows.iter().enumerate() {
+            if !row.id().is_empty() {
+                self.insert(rows, position);
+            }
+        }
+    }
+}
 
 /// A row's search text. It leaves out relative times, so any clock will do.
 fn haystack<T: Record>(row: &T) -> String {
@@ -18,13 +55,17 @@ pub struct Table<T> {
     rows: Vec<T>,
     /// Lower-cased search text of each row, same index as `rows`.
     haystacks: Vec<String>,
-    by_id: HashMap<String, usize>,
+    by_id: IdIndex,
     filter: String,
     sort: Option<usize>,
     /// The sort runs against the column's natural order.
     reversed: bool,
     order: Vec<usize>,
     stale: bool,
+    /// The id of the row selected when rows last changed: the selection
+    /// follows that row, not its index, while pages arrive and events
+    /// change rows (the order may move it).
+    anchor: Option<String>,
     selected: usize,
     /// First row shown; kept so that the selection stays on screen.
     offset: usize,
@@ -38,12 +79,13 @@ impl<T: Record> Table<T> {
         Self {
             rows: Vec::new(),
             haystacks: Vec::new(),
-            by_id: HashMap::new(),
+            by_id: IdIndex::default(),
             filter: String::new(),
             sort: None,
             reversed: false,
             order: Vec::new(),
             stale: false,
+            anchor: None,
             selected: 0,
             offset: 0,
             newest_first,
@@ -52,20 +94,22 @@ impl<T: Record> Table<T> {
 
     /// Inserts rows or replaces those with the same id.
     pub fn upsert(&mut self, rows: impl IntoIterator<Item = T>) {
+        self.anchor_selection();
         for row in rows {
             let id = row.id();
             let haystack = haystack(&row);
             if !id.is_empty()
-                && let Some(&i) = self.by_id.get(id)
+                && let Some(i) = self.by_id.get(&self.rows, id)
             {
                 self.rows[i] = row;
                 self.haystacks[i] = haystack;
             } else {
-                if !id.is_empty() {
-                    self.by_id.insert(id.to_string(), self.rows.len());
-                }
+                let indexed = !id.is_empty();
                 self.rows.push(row);
                 self.haystacks.push(haystack);
+                if indexed {
+                    self.by_id.insert(&self.rows, self.rows.len() - 1);
+                }
             }
         }
         self.stale = true;
@@ -73,8 +117,9 @@ impl<T: Record> Table<T> {
 
     /// Changes the row with `id` in place, if there is one.
     pub fn modify(&mut self, id: &str, change: impl FnOnce(&mut T)) -> bool {
-        match self.by_id.get(id) {
-            Some(&i) => {
+        self.anchor_selection();
+        match self.by_id.get(&self.rows, id) {
+            Some(i) => {
                 change(&mut self.rows[i]);
                 self.haystacks[i] = haystack(&self.rows[i]);
                 self.stale = true;
@@ -86,6 +131,7 @@ impl<T: Record> Table<T> {
 
     /// Changes every row that `matches`.
     pub fn modify_where(&mut self, matches: impl Fn(&T) -> bool, change: impl Fn(&mut T)) {
+        self.anchor_selection();
         for (row, haystack) in self.rows.iter_mut().zip(self.haystacks.iter_mut()).filter(|(r, _)| matches(r)) {
             change(row);
             *haystack = self::haystack(row);
@@ -98,21 +144,42 @@ impl<T: Record> Table<T> {
         if self.rows.iter().all(&keep) {
             return;
         }
+        self.anchor_selection();
         let rows = std::mem::take(&mut self.rows).into_iter().zip(std::mem::take(&mut self.haystacks));
         (self.rows, self.haystacks) = rows.filter(|(row, _)| keep(row)).unzip();
-        self.by_id = self.rows.iter().enumerate().map(|(i, r)| (r.id().to_string(), i)).collect();
+        self.by_id.rebuild(&self.rows);
         self.stale = true;
     }
 
     /// Drops the oldest rows beyond `max`.
     pub fn truncate_front(&mut self, max: usize) {
         if self.rows.len() > max {
+            self.anchor_selection();
             let excess = self.rows.len() - max;
             self.rows.drain(..excess);
             self.haystacks.drain(..excess);
-            self.by_id = self.rows.iter().enumerate().map(|(i, r)| (r.id().to_string(), i)).collect();
+            self.by_id.rebuild(&self.rows);
             self.stale = true;
         }
+    }
+
+    /// Notes the selected row before the rows change (once until the next
+    /// refresh: the indices it reads are those of the last refresh).
+    fn anchor_selection(&mut self) {
+        if self.anchor.is_none() {
+            let selected = self.order.get(self.selected).and_then(|&i| self.rows.get(i));
+            self.anchor = selected.map(|row| row.id().to_string()).filter(|id| !id.is_empty());
+        }
+    }
+
+    /// Gives back the room the rows' buffers grew beyond them while pages
+    /// arrived (up to half again, after a full load of a large store).
+    pub fn shrink_to_fit(&mut self) {
+        self.rows.shrink_to_fit();
+        self.haystacks.shrink_to_fit();
+        self.order.shrink_to_fit();
+        let IdIndex { positions, hasher } = &mut self.by_id;
+        positions.shrink_to_fit(|&i| hasher.hash_one(self.rows[i as usize].id()));
     }
 
     /// Every row, in arrival order.
@@ -122,7 +189,7 @@ impl<T: Record> Table<T> {
 
     /// The row with `id`.
     pub fn get(&self, id: &str) -> Option<&T> {
-        self.by_id.get(id).map(|&i| &self.rows[i])
+        self.by_id.get(&self.rows, id).map(|i| &self.rows[i])
     }
 
     /// The filter text.
@@ -197,7 +264,11 @@ impl<T: Record> Table<T> {
         }
         self.order = order;
         self.stale = false;
-        self.selected = self.selected.min(self.order.len().saturating_sub(1));
+        let anchored = self.anchor.take().and_then(|id| self.by_id.get(&self.rows, &id));
+        match anchored.and_then(|row| self.order.iter().position(|&i| i == row)) {
+            Some(position) => self.selected = position,
+            None => self.selected = self.selected.min(self.order.len().saturating_sub(1)),
+        }
     }
 
     /// The rows that pass the filter, in shown order.
@@ -266,5 +337,31 @@ impl<T: Record> Table<T> {
         let end = (offset + height).min(self.order.len());
         let rows = self.order[offset..end].iter().map(|&i| &self.rows[i]).collect();
         (rows, Some(self.selected - offset))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use sigil_proto::pb;
+
+    use super::*;
+    use crate::fixtures;
+
+    #[test]
+    fn the_selection_stays_on_its_row_while_more_rows_arrive() {
+        let mut table: Table<pb::Session> = Table::new(false);
+        table.upsert(["dave", "mallory", "trent"].iter().enumerate().map(|(n, u)| fixtures::session(n + 1, u)));
+        table.cycle_sort();
+        table.refresh();
+        table.move_by(1);
+        assert_eq!(table.selected().map(|s| s.username.as_str()), Some("mallory"));
+        // A later page holds rows that sort before the selected one: the
+        // operator's cursor stays where it was, on mallory.
+        table.upsert(["alice", "bob", "carol"].iter().enumerate().map(|(n, u)| fixtures::session(n + 10, u)));
+        table.refresh();
+        assert_eq!(table.selected().map(|s| s.username.as_str()), Some("mallory"));
+        assert_eq!(table.selected_index(), 4);
+        let shown: Vec<&str> = table.shown().map(|s| s.username.as_str()).collect();
+        assert_eq!(shown, ["alice", "bob", "carol", "dave", "mallory", "trent"], "sorted once loaded");
     }
 }

@@ -15,9 +15,9 @@ use crate::{
     app::{App, View},
     dashboard_ui,
     form::Form,
-    format::{relative, short_id},
+    format::{relative, short_id, thousands},
     keymap, layout,
-    messages::ConnectionState,
+    messages::{ConnectionState, List, Loading},
     mode::Mode,
     records::{Record, event_detail, event_kind, session_state},
     table,
@@ -37,11 +37,16 @@ pub fn draw(frame: &mut Frame<'_>, app: &App) {
     let (main, now) = (areas.table, app.now);
     let (sessions, tokens) =
         if app.include_inactive { ("Sessions, ended too", "Tokens, ended too") } else { ("Sessions", "Tokens") };
+    // The list still loading in the background says how far it has come.
+    let loading = |list: List| match &app.loading {
+        Some(progress) if progress.list == list => format!(" · {}", loading_text(progress)),
+        _ => String::new(),
+    };
     match app.view {
-        View::Sessions => draw_table(frame, main, &app.sessions, now, sessions),
-        View::Tokens => draw_table(frame, main, &app.tokens, now, tokens),
-        View::Users => draw_table(frame, main, &app.users, now, "Users"),
-        View::Events => draw_table(frame, main, &app.events, now, "Events (newest first)"),
+        View::Sessions => draw_table(frame, main, &app.sessions, now, sessions, &loading(List::Sessions)),
+        View::Tokens => draw_table(frame, main, &app.tokens, now, tokens, &loading(List::Tokens)),
+        View::Users => draw_table(frame, main, &app.users, now, "Users", &loading(List::Users)),
+        View::Events => draw_table(frame, main, &app.events, now, "Events (newest first)", ""),
         View::Dashboard => dashboard_ui::draw(frame, main, &app.dashboard, now),
     }
     if let Some(area) = areas.detail {
@@ -55,6 +60,14 @@ pub fn draw(frame: &mut Frame<'_>, app: &App) {
         Mode::Password(password) => draw_password(frame, app, password.len()),
         Mode::Form(form) => draw_form(frame, form),
         _ => {}
+    }
+}
+
+/// "loading 12,000/100,000": rows received of the rows the server counted.
+fn loading_text(progress: &Loading) -> String {
+    match progress.total {
+        Some(total) => format!("loading {}/{}", thousands(progress.loaded), thousands(total.max(progress.loaded))),
+        None => format!("loading {}…", thousands(progress.loaded)),
     }
 }
 
@@ -99,6 +112,7 @@ fn draw_table<T: Record>(
     rows: &table::Table<T>,
     now: std::time::SystemTime,
     title: &str,
+    loading: &str,
 ) {
     let height = layout::table_rows(area);
     let total = rows.len();
@@ -107,7 +121,8 @@ fn draw_table<T: Record>(
     let sort =
         marker.map(|(c, arrow)| format!(" · sorted by {} {arrow}", T::COLUMNS[c].to_lowercase())).unwrap_or_default();
     let filter = if rows.filter().is_empty() { String::new() } else { format!(" · filter \"{}\"", rows.filter()) };
-    let block = Block::default().borders(Borders::ALL).title(format!(" {title} {position}/{total}{sort}{filter} "));
+    let block =
+        Block::default().borders(Borders::ALL).title(format!(" {title} {position}/{total}{sort}{filter}{loading} "));
     let (visible, selected) = rows.window(height);
     // Only the rows on screen are turned into widgets.
     // Inside the borders and beside the selection marker.
@@ -309,7 +324,7 @@ mod tests {
         action::Action,
         app::Status,
         fixtures,
-        messages::{Command, Update},
+        messages::{Command, List, Loading, Update},
         mode::Pending,
     };
 
@@ -474,6 +489,20 @@ mod tests {
                 setup(&mut app);
                 insta::assert_snapshot!(format!("{name}_{width}x{height}"), render_at(&mut app, width, height));
             }
+        }
+    }
+
+    /// The first page is on screen while the rest loads: the title says how
+    /// far the load has come, and says nothing once it is done.
+    #[test]
+    fn loading_in_the_background_at_80x24_and_200x50() {
+        for (width, height) in [(80, 24), (200, 50)] {
+            let mut app = app();
+            let progress = Loading { list: List::Sessions, loaded: 12_000, total: Some(100_000) };
+            app.update(Action::Backend(Update::Loading(Some(progress))));
+            insta::assert_snapshot!(format!("loading_{width}x{height}"), render_at(&mut app, width, height));
+            app.update(Action::Backend(Update::Loading(None)));
+            assert!(!render_at(&mut app, width, height).contains("loading"), "done: no indicator");
         }
     }
 

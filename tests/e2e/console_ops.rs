@@ -2,8 +2,9 @@
 //! `sigil-console` against the real `sigil-server` binary. The Dashboard's
 //! rates move when validations, logins, failed logins and revocations
 //! arrive; a bulk revoke by filter (`/` + `D` + `y`) ends exactly the
-//! sessions the filter matched and no others; a user is created, given a
-//! new password and new roles, and disabled, from the keyboard.
+//! sessions the filter matched and no others, never the console's own; a
+//! user is created, given a new password and new roles, and disabled, from
+//! the keyboard.
 
 use std::{process::Command, time::Duration};
 
@@ -167,6 +168,51 @@ async fn a_bulk_revoke_by_filter_ends_exactly_the_matching_sessions() {
     );
     let revoked = listed.iter().filter(|s| s.state() == pb::SessionState::Revoked).count();
     assert_eq!(revoked, 3, "no other session ended");
+    tmux.keys(&["q"]);
+}
+
+#[tokio::test]
+async fn a_bulk_revoke_by_filter_keeps_the_consoles_own_session() {
+    if !have_tmux() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = ChildServer::spawn(dir.path()).await;
+    let mut client = server.client().await;
+    // Another console's session: the filter matches it and the console's own.
+    let mut request = sigil_tests::login_request("admin", ADMIN_PASSWORD);
+    request.device_name = Some("sigil-console".into());
+    let other = client.authenticate(request).await.expect("login").into_inner();
+    let tmux = console(&server, "sigil-e2e-bulk-keeps-own");
+    tmux.wait_for("● live").await;
+    tmux.keys(&["/", "sigil-console", "Enter"]);
+    tmux.wait_for("filter \"sigil-console\"").await;
+    tmux.wait_for("Sessions 1/2 ").await;
+    tmux.keys(&["D"]);
+    let screen = tmux.wait_for("Confirm").await;
+    assert!(screen.contains("Revoke 1 active session matching \"sigil-console\"?"), "{screen}");
+    assert!(screen.contains("(your own session is kept)"), "{screen}");
+    tmux.keys(&["y"]);
+    tmux.wait_for("revoked 1 session matching \"sigil-console\"").await;
+
+    // The other console's session ended; this console's did not: it is
+    // still live, and its own session is still active.
+    let verdict = sigil_tests::validate(&mut client, &other.access_token).await;
+    assert!(!verdict.valid, "the other console's session ended");
+    let admin_login = login(&mut client, "admin", ADMIN_PASSWORD).await;
+    let mut admin = AdminServiceClient::new(connect(server.grpc_addr).await);
+    let listed = admin
+        .list_sessions(with_bearer(
+            pb::ListSessionsRequest { page_size: 1000, ..Default::default() },
+            &admin_login.access_token,
+        ))
+        .await
+        .expect("list")
+        .into_inner()
+        .sessions;
+    let own: Vec<_> = listed.iter().filter(|s| s.device_name == "sigil-console").collect();
+    assert_eq!(own.len(), 1, "the console's own session is the one left active: {own:?}");
+    assert!(!tmux.screen().contains("session ended"), "the console stays logged in:\n{}", tmux.screen());
     tmux.keys(&["q"]);
 }
 

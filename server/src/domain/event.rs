@@ -24,7 +24,11 @@ use tokio::sync::{Mutex, broadcast};
 
 pub use self::watch::EventWatch;
 pub use super::subscription::WatchEnd;
-use super::{DomainError, ServiceAccountId, SessionId, Timestamp, TokenId, UserId, port::Store};
+use super::{
+    DomainError, ServiceAccountId, SessionId, Timestamp, TokenId, UserId,
+    port::Store,
+    session::{SessionRecord, TokenRecord},
+};
 
 /// What happened. Mirrors `sigil.v1.EventKind`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -166,6 +170,13 @@ pub struct EventRecord {
     pub client_id: Option<ServiceAccountId>,
     /// Free text; never a secret.
     pub detail: String,
+    /// The session as it stood right after the event, on events that open
+    /// or renew one: watchers (the console) show it without listing it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_record: Option<Box<SessionRecord>>,
+    /// The token the event issued, as issued (see `session_record`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_record: Option<Box<TokenRecord>>,
 }
 
 impl EventRecord {
@@ -182,6 +193,8 @@ impl EventRecord {
             token_id: None,
             client_id: None,
             detail: String::new(),
+            session_record: None,
+            token_record: None,
         }
     }
 
@@ -213,6 +226,19 @@ impl EventRecord {
     /// Names the service account concerned.
     pub fn client(mut self, id: ServiceAccountId) -> Self {
         self.client_id = Some(id);
+        self
+    }
+
+    /// Carries the session as it stands now.
+    pub fn session_record(mut self, session: &SessionRecord) -> Self {
+        self.session_record = Some(Box::new(session.clone()));
+        self
+    }
+
+    /// Carries the token as issued, without the look-up hash a refresh
+    /// token's record may hold (a hash, but an event is no place for it).
+    pub fn token_record(mut self, token: &TokenRecord) -> Self {
+        self.token_record = Some(Box::new(TokenRecord { refresh_hash: None, ..token.clone() }));
         self
     }
 
@@ -354,5 +380,44 @@ impl EventHub {
     /// Number of live watchers.
     pub fn watchers(&self) -> usize {
         self.live.receiver_count()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::session::{RefreshTokenHash, TokenKind, TokenState};
+
+    #[test]
+    fn an_events_token_record_never_carries_the_refresh_hash() {
+        let token = TokenRecord {
+            id: TokenId::generate(),
+            kind: TokenKind::Refresh,
+            session_id: SessionId::generate(),
+            user_id: UserId::generate(),
+            username: "carol".into(),
+            issued_at: Timestamp::now(),
+            expires_at: Timestamp::now(),
+            state: TokenState::Active,
+            revoked_at: None,
+            refresh_hash: Some(RefreshTokenHash([7; 32])),
+        };
+        let event = EventRecord::new(EventKind::SessionCreated).token_record(&token);
+        let carried = event.token_record.as_deref().expect("carried");
+        assert!(carried.refresh_hash.is_none());
+        assert_eq!(carried.id, token.id);
+        // Stored as JSON by both engines: the hash's field is not even named.
+        let stored = serde_json::to_string(&event).expect("json");
+        assert!(!stored.contains("refresh_hash"), "{stored}");
+    }
+
+    #[test]
+    fn events_stored_before_the_records_existed_still_decode() {
+        let mut old = serde_json::to_value(EventRecord::new(EventKind::SessionCreated)).expect("json");
+        let fields = old.as_object_mut().expect("object");
+        assert!(!fields.contains_key("session_record"), "absent records are not written");
+        fields.remove("token_record");
+        let decoded: EventRecord = serde_json::from_value(old).expect("decodes");
+        assert!(decoded.session_record.is_none() && decoded.token_record.is_none());
     }
 }

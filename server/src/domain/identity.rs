@@ -489,7 +489,7 @@ impl Identity {
         let refresh_record =
             self.token_record(&session, session.current_refresh, TokenKind::Refresh, now, session.expires_at);
         let (access_token, access_record) = self.issue_access_token(&session, access_id, &user.roles, now)?;
-        self.store.create_session(&session, refresh.hash, &[refresh_record, access_record.clone()]).await?;
+        self.store.create_session(&session, refresh.hash, &[refresh_record.clone(), access_record.clone()]).await?;
         if self.revocations.ends_session(user.id, session.id) {
             // All the user's sessions were ended while this one was being
             // created: it is ended too, in the store as well.
@@ -508,12 +508,15 @@ impl Identity {
                     .actor(Some(user.id))
                     .user(user.id, &user.username)
                     .session(session.id)
-                    .detail(detail),
+                    .detail(detail)
+                    .session_record(&session)
+                    .token_record(&refresh_record),
                 EventRecord::new(EventKind::TokenIssued)
                     .actor(Some(user.id))
                     .user(user.id, &user.username)
                     .session(session.id)
-                    .token(access_record.id),
+                    .token(access_record.id)
+                    .token_record(&access_record),
             ])
             .await;
         Ok(IssuedTokens {
@@ -659,12 +662,15 @@ impl Identity {
                         EventRecord::new(EventKind::SessionRefreshed)
                             .actor(Some(user.id))
                             .user(user.id, &user.username)
-                            .session(session.id),
+                            .session(session.id)
+                            .session_record(&session)
+                            .token_record(&rotation.next_refresh),
                         EventRecord::new(EventKind::TokenIssued)
                             .actor(Some(user.id))
                             .user(user.id, &user.username)
                             .session(session.id)
-                            .token(access.id),
+                            .token(access.id)
+                            .token_record(&access),
                     ])
                     .await;
                 Ok(IssuedTokens {

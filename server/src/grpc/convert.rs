@@ -264,6 +264,8 @@ pub(crate) fn event(e: &EventRecord) -> pb::Event {
         token_id: e.token_id.clone().unwrap_or_default(),
         detail: e.detail.clone(),
         client_id: text(e.client_id.map(|c| c.to_string())),
+        session: e.session_record.as_deref().map(|s| Box::new(session(s))),
+        token: e.token_record.as_deref().map(|t| Box::new(token(t))),
     }
 }
 
