@@ -586,3 +586,16 @@ async fn a_subscriber_stalled_in_its_snapshot_is_ended_when_its_bearer_is_revoke
     assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
     assert!(!seen.iter().any(|m| matches!(m, Message::SnapshotEnd(_))), "the snapshot is not completed for it");
 }
+
+#[tokio::test]
+async fn the_stream_ends_when_its_bearers_user_is_deleted() {
+    let server = TestServer::start().await;
+    let (mut admin, admin_token) = server.admin().await;
+    let edge = verifier(&server, "edge").await;
+    let mut stream = open(server.channel().await, Some(&edge.access_token), 0, "").await.expect("opens");
+    snapshot(&mut stream).await;
+    let delete = pb::DeleteUserRequest { user_id: edge.user_id.clone() };
+    admin.delete_user(with_bearer(delete, &admin_token)).await.expect("deleted");
+    let (_, status) = end_of(&mut stream).await;
+    assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
+}

@@ -29,7 +29,8 @@
 //! ends with [`WatchEnd::Lagged`] naming where to resume (the snapshot and
 //! a resume wait for the subscriber instead, since they read the durable
 //! log at its pace). The caller is re-checked from current state whenever
-//! a revocation or the keys change, per snapshot chunk, and when its token
+//! a revocation or the keys change (also while the snapshot waits on a
+//! subscriber that does not read), per snapshot chunk, and when its token
 //! expires; a caller who lost the right is sent nothing more, apart from
 //! the new key set (public anyway), which tells a verifier at once that a
 //! key was distrusted.
