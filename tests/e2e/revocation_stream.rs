@@ -544,3 +544,58 @@ async fn on_postgres_a_stream_from_one_instance_carries_revocations_made_on_anot
         other => panic!("A resumes B's stream without a snapshot: {other:?}"),
     }
 }
+
+/// Revokes `bob` (one log entry each) `count` times, 64 at once.
+async fn fill_log(server: &TestServer, admin_token: &str, bob: &str, count: usize) {
+    let client = server.client().await;
+    stream::iter(0..count)
+        .for_each_concurrent(64, |_| {
+            let mut client = client.clone();
+            let request = with_bearer(revoke(Target::UserId(bob.to_string())), admin_token);
+            async move {
+                client.revoke(request).await.expect("revoked");
+            }
+        })
+        .await;
+}
+
+#[tokio::test]
+async fn a_subscriber_stalled_in_its_snapshot_is_ended_when_its_bearer_is_revoked_and_frees_its_place() {
+    let server = TestServer::start_with(|c| c.max_revocation_streams = 1).await;
+    let (_, admin_token) = server.admin().await;
+    let bob = server.create_user("bob", "bob-password", &[]).await;
+    // A snapshot larger than a subscriber may have in flight plus what the
+    // HTTP/2 window of a narrow channel holds: the server waits on it.
+    fill_log(&server, &admin_token, &bob.id.to_string(), 1500).await;
+    let edge = verifier(&server, "edge").await;
+    let mut stalled = open(narrow_channel(&server).await, Some(&edge.access_token), 0, "").await.expect("opens");
+    assert!(matches!(next(&mut stalled).await, Message::Keys(_)), "the stream starts with the key set");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    server.client().await.revoke(revoke(Target::AccessToken(edge.access_token.clone()))).await.expect("revoked");
+    let other = verifier(&server, "edge-2").await;
+    let reopened = sigil_tests::eventually(Duration::from_secs(5), || {
+        let channel = server.channel();
+        let token = other.access_token.clone();
+        async move { open(channel.await, Some(&token), 0, "").await.ok() }
+    })
+    .await;
+    assert!(reopened.is_some(), "a revoked bearer that stopped reading mid-snapshot still holds the only place");
+
+    let (seen, status) = end_of(&mut stalled).await;
+    assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
+    assert!(!seen.iter().any(|m| matches!(m, Message::SnapshotEnd(_))), "the snapshot is not completed for it");
+}
+
+#[tokio::test]
+async fn the_stream_ends_when_its_bearers_user_is_deleted() {
+    let server = TestServer::start().await;
+    let (mut admin, admin_token) = server.admin().await;
+    let edge = verifier(&server, "edge").await;
+    let mut stream = open(server.channel().await, Some(&edge.access_token), 0, "").await.expect("opens");
+    snapshot(&mut stream).await;
+    let delete = pb::DeleteUserRequest { user_id: edge.user_id.clone() };
+    admin.delete_user(with_bearer(delete, &admin_token)).await.expect("deleted");
+    let (_, status) = end_of(&mut stream).await;
+    assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
+}

@@ -29,7 +29,8 @@
 //! ends with [`WatchEnd::Lagged`] naming where to resume (the snapshot and
 //! a resume wait for the subscriber instead, since they read the durable
 //! log at its pace). The caller is re-checked from current state whenever
-//! a revocation or the keys change, per snapshot chunk, and when its token
+//! a revocation or the keys change (also while the snapshot waits on a
+//! subscriber that does not read), per snapshot chunk, and when its token
 //! expires; a caller who lost the right is sent nothing more, apart from
 //! the new key set (public anyway), which tells a verifier at once that a
 //! key was distrusted.
@@ -184,9 +185,15 @@ impl Identity {
         let (sender, updates) = mpsc::channel(SUBSCRIBER_BUFFER);
         let (end_sender, end) = oneshot::channel();
         let keys = self.key_ring();
-        let subscriber = Subscriber { identity: self.clone(), caller, sender, last: 0, keys };
+        let rechecks = changes.clone();
+        let subscriber = Subscriber { identity: self.clone(), caller, sender, last: 0, keys, rechecks };
         let identity = self.clone();
         tokio::spawn(async move {
+            // The task, not the subscription, holds the place: a stream
+            // that ended (its bearer revoked, say) gives it back at once,
+            // even while its subscriber, not reading, keeps the updates
+            // still buffered for it.
+            let _place = place;
             if let Err(reason) = subscriber.run(resume, changes).await {
                 if matches!(reason, WatchEnd::Lagged { .. }) {
                     identity.revocation_streams.aborted.fetch_add(1, Ordering::Relaxed);
@@ -195,7 +202,7 @@ impl Identity {
                 let _ = end_sender.send(reason);
             }
         });
-        Ok(Subscription::new(updates, end, Some(place)))
+        Ok(Subscription::new(updates, end, None))
     }
 
     /// The store's identity, as revocation streams name it.
@@ -238,6 +245,9 @@ struct Subscriber {
     last: u64,
     /// The key ring whose key set was sent last.
     keys: Arc<KeyRing>,
+    /// When to re-check the caller while waiting on the subscriber (a
+    /// receiver of its own, so that `follow` still sees every change).
+    rechecks: watch::Receiver<u64>,
 }
 
 impl Subscriber {
@@ -245,7 +255,7 @@ impl Subscriber {
     /// `Ok` when the subscriber left.
     async fn run(mut self, resume: ResumePoint, changes: watch::Receiver<u64>) -> Result<(), WatchEnd> {
         let keys = RevocationUpdate::Keys(self.keys.jwks_json().to_string());
-        if let Delivery::Gone = self.wait_send(keys).await {
+        if let Delivery::Gone = self.wait_send(keys).await? {
             return Ok(());
         }
         let delivered = if self.identity.can_resume(&resume) {
@@ -265,7 +275,8 @@ impl Subscriber {
     async fn snapshot(&mut self) -> Result<Delivery, WatchEnd> {
         let epoch = self.identity.epoch().clone();
         let sequence = self.identity.peers.committed_through();
-        if let Delivery::Gone = self.wait_send(RevocationUpdate::SnapshotBegin { epoch: epoch.clone(), sequence }).await
+        if let Delivery::Gone =
+            self.wait_send(RevocationUpdate::SnapshotBegin { epoch: epoch.clone(), sequence }).await?
         {
             return Ok(Delivery::Gone);
         }
@@ -273,7 +284,7 @@ impl Subscriber {
         if let Delivery::Gone = self.send_through(sequence).await? {
             return Ok(Delivery::Gone);
         }
-        Ok(self.wait_send(RevocationUpdate::SnapshotEnd { epoch, sequence }).await)
+        self.wait_send(RevocationUpdate::SnapshotEnd { epoch, sequence }).await
     }
 
     /// The entries after `last` up to the highest known committed, at the
@@ -290,7 +301,7 @@ impl Subscriber {
             self.recheck()?;
             let (entries, covered) = self.read_through(through).await?;
             for entry in entries {
-                if let Delivery::Gone = self.wait_send(RevocationUpdate::Entry(entry)).await {
+                if let Delivery::Gone = self.wait_send(RevocationUpdate::Entry(entry)).await? {
                     return Ok(Delivery::Gone);
                 }
             }
@@ -413,11 +424,33 @@ impl Subscriber {
         }
     }
 
-    /// Sends an update at the subscriber's pace.
-    async fn wait_send(&self, update: RevocationUpdate) -> Delivery {
-        match self.sender.send(update).await {
-            Ok(()) => Delivery::Sent,
-            Err(_) => Delivery::Gone,
+    /// Sends an update at the subscriber's pace, re-checking the caller
+    /// whenever a revocation or the keys change, and when its token
+    /// expires, while the subscriber does not read: a bearer that lost the
+    /// right ends the stream instead of holding its place for as long as it
+    /// stalls.
+    async fn wait_send(&mut self, update: RevocationUpdate) -> Result<Delivery, WatchEnd> {
+        let expiry = tokio::time::sleep(until_expiry(&self.caller));
+        tokio::pin!(expiry);
+        loop {
+            tokio::select! {
+                biased;
+                room = self.sender.reserve() => {
+                    let Ok(room) = room else { return Ok(Delivery::Gone) };
+                    room.send(update);
+                    return Ok(Delivery::Sent);
+                }
+                changed = self.rechecks.changed() => {
+                    if changed.is_err() {
+                        return Err(WatchEnd::Closed);
+                    }
+                    self.recheck()?;
+                }
+                () = &mut expiry => {
+                    self.recheck()?;
+                    expiry.as_mut().reset(tokio::time::Instant::now() + until_expiry(&self.caller));
+                }
+            }
         }
     }
 
