@@ -16,8 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     Identity, ServiceAccountId, SessionId, Timestamp, TokenId, UserId, ids::IdMap, port::RevocationCause,
-    token::ValidationFailure,
-    token::VerifiedToken,
+    token::ValidationFailure, token::VerifiedToken,
 };
 
 /// What a revocation log entry applies to.
