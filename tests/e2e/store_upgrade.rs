@@ -19,6 +19,9 @@ use sigil_tests::postgres::Postgres;
 /// Takes a database with the current schema back to version 1's shape.
 const BACK_TO_VERSION_1: &str = "
 DELETE FROM sigil_migrations WHERE version >= 2;
+DROP TABLE client_assertion_ids;
+DROP TABLE client_secret_uses;
+DROP TABLE service_accounts;
 DROP TRIGGER revocations_legacy_bound ON revocations;
 DROP FUNCTION revocations_legacy_bound();
 DROP INDEX revocations_expiry;
