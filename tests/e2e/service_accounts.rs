@@ -576,3 +576,35 @@ async fn the_revocation_stream_carries_a_service_accounts_not_before_bound() {
     assert_eq!(bound.client_id, account.client_id);
     assert!(bound.not_before.is_some());
 }
+
+/// Issue 13 and 15 together: a service account with role `verifier` may
+/// follow the revocation stream with its own service token (no user, no
+/// password), and an edge verifier following it refuses a service token
+/// once its account's tokens are revoked, as `Validate` does.
+#[tokio::test]
+async fn a_verifier_service_account_follows_the_stream_and_its_verifier_refuses_revoked_service_tokens() {
+    use sigil_verifier::{Refusal, ValidationFailure};
+    let server = TestServer::start().await;
+    let mut admin = server.admin().await;
+    let edge = create(&mut admin, &["verifier"], &["sigil"], &[]).await;
+    let edge_token = issue(&mut server.client().await, secret_grant(&edge.client_id, &edge.secret, "", ""))
+        .await
+        .expect("the verifier account's token")
+        .access_token;
+    let verifier = crate::verifier_parity::follow(server.grpc_addr(), edge_token).await;
+
+    let orders = create(&mut admin, &[], &["orders"], &[]).await;
+    let token = issue(&mut server.client().await, secret_grant(&orders.client_id, &orders.secret, "orders", ""))
+        .await
+        .expect("a service token")
+        .access_token;
+    assert!(verifier.verify(&token, Some("orders")).is_ok(), "a fresh service token verifies at the edge");
+    let all = pb::RevokeServiceAccountTokensRequest { client_id: orders.client_id.clone(), reason: String::new() };
+    admin.0.revoke_service_account_tokens(with_bearer(all, &admin.1)).await.expect("revoked");
+    let remote = validate(&mut server.client().await, &token).await;
+    assert!(!remote.valid, "Validate refuses the revoked service token");
+    let refused =
+        sigil_tests::eventually(Duration::from_secs(5), || async { verifier.verify(&token, Some("orders")).err() });
+    assert_eq!(refused.await, Some(Refusal::Invalid(ValidationFailure::TokenRevoked)), "the edge refuses it too");
+    assert_eq!(remote.failure(), pb::ValidationFailure::TokenRevoked, "with the same verdict");
+}
