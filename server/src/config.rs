@@ -212,6 +212,12 @@ pub struct Config {
     #[config(default = 256)]
     #[config(layer_attr(arg(long, env = "SIGIL_MAX_REVOCATION_STREAMS")))]
     pub max_revocation_streams: usize,
+    /// WatchRevocations streams one caller (a user, or a service account) may hold open at
+    /// once, so one verifier credential cannot take every place; more are refused with
+    /// RESOURCE_EXHAUSTED.
+    #[config(default = 8)]
+    #[config(layer_attr(arg(long, env = "SIGIL_MAX_REVOCATION_STREAMS_PER_USER")))]
+    pub max_revocation_streams_per_user: usize,
     /// How long ended sessions and tokens stay listed before they are purged.
     #[config(default = "7days", deserialize_with = duration_text)]
     #[config(layer_attr(arg(long, env = "SIGIL_RECORD_RETENTION", value_parser = parse_duration)))]
@@ -434,6 +440,9 @@ impl Config {
         if self.max_revocation_streams == 0 {
             return out_of_range("max_revocation_streams must be at least 1");
         }
+        if self.max_revocation_streams_per_user == 0 {
+            return out_of_range("max_revocation_streams_per_user must be at least 1");
+        }
         // A heartbeat is what tells a verifier it is current: one so slow
         // that the verifier's staleness limit (5s by default) passes between
         // two would make every verifier fail closed on a quiet day.
@@ -474,6 +483,7 @@ impl Config {
             record_retention: self.record_retention,
             revocation_heartbeat: self.revocation_heartbeat,
             max_revocation_streams: self.max_revocation_streams,
+            max_revocation_streams_per_user: self.max_revocation_streams_per_user,
             lockout: crate::domain::lockout::LockoutPolicy {
                 threshold: self.lockout_threshold,
                 window: self.lockout_window,
@@ -1063,6 +1073,7 @@ mod tests {
         assert_eq!(server.record_retention, domain.record_retention);
         assert_eq!(server.revocation_heartbeat, domain.revocation_heartbeat);
         assert_eq!(server.max_revocation_streams, domain.max_revocation_streams);
+        assert_eq!(server.max_revocation_streams_per_user, domain.max_revocation_streams_per_user);
         assert_eq!(server.lockout, domain.lockout);
         assert_eq!(server.address_lockout, domain.address_lockout);
         assert_eq!(server.trusted_proxies, domain.trusted_proxies);

@@ -2,7 +2,7 @@
 //! and the ordered entries after it, every target kind, resuming (same
 //! epoch, restart, another store), the key set on rotation and distrust,
 //! heartbeats, who may watch and when the stream ends, a slow subscriber,
-//! the bound on streams, and two instances on PostgreSQL.
+//! the bound on streams (overall and per caller), and two instances on PostgreSQL.
 
 use std::time::Duration;
 
@@ -511,6 +511,43 @@ async fn the_number_of_streams_is_bounded() {
     })
     .await;
     assert!(reopened.is_some(), "a stream that ended frees its place");
+}
+
+#[tokio::test]
+async fn one_caller_cannot_take_every_stream_place() {
+    // Plenty of places overall: only the per-caller bound can refuse.
+    let server = TestServer::start_with(|c| {
+        c.max_revocation_streams = 16;
+        c.max_revocation_streams_per_user = 2;
+    })
+    .await;
+    let greedy = verifier(&server, "greedy").await;
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let mut stream = open(server.channel().await, Some(&greedy.access_token), 0, "").await.expect("opens");
+        snapshot(&mut stream).await;
+        held.push(stream);
+    }
+    let refused = open(server.channel().await, Some(&greedy.access_token), 0, "").await.expect_err("one too many");
+    assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
+    assert!(refused.message().contains("max_revocation_streams_per_user"), "names the setting: {refused:?}");
+    // Another login of the same user is the same caller.
+    let again = login(&mut server.client().await, "greedy", "verifier-password").await;
+    let refused = open(server.channel().await, Some(&again.access_token), 0, "").await.expect_err("same user");
+    assert_eq!(refused.code(), Code::ResourceExhausted, "a second session of the same user: {refused:?}");
+    // Another caller still gets a place.
+    let other = verifier(&server, "other").await;
+    let mut stream = open(server.channel().await, Some(&other.access_token), 0, "").await.expect("another caller");
+    snapshot(&mut stream).await;
+    // A stream that ends gives its caller's place back.
+    drop(held.pop());
+    let reopened = sigil_tests::eventually(Duration::from_secs(5), || {
+        let channel = server.channel();
+        let token = greedy.access_token.clone();
+        async move { open(channel.await, Some(&token), 0, "").await.ok() }
+    })
+    .await;
+    assert!(reopened.is_some(), "a stream that ended frees its caller's place");
 }
 
 #[tokio::test]

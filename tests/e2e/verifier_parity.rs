@@ -2,7 +2,7 @@
 //! equals `Validate`'s. The corpus holds genuine tokens in every state a
 //! token can reach (expired, not yet valid, wrong audience and issuer,
 //! revoked by each target, a disabled user, a role change, rotated and
-//! distrusted keys), every forgery of `forged_tokens.rs`, and tokens mutated
+//! distrusted keys, a leaked superseded key signing after its end), every forgery of `forged_tokens.rs`, and tokens mutated
 //! at random.
 
 use std::{sync::Arc, time::Duration};
@@ -188,6 +188,47 @@ async fn genuine_tokens_in_every_state_get_the_same_verdict_locally_as_from_vali
 }
 
 #[tokio::test]
+async fn a_forgery_with_a_superseded_key_after_it_stopped_signing_is_refused_locally_as_by_validate() {
+    // A leaked old key: it verifies the tokens it signed until they expire,
+    // but anything it "signed" after it was superseded (plus the handover
+    // window) is a forgery. The verifier must know when each key stopped.
+    let server = TestServer::start().await;
+    let verifier = follow(server.grpc_addr(), verifier_login(&server).await).await;
+    let (mut admin, admin_token) = server.admin().await;
+    let leaked = server.identity().key_ring();
+    let old_kid = leaked.active().kid.clone();
+    admin
+        .rotate_signing_key(with_bearer(pb::RotateSigningKeyRequest { distrust_previous: false }, &admin_token))
+        .await
+        .expect("rotate");
+    let ring = server.identity().key_ring();
+    let ended = ring.verifier(&old_kid).and_then(|key| key.signing_ended_at).expect("the old key is superseded");
+
+    let forge_at = |iat: i64| {
+        let mut claims = payload_of(&admin_token);
+        claims["iat"] = iat.into();
+        claims["nbf"] = iat.into();
+        claims["exp"] = (iat + 60).into();
+        claims["jti"] = uuid::Uuid::now_v7().to_string().into();
+        let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::EdDSA);
+        header.typ = Some("at+jwt".into());
+        header.kid = Some(old_kid.clone());
+        jsonwebtoken::encode(&header, &claims, &leaked.active().encoding).expect("signs")
+    };
+    // Within the window the old key's tokens are genuine enough.
+    let in_window = forge_at(ended);
+    assert_eq!(agree(&server, &verifier, "old key, before it stopped signing", &in_window, None).await, None);
+    // Past the window: wait until it is not in the future any more, so that
+    // only the signing window can refuse it.
+    let late = ended + sigil_verifier::KEY_HANDOVER_SECONDS + 1;
+    let forged = forge_at(late);
+    let wait = u64::try_from(late - unix_now()).unwrap_or(0);
+    tokio::time::sleep(Duration::from_secs(wait) + Duration::from_millis(100)).await;
+    let verdict = agree(&server, &verifier, "old key, after it stopped signing", &forged, None).await;
+    assert_eq!(verdict, Some(pb::ValidationFailure::BadSignature));
+}
+
+#[tokio::test]
 async fn expired_not_yet_valid_and_foreign_issuer_tokens_agree() {
     // Covered by the forgery corpus with the server's key; here the same
     // rules against a server configured with another issuer and TTL, which
@@ -235,4 +276,16 @@ async fn randomly_mutated_tokens_get_the_same_verdict_locally_as_from_validate()
 async fn remote_claims(server: &TestServer, token: &str) -> pb::Claims {
     let request = pb::ValidateRequest { token: token.to_string(), audience: None };
     server.client().await.validate(request).await.expect("validate").into_inner().claims.expect("claims")
+}
+
+fn payload_of(token: &str) -> serde_json::Value {
+    use base64::Engine as _;
+    let payload = token.split('.').nth(1).expect("payload");
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).expect("base64");
+    serde_json::from_slice(&bytes).expect("json")
+}
+
+fn unix_now() -> i64 {
+    let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("after 1970");
+    i64::try_from(since.as_secs()).expect("fits")
 }

@@ -7,8 +7,9 @@
 //! against a key the caller trusts ([`TokenRules::verify_signature`]), and
 //! the time window and audience are checked on every call
 //! ([`TokenRules::check_time`], [`check_audience`]). What is *revoked* is
-//! not decided here: that needs the revocation index, which each side keeps
-//! in its own shape.
+//! looked up in the revocation index, which each side keeps in its own
+//! shape; which revocation's verdict wins is decided here
+//! ([`RevocationMatches::verdict`]).
 //!
 //! This crate knows nothing of gRPC or storage: it depends on jsonwebtoken
 //! and serde only.
@@ -16,10 +17,12 @@
 mod claims;
 mod failure;
 mod header;
+mod revocation;
 mod rules;
 
 pub use claims::AccessClaims;
 pub use failure::ValidationFailure;
+pub use revocation::RevocationMatches;
 pub use rules::{
     ACCESS_TOKEN_TYPE, ALGORITHM_EDDSA, KEY_HANDOVER_SECONDS, KeyLookup, MAX_ACCESS_TOKEN_BYTES, SignedToken,
     TokenRules, TrustedKey, check_audience,

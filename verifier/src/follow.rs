@@ -87,7 +87,7 @@ async fn follow_once(
         match message {
             Message::Keys(keys) => {
                 *key_generation += 1;
-                let set = KeySet::from_jwks(&keys.jwks_json, *key_generation)?;
+                let set = KeySet::from_message(&keys, *key_generation)?;
                 set_count(&shared.stream.metrics.keys, set.len());
                 shared.keys.store(Arc::new(set));
             }

@@ -1,10 +1,13 @@
 //! The verification keys, as the revocation stream sends them (an RFC 7517
 //! key set). A key missing from the latest set verifies nothing: that is
-//! how an emergency distrust reaches the verifier.
+//! how an emergency distrust reaches the verifier. Beside the set, the
+//! stream says when each superseded key stopped signing, so that the rules
+//! refuse what a leaked old key signs after its end.
 
 use std::collections::HashMap;
 
 use jsonwebtoken::{DecodingKey, jwk::JwkSet};
+use sigil_proto::pb;
 use sigil_token_rules::{ALGORITHM_EDDSA, KeyLookup, TrustedKey};
 
 /// Why a key set from the stream was not taken.
@@ -32,9 +35,15 @@ impl KeySet {
         Self { keys: HashMap::new(), generation: 0 }
     }
 
-    /// Parses the JWKS JSON of the stream's `Keys` message.
-    pub(crate) fn from_jwks(json: &str, generation: u64) -> Result<Self, KeySetError> {
-        let set: JwkSet = serde_json::from_str(json)?;
+    /// Parses the stream's `Keys` message: the JWKS JSON, and when each
+    /// superseded key stopped signing.
+    pub(crate) fn from_message(message: &pb::Keys, generation: u64) -> Result<Self, KeySetError> {
+        let ends: HashMap<&str, i64> = message
+            .key_statuses
+            .iter()
+            .filter_map(|status| Some((status.kid.as_str(), status.signing_ended_at.as_ref()?.seconds)))
+            .collect();
+        let set: JwkSet = serde_json::from_str(&message.jwks_json)?;
         let mut keys = HashMap::with_capacity(set.keys.len());
         for jwk in &set.keys {
             let kid = jwk.common.key_id.clone().unwrap_or_default();
@@ -44,10 +53,11 @@ impl KeySet {
                 return Err(KeySetError::Unsupported { kid });
             }
             let decoding = DecodingKey::from_jwk(jwk).map_err(|_| KeySetError::Unsupported { kid: kid.clone() })?;
-            // The key set does not say when a superseded key stopped
-            // signing, so the server's "nothing issued after supersession"
-            // check cannot be made here (see the README's edge section).
-            keys.insert(kid, TrustedKey { decoding, signing_ended_at: None });
+            // A superseded key's end lets the rules refuse what a leaked
+            // copy of it signs later, as the server does (a server too old
+            // to send it leaves that check to `Validate`).
+            let signing_ended_at = ends.get(kid.as_str()).copied();
+            keys.insert(kid, TrustedKey { decoding, signing_ended_at });
         }
         Ok(Self { keys, generation })
     }

@@ -57,6 +57,6 @@ mod verifier;
 
 pub use config::{BearerSource, VerifierConfig, WhenStale};
 pub use layer::{VerifierLayer, VerifierService};
-pub use sigil_token_rules::{AccessClaims, SignedToken, ValidationFailure};
+pub use sigil_token_rules::{AccessClaims, KEY_HANDOVER_SECONDS, SignedToken, ValidationFailure};
 pub use state::VerifierState;
 pub use verifier::{Refusal, Verifier};

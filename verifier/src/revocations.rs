@@ -7,15 +7,14 @@
 //! structure: [`RevocationSet::purge`] sweeps the tables in place (a few
 //! milliseconds for a million entries, once a second, off the verify path).
 //!
-//! The precedence of verdicts is the server's (`RevocationIndex::check`):
-//! disabled user, revoked session, revoked token, sessions ended by a
-//! per-user bound, tokens minted before a per-user bound.
+//! The precedence of verdicts is the rules crate's
+//! ([`RevocationMatches::verdict`]), which the server's index uses too.
 
 use std::collections::HashMap;
 
 use foldhash::fast::RandomState;
 use sigil_proto::pb::{self, revocation::Target};
-use sigil_token_rules::{SignedToken, ValidationFailure};
+use sigil_token_rules::{RevocationMatches, SignedToken, ValidationFailure};
 use uuid::Uuid;
 
 type Id = [u8; 16];
@@ -85,29 +84,23 @@ impl RevocationSet {
         Ok(())
     }
 
-    /// Why `token` must be refused, if a revocation covers it.
+    /// Why `token` must be refused, if a revocation covers it (the
+    /// precedence is the rules crate's, as on the server).
     pub(crate) fn check(&self, token: &SignedToken) -> Option<ValidationFailure> {
         let user = token.user_id.as_bytes();
-        if self.disabled_users.contains_key(user) {
-            return Some(ValidationFailure::UserDisabled);
+        RevocationMatches {
+            user_disabled: self.disabled_users.contains_key(user),
+            session_revoked: self.sessions.contains_key(token.session_id.as_bytes()),
+            token_revoked: self.tokens.contains_key(token.token_id.as_bytes()),
+            session_before_bound: self.sessions_before.get(user).is_some_and(|bound| {
+                minted_millis(&token.session_id).is_none_or(|created| created < bound.before_millis)
+            }),
+            minted_before_bound: self
+                .not_before
+                .get(user)
+                .is_some_and(|bound| minted_millis(&token.token_id).is_none_or(|minted| minted < bound.before_millis)),
         }
-        if self.sessions.contains_key(token.session_id.as_bytes()) {
-            return Some(ValidationFailure::SessionRevoked);
-        }
-        if self.tokens.contains_key(token.token_id.as_bytes()) {
-            return Some(ValidationFailure::TokenRevoked);
-        }
-        if let Some(bound) = self.sessions_before.get(user)
-            && minted_millis(&token.session_id).is_none_or(|created| created < bound.before_millis)
-        {
-            return Some(ValidationFailure::SessionRevoked);
-        }
-        if let Some(bound) = self.not_before.get(user)
-            && minted_millis(&token.token_id).is_none_or(|minted| minted < bound.before_millis)
-        {
-            return Some(ValidationFailure::TokenRevoked);
-        }
-        None
+        .verdict()
     }
 
     /// Drops what no live token can be affected by at `now` (seconds).

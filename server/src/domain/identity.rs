@@ -57,6 +57,8 @@ pub struct IdentitySettings {
     pub revocation_heartbeat: Duration,
     /// Revocation streams open at once.
     pub max_revocation_streams: usize,
+    /// Revocation streams one caller may hold open at once.
+    pub max_revocation_streams_per_user: usize,
     /// When failed logins lock an account.
     pub lockout: LockoutPolicy,
     /// When failed logins from one client address block that address
@@ -86,6 +88,7 @@ impl Default for IdentitySettings {
             record_retention: Duration::from_secs(7 * 24 * 3600),
             revocation_heartbeat: Duration::from_secs(1),
             max_revocation_streams: 256,
+            max_revocation_streams_per_user: 8,
             lockout: LockoutPolicy::default(),
             address_lockout: LockoutPolicy { threshold: 0, ..LockoutPolicy::default() },
             trusted_proxies: Vec::new(),
@@ -246,7 +249,10 @@ impl Identity {
             authorization_changes: tokio::sync::watch::Sender::new(0),
             admin_changes: tokio::sync::Mutex::new(()),
             epoch,
-            revocation_streams: revocation_stream::RevocationStreams::new(settings.max_revocation_streams),
+            revocation_streams: revocation_stream::RevocationStreams::new(
+                settings.max_revocation_streams,
+                settings.max_revocation_streams_per_user,
+            ),
             settings,
             store,
         })

@@ -177,6 +177,16 @@ impl KeyRing {
     pub fn jwks_json(&self) -> &str {
         &self.jwks_json
     }
+
+    /// When each superseded key stopped signing (seconds since the epoch),
+    /// by `kid` in order: what an edge verifier needs beside the key set to
+    /// judge tokens as this ring does.
+    pub fn signing_ends(&self) -> Vec<(String, i64)> {
+        let mut ends: Vec<_> =
+            self.verifiers.iter().filter_map(|(kid, key)| Some((kid.clone(), key.signing_ended_at?))).collect();
+        ends.sort_unstable();
+        ends
+    }
 }
 
 impl KeyLookup for KeyRing {

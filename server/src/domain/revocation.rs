@@ -13,6 +13,7 @@
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use sigil_token_rules::RevocationMatches;
 
 use super::{
     Identity, ServiceAccountId, SessionId, Timestamp, TokenId, UserId, ids::IdMap, port::RevocationCause,
@@ -178,35 +179,32 @@ impl RevocationIndex {
         if let Some(client) = token.client_id {
             return self.check_service(token, client);
         }
-        if self.disabled_users.contains_key(&token.user_id) {
-            return Some(ValidationFailure::UserDisabled);
+        RevocationMatches {
+            user_disabled: self.disabled_users.contains_key(&token.user_id),
+            session_revoked: self.sessions.contains_key(&token.session_id),
+            token_revoked: self.tokens.contains_key(&token.token_id),
+            session_before_bound: self.ends_session(token.user_id, token.session_id),
+            minted_before_bound: self
+                .not_before
+                .get(&token.user_id)
+                .is_some_and(|bound| token.minted_at().is_none_or(|minted| minted < bound.0)),
         }
-        if self.sessions.contains_key(&token.session_id) {
-            return Some(ValidationFailure::SessionRevoked);
-        }
-        if self.tokens.contains_key(&token.token_id) {
-            return Some(ValidationFailure::TokenRevoked);
-        }
-        if self.ends_session(token.user_id, token.session_id) {
-            return Some(ValidationFailure::SessionRevoked);
-        }
-        if let Some(bound) = self.not_before.get(&token.user_id)
-            && token.minted_at().is_none_or(|minted| minted < bound.0)
-        {
-            return Some(ValidationFailure::TokenRevoked);
-        }
-        None
+        .verdict()
     }
 
     /// Why a service account's token must be refused: revoked by its id,
     /// or minted before its account's not-before bound. (It has no user
     /// and no session, so no user or session entry can cover it.)
     fn check_service(&self, token: &VerifiedToken, client: ServiceAccountId) -> Option<ValidationFailure> {
-        if self.tokens.contains_key(&token.token_id) {
-            return Some(ValidationFailure::TokenRevoked);
+        RevocationMatches {
+            token_revoked: self.tokens.contains_key(&token.token_id),
+            minted_before_bound: self
+                .service_not_before
+                .get(&client)
+                .is_some_and(|bound| token.minted_at().is_none_or(|minted| minted < bound.0)),
+            ..RevocationMatches::default()
         }
-        let bound = self.service_not_before.get(&client)?;
-        token.minted_at().is_none_or(|minted| minted < bound.0).then_some(ValidationFailure::TokenRevoked)
+        .verdict()
     }
 
     /// Whether token `id` is revoked by its own id.

@@ -14,7 +14,8 @@
 //!   a lower sequence is (see [`RevocationLog::revocations_after`]), so no
 //!   entry is skipped; entries past their bound are skipped, since they
 //!   cover no live token;
-//! - the key set again whenever it changes, and a heartbeat every
+//! - the key set (with when each superseded key stopped signing) again
+//!   whenever it changes, and a heartbeat every
 //!   `revocation_heartbeat`;
 //! - a subscriber may resume: with the store's epoch and a sequence this
 //!   store reached, it gets only the entries after it. Anything else gets
@@ -38,8 +39,9 @@
 //! [`RevocationLog::revocations_after`]: super::port::RevocationLog::revocations_after
 
 use std::{
+    collections::HashMap,
     sync::{
-        Arc,
+        Arc, Mutex, PoisonError,
         atomic::{AtomicU64, Ordering},
     },
     time::Duration,
@@ -48,7 +50,7 @@ use std::{
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot, watch};
 
 use super::{
-    DomainError, Identity, Timestamp,
+    DomainError, Identity, Timestamp, UserId,
     keys::{KeyRing, SigningKeyRecord},
     revocation::RevocationEntry,
     subscription::{Subscription, WatchEnd, until_expiry},
@@ -64,11 +66,28 @@ const CHUNK: usize = 1000;
 /// characters; anything longer is no epoch of any store).
 pub const MAX_EPOCH_BYTES: usize = 64;
 
+/// The verification keys as a stream sends them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamKeys {
+    /// The key set (JWKS JSON).
+    pub jwks_json: String,
+    /// When each superseded key of it stopped signing (seconds since the
+    /// epoch), by `kid`: without it a verifier would accept what a leaked
+    /// old key signs after its end, which `Validate` refuses.
+    pub signing_ends: Vec<(String, i64)>,
+}
+
+impl StreamKeys {
+    fn of(ring: &KeyRing) -> Self {
+        Self { jwks_json: ring.jwks_json().to_string(), signing_ends: ring.signing_ends() }
+    }
+}
+
 /// One message of a revocation stream.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RevocationUpdate {
-    /// The verification key set (JWKS JSON).
-    Keys(String),
+    /// The verification keys.
+    Keys(StreamKeys),
     /// A snapshot consistent at `sequence` starts.
     SnapshotBegin {
         /// The store's identity.
@@ -109,23 +128,75 @@ pub struct ResumePoint {
 /// first, why it ended.
 pub type RevocationWatch = Subscription<RevocationUpdate>;
 
-/// The open revocation streams: their bound, and how many were ended for
-/// falling behind (counted when it happens, not when the subscriber, still
-/// reading its backlog, gets to hear of it).
+/// The open revocation streams: their bounds (overall and per caller), and
+/// how many were ended for falling behind (counted when it happens, not
+/// when the subscriber, still reading its backlog, gets to hear of it).
 pub(crate) struct RevocationStreams {
     places: Arc<Semaphore>,
     limit: usize,
+    /// Streams open per caller; holds only callers with one open, so it
+    /// never has more entries than `limit`.
+    per_caller: Arc<Mutex<HashMap<UserId, usize>>>,
+    per_caller_limit: usize,
     aborted: AtomicU64,
 }
 
+/// One stream's place, overall and among its caller's: given back when the
+/// stream's task ends.
+struct Place {
+    _overall: OwnedSemaphorePermit,
+    caller: UserId,
+    per_caller: Arc<Mutex<HashMap<UserId, usize>>>,
+}
+
+impl Drop for Place {
+    fn drop(&mut self) {
+        let mut open = self.per_caller.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(count) = open.get_mut(&self.caller) {
+            *count -= 1;
+            if *count == 0 {
+                open.remove(&self.caller);
+            }
+        }
+    }
+}
+
 impl RevocationStreams {
-    /// At most `limit` streams at once.
-    pub(crate) fn new(limit: usize) -> Self {
+    /// At most `limit` streams at once, and `per_caller_limit` of one caller.
+    pub(crate) fn new(limit: usize, per_caller_limit: usize) -> Self {
         let limit = limit.max(1);
-        Self { places: Arc::new(Semaphore::new(limit)), limit, aborted: AtomicU64::new(0) }
+        Self {
+            places: Arc::new(Semaphore::new(limit)),
+            limit,
+            per_caller: Arc::default(),
+            per_caller_limit: per_caller_limit.max(1),
+            aborted: AtomicU64::new(0),
+        }
     }
 
-    fn take(&self) -> Result<OwnedSemaphorePermit, DomainError> {
+    /// A place for a stream of `caller` (a user, or a service account by
+    /// its client id): one credential must not be able to take every place
+    /// and lock the other verifiers out.
+    fn take(&self, caller: UserId) -> Result<Place, DomainError> {
+        let mut open = self.per_caller.lock().unwrap_or_else(PoisonError::into_inner);
+        let held = open.get(&caller).copied().unwrap_or(0);
+        if held >= self.per_caller_limit {
+            tracing::warn!(limit = self.per_caller_limit, "revocation stream refused: too many open for one caller");
+            return Err(DomainError::ResourceExhausted {
+                message: format!(
+                    "this caller already holds {held} revocation streams (max_revocation_streams_per_user = {}); \
+                     close one or retry later",
+                    self.per_caller_limit
+                ),
+                retry_after: Some(Duration::from_secs(1)),
+            });
+        }
+        let overall = self.take_overall()?;
+        *open.entry(caller).or_insert(0) += 1;
+        Ok(Place { _overall: overall, caller, per_caller: self.per_caller.clone() })
+    }
+
+    fn take_overall(&self) -> Result<OwnedSemaphorePermit, DomainError> {
         self.places.clone().try_acquire_owned().map_err(|_| {
             tracing::warn!(limit = self.limit, "revocation stream refused: too many open");
             DomainError::ResourceExhausted {
@@ -178,7 +249,7 @@ impl Identity {
                 "epoch is at most {MAX_EPOCH_BYTES} bytes: send back the epoch of a snapshot_begin, or none"
             )));
         }
-        let place = self.revocation_streams.take()?;
+        let place = self.revocation_streams.take(caller.user_id)?;
         // Subscribe before reading where the log stands, so that a
         // revocation committed in between wakes the stream.
         let changes = self.authorization_changes();
@@ -254,7 +325,7 @@ impl Subscriber {
     /// Sends the key set and the snapshot or what was missed, then follows;
     /// `Ok` when the subscriber left.
     async fn run(mut self, resume: ResumePoint, changes: watch::Receiver<u64>) -> Result<(), WatchEnd> {
-        let keys = RevocationUpdate::Keys(self.keys.jwks_json().to_string());
+        let keys = RevocationUpdate::Keys(StreamKeys::of(&self.keys));
         if let Delivery::Gone = self.wait_send(keys).await? {
             return Ok(());
         }
@@ -409,10 +480,9 @@ impl Subscriber {
         if Arc::ptr_eq(&ring, &self.keys) {
             return Ok(Delivery::Sent);
         }
-        let changed = ring.jwks_json() != self.keys.jwks_json();
-        let jwks = ring.jwks_json().to_string();
+        let (sent, keys) = (StreamKeys::of(&self.keys), StreamKeys::of(&ring));
         self.keys = ring;
-        if changed { self.offer(RevocationUpdate::Keys(jwks)) } else { Ok(Delivery::Sent) }
+        if keys != sent { self.offer(RevocationUpdate::Keys(keys)) } else { Ok(Delivery::Sent) }
     }
 
     /// Sends a live update without waiting: a full buffer ends the stream.

@@ -14,7 +14,7 @@ use crate::{
     domain::{
         Identity,
         revocation::{RevocationEntry, RevocationTarget},
-        revocation_stream::{ResumePoint, RevocationUpdate},
+        revocation_stream::{ResumePoint, RevocationUpdate, StreamKeys},
     },
     telemetry::METRICS,
 };
@@ -68,7 +68,7 @@ impl From<RevocationUpdate> for pb::WatchRevocationsResponse {
     fn from(update: RevocationUpdate) -> Self {
         use pb::watch_revocations_response::Message;
         let message = match update {
-            RevocationUpdate::Keys(jwks_json) => Message::Keys(pb::Keys { jwks_json }),
+            RevocationUpdate::Keys(keys) => Message::Keys(keys.into()),
             RevocationUpdate::SnapshotBegin { epoch, sequence } => {
                 Message::SnapshotBegin(pb::SnapshotBegin { epoch: epoch.to_string(), sequence })
             }
@@ -83,6 +83,20 @@ impl From<RevocationUpdate> for pb::WatchRevocationsResponse {
             }),
         };
         Self { message: Some(message) }
+    }
+}
+
+impl From<StreamKeys> for pb::Keys {
+    fn from(keys: StreamKeys) -> Self {
+        let key_statuses = keys
+            .signing_ends
+            .into_iter()
+            .map(|(kid, ended)| pb::KeyStatus {
+                kid,
+                signing_ended_at: Some(prost_types::Timestamp { seconds: ended, nanos: 0 }),
+            })
+            .collect();
+        Self { jwks_json: keys.jwks_json, key_statuses }
     }
 }
 
