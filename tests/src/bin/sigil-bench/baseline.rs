@@ -58,7 +58,9 @@ async fn redis_get_rate(clients: usize, quick: bool) -> Option<f64> {
     line.split(',').nth(1)?.trim_matches('"').parse().ok()
 }
 
-fn ed25519_verify_rate() -> f64 {
+/// Ed25519 JWT verifications per second on the calling thread
+/// (`jsonwebtoken` + aws-lc-rs, the backend `Validate` and the verifier use).
+pub(crate) fn ed25519_verify_rate() -> f64 {
     use jsonwebtoken::{Algorithm, DecodingKey, Header, Validation};
     let record = sigil_server::domain::keys::SigningKeyRecord::generate_ed25519(sigil_server::domain::Timestamp::now());
     let Ok(record) = record else { return 0.0 };

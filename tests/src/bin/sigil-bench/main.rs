@@ -17,17 +17,23 @@
 //! target/release/sigil-bench --database-url postgres://… --only refresh,revoke,propagation
 //! target/release/sigil-bench --only gateways   # Envoy/nginx + Sigil vs without (h2load)
 //! target/release/sigil-bench --only h2load     # Validate ÷ health, ext_authz Check, by h2load
+//! target/release/sigil-bench --only verifier   # the edge verifier's figures (issue 13), 1M snapshot too
 //! ```
 //!
 //! Scenarios: health, validate-hot, validate-cold, authenticate, refresh,
 //! revoke, mixed, flood, oversized, list-sessions, oauth, and with `--rate` an
 //! open-loop validate-hot; with `--database-url`, propagation; only when
 //! named, gateways (the real proxies in front of Sigil, driven by h2load)
-//! and h2load (Validate, health and ext_authz Check straight from h2load).
+//! and h2load (Validate, health and ext_authz Check straight from h2load);
+//! the edge verifier's verifier-local, verifier-service, verifier-revoke
+//! (with `--database-url` or `SIGIL_PG_BIN`, through a second instance on
+//! PostgreSQL too) and, only when named, verifier-snapshot (a million
+//! revocation entries).
 
 mod allow_all;
 mod baseline;
 mod client;
+mod edge;
 mod figures;
 mod h2load;
 mod load;
@@ -115,7 +121,11 @@ async fn main() -> anyhow::Result<()> {
     }
     let duration = if cli.quick { Duration::from_millis(1000) } else { Duration::from_secs(cli.seconds) };
     let (connections, streams) = if cli.quick { (2, 16) } else { (cli.connections, cli.streams) };
-    let named = |name: &str| cli.only.iter().any(|o| o == name);
+    // A name selects its scenario, and a family by prefix: `verifier`
+    // selects every `verifier-*` scenario, opt-in ones too.
+    let named = |name: &str| {
+        cli.only.iter().any(|o| name == o || name.strip_prefix(o.as_str()).is_some_and(|rest| rest.starts_with('-')))
+    };
     let wanted = |name: &str| named(name) || (cli.only.is_empty() && !scenarios::OPT_IN.contains(&name));
 
     let target = match &cli.server {

@@ -18,6 +18,10 @@ mod refresh;
 mod revoke;
 mod validate_cold;
 mod validate_hot;
+mod verifier_local;
+mod verifier_revoke;
+mod verifier_service;
+mod verifier_snapshot;
 
 use std::time::Duration;
 
@@ -63,11 +67,12 @@ pub(crate) struct Scenario {
 }
 
 /// Scenarios that run only when `--only` names them: they need outside
-/// tools (the proxies, h2load), so the default run and CI's `--quick` skip them.
-pub(crate) const OPT_IN: [&str; 2] = ["gateways", "h2load"];
+/// tools (the proxies, h2load) or a long setup (a million revocations
+/// seeded), so the default run and CI's `--quick` skip them.
+pub(crate) const OPT_IN: [&str; 3] = ["gateways", "h2load", "verifier-snapshot"];
 
 /// Every scenario, in the order a run takes them.
-pub(crate) const ALL: [Scenario; 15] = [
+pub(crate) const ALL: [Scenario; 19] = [
     health::SCENARIO,
     validate_hot::SCENARIO,
     validate_cold::SCENARIO,
@@ -83,4 +88,8 @@ pub(crate) const ALL: [Scenario; 15] = [
     propagation::SCENARIO,
     gateways::SCENARIO,
     grpc_h2load::SCENARIO,
+    verifier_local::SCENARIO,
+    verifier_service::SCENARIO,
+    verifier_revoke::SCENARIO,
+    verifier_snapshot::SCENARIO,
 ];

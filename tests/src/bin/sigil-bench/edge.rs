@@ -1,0 +1,98 @@
+//! What the `verifier-*` scenarios share: a `sigil-verifier` following a
+//! server from inside this process, the `reader` user the example service
+//! admits, and the small arithmetic of their figures (medians of three,
+//! rates without a latency histogram, a target met or missed).
+
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use hdrhistogram::Histogram;
+use sigil_proto::pb::{self, admin_service_client::AdminServiceClient};
+use sigil_verifier::{Verifier, VerifierConfig};
+use tonic::{Code, transport::Channel};
+
+use crate::{
+    client::{admin_request, login},
+    figures::Figures,
+};
+
+/// The user whose tokens the example service admits (role `reader`).
+pub(crate) const READER: &str = "bench-reader";
+const READER_PASSWORD: &str = "bench-reader-password";
+
+/// A verifier following the server at `address` (`http://…`) with `bearer`,
+/// current, and how long that took (connect → snapshot loaded).
+pub(crate) async fn follow(
+    address: &str,
+    bearer: String,
+    limit: Duration,
+) -> anyhow::Result<(Arc<Verifier>, Duration)> {
+    let endpoint = tonic::transport::Endpoint::from_shared(address.to_string())?.tcp_nodelay(true);
+    let started = Instant::now();
+    let verifier = Arc::new(Verifier::start(VerifierConfig::new(endpoint, bearer)));
+    verifier
+        .wait_until_current(limit)
+        .await
+        .map_err(|e| anyhow::anyhow!("the verifier following {address} is not current after {limit:?}: {e}"))?;
+    Ok((verifier, started.elapsed()))
+}
+
+/// Creates [`READER`] on the server behind `channel` (unless it exists) and
+/// logs it in.
+pub(crate) async fn reader(channel: &Channel, admin_token: &str) -> anyhow::Result<pb::AuthenticateResponse> {
+    let request = pb::CreateUserRequest {
+        username: READER.into(),
+        password: READER_PASSWORD.into(),
+        roles: vec![sigil_example_service::REQUIRED_ROLE.into()],
+    };
+    match AdminServiceClient::new(channel.clone()).create_user(admin_request(request, admin_token)).await {
+        Ok(_) => {}
+        Err(status) if status.code() == Code::AlreadyExists => {}
+        Err(status) => anyhow::bail!("creating {READER}: {status}"),
+    }
+    login(channel, READER, READER_PASSWORD).await
+}
+
+/// The median of three (or any number of) samples.
+pub(crate) fn median(mut samples: Vec<f64>) -> f64 {
+    samples.sort_by(f64::total_cmp);
+    samples.get(samples.len() / 2).copied().unwrap_or(0.0)
+}
+
+/// Samples as printed beside a median: `a, b, c`.
+pub(crate) fn listed(samples: &[f64], unit: impl Fn(f64) -> String) -> String {
+    samples.iter().map(|s| unit(*s)).collect::<Vec<_>>().join(", ")
+}
+
+/// `met` or `MISSED`.
+pub(crate) fn verdict(met: bool) -> &'static str {
+    if met { "met" } else { "MISSED" }
+}
+
+/// The figures of an in-process scenario: counts only, or with `latency`.
+pub(crate) fn figures(
+    name: &str,
+    requests: u64,
+    errors: u64,
+    elapsed: Duration,
+    latency: Option<Histogram<u64>>,
+) -> Figures {
+    Figures {
+        name: name.to_string(),
+        requests,
+        errors,
+        elapsed,
+        latency: latency
+            .unwrap_or_else(|| Histogram::new(3).unwrap_or_else(|_| unreachable!("3 significant figures is valid"))),
+        server_cpu: None,
+    }
+}
+
+/// Resident memory of this process, in bytes.
+pub(crate) fn own_rss() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kb: u64 = status.lines().find(|l| l.starts_with("VmRSS:"))?.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}

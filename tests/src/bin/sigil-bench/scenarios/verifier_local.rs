@@ -1,0 +1,121 @@
+//! verifier-local: `Verifier::verify` in this process, on one core — a
+//! token already in its signature cache, and distinct tokens (each verified
+//! once, so each costs an Ed25519 verification) against the in-process
+//! Ed25519 verify rate measured on the same thread, interleaved, three
+//! rounds each.
+
+use std::{
+    hint::black_box,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use futures::future::try_join_all;
+use sigil_verifier::Verifier;
+
+use super::{Bench, Scenario};
+use crate::{
+    baseline::ed25519_verify_rate,
+    client::{distinct_tokens, login},
+    edge::{self, listed, median, verdict},
+    figures::Figures,
+};
+
+pub(super) const SCENARIO: Scenario = Scenario { name: Some("verifier-local"), run: |bench| Box::pin(run(bench)) };
+
+/// Target: cached verifications per second on one core.
+const CACHED_TARGET: f64 = 2_000_000.0;
+/// Target: distinct-token verify rate ÷ Ed25519 verify rate.
+const DISTINCT_TARGET: f64 = 0.9;
+const ROUNDS: usize = 3;
+
+async fn run(bench: &Bench<'_>) -> anyhow::Result<Vec<Figures>> {
+    let bearer = login(&bench.chans[0], "admin", bench.password).await?.access_token;
+    let (verifier, _) = edge::follow(&bench.target.address, bearer, Duration::from_secs(30)).await?;
+    // Distinct tokens from parallel refresh chains (no argon2 per token).
+    let (chains, per_round) = if bench.quick { (4, 300) } else { (8, 3000) };
+    let per_chain = (ROUNDS * per_round).div_ceil(chains);
+    let mut refreshes = Vec::new();
+    for _ in 0..chains {
+        refreshes.push(login(&bench.chans[0], "admin", bench.password).await?.refresh_token);
+    }
+    let supplies = refreshes.iter().map(|refresh| distinct_tokens(bench.chans, refresh, per_chain));
+    let distinct: Vec<String> = try_join_all(supplies).await?.into_iter().flatten().collect();
+    let cached = bench.session.access_token.clone();
+    let window = if bench.quick { Duration::from_millis(200) } else { Duration::from_millis(1000) };
+
+    // One blocking thread for every measurement: the same core as far as
+    // the scheduler allows, while the runtime keeps the stream current.
+    let measured = tokio::task::spawn_blocking(move || {
+        let mut rounds = Vec::new();
+        for round in distinct.chunks(per_round).take(ROUNDS) {
+            let baseline = ed25519_verify_rate();
+            rounds.push((cached_rate(&verifier, &cached, window), distinct_rate(&verifier, round), baseline));
+        }
+        rounds
+    })
+    .await?;
+    let cached_rates: Vec<f64> = measured.iter().map(|r| r.0.rate).collect();
+    let distinct_rates: Vec<f64> = measured.iter().map(|r| r.1.rate).collect();
+    let ratios: Vec<f64> = measured.iter().map(|r| r.1.rate / r.2).collect();
+    let baselines: Vec<f64> = measured.iter().map(|r| r.2).collect();
+    let per_s = |r: f64| format!("{r:.0}");
+    let cached = median(cached_rates.clone());
+    println!(
+        "verifier-local cached token: {cached:.0} verifies/s on one core ({}); target ≥ {CACHED_TARGET:.0}: {}",
+        listed(&cached_rates, per_s),
+        verdict(cached >= CACHED_TARGET)
+    );
+    let ratio = median(ratios.clone());
+    println!(
+        "verifier-local distinct tokens: {:.0} verifies/s vs Ed25519 verify {:.0}/s ({} vs {}); ratio {ratio:.2} ({}); target ≥ {DISTINCT_TARGET}: {}",
+        median(distinct_rates.clone()),
+        median(baselines.clone()),
+        listed(&distinct_rates, per_s),
+        listed(&baselines, per_s),
+        listed(&ratios, |r| format!("{r:.2}")),
+        verdict(ratio >= DISTINCT_TARGET)
+    );
+    let total = |name: &str, pick: fn(&(Round, Round, f64)) -> &Round| {
+        let (ok, errors, elapsed) = measured
+            .iter()
+            .map(pick)
+            .fold((0, 0, Duration::ZERO), |(o, e, t), r| (o + r.ok, e + r.errors, t + r.elapsed));
+        edge::figures(name, ok, errors, elapsed, None)
+    };
+    Ok(vec![total("verifier-local-cached", |r| &r.0), total("verifier-local-distinct", |r| &r.1)])
+}
+
+/// One measured loop: verdicts as expected, otherwise, and its time.
+struct Round {
+    ok: u64,
+    errors: u64,
+    elapsed: Duration,
+    rate: f64,
+}
+
+impl Round {
+    fn new(ok: u64, errors: u64, elapsed: Duration) -> Self {
+        Self { ok, errors, elapsed, rate: (ok + errors) as f64 / elapsed.as_secs_f64() }
+    }
+}
+
+/// Verifies the same (cached) token for `window`.
+fn cached_rate(verifier: &Arc<Verifier>, token: &str, window: Duration) -> Round {
+    let (mut ok, mut total) = (0u64, 0u64);
+    let started = Instant::now();
+    while started.elapsed() < window {
+        for _ in 0..1024 {
+            ok += u64::from(black_box(verifier.verify(black_box(token), Some("sigil"))).is_ok());
+        }
+        total += 1024;
+    }
+    Round::new(ok, total - ok, started.elapsed())
+}
+
+/// Verifies each of `tokens` once: every one a signature-cache miss.
+fn distinct_rate(verifier: &Arc<Verifier>, tokens: &[String]) -> Round {
+    let started = Instant::now();
+    let ok = tokens.iter().filter(|t| black_box(verifier.verify(t, Some("sigil"))).is_ok()).count() as u64;
+    Round::new(ok, tokens.len() as u64 - ok, started.elapsed())
+}
