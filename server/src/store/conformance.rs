@@ -26,6 +26,8 @@ use crate::domain::{
 
 /// Runs every check in turn on `store`, which must be empty.
 pub async fn run_all(store: Arc<dyn Store>) {
+    // First: it needs a store whose very first write is a revocation.
+    the_first_revocation_of_a_fresh_store_is_after_sequence_0(&*store).await;
     users_have_unique_names(&*store).await;
     sessions_are_found_by_refresh_hash(&*store).await;
     rotation_is_a_conditional_update(store.clone()).await;
@@ -414,6 +416,20 @@ pub async fn expiry_and_purge_walk_the_time_indexes(store: &dyn Store) {
 /// A revocation-log entry keeps the bound it was written with: it is read
 /// back (for the index rebuild) while that bound is ahead, however old the
 /// entry, and purged only once the bound has passed, out of sequence order.
+/// Sequence 0 means "before every entry" to `revocations_after` (and to a
+/// revocation stream's `after_sequence`), so no entry may have it: a fresh
+/// store's first revocation would otherwise be missing from every snapshot
+/// and from every peer's catch-up.
+pub async fn the_first_revocation_of_a_fresh_store_is_after_sequence_0(store: &dyn Store) {
+    let now = Timestamp::now();
+    let cause =
+        RevocationCause { at: now, expires_at: now.plus(Duration::from_secs(3600)), reason: "first write".into() };
+    let entry = store.append_revocation(RevocationTarget::Token(TokenId::generate()), &cause).await.expect("append");
+    assert!(entry.sequence > 0, "the first revocation got sequence 0");
+    let listed = store.revocations_after(0, 10).await.expect("log");
+    assert!(listed.iter().any(|e| e.sequence == entry.sequence), "the first revocation is not after 0: {listed:?}");
+}
+
 pub async fn revocations_live_and_go_by_their_stored_bound(store: &dyn Store) {
     let owner = user("conformance-revocation-bound");
     store.create_user(&owner).await.expect("create user");
