@@ -20,7 +20,7 @@ use crate::{
     table::Table,
 };
 
-/// The five views, in Tab order.
+/// The six views, in Tab order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum View {
     /// Sessions.
@@ -33,11 +33,14 @@ pub enum View {
     Events,
     /// Live rates, counts, failed logins and lockouts.
     Dashboard,
+    /// Service accounts (OAuth clients) with their secrets.
+    ServiceAccounts,
 }
 
 impl View {
     /// All views in order.
-    pub const ALL: [View; 5] = [View::Sessions, View::Tokens, View::Users, View::Events, View::Dashboard];
+    pub const ALL: [View; 6] =
+        [View::Sessions, View::Tokens, View::Users, View::Events, View::Dashboard, View::ServiceAccounts];
 
     /// The view's title.
     pub fn title(self) -> &'static str {
@@ -47,6 +50,16 @@ impl View {
             View::Users => "Users",
             View::Events => "Events",
             View::Dashboard => "Dashboard",
+            View::ServiceAccounts => "Service accounts",
+        }
+    }
+
+    /// The title where the full one does not fit (the tabs of a narrow
+    /// terminal).
+    pub fn short_title(self) -> &'static str {
+        match self {
+            View::ServiceAccounts => "Accounts",
+            other => other.title(),
         }
     }
 
@@ -84,6 +97,8 @@ pub struct App {
     pub users: Table<pb::User>,
     /// Audit events.
     pub events: Table<pb::Event>,
+    /// Service accounts.
+    pub service_accounts: Table<pb::ServiceAccount>,
     /// The Dashboard's rates and lists.
     pub dashboard: Dashboard,
     /// What keys mean right now.
@@ -120,6 +135,7 @@ impl App {
             tokens: Table::new(false),
             users: Table::new(false),
             events: Table::new(true),
+            service_accounts: Table::new(false),
             dashboard: Dashboard::default(),
             mode: Mode::Normal,
             detail: false,
@@ -275,6 +291,7 @@ impl App {
         self.tokens.refresh();
         self.users.refresh();
         self.events.refresh();
+        self.service_accounts.refresh();
         let rows = layout::table_rows(layout::areas(self.screen, self.detail).table);
         self.with_table(|t| t.scroll_to_selection(rows));
     }
@@ -286,12 +303,22 @@ impl App {
 
     /// Shows `view`; opening or leaving the Dashboard starts or stops the
     /// worker's sampling of `GetStats`, which costs the server a count of
-    /// every active row, so it runs only while someone looks.
-    fn switch(&mut self, view: View) -> Option<Command> {
+    /// every active row, so it runs only while someone looks. Opening
+    /// Service accounts reloads them: the last use of a secret changes with
+    /// every grant, which no event announces.
+    fn switch(&mut self, view: View) -> Vec<Command> {
         let (was, is) = (self.view == View::Dashboard, view == View::Dashboard);
+        let opened_accounts = view == View::ServiceAccounts && self.view != view;
         self.view = view;
         self.detail = false;
-        (was != is).then_some(Command::WatchStats { open: is })
+        let mut commands = Vec::new();
+        if was != is {
+            commands.push(Command::WatchStats { open: is });
+        }
+        if opened_accounts {
+            commands.push(Command::LoadServiceAccounts);
+        }
+        commands
     }
 
     fn move_by(&mut self, delta: isize) {
@@ -305,6 +332,7 @@ impl App {
             View::Tokens => f(&mut self.tokens),
             View::Users => f(&mut self.users),
             View::Events => f(&mut self.events),
+            View::ServiceAccounts => f(&mut self.service_accounts),
             // The Dashboard has no table to move in.
             View::Dashboard => {}
         }
@@ -317,6 +345,7 @@ impl App {
             View::Tokens => self.tokens.filter().to_string(),
             View::Users => self.users.filter().to_string(),
             View::Events => self.events.filter().to_string(),
+            View::ServiceAccounts => self.service_accounts.filter().to_string(),
             View::Dashboard => String::new(),
         }
     }
@@ -359,9 +388,24 @@ impl App {
                 Some(_) => self.say("that token has already ended".into(), true),
                 None => self.say("no token selected".into(), true),
             },
-            View::Users | View::Events | View::Dashboard => {
-                self.say("d revokes a session or a token: select one in Sessions or Tokens".into(), true)
-            }
+            View::ServiceAccounts => match self.service_accounts.selected() {
+                Some(a) => {
+                    let prompt = format!(
+                        "Revoke every token of service account {}? Its secrets keep working for new ones.",
+                        account_words(a)
+                    );
+                    let command =
+                        Command::RevokeServiceAccountTokens { client_id: a.client_id.clone(), name: a.name.clone() };
+                    self.confirm(prompt, command);
+                }
+                None => self.say("no service account selected".into(), true),
+            },
+            View::Users | View::Events | View::Dashboard => self.say(
+                "d revokes a session, a token or a service account's tokens: select one in Sessions, Tokens or \
+                 Service accounts"
+                    .into(),
+                true,
+            ),
         }
     }
 
@@ -378,7 +422,7 @@ impl App {
             View::Tokens => self.tokens.selected().map(|t| (&t.user_id, &t.username))?,
             View::Users => self.users.selected().map(|u| (&u.user_id, &u.username))?,
             View::Events => self.events.selected().map(|e| (&e.user_id, &e.username))?,
-            View::Dashboard => return None,
+            View::Dashboard | View::ServiceAccounts => return None,
         };
         (!id.is_empty()).then(|| (id.clone(), name.clone()))
     }
@@ -439,6 +483,9 @@ impl App {
     }
 
     fn ask_toggle_disabled(&mut self) {
+        if self.view == View::ServiceAccounts {
+            return self.ask_toggle_account_disabled();
+        }
         let Some((user_id, username)) = self.selected_user() else {
             return self.say("the selected row names no user".into(), true);
         };
@@ -452,6 +499,28 @@ impl App {
         self.confirm(prompt, Command::SetDisabled { user_id, username, disabled: disable });
     }
 
+    /// Asks to disable or enable the selected service account.
+    fn ask_toggle_account_disabled(&mut self) {
+        let Some(account) = self.service_accounts.selected() else {
+            return self.say("no service account selected".into(), true);
+        };
+        let disable = !account.disabled;
+        let prompt = if disable {
+            format!(
+                "Disable service account {}? Its tokens fail at once and it gets no new ones.",
+                account_words(account)
+            )
+        } else {
+            format!("Enable service account {}?", account_words(account))
+        };
+        let command = Command::SetServiceAccountDisabled {
+            client_id: account.client_id.clone(),
+            name: account.name.clone(),
+            disabled: disable,
+        };
+        self.confirm(prompt, command);
+    }
+
     /// Applies news from the backend.
     pub fn apply(&mut self, update: Update) {
         match update {
@@ -461,6 +530,8 @@ impl App {
             Update::UserGone(user_id) => {
                 self.users.modify(&user_id, |u| u.disabled = true);
             }
+            Update::ServiceAccounts(rows) => self.service_accounts.upsert(rows),
+            Update::ServiceAccountGone(client_id) => self.service_accounts.retain(|a| a.client_id != client_id),
             Update::History(events) => {
                 // The Dashboard's 15-minute lists and revocation rate count
                 // what happened before the console started too.
@@ -482,6 +553,7 @@ impl App {
                     self.sessions.shrink_to_fit();
                     self.tokens.shrink_to_fit();
                     self.users.shrink_to_fit();
+                    self.service_accounts.shrink_to_fit();
                 }
                 self.loading = progress;
             }
@@ -538,6 +610,16 @@ impl App {
                 let disabled = event.kind() == K::UserDisabled;
                 self.users.modify(&event.user_id, |u| u.disabled = disabled);
             }
+            // The flag shows at once; the refetch the event also causes
+            // brings the rest of the record.
+            K::ServiceAccountDisabled | K::ServiceAccountEnabled => {
+                let disabled = event.kind() == K::ServiceAccountDisabled;
+                self.service_accounts.modify(&event.client_id, |a| a.disabled = disabled);
+            }
+            K::ServiceAccountDeleted => {
+                let client_id = event.client_id.clone();
+                self.service_accounts.retain(|a| a.client_id != client_id);
+            }
             _ => {}
         }
     }
@@ -591,6 +673,12 @@ fn without_records(event: &mut pb::Event) -> pb::Event {
 fn session_words(s: &pb::Session) -> String {
     let device = if s.device_name.is_empty() { String::new() } else { format!(" on {}", s.device_name) };
     format!("session{device} from {}", s.client_address)
+}
+
+/// A service account as a person recognises it: its name and the tail of
+/// its client id (two accounts may share a name).
+fn account_words(a: &pb::ServiceAccount) -> String {
+    format!("{} (client …{})", a.name, crate::format::short_id(&a.client_id))
 }
 
 /// What the App does to any table, whatever its row type.
@@ -663,16 +751,27 @@ mod tests {
     }
 
     #[test]
-    fn tab_and_shift_tab_cycle_through_the_five_views() {
+    fn tab_and_shift_tab_cycle_through_the_six_views() {
         let mut app = loaded();
         let mut seen = vec![app.view];
-        for _ in 0..5 {
+        for _ in 0..6 {
             key(&mut app, KeyCode::Tab);
             seen.push(app.view);
         }
-        assert_eq!(seen, [View::Sessions, View::Tokens, View::Users, View::Events, View::Dashboard, View::Sessions]);
+        assert_eq!(
+            seen,
+            [
+                View::Sessions,
+                View::Tokens,
+                View::Users,
+                View::Events,
+                View::Dashboard,
+                View::ServiceAccounts,
+                View::Sessions
+            ]
+        );
         key(&mut app, KeyCode::BackTab);
-        assert_eq!(app.view, View::Dashboard);
+        assert_eq!(app.view, View::ServiceAccounts);
     }
 
     #[test]
@@ -684,7 +783,9 @@ mod tests {
         assert_eq!(key(&mut app, KeyCode::Char('5')), vec![Command::WatchStats { open: true }]);
         assert_eq!(app.view, View::Dashboard);
         assert!(key(&mut app, KeyCode::Char('5')).is_empty(), "already open");
-        assert_eq!(key(&mut app, KeyCode::Tab), vec![Command::WatchStats { open: false }]);
+        assert_eq!(key(&mut app, KeyCode::BackTab), vec![Command::WatchStats { open: false }]);
+        assert_eq!(app.view, View::Events);
+        key(&mut app, KeyCode::Char('1'));
         assert_eq!(app.view, View::Sessions);
         key(&mut app, KeyCode::Char('4'));
         assert_eq!(app.view, View::Events);
@@ -784,6 +885,117 @@ mod tests {
         assert!(key(&mut app, KeyCode::Esc).is_empty());
         assert_eq!(app.mode, Mode::Normal);
         assert!(!app.should_quit, "q typed into a form does not quit");
+    }
+
+    /// `loaded()` with two service accounts, in their view.
+    fn with_accounts() -> App {
+        let mut app = loaded();
+        app.update(Action::Backend(Update::ServiceAccounts(vec![
+            fixtures::service_account(1, "billing-worker", &[(3, None, Some(2))]),
+            fixtures::service_account(2, "billing-worker", &[]),
+        ])));
+        app
+    }
+
+    #[test]
+    fn six_opens_service_accounts_and_loads_them_again_each_time() {
+        let mut app = with_accounts();
+        assert_eq!(app.view, View::Sessions, "the console still opens on Sessions");
+        assert_eq!(key(&mut app, KeyCode::Char('6')), vec![Command::LoadServiceAccounts]);
+        assert_eq!(app.view, View::ServiceAccounts);
+        assert!(key(&mut app, KeyCode::Char('6')).is_empty(), "staying in the view reloads nothing");
+        // Tab reaches it too: from the Dashboard, the sampling stops and the
+        // accounts load.
+        key(&mut app, KeyCode::Char('5'));
+        assert_eq!(
+            key(&mut app, KeyCode::Tab),
+            vec![Command::WatchStats { open: false }, Command::LoadServiceAccounts]
+        );
+        assert_eq!(app.view, View::ServiceAccounts);
+        assert_eq!(app.service_accounts.len(), 2);
+        key(&mut app, KeyCode::Char('/'));
+        typed(&mut app, "c00000000002");
+        assert_eq!(app.service_accounts.len(), 1, "the filter finds an account by its client id's tail");
+    }
+
+    #[test]
+    fn d_revokes_the_selected_accounts_tokens_after_naming_it() {
+        let mut app = with_accounts();
+        key(&mut app, KeyCode::Char('6'));
+        key(&mut app, KeyCode::Down);
+        assert!(key(&mut app, KeyCode::Char('d')).is_empty());
+        let Mode::Confirm(pending) = &app.mode else { panic!("no confirmation asked") };
+        // Both are called billing-worker: the client id's tail tells them apart.
+        assert_eq!(
+            pending.prompt,
+            "Revoke every token of service account billing-worker (client …00000002)? Its secrets keep working \
+             for new ones."
+        );
+        assert!(key(&mut app, KeyCode::Char('n')).is_empty(), "anything but y cancels");
+        key(&mut app, KeyCode::Char('d'));
+        let client_id = app.service_accounts.selected().map(|a| a.client_id.clone()).unwrap_or_default();
+        assert_eq!(
+            key(&mut app, KeyCode::Char('y')),
+            vec![Command::RevokeServiceAccountTokens { client_id, name: "billing-worker".into() }]
+        );
+    }
+
+    #[test]
+    fn x_disables_the_selected_account_and_its_event_shows_it_then_x_enables() {
+        let mut app = with_accounts();
+        key(&mut app, KeyCode::Char('6'));
+        key(&mut app, KeyCode::Char('x'));
+        let Mode::Confirm(pending) = &app.mode else { panic!("no confirmation asked") };
+        assert_eq!(
+            pending.prompt,
+            "Disable service account billing-worker (client …00000001)? Its tokens fail at once and it gets no new \
+             ones."
+        );
+        let account = app.service_accounts.selected().cloned().expect("an account");
+        let commands = key(&mut app, KeyCode::Char('y'));
+        assert_eq!(
+            commands,
+            vec![Command::SetServiceAccountDisabled {
+                client_id: account.client_id.clone(),
+                name: account.name.clone(),
+                disabled: true
+            }]
+        );
+        let event = pb::Event {
+            sequence: 20,
+            kind: pb::EventKind::ServiceAccountDisabled.into(),
+            client_id: account.client_id.clone(),
+            ..Default::default()
+        };
+        app.update(Action::Backend(Update::Event(event)));
+        let row = app.service_accounts.get(&account.client_id).expect("row");
+        assert!(row.disabled);
+        assert_eq!(row.style(), ratatui::style::Style::new().fg(ratatui::style::Color::Red));
+        key(&mut app, KeyCode::Char('x'));
+        let Mode::Confirm(pending) = &app.mode else { panic!("no confirmation asked") };
+        assert_eq!(pending.prompt, "Enable service account billing-worker (client …00000001)?");
+        assert!(matches!(
+            &key(&mut app, KeyCode::Char('y'))[..],
+            [Command::SetServiceAccountDisabled { disabled: false, .. }]
+        ));
+        // u names a user, and an account is none.
+        assert!(key(&mut app, KeyCode::Char('u')).is_empty());
+        assert!(app.status.as_ref().is_some_and(|s| s.error));
+    }
+
+    #[test]
+    fn a_deleted_account_leaves_the_list() {
+        let mut app = with_accounts();
+        let gone = app.service_accounts.all()[0].client_id.clone();
+        let event = pb::Event {
+            kind: pb::EventKind::ServiceAccountDeleted.into(),
+            client_id: gone.clone(),
+            ..Default::default()
+        };
+        app.update(Action::Backend(Update::Event(event)));
+        assert!(app.service_accounts.get(&gone).is_none());
+        app.update(Action::Backend(Update::ServiceAccountGone(app.service_accounts.all()[0].client_id.clone())));
+        assert!(app.service_accounts.is_empty());
     }
 
     #[test]

@@ -538,6 +538,33 @@ impl AdminConnection {
                     }),
                 // Handled above: it is no request.
                 Command::WatchStats { .. } => continue,
+                Command::RevokeServiceAccountTokens { client_id, name } => admin
+                    .revoke_service_account_tokens(pb::RevokeServiceAccountTokensRequest {
+                        client_id: client_id.clone(),
+                        reason: "revoked from sigil-console".into(),
+                    })
+                    .await
+                    .map(|_| format!("revoked every token of {name} so far")),
+                Command::SetServiceAccountDisabled { client_id, name, disabled } => admin
+                    .update_service_account(pb::UpdateServiceAccountRequest {
+                        client_id: client_id.clone(),
+                        disabled: Some(*disabled),
+                        ..Default::default()
+                    })
+                    .await
+                    .map(|_| {
+                        if *disabled {
+                            format!("disabled service account {name}; its tokens fail")
+                        } else {
+                            format!("enabled service account {name}")
+                        }
+                    }),
+                Command::LoadServiceAccounts => match all_service_accounts(&mut admin, &updates).await {
+                    // A reload the operator did not ask for in words says
+                    // nothing when it works.
+                    Ok(_) => continue,
+                    Err(status) => Err(status),
+                },
                 Command::EmergencyKeyRotation => {
                     let seen = self.access_token();
                     match admin.rotate_signing_key(pb::RotateSigningKeyRequest { distrust_previous: true }).await {
@@ -671,6 +698,9 @@ async fn fetch_rows(
                 pages.users = all_users(admin, updates, Some(&progress)).await?.0;
                 pages.sessions = all_sessions(admin, updates, Some(&progress)).await?;
                 pages.tokens = all_tokens(admin, false, |_| true, updates, Some(&progress)).await?;
+                // Last: the few service accounts wait behind the lists an
+                // incident needs first.
+                pages.service_accounts = all_service_accounts(admin, updates).await?.0;
                 Ok::<_, Status>(())
             }
             .await;
@@ -705,6 +735,26 @@ async fn fetch_rows(
             pages.users = n;
             for gone in expected.into_iter().filter(|id| !seen.contains(id)) {
                 let _ = updates.send(Update::UserGone(gone));
+            }
+        }
+        Fetch::ServiceAccount(client_id) => {
+            let request = pb::GetServiceAccountRequest { client_id: client_id.clone() };
+            match admin.get_service_account(request).await {
+                Ok(found) => {
+                    let _ =
+                        updates.send(Update::ServiceAccounts(found.into_inner().service_account.into_iter().collect()));
+                }
+                Err(status) if status.code() == Code::NotFound => {
+                    let _ = updates.send(Update::ServiceAccountGone(client_id));
+                }
+                Err(status) => return Err(status),
+            }
+        }
+        Fetch::AllServiceAccounts { expected } => {
+            let (n, seen) = all_service_accounts(admin, updates).await?;
+            pages.service_accounts = n;
+            for gone in expected.into_iter().filter(|id| !seen.contains(id)) {
+                let _ = updates.send(Update::ServiceAccountGone(gone));
             }
         }
     }
@@ -757,6 +807,26 @@ async fn all_users(
         if let Some(progress) = progress {
             progress.loaded(List::Users, seen.len() as u64);
         }
+        if page.next_page_token.is_empty() {
+            return Ok((pages, seen));
+        }
+        page_token = page.next_page_token;
+    }
+}
+
+/// Sends every page of service accounts; returns how many pages it took
+/// and the client ids seen.
+async fn all_service_accounts(
+    admin: &mut Admin,
+    updates: &mpsc::UnboundedSender<Update>,
+) -> Result<(usize, HashSet<String>), Status> {
+    let (mut pages, mut seen, mut page_token) = (0, HashSet::new(), String::new());
+    loop {
+        let request = pb::ListServiceAccountsRequest { page_size: 1000, page_token };
+        let page = admin.list_service_accounts(request).await?.into_inner();
+        pages += 1;
+        seen.extend(page.service_accounts.iter().map(|a| a.client_id.clone()));
+        let _ = updates.send(Update::ServiceAccounts(page.service_accounts));
         if page.next_page_token.is_empty() {
             return Ok((pages, seen));
         }

@@ -86,3 +86,30 @@ pub(crate) fn event(sequence: u64, kind: pb::EventKind, session: &pb::Session, d
         token: None,
     }
 }
+
+/// A service account numbered `n`, created `n` days ago, with a secret
+/// per entry of `secrets`: (age in days, expires in days, last used
+/// minutes ago), `None` for never.
+pub(crate) fn service_account(n: usize, name: &str, secrets: &[(i64, Option<i64>, Option<i64>)]) -> pb::ServiceAccount {
+    pb::ServiceAccount {
+        client_id: id('c', n),
+        name: name.into(),
+        roles: vec!["reader".into()],
+        audiences: vec!["billing-api".into()],
+        scopes: vec!["read".into()],
+        disabled: false,
+        created_at: at(-86_400 * n as i64),
+        updated_at: at(-3600),
+        secrets: secrets
+            .iter()
+            .enumerate()
+            .map(|(i, (age, expires, used))| pb::ClientSecret {
+                secret_id: id('e', n * 10 + i),
+                created_at: at(-86_400 * age),
+                expires_at: expires.and_then(|d| at(86_400 * d)),
+                last_used_at: used.and_then(|m| at(-60 * m)),
+            })
+            .collect(),
+        key: None,
+    }
+}

@@ -125,8 +125,9 @@ pub static KEY_MAP: &[Entry] = &[
             (Code(KeyCode::Char('3')), Act(Action::ShowView(View::Users))),
             (Code(KeyCode::Char('4')), Act(Action::ShowView(View::Events))),
             (Code(KeyCode::Char('5')), Act(Action::ShowView(View::Dashboard))),
+            (Code(KeyCode::Char('6')), Act(Action::ShowView(View::ServiceAccounts))),
         ],
-        help: Some(("1 … 5", "Sessions, Tokens, Users, Events, Dashboard")),
+        help: Some(("1 … 6", "Sessions, Tokens, Users, Events, Dashboard, Service accounts")),
         footer: None,
     },
     Entry {
@@ -180,20 +181,27 @@ pub static KEY_MAP: &[Entry] = &[
     Entry {
         context: Context::Normal,
         keys: &[(Code(KeyCode::Enter), Act(Action::ToggleDetail))],
-        help: Some(("Enter", "details: a session's tokens, a user's sessions")),
+        help: Some(("Enter", "details: a session's tokens, a user's sessions, an account's secrets")),
         footer: Some(Footer {
             keys: "Enter",
-            label: Label::PerView([Some("tokens"), Some("details"), Some("sessions"), Some("details"), None]),
+            label: Label::PerView([
+                Some("tokens"),
+                Some("details"),
+                Some("sessions"),
+                Some("details"),
+                None,
+                Some("secrets"),
+            ]),
             priority: 5,
         }),
     },
     Entry {
         context: Context::Normal,
         keys: &[(Code(KeyCode::Char('d')), Act(Action::RevokeSelected))],
-        help: Some(("d", "revoke the selected session or token")),
+        help: Some(("d", "revoke the selected session or token, or every token of a service account")),
         footer: Some(Footer {
             keys: "d",
-            label: Label::PerView([Some("revoke"), Some("revoke"), None, None, None]),
+            label: Label::PerView([Some("revoke"), Some("revoke"), None, None, None, Some("revoke tokens")]),
             priority: 6,
         }),
     },
@@ -209,6 +217,7 @@ pub static KEY_MAP: &[Entry] = &[
                 Some("revoke sessions"),
                 Some("revoke user"),
                 None,
+                None,
             ]),
             priority: 7,
         }),
@@ -216,10 +225,17 @@ pub static KEY_MAP: &[Entry] = &[
     Entry {
         context: Context::Normal,
         keys: &[(Code(KeyCode::Char('x')), Act(Action::ToggleUserDisabled))],
-        help: Some(("x", "disable / enable the selected row's user")),
+        help: Some(("x", "disable / enable the selected row's user, or the selected service account")),
         footer: Some(Footer {
             keys: "x",
-            label: Label::PerView([Some("disable user"), None, Some("disable/enable"), None, None]),
+            label: Label::PerView([
+                Some("disable user"),
+                None,
+                Some("disable/enable"),
+                None,
+                None,
+                Some("disable/enable"),
+            ]),
             priority: 8,
         }),
     },
@@ -235,7 +251,7 @@ pub static KEY_MAP: &[Entry] = &[
         help: Some(("D", "revoke every active session the filter matches")),
         footer: Some(Footer {
             keys: "D",
-            label: Label::PerView([Some("revoke filtered"), None, None, None, None]),
+            label: Label::PerView([Some("revoke filtered"), None, None, None, None, None]),
             // Dropped before `d revoke` on a narrow terminal: the everyday action stays.
             priority: 4,
         }),
@@ -550,7 +566,7 @@ mod tests {
             assert!(matches!(press(&Mode::Normal, KeyCode::Char(digit)), Action::ShowView(v) if v == *view), "{digit}");
         }
         let help: Vec<_> = help().collect();
-        for keys in ["1 … 5", "D", "n", "p", "R", "K"] {
+        for keys in ["1 … 6", "D", "n", "p", "R", "K"] {
             assert!(help.iter().any(|(k, _)| *k == keys), "{keys} is not in the help");
         }
     }

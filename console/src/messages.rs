@@ -79,6 +79,25 @@ pub enum Command {
         /// The roles.
         roles: Vec<String>,
     },
+    /// Revoke every token a service account obtained so far.
+    RevokeServiceAccountTokens {
+        /// Its client id.
+        client_id: String,
+        /// Its name, for messages.
+        name: String,
+    },
+    /// Disable or enable a service account.
+    SetServiceAccountDisabled {
+        /// Its client id.
+        client_id: String,
+        /// Its name, for messages.
+        name: String,
+        /// Disable (true) or enable (false).
+        disabled: bool,
+    },
+    /// Reload the service accounts (their view was opened: a secret's last
+    /// use changes with every grant, and no event announces it).
+    LoadServiceAccounts,
     /// Sample `GetStats` every second while the Dashboard is open.
     WatchStats {
         /// The Dashboard opened (true) or closed (false).
@@ -109,6 +128,14 @@ impl Command {
             Command::SetRoles { username, roles, .. } => {
                 format!("setting the roles of {username} to [{}]", roles.join(", "))
             }
+            Command::RevokeServiceAccountTokens { name, .. } => format!("revoking every token of {name}"),
+            Command::SetServiceAccountDisabled { name, disabled: true, .. } => {
+                format!("disabling service account {name}")
+            }
+            Command::SetServiceAccountDisabled { name, disabled: false, .. } => {
+                format!("enabling service account {name}")
+            }
+            Command::LoadServiceAccounts => "loading the service accounts".into(),
             Command::WatchStats { open: true } => "following the server's counters".into(),
             Command::WatchStats { open: false } => "no longer following the server's counters".into(),
         }
@@ -168,6 +195,10 @@ pub enum Update {
     Users(Vec<pb::User>),
     /// A user no longer exists.
     UserGone(String),
+    /// Service accounts to insert or replace.
+    ServiceAccounts(Vec<pb::ServiceAccount>),
+    /// A service account (this client id) no longer exists.
+    ServiceAccountGone(String),
     /// An audit event.
     Event(pb::Event),
     /// Events from before the console started, oldest first: they go into

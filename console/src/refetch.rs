@@ -39,6 +39,8 @@ pub(crate) struct Stale {
     tokens_of_sessions: BTreeSet<String>,
     /// Users whose record or count of active sessions changed.
     users: BTreeSet<String>,
+    /// Service accounts (client ids) whose record changed.
+    service_accounts: BTreeSet<String>,
 }
 
 impl Stale {
@@ -68,6 +70,21 @@ impl Stale {
             {
                 self.users.insert(user());
             }
+            // The events name the account, not what changed in it (a
+            // secret's times, the key, roles): the record is fetched. A
+            // revocation of its tokens changes nothing the view shows.
+            K::ServiceAccountCreated
+            | K::ServiceAccountUpdated
+            | K::ServiceAccountDisabled
+            | K::ServiceAccountEnabled
+            | K::ServiceAccountDeleted
+            | K::ClientSecretAdded
+            | K::ClientSecretRevoked
+            | K::ClientKeySet
+                if !event.client_id.is_empty() =>
+            {
+                self.service_accounts.insert(event.client_id.clone());
+            }
             _ => {}
         }
     }
@@ -95,6 +112,12 @@ impl Stale {
         } else {
             plan.extend(self.users.into_iter().map(Fetch::User));
         }
+        // As with users: the full load says nothing of deleted accounts.
+        if self.service_accounts.len() > pages.service_accounts {
+            plan.push(Fetch::AllServiceAccounts { expected: self.service_accounts });
+        } else {
+            plan.extend(self.service_accounts.into_iter().map(Fetch::ServiceAccount));
+        }
         if self.tokens_of_sessions.len() > pages.tokens {
             plan.push(Fetch::AllTokens { of_sessions: self.tokens_of_sessions });
         } else {
@@ -113,18 +136,21 @@ pub(crate) struct Pages {
     pub(crate) tokens: usize,
     /// Users.
     pub(crate) users: usize,
+    /// Service accounts.
+    pub(crate) service_accounts: usize,
 }
 
 impl Default for Pages {
     fn default() -> Self {
-        Self { sessions: 1, tokens: 1, users: 1 }
+        Self { sessions: 1, tokens: 1, users: 1, service_accounts: 1 }
     }
 }
 
 /// One refetch.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Fetch {
-    /// Every page of users, active sessions and active tokens.
+    /// Every page of users, service accounts, active sessions and active
+    /// tokens.
     Everything,
     /// A user's active sessions.
     SessionsOfUser(String),
@@ -144,6 +170,14 @@ pub(crate) enum Fetch {
     /// Every page of users; those of `expected` not among them are gone.
     AllUsers {
         /// The users that changed.
+        expected: BTreeSet<String>,
+    },
+    /// One service account, by client id (or the news that it is gone).
+    ServiceAccount(String),
+    /// Every page of service accounts; those of `expected` not among them
+    /// are gone.
+    AllServiceAccounts {
+        /// The client ids of the accounts that changed.
         expected: BTreeSet<String>,
     },
 }
@@ -223,7 +257,7 @@ mod tests {
         for n in 0..200 {
             login(&mut stale, n % 20, n);
         }
-        let pages = Pages { sessions: 2, tokens: 3, users: 1 };
+        let pages = Pages { sessions: 2, tokens: 3, users: 1, service_accounts: 1 };
         let plan = stale.plan(&pages);
         assert_eq!(plan.len(), 3, "{plan:?}");
         assert!(plan.contains(&Fetch::AllSessions));
@@ -253,6 +287,26 @@ mod tests {
         stale.note(&created);
         stale.note(&issued);
         assert!(stale.is_empty(), "{stale:?}");
+    }
+
+    fn account_event(kind: pb::EventKind, client: usize) -> pb::Event {
+        pb::Event { kind: kind.into(), client_id: format!("client-{client}"), ..Default::default() }
+    }
+
+    #[test]
+    fn service_account_events_fetch_the_account_and_a_storm_one_list() {
+        let mut stale = Stale::default();
+        stale.note(&account_event(pb::EventKind::ServiceAccountDisabled, 1));
+        stale.note(&account_event(pb::EventKind::ClientSecretAdded, 1));
+        stale.note(&account_event(pb::EventKind::ServiceTokensRevoked, 2));
+        stale.note(&account_event(pb::EventKind::ClientAuthFailed, 3));
+        assert_eq!(stale.plan(&Pages::default()), vec![Fetch::ServiceAccount("client-1".into())]);
+        let mut stale = Stale::default();
+        for n in 0..50 {
+            stale.note(&account_event(pb::EventKind::ServiceAccountCreated, n));
+        }
+        let plan = stale.plan(&Pages::default());
+        assert!(matches!(&plan[..], [Fetch::AllServiceAccounts { expected }] if expected.len() == 50), "{plan:?}");
     }
 
     #[test]

@@ -48,6 +48,7 @@ pub fn draw(frame: &mut Frame<'_>, app: &App) {
         View::Users => draw_table(frame, main, &app.users, now, "Users", &loading(List::Users)),
         View::Events => draw_table(frame, main, &app.events, now, "Events (newest first)", ""),
         View::Dashboard => dashboard_ui::draw(frame, main, &app.dashboard, now),
+        View::ServiceAccounts => draw_table(frame, main, &app.service_accounts, now, "Service accounts", ""),
     }
     if let Some(area) = areas.detail {
         draw_detail(frame, area, app);
@@ -91,19 +92,41 @@ fn draw_header(frame: &mut Frame<'_>, area: Rect, app: &App) {
 }
 
 fn draw_tabs(frame: &mut Frame<'_>, area: Rect, app: &App) {
-    let counts = [app.sessions.len(), app.tokens.len(), app.users.len(), app.events.len()];
-    // The Dashboard has no rows to count.
-    let titles: Vec<Line<'_>> = View::ALL
-        .iter()
-        .enumerate()
-        .map(|(i, v)| match counts.get(i) {
-            Some(n) => Line::from(format!("{} ({n})", v.title())),
-            None => Line::from(v.title()),
-        })
-        .collect();
+    // On a narrow terminal the long titles give way to short ones, then
+    // the counts, so that every view's tab stays visible.
+    let titles = |short: bool, counted: bool| -> Vec<String> {
+        View::ALL
+            .iter()
+            .map(|v| {
+                let title = if short { v.short_title() } else { v.title() };
+                match tab_count(app, *v).filter(|_| counted) {
+                    Some(n) => format!("{title} ({n})"),
+                    None => title.to_string(),
+                }
+            })
+            .collect()
+    };
+    // Each tab is padded by a space on either side, and a divider between.
+    let width = |titles: &[String]| titles.iter().map(|t| t.chars().count() + 3).sum::<usize>();
+    let fits = |titles: &Vec<String>| width(titles) <= usize::from(area.width);
+    let titles =
+        [titles(false, true), titles(true, true)].into_iter().find(fits).unwrap_or_else(|| titles(true, false));
     let selected = View::ALL.iter().position(|v| *v == app.view).unwrap_or(0);
     let tabs = Tabs::new(titles).select(selected).highlight_style(Style::new().reversed()).divider("│");
     frame.render_widget(tabs, area);
+}
+
+/// The number of rows a view's tab shows, if it has rows.
+fn tab_count(app: &App, view: View) -> Option<usize> {
+    Some(match view {
+        View::Sessions => app.sessions.len(),
+        View::Tokens => app.tokens.len(),
+        View::Users => app.users.len(),
+        View::Events => app.events.len(),
+        View::ServiceAccounts => app.service_accounts.len(),
+        // The Dashboard has no rows to count.
+        View::Dashboard => return None,
+    })
 }
 
 fn draw_table<T: Record>(
@@ -198,6 +221,10 @@ fn draw_detail(frame: &mut Frame<'_>, area: Rect, app: &App) {
             None => (" Details ".into(), vec![]),
         },
         View::Dashboard => (" Details ".into(), vec![]),
+        View::ServiceAccounts => match app.service_accounts.selected() {
+            Some(a) => (format!(" Service account {} ", a.name), account_detail(a, now)),
+            None => (" Details ".into(), vec![]),
+        },
         View::Events => match app.events.selected() {
             Some(e) => (
                 format!(" Event {} ", e.sequence),
@@ -219,6 +246,50 @@ fn draw_detail(frame: &mut Frame<'_>, area: Rect, app: &App) {
     };
     let block = Block::default().borders(Borders::ALL).title(title);
     frame.render_widget(Paragraph::new(lines).block(block), area);
+}
+
+/// A service account's detail: its client id and grants, its key, and each
+/// secret with its age, expiry and last use.
+fn account_detail(a: &pb::ServiceAccount, now: std::time::SystemTime) -> Vec<Line<'static>> {
+    let list = |items: &[String]| if items.is_empty() { "-".to_string() } else { items.join(",") };
+    let mut lines = vec![
+        Line::from(format!(
+            "client {}  {}  {}",
+            a.client_id,
+            if a.disabled { "disabled" } else { "enabled" },
+            match &a.key {
+                Some(key) =>
+                    format!("key {} (registered {})", key.algorithm, relative(key.registered_at.as_ref(), now)),
+                None => "no key".to_string(),
+            }
+        )),
+        Line::from(format!("roles {}  audiences {}  scopes {}", list(&a.roles), list(&a.audiences), list(&a.scopes))),
+    ];
+    if a.secrets.is_empty() {
+        lines.push(Line::from("no client secret"));
+    }
+    for secret in &a.secrets {
+        let age = crate::format::now_millis(now) - crate::format::millis(secret.created_at.as_ref());
+        let age = crate::format::human(std::time::Duration::from_millis(age.max(0).unsigned_abs()));
+        let expires = match &secret.expires_at {
+            Some(at) => format!("expires {}", relative(Some(at), now)),
+            None => "never expires".to_string(),
+        };
+        let used = match &secret.last_used_at {
+            Some(at) => format!("last used {}", relative(Some(at), now)),
+            None => "never used".to_string(),
+        };
+        let expired = secret
+            .expires_at
+            .as_ref()
+            .is_some_and(|at| crate::format::millis(Some(at)) <= crate::format::now_millis(now));
+        let style = if expired { Style::new().fg(Color::DarkGray) } else { Style::new() };
+        lines.push(Line::styled(
+            format!("secret …{}  {age} old  {expires}  {used}", short_id(&secret.secret_id)),
+            style,
+        ));
+    }
+    lines
 }
 
 fn draw_status(frame: &mut Frame<'_>, area: Rect, app: &App) {
@@ -277,7 +348,11 @@ fn draw_password(frame: &mut Frame<'_>, app: &App, typed: usize) {
 }
 
 fn draw_confirm(frame: &mut Frame<'_>, prompt: &str) {
-    let area = popup(frame, 70, 5);
+    // As tall as the wrapped prompt needs, so that a long one (an account
+    // and its client id, a sample of sessions) never hides how to answer.
+    let inner = usize::from(70.min(frame.area().width).saturating_sub(2)).max(1);
+    let prompt_rows = prompt.chars().count().div_ceil(inner).max(1);
+    let area = popup(frame, 70, prompt_rows as u16 + 4);
     let block = Block::default().borders(Borders::ALL).title(" Confirm ").border_style(Style::new().fg(Color::Red));
     let text =
         vec![Line::from(prompt.to_string()), Line::from(""), Line::from("y to confirm, any other key to cancel")];
@@ -347,6 +422,24 @@ mod tests {
         for event in events {
             app.update(Action::Backend(Update::Event(event)));
         }
+        let mut signer = fixtures::service_account(2, "invoice-signer", &[]);
+        signer.key = Some(pb::ClientKey {
+            algorithm: "EdDSA".into(),
+            public_jwk_json: "{}".into(),
+            registered_at: fixtures::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .ok()
+                .map(|d| prost_types::Timestamp { seconds: d.as_secs() as i64 - 7200, nanos: 0 }),
+        });
+        signer.disabled = true;
+        app.update(Action::Backend(Update::ServiceAccounts(vec![
+            fixtures::service_account(
+                1,
+                "billing-worker",
+                &[(30, Some(60), Some(2)), (1, None, None), (90, Some(-5), Some(7200))],
+            ),
+            signer,
+        ])));
         app.update(Action::Backend(Update::Connection(ConnectionState::Live)));
         app
     }
@@ -443,7 +536,7 @@ mod tests {
     #[test]
     fn every_view_at_80x24_and_200x50() {
         type Setup = fn(&mut App);
-        let views: [(&str, Setup); 11] = [
+        let views: [(&str, Setup); 15] = [
             ("sessions", |_| {}),
             ("sessions_detail", |app| {
                 app.update(Action::ToggleDetail);
@@ -481,6 +574,22 @@ mod tests {
             ("sorted_descending", |app| {
                 app.update(Action::CycleSort);
                 app.update(Action::ReverseSort);
+            }),
+            ("service_accounts_empty", |app| {
+                app.update(Action::ShowView(View::ServiceAccounts));
+                app.service_accounts.retain(|_| false);
+                app.refresh();
+            }),
+            ("service_accounts", |app| {
+                app.update(Action::ShowView(View::ServiceAccounts));
+            }),
+            ("service_accounts_detail", |app| {
+                app.update(Action::ShowView(View::ServiceAccounts));
+                app.update(Action::ToggleDetail);
+            }),
+            ("service_accounts_confirm", |app| {
+                app.update(Action::ShowView(View::ServiceAccounts));
+                app.update(Action::ToggleUserDisabled);
             }),
         ];
         for (width, height) in [(80, 24), (200, 50)] {

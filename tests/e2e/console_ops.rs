@@ -15,7 +15,7 @@ use crate::console::Tmux;
 
 /// Whether tmux is here. Without it the test says so and is skipped, but
 /// in CI (`CI=true`, where .ci/run installs it) a missing tmux fails.
-fn have_tmux() -> bool {
+pub(crate) fn have_tmux() -> bool {
     if Command::new("tmux").arg("-V").output().is_ok() {
         return true;
     }
@@ -25,7 +25,7 @@ fn have_tmux() -> bool {
 }
 
 /// The console in a 200×50 tmux window, logged in as admin.
-fn console(server: &ChildServer, socket: &str) -> Tmux {
+pub(crate) fn console(server: &ChildServer, socket: &str) -> Tmux {
     let tmux = Tmux { socket: format!("{socket}-{}", std::process::id()) };
     let command = format!(
         "env SIGIL_PASSWORD={ADMIN_PASSWORD} {} --server http://{}",

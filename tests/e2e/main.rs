@@ -82,6 +82,8 @@ mod readme;
 mod readme_script;
 // The console's Dashboard and incident actions, in tmux against the real binaries.
 mod console_ops;
+// The console's Service accounts view: an account shown, disabled from the keyboard.
+mod console_service_accounts;
 // Service accounts: client secrets, private_key_jwt, their tokens and revocation (gRPC).
 mod service_accounts;
 // The revocation stream for edge verifiers: snapshot, ordered entries, keys, heartbeats, resume.
