@@ -1350,7 +1350,10 @@ fn log_revocation_in(
     target: RevocationTarget,
     cause: &RevocationCause,
 ) -> TxResult<RevocationEntry> {
-    let sequence = revocations.generate_id()?;
+    // + 1: sequence 0 means "before every entry" to `revocations_after`, and
+    // sled's ids start at 0. Ids only grow, so a store written before this
+    // never sees one reused.
+    let sequence = revocations.generate_id()? + 1;
     let entry = RevocationEntry { sequence, target, at: cause.at, expires_at: cause.expires_at };
     revocations.insert(sequence.to_be_bytes().as_slice(), encode(&entry)?)?;
     Ok(entry)
