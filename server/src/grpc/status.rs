@@ -77,23 +77,9 @@ mod tests {
 
     use super::*;
 
-    const EVERY_FAILURE: [ValidationFailure; 11] = [
-        ValidationFailure::Malformed,
-        ValidationFailure::BadSignature,
-        ValidationFailure::UnknownKey,
-        ValidationFailure::Expired,
-        ValidationFailure::NotYetValid,
-        ValidationFailure::WrongAudience,
-        ValidationFailure::WrongIssuer,
-        ValidationFailure::TokenRevoked,
-        ValidationFailure::SessionRevoked,
-        ValidationFailure::SessionExpired,
-        ValidationFailure::UserDisabled,
-    ];
-
     #[test]
     fn each_failure_has_its_own_proto_value_label_and_text() {
-        let names = EVERY_FAILURE.map(FailureNames::of);
+        let names = ValidationFailure::ALL.map(FailureNames::of);
         assert_eq!(names.iter().map(|n| n.proto).collect::<HashSet<_>>().len(), names.len());
         assert_eq!(names.iter().map(|n| n.label).collect::<HashSet<_>>().len(), names.len());
         assert_eq!(names.iter().map(|n| n.text).collect::<HashSet<_>>().len(), names.len());
@@ -103,7 +89,7 @@ mod tests {
     #[test]
     fn the_metric_label_is_the_proto_name_without_its_prefix() {
         // Dashboards and clients read the same failure under both names.
-        for failure in EVERY_FAILURE {
+        for failure in ValidationFailure::ALL {
             let names = FailureNames::of(failure);
             let proto = names.proto.as_str_name().strip_prefix("VALIDATION_FAILURE_").map(str::to_lowercase);
             assert_eq!(proto.as_deref(), Some(names.label), "{failure:?}");
