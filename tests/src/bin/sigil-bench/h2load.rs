@@ -44,6 +44,18 @@ impl Run {
         let Some(last) = self.latencies_us.len().checked_sub(1) else { return f64::NAN };
         self.latencies_us[((last as f64) * q).round() as usize] as f64 / 1000.0
     }
+
+    /// Prints the run as one row of an open-loop table, named `name`.
+    pub(crate) fn print_latency(&self, name: &str) {
+        println!(
+            "  {name:<28} {:>9.0} req/s   p50 {:.3} ms, p99 {:.3} ms ({} requests, {} missed)",
+            self.rate,
+            self.latency_ms(0.5),
+            self.latency_ms(0.99),
+            self.succeeded,
+            self.missed
+        );
+    }
 }
 
 /// Runs h2load against `http://addr/` with `Authorization: Bearer token`;

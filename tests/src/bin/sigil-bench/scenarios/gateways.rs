@@ -136,14 +136,7 @@ async fn measured(
 /// One open-loop run through `proxy`, printed with its percentiles.
 async fn latency(name: &str, proxy: &RunningProxy, token: &str, shape: Shape) -> anyhow::Result<Run> {
     let run = h2load(proxy.addr, token, shape).await?;
-    println!(
-        "  {name:<28} {:>9.0} req/s   p50 {:.3} ms, p99 {:.3} ms ({} requests, {} missed)",
-        run.rate,
-        run.latency_ms(0.5),
-        run.latency_ms(0.99),
-        run.succeeded,
-        run.missed
-    );
+    run.print_latency(name);
     Ok(run)
 }
 

@@ -186,14 +186,7 @@ async fn latency_run(
     shape: Shape,
 ) -> anyhow::Result<Run> {
     let run = h2load_grpc(addr, path, message, shape).await?;
-    println!(
-        "  {name:<28} {:>9.0} req/s   p50 {:.3} ms, p99 {:.3} ms ({} requests, {} missed)",
-        run.rate,
-        run.latency_ms(0.5),
-        run.latency_ms(0.99),
-        run.succeeded,
-        run.missed
-    );
+    run.print_latency(name);
     Ok(run)
 }
 
