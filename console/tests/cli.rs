@@ -3,9 +3,7 @@
 //! integration test also makes `cargo test --workspace` build the binary
 //! that the end-to-end tmux test drives.)
 
-use std::{net::SocketAddr, process::Command};
-
-use sigil_server::{Config, domain::Secret};
+use std::process::Command;
 
 fn console(server: &str, password: &str) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_sigil-console"))
@@ -33,19 +31,9 @@ fn an_unreachable_server_is_one_clear_line() {
     assert!(line.to_lowercase().contains("refused"), "{line}");
 }
 
-/// A server on ephemeral ports and a fresh data dir, with `admin`'s
-/// password `password`; the dir lives as long as the returned guard.
-async fn server(password: &str) -> (sigil_server::RunningServer, tempfile::TempDir) {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let config = Config {
-        listen: SocketAddr::from(([127, 0, 0, 1], 0)).into(),
-        http_listen: SocketAddr::from(([127, 0, 0, 1], 0)).into(),
-        data_dir: dir.path().join("data"),
-        ..Config::default()
-    };
-    let server = sigil_server::start(&config, Some(Secret::new(password.into()))).await.expect("server");
-    (server, dir)
-}
+#[path = "support/test_server.rs"]
+mod test_server;
+use test_server::start as server;
 
 #[tokio::test]
 async fn a_wrong_password_is_one_clear_line() {

@@ -15,8 +15,9 @@ use std::{
 
 use sigil_console::{backend, panic_hook};
 use sigil_proto::pb::{self, admin_service_client::AdminServiceClient, identity_service_client::IdentityServiceClient};
-use sigil_server::{Config, domain::Secret};
 use tonic::transport::Channel;
+#[path = "support/test_server.rs"]
+mod test_server;
 
 const ADMIN_PASSWORD: &str = "panic-admin-password";
 
@@ -72,14 +73,7 @@ async fn console_sessions(server: SocketAddr) -> Vec<(String, pb::SessionState)>
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_panic_revokes_the_consoles_own_session_and_never_hangs() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let config = Config {
-        listen: SocketAddr::from(([127, 0, 0, 1], 0)).into(),
-        http_listen: SocketAddr::from(([127, 0, 0, 1], 0)).into(),
-        data_dir: dir.path().join("data"),
-        ..Config::default()
-    };
-    let server = sigil_server::start(&config, Some(Secret::new(ADMIN_PASSWORD.into()))).await.expect("server");
+    let (server, _dir) = test_server::start(ADMIN_PASSWORD).await;
     let tls = backend::TlsFiles::default();
 
     // A panic on any thread: the hook revokes the console's session.

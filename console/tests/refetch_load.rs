@@ -14,12 +14,13 @@ use std::{
 
 use sigil_console::{action::Action, app::App, backend, messages::ConnectionState};
 use sigil_proto::pb::{self, admin_service_client::AdminServiceClient, identity_service_client::IdentityServiceClient};
-use sigil_server::{Config, domain::Secret};
 use tonic::transport::Channel;
 
 #[path = "support/counting_proxy.rs"]
 mod support;
 use support::{Counts, counting_proxy, quiet};
+#[path = "support/test_server.rs"]
+mod test_server;
 
 const ADMIN_PASSWORD: &str = "storm-admin-password";
 const USERS: usize = 20;
@@ -69,14 +70,7 @@ fn login(username: String) -> pb::AuthenticateRequest {
 
 impl Storm {
     async fn start() -> Self {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let config = Config {
-            listen: SocketAddr::from(([127, 0, 0, 1], 0)).into(),
-            http_listen: SocketAddr::from(([127, 0, 0, 1], 0)).into(),
-            data_dir: dir.path().join("data"),
-            ..Config::default()
-        };
-        let server = sigil_server::start(&config, Some(Secret::new(ADMIN_PASSWORD.into()))).await.expect("server");
+        let (server, dir) = test_server::start(ADMIN_PASSWORD).await;
         let mut identity = IdentityServiceClient::new(connect(server.grpc_addr).await);
         let admin_token = identity.authenticate(login("admin".into())).await.expect("admin login").into_inner();
         let mut admin = AdminServiceClient::new(connect(server.grpc_addr).await);
