@@ -52,7 +52,7 @@ async fn introspect_token(
 }
 
 /// Admits an introspecting caller: a client with the introspect role, or
-/// a valid admin token minted for Sigil itself.
+/// a valid token of an admin user minted for Sigil itself.
 async fn authorize(state: &OAuthState, caller: Caller) -> Result<(), OAuthError> {
     let identity = &state.identity;
     match caller {
@@ -60,9 +60,12 @@ async fn authorize(state: &OAuthState, caller: Caller) -> Result<(), OAuthError>
             let verified = identity
                 .validate(token.expose(), Some(identity.own_audience()))
                 .map_err(|_| OAuthError::InvalidToken)?;
-            if !verified.has_role(ADMIN_ROLE) {
+            // An admin is a user: a service account's roles are claims for
+            // other services, and never make it Sigil's admin (as for the
+            // admin API); a service introspects as a client with the role.
+            if !verified.is_user() || !verified.has_role(ADMIN_ROLE) {
                 return Err(OAuthError::InsufficientScope(
-                    "introspection needs an admin's token or a client with the introspect role".into(),
+                    "introspection needs an admin user's token or a client with the introspect role".into(),
                 ));
             }
         }
