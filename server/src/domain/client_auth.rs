@@ -116,9 +116,9 @@ impl Identity {
                 retry_after: Some(wait),
             });
         }
-        let account = match claimed.parse::<ServiceAccountId>() {
-            Ok(id) => self.store.service_account(id).await?,
-            Err(_) => None,
+        let account = match account_id(&claimed) {
+            Some(id) => self.store.service_account(id).await?,
+            None => None,
         };
         let proven = match credential {
             ClientCredential::Secret(secret) => check_secret(account.as_ref(), secret, now)?.map(Some),
@@ -271,6 +271,16 @@ fn claimed_client_id(client_id: Option<&str>, credential: &ClientCredential) -> 
         return Err(DomainError::invalid("client_id contains control characters"));
     }
     Ok(claimed)
+}
+
+/// The account a client id names: only the id's own text, the lower-case
+/// hyphenated UUID Sigil hands out. A client id is a string compared as it
+/// is (RFC 6749 §2.2, and RFC 7523 §3 for an assertion's `iss` and `sub`);
+/// `Uuid::try_parse` would also read upper case, braces, a URN or no
+/// hyphens as the same id, and each spelling would then count its own
+/// failures against the one account, dodging its lock.
+fn account_id(client_id: &str) -> Option<ServiceAccountId> {
+    client_id.parse::<ServiceAccountId>().ok().filter(|id| id.to_string() == client_id)
 }
 
 /// Compares a presented secret with every secret of the account (or the
