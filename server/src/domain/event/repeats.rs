@@ -1,6 +1,7 @@
-//! Aggregation of events a stranger can repeat at will (failed logins, the
-//! locks they cause): within one window, the first event per kind and name
-//! is published at once, later ones are only counted, and one summary per
+//! Aggregation of events a stranger can repeat at will (failed logins and
+//! client authentications, the locks they cause): within one window, the
+//! first event per kind and name (a username, or a service account) is
+//! published at once, later ones are only counted, and one summary per
 //! name closes the window. The number of names tracked per window is
 //! capped; beyond it, events count toward one summary for "other names".
 //! So a flood publishes at most `2 × MAX_NAMES + 1` such events per
@@ -10,6 +11,15 @@
 use std::{collections::HashMap, sync::Mutex, time::Duration};
 
 use super::{EventKind, EventRecord, Timestamp};
+use crate::domain::ServiceAccountId;
+
+/// What repeats are counted under: the kind, and whom the events name — a
+/// username for failed logins and locks, a service account for a real
+/// client's failed authentications (made-up client ids name none). Without
+/// the account, one made-up client id's failure would stand for every
+/// client's in the window, and a real client's failures and lock would be
+/// only counted, under the last one's name.
+type RepeatKey = (EventKind, Option<String>, Option<ServiceAccountId>);
 
 /// How long one aggregation window lasts.
 pub(super) const WINDOW: Duration = Duration::from_secs(60);
@@ -24,8 +34,8 @@ pub(super) struct RepeatFilter {
 
 struct Window {
     started: Timestamp,
-    /// (kind, username) → repeats not published, with the last one seen.
-    repeats: HashMap<(EventKind, Option<String>), (u64, EventRecord)>,
+    /// Repeats not published per key, with the last one seen.
+    repeats: HashMap<RepeatKey, (u64, EventRecord)>,
     /// Per kind: events of names beyond [`MAX_NAMES`] (count, distinct
     /// names are not tracked: that would be the unbounded map again).
     overflow: HashMap<EventKind, u64>,
@@ -40,7 +50,7 @@ impl Window {
     fn summaries(&mut self, now: Timestamp) -> Vec<EventRecord> {
         let window = humantime::format_duration(WINDOW);
         let mut out = Vec::new();
-        for ((_, _), (count, last)) in self.repeats.drain() {
+        for (_, (count, last)) in self.repeats.drain() {
             if count == 0 {
                 continue;
             }
@@ -77,7 +87,7 @@ impl RepeatFilter {
                 out.push(event);
                 continue;
             }
-            let key = (event.kind, event.username.clone());
+            let key = (event.kind, event.username.clone(), event.client_id);
             if let Some((count, last)) = window.repeats.get_mut(&key) {
                 *count += 1;
                 *last = event;
