@@ -7,8 +7,15 @@
 //! PEM reader compares the DER header byte for byte instead of parsing
 //! ASN.1 in general: anything else (RSA, other curves, private keys,
 //! certificates) is refused with a message saying what is accepted.
+//!
+//! The point itself is checked too: a verifier trusts whatever key it is
+//! given, and an Ed25519 key of small order verifies the "signature"
+//! R = identity, S = 0 for a good share of all messages (a quarter for the
+//! all-zero encoding), so whoever tried a few `jti`s could sign assertions
+//! for the account without any private key.
 
 use base64::Engine as _;
+use curve25519_dalek::edwards::CompressedEdwardsY;
 use jsonwebtoken::{Algorithm, DecodingKey};
 use serde::{Deserialize, Serialize};
 
@@ -89,6 +96,7 @@ impl ClientKeyRecord {
                 "public_key must be a JWK (JSON) or a PEM \"PUBLIC KEY\" block, Ed25519 or P-256",
             ));
         };
+        check_point(algorithm, &raw)?;
         Ok(Self { algorithm, public_key: base64_url(&raw), registered_at: now })
     }
 
@@ -185,6 +193,33 @@ fn from_pem(text: &str) -> Result<(ClientKeyAlgorithm, Vec<u8>), DomainError> {
     Err(unsupported())
 }
 
+/// Refuses a public key under which a forgery can verify or nothing ever
+/// does: an Ed25519 encoding that is no point, not the point's canonical
+/// encoding, or a point of small order; a P-256 point off the curve.
+fn check_point(algorithm: ClientKeyAlgorithm, raw: &[u8]) -> Result<(), DomainError> {
+    match algorithm {
+        ClientKeyAlgorithm::EdDSA => {
+            let not_a_point = || DomainError::invalid("public_key is not a point on the Ed25519 curve");
+            let encoded = CompressedEdwardsY::from_slice(raw).map_err(|_| not_a_point())?;
+            let point = encoded.decompress().ok_or_else(not_a_point)?;
+            if point.is_small_order() {
+                return Err(DomainError::invalid(
+                    "public_key is an Ed25519 point of small order, under which forged signatures verify: \
+                     register the public key of the client's own key pair",
+                ));
+            }
+            if point.compress() != encoded {
+                return Err(DomainError::invalid("public_key is not the canonical encoding of its Ed25519 point"));
+            }
+        }
+        ClientKeyAlgorithm::ES256 => {
+            aws_lc_rs::signature::ParsedPublicKey::new(&aws_lc_rs::signature::ECDSA_P256_SHA256_FIXED, raw)
+                .map_err(|_| DomainError::invalid("public_key is not a point on the P-256 curve"))?;
+        }
+    }
+    Ok(())
+}
+
 fn unsupported() -> DomainError {
     DomainError::invalid("public_key must be an Ed25519 (EdDSA) or P-256 (ES256) public key")
 }
@@ -206,6 +241,22 @@ mod tests {
         let (a, b) = (ClientKeyRecord::parse(&jwk, now).expect("jwk"), ClientKeyRecord::parse(&pem, now).expect("pem"));
         assert_eq!(a, b);
         assert_eq!(a.algorithm, ClientKeyAlgorithm::EdDSA);
+    }
+
+    #[test]
+    fn points_that_verify_forgeries_or_nothing_are_refused() {
+        let now = Timestamp::now();
+        let zero = base64_url(&[0; 32]);
+        // The identity (order 1) and the all-zero encoding (order 4).
+        let identity = base64_url(&[[1u8].as_slice(), &[0; 31]].concat());
+        for x in [&zero, &identity] {
+            let jwk = format!(r#"{{"kty":"OKP","crv":"Ed25519","x":"{x}"}}"#);
+            let refused = ClientKeyRecord::parse(&jwk, now).expect_err("small order");
+            assert!(refused.to_string().contains("small order"), "{refused}");
+        }
+        let off_curve = format!(r#"{{"kty":"EC","crv":"P-256","x":"{zero}","y":"{zero}"}}"#);
+        let refused = ClientKeyRecord::parse(&off_curve, now).expect_err("off the curve");
+        assert!(refused.to_string().contains("not a point on the P-256 curve"), "{refused}");
     }
 
     #[test]
