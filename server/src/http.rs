@@ -103,8 +103,13 @@ fn forward_auth(
     query: Result<Query<AuthzQuery>, QueryRejection>,
 ) -> Response {
     // Bytes that are not text cannot be a token of ours: read lossily,
-    // they fail validation as malformed instead of vanishing.
-    let authorization = headers.get(header::AUTHORIZATION).map(|v| String::from_utf8_lossy(v.as_bytes()));
+    // they fail validation as malformed instead of vanishing. Two headers
+    // are joined as Envoy joins them for `ext_authz` (RFC 9110 §5.3), a
+    // value no token survives: which one the upstream reads is not ours to
+    // guess, so neither passes.
+    let authorizations: Vec<_> =
+        headers.get_all(header::AUTHORIZATION).iter().map(|v| String::from_utf8_lossy(v.as_bytes())).collect();
+    let authorization = (!authorizations.is_empty()).then(|| authorizations.join(","));
     // HTTP/2 may split cookies over several headers (RFC 9113 §8.2.3).
     let cookies: Vec<_> =
         headers.get_all(header::COOKIE).iter().map(|v| String::from_utf8_lossy(v.as_bytes())).collect();

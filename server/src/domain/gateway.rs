@@ -112,7 +112,11 @@ pub(crate) struct Credentials<'a> {
 impl<'a> Credentials<'a> {
     /// The bearer token: from `Authorization: Bearer …` (scheme in any
     /// case), else from the configured cookie. Another scheme (`Basic`) is
-    /// no bearer token.
+    /// no bearer token. The cookie with two different values is an empty
+    /// token (refused as malformed): a sibling domain can add its own
+    /// cookie of that name, which browsers send first when its path is
+    /// longer (cookie tossing), and which of the two is the user's cannot
+    /// be told.
     fn token(&self, cookie_name: Option<&str>) -> Option<&'a str> {
         let from_header = self.authorization.and_then(|value| {
             let (scheme, token) = value.trim().split_once(' ')?;
@@ -120,10 +124,12 @@ impl<'a> Credentials<'a> {
         });
         from_header.or_else(|| {
             let name = cookie_name?;
-            self.cookie?.split(';').find_map(|pair| {
+            let mut values = self.cookie?.split(';').filter_map(|pair| {
                 let (key, value) = pair.trim().split_once('=')?;
                 (key == name).then(|| value.trim().trim_matches('"'))
-            })
+            });
+            let first = values.next()?;
+            Some(if values.any(|other| other != first) { "" } else { first })
         })
     }
 }
@@ -253,6 +259,10 @@ mod tests {
         assert_eq!(basic.token(None), None, "cookies are ignored unless configured");
         let prefix = Credentials { authorization: None, cookie: Some("sigil_at_other=1; xsigil_at=2") };
         assert_eq!(prefix.token(Some("sigil_at")), None, "the cookie name matches whole");
+        let tossed = Credentials { authorization: None, cookie: Some("sigil_at=evil; theme=dark; sigil_at=mine") };
+        assert_eq!(tossed.token(Some("sigil_at")), Some(""), "two different values are no token of either");
+        let twice = Credentials { authorization: None, cookie: Some("sigil_at=mine; sigil_at=\"mine\"") };
+        assert_eq!(twice.token(Some("sigil_at")), Some("mine"));
     }
 
     #[test]
