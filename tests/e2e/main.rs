@@ -92,3 +92,5 @@ mod revocation_stream;
 mod validate_answers;
 // The OAuth 2.0 endpoints (token, introspection, revocation, metadata), hostile input first.
 mod oauth;
+// The outside attack review: OAuth, service accounts and gateway checks, one break per test.
+mod attack_review;
