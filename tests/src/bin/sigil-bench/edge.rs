@@ -1,7 +1,8 @@
 //! What the `verifier-*` scenarios share: a `sigil-verifier` following a
 //! server from inside this process, the `reader` user the example service
-//! admits, and the small arithmetic of their figures (medians of three,
-//! rates without a latency histogram, a target met or missed).
+//! admits, the like-for-like Ed25519 baseline ([`ServiceDecode`]), and the
+//! small arithmetic of their figures (medians of three, rates without a
+//! latency histogram, a target met or missed).
 
 use std::{
     sync::Arc,
@@ -9,8 +10,9 @@ use std::{
 };
 
 use hdrhistogram::Histogram;
-use sigil_proto::pb::{self, admin_service_client::AdminServiceClient};
-use sigil_verifier::{Verifier, VerifierConfig};
+use jsonwebtoken::{Algorithm, DecodingKey, Validation, jwk::JwkSet};
+use sigil_proto::pb::{self, admin_service_client::AdminServiceClient, identity_service_client::IdentityServiceClient};
+use sigil_verifier::{AccessClaims, Verifier, VerifierConfig};
 use tonic::{Code, transport::Channel};
 
 use crate::{
@@ -53,6 +55,42 @@ pub(crate) async fn reader(channel: &Channel, admin_token: &str) -> anyhow::Resu
         Err(status) => anyhow::bail!("creating {READER}: {status}"),
     }
     login(channel, READER, READER_PASSWORD).await
+}
+
+/// The in-process Ed25519 verify a service would do without Sigil's
+/// verifier: `jsonwebtoken::decode` of the server's own tokens (same
+/// header, same claim set) into the claims struct, with the server's public
+/// key from its JWKS and the usual checks (signature, `exp`, `iss`, `aud`).
+/// The denominator of "distinct tokens ÷ in-process Ed25519 verify".
+pub(crate) struct ServiceDecode {
+    keys: Vec<(String, DecodingKey)>,
+    validation: Validation,
+}
+
+impl ServiceDecode {
+    /// The server's current keys (`GetJwks`), accepting tokens of `issuer`
+    /// for `audience`.
+    pub(crate) async fn of_server(channel: &Channel, issuer: &str, audience: &str) -> anyhow::Result<Self> {
+        let jwks = IdentityServiceClient::new(channel.clone()).get_jwks(pb::GetJwksRequest {}).await?.into_inner();
+        let set: JwkSet = serde_json::from_str(&jwks.jwks_json)?;
+        let mut keys = Vec::new();
+        for jwk in &set.keys {
+            keys.push((jwk.common.key_id.clone().unwrap_or_default(), DecodingKey::from_jwk(jwk)?));
+        }
+        let mut validation = Validation::new(Algorithm::EdDSA);
+        validation.set_issuer(&[issuer]);
+        validation.set_audience(&[audience]);
+        Ok(Self { keys, validation })
+    }
+
+    /// Decodes `token` as such a service would: its `kid` picks the key.
+    pub(crate) fn decode(&self, token: &str) -> bool {
+        let Ok(header) = jsonwebtoken::decode_header(token) else { return false };
+        let Some((_, key)) = self.keys.iter().find(|(kid, _)| header.kid.as_deref() == Some(kid.as_str())) else {
+            return false;
+        };
+        jsonwebtoken::decode::<AccessClaims>(token, key, &self.validation).is_ok()
+    }
 }
 
 /// The median of three (or any number of) samples.
