@@ -166,3 +166,6 @@ pub fn check_audience(claims: &AccessClaims, audience: Option<&str>) -> Result<(
         _ => Ok(()),
     }
 }
+
+#[cfg(test)]
+mod tests;
