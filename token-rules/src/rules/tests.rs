@@ -139,7 +139,8 @@ fn claims_that_jsonwebtoken_requires_as_unsigned_numbers_are_malformed_before_th
 #[test]
 fn escapes_and_unknown_members_in_the_claims_are_read_as_json() {
     let judge = Judge::new();
-    let escaped = claims().to_string().replace(&format!("\"sub\":\"{USER}\""), &format!("\"sub\":\"\\u0030{}\"", &USER[1..]));
+    let escaped =
+        claims().to_string().replace(&format!("\"sub\":\"{USER}\""), &format!("\"sub\":\"\\u0030{}\"", &USER[1..]));
     assert_ne!(escaped, claims().to_string(), "the sub was rewritten with an escape");
     let signed = judge.rules.verify_signature(&sign_raw(&header().to_string(), &escaped, &judge.ours), &judge.keys);
     assert_eq!(signed.expect("an escaped sub is the same sub").user_id.to_string(), USER);
