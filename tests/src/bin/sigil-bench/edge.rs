@@ -1,8 +1,9 @@
 //! What the `verifier-*` scenarios share: a `sigil-verifier` following a
 //! server from inside this process, the `reader` user the example service
-//! admits, the like-for-like Ed25519 baseline ([`ServiceDecode`]), and the
-//! small arithmetic of their figures (medians of three, rates without a
-//! latency histogram, a target met or missed).
+//! admits, the like-for-like Ed25519 baseline ([`ServiceDecode`]), the
+//! measuring thread's CPU time ([`ThreadClock`]), and the small arithmetic
+//! of their figures (medians of three, rates without a latency histogram, a
+//! target met or missed).
 
 use std::{
     sync::Arc,
@@ -126,6 +127,35 @@ pub(crate) fn figures(
             .unwrap_or_else(|| Histogram::new(3).unwrap_or_else(|_| unreachable!("3 significant figures is valid"))),
         server_cpu: None,
     }
+}
+
+/// Wall time and the calling thread's own CPU time since [`ThreadClock::start`].
+/// A loop on one thread divided by its CPU time is its rate on one core,
+/// whatever else the machine runs: on a shared host the wall clock also
+/// counts the time the thread waited for a core.
+pub(crate) struct ThreadClock {
+    wall: Instant,
+    cpu: Option<Duration>,
+}
+
+impl ThreadClock {
+    pub(crate) fn start() -> Self {
+        Self { wall: Instant::now(), cpu: thread_cpu_time() }
+    }
+
+    /// `(wall, cpu)` so far; `cpu` is the wall time where the kernel does
+    /// not report the thread's CPU time.
+    pub(crate) fn read(&self) -> (Duration, Duration) {
+        let wall = self.wall.elapsed();
+        let cpu = self.cpu.zip(thread_cpu_time()).map_or(wall, |(start, now)| now.saturating_sub(start));
+        (wall, cpu)
+    }
+}
+
+/// The calling thread's time on a CPU (`/proc/thread-self/schedstat`, ns).
+fn thread_cpu_time() -> Option<Duration> {
+    let stat = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+    Some(Duration::from_nanos(stat.split_whitespace().next()?.parse().ok()?))
 }
 
 /// Resident memory of this process, in bytes.

@@ -9,6 +9,11 @@
 //! as a service would without the verifier. The earlier baseline (a
 //! two-claim token decoded into `serde_json::Value`, [`ed25519_verify_rate`])
 //! is still printed beside it, for continuity with earlier runs.
+//!
+//! Rates are per second of the measuring thread's own CPU time
+//! ([`ThreadClock`]): on a shared host a wall-clock loop of 0.1 s also
+//! counts the time it waited for a core, and ratios of such loops swing
+//! from 0.7 to 2. The continuity line divides wall-clock rates, as before.
 
 use std::{
     hint::black_box,
@@ -23,7 +28,7 @@ use super::{Bench, Scenario};
 use crate::{
     baseline::ed25519_verify_rate,
     client::{distinct_tokens, login},
-    edge::{self, ServiceDecode, listed, median, verdict},
+    edge::{self, ServiceDecode, ThreadClock, listed, median, verdict},
     figures::Figures,
 };
 
@@ -81,18 +86,18 @@ async fn run(bench: &Bench<'_>) -> anyhow::Result<Vec<Figures>> {
     let distinct_rates: Vec<f64> = measured.iter().map(|r| r.distinct.rate).collect();
     let ratios: Vec<f64> = measured.iter().map(|r| r.distinct.rate / r.baseline.rate).collect();
     let baselines: Vec<f64> = measured.iter().map(|r| r.baseline.rate).collect();
-    let old_ratios: Vec<f64> = measured.iter().map(|r| r.distinct.rate / r.old_baseline).collect();
+    let old_ratios: Vec<f64> = measured.iter().map(|r| r.distinct.wall_rate / r.old_baseline).collect();
     let old_baselines: Vec<f64> = measured.iter().map(|r| r.old_baseline).collect();
     let per_s = |r: f64| format!("{r:.0}");
     let cached = median(cached_rates.clone());
     println!(
-        "verifier-local cached token: {cached:.0} verifies/s on one core ({}); target ≥ {CACHED_TARGET:.0}: {}",
+        "verifier-local cached token: {cached:.0} verifies per CPU-second on one core ({}); target ≥ {CACHED_TARGET:.0}: {}",
         listed(&cached_rates, per_s),
         verdict(cached >= CACHED_TARGET)
     );
     let ratio = median(ratios.clone());
     println!(
-        "verifier-local distinct tokens: {:.0} verifies/s vs Ed25519 verify {:.0}/s (jsonwebtoken decode of the same server tokens into their claims struct) ({} vs {}); ratio {ratio:.2} ({}); target ≥ {DISTINCT_TARGET}: {}",
+        "verifier-local distinct tokens: {:.0} verifies per CPU-second vs Ed25519 verify {:.0} (jsonwebtoken decode of the same server tokens into their claims struct) ({} vs {}); ratio {ratio:.2} ({}); target ≥ {DISTINCT_TARGET}: {}",
         median(distinct_rates.clone()),
         median(baselines.clone()),
         listed(&distinct_rates, per_s),
@@ -101,7 +106,7 @@ async fn run(bench: &Bench<'_>) -> anyhow::Result<Vec<Figures>> {
         verdict(ratio >= DISTINCT_TARGET)
     );
     println!(
-        "verifier-local distinct tokens vs the earlier baseline (a two-claim token into serde_json::Value, {:.0}/s: {}): ratio {:.2} ({}), for continuity",
+        "verifier-local distinct tokens vs the earlier baseline (a two-claim token into serde_json::Value, {:.0}/s: {}): ratio {:.2} ({}), wall clock, for continuity",
         median(old_baselines.clone()),
         listed(&old_baselines, per_s),
         median(old_ratios.clone()),
@@ -126,7 +131,7 @@ struct Measured {
     distinct: Round,
     /// The like-for-like baseline, on the same tokens as `distinct`.
     baseline: Round,
-    /// The earlier baseline, verifies per second.
+    /// The earlier baseline, verifies per second of wall clock.
     old_baseline: f64,
 }
 
@@ -135,12 +140,17 @@ struct Round {
     ok: u64,
     errors: u64,
     elapsed: Duration,
+    /// Per second of the thread's CPU time.
     rate: f64,
+    /// Per second of wall clock.
+    wall_rate: f64,
 }
 
 impl Round {
-    fn new(ok: u64, errors: u64, elapsed: Duration) -> Self {
-        Self { ok, errors, elapsed, rate: (ok + errors) as f64 / elapsed.as_secs_f64() }
+    fn new(ok: u64, errors: u64, clock: &ThreadClock) -> Self {
+        let (elapsed, cpu) = clock.read();
+        let count = (ok + errors) as f64;
+        Self { ok, errors, elapsed, rate: count / cpu.as_secs_f64(), wall_rate: count / elapsed.as_secs_f64() }
     }
 }
 
@@ -150,6 +160,7 @@ impl Round {
 #[inline(never)]
 fn cached_rate(verifier: &Arc<Verifier>, token: &str, window: Duration) -> Round {
     let (mut ok, mut total) = (0u64, 0u64);
+    let clock = ThreadClock::start();
     let started = Instant::now();
     while started.elapsed() < window {
         for _ in 0..1024 {
@@ -157,21 +168,21 @@ fn cached_rate(verifier: &Arc<Verifier>, token: &str, window: Duration) -> Round
         }
         total += 1024;
     }
-    Round::new(ok, total - ok, started.elapsed())
+    Round::new(ok, total - ok, &clock)
 }
 
 /// Verifies each of `tokens` once: every one a signature-cache miss.
 #[inline(never)]
 fn distinct_rate(verifier: &Arc<Verifier>, tokens: &[String]) -> Round {
-    let started = Instant::now();
+    let clock = ThreadClock::start();
     let ok = tokens.iter().filter(|t| black_box(verifier.verify(t, Some(AUDIENCE))).is_ok()).count() as u64;
-    Round::new(ok, tokens.len() as u64 - ok, started.elapsed())
+    Round::new(ok, tokens.len() as u64 - ok, &clock)
 }
 
 /// Decodes each of `tokens` once as a service would without the verifier.
 #[inline(never)]
 fn service_rate(service: &ServiceDecode, tokens: &[String]) -> Round {
-    let started = Instant::now();
+    let clock = ThreadClock::start();
     let ok = tokens.iter().filter(|t| black_box(service.decode(t))).count() as u64;
-    Round::new(ok, tokens.len() as u64 - ok, started.elapsed())
+    Round::new(ok, tokens.len() as u64 - ok, &clock)
 }
