@@ -134,6 +134,14 @@ fn claims_that_jsonwebtoken_requires_as_unsigned_numbers_are_malformed_before_th
     for (what, claims, expected) in cases {
         assert_eq!(judge.verdict(&judge.ours(&header(), &claims)), Err(expected), "{what}");
     }
+    // JSON's `-0` is a float to serde_json, so no integer claim.
+    let minus_zero = with(claims(), "nbf", json!(0)).to_string().replace("\"nbf\":0", "\"nbf\":-0");
+    assert!(minus_zero.contains("\"nbf\":-0"));
+    assert_eq!(
+        judge.verdict(&sign_raw(&header().to_string(), &minus_zero, &judge.ours)),
+        Err(ValidationFailure::Malformed),
+        "nbf -0"
+    );
 }
 
 #[test]
