@@ -5,6 +5,8 @@
 //! for key material (`jku`, `x5u`, `jwk`, `x5c`) or demand extensions
 //! (`crit`) make the token malformed: nothing is ever fetched.
 
+use std::borrow::Cow;
+
 use base64::Engine as _;
 use serde::Deserialize;
 
@@ -16,10 +18,13 @@ use crate::{
 /// The header members Sigil looks at. Members that would make a verifier
 /// fetch or trust outside key material are captured only to refuse them.
 #[derive(Deserialize)]
-struct InspectedHeader {
-    alg: String,
-    typ: Option<String>,
-    kid: Option<String>,
+struct InspectedHeader<'a> {
+    #[serde(borrow)]
+    alg: Cow<'a, str>,
+    #[serde(borrow)]
+    typ: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    kid: Option<Cow<'a, str>>,
     jku: Option<serde::de::IgnoredAny>,
     x5u: Option<serde::de::IgnoredAny>,
     x5c: Option<serde::de::IgnoredAny>,
@@ -27,17 +32,24 @@ struct InspectedHeader {
     crit: Option<serde::de::IgnoredAny>,
 }
 
+/// A header that passed [`inspect`]: the key it names, and its JSON for
+/// [`check_members`].
+pub(crate) struct Inspected {
+    pub(crate) kid: String,
+    json: Vec<u8>,
+}
+
 /// Checks the header of a compact JWS and returns the `kid` it names.
-pub(crate) fn inspect(token: &str) -> Result<String, ValidationFailure> {
+pub(crate) fn inspect(token: &str) -> Result<Inspected, ValidationFailure> {
     let mut segments = token.split('.');
     let (Some(header), Some(_payload), Some(_signature), None) =
         (segments.next(), segments.next(), segments.next(), segments.next())
     else {
         return Err(ValidationFailure::Malformed);
     };
-    let header =
+    let json =
         base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(header).map_err(|_| ValidationFailure::Malformed)?;
-    let header: InspectedHeader = serde_json::from_slice(&header).map_err(|_| ValidationFailure::Malformed)?;
+    let header: InspectedHeader<'_> = serde_json::from_slice(&json).map_err(|_| ValidationFailure::Malformed)?;
     if header.alg != ALGORITHM_EDDSA {
         return Err(ValidationFailure::BadSignature);
     }
@@ -53,5 +65,14 @@ pub(crate) fn inspect(token: &str) -> Result<String, ValidationFailure> {
     if outside_key_material || !typ_ok {
         return Err(ValidationFailure::Malformed);
     }
-    header.kid.ok_or(ValidationFailure::UnknownKey)
+    let kid = header.kid.ok_or(ValidationFailure::UnknownKey)?.into_owned();
+    Ok(Inspected { kid, json })
+}
+
+/// Every header member as jsonwebtoken reads it (its `Header`: `cty`,
+/// `x5t`, … typed, unknown members as JSON values): a header it cannot read
+/// is malformed, as it always was when jsonwebtoken's `decode` read it (after
+/// the key look-up, before the signature).
+pub(crate) fn check_members(inspected: &Inspected) -> Result<(), ValidationFailure> {
+    serde_json::from_slice::<jsonwebtoken::Header>(&inspected.json).map(drop).map_err(|_| ValidationFailure::Malformed)
 }

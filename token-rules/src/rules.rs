@@ -1,10 +1,17 @@
 //! Signature, issuer, claim shapes, lifetime cap and time window: the
 //! checks every judge of a Sigil access token makes, in the same order, so
 //! that the same token gets the same [`ValidationFailure`] everywhere.
+//!
+//! A token is decoded once: the header by [`header`], the signature checked
+//! with `jsonwebtoken::crypto::verify`, the claims parsed once into
+//! [`AccessClaims`]. That is what `jsonwebtoken::decode` checks (it decodes
+//! the header twice and the claims twice, into the caller's struct and its
+//! own), in its order, with the same verdicts; `rules/tests.rs` pins them.
 
 use std::time::Duration;
 
-use jsonwebtoken::{Algorithm, DecodingKey, Validation, errors::ErrorKind};
+use base64::Engine as _;
+use jsonwebtoken::{Algorithm, DecodingKey};
 use uuid::Uuid;
 
 use crate::{AccessClaims, ValidationFailure, header};
@@ -72,26 +79,18 @@ pub struct TokenRules {
     /// kept for TTL + leeway after it was made, which covers a token living
     /// TTL plus the leeway on its expiry, and not a second leeway.
     max_lifetime_seconds: i64,
-    validation: Validation,
+    /// The one `iss` accepted.
+    issuer: String,
 }
 
 impl TokenRules {
     /// The rules for tokens of `issuer` that live at most `ttl`, with
     /// `leeway` on time checks.
     pub fn new(issuer: &str, ttl: Duration, leeway: Duration) -> Self {
-        let mut validation = Validation::new(Algorithm::EdDSA);
-        // Time checks are ours (`check_time`) so that cached and uncached
-        // tokens are judged by exactly the same rule.
-        validation.validate_exp = false;
-        validation.validate_nbf = false;
-        validation.validate_aud = false;
-        validation.leeway = 0;
-        validation.set_required_spec_claims(&["exp", "nbf", "iss", "sub"]);
-        validation.set_issuer(&[issuer]);
         Self {
             leeway_seconds: i64::try_from(leeway.as_secs()).unwrap_or(i64::MAX),
             max_lifetime_seconds: i64::try_from(ttl.as_millis().div_ceil(1000)).unwrap_or(i64::MAX),
-            validation,
+            issuer: issuer.to_string(),
         }
     }
 
@@ -117,21 +116,33 @@ impl TokenRules {
         if token.len() > MAX_ACCESS_TOKEN_BYTES {
             return Err(ValidationFailure::Malformed);
         }
-        let kid = header::inspect(token)?;
-        let key = keys.trusted_key(&kid).ok_or(ValidationFailure::UnknownKey)?;
-        let data = jsonwebtoken::decode::<AccessClaims>(token, &key.decoding, &self.validation).map_err(|e| match e
-            .kind()
-        {
-            ErrorKind::InvalidSignature
-            | ErrorKind::InvalidAlgorithm
-            | ErrorKind::InvalidAlgorithmName
-            | ErrorKind::MissingAlgorithm => ValidationFailure::BadSignature,
-            ErrorKind::InvalidIssuer => ValidationFailure::WrongIssuer,
-            ErrorKind::ExpiredSignature => ValidationFailure::Expired,
-            ErrorKind::ImmatureSignature => ValidationFailure::NotYetValid,
-            _ => ValidationFailure::Malformed,
-        })?;
-        let claims = data.claims;
+        let header = header::inspect(token)?;
+        let key = keys.trusted_key(&header.kid).ok_or(ValidationFailure::UnknownKey)?;
+        header::check_members(&header)?;
+        // `inspect` found exactly three segments.
+        let (message, signature) = token.rsplit_once('.').ok_or(ValidationFailure::Malformed)?;
+        let (_, payload) = message.split_once('.').ok_or(ValidationFailure::Malformed)?;
+        // A signature that is not base64url is malformed; one that does not
+        // verify (any length) is a bad signature.
+        match jsonwebtoken::crypto::verify(signature, message.as_bytes(), &key.decoding, Algorithm::EdDSA) {
+            Ok(true) => {}
+            Ok(false) => return Err(ValidationFailure::BadSignature),
+            Err(_) => return Err(ValidationFailure::Malformed),
+        }
+        let payload = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(payload)
+            .map_err(|_| ValidationFailure::Malformed)?;
+        let claims: AccessClaims = serde_json::from_slice(&payload).map_err(|_| ValidationFailure::Malformed)?;
+        // jsonwebtoken reads `exp` and `nbf` as unsigned numbers and requires
+        // both: a negative one is a missing claim, malformed, before the
+        // issuer is looked at. Time checks are ours (`check_time`) so that
+        // cached and uncached tokens are judged by exactly the same rule.
+        if claims.exp < 0 || claims.nbf < 0 {
+            return Err(ValidationFailure::Malformed);
+        }
+        if claims.iss != self.issuer {
+            return Err(ValidationFailure::WrongIssuer);
+        }
         if claims.exp.saturating_sub(claims.iat) > self.max_lifetime_seconds {
             return Err(ValidationFailure::Malformed);
         }
@@ -154,7 +165,7 @@ impl TokenRules {
             }
             Some(_) => return Err(ValidationFailure::Malformed),
         };
-        Ok(SignedToken { claims, kid, user_id, session_id, token_id, client_id })
+        Ok(SignedToken { claims, kid: header.kid, user_id, session_id, token_id, client_id })
     }
 }
 
@@ -166,3 +177,6 @@ pub fn check_audience(claims: &AccessClaims, audience: Option<&str>) -> Result<(
         _ => Ok(()),
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -32,7 +32,9 @@ pub enum Refusal {
 }
 
 /// A verified signature, cached per exact token string with the key set
-/// it was verified against.
+/// it was verified against. Held by value in the cache (a hit clones one
+/// `Arc`), not behind a second `Arc`.
+#[derive(Clone)]
 struct Cached {
     token: Arc<SignedToken>,
     key_generation: u64,
@@ -44,7 +46,7 @@ pub(crate) struct Shared {
     pub(crate) keys: ArcSwap<KeySet>,
     pub(crate) revocations: RwLock<RevocationSet>,
     pub(crate) stream: StreamState,
-    cache: quick_cache::sync::Cache<String, Arc<Cached>>,
+    cache: quick_cache::sync::Cache<String, Cached>,
 }
 
 /// Verifies Sigil access tokens inside a service.
@@ -156,14 +158,11 @@ impl Shared {
         if let Some(hit) = self.cache.get(token)
             && hit.key_generation == keys.generation()
         {
-            return Ok(hit.token.clone());
+            return Ok(hit.token);
         }
-        let token_arc = Arc::new(self.rules.verify_signature(token, &**keys)?);
-        self.cache.insert(
-            token.to_string(),
-            Arc::new(Cached { token: token_arc.clone(), key_generation: keys.generation() }),
-        );
-        Ok(token_arc)
+        let signed = Arc::new(self.rules.verify_signature(token, &**keys)?);
+        self.cache.insert(token.to_string(), Cached { token: signed.clone(), key_generation: keys.generation() });
+        Ok(signed)
     }
 }
 

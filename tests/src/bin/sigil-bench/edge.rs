@@ -1,7 +1,9 @@
 //! What the `verifier-*` scenarios share: a `sigil-verifier` following a
 //! server from inside this process, the `reader` user the example service
-//! admits, and the small arithmetic of their figures (medians of three,
-//! rates without a latency histogram, a target met or missed).
+//! admits, the like-for-like Ed25519 baseline ([`ServiceDecode`]), the
+//! measuring thread's CPU time ([`ThreadClock`]), and the small arithmetic
+//! of their figures (medians of three, rates without a latency histogram, a
+//! target met or missed).
 
 use std::{
     sync::Arc,
@@ -9,8 +11,9 @@ use std::{
 };
 
 use hdrhistogram::Histogram;
-use sigil_proto::pb::{self, admin_service_client::AdminServiceClient};
-use sigil_verifier::{Verifier, VerifierConfig};
+use jsonwebtoken::{Algorithm, DecodingKey, Validation, jwk::JwkSet};
+use sigil_proto::pb::{self, admin_service_client::AdminServiceClient, identity_service_client::IdentityServiceClient};
+use sigil_verifier::{AccessClaims, Verifier, VerifierConfig};
 use tonic::{Code, transport::Channel};
 
 use crate::{
@@ -55,6 +58,42 @@ pub(crate) async fn reader(channel: &Channel, admin_token: &str) -> anyhow::Resu
     login(channel, READER, READER_PASSWORD).await
 }
 
+/// The in-process Ed25519 verify a service would do without Sigil's
+/// verifier: `jsonwebtoken::decode` of the server's own tokens (same
+/// header, same claim set) into the claims struct, with the server's public
+/// key from its JWKS and the usual checks (signature, `exp`, `iss`, `aud`).
+/// The denominator of "distinct tokens ÷ in-process Ed25519 verify".
+pub(crate) struct ServiceDecode {
+    keys: Vec<(String, DecodingKey)>,
+    validation: Validation,
+}
+
+impl ServiceDecode {
+    /// The server's current keys (`GetJwks`), accepting tokens of `issuer`
+    /// for `audience`.
+    pub(crate) async fn of_server(channel: &Channel, issuer: &str, audience: &str) -> anyhow::Result<Self> {
+        let jwks = IdentityServiceClient::new(channel.clone()).get_jwks(pb::GetJwksRequest {}).await?.into_inner();
+        let set: JwkSet = serde_json::from_str(&jwks.jwks_json)?;
+        let mut keys = Vec::new();
+        for jwk in &set.keys {
+            keys.push((jwk.common.key_id.clone().unwrap_or_default(), DecodingKey::from_jwk(jwk)?));
+        }
+        let mut validation = Validation::new(Algorithm::EdDSA);
+        validation.set_issuer(&[issuer]);
+        validation.set_audience(&[audience]);
+        Ok(Self { keys, validation })
+    }
+
+    /// Decodes `token` as such a service would: its `kid` picks the key.
+    pub(crate) fn decode(&self, token: &str) -> bool {
+        let Ok(header) = jsonwebtoken::decode_header(token) else { return false };
+        let Some((_, key)) = self.keys.iter().find(|(kid, _)| header.kid.as_deref() == Some(kid.as_str())) else {
+            return false;
+        };
+        jsonwebtoken::decode::<AccessClaims>(token, key, &self.validation).is_ok()
+    }
+}
+
 /// The median of three (or any number of) samples.
 pub(crate) fn median(mut samples: Vec<f64>) -> f64 {
     samples.sort_by(f64::total_cmp);
@@ -88,6 +127,35 @@ pub(crate) fn figures(
             .unwrap_or_else(|| Histogram::new(3).unwrap_or_else(|_| unreachable!("3 significant figures is valid"))),
         server_cpu: None,
     }
+}
+
+/// Wall time and the calling thread's own CPU time since [`ThreadClock::start`].
+/// A loop on one thread divided by its CPU time is its rate on one core,
+/// whatever else the machine runs: on a shared host the wall clock also
+/// counts the time the thread waited for a core.
+pub(crate) struct ThreadClock {
+    wall: Instant,
+    cpu: Option<Duration>,
+}
+
+impl ThreadClock {
+    pub(crate) fn start() -> Self {
+        Self { wall: Instant::now(), cpu: thread_cpu_time() }
+    }
+
+    /// `(wall, cpu)` so far; `cpu` is the wall time where the kernel does
+    /// not report the thread's CPU time.
+    pub(crate) fn read(&self) -> (Duration, Duration) {
+        let wall = self.wall.elapsed();
+        let cpu = self.cpu.zip(thread_cpu_time()).map_or(wall, |(start, now)| now.saturating_sub(start));
+        (wall, cpu)
+    }
+}
+
+/// The calling thread's time on a CPU (`/proc/thread-self/schedstat`, ns).
+fn thread_cpu_time() -> Option<Duration> {
+    let stat = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+    Some(Duration::from_nanos(stat.split_whitespace().next()?.parse().ok()?))
 }
 
 /// Resident memory of this process, in bytes.
