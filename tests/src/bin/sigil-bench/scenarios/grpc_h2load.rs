@@ -24,10 +24,12 @@
 //!
 //! h2load's `--rps` is not a smooth arrival process: each client's timer
 //! ticks at most every 10 ms and sends what came due, and the clients'
-//! ticks line up, so requests arrive in bursts of about rate / 100 (200 in
-//! one millisecond at 20,000/s). A burst of 200 calls takes ~2 ms of one
-//! core to drain, so its p99 is mostly the generator's burst, for both
-//! calls alike; it is printed beside the paced client's for comparison.
+//! ticks line up, so requests arrive in bursts of about rate / 100 (up to
+//! ~200 in one millisecond at 20,000/s). A burst of 200 calls takes ~2 ms
+//! of one core to drain, so its p99 is mostly the generator's burst, for
+//! both calls alike; it is printed beside the paced client's for comparison.
+//! With `--server-cpus`, the ext_authz comparison is not like for like: the
+//! allow-all server runs in this bench, on h2load's core.
 
 use std::{collections::HashMap, net::SocketAddr, sync::Arc, time::Duration};
 
