@@ -17,6 +17,7 @@
 //! target/release/sigil-bench --database-url postgres://… --only refresh,revoke,propagation
 //! target/release/sigil-bench --only gateways   # Envoy/nginx + Sigil vs without (h2load)
 //! target/release/sigil-bench --only h2load     # Validate ÷ health, ext_authz Check, by h2load
+//! taskset -c 1 target/release/sigil-bench --server-cpus 0 --only h2load   # the same, server and load on their own cores
 //! target/release/sigil-bench --only verifier   # the edge verifier's figures (issue 13), 1M snapshot too
 //! ```
 //!
@@ -86,6 +87,11 @@ struct Cli {
     /// the `propagation` scenario (revoke on one instance, enforced on a second).
     #[arg(long)]
     database_url: Option<String>,
+    /// Confine the server this run starts to these CPUs (a `taskset -c`
+    /// list); run the bench itself under `taskset -c` on the others, so that
+    /// the load generators (its client, h2load) do not share the server's core.
+    #[arg(long)]
+    server_cpus: Option<String>,
     /// Only these scenarios (comma-separated).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
@@ -130,7 +136,9 @@ async fn main() -> anyhow::Result<()> {
 
     let target = match &cli.server {
         Some(address) => Target::remote(address.clone()),
-        None => Target::start(cli.data_dir.as_deref(), cli.database_url.as_deref()).await?,
+        None => {
+            Target::start_on(cli.data_dir.as_deref(), cli.database_url.as_deref(), cli.server_cpus.as_deref()).await?
+        }
     };
     let password = if cli.server.is_some() { cli.admin_password.clone() } else { ADMIN_PASSWORD.to_string() };
     tokio::time::sleep(Duration::from_millis(300)).await;

@@ -31,11 +31,31 @@ impl Target {
     }
 
     pub(crate) async fn start(data_dir: Option<&Path>, database_url: Option<&str>) -> anyhow::Result<Self> {
+        Self::start_on(data_dir, database_url, None).await
+    }
+
+    /// As [`Target::start`], the server confined to the CPUs `cpus` (a
+    /// `taskset -c` list, e.g. `0`) when given: its runtime then sizes
+    /// itself to them, and a load generator confined to the others (run
+    /// this bench under `taskset -c 1`) no longer takes the server's core.
+    pub(crate) async fn start_on(
+        data_dir: Option<&Path>,
+        database_url: Option<&str>,
+        cpus: Option<&str>,
+    ) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
         let data = data_dir.map(Path::to_path_buf).unwrap_or_else(|| dir.path().join("data"));
         let binary = std::env::current_exe()?.with_file_name("sigil-server");
         anyhow::ensure!(binary.exists(), "{} is missing: cargo build --release --workspace --bins", binary.display());
-        let mut command = tokio::process::Command::new(binary);
+        // taskset sets the affinity and then execs the server: the pid is the server's.
+        let mut command = match cpus {
+            Some(cpus) => {
+                let mut taskset = tokio::process::Command::new("taskset");
+                taskset.args(["-c", cpus]).arg(binary);
+                taskset
+            }
+            None => tokio::process::Command::new(binary),
+        };
         if let Some(url) = database_url {
             command.args(["--database-url", url]);
         }
@@ -61,6 +81,13 @@ impl Target {
             }
         };
         println!("started sigil-server (pid {:?}) on {address} in {:?}", child.id(), started.elapsed());
+        if let Some(pid) = child.id().filter(|_| cpus.is_some()) {
+            println!(
+                "CPUs: sigil-server {}, this bench and its load generators {}",
+                allowed_cpus(&pid.to_string()),
+                allowed_cpus("self")
+            );
+        }
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
         Ok(Self {
             address: format!("http://{address}"),
@@ -91,6 +118,16 @@ pub(crate) fn process_cpu(pid: u32) -> Option<Duration> {
     let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
     let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
     Some(Duration::from_millis(ticks * 10))
+}
+
+/// The CPUs process `pid` (or `self`) may run on, as `/proc` lists them.
+fn allowed_cpus(pid: &str) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|status| {
+            status.lines().find_map(|l| l.strip_prefix("Cpus_allowed_list:")).map(|cpus| cpus.trim().to_string())
+        })
+        .unwrap_or_else(|| "?".into())
 }
 
 /// The HTTP address in the server's `sigil-server listening` line
