@@ -18,6 +18,7 @@
 //! target/release/sigil-bench --only gateways   # Envoy/nginx + Sigil vs without (h2load)
 //! target/release/sigil-bench --only h2load     # Validate ÷ health, ext_authz Check, by h2load
 //! target/release/sigil-bench --only verifier   # the edge verifier's figures (issue 13), 1M snapshot too
+//! SIGIL_PG_BIN=/usr/lib/postgresql/15/bin target/release/sigil-bench --only scaleout  # N = 1, 2, 3 on one PostgreSQL
 //! ```
 //!
 //! Scenarios: health, validate-hot, validate-cold, authenticate, refresh,
@@ -28,7 +29,8 @@
 //! the edge verifier's verifier-local, verifier-service, verifier-revoke
 //! (with `--database-url` or `SIGIL_PG_BIN`, through a second instance on
 //! PostgreSQL too) and, only when named, verifier-snapshot (a million
-//! revocation entries).
+//! revocation entries); only when named, scaleout (N = 1, 2, 3 instances on
+//! one PostgreSQL: `--database-url` or a throwaway cluster from `SIGIL_PG_BIN`).
 
 mod allow_all;
 mod baseline;
@@ -37,6 +39,7 @@ mod edge;
 mod figures;
 mod h2load;
 mod load;
+mod postgres_cpu;
 mod ratios;
 mod scenarios;
 mod seed;
