@@ -35,6 +35,8 @@ pub(super) const SCENARIO: Scenario = Scenario { name: Some("scaleout"), run: |b
 
 /// The cluster sizes measured.
 const SIZES: [usize; 3] = [1, 2, 3];
+/// How often the advisory-lock queue is sampled during a refresh load.
+const LOCK_SAMPLE: Duration = Duration::from_millis(50);
 /// The client's connections are a multiple of this, so that every N gets
 /// an even share per instance.
 const SPREAD: usize = 6;
@@ -121,7 +123,10 @@ impl Plan<'_> {
         row.flushes.push(disk_flush_rate(self.flush_probe).await?);
         let before = Cpu::now(cluster, self.postgres.as_ref());
         let call = refresh_along(self.chains.clone());
-        let refresh = drive(&format!("refresh n={n}"), cluster, &chans, bench.streams, bench.duration, call).await;
+        let name = format!("refresh n={n}");
+        let load = drive(&name, cluster, &chans, bench.streams, bench.duration, call);
+        let (refresh, waiters) = cluster.sampling_lock_waiters(load).await?;
+        row.lock_waiters.push(waiters);
         row.refresh.add(&refresh, &Cpu::now(cluster, self.postgres.as_ref()).since(&before));
         row.connections.push(cluster.database_connections().await?);
 
@@ -191,6 +196,32 @@ impl Cluster<'_> {
         drop(client);
         let _ = driver.await;
         Ok(row.get(0))
+    }
+}
+
+impl Cluster<'_> {
+    /// Runs `load` while sampling, every [`LOCK_SAMPLE`], how many
+    /// transactions wait for an advisory lock: the locks that give the
+    /// revocation and event logs their one sequence across every instance,
+    /// held until commit. Returns `load`'s output and the mean of the samples.
+    async fn sampling_lock_waiters<T>(&self, load: impl Future<Output = T>) -> anyhow::Result<(T, f64)> {
+        let (client, connection) = tokio_postgres::connect(&self.url, tokio_postgres::NoTls).await?;
+        let driver = tokio::spawn(connection);
+        let mut tick = tokio::time::interval(LOCK_SAMPLE);
+        let mut samples = Vec::new();
+        tokio::pin!(load);
+        let output = loop {
+            tokio::select! {
+                output = &mut load => break output,
+                _ = tick.tick() => {
+                    let waiting = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted";
+                    samples.push(client.query_one(waiting, &[]).await?.get::<_, i64>(0) as f64);
+                }
+            }
+        };
+        drop(client);
+        let _ = driver.await;
+        Ok((output, samples.iter().sum::<f64>() / samples.len().max(1) as f64))
     }
 }
 
@@ -302,6 +333,9 @@ struct Row {
     refresh: Load,
     /// Database connections after each refresh load.
     connections: Vec<i64>,
+    /// The mean number of transactions waiting for an advisory lock over
+    /// each refresh load.
+    lock_waiters: Vec<f64>,
     /// The disk's flush rate just before each refresh load.
     flushes: Vec<f64>,
     propagation: Histogram<u64>,
@@ -316,6 +350,7 @@ impl Row {
             refresh: Load::new(),
             connections: Vec::new(),
             flushes: Vec::new(),
+            lock_waiters: Vec::new(),
             propagation: Histogram::new(3).unwrap_or_else(|_| unreachable!("3 significant figures is valid")),
             propagation_errors: 0,
         }
@@ -373,13 +408,13 @@ fn print_table(rows: &[Row]) {
     println!();
     println!("scaleout: N instances on one PostgreSQL (req/s: median of the rounds; CPU: % of one core, mean)");
     println!(
-        "| N | Validate/s | CPU Sigil + PG + client (+ rest) | Sigil µs/validate | Refresh/s | CPU Sigil + PG + client (+ rest) | Sigil µs/refresh | PG µs/refresh | disk flushes/s | PG connections | revoke → refused by all others: p50 / p99 / max (trials) |"
+        "| N | Validate/s | CPU Sigil + PG + client (+ rest) | Sigil µs/validate | Refresh/s | CPU Sigil + PG + client (+ rest) | Sigil µs/refresh | PG µs/refresh | disk flushes/s | advisory-lock waiters | PG connections | revoke → refused by all others: p50 / p99 / max (trials) |"
     );
-    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for row in rows {
         let connections = row.connections.iter().max().map_or_else(|| "-".into(), i64::to_string);
         println!(
-            "| {} | {:.0} | {} | {} | {:.0} | {} | {} | {} | {:.0} | {} | {} |",
+            "| {} | {:.0} | {} | {} | {:.0} | {} | {} | {} | {:.0} | {:.1} | {} | {} |",
             row.n,
             row.validate.rate(),
             row.validate.split(),
@@ -389,6 +424,7 @@ fn print_table(rows: &[Row]) {
             row.refresh.per_request(SIGIL),
             row.refresh.per_request(POSTGRES),
             median(row.flushes.clone()),
+            median(row.lock_waiters.clone()),
             connections,
             row.propagation()
         );
