@@ -197,13 +197,11 @@ impl Cluster<'_> {
         let _ = driver.await;
         Ok(row.get(0))
     }
-}
 
-impl Cluster<'_> {
     /// Runs `load` while sampling, every [`LOCK_SAMPLE`], how many
-    /// transactions wait for an advisory lock: the locks that give the
-    /// revocation and event logs their one sequence across every instance,
-    /// held until commit. Returns `load`'s output and the mean of the samples.
+    /// transactions wait for an advisory lock in this database: the locks
+    /// that give the revocation and event logs their one sequence across
+    /// every instance, held until commit. Returns `load`'s output and the mean of the samples.
     async fn sampling_lock_waiters<T>(&self, load: impl Future<Output = T>) -> anyhow::Result<(T, f64)> {
         let (client, connection) = tokio_postgres::connect(&self.url, tokio_postgres::NoTls).await?;
         let driver = tokio::spawn(connection);
@@ -214,7 +212,8 @@ impl Cluster<'_> {
             tokio::select! {
                 output = &mut load => break output,
                 _ = tick.tick() => {
-                    let waiting = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted";
+                    let waiting = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted \
+                        AND database = (SELECT oid FROM pg_database WHERE datname = current_database())";
                     samples.push(client.query_one(waiting, &[]).await?.get::<_, i64>(0) as f64);
                 }
             }
