@@ -66,6 +66,32 @@ pub(crate) async fn refresh_chains(
     Ok(Arc::new(chains))
 }
 
+/// A closed-loop call rotating the refresh-token chains: call `n` takes
+/// chain `n % chains.len()`, presents its current token and keeps the
+/// rotated one (on whichever instance of a shared store answered).
+pub(crate) fn refresh_along(
+    chains: Arc<Vec<tokio::sync::Mutex<String>>>,
+) -> impl Fn(Channel, u64) -> std::pin::Pin<Box<dyn std::future::Future<Output = Option<bool>> + Send>>
++ Clone
++ Send
++ Sync
++ 'static {
+    move |ch, n| {
+        let chains = chains.clone();
+        Box::pin(async move {
+            let mut chain = chains[n as usize % chains.len()].lock().await;
+            let request = pb::RefreshRequest { refresh_token: chain.clone() };
+            Some(match IdentityServiceClient::new(ch).refresh(request).await {
+                Ok(r) => {
+                    *chain = r.into_inner().refresh_token;
+                    true
+                }
+                Err(_) => false,
+            })
+        })
+    }
+}
+
 /// `count` distinct valid access tokens, from one session's refresh chain.
 pub(crate) async fn distinct_tokens(chans: &[Channel], refresh: &str, count: usize) -> anyhow::Result<Vec<String>> {
     let mut client = IdentityServiceClient::new(chans[0].clone());

@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 
-use crate::target::Target;
+use crate::target::ServerCpu;
 
 /// One scenario's result.
 pub(crate) struct Figures {
@@ -30,7 +30,12 @@ impl Figures {
     /// Closes a scenario started at `started`, when the server had used
     /// `cpu_before`: records the elapsed time and the server's CPU since,
     /// prints the line, and returns the figures.
-    pub(crate) fn finish(mut self, started: Instant, cpu_before: Option<Duration>, target: &Target) -> Self {
+    pub(crate) fn finish(
+        mut self,
+        started: Instant,
+        cpu_before: Option<Duration>,
+        target: &(impl ServerCpu + ?Sized),
+    ) -> Self {
         self.elapsed = started.elapsed();
         self.server_cpu = match (cpu_before, target.cpu()) {
             (Some(a), Some(b)) => Some(b.saturating_sub(a)),

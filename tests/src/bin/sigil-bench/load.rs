@@ -11,13 +11,13 @@ use std::{
 use hdrhistogram::Histogram;
 use tonic::transport::Channel;
 
-use crate::{figures::Figures, target::Target};
+use crate::{figures::Figures, target::ServerCpu};
 
 /// Runs `call` closed-loop on `connections × streams` workers for
 /// `duration`, or until `call` says there is no more work (`None`).
 pub(crate) async fn drive<F, Fut>(
     name: &str,
-    target: &Target,
+    target: &(impl ServerCpu + ?Sized),
     channels: &[Channel],
     streams: usize,
     duration: Duration,

@@ -19,6 +19,7 @@
 //! target/release/sigil-bench --only h2load     # Validate ÷ health, ext_authz Check, by h2load
 //! taskset -c 1 target/release/sigil-bench --server-cpus 0 --only h2load   # the same, server and load on their own cores
 //! target/release/sigil-bench --only verifier   # the edge verifier's figures (issue 13), 1M snapshot too
+//! SIGIL_PG_BIN=/usr/lib/postgresql/15/bin target/release/sigil-bench --only scaleout  # N = 1, 2, 3 on one PostgreSQL
 //! ```
 //!
 //! Scenarios: health, validate-hot, validate-cold, authenticate, refresh,
@@ -29,7 +30,8 @@
 //! the edge verifier's verifier-local, verifier-service, verifier-revoke
 //! (with `--database-url` or `SIGIL_PG_BIN`, through a second instance on
 //! PostgreSQL too) and, only when named, verifier-snapshot (a million
-//! revocation entries).
+//! revocation entries); only when named, scaleout (N = 1, 2, 3 instances on
+//! one PostgreSQL: `--database-url` or a throwaway cluster from `SIGIL_PG_BIN`).
 
 mod allow_all;
 mod baseline;
@@ -38,6 +40,7 @@ mod edge;
 mod figures;
 mod h2load;
 mod load;
+mod postgres_cpu;
 mod ratios;
 mod scenarios;
 mod seed;

@@ -16,6 +16,7 @@ mod oversized;
 mod propagation;
 mod refresh;
 mod revoke;
+mod scaleout;
 mod validate_cold;
 mod validate_hot;
 mod verifier_local;
@@ -67,12 +68,13 @@ pub(crate) struct Scenario {
 }
 
 /// Scenarios that run only when `--only` names them: they need outside
-/// tools (the proxies, h2load) or a long setup (a million revocations
-/// seeded), so the default run and CI's `--quick` skip them.
-pub(crate) const OPT_IN: [&str; 3] = ["gateways", "h2load", "verifier-snapshot"];
+/// tools (the proxies, h2load, PostgreSQL for scaleout) or a long setup (a
+/// million revocations seeded, three instances measured three times), so
+/// the default run and CI's `--quick` skip them.
+pub(crate) const OPT_IN: [&str; 4] = ["gateways", "h2load", "verifier-snapshot", "scaleout"];
 
 /// Every scenario, in the order a run takes them.
-pub(crate) const ALL: [Scenario; 19] = [
+pub(crate) const ALL: [Scenario; 20] = [
     health::SCENARIO,
     validate_hot::SCENARIO,
     validate_cold::SCENARIO,
@@ -86,6 +88,7 @@ pub(crate) const ALL: [Scenario; 19] = [
     list_sessions::SCENARIO,
     oauth::SCENARIO,
     propagation::SCENARIO,
+    scaleout::SCENARIO,
     gateways::SCENARIO,
     grpc_h2load::SCENARIO,
     verifier_local::SCENARIO,

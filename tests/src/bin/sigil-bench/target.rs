@@ -111,6 +111,19 @@ impl Target {
     }
 }
 
+/// The server CPU a scenario's figures count: one server ([`Target`]), or
+/// every instance of a cluster (the `scaleout` scenario).
+pub(crate) trait ServerCpu {
+    /// User + system CPU time so far; `None` without a process to read.
+    fn cpu(&self) -> Option<Duration>;
+}
+
+impl ServerCpu for Target {
+    fn cpu(&self) -> Option<Duration> {
+        Target::cpu(self)
+    }
+}
+
 /// User + system CPU time of process `pid` so far, from `/proc/<pid>/stat`
 /// (in clock ticks of 10 ms).
 pub(crate) fn process_cpu(pid: u32) -> Option<Duration> {

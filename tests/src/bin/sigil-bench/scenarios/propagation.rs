@@ -1,5 +1,7 @@
 //! propagation (with `--database-url`): how soon a revocation on one
-//! instance is enforced by a second instance on the same database.
+//! instance is enforced by a second instance on the same database. The
+//! trial itself ([`enforced_by_all`]) takes any number of other instances;
+//! `scaleout` runs it across three.
 
 use std::time::{Duration, Instant};
 
@@ -16,6 +18,10 @@ use crate::{
 
 pub(super) const SCENARIO: Scenario = Scenario { name: Some("propagation"), run: |bench| Box::pin(run(bench)) };
 
+/// Longest wait for an instance to refuse a revoked token before the trial
+/// counts as an error.
+const GIVE_UP: Duration = Duration::from_secs(5);
+
 async fn run(bench: &Bench<'_>) -> anyhow::Result<Vec<Figures>> {
     let Some(url) = bench.database_url else { return Ok(Vec::new()) };
     Ok(vec![propagation(&bench.chans[0], bench.password, url, if bench.quick { 10 } else { 100 }).await?])
@@ -27,31 +33,13 @@ async fn run(bench: &Bench<'_>) -> anyhow::Result<Vec<Figures>> {
 /// figures are the time from the revoke's answer to the first refusal.
 async fn propagation(first: &Channel, password: &str, url: &str, trials: usize) -> anyhow::Result<Figures> {
     let peer = Target::start(None, Some(url)).await?;
-    let mut peer_client = IdentityServiceClient::new(channels(&peer.address, 1).await?.remove(0));
-    let mut client = IdentityServiceClient::new(first.clone());
+    let peers = channels(&peer.address, 1).await?;
     let mut latency = Histogram::new(3)?;
     let (mut errors, started) = (0, Instant::now());
     for _ in 0..trials {
-        let token = login(first, "admin", password).await?.access_token;
-        let validate = pb::ValidateRequest { token: token.clone(), audience: None };
-        if !peer_client.validate(validate.clone()).await?.into_inner().valid {
-            errors += 1;
-            continue;
-        }
-        let revoke =
-            pb::RevokeRequest { target: Some(pb::revoke_request::Target::AccessToken(token)), reason: "bench".into() };
-        client.revoke(revoke).await?;
-        let revoked = Instant::now();
-        loop {
-            let answer = peer_client.validate(validate.clone()).await?.into_inner();
-            if !answer.valid {
-                latency.record(revoked.elapsed().as_nanos() as u64)?;
-                break;
-            }
-            if revoked.elapsed() > Duration::from_secs(5) {
-                errors += 1;
-                break;
-            }
+        match enforced_by_all(first, &peers, password).await? {
+            Some(elapsed) => latency.record(elapsed.as_nanos() as u64)?,
+            None => errors += 1,
         }
     }
     let figures = Figures {
@@ -69,4 +57,49 @@ async fn propagation(first: &Channel, password: &str, url: &str, trials: usize) 
         figures.requests
     );
     Ok(figures)
+}
+
+/// One trial: logs in on `revoker`, checks that every instance of `others`
+/// accepts the token, revokes the session on `revoker`, then polls
+/// `Validate` on every other instance at once until each refuses the token.
+/// The time from the revoke's answer to the last of those first refusals,
+/// or `None` when an instance did not accept the token, or did not refuse
+/// it within [`GIVE_UP`].
+pub(super) async fn enforced_by_all(
+    revoker: &Channel,
+    others: &[Channel],
+    password: &str,
+) -> anyhow::Result<Option<Duration>> {
+    let token = login(revoker, "admin", password).await?.access_token;
+    let validate = pb::ValidateRequest { token: token.clone(), audience: None };
+    for other in others {
+        if !IdentityServiceClient::new(other.clone()).validate(validate.clone()).await?.into_inner().valid {
+            return Ok(None);
+        }
+    }
+    let revoke =
+        pb::RevokeRequest { target: Some(pb::revoke_request::Target::AccessToken(token)), reason: "bench".into() };
+    IdentityServiceClient::new(revoker.clone()).revoke(revoke).await?;
+    let revoked = Instant::now();
+    let refusals = others.iter().map(|other| {
+        let (mut client, validate) = (IdentityServiceClient::new(other.clone()), validate.clone());
+        async move {
+            loop {
+                if !client.validate(validate.clone()).await?.into_inner().valid {
+                    return Ok::<_, tonic::Status>(Some(revoked.elapsed()));
+                }
+                if revoked.elapsed() > GIVE_UP {
+                    return Ok(None);
+                }
+            }
+        }
+    });
+    let mut last = Duration::ZERO;
+    for refusal in futures::future::join_all(refusals).await {
+        match refusal? {
+            Some(elapsed) => last = last.max(elapsed),
+            None => return Ok(None),
+        }
+    }
+    Ok(Some(last))
 }
