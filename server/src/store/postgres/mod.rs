@@ -21,9 +21,11 @@
 //!   [`StoreError::Backend`] within the pool's timeouts, which the gRPC
 //!   layer reports as `UNAVAILABLE`: nothing uncommitted is acknowledged.
 
+mod event_log;
 mod listener;
 mod schema;
 mod service_accounts;
+mod session_revocations;
 mod tls;
 
 use std::{sync::Arc, time::Duration};
@@ -42,7 +44,7 @@ use uuid::Uuid;
 
 use crate::domain::{
     SessionId, Timestamp, TokenId, UserId,
-    event::{EventClass, EventRecord},
+    event::EventRecord,
     key_rotation,
     keys::SigningKeyRecord,
     lockout::{AttemptOutcome, AttemptStep, FailureRecord, LockoutPolicy},
@@ -77,6 +79,8 @@ pub struct PgStore {
     pool: Pool,
     changes: Arc<Changes>,
     listener: JoinHandle<()>,
+    events: event_log::EventWriter,
+    revoker: session_revocations::SessionRevoker,
 }
 
 impl PgStore {
@@ -131,12 +135,19 @@ impl PgStore {
             .map_err(|e| StoreError::Backend(format!("cannot build the connection pool: {e}")))?;
         let changes = Arc::new(Changes::default());
         let listener = tokio::spawn(listener::listen(config, tls, changes.clone()));
-        Ok(Arc::new(Self { pool, changes, listener }))
+        let events = event_log::EventWriter::start(pool.clone());
+        let revoker = session_revocations::SessionRevoker::start(pool.clone());
+        Ok(Arc::new(Self { pool, changes, listener, events, revoker }))
     }
 
     async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
-        self.pool.get().await.map_err(|e| StoreError::Backend(format!("PostgreSQL unreachable: {e}")))
+        checkout(&self.pool).await
     }
+}
+
+/// A connection from `pool`, within the pool's timeouts.
+async fn checkout(pool: &Pool) -> Result<deadpool_postgres::Object, StoreError> {
+    pool.get().await.map_err(|e| StoreError::Backend(format!("PostgreSQL unreachable: {e}")))
 }
 
 impl Drop for PgStore {
@@ -473,17 +484,27 @@ impl SessionStore for PgStore {
         // (READ COMMITTED re-reads a locked row once it is released), with
         // the current token moved on: reuse. The session is locked before
         // its token, in the order `revoke_session` takes them.
-        let session = first(
-            &query(&tx, "SELECT body FROM sessions WHERE id = $1 FOR UPDATE", &[&rotation.session_id.uuid()]).await?,
+        // The two reads are sent together (tokio-postgres pipelines
+        // futures polled at once on one connection, in the order first
+        // polled), and PostgreSQL runs them one after the other in that
+        // order, each with its own snapshot: the same locks, in the same
+        // order, as two round trips would take, for the price of one.
+        let (session_id, presented) = (rotation.session_id.uuid(), rotation.presented.uuid());
+        let (session_id, presented): ([&(dyn ToSql + Sync); 1], [&(dyn ToSql + Sync); 1]) =
+            ([&session_id], [&presented]);
+        let (sessions, tokens) = futures::try_join!(
+            query(&tx, "SELECT body FROM sessions WHERE id = $1 FOR UPDATE", &session_id),
+            query(&tx, "SELECT body FROM tokens WHERE id = $1 FOR UPDATE", &presented),
         )?;
-        let presented = first(
-            &query(&tx, "SELECT body FROM tokens WHERE id = $1 FOR UPDATE", &[&rotation.presented.uuid()]).await?,
-        )?;
-        match refresh_rotation::decide(rotation, session, presented) {
+        match refresh_rotation::decide(rotation, first(&sessions)?, first(&tokens)?) {
             RotationDecision::Rotate(writes) => {
-                put_ended_token(&tx, &writes.rotated, rotation.now).await?;
-                insert_tokens(&tx, &writes.issued).await?;
-                update_session(&tx, &writes.session, None).await?;
+                // Rows already locked by this transaction: the writes
+                // cannot wait on one another, so they go in one round trip.
+                futures::try_join!(
+                    put_ended_token(&tx, &writes.rotated, rotation.now),
+                    insert_tokens(&tx, &writes.issued),
+                    update_session(&tx, &writes.session, None),
+                )?;
                 tx.commit().await.map_err(pg)?;
                 Ok(writes.outcome())
             }
@@ -499,21 +520,11 @@ impl SessionStore for PgStore {
         id: SessionId,
         cause: &RevocationCause,
     ) -> Result<Option<RevokeOutcome>, StoreError> {
-        let mut client = self.client().await?;
-        let tx = client.transaction().await.map_err(pg)?;
-        // Locking the session first orders this against a rotation, which
-        // must update the same row: the rotation then finds it inactive.
-        let rows = query(&tx, "SELECT body FROM sessions WHERE id = $1 FOR UPDATE", &[&id.uuid()]).await?;
-        let Some(session) = first::<SessionRecord>(&rows)? else {
-            tx.rollback().await.map_err(pg)?;
-            return Ok(None);
-        };
-        let rows =
-            query(&tx, "SELECT body FROM tokens WHERE session_id = $1 AND active FOR UPDATE", &[&id.uuid()]).await?;
-        let writes = session_revocation::revoke_session(&session, bodies::<TokenRecord>(&rows)?, cause);
-        let outcome = apply_revocation(&tx, writes, cause).await?;
-        tx.commit().await.map_err(pg)?;
-        Ok(Some(outcome))
+        // With the revocations of other callers on this instance: see
+        // `session_revocations.rs`. Locking the session first orders this
+        // against a rotation, which must update the same row: the rotation
+        // then finds it inactive.
+        self.revoker.revoke(id, cause).await
     }
 
     async fn revoke_token(&self, id: TokenId, cause: &RevocationCause) -> Result<Option<RevokeOutcome>, StoreError> {
@@ -780,28 +791,8 @@ impl RevocationLog for PgStore {
 #[async_trait]
 impl EventStore for PgStore {
     async fn append_events(&self, events: Vec<EventRecord>) -> Result<Vec<EventRecord>, StoreError> {
-        let mut client = self.client().await?;
-        let tx = client.transaction().await.map_err(pg)?;
-        // One global sequence for all instances, in commit order.
-        execute(&tx, "SELECT pg_advisory_xact_lock($1)", &[&EVENT_LOCK]).await?;
-        let mut stored = Vec::with_capacity(events.len());
-        for mut event in events {
-            let rows = query(&tx, "SELECT nextval('event_sequence')", &[]).await?;
-            let sequence: i64 =
-                rows.first().ok_or_else(|| StoreError::Corrupt("nextval returned no row".into()))?.get(0);
-            event.sequence = u64::try_from(sequence).unwrap_or(0);
-            let audit = event.kind.class() == EventClass::Audit;
-            execute(
-                &tx,
-                "INSERT INTO events (sequence, audit, occurred_at, body) VALUES ($1, $2, $3, $4)",
-                &[&sequence, &audit, &event.occurred_at.as_millis(), &Json(&event)],
-            )
-            .await?;
-            stored.push(event);
-        }
-        announce(&tx, "events").await?;
-        tx.commit().await.map_err(pg)?;
-        Ok(stored)
+        // With the events of other callers on this instance: see `event_log.rs`.
+        self.events.append(events).await
     }
 
     async fn latest_event_sequence(&self) -> Result<u64, StoreError> {
