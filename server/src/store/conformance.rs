@@ -510,6 +510,11 @@ pub async fn expiry_and_purge_walk_the_time_indexes(store: &dyn Store) {
     assert!(expired_sessions.contains(&f.session.id));
     let stored = store.session(f.session.id).await.expect("lookup").expect("session");
     assert_eq!(stored.state, SessionState::Expired);
+    // Its tokens expire with it (they were issued to expire no later).
+    for id in [f.session.current_refresh, f.access.id] {
+        let token = store.token(id).await.expect("lookup").expect("token");
+        assert_eq!(token.state, TokenState::Expired, "{:?} token", token.kind);
+    }
     assert!(store.expire_due(later, 100).await.expect("expire").is_empty(), "expired once only");
 
     let purged = store.purge_ended(later.plus(Duration::from_secs(1)), 10_000).await.expect("purge");
