@@ -56,6 +56,8 @@ mod audit_retention;
 mod store_upgrade;
 // A sled store of JSON records (checked in, written by the previous version), converted at first open.
 mod sled_json_upgrade;
+// A sled store of the previous layout (checked in, binary records, `active` and `user_tokens` indexes), converted at first open.
+mod sled_layout_upgrade;
 // The real binary as a child process, for the tests below.
 mod process;
 // Listener limits: idle, slowloris, bodiless requests, streams, floods, fd limit.

@@ -39,6 +39,7 @@ pub async fn run_all(store: Arc<dyn Store>) {
     users_are_updated_listed_and_deleted(&*store).await;
     users_are_renamed_only_onto_a_free_name(&*store).await;
     listings_page_by_cursor_and_filter(&*store).await;
+    listings_hold_active_and_ended_records_in_one_id_order(&*store).await;
     expiry_and_purge_walk_the_time_indexes(&*store).await;
     revocations_live_and_go_by_their_stored_bound(&*store).await;
     events_are_kept_in_order_and_trimmed(&*store).await;
@@ -383,6 +384,111 @@ pub async fn listings_page_by_cursor_and_filter(store: &dyn Store) {
     assert_eq!(store.count_active_sessions_of(owner.id).await.expect("count"), 4);
 }
 
+/// Every page of a listing through the cursor: the ids in the order met.
+async fn all_session_ids(store: &dyn Store, query: SessionQuery) -> Vec<(SessionId, SessionState)> {
+    let mut all = Vec::new();
+    let mut after = None;
+    loop {
+        let page = store.list_sessions(&SessionQuery { after, ..query.clone() }).await.expect("sessions page");
+        let done = page.len() < query.limit;
+        after = page.last().map(|s| s.id);
+        all.extend(page.into_iter().map(|s| (s.id, s.state)));
+        if done {
+            return all;
+        }
+    }
+}
+
+async fn all_token_ids(store: &dyn Store, query: TokenQuery) -> Vec<(TokenId, TokenState)> {
+    let mut all = Vec::new();
+    let mut after = None;
+    loop {
+        let page = store.list_tokens(&TokenQuery { after, ..query.clone() }).await.expect("tokens page");
+        let done = page.len() < query.limit;
+        after = page.last().map(|t| t.id);
+        all.extend(page.into_iter().map(|t| (t.id, t.state)));
+        if done {
+            return all;
+        }
+    }
+}
+
+/// Active and ended sessions and tokens are listed together in one id
+/// order, each once, whether the listing is of everything, of one user or
+/// of one session; without `include_inactive`, only what is active. (An
+/// engine may keep ended records apart from active ones: its listings
+/// still interleave them by id.)
+pub async fn listings_hold_active_and_ended_records_in_one_id_order(store: &dyn Store) {
+    let owner = user("conformance-interleaved");
+    store.create_user(&owner).await.expect("create user");
+    let mut fixtures = Vec::new();
+    for _ in 0..4 {
+        fixtures.push(open_session(store, &owner).await);
+    }
+    // Ended records between active ones: a revoked session, a rotated
+    // refresh token (and the rotation's new tokens), a revoked access token.
+    store.revoke_session(fixtures[1].session.id, &cause("interleaved")).await.expect("revoke session");
+    let rotation = rotation_at(&fixtures[2].session, fixtures[2].session.current_refresh, Timestamp::now());
+    let rotated = store.rotate_refresh(&rotation).await.expect("rotate");
+    assert!(matches!(rotated, RotateOutcome::Rotated(_)), "{rotated:?}");
+    store.revoke_token(fixtures[3].access.id, &cause("interleaved")).await.expect("revoke token");
+
+    let ours: Vec<SessionId> = fixtures.iter().map(|f| f.session.id).collect();
+    for limit in [1, 2, 3, 100] {
+        let every = all_session_ids(store, SessionQuery { include_inactive: true, limit, ..Default::default() }).await;
+        assert!(every.windows(2).all(|w| w[0].0 < w[1].0), "all sessions, pages of {limit}: one id order, each once");
+        let found: Vec<(SessionId, SessionState)> = every.into_iter().filter(|(id, _)| ours.contains(id)).collect();
+        let states: Vec<SessionState> = found.iter().map(|(_, state)| *state).collect();
+        assert_eq!(found.iter().map(|(id, _)| *id).collect::<Vec<_>>(), ours, "pages of {limit}");
+        use SessionState::{Active, Revoked};
+        assert_eq!(states, [Active, Revoked, Active, Active], "pages of {limit}");
+        let active = all_session_ids(store, SessionQuery { limit, ..Default::default() }).await;
+        assert!(active.iter().all(|(_, state)| *state == Active), "active sessions only, pages of {limit}");
+        assert!(!active.iter().any(|(id, _)| *id == ours[1]), "the revoked session is not active");
+        assert_eq!(active.iter().filter(|(id, _)| ours.contains(id)).count(), 3, "pages of {limit}");
+        let mine =
+            all_session_ids(store, SessionQuery { user: Some(owner.id), include_inactive: true, limit, after: None })
+                .await;
+        assert_eq!(mine.iter().map(|(id, _)| *id).collect::<Vec<_>>(), ours, "the user's sessions, pages of {limit}");
+    }
+
+    // 4 logins x 2 tokens, 2 more from the rotation.
+    let issued = |query: TokenQuery| all_token_ids(store, query);
+    for limit in [1, 3, 100] {
+        let mine =
+            issued(TokenQuery { user: Some(owner.id), include_inactive: true, limit, ..Default::default() }).await;
+        assert_eq!(mine.len(), 10, "every token of the user, pages of {limit}");
+        assert!(mine.windows(2).all(|w| w[0].0 < w[1].0), "the user's tokens, pages of {limit}: one id order");
+        let ended = mine.iter().filter(|(_, state)| *state != TokenState::Active).count();
+        // The revoked session's two, the rotated refresh token, the revoked access token.
+        assert_eq!(ended, 4, "pages of {limit}: {mine:?}");
+        let active = issued(TokenQuery { user: Some(owner.id), limit, ..Default::default() }).await;
+        let expected: Vec<(TokenId, TokenState)> =
+            mine.iter().filter(|(_, state)| *state == TokenState::Active).copied().collect();
+        assert_eq!(active, expected, "the user's active tokens, pages of {limit}");
+        let every = issued(TokenQuery { include_inactive: true, limit, ..Default::default() }).await;
+        assert!(every.windows(2).all(|w| w[0].0 < w[1].0), "all tokens, pages of {limit}: one id order, each once");
+        let found: Vec<(TokenId, TokenState)> =
+            every.into_iter().filter(|(id, _)| mine.iter().any(|(m, _)| m == id)).collect();
+        assert_eq!(found, mine, "all tokens hold the user's, pages of {limit}");
+        let all_active = issued(TokenQuery { limit, ..Default::default() }).await;
+        assert!(all_active.iter().all(|(_, state)| *state == TokenState::Active), "pages of {limit}");
+        let found: Vec<(TokenId, TokenState)> =
+            all_active.into_iter().filter(|(id, _)| mine.iter().any(|(m, _)| m == id)).collect();
+        assert_eq!(found, expected, "active tokens hold the user's active ones, pages of {limit}");
+        let of_session = issued(TokenQuery {
+            session: Some(fixtures[2].session.id),
+            user: Some(owner.id),
+            include_inactive: true,
+            limit,
+            ..Default::default()
+        })
+        .await;
+        assert_eq!(of_session.len(), 4, "the rotated session's tokens, pages of {limit}");
+    }
+    assert_eq!(store.count_active_sessions_of(owner.id).await.expect("count"), 3);
+}
+
 /// The sweeper's store side: due records expire once, ended ones purge.
 pub async fn expiry_and_purge_walk_the_time_indexes(store: &dyn Store) {
     let owner = user("conformance-expiry");
@@ -404,6 +510,11 @@ pub async fn expiry_and_purge_walk_the_time_indexes(store: &dyn Store) {
     assert!(expired_sessions.contains(&f.session.id));
     let stored = store.session(f.session.id).await.expect("lookup").expect("session");
     assert_eq!(stored.state, SessionState::Expired);
+    // Its tokens expire with it (they were issued to expire no later).
+    for id in [f.session.current_refresh, f.access.id] {
+        let token = store.token(id).await.expect("lookup").expect("token");
+        assert_eq!(token.state, TokenState::Expired, "{:?} token", token.kind);
+    }
     assert!(store.expire_due(later, 100).await.expect("expire").is_empty(), "expired once only");
 
     let purged = store.purge_ended(later.plus(Duration::from_secs(1)), 10_000).await.expect("purge");

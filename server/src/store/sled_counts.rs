@@ -1,9 +1,8 @@
 //! Kept counts for the sled engine: how many users, active sessions and
 //! active tokens the store holds, without walking a tree.
 //!
-//! sled's `Tree::len` (and a prefix scan of the `active` index) visits
-//! every entry: at a million sessions `GetStats` and every `/metrics`
-//! scrape walked three million keys. Instead, the transaction that adds or
+//! sled's `Tree::len` visits every entry: at a million sessions
+//! `GetStats` and every `/metrics` scrape walked three million keys. Instead, the transaction that adds or
 //! removes an entry of the counted tree changes its count in the same
 //! transaction, and only when the entry really came or went (sled's
 //! `insert` and `remove` return what was there), so the count mirrors the
@@ -30,9 +29,9 @@ use crate::domain::port::StoreError;
 pub(crate) enum Counted {
     /// Entries of the `users` tree.
     Users,
-    /// Sessions in the `active` index.
+    /// Entries of the active `sessions` tree.
     ActiveSessions,
-    /// Tokens in the `active` index.
+    /// Entries of the active `tokens` tree.
     ActiveTokens,
 }
 
@@ -89,10 +88,11 @@ pub(crate) fn read(counts: &Tree, what: Counted) -> Result<u64, StoreError> {
 }
 
 /// Makes sure the counts are kept: on a store written before they were,
-/// counts `users` and `active` once and records the marker with them. Runs
-/// at open, while nothing else writes (sled holds the directory for this
-/// process and the store is not yet shared).
-pub(crate) fn ensure_kept(counts: &Tree, users: &Tree, active: &Tree) -> Result<(), StoreError> {
+/// counts `users` and the active `sessions` and `tokens` once and records
+/// the marker with them. Runs at open, while nothing else writes (sled
+/// holds the directory for this process and the store is not yet shared),
+/// after the records have moved to the trees of their state.
+pub(crate) fn ensure_kept(counts: &Tree, users: &Tree, sessions: &Tree, tokens: &Tree) -> Result<(), StoreError> {
     let backend = |e: sled::Error| StoreError::Backend(e.to_string());
     if counts.contains_key(COUNTED).map_err(backend)? {
         return Ok(());
@@ -100,8 +100,8 @@ pub(crate) fn ensure_kept(counts: &Tree, users: &Tree, active: &Tree) -> Result<
     let started = std::time::Instant::now();
     let totals = [
         (Counted::Users, users.len()),
-        (Counted::ActiveSessions, active.scan_prefix([super::sled_store::SESSION]).count()),
-        (Counted::ActiveTokens, active.scan_prefix([super::sled_store::TOKEN]).count()),
+        (Counted::ActiveSessions, sessions.len()),
+        (Counted::ActiveTokens, tokens.len()),
     ];
     let mut batch = sled::Batch::default();
     for (what, total) in totals {

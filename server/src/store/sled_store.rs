@@ -24,10 +24,20 @@
 //! disk takes writes again, [`Store::needs_restart`] says so, and the server
 //! exits for its supervisor to start a fresh process.
 //!
+//! Layout (version 2, see [`layout`]): sessions and tokens are kept in two
+//! trees each, by id: `sessions` and `tokens` hold the active ones,
+//! `ended_sessions` and `ended_tokens` the revoked, expired and rotated
+//! ones until they are purged. A record moves when its state changes, in
+//! the transaction that changes it, so the tree a record is in always
+//! agrees with its state: what is active is a walk of one tree, everything
+//! a merge of two by id, and no index entry says it again. sled keeps a
+//! resident page-table entry per page, and a page holds at most 16
+//! entries, so every entry a session writes costs memory for as long as
+//! the session is stored (BENCHMARKS.md, #18 item 2).
+//!
 //! Indexes (keys are fixed-width big-endian, so ranges sort by time):
-//! - `user_sessions` user ++ session, `session_tokens` session ++ token,
-//!   `user_tokens` user ++ token: listings by owner.
-//! - `active` kind ++ id: what is active now (listings, counts).
+//! - `user_sessions` user ++ session, `session_tokens` session ++ token:
+//!   listings by owner (a user's tokens are its sessions' tokens).
 //! - `expiry` expires-at ++ kind ++ id: what the sweeper must expire next.
 //! - `ended` ended-at ++ kind ++ id: what the sweeper may purge next.
 //! - `counts`: users and active sessions and tokens, kept in the same
@@ -75,6 +85,7 @@ use crate::domain::{
     user::UserRecord,
 };
 
+mod layout;
 mod service_accounts;
 
 type TxResult<T> = Result<T, ConflictableTransactionError<StoreError>>;
@@ -82,8 +93,8 @@ type TxResult<T> = Result<T, ConflictableTransactionError<StoreError>>;
 /// Bytes of sled's page cache.
 const CACHE_BYTES: u64 = 32 * 1024 * 1024;
 
-pub(super) const SESSION: u8 = b'S';
-pub(super) const TOKEN: u8 = b'T';
+const SESSION: u8 = b'S';
+const TOKEN: u8 = b'T';
 
 /// Keys of the `sequences` tree: the highest revocation-log and event
 /// sequences ever stored (u64, big-endian). Purges of the log and trims of
@@ -102,28 +113,33 @@ const SPACE_PROBE_BYTES: usize = 2 * 1024 * 1024;
 struct Trees {
     users: Tree,
     usernames: Tree,
+    /// The active sessions.
     sessions: Tree,
+    /// The revoked and expired sessions, until purged.
+    ended_sessions: Tree,
     user_sessions: Tree,
+    /// The active tokens.
     tokens: Tree,
+    /// The revoked, expired and rotated tokens, until purged.
+    ended_tokens: Tree,
     session_tokens: Tree,
-    user_tokens: Tree,
     refresh: Tree,
     revocations: Tree,
-    active: Tree,
     expiry: Tree,
     ended: Tree,
     /// The kept counts (see [`sled_counts`]).
     counts: Tree,
 }
 
-/// Which index a listing walks.
+/// Which keys a listing walks.
 enum Walk<'a> {
     /// An owner index (user ++ id or session ++ id) under one owner.
     Owned { index: &'a Tree, owner: &'a [u8; 16] },
-    /// The `active` index under one kind.
-    Active(u8),
-    /// Every record of a tree.
-    All(&'a Tree),
+    /// Every record of one tree (the active ones).
+    Records(&'a Tree),
+    /// Every record of two trees (the active and the ended ones), merged
+    /// into one id order.
+    Merged(&'a Tree, &'a Tree),
 }
 
 /// The same trees inside a transaction.
@@ -131,13 +147,13 @@ struct Tx<'a> {
     users: &'a TransactionalTree,
     usernames: &'a TransactionalTree,
     sessions: &'a TransactionalTree,
+    ended_sessions: &'a TransactionalTree,
     user_sessions: &'a TransactionalTree,
     tokens: &'a TransactionalTree,
+    ended_tokens: &'a TransactionalTree,
     session_tokens: &'a TransactionalTree,
-    user_tokens: &'a TransactionalTree,
     refresh: &'a TransactionalTree,
     revocations: &'a TransactionalTree,
-    active: &'a TransactionalTree,
     expiry: &'a TransactionalTree,
     ended: &'a TransactionalTree,
     counts: &'a TransactionalTree,
@@ -251,8 +267,17 @@ impl SledStore {
             StoreError::Backend(format!("cannot write the high-water mark {}: {e}", mark_file.path().display()))
         })?;
         let counts = tree("counts")?;
-        sled_counts::ensure_kept(&counts, &tree("users")?, &tree("active")?)?;
-        sled_codec::migrate(&db, &tree("format")?, &tree("sessions")?, &tree("tokens")?, &tree("refresh")?)?;
+        let (format, sessions, tokens) = (tree("format")?, tree("sessions")?, tree("tokens")?);
+        let (ended_sessions, ended_tokens) = (tree("ended_sessions")?, tree("ended_tokens")?);
+        // In this order: the records are binary before they move, and they
+        // have moved before they are counted (the active trees are counted).
+        sled_codec::migrate(&db, &format, &sessions, &tokens, &tree("refresh")?)?;
+        layout::migrate(
+            &db,
+            &format,
+            layout::Moves { sessions: [&sessions, &ended_sessions], tokens: [&tokens, &ended_tokens] },
+        )?;
+        sled_counts::ensure_kept(&counts, &tree("users")?, &sessions, &tokens)?;
         let high_water = Arc::new(
             HighWaterRecorder::start(mark_file, mark)
                 .map_err(|e| StoreError::Backend(format!("cannot start the high-water mark's thread: {e}")))?,
@@ -276,14 +301,14 @@ impl SledStore {
             trees: Trees {
                 users: tree("users")?,
                 usernames: tree("usernames")?,
-                sessions: tree("sessions")?,
+                sessions,
+                ended_sessions,
                 user_sessions: tree("user_sessions")?,
-                tokens: tree("tokens")?,
+                tokens,
+                ended_tokens,
                 session_tokens: tree("session_tokens")?,
-                user_tokens: tree("user_tokens")?,
                 refresh: tree("refresh")?,
                 revocations: reach.revocations.clone(),
-                active: tree("active")?,
                 expiry: tree("expiry")?,
                 ended: tree("ended")?,
                 counts,
@@ -339,13 +364,13 @@ impl SledStore {
             &t.users,
             &t.usernames,
             &t.sessions,
+            &t.ended_sessions,
             &t.user_sessions,
             &t.tokens,
+            &t.ended_tokens,
             &t.session_tokens,
-            &t.user_tokens,
             &t.refresh,
             &t.revocations,
-            &t.active,
             &t.expiry,
             &t.ended,
             &t.counts,
@@ -355,13 +380,13 @@ impl SledStore {
                     users,
                     usernames,
                     sessions,
+                    ended_sessions,
                     user_sessions,
                     tokens,
+                    ended_tokens,
                     session_tokens,
-                    user_tokens,
                     refresh,
                     revocations,
-                    active,
                     expiry,
                     ended,
                     counts,
@@ -370,13 +395,13 @@ impl SledStore {
                         users,
                         usernames,
                         sessions,
+                        ended_sessions,
                         user_sessions,
                         tokens,
+                        ended_tokens,
                         session_tokens,
-                        user_tokens,
                         refresh,
                         revocations,
-                        active,
                         expiry,
                         ended,
                         counts,
@@ -395,6 +420,22 @@ impl SledStore {
         tree.get(key).map_err(backend)?.map(|bytes| sled_codec::decode(&bytes)).transpose()
     }
 
+    /// A session or token, active (`live`) or ended.
+    fn record_in<T: BinaryRecord>([live, ended]: [&Tree; 2], id: &[u8]) -> Result<Option<T>, StoreError> {
+        match Self::record(live, id)? {
+            Some(record) => Ok(Some(record)),
+            None => Self::record(ended, id),
+        }
+    }
+
+    fn session_trees(&self) -> [&Tree; 2] {
+        [&self.trees.sessions, &self.trees.ended_sessions]
+    }
+
+    fn token_trees(&self) -> [&Tree; 2] {
+        [&self.trees.tokens, &self.trees.ended_tokens]
+    }
+
     /// The ids stored after a 16-byte `prefix` in an owner index, in order.
     fn ids_under(tree: &Tree, prefix: &[u8; 16]) -> Result<Vec<[u8; 16]>, StoreError> {
         tree.scan_prefix(prefix).keys().map(|key| suffix_id(&key.map_err(backend)?)).collect()
@@ -408,17 +449,23 @@ impl SledStore {
         mut keep: impl FnMut(&[u8; 16]) -> Result<bool, StoreError>,
         limit: usize,
     ) -> Result<Vec<[u8; 16]>, StoreError> {
-        let (tree, prefix): (&Tree, Vec<u8>) = match walk {
-            Walk::Owned { index, owner } => (index, owner.to_vec()),
-            Walk::Active(kind) => (&self.trees.active, vec![kind]),
-            Walk::All(records) => (records, Vec::new()),
+        let (trees, prefix): (Vec<&Tree>, Vec<u8>) = match walk {
+            Walk::Owned { index, owner } => (vec![index], owner.to_vec()),
+            Walk::Records(records) => (vec![records], Vec::new()),
+            Walk::Merged(active, ended) => (vec![active, ended], Vec::new()),
         };
-        let start = match after {
+        let start = || match after {
             Some(after) => Bound::Excluded([prefix.as_slice(), after].concat()),
             None => Bound::Included(prefix.clone()),
         };
+        let mut walks = trees.into_iter().map(|tree| tree.range::<Vec<u8>, _>((start(), Bound::Unbounded)).keys());
+        let keys = match (walks.next(), walks.next()) {
+            (Some(first), Some(second)) => Box::new(merge_keys(first, second)) as Box<dyn Iterator<Item = _>>,
+            (Some(first), None) => Box::new(first),
+            (None, _) => Box::new(std::iter::empty()),
+        };
         let mut ids = Vec::with_capacity(limit.min(1024));
-        for key in tree.range::<Vec<u8>, _>((start, Bound::Unbounded)).keys() {
+        for key in keys {
             let key = key.map_err(backend)?;
             if !key.starts_with(&prefix) || ids.len() >= limit {
                 break;
@@ -431,42 +478,115 @@ impl SledStore {
         Ok(ids)
     }
 
+    /// Whether the session or token is active: whether it is in the
+    /// active tree of its kind.
     fn is_active(&self, kind: u8, id: &[u8; 16]) -> Result<bool, StoreError> {
-        self.trees.active.contains_key(kind_key(kind, id)).map_err(backend)
+        let active = if kind == SESSION { &self.trees.sessions } else { &self.trees.tokens };
+        active.contains_key(id).map_err(backend)
+    }
+
+    /// One page of a user's token ids after `after`, in id order, keeping
+    /// those `keep` accepts: the tokens of the user's sessions, merged. It
+    /// reads the keys of every token of the user (there is no index by
+    /// user of its own: a user's tokens are its sessions' tokens, and one
+    /// more entry per token would cost resident memory for every token).
+    fn user_token_ids(
+        &self,
+        user: &[u8; 16],
+        after: Option<&[u8; 16]>,
+        mut keep: impl FnMut(&[u8; 16]) -> Result<bool, StoreError>,
+        limit: usize,
+    ) -> Result<Vec<[u8; 16]>, StoreError> {
+        let mut candidates = Vec::new();
+        for session in Self::ids_under(&self.trees.user_sessions, user)? {
+            let tokens = Self::ids_under(&self.trees.session_tokens, &session)?;
+            candidates.extend(tokens.into_iter().filter(|token| after.is_none_or(|after| token > after)));
+        }
+        candidates.sort_unstable();
+        let mut ids = Vec::with_capacity(limit.min(candidates.len()));
+        for id in candidates {
+            if ids.len() >= limit {
+                break;
+            }
+            if keep(&id)? {
+                ids.push(id);
+            }
+        }
+        Ok(ids)
     }
 }
 
 impl Tx<'_> {
-    /// Adds `id` to the `active` index, counting it if it was not there.
-    fn mark_active(&self, kind: u8, id: &[u8; 16]) -> TxResult<()> {
-        if self.active.insert(kind_key(kind, id), &[])?.is_none() {
-            sled_counts::add(self.counts, active_count(kind), id, 1)?;
+    /// Writes `value` under `id` in the tree its state puts it in: `active`
+    /// (counted when it comes in) or `ended` (out of `active`, counted
+    /// when it leaves). Records only ever go from active to ended.
+    fn put_in(
+        &self,
+        [active, ended]: [&TransactionalTree; 2],
+        counted: Counted,
+        id: &[u8; 16],
+        is_active: bool,
+        value: Vec<u8>,
+    ) -> TxResult<()> {
+        if is_active {
+            if active.insert(id.as_slice(), value)?.is_none() {
+                sled_counts::add(self.counts, counted, id, 1)?;
+            }
+        } else {
+            ended.insert(id.as_slice(), value)?;
+            if active.remove(id.as_slice())?.is_some() {
+                sled_counts::add(self.counts, counted, id, -1)?;
+            }
         }
         Ok(())
     }
 
-    /// Removes `id` from the `active` index, counting it if it was there.
-    fn unmark_active(&self, kind: u8, id: &[u8; 16]) -> TxResult<()> {
-        if self.active.remove(kind_key(kind, id))?.is_some() {
-            sled_counts::add(self.counts, active_count(kind), id, -1)?;
+    fn put_session(&self, session: &SessionRecord) -> TxResult<()> {
+        let is_active = session.state == SessionState::Active;
+        let trees = [self.sessions, self.ended_sessions];
+        self.put_in(trees, Counted::ActiveSessions, session.id.as_bytes(), is_active, encode_record(session)?)
+    }
+
+    fn put_token(&self, token: &TokenRecord) -> TxResult<()> {
+        let is_active = token.state == TokenState::Active;
+        let trees = [self.tokens, self.ended_tokens];
+        self.put_in(trees, Counted::ActiveTokens, token.id.as_bytes(), is_active, encode_record(token)?)
+    }
+
+    /// The session with this id, active or ended.
+    fn session(&self, id: &[u8; 16]) -> TxResult<Option<SessionRecord>> {
+        match tx_record(self.sessions, id)? {
+            Some(session) => Ok(Some(session)),
+            None => tx_record(self.ended_sessions, id),
         }
-        Ok(())
+    }
+
+    /// The token with this id, active or ended.
+    fn token(&self, id: &[u8; 16]) -> TxResult<Option<TokenRecord>> {
+        match tx_record(self.tokens, id)? {
+            Some(token) => Ok(Some(token)),
+            None => tx_record(self.ended_tokens, id),
+        }
     }
 
     fn put_new_session(&self, session: &SessionRecord) -> TxResult<()> {
-        self.sessions.insert(session.id.as_bytes().as_slice(), encode_record(session)?)?;
+        self.put_session(session)?;
         self.user_sessions.insert(pair_key(session.user_id.as_bytes(), session.id.as_bytes()), &[])?;
-        self.mark_active(SESSION, session.id.as_bytes())?;
         self.expiry.insert(time_key(session.expires_at, SESSION, session.id.as_bytes()), &[])?;
         Ok(())
     }
 
-    fn put_new_token(&self, token: &TokenRecord) -> TxResult<()> {
-        self.tokens.insert(token.id.as_bytes().as_slice(), encode_record(token)?)?;
+    /// Records a token issued under `session` (as it stands after the
+    /// issue). The session's current refresh token, when it expires with
+    /// the session, gets no expiry entry of its own: the session's entry
+    /// expires both ([`SledStore::expire_due`]); one entry fewer per
+    /// session, and every entry costs resident memory.
+    fn put_new_token(&self, token: &TokenRecord, session: &SessionRecord) -> TxResult<()> {
+        self.put_token(token)?;
         self.session_tokens.insert(pair_key(token.session_id.as_bytes(), token.id.as_bytes()), &[])?;
-        self.user_tokens.insert(pair_key(token.user_id.as_bytes(), token.id.as_bytes()), &[])?;
-        self.mark_active(TOKEN, token.id.as_bytes())?;
-        self.expiry.insert(time_key(token.expires_at, TOKEN, token.id.as_bytes()), &[])?;
+        if !expires_with(token, session) {
+            self.expiry.insert(time_key(token.expires_at, TOKEN, token.id.as_bytes()), &[])?;
+        }
         if let Some(hash) = token.refresh_hash {
             let pointer = RefreshRecord { token_id: token.id, session_id: token.session_id };
             self.refresh.insert(hash.0.as_slice(), encode_record(&pointer)?)?;
@@ -480,11 +600,10 @@ impl Tx<'_> {
         self.put_ended_session(session, at)
     }
 
-    /// Writes back a session that ended at `at`, and moves it from the
-    /// active and expiry indexes to the ended one.
+    /// Writes back a session that ended at `at` (into the ended sessions),
+    /// and moves it from the expiry index to the ended one.
     fn put_ended_session(&self, session: &SessionRecord, at: Timestamp) -> TxResult<()> {
-        self.sessions.insert(session.id.as_bytes().as_slice(), encode_record(session)?)?;
-        self.unmark_active(SESSION, session.id.as_bytes())?;
+        self.put_session(session)?;
         self.expiry.remove(time_key(session.expires_at, SESSION, session.id.as_bytes()))?;
         self.ended.insert(time_key(at, SESSION, session.id.as_bytes()), &[])?;
         Ok(())
@@ -496,11 +615,10 @@ impl Tx<'_> {
         self.put_ended_token(token, at)
     }
 
-    /// Writes back a token that ended at `at`, and moves it from the active
-    /// and expiry indexes to the ended one.
+    /// Writes back a token that ended at `at` (into the ended tokens), and
+    /// moves it from the expiry index to the ended one.
     fn put_ended_token(&self, token: &TokenRecord, at: Timestamp) -> TxResult<()> {
-        self.tokens.insert(token.id.as_bytes().as_slice(), encode_record(token)?)?;
-        self.unmark_active(TOKEN, token.id.as_bytes())?;
+        self.put_token(token)?;
         self.expiry.remove(time_key(token.expires_at, TOKEN, token.id.as_bytes()))?;
         self.ended.insert(time_key(at, TOKEN, token.id.as_bytes()), &[])?;
         Ok(())
@@ -510,7 +628,7 @@ impl Tx<'_> {
     fn tokens_among(&self, ids: &[[u8; 16]]) -> TxResult<Vec<TokenRecord>> {
         let mut tokens = Vec::with_capacity(ids.len());
         for id in ids {
-            tokens.extend(tx_record::<TokenRecord>(self.tokens, id)?);
+            tokens.extend(self.token(id)?);
         }
         Ok(tokens)
     }
@@ -519,10 +637,9 @@ impl Tx<'_> {
     fn apply_rotation(&self, writes: &RotationWrites, at: Timestamp) -> TxResult<()> {
         self.put_ended_token(&writes.rotated, at)?;
         for token in &writes.issued {
-            self.put_new_token(token)?;
+            self.put_new_token(token, &writes.session)?;
         }
-        self.sessions.insert(writes.session.id.as_bytes().as_slice(), encode_record(&writes.session)?)?;
-        Ok(())
+        self.put_session(&writes.session)
     }
 
     /// Writes what the domain decided a revocation ends, appends its log
@@ -662,7 +779,7 @@ impl SessionStore for SledStore {
         self.transact(|tx| {
             tx.put_new_session(session)?;
             for token in &tokens {
-                tx.put_new_token(token)?;
+                tx.put_new_token(token, session)?;
             }
             Ok(())
         })?;
@@ -670,7 +787,7 @@ impl SessionStore for SledStore {
     }
 
     async fn session(&self, id: SessionId) -> Result<Option<SessionRecord>, StoreError> {
-        Self::record(&self.trees.sessions, id.as_bytes())
+        Self::record_in(self.session_trees(), id.as_bytes())
     }
 
     async fn refresh_record(&self, hash: RefreshTokenHash) -> Result<Option<RefreshRecord>, StoreError> {
@@ -678,7 +795,7 @@ impl SessionStore for SledStore {
     }
 
     async fn token(&self, id: TokenId) -> Result<Option<TokenRecord>, StoreError> {
-        Self::record(&self.trees.tokens, id.as_bytes())
+        Self::record_in(self.token_trees(), id.as_bytes())
     }
 
     async fn rotate_refresh(&self, rotation: &Rotation) -> Result<RotateOutcome, StoreError> {
@@ -686,8 +803,8 @@ impl SessionStore for SledStore {
         // decision and its writes are one atomic step: of two
         // presentations of one token, only one rotates.
         let outcome = self.transact(|tx| {
-            let session = tx_record::<SessionRecord>(tx.sessions, rotation.session_id.as_bytes())?;
-            let presented = tx_record::<TokenRecord>(tx.tokens, rotation.presented.as_bytes())?;
+            let session = tx.session(rotation.session_id.as_bytes())?;
+            let presented = tx.token(rotation.presented.as_bytes())?;
             match refresh_rotation::decide(rotation, session, presented) {
                 RotationDecision::Rotate(writes) => {
                     tx.apply_rotation(&writes, rotation.now)?;
@@ -709,7 +826,7 @@ impl SessionStore for SledStore {
     ) -> Result<Option<RevokeOutcome>, StoreError> {
         let token_ids = Self::ids_under(&self.trees.session_tokens, id.as_bytes())?;
         let revoke = |tx: &Tx<'_>, token_ids: &[[u8; 16]]| {
-            let Some(session) = tx_record::<SessionRecord>(tx.sessions, id.as_bytes())? else {
+            let Some(session) = tx.session(id.as_bytes())? else {
                 return Ok(None);
             };
             let writes = session_revocation::revoke_session(&session, tx.tokens_among(token_ids)?, cause);
@@ -742,7 +859,7 @@ impl SessionStore for SledStore {
 
     async fn revoke_token(&self, id: TokenId, cause: &RevocationCause) -> Result<Option<RevokeOutcome>, StoreError> {
         let outcome = self.transact(|tx| {
-            let Some(token) = tx_record::<TokenRecord>(tx.tokens, id.as_bytes())? else {
+            let Some(token) = tx.token(id.as_bytes())? else {
                 return Ok(None);
             };
             tx.apply_revocation(session_revocation::revoke_token(&token, cause), cause).map(Some)
@@ -769,29 +886,37 @@ impl SessionStore for SledStore {
     async fn list_sessions(&self, query: &SessionQuery) -> Result<Vec<SessionRecord>, StoreError> {
         let walk = match &query.user {
             Some(user) => Walk::Owned { index: &self.trees.user_sessions, owner: user.as_bytes() },
-            None if query.include_inactive => Walk::All(&self.trees.sessions),
-            None => Walk::Active(SESSION),
+            None if query.include_inactive => Walk::Merged(&self.trees.sessions, &self.trees.ended_sessions),
+            None => Walk::Records(&self.trees.sessions),
         };
         // Owner indexes hold ended sessions too; the others need no check.
         let check_active = query.user.is_some() && !query.include_inactive;
         let keep = |id: &[u8; 16]| if check_active { self.is_active(SESSION, id) } else { Ok(true) };
         let ids = self.page_ids(walk, query.after.as_ref().map(SessionId::as_bytes), keep, query.limit)?;
-        ids.iter().filter_map(|id| Self::record(&self.trees.sessions, id).transpose()).collect()
+        ids.iter().filter_map(|id| Self::record_in(self.session_trees(), id).transpose()).collect()
     }
 
     async fn list_tokens(&self, query: &TokenQuery) -> Result<Vec<TokenRecord>, StoreError> {
-        let walk = match (&query.session, &query.user) {
-            (Some(session), _) => Walk::Owned { index: &self.trees.session_tokens, owner: session.as_bytes() },
-            (None, Some(user)) => Walk::Owned { index: &self.trees.user_tokens, owner: user.as_bytes() },
-            (None, None) if query.include_inactive => Walk::All(&self.trees.tokens),
-            (None, None) => Walk::Active(TOKEN),
-        };
         let owned = query.session.is_some() || query.user.is_some();
         let check_active = owned && !query.include_inactive;
         let keep = |id: &[u8; 16]| if check_active { self.is_active(TOKEN, id) } else { Ok(true) };
-        let ids = self.page_ids(walk, query.after.as_ref().map(TokenId::as_bytes), keep, query.limit)?;
-        let records: Vec<TokenRecord> =
-            ids.iter().filter_map(|id| Self::record(&self.trees.tokens, id).transpose()).collect::<Result<_, _>>()?;
+        let after = query.after.as_ref().map(TokenId::as_bytes);
+        let limit = query.limit;
+        let ids = match (&query.session, &query.user) {
+            (Some(session), _) => {
+                let walk = Walk::Owned { index: &self.trees.session_tokens, owner: session.as_bytes() };
+                self.page_ids(walk, after, keep, limit)?
+            }
+            (None, Some(user)) => self.user_token_ids(user.as_bytes(), after, keep, limit)?,
+            (None, None) if query.include_inactive => {
+                self.page_ids(Walk::Merged(&self.trees.tokens, &self.trees.ended_tokens), after, keep, limit)?
+            }
+            (None, None) => self.page_ids(Walk::Records(&self.trees.tokens), after, keep, limit)?,
+        };
+        let records: Vec<TokenRecord> = ids
+            .iter()
+            .filter_map(|id| Self::record_in(self.token_trees(), id).transpose())
+            .collect::<Result<_, _>>()?;
         // With both filters, the session index was walked; the user must match.
         Ok(records.into_iter().filter(|t| query.user.is_none_or(|u| t.user_id == u)).collect())
     }
@@ -805,11 +930,11 @@ impl SessionStore for SledStore {
     async fn touch_sessions(&self, seen: &[(SessionId, Timestamp)]) -> Result<(), StoreError> {
         for (id, at) in seen {
             self.transact(|tx| {
-                if let Some(mut session) = tx_record::<SessionRecord>(tx.sessions, id.as_bytes())?
+                if let Some(mut session) = tx.session(id.as_bytes())?
                     && session.last_seen_at < *at
                 {
                     session.last_seen_at = *at;
-                    tx.sessions.insert(id.as_bytes().as_slice(), encode_record(&session)?)?;
+                    tx.put_session(&session)?;
                 }
                 Ok(())
             })?;
@@ -830,26 +955,38 @@ impl SessionStore for SledStore {
         let mut expired = Vec::with_capacity(due.len());
         for key in due {
             let (kind, id) = (key[8], suffix_id(&key)?);
-            let item = self.transact(|tx| {
+            let items = self.transact(|tx| {
                 tx.expiry.remove(key.as_slice())?;
+                let mut items = Vec::new();
                 match kind {
-                    SESSION => match tx_record::<SessionRecord>(tx.sessions, &id)? {
-                        Some(mut s) if s.state == SessionState::Active => {
+                    SESSION => {
+                        if let Some(mut s) = tx_record::<SessionRecord>(tx.sessions, &id)?
+                            && s.state == SessionState::Active
+                        {
+                            // Its current refresh token has no expiry
+                            // entry when it expires with the session.
+                            if let Some(mut t) = tx_record::<TokenRecord>(tx.tokens, s.current_refresh.as_bytes())?
+                                && expires_with(&t, &s)
+                            {
+                                tx.end_token(&mut t, TokenState::Expired, now)?;
+                                items.push(Expired::Token(Box::new(t)));
+                            }
                             tx.end_session(&mut s, SessionState::Expired, now)?;
-                            Ok(Some(Expired::Session(Box::new(s))))
+                            items.push(Expired::Session(Box::new(s)));
                         }
-                        _ => Ok(None),
-                    },
-                    _ => match tx_record::<TokenRecord>(tx.tokens, &id)? {
-                        Some(mut t) if t.state == TokenState::Active => {
+                    }
+                    _ => {
+                        if let Some(mut t) = tx_record::<TokenRecord>(tx.tokens, &id)?
+                            && t.state == TokenState::Active
+                        {
                             tx.end_token(&mut t, TokenState::Expired, now)?;
-                            Ok(Some(Expired::Token(Box::new(t))))
+                            items.push(Expired::Token(Box::new(t)));
                         }
-                        _ => Ok(None),
-                    },
+                    }
                 }
+                Ok(items)
             })?;
-            expired.extend(item);
+            expired.extend(items);
         }
         if !expired.is_empty() {
             self.commit.durable().await?;
@@ -872,15 +1009,15 @@ impl SessionStore for SledStore {
             let (kind, id) = (key[8], suffix_id(&key)?);
             purged += self.transact(|tx| {
                 tx.ended.remove(key.as_slice())?;
+                // Only ended records are in the `ended` index.
                 if kind == SESSION {
-                    let Some(s) = tx_record::<SessionRecord>(tx.sessions, &id)? else { return Ok(0) };
-                    tx.sessions.remove(id.as_slice())?;
+                    let Some(s) = tx_record::<SessionRecord>(tx.ended_sessions, &id)? else { return Ok(0) };
+                    tx.ended_sessions.remove(id.as_slice())?;
                     tx.user_sessions.remove(pair_key(s.user_id.as_bytes(), &id))?;
                 } else {
-                    let Some(t) = tx_record::<TokenRecord>(tx.tokens, &id)? else { return Ok(0) };
-                    tx.tokens.remove(id.as_slice())?;
+                    let Some(t) = tx_record::<TokenRecord>(tx.ended_tokens, &id)? else { return Ok(0) };
+                    tx.ended_tokens.remove(id.as_slice())?;
                     tx.session_tokens.remove(pair_key(t.session_id.as_bytes(), &id))?;
-                    tx.user_tokens.remove(pair_key(t.user_id.as_bytes(), &id))?;
                     if let Some(hash) = t.refresh_hash {
                         tx.refresh.remove(hash.0.as_slice())?;
                     }
@@ -1309,16 +1446,28 @@ fn raise_u64(tree: &Tree, key: &[u8], value: u64) -> Result<(), StoreError> {
     .map_err(backend)
 }
 
-/// The count of the `active` index's entries of `kind`.
-fn active_count(kind: u8) -> Counted {
-    if kind == SESSION { Counted::ActiveSessions } else { Counted::ActiveTokens }
+/// Whether `token` is `session`'s current refresh token and expires with
+/// it (the only active refresh token of a session is its current one).
+fn expires_with(token: &TokenRecord, session: &SessionRecord) -> bool {
+    token.id == session.current_refresh && token.expires_at == session.expires_at
 }
 
-fn kind_key(kind: u8, id: &[u8; 16]) -> Vec<u8> {
-    let mut key = Vec::with_capacity(17);
-    key.push(kind);
-    key.extend_from_slice(id);
-    key
+/// Two walks of keys merged into one ascending order (an error is passed
+/// on as soon as it is met).
+fn merge_keys(
+    first: impl Iterator<Item = sled::Result<sled::IVec>>,
+    second: impl Iterator<Item = sled::Result<sled::IVec>>,
+) -> impl Iterator<Item = sled::Result<sled::IVec>> {
+    let (mut first, mut second) = (first.peekable(), second.peekable());
+    std::iter::from_fn(move || {
+        let take_first = match (first.peek(), second.peek()) {
+            (None, None) => return None,
+            (Some(Ok(a)), Some(Ok(b))) => a <= b,
+            (Some(_), None) | (Some(Err(_)), _) => true,
+            (None, Some(_)) | (_, Some(Err(_))) => false,
+        };
+        if take_first { first.next() } else { second.next() }
+    })
 }
 
 /// `at` (as milliseconds, big-endian, offset so that order is preserved) ++ kind ++ id.
@@ -1405,7 +1554,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::domain::{event::EventKind, keys::KeyState};
+    use crate::domain::{event::EventKind, keys::KeyState, session::TokenKind};
 
     /// Before events had classes, every event was in `events`: an old
     /// admin action is kept by age once trimmed, old noise goes by count.
@@ -1425,6 +1574,38 @@ mod tests {
         assert_eq!(kept, ["e1", "e3"]);
         assert!(store.audit_events.contains_key(1u64.to_be_bytes()).expect("read"), "moved to the audit tree");
         assert_eq!(store.latest_event_sequence().await.expect("latest"), 3);
+    }
+
+    /// Every entry of every tree of the store but the kept counts (a
+    /// fixed few keys, shared by every session).
+    fn entries(store: &SledStore) -> usize {
+        let names = store.db.tree_names();
+        names
+            .iter()
+            .filter(|name| name.as_ref() != b"counts")
+            .map(|name| store.db.open_tree(name).expect("tree").len())
+            .sum()
+    }
+
+    /// sled keeps a page-table entry in memory for every page of every
+    /// tree, and a leaf page holds at most 16 entries, so the resident
+    /// memory of a large store follows the number of entries a session
+    /// leaves (BENCHMARKS.md, #18 item 2): a login (a session, its access
+    /// and refresh tokens) may write no more than this layout's 9.
+    #[tokio::test]
+    async fn a_login_leaves_nine_sled_entries() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = SledStore::open(dir.path()).expect("opens");
+        let now = Timestamp::now();
+        let session = crate::domain::session::fixtures::session(now);
+        let before = entries(&store);
+        let refresh = crate::domain::session::NewRefreshToken::generate().expect("random");
+        let tokens = [
+            crate::domain::session::fixtures::token(&session, session.current_refresh, TokenKind::Refresh),
+            crate::domain::session::fixtures::token(&session, TokenId::generate(), TokenKind::Access),
+        ];
+        store.create_session(&session, refresh.hash, &tokens).await.expect("login");
+        assert_eq!(entries(&store) - before, 9, "sled entries one login writes");
     }
 
     /// Two admins rotating at once: each rotation reads the keys before
