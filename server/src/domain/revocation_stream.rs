@@ -31,13 +31,13 @@
 //! a resume wait for the subscriber instead, since they read the durable
 //! log at its pace). The snapshot and a resume send the log a chunk per
 //! update ([`RevocationUpdate::Entries`]), live entries come one per
-//! update; either way a subscriber has at most about
-//! `SUBSCRIBER_BUFFER` entries waiting for it. The caller is re-checked from current state whenever
-//! a revocation or the keys change (also while the snapshot waits on a
-//! subscriber that does not read), per snapshot chunk, and when its token
-//! expires; a caller who lost the right is sent nothing more, apart from
-//! the new key set (public anyway), which tells a verifier at once that a
-//! key was distrusted.
+//! update; either way a subscriber has at most about `SUBSCRIBER_BUFFER`
+//! entries waiting for it. The caller is re-checked from current state
+//! whenever a revocation or the keys change (also while the snapshot waits
+//! on a subscriber that does not read), per snapshot chunk, and when its
+//! token expires; a caller who lost the right is sent nothing more, apart
+//! from the new key set (public anyway), which tells a verifier at once
+//! that a key was distrusted.
 //!
 //! [`RevocationLog::revocations_after`]: super::port::RevocationLog::revocations_after
 
