@@ -90,6 +90,8 @@ mod console_service_accounts;
 mod service_accounts;
 // The revocation stream for edge verifiers: snapshot, ordered entries, keys, heartbeats, resume.
 mod revocation_stream;
+// The revocation stream in batches (the snapshot, a resume's catch-up), and one by one to older subscribers.
+mod revocation_batches;
 // Validate's kept answers: each token's own claims, and the next answer follows current state.
 mod validate_answers;
 // The OAuth 2.0 endpoints (token, introspection, revocation, metadata), hostile input first.

@@ -22,7 +22,7 @@ const PATIENCE: Duration = Duration::from_secs(10);
 
 /// Opens a stream with `token` (if any) as the bearer.
 async fn open(channel: Channel, token: Option<&str>, after: u64, epoch: &str) -> Result<Revocations, Status> {
-    let request = pb::WatchRevocationsRequest { after_sequence: after, epoch: epoch.into() };
+    let request = pb::WatchRevocationsRequest { after_sequence: after, epoch: epoch.into(), batches: false };
     RevocationServiceClient::new(channel).watch_revocations(maybe_bearer(request, token)).await.map(|r| r.into_inner())
 }
 

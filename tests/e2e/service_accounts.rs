@@ -552,7 +552,7 @@ async fn the_revocation_stream_carries_a_service_accounts_not_before_bound() {
     let edge = login(&mut server.client().await, "edge", "edge-password").await.access_token;
     let mut admin = server.admin().await;
     let account = create(&mut admin, &[], &["orders"], &[]).await;
-    let request = pb::WatchRevocationsRequest { after_sequence: 0, epoch: String::new() };
+    let request = pb::WatchRevocationsRequest { after_sequence: 0, epoch: String::new(), batches: false };
     let mut stream = RevocationServiceClient::new(server.channel().await)
         .watch_revocations(with_bearer(request, &edge))
         .await

@@ -75,7 +75,7 @@ async fn follow_once(
         let position = shared.stream.position.lock().unwrap_or_else(PoisonError::into_inner);
         (position.epoch.clone(), position.sequence)
     };
-    let mut request = tonic::Request::new(WatchRevocationsRequest { after_sequence, epoch });
+    let mut request = tonic::Request::new(WatchRevocationsRequest { after_sequence, epoch, batches: true });
     let value: MetadataValue<_> = format!("Bearer {bearer}").parse().map_err(|_| StreamEnd::BadBearer)?;
     request.metadata_mut().insert("authorization", value);
     let mut stream = RevocationServiceClient::new(channel).watch_revocations(request).await?.into_inner();
@@ -94,7 +94,16 @@ async fn follow_once(
             Message::SnapshotBegin(_) => snapshot = Some(RevocationSet::default()),
             Message::Revocation(entry) => match snapshot.as_mut() {
                 Some(building) => building.apply(&entry, unix_now())?,
-                None => apply_live(shared, &entry)?,
+                None => apply_live(shared, std::slice::from_ref(&entry))?,
+            },
+            Message::Revocations(batch) => match snapshot.as_mut() {
+                Some(building) => {
+                    let now = unix_now();
+                    for entry in &batch.revocations {
+                        building.apply(entry, now)?;
+                    }
+                }
+                None => apply_live(shared, &batch.revocations)?,
             },
             Message::SnapshotEnd(end) => {
                 let loaded = snapshot.take().unwrap_or_default();
@@ -128,15 +137,20 @@ async fn follow_once(
     Ok(())
 }
 
-/// A live entry: applied at once, and news in itself.
-fn apply_live(shared: &Shared, entry: &pb::Revocation) -> Result<(), UnknownTarget> {
+/// Entries outside a snapshot (live, or a resume's catch-up, in sequence
+/// order): applied at once, under one lock, and news in themselves.
+fn apply_live(shared: &Shared, entries: &[pb::Revocation]) -> Result<(), UnknownTarget> {
+    let Some(last) = entries.last() else { return Ok(()) };
     {
         let mut set = shared.revocations.write().unwrap_or_else(PoisonError::into_inner);
-        set.apply(entry, unix_now())?;
+        let now = unix_now();
+        for entry in entries {
+            set.apply(entry, now)?;
+        }
         set_count(&shared.stream.metrics.entries, set.len());
     }
     let epoch = shared.stream.position.lock().unwrap_or_else(PoisonError::into_inner).epoch.clone();
-    move_to(shared, epoch, entry.sequence);
+    move_to(shared, epoch, last.sequence);
     shared.stream.heard();
     Ok(())
 }

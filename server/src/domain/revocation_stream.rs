@@ -29,12 +29,15 @@
 //! Writers never wait on a subscriber: once live, one whose buffer is full
 //! ends with [`WatchEnd::Lagged`] naming where to resume (the snapshot and
 //! a resume wait for the subscriber instead, since they read the durable
-//! log at its pace). The caller is re-checked from current state whenever
-//! a revocation or the keys change (also while the snapshot waits on a
-//! subscriber that does not read), per snapshot chunk, and when its token
-//! expires; a caller who lost the right is sent nothing more, apart from
-//! the new key set (public anyway), which tells a verifier at once that a
-//! key was distrusted.
+//! log at its pace). The snapshot and a resume send the log a chunk per
+//! update ([`RevocationUpdate::Entries`]), live entries come one per
+//! update; either way a subscriber has at most about `SUBSCRIBER_BUFFER`
+//! entries waiting for it. The caller is re-checked from current state
+//! whenever a revocation or the keys change (also while the snapshot waits
+//! on a subscriber that does not read), per snapshot chunk, and when its
+//! token expires; a caller who lost the right is sent nothing more, apart
+//! from the new key set (public anyway), which tells a verifier at once
+//! that a key was distrusted.
 //!
 //! [`RevocationLog::revocations_after`]: super::port::RevocationLog::revocations_after
 
@@ -60,8 +63,14 @@ use super::{
 
 /// Updates a subscriber may have in flight before it counts as too slow.
 const SUBSCRIBER_BUFFER: usize = 1024;
-/// Log entries read per step of a snapshot or a catch-up.
-const CHUNK: usize = 1000;
+/// Log entries read per step of a snapshot or a catch-up (and sent as one
+/// update): a million-entry snapshot is a few thousand updates, each small
+/// enough to encode without holding up the connection.
+const CHUNK: usize = 256;
+/// Updates a snapshot or a catch-up may have queued for its subscriber:
+/// each holds up to `CHUNK` entries, so as many entries wait for a slow
+/// reader as live updates may.
+const CHUNKS_AHEAD: usize = SUBSCRIBER_BUFFER / CHUNK;
 /// The longest epoch accepted in a request (an epoch is a key id, 43
 /// characters; anything longer is no epoch of any store).
 pub const MAX_EPOCH_BYTES: usize = 64;
@@ -95,8 +104,11 @@ pub enum RevocationUpdate {
         /// Every entry up to here that still matters follows.
         sequence: u64,
     },
-    /// One log entry.
+    /// One log entry (live).
     Entry(RevocationEntry),
+    /// Consecutive log entries, in sequence order (a chunk of a snapshot or
+    /// of a catch-up).
+    Entries(Vec<RevocationEntry>),
     /// The snapshot is complete.
     SnapshotEnd {
         /// The store's identity.
@@ -371,10 +383,10 @@ impl Subscriber {
         while self.last < through {
             self.recheck()?;
             let (entries, covered) = self.read_through(through).await?;
-            for entry in entries {
-                if let Delivery::Gone = self.wait_send(RevocationUpdate::Entry(entry)).await? {
-                    return Ok(Delivery::Gone);
-                }
+            if !entries.is_empty()
+                && let Delivery::Gone = self.wait_send(RevocationUpdate::Entries(entries)).await?
+            {
+                return Ok(Delivery::Gone);
             }
             self.last = covered;
         }
@@ -494,20 +506,22 @@ impl Subscriber {
         }
     }
 
-    /// Sends an update at the subscriber's pace, re-checking the caller
-    /// whenever a revocation or the keys change, and when its token
-    /// expires, while the subscriber does not read: a bearer that lost the
-    /// right ends the stream instead of holding its place for as long as it
-    /// stalls.
+    /// Sends an update at the subscriber's pace (once fewer than
+    /// `CHUNKS_AHEAD` updates wait for it), re-checking the caller whenever
+    /// a revocation or the keys change, and when its token expires, while
+    /// the subscriber does not read: a bearer that lost the right ends the
+    /// stream instead of holding its place for as long as it stalls.
     async fn wait_send(&mut self, update: RevocationUpdate) -> Result<Delivery, WatchEnd> {
         let expiry = tokio::time::sleep(until_expiry(&self.caller));
         tokio::pin!(expiry);
         loop {
             tokio::select! {
                 biased;
-                room = self.sender.reserve() => {
-                    let Ok(room) = room else { return Ok(Delivery::Gone) };
-                    room.send(update);
+                // Every slot but the ones the queued updates may hold: the
+                // permits not used go back when `room` is dropped.
+                room = self.sender.reserve_many(SUBSCRIBER_BUFFER + 1 - CHUNKS_AHEAD) => {
+                    let Some(slot) = room.ok().and_then(|mut room| room.next()) else { return Ok(Delivery::Gone) };
+                    slot.send(update);
                     return Ok(Delivery::Sent);
                 }
                 changed = self.rechecks.changed() => {

@@ -1,11 +1,13 @@
 //! `sigil.v1.RevocationService` over [`Identity`]: checks the bearer and
 //! the request, then converts the domain's revocation stream (see
 //! `domain::revocation_stream`, which decides what is sent and when the
-//! stream ends) into `WatchRevocationsResponse`s and statuses.
+//! stream ends) into `WatchRevocationsResponse`s and statuses: a chunk of
+//! entries becomes one `RevocationBatch` for a subscriber that asked for
+//! batches, and one `revocation` message per entry for one that did not.
 
 use std::{pin::Pin, sync::Arc};
 
-use futures::{Stream, StreamExt as _};
+use futures::{Stream, StreamExt as _, stream};
 use sigil_proto::pb::{self, revocation::Target, revocation_service_server::RevocationService};
 use tonic::{Request, Response, Status};
 
@@ -48,42 +50,52 @@ impl RevocationService for RevocationApi {
                  or admin",
             )
         })?;
-        let pb::WatchRevocationsRequest { after_sequence, epoch } = request.into_inner();
+        let pb::WatchRevocationsRequest { after_sequence, epoch, batches } = request.into_inner();
         let watch = self.identity.watch_revocations(caller, ResumePoint { after_sequence, epoch }).await?;
         let identity = self.identity.clone();
-        let updates = watch.map(move |item| match item {
-            Ok(update) => {
-                if matches!(update, RevocationUpdate::Entry(_)) {
-                    METRICS.revocation_entries_sent.inc();
-                }
-                Ok(pb::WatchRevocationsResponse::from(update))
-            }
-            Err(end) => Err(watch_end_status(&identity, end)),
+        let updates = watch.flat_map(move |item| {
+            let messages = match item {
+                Ok(update) => responses(update, batches).into_iter().map(Ok).collect(),
+                Err(end) => vec![Err(watch_end_status(&identity, end))],
+            };
+            stream::iter(messages)
         });
         Ok(Response::new(Box::pin(updates)))
     }
 }
 
-impl From<RevocationUpdate> for pb::WatchRevocationsResponse {
-    fn from(update: RevocationUpdate) -> Self {
-        use pb::watch_revocations_response::Message;
-        let message = match update {
-            RevocationUpdate::Keys(keys) => Message::Keys(keys.into()),
-            RevocationUpdate::SnapshotBegin { epoch, sequence } => {
-                Message::SnapshotBegin(pb::SnapshotBegin { epoch: epoch.to_string(), sequence })
+/// The messages of one update: a chunk of entries is one batch, or one
+/// message per entry for a subscriber that did not ask for `batches`.
+fn responses(update: RevocationUpdate, batches: bool) -> Vec<pb::WatchRevocationsResponse> {
+    use pb::watch_revocations_response::Message;
+    let message = |message| pb::WatchRevocationsResponse { message: Some(message) };
+    let single = match update {
+        RevocationUpdate::Entries(entries) => {
+            METRICS.revocation_entries_sent.inc_by(entries.len() as u64);
+            if batches {
+                let revocations = entries.into_iter().map(Into::into).collect();
+                return vec![message(Message::Revocations(pb::RevocationBatch { revocations }))];
             }
-            RevocationUpdate::Entry(entry) => Message::Revocation(entry.into()),
-            RevocationUpdate::SnapshotEnd { epoch, sequence } => {
-                Message::SnapshotEnd(pb::SnapshotEnd { epoch: epoch.to_string(), sequence })
-            }
-            RevocationUpdate::Heartbeat { epoch, latest_sequence, at } => Message::Heartbeat(pb::Heartbeat {
-                latest_sequence,
-                server_time: Some(timestamp(at)),
-                epoch: epoch.to_string(),
-            }),
-        };
-        Self { message: Some(message) }
-    }
+            return entries.into_iter().map(|entry| message(Message::Revocation(entry.into()))).collect();
+        }
+        RevocationUpdate::Entry(entry) => {
+            METRICS.revocation_entries_sent.inc();
+            Message::Revocation(entry.into())
+        }
+        RevocationUpdate::Keys(keys) => Message::Keys(keys.into()),
+        RevocationUpdate::SnapshotBegin { epoch, sequence } => {
+            Message::SnapshotBegin(pb::SnapshotBegin { epoch: epoch.to_string(), sequence })
+        }
+        RevocationUpdate::SnapshotEnd { epoch, sequence } => {
+            Message::SnapshotEnd(pb::SnapshotEnd { epoch: epoch.to_string(), sequence })
+        }
+        RevocationUpdate::Heartbeat { epoch, latest_sequence, at } => Message::Heartbeat(pb::Heartbeat {
+            latest_sequence,
+            server_time: Some(timestamp(at)),
+            epoch: epoch.to_string(),
+        }),
+    };
+    vec![message(single)]
 }
 
 impl From<StreamKeys> for pb::Keys {

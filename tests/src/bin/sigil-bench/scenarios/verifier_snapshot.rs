@@ -24,11 +24,28 @@ const MEMORY_TARGET_MIB: f64 = 64.0;
 const SNAPSHOT_TARGET: Duration = Duration::from_secs(2);
 const ROUNDS: usize = 3;
 
+/// Waits until the seeding store's threads (its group commit and its
+/// high-water mark) have let go of it: they end a moment after the store
+/// is dropped, and sled refuses a second opener while its file is locked
+/// ("could not acquire lock on .../db").
+async fn released(dir: &std::path::Path) -> anyhow::Result<()> {
+    let file = std::fs::File::open(dir.join("db"))?;
+    for _ in 0..100 {
+        if file.try_lock().is_ok() {
+            file.unlock()?;
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    anyhow::bail!("the seeded store in {} is still locked after 5 s", dir.display())
+}
+
 async fn run(bench: &Bench<'_>) -> anyhow::Result<Vec<Figures>> {
     let entries = if bench.quick { 10_000 } else { 1_000_000 };
     let dir = tempfile::tempdir()?;
     // Live well past the run: the server keeps them, the verifiers take them.
     seed_revocations(dir.path(), entries, Duration::from_secs(3600)).await?;
+    released(dir.path()).await?;
     let server = Target::start(Some(dir.path()), None).await?;
     let chan = channels(&server.address, 1).await?.remove(0);
     let bearer = login(&chan, "admin", bench.password).await?.access_token;
