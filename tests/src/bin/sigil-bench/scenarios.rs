@@ -4,6 +4,7 @@
 //! [`ALL`] lists them in the order a run takes them.
 
 mod authenticate;
+mod envoy_callgrind;
 mod flood;
 mod gateways;
 mod grpc_h2load;
@@ -69,10 +70,10 @@ pub(crate) struct Scenario {
 /// Scenarios that run only when `--only` names them: they need outside
 /// tools (the proxies, h2load) or a long setup (a million revocations
 /// seeded), so the default run and CI's `--quick` skip them.
-pub(crate) const OPT_IN: [&str; 3] = ["gateways", "h2load", "verifier-snapshot"];
+pub(crate) const OPT_IN: [&str; 4] = ["gateways", "envoy-callgrind", "h2load", "verifier-snapshot"];
 
 /// Every scenario, in the order a run takes them.
-pub(crate) const ALL: [Scenario; 19] = [
+pub(crate) const ALL: [Scenario; 20] = [
     health::SCENARIO,
     validate_hot::SCENARIO,
     validate_cold::SCENARIO,
@@ -87,6 +88,7 @@ pub(crate) const ALL: [Scenario; 19] = [
     oauth::SCENARIO,
     propagation::SCENARIO,
     gateways::SCENARIO,
+    envoy_callgrind::SCENARIO,
     grpc_h2load::SCENARIO,
     verifier_local::SCENARIO,
     verifier_service::SCENARIO,
