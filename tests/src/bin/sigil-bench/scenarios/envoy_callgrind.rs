@@ -40,6 +40,10 @@ const START_LIMIT: Duration = Duration::from_secs(180);
 /// The longest one h2load run of [`COUNTED`] requests may take.
 const RUN_LIMIT: Duration = Duration::from_secs(600);
 
+/// One Envoy to count: its row name, its dump's label, the authorizer's
+/// gRPC port, and the edit of its configuration.
+type Variant = (&'static str, &'static str, u16, fn(&str) -> String);
+
 async fn run(bench: &Bench<'_>) -> anyhow::Result<Vec<Figures>> {
     let Some(envoy) = ProxyKind::Envoy.locate() else {
         anyhow::bail!("envoy-callgrind needs Envoy (SIGIL_ENVOY or PATH)");
@@ -61,7 +65,7 @@ async fn run(bench: &Bench<'_>) -> anyhow::Result<Vec<Figures>> {
         "envoy-callgrind: Envoy under callgrind, {COUNTED} requests counted after {WARM_UP} (h2load -c {connections} -m {streams}); dumps in {}",
         dumps.display()
     );
-    let variants: [(&str, &str, u16, fn(&str) -> String); 4] = [
+    let variants: [Variant; 4] = [
         ("Envoy + Sigil ext_authz", "sigil", sigil_grpc, str::to_string),
         ("Envoy + allow-all ext_authz", "allow-all", allow_all.addr.port(), str::to_string),
         ("Envoy + allow-all + headers", "allow-all-headers", replay.addr.port(), str::to_string),
