@@ -208,6 +208,82 @@ async fn ext_authz_allows_a_valid_token_with_the_identity_headers_overwriting_fo
     assert_eq!(checked.removed, vec!["x-sigil-other".to_string()], "other x-sigil-* removed, nothing else");
 }
 
+/// Envoy applies every header of an answer, one by one, on its worker: an
+/// answer sets only the identity headers that have a value for the
+/// caller's kind (a user has no client id, a roleless user no roles), and
+/// removes the client's own header of every other name, so nothing a
+/// client sent under `x-sigil-` reaches the upstream either way.
+#[tokio::test]
+async fn ext_authz_sets_only_the_headers_a_user_has_and_removes_the_clients_others() {
+    let server = TestServer::start().await;
+    let (token, _) = user(&server, "alice", &["reader"]).await;
+    let auth = bearer(&token);
+    let checked = check(&server, &[("authorization", &auth)], &[]).await;
+    assert!(checked.allowed(), "{checked:?}");
+    let mut set: Vec<&str> = checked.headers.keys().map(String::as_str).collect();
+    set.sort_unstable();
+    let mut expected = IDENTITY_HEADERS.to_vec();
+    expected.sort_unstable();
+    assert_eq!(set, expected, "a user's answer sets the five user headers, nothing empty: {checked:?}");
+    assert!(checked.removed.is_empty(), "nothing to remove when the client sent nothing: {checked:?}");
+
+    let forged = [
+        ("authorization", auth.as_str()),
+        ("x-sigil-client-id", "forged-client"),
+        ("X-Sigil-Scope", "orders:write"),
+        ("x-sigil-user-id", "forged-admin-id"),
+    ];
+    let checked = check(&server, &forged, &[]).await;
+    assert!(!checked.headers.contains_key("x-sigil-client-id") && !checked.headers.contains_key("x-sigil-scope"));
+    assert_eq!(checked.removed, ["x-sigil-client-id", "x-sigil-scope"], "a user's forged service identity is removed");
+    assert_ne!(checked.headers["x-sigil-user-id"], "forged-admin-id");
+
+    let (roleless, _) = user(&server, "bob", &[]).await;
+    let checked = check(&server, &[("authorization", &bearer(&roleless)), ("x-sigil-roles", "admin")], &[]).await;
+    assert!(checked.allowed(), "{checked:?}");
+    assert!(!checked.headers.contains_key("x-sigil-roles"), "no empty roles header: {checked:?}");
+    assert_eq!(checked.removed, ["x-sigil-roles"], "the client's roles are removed: {checked:?}");
+}
+
+/// A service account's token passes as a service: its roles, token id,
+/// client id and scope set, and a client's user identity removed.
+#[tokio::test]
+async fn ext_authz_a_service_token_sets_the_service_headers_and_removes_a_forged_user() {
+    let server = TestServer::start().await;
+    let (mut admin, admin_token) = server.admin().await;
+    let request = pb::CreateServiceAccountRequest {
+        name: "billing worker".into(),
+        roles: vec!["billing".into()],
+        audiences: vec!["orders".into()],
+        scopes: vec!["read".into()],
+    };
+    let created = admin.create_service_account(with_bearer(request, &admin_token)).await.expect("created");
+    let created = created.into_inner();
+    let client_id = created.service_account.expect("account").client_id;
+    let grant = pb::IssueServiceTokenRequest {
+        client_id: client_id.clone(),
+        credential: Some(pb::issue_service_token_request::Credential::ClientSecret(created.client_secret)),
+        audience: "orders".into(),
+        scope: String::new(),
+    };
+    let issued = server.client().await.issue_service_token(grant).await.expect("issued").into_inner();
+    let forged = [
+        ("authorization", bearer(&issued.access_token)),
+        ("x-sigil-user-id", "forged-user".to_string()),
+        ("x-sigil-session-id", "forged-session".to_string()),
+    ];
+    let forged: Vec<(&str, &str)> = forged.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let checked = check(&server, &forged, &[("sigil_audience", "orders")]).await;
+    assert!(checked.allowed(), "{checked:?}");
+    let mut set: Vec<&str> = checked.headers.keys().map(String::as_str).collect();
+    set.sort_unstable();
+    assert_eq!(set, ["x-sigil-client-id", "x-sigil-roles", "x-sigil-scope", "x-sigil-token-id"], "{checked:?}");
+    assert_eq!(checked.headers["x-sigil-client-id"], client_id);
+    assert_eq!(checked.headers["x-sigil-roles"], "billing");
+    assert_eq!(checked.headers["x-sigil-scope"], "read");
+    assert_eq!(checked.removed, ["x-sigil-session-id", "x-sigil-user-id"], "a forged user identity is removed");
+}
+
 #[tokio::test]
 async fn ext_authz_without_a_token_is_401_with_a_realm_challenge() {
     let server = TestServer::start().await;

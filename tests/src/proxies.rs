@@ -183,6 +183,19 @@ impl ProxyKind {
     /// authorizer (Envoy without `ext_authz`, nginx without `auth_request`)
     /// come from the same template, so they differ only by what `edit` cut.
     pub async fn start_edited(self, binary: &Path, ports: ProxyPorts, edit: impl Fn(&str) -> String) -> RunningProxy {
+        self.start_under(None, binary, ports, edit).await
+    }
+
+    /// Like [`ProxyKind::start_edited`], with the proxy run under `wrapper`
+    /// when one is given (the benchmark's instruction counts run Envoy
+    /// under valgrind).
+    pub async fn start_under(
+        self,
+        wrapper: Option<&Wrapper>,
+        binary: &Path,
+        ports: ProxyPorts,
+        edit: impl Fn(&str) -> String,
+    ) -> RunningProxy {
         let run_dir = tempfile::tempdir().expect("proxy run dir");
         // The whole folder, rendered: a configuration may include files
         // beside it (nginx's snippets).
@@ -201,7 +214,14 @@ impl ProxyKind {
         let config_path = run_dir.path().join(template.file_name().expect("a file name"));
         let log_path = run_dir.path().join("proxy.log");
         let log = std::fs::File::create(&log_path).expect("proxy log");
-        let mut command = tokio::process::Command::new(binary);
+        let mut command = match wrapper {
+            Some(wrapper) => {
+                let mut command = tokio::process::Command::new(&wrapper.program);
+                command.args(&wrapper.args).arg(binary);
+                command
+            }
+            None => tokio::process::Command::new(binary),
+        };
         match self {
             // No hot restart: several Envoys at once must not share memory.
             ProxyKind::Envoy => command.arg("-c").arg(&config_path).args([
@@ -240,9 +260,21 @@ impl ProxyKind {
             log_path,
             _run_dir: run_dir,
         };
-        proxy.wait_ready().await;
+        proxy.wait_ready(wrapper.map_or(START_LIMIT, |w| w.start_limit)).await;
         proxy
     }
+}
+
+/// A program a proxy runs under, such as a profiler: `program args… proxy
+/// proxy-args…`.
+#[derive(Clone, Debug)]
+pub struct Wrapper {
+    /// The program started in the proxy's place.
+    pub program: PathBuf,
+    /// Its arguments, before the proxy's binary.
+    pub args: Vec<String>,
+    /// How long the proxy may take to listen under it.
+    pub start_limit: Duration,
 }
 
 /// Fills a `deploy/` template: `{{LISTEN_PORT}}`, `{{SIGIL_GRPC_PORT}}`,
@@ -273,8 +305,8 @@ pub struct RunningProxy {
 }
 
 impl RunningProxy {
-    async fn wait_ready(&mut self) {
-        let deadline = tokio::time::Instant::now() + START_LIMIT;
+    async fn wait_ready(&mut self, start_limit: Duration) {
+        let deadline = tokio::time::Instant::now() + start_limit;
         loop {
             if let Ok(Some(status)) = self.child.try_wait() {
                 panic!("{} exited at start ({status}):\n{}", self.kind.name(), self.log());
@@ -284,7 +316,7 @@ impl RunningProxy {
             }
             assert!(
                 tokio::time::Instant::now() < deadline,
-                "{} did not listen on {} within {START_LIMIT:?}:\n{}",
+                "{} did not listen on {} within {start_limit:?}:\n{}",
                 self.kind.name(),
                 self.addr,
                 self.log()

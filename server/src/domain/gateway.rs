@@ -20,9 +20,11 @@ use super::{
 /// The identity headers an allowed request carries upstream, in this
 /// order: user id, username, roles (comma-separated), session id, token id,
 /// and for a service account its client id and scopes (space-separated).
-/// Each is always set, empty when the token has no such claim (a service
-/// has no user or session, a user no client id), so that a client's own
-/// header of that name is overwritten, never passed on.
+/// Forward-auth always answers each, empty when the token has no such
+/// claim (a service has no user or session, a user no client id), so that
+/// the proxy overwrites a client's own header of that name, never passes it
+/// on; Envoy's answer, which can also remove, sets only those with a value
+/// and removes the client's others (`grpc/ext_authz.rs`).
 pub(crate) const IDENTITY_HEADERS: [&str; 7] = [
     "x-sigil-user-id",
     "x-sigil-username",

@@ -1,9 +1,10 @@
 //! Envoy's `envoy.service.auth.v3.Authorization/Check` (ext_authz v3) over
 //! the gateway decision: the request's headers and the route's
 //! `context_extensions` (`sigil_audience`, `sigil_roles`) in, an OK with
-//! the identity headers (overwriting the client's, every other `x-sigil-*`
-//! removed) or a denial with its HTTP status, challenge and body out. A
-//! denial is an answer, never an RPC error: Envoy shows it to the client.
+//! the identity headers that have a value for the caller (overwriting the
+//! client's; every other `x-sigil-*` the client sent removed) or a denial
+//! with its HTTP status, challenge and body out. A denial is an answer,
+//! never an RPC error: Envoy shows it to the client.
 
 use std::{borrow::Cow, convert::Infallible, sync::Arc};
 
@@ -68,7 +69,7 @@ impl ExtAuthzApi {
         let verdict = gateway::decide(&self.identity, &self.settings, credentials, policy);
         count(Via::ExtAuthz, &verdict);
         Ok(match verdict {
-            Verdict::Allowed(token) => allowed(&token, headers.foreign_identity),
+            Verdict::Allowed(token) => allowed(&token, &headers),
             Verdict::Denied(denial) => denied(denial, &self.settings.realm),
         })
     }
@@ -138,16 +139,18 @@ impl UnaryService<CheckRequestView> for CheckCall {
 
 /// What the decision reads of the client's request headers, found in one
 /// pass over them without copying them into a map of their own: the
-/// bearer's two carriers, and the client's foreign `x-sigil-*` headers to
-/// remove.
+/// bearer's two carriers, and the client's own `x-sigil-*` headers, which
+/// the answer overwrites or removes.
 #[derive(Default)]
 struct ClientHeaders<'a> {
     /// The `Authorization` value.
     authorization: Option<Cow<'a, str>>,
     /// The `Cookie` value.
     cookie: Option<Cow<'a, str>>,
-    /// The names, in lower case, sorted, each once, of the client's
-    /// `x-sigil-*` headers that are not identity headers.
+    /// Which of [`gateway::IDENTITY_HEADERS`] the client sent (by index).
+    sent_identity: [bool; gateway::IDENTITY_HEADERS.len()],
+    /// The names, in lower case, each once, of the client's `x-sigil-*`
+    /// headers that are not identity headers.
     foreign_identity: Vec<String>,
 }
 
@@ -173,7 +176,6 @@ impl<'a> ClientHeaders<'a> {
                 }
             })?;
         }
-        found.foreign_identity.sort();
         Ok(found)
     }
 
@@ -183,7 +185,9 @@ impl<'a> ClientHeaders<'a> {
         } else if name.eq_ignore_ascii_case("cookie") {
             &mut self.cookie
         } else {
-            if gateway::is_foreign_identity_header(name) {
+            if let Some(index) = gateway::IDENTITY_HEADERS.iter().position(|known| known.eq_ignore_ascii_case(name)) {
+                self.sent_identity[index] = true;
+            } else if gateway::is_foreign_identity_header(name) {
                 let name = name.to_ascii_lowercase();
                 if !self.foreign_identity.contains(&name) {
                     self.foreign_identity.push(name);
@@ -211,8 +215,25 @@ fn overwrite(key: &str, value: String) -> HeaderValueOption {
     }
 }
 
-fn allowed(token: &crate::domain::token::VerifiedToken, headers_to_remove: Vec<String>) -> CheckResponse {
-    let headers = gateway::identity_headers(token).into_iter().map(|(key, value)| overwrite(key, value)).collect();
+/// The OK for `token`. Envoy applies each header of it on its worker, one
+/// by one (about 4,700 instructions each, BENCHMARKS.md #14), so it sets
+/// only the identity headers that have a value for this caller: a user has
+/// no client id or scope, a service no user, username or session, a
+/// roleless user no roles. A client's own header of such an empty name is
+/// removed instead of overwritten with nothing, so either way no
+/// `x-sigil-*` header the client sent reaches the upstream.
+fn allowed(token: &crate::domain::token::VerifiedToken, client: &ClientHeaders<'_>) -> CheckResponse {
+    let mut headers = Vec::with_capacity(gateway::IDENTITY_HEADERS.len());
+    let mut headers_to_remove = Vec::new();
+    for ((key, value), sent) in gateway::identity_headers(token).into_iter().zip(client.sent_identity) {
+        if !value.is_empty() {
+            headers.push(overwrite(key, value));
+        } else if sent {
+            headers_to_remove.push(key.to_string());
+        }
+    }
+    headers_to_remove.extend(client.foreign_identity.iter().cloned());
+    headers_to_remove.sort_unstable();
     CheckResponse {
         status: rpc_status(Code::Ok),
         http_response: Some(HttpResponse::OkResponse(OkHttpResponse {

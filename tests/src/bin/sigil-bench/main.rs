@@ -16,6 +16,7 @@
 //! target/release/sigil-bench --data-dir /tmp/big --only list-sessions
 //! target/release/sigil-bench --database-url postgres://… --only refresh,revoke,propagation
 //! target/release/sigil-bench --only gateways   # Envoy/nginx + Sigil vs without (h2load)
+//! target/release/sigil-bench --only envoy-callgrind   # Envoy's instructions per request, by authorizer
 //! target/release/sigil-bench --only h2load     # Validate ÷ health, ext_authz Check, by h2load
 //! taskset -c 1 target/release/sigil-bench --server-cpus 0 --only h2load   # the same, server and load on their own cores
 //! target/release/sigil-bench --only verifier   # the edge verifier's figures (issue 13), 1M snapshot too
@@ -25,8 +26,9 @@
 //! Scenarios: health, validate-hot, validate-cold, authenticate, refresh,
 //! revoke, mixed, flood, oversized, list-sessions, oauth, and with `--rate` an
 //! open-loop validate-hot; with `--database-url`, propagation; only when
-//! named, gateways (the real proxies in front of Sigil, driven by h2load)
-//! and h2load (Validate, health and ext_authz Check straight from h2load);
+//! named, gateways (the real proxies in front of Sigil, driven by h2load),
+//! envoy-callgrind (Envoy's instructions per request under valgrind) and
+//! h2load (Validate, health and ext_authz Check straight from h2load);
 //! the edge verifier's verifier-local, verifier-service, verifier-revoke
 //! (with `--database-url` or `SIGIL_PG_BIN`, through a second instance on
 //! PostgreSQL too) and, only when named, verifier-snapshot (a million

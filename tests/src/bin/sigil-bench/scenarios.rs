@@ -4,6 +4,7 @@
 //! [`ALL`] lists them in the order a run takes them.
 
 mod authenticate;
+mod envoy_callgrind;
 mod flood;
 mod gateways;
 mod grpc_h2load;
@@ -68,13 +69,14 @@ pub(crate) struct Scenario {
 }
 
 /// Scenarios that run only when `--only` names them: they need outside
-/// tools (the proxies, h2load, PostgreSQL for scaleout) or a long setup (a
-/// million revocations seeded, three instances measured three times), so
-/// the default run and CI's `--quick` skip them.
-pub(crate) const OPT_IN: [&str; 4] = ["gateways", "h2load", "verifier-snapshot", "scaleout"];
+/// tools (the proxies, valgrind, h2load, PostgreSQL for scaleout) or a long
+/// setup (a million revocations seeded, three instances measured three
+/// times, Envoy under callgrind), so the default run and CI's `--quick` skip
+/// them.
+pub(crate) const OPT_IN: [&str; 5] = ["gateways", "envoy-callgrind", "h2load", "verifier-snapshot", "scaleout"];
 
 /// Every scenario, in the order a run takes them.
-pub(crate) const ALL: [Scenario; 20] = [
+pub(crate) const ALL: [Scenario; 21] = [
     health::SCENARIO,
     validate_hot::SCENARIO,
     validate_cold::SCENARIO,
@@ -90,6 +92,7 @@ pub(crate) const ALL: [Scenario; 20] = [
     propagation::SCENARIO,
     scaleout::SCENARIO,
     gateways::SCENARIO,
+    envoy_callgrind::SCENARIO,
     grpc_h2load::SCENARIO,
     verifier_local::SCENARIO,
     verifier_service::SCENARIO,
