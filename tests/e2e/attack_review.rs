@@ -380,9 +380,9 @@ async fn authz_refuses_the_token_cookie_sent_twice() {
 /// `ext_authz` `Check` of headers Envoy sends raw (`encode_raw_headers`),
 /// in which a repeated header is one entry per value: the first
 /// `authorization` decided, whatever the second said (the map form is
-/// joined by Envoy and fails as malformed, as `/authz` now does).
+/// joined by Envoy and fails as malformed, as `/authz` does). Now the raw
+/// values are joined the same way.
 #[tokio::test]
-#[ignore = "attack review: ext_authz decides on the first of repeated raw authorization/cookie headers, fix pending"]
 async fn ext_authz_refuses_repeated_raw_authorization_headers() {
     use envoy_types::pb::envoy::{
         config::core::v3::{HeaderMap, HeaderValue},

@@ -157,18 +157,21 @@ struct ClientHeaders<'a> {
 impl<'a> ClientHeaders<'a> {
     /// Names in any case, from `headers` or, when Envoy sends them raw
     /// (`encode_raw_headers`), from `header_map`. A name `headers` repeats
-    /// counts its last value (a map's rule); otherwise `headers` comes
-    /// first, then the first value in `header_map`.
+    /// counts its last value (a map's rule). `header_map` has one entry per
+    /// value of a repeated header: those are joined as Envoy joins them
+    /// into `headers` (RFC 9110 §5.3), so two `Authorization` headers fail
+    /// as malformed and two token cookies as no token of either, as at
+    /// `/authz`, instead of the first deciding.
     fn of(attributes: &'a Attributes) -> Result<Self, NotUtf8> {
         let mut found = Self::default();
         let Some(http) = attributes.request.as_ref().and_then(|r| r.http.as_ref()) else {
             return Ok(found);
         };
         for entry in http.headers.iter().rev() {
-            found.note(text(&entry.key)?, || text(&entry.value).map(Cow::Borrowed))?;
+            found.note(text(&entry.key)?, Repeated::KeepFirst, || text(&entry.value).map(Cow::Borrowed))?;
         }
         for header in http.header_map.iter().flat_map(|map| &map.headers) {
-            found.note(text(&header.key)?, || {
+            found.note(text(&header.key)?, Repeated::Join, || {
                 if header.value.is_empty() {
                     Ok(String::from_utf8_lossy(&header.raw_value))
                 } else {
@@ -179,11 +182,16 @@ impl<'a> ClientHeaders<'a> {
         Ok(found)
     }
 
-    fn note(&mut self, name: &str, value: impl FnOnce() -> Result<Cow<'a, str>, NotUtf8>) -> Result<(), NotUtf8> {
-        let slot = if name.eq_ignore_ascii_case("authorization") {
-            &mut self.authorization
+    fn note(
+        &mut self,
+        name: &str,
+        repeated: Repeated,
+        value: impl FnOnce() -> Result<Cow<'a, str>, NotUtf8>,
+    ) -> Result<(), NotUtf8> {
+        let (slot, separator) = if name.eq_ignore_ascii_case("authorization") {
+            (&mut self.authorization, ",")
         } else if name.eq_ignore_ascii_case("cookie") {
-            &mut self.cookie
+            (&mut self.cookie, "; ")
         } else {
             if let Some(index) = gateway::IDENTITY_HEADERS.iter().position(|known| known.eq_ignore_ascii_case(name)) {
                 self.sent_identity[index] = true;
@@ -195,11 +203,26 @@ impl<'a> ClientHeaders<'a> {
             }
             return Ok(());
         };
-        if slot.is_none() {
-            *slot = Some(value()?);
+        match (slot.as_mut(), repeated) {
+            (None, _) => *slot = Some(value()?),
+            (Some(_), Repeated::KeepFirst) => {}
+            (Some(seen), Repeated::Join) => {
+                let seen = seen.to_mut();
+                seen.push_str(separator);
+                seen.push_str(&value()?);
+            }
         }
         Ok(())
     }
+}
+
+/// What [`ClientHeaders::note`] does with a second value of a name it has.
+#[derive(Clone, Copy)]
+enum Repeated {
+    /// Keep the value it has (the map form, read last to first).
+    KeepFirst,
+    /// Append it, as a repeated header's values are joined.
+    Join,
 }
 
 fn rpc_status(code: Code) -> Option<rpc::Status> {
