@@ -54,6 +54,8 @@ mod metrics_labels;
 mod audit_retention;
 // A PostgreSQL database of the previous schema, upgraded in place.
 mod store_upgrade;
+// The checked-in sled stores and the scans the two upgrade tests below share.
+mod sled_fixture;
 // A sled store of JSON records (checked in, written by the previous version), converted at first open.
 mod sled_json_upgrade;
 // A sled store of the previous layout (checked in, binary records, `active` and `user_tokens` indexes), converted at first open.

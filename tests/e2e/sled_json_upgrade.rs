@@ -10,78 +10,10 @@
 //! where only this version's binary exists (CI), and the bytes are those
 //! the old binary really wrote, not this version's idea of them.
 
-use std::{path::Path, time::Duration};
-
 use sigil_proto::pb::{self, admin_service_client::AdminServiceClient};
 use sigil_tests::{ChildServer, login, with_bearer};
-use tonic::transport::Channel;
 
-/// The admin password of the fixture (sigil-bench's).
-const FIXTURE_ADMIN_PASSWORD: &str = "bench-admin-password";
-
-fn fixture() -> std::path::PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures")
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).expect("create");
-    for entry in std::fs::read_dir(from).expect("read fixture") {
-        let entry = entry.expect("entry");
-        let target = to.join(entry.file_name());
-        if entry.file_type().expect("type").is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), &target).expect("copy");
-        }
-    }
-}
-
-/// Every session, active or not.
-async fn all_sessions(admin: &mut AdminServiceClient<Channel>, bearer: &str) -> Vec<pb::Session> {
-    let mut all = Vec::new();
-    let mut page_token = String::new();
-    loop {
-        let request =
-            pb::ListSessionsRequest { page_size: 10, page_token, include_inactive: true, ..Default::default() };
-        let page = admin.list_sessions(with_bearer(request, bearer)).await.expect("sessions page").into_inner();
-        all.extend(page.sessions);
-        if page.next_page_token.is_empty() {
-            return all;
-        }
-        page_token = page.next_page_token;
-    }
-}
-
-/// GetStats' counts equal a scan of the listings (the sweeper may expire
-/// tokens in between: then both are read again).
-async fn assert_counts_match_a_scan(admin: &mut AdminServiceClient<Channel>, bearer: &str) {
-    for _ in 0..5 {
-        let stats = |admin: &mut AdminServiceClient<Channel>| {
-            let mut admin = admin.clone();
-            let bearer = bearer.to_string();
-            async move {
-                let s =
-                    admin.get_stats(with_bearer(pb::GetStatsRequest {}, &bearer)).await.expect("stats").into_inner();
-                (s.users, s.active_sessions, s.active_tokens)
-            }
-        };
-        let before = stats(admin).await;
-        let sessions =
-            all_sessions(admin, bearer).await.iter().filter(|s| s.state() == pb::SessionState::Active).count() as u64;
-        let request = pb::ListTokensRequest { page_size: 1000, ..Default::default() };
-        let tokens = admin.list_tokens(with_bearer(request, bearer)).await.expect("tokens").into_inner().tokens;
-        let tokens = tokens.iter().filter(|t| t.state() == pb::TokenState::Active).count() as u64;
-        let request = pb::ListUsersRequest { page_size: 1000, ..Default::default() };
-        let users =
-            admin.list_users(with_bearer(request, bearer)).await.expect("users").into_inner().users.len() as u64;
-        if stats(admin).await == before {
-            assert_eq!(before, (users, sessions, tokens), "GetStats (users, sessions, tokens) against a scan");
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("the counts never held still for a scan");
-}
+use super::sled_fixture::{FIXTURE_ADMIN_PASSWORD, all_sessions, assert_counts_match_a_scan, copy_dir, fixture};
 
 #[tokio::test]
 async fn a_json_sled_store_of_the_previous_version_is_converted_at_first_open_keeping_every_record() {
@@ -101,7 +33,7 @@ async fn a_json_sled_store_of_the_previous_version_is_converted_at_first_open_ke
     let bearer = login(&mut client, "admin", FIXTURE_ADMIN_PASSWORD).await.access_token;
 
     // Every record is there with every field.
-    let sessions = all_sessions(&mut admin, &bearer).await;
+    let sessions = all_sessions(&mut admin, &bearer, 10).await;
     assert_eq!(sessions.len(), 20 + 2 + 1, "20 seeded, 2 logins of the old version, this login");
     let seeded: Vec<&pb::Session> = sessions.iter().filter(|s| s.user_agent == "sigil-bench/seed").collect();
     assert_eq!(seeded.len(), 20);
@@ -156,7 +88,7 @@ async fn a_json_sled_store_of_the_previous_version_is_converted_at_first_open_ke
     let mut client = server.client().await;
     let mut admin = AdminServiceClient::new(sigil_tests::connect(server.grpc_addr).await);
     let bearer = login(&mut client, "admin", FIXTURE_ADMIN_PASSWORD).await.access_token;
-    assert_eq!(all_sessions(&mut admin, &bearer).await.len(), 20 + 2 + 2);
+    assert_eq!(all_sessions(&mut admin, &bearer, 10).await.len(), 20 + 2 + 2);
     assert_counts_match_a_scan(&mut admin, &bearer).await;
     let output = server.output.clone();
     assert!(server.terminate().await);
