@@ -16,51 +16,18 @@
 //!   the token cookie twice (cookie tossing from a sibling domain), are a
 //!   malformed token.
 
-use std::{net::SocketAddr, time::Duration};
+use std::net::SocketAddr;
 
 use base64::Engine as _;
 use sigil_proto::pb;
 use sigil_server::domain::{DomainError, ServiceAccountId, event::EventKind, service_account::NewServiceAccount};
 use sigil_tests::{TestServer, login};
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
-/// An HTTP/1.1 answer: status, lower-cased header names, body.
-#[derive(Debug)]
-struct Answer {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: String,
-}
-
-impl Answer {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
-    }
-
-    fn error(&self) -> String {
-        let json: serde_json::Value = serde_json::from_str(&self.body).unwrap_or_default();
-        json["error"].as_str().unwrap_or_default().to_string()
-    }
-}
+use super::oauth::Answer;
 
 /// Sends one whole HTTP/1.1 `request` and reads the answer to its end.
 async fn exchange(addr: SocketAddr, request: String) -> Answer {
-    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connects");
-    stream.write_all(request.as_bytes()).await.expect("sent");
-    let mut raw = Vec::new();
-    tokio::time::timeout(Duration::from_secs(30), stream.read_to_end(&mut raw))
-        .await
-        .expect("answered in time")
-        .expect("read");
-    let text = String::from_utf8_lossy(&raw).into_owned();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let mut lines = head.split("\r\n");
-    let status = lines.next().and_then(|l| l.split(' ').nth(1)).and_then(|c| c.parse().ok());
-    let headers = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
-        .collect();
-    Answer { status: status.unwrap_or_else(|| panic!("no status line: {text:?}")), headers, body: body.to_string() }
+    super::oauth::exchange(addr, request.as_bytes()).await
 }
 
 /// `POST path` of the form `body` with extra header lines (each ending in CRLF).

@@ -18,17 +18,18 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 /// The content type every OAuth request must have.
 const FORM: &str = "application/x-www-form-urlencoded";
 
-/// An HTTP/1.1 answer, parsed just enough for the assertions.
+/// An HTTP/1.1 answer, parsed just enough for the assertions (also the
+/// attack review's).
 #[derive(Debug)]
-struct Answer {
-    status: u16,
+pub(super) struct Answer {
+    pub(super) status: u16,
     /// Header names lower-cased, in order.
-    headers: Vec<(String, String)>,
-    body: String,
+    pub(super) headers: Vec<(String, String)>,
+    pub(super) body: String,
 }
 
 impl Answer {
-    fn header(&self, name: &str) -> Option<&str> {
+    pub(super) fn header(&self, name: &str) -> Option<&str> {
         self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
     }
 
@@ -36,9 +37,12 @@ impl Answer {
         serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {self:?}"))
     }
 
-    /// The RFC 6749 §5.2 `error` code of the answer.
-    fn error(&self) -> String {
-        self.json()["error"].as_str().unwrap_or_else(|| panic!("no error code: {self:?}")).to_string()
+    /// The RFC 6749 §5.2 `error` code of the answer; empty for an answer
+    /// that has none (a success, or a body that is not JSON), so that
+    /// comparing it with the code expected fails with both in view.
+    pub(super) fn error(&self) -> String {
+        let json: serde_json::Value = serde_json::from_str(&self.body).unwrap_or_default();
+        json["error"].as_str().unwrap_or_default().to_string()
     }
 
     /// Asserts an RFC 6749 §5.2 error answer: its status, its code, a
@@ -72,7 +76,7 @@ fn parse(response: &[u8]) -> Answer {
 
 /// Sends `request` (a complete HTTP/1.1 request, `Connection: close`) and
 /// reads the answer to its end.
-async fn exchange(addr: SocketAddr, request: &[u8]) -> Answer {
+pub(super) async fn exchange(addr: SocketAddr, request: &[u8]) -> Answer {
     let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connects");
     stream.write_all(request).await.expect("sent");
     let mut response = Vec::new();
