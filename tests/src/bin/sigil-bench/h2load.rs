@@ -12,18 +12,52 @@ const MISS_LIMIT_PER_MILLE: u64 = 1000;
 /// How long a connection may stay silent before h2load gives it up.
 const INACTIVITY_LIMIT: Duration = Duration::from_secs(3);
 
+/// A paced connection's request rate: below 100 per second h2load's
+/// `--rps` timer fires once per request (at 100 and above it fires every
+/// 10 ms and sends that 10 ms's requests at once).
+const PACED_RATE_PER_CONNECTION: f64 = 50.0;
+
+/// The finest step of h2load's connection-start timer (`--rate-period`).
+const START_STEP: Duration = Duration::from_millis(1);
+
 /// The load shape of one run.
 #[derive(Clone, Copy)]
 pub(crate) struct Shape {
-    /// Connections (h2load's clients).
+    /// Connections (h2load's clients); [`Arrivals::Paced`] picks its own.
     pub(crate) connections: usize,
     /// Concurrent streams per connection (HTTP/2; 1 for HTTP/1.1).
     pub(crate) streams: usize,
     /// HTTP/1.1 instead of h2c (nginx has no h2c listener here).
     pub(crate) http1: bool,
     pub(crate) duration: Duration,
-    /// Open loop: requests per second in all (split over the connections).
-    pub(crate) rate: Option<u64>,
+    pub(crate) arrivals: Arrivals,
+}
+
+/// How a run's requests arrive.
+#[derive(Clone, Copy)]
+pub(crate) enum Arrivals {
+    /// Closed loop: each connection keeps `streams` requests in flight.
+    Closed,
+    /// Open loop, `rate` requests per second split over the shape's
+    /// connections with `--rps`: each connection sends its share of every
+    /// 10 ms at once, so the server sees a burst of `rate / 100` requests
+    /// every 10 ms and the latency is mostly that burst's queue.
+    Bursts { rate: u64 },
+    /// Open loop, `rate` requests per second arriving one at a time: each of
+    /// `rate / 50` connections sends one request every 20 ms, and their
+    /// starts are spread over those 20 ms (in 1 ms steps, h2load's finest),
+    /// so at most `rate / 1000` requests arrive in the same millisecond.
+    Paced { rate: u64 },
+}
+
+impl Shape {
+    /// The connections the run opens: a paced run picks its own.
+    pub(crate) fn connections_opened(&self) -> usize {
+        match self.arrivals {
+            Arrivals::Paced { rate } => (rate as f64 / PACED_RATE_PER_CONNECTION).ceil().max(1.0) as usize,
+            Arrivals::Closed | Arrivals::Bursts { .. } => self.connections,
+        }
+    }
 }
 
 /// What one run measured.
@@ -108,9 +142,7 @@ fn grpc_frame(message: &impl Message) -> Vec<u8> {
 fn command(log: &Path, shape: Shape) -> tokio::process::Command {
     let mut command = tokio::process::Command::new("h2load");
     command
-        .arg(format!("-c{}", shape.connections))
         .arg(format!("-m{}", shape.streams))
-        .arg(format!("-D{}", shape.duration.as_secs_f64().ceil() as u64))
         .arg(format!("--log-file={}", log.display()))
         // A connection silent this long is given up (counted as a timeout)
         // instead of holding the run open after its duration.
@@ -118,9 +150,25 @@ fn command(log: &Path, shape: Shape) -> tokio::process::Command {
     if shape.http1 {
         command.args(["-p", "http/1.1"]);
     }
-    if let Some(rate) = shape.rate {
-        command.arg(format!("--rps={}", (rate / shape.connections as u64).max(1)));
-    }
+    let seconds = shape.duration.as_secs_f64();
+    let duration = format!("-D{}", seconds.ceil() as u64);
+    let connections = shape.connections_opened();
+    command.arg(format!("-c{connections}"));
+    match shape.arrivals {
+        Arrivals::Closed => command.arg(duration),
+        Arrivals::Bursts { rate } => command.arg(duration).arg(format!("--rps={}", (rate / connections as u64).max(1))),
+        Arrivals::Paced { rate } => {
+            let period_steps = (1000.0 / PACED_RATE_PER_CONNECTION) as usize / START_STEP.as_millis() as usize;
+            // h2load's -r (staggered starts) excludes -D: the run is the
+            // request count that takes the duration at this rate.
+            let requests = ((rate as f64 * seconds).round() as u64).max(connections as u64);
+            command
+                .arg(format!("-n{requests}"))
+                .arg(format!("-r{}", connections.div_ceil(period_steps.max(1))))
+                .arg(format!("--rate-period={}ms", START_STEP.as_millis()))
+                .arg(format!("--rps={}", rate as f64 / connections as f64))
+        }
+    };
     command
 }
 

@@ -122,13 +122,25 @@ enum Command {
         #[arg(long, default_value_t = 1_000)]
         users: usize,
     },
+    /// Internal: the do-nothing ext_authz server the gateway figures
+    /// compare Sigil with, in a process of its own (see `allow_all.rs`).
+    #[command(hide = true)]
+    AllowAll {
+        /// The encoded `CheckResponse` to answer every `Check` with.
+        #[arg(long)]
+        answer: PathBuf,
+    },
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    if let Some(Command::Seed { data_dir, database_url, sessions, users }) = &cli.command {
-        return seed::seed(data_dir.as_deref(), database_url.as_deref(), *sessions, *users).await;
+    match &cli.command {
+        Some(Command::Seed { data_dir, database_url, sessions, users }) => {
+            return seed::seed(data_dir.as_deref(), database_url.as_deref(), *sessions, *users).await;
+        }
+        Some(Command::AllowAll { answer }) => return allow_all::serve(answer).await,
+        None => {}
     }
     let duration = if cli.quick { Duration::from_millis(1000) } else { Duration::from_secs(cli.seconds) };
     let (connections, streams) = if cli.quick { (2, 16) } else { (cli.connections, cli.streams) };

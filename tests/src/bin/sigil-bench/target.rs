@@ -98,6 +98,11 @@ impl Target {
         })
     }
 
+    /// The server's process id, when this run started it.
+    pub(crate) fn pid(&self) -> Option<u32> {
+        self.pid
+    }
+
     /// User + system CPU time of the server process so far.
     pub(crate) fn cpu(&self) -> Option<Duration> {
         process_cpu(self.pid?)

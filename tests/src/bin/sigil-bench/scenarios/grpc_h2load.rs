@@ -46,7 +46,7 @@ use super::{
 use crate::{
     allow_all::AllowAllServer,
     figures::Figures,
-    h2load::{self, Run, Shape, h2load_grpc},
+    h2load::{self, Arrivals, Run, Shape, h2load_grpc},
     target::Target,
 };
 
@@ -76,7 +76,7 @@ async fn run(bench: &Bench<'_>) -> anyhow::Result<Vec<Figures>> {
         .map_err(|_| anyhow::anyhow!("h2load needs a plaintext host:port server, not {}", bench.target.address))?;
     let duration = bench.duration.min(RUN_LIMIT);
     let (connections, streams) = SHAPE;
-    let closed = Shape { connections, streams, http1: false, duration, rate: None };
+    let closed = Shape { connections, streams, http1: false, duration, arrivals: Arrivals::Closed };
     let token = bench.session.access_token.clone();
     let validate = pb::ValidateRequest { token: token.clone(), audience: None };
     // h2load sees only HTTP 200: make sure the body is a valid token's.
@@ -122,7 +122,7 @@ async fn run(bench: &Bench<'_>) -> anyhow::Result<Vec<Figures>> {
     }
 
     let half = (median(validate_rates) / 2.0) as u64;
-    let open = Shape { rate: Some(half), ..closed };
+    let open = Shape { arrivals: Arrivals::Bursts { rate: half }, ..closed };
     println!(
         "h2load: open loop at half Validate's max rate, {half} req/s (h2load --rps: bursts of ~{} requests every 10 ms)",
         half / 100
@@ -176,7 +176,7 @@ async fn ext_authz(sigil: SocketAddr, token: &str, closed: Shape) -> anyhow::Res
         closed_run("ext_authz Check, allow-all", allow_all.addr, EXT_AUTHZ_CHECK, &check, closed).await?;
     }
     let half = (median(sigil_rates) / 2.0) as u64;
-    let open = Shape { rate: Some(half), ..closed };
+    let open = Shape { arrivals: Arrivals::Bursts { rate: half }, ..closed };
     println!("h2load: ext_authz Check at half Sigil's max rate, {half} req/s");
     let (mut added_p50, mut added_p99) = (Vec::new(), Vec::new());
     for _ in 0..ROUNDS {
