@@ -182,24 +182,24 @@ impl BenchEnvoy {
         self.explained(measured(self.name, &self.proxy, self.authorizer, token, shape).await).await
     }
 
-    /// One open-loop run, printed with its percentiles and what each
-    /// request cost Envoy and the authorizer in CPU at that rate.
+    /// One open-loop run, printed with its percentiles, how busy Envoy's
+    /// one worker was (near 100 %, the latency is Envoy's own queue) and
+    /// what each request cost Envoy and the authorizer in CPU at that rate.
     async fn latency(&self, token: &str, shape: Shape) -> anyhow::Result<Run> {
         let cpu = || (self.proxy.pid().and_then(process_cpu), self.authorizer.and_then(process_cpu));
-        let before = cpu();
+        let (before, started) = (cpu(), Instant::now());
         let run = self.explained(h2load(self.proxy.addr, token, shape).await).await?;
-        let after = cpu();
+        let (after, elapsed) = (cpu(), started.elapsed().as_secs_f64());
         run.print_latency(self.name);
         let requests = (run.succeeded + run.missed).max(1) as f64;
-        let per_request = |b: Option<Duration>, a: Option<Duration>| match (b, a) {
-            (Some(b), Some(a)) => format!("{:.0} µs", (a - b).as_secs_f64() * 1e6 / requests),
-            _ => "-".to_string(),
-        };
+        let spent = |b: Option<Duration>, a: Option<Duration>| Some((a? - b?).as_secs_f64());
+        let per_request = |spent: Option<f64>| spent.map_or("-".into(), |s| format!("{:.0} µs", s * 1e6 / requests));
         println!(
-            "  {:<28} CPU per request: proxy {}, authorizer {}",
+            "  {:<28} proxy busy {} of a core; CPU per request: proxy {}, authorizer {}",
             "",
-            per_request(before.0, after.0),
-            per_request(before.1, after.1)
+            spent(before.0, after.0).map_or("-".into(), |s| format!("{:.0} %", s / elapsed * 100.0)),
+            per_request(spent(before.0, after.0)),
+            per_request(spent(before.1, after.1))
         );
         Ok(run)
     }
