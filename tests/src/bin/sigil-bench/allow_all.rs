@@ -11,8 +11,8 @@
 //! It runs in a process of its own (this binary's hidden `allow-all`
 //! subcommand), as Sigil does: served from the bench's own process, whose
 //! runtime is already awake for the echo upstream, each `Check` skipped the
-//! wake-up of another process that Sigil's pays, and the baseline read
-//! ~0.2 ms faster at p50 for that alone.
+//! wake-up of another process that each of Sigil's pays (~25 µs on these
+//! VMs: `perf bench sched pipe` takes ~49 µs a round trip).
 
 use std::{net::SocketAddr, path::Path, process::Stdio};
 
