@@ -39,9 +39,14 @@ async fn greet(addr: SocketAddr, token: Option<&str>) -> Result<String, tonic::S
 
 /// `GET /hello` on the example service: the status, the `WWW-Authenticate` header, the body.
 async fn hello(addr: SocketAddr, token: Option<&str>) -> (u16, String, String) {
-    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
     let auth = token.map(|t| format!("authorization: Bearer {t}\r\n")).unwrap_or_default();
-    let request = format!("GET /hello HTTP/1.1\r\nhost: example\r\n{auth}connection: close\r\n\r\n");
+    hello_with(addr, &auth).await
+}
+
+/// `GET /hello` with these header lines (each ending in CRLF).
+async fn hello_with(addr: SocketAddr, headers: &str) -> (u16, String, String) {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let request = format!("GET /hello HTTP/1.1\r\nhost: example\r\n{headers}connection: close\r\n\r\n");
     stream.write_all(request.as_bytes()).await.expect("send");
     let mut response = String::new();
     stream.read_to_string(&mut response).await.expect("read");
@@ -128,6 +133,38 @@ async fn the_example_service_refuses_revoked_disabled_and_distrusted_tokens_and_
         verifier.verify(&current.access_token, None).err(),
         Some(Refusal::Invalid(ValidationFailure::UserDisabled))
     );
+}
+
+/// Two `authorization` headers are refused whichever comes first, over
+/// HTTP (400 `invalid_request`, RFC 6750 §3.1: "uses more than one method
+/// for including an access token") and gRPC (`INVALID_ARGUMENT`): the
+/// layer would vouch for one token while the service behind it, or a
+/// proxy, may act on the other.
+#[tokio::test]
+async fn the_example_service_refuses_two_authorization_headers() {
+    let server = TestServer::start().await;
+    let verifier = follow(server.grpc_addr(), verifier_login(&server).await).await;
+    let service = example_service(verifier).await;
+    server.create_user("alice", "alice-password", &["reader"]).await;
+    let alice = login(&mut server.client().await, "alice", "alice-password").await.access_token;
+    assert_eq!(hello(service, Some(&alice)).await.0, 200, "one header passes");
+
+    for (first, second) in [(alice.as_str(), "not.a.token"), ("not.a.token", alice.as_str()), (&alice, &alice)] {
+        let headers = format!("authorization: Bearer {first}\r\nauthorization: Bearer {second}\r\n");
+        let (status, challenge, _) = hello_with(service, &headers).await;
+        assert_eq!(status, 400, "two headers, {first:.12}… then {second:.12}…");
+        assert!(challenge.starts_with(r#"Bearer error="invalid_request""#), "{challenge}");
+        assert!(challenge.contains("one authorization header"), "{challenge}");
+
+        let mut request = tonic::Request::new(GreetRequest {});
+        for token in [first, second] {
+            let value = format!("Bearer {token}").parse().expect("metadata value");
+            request.metadata_mut().append("authorization", value);
+        }
+        let refused = GreeterClient::new(connect(service).await).greet(request).await.expect_err("two headers");
+        assert_eq!(refused.code(), Code::InvalidArgument, "{refused:?}");
+        assert!(refused.message().contains("one authorization header"), "{refused:?}");
+    }
 }
 
 /// Starts the real binary on `data_dir` at `addr` (port 0: any).

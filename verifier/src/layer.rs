@@ -10,6 +10,7 @@
 //! | case | gRPC | HTTP |
 //! |---|---|---|
 //! | no bearer token | `UNAUTHENTICATED` | 401, `WWW-Authenticate: Bearer` |
+//! | more than one `authorization` header | `INVALID_ARGUMENT` | 400, `Bearer error="invalid_request"` |
 //! | token refused | `UNAUTHENTICATED` | 401, `Bearer error="invalid_token"` |
 //! | valid, but not for the required audience, or without a required role | `PERMISSION_DENIED` | 403, `Bearer error="insufficient_scope"` |
 //! | the verifier is stale (and no fallback answered) | `UNAVAILABLE` | 503, `Retry-After: 1` |
@@ -78,6 +79,9 @@ pub struct VerifierService<S> {
 /// Why the layer refused a request.
 enum Denial {
     NoBearer,
+    /// Several `authorization` headers: which one the service behind (or a
+    /// proxy) acts on is not the layer's to guess, so none is vouched for.
+    SeveralAuthorizations,
     Invalid(ValidationFailure),
     Forbidden(&'static str),
     Stale,
@@ -103,11 +107,15 @@ where
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let grpc = is_grpc(&request);
-        let token = bearer_of(&request).map(str::to_owned);
+        let token = bearer_of(&request).map(|token| token.map(str::to_owned));
         let verifier = self.verifier.clone();
         let policy = self.policy.clone();
         Box::pin(async move {
-            let Some(token) = token else { return Ok(refuse(Denial::NoBearer, grpc)) };
+            let token = match token {
+                Ok(Some(token)) => token,
+                Ok(None) => return Ok(refuse(Denial::NoBearer, grpc)),
+                Err(denial) => return Ok(refuse(denial, grpc)),
+            };
             let verdict = verifier.verify_or_fallback(&token, policy.audience.as_deref()).await;
             match authorize(verdict, &policy) {
                 Ok(claims) => {
@@ -136,18 +144,30 @@ fn is_grpc<B>(request: &Request<B>) -> bool {
     request.headers().get(header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
 }
 
-/// The token of `authorization: Bearer <token>` (scheme case-insensitive, RFC 6750).
-fn bearer_of<B>(request: &Request<B>) -> Option<&str> {
-    let value = request.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, token) = value.split_once(' ')?;
-    let token = token.trim();
-    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+/// The token of `authorization: Bearer <token>` (scheme case-insensitive,
+/// RFC 6750), if the request has one such header; a second is refused.
+fn bearer_of<B>(request: &Request<B>) -> Result<Option<&str>, Denial> {
+    let mut values = request.headers().get_all(header::AUTHORIZATION).iter();
+    let Some(value) = values.next() else { return Ok(None) };
+    if values.next().is_some() {
+        return Err(Denial::SeveralAuthorizations);
+    }
+    let bearer = || {
+        let (scheme, token) = value.to_str().ok()?.split_once(' ')?;
+        let token = token.trim();
+        (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+    };
+    Ok(bearer())
 }
+
+/// What a caller with several `authorization` headers is told.
+const SEVERAL_AUTHORIZATIONS: &str = "send one authorization header: this request has several";
 
 fn refuse<R: Default>(denial: Denial, grpc: bool) -> Response<R> {
     if grpc {
         let status = match denial {
             Denial::NoBearer => tonic::Status::unauthenticated("this call needs authorization: Bearer <access token>"),
+            Denial::SeveralAuthorizations => tonic::Status::invalid_argument(SEVERAL_AUTHORIZATIONS),
             Denial::Invalid(failure) => tonic::Status::unauthenticated(format!(
                 "invalid access token ({}): log in again or refresh it",
                 failure.text()
@@ -161,6 +181,11 @@ fn refuse<R: Default>(denial: Denial, grpc: bool) -> Response<R> {
     }
     let (code, challenge, retry) = match denial {
         Denial::NoBearer => (StatusCode::UNAUTHORIZED, Some("Bearer".to_string()), false),
+        Denial::SeveralAuthorizations => (
+            StatusCode::BAD_REQUEST,
+            Some(format!(r#"Bearer error="invalid_request", error_description="{SEVERAL_AUTHORIZATIONS}""#)),
+            false,
+        ),
         Denial::Invalid(failure) => (
             StatusCode::UNAUTHORIZED,
             Some(format!(r#"Bearer error="invalid_token", error_description="{}""#, failure.text())),
