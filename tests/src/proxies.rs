@@ -25,7 +25,7 @@ use std::{
     time::Duration,
 };
 
-use axum::{Json, Router, http::HeaderMap};
+use axum::{Json, Router, http::HeaderMap, serve::ListenerExt as _};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 /// How long a proxy may take to open its listener.
@@ -60,6 +60,11 @@ impl EchoUpstream {
             async move { Json(echo(&headers)) }
         });
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        // No Nagle delay on its answers, as on Sigil's listeners: a head and
+        // a body written apart would wait for the proxy's delayed ACK.
+        let listener = listener.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
         tokio::spawn(async move {
             let _ = axum::serve(listener, app)
                 .with_graceful_shutdown(async {
