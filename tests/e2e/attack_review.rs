@@ -14,7 +14,10 @@
 //!   Ed25519 point, a P-256 point off the curve) is refused when registered;
 //! - `/authz` never picks one of two tokens: two `Authorization` headers, or
 //!   the token cookie twice (cookie tossing from a sibling domain), are a
-//!   malformed token.
+//!   malformed token;
+//! - a stranger who knows a client id (it is in every token the client
+//!   holds, and in `x-sigil-client-id` upstream) cannot lock the client out:
+//!   a lock refuses wrong credentials, never the right one.
 
 use std::net::SocketAddr;
 
@@ -144,7 +147,8 @@ fn other_spellings(client_id: &str) -> [String; 4] {
 /// same account: after the client was locked for repeated failures, the
 /// right secret under another spelling got a token at once — and so could
 /// a guesser, `threshold` guesses per spelling (2^32 spellings by case
-/// alone). A client id is one string (RFC 6749 §2.2): another spelling is
+/// alone). (Since then a lock refuses only wrong secrets; another spelling
+/// still gets no token, whatever the secret.) A client id is one string (RFC 6749 §2.2): another spelling is
 /// an unknown client.
 #[tokio::test]
 async fn another_spelling_of_a_client_id_is_no_client_and_dodges_no_lock() {
@@ -176,7 +180,7 @@ async fn another_spelling_of_a_client_id_is_no_client_and_dodges_no_lock() {
         let answer = post_form(addr, "/oauth2/token", &basic(&client_id, &format!("wrong-{attempt}")), grant).await;
         assert_eq!(answer.status, 401, "{answer:?}");
     }
-    let locked = post_form(addr, "/oauth2/token", &basic(&client_id, &secret), grant).await;
+    let locked = post_form(addr, "/oauth2/token", &basic(&client_id, "wrong-again"), grant).await;
     assert_eq!(locked.status, 429, "the client is locked: {locked:?}");
     for spelling in other_spellings(&client_id) {
         let answer = post_form(addr, "/oauth2/token", &basic(&spelling, &secret), grant).await;
@@ -385,4 +389,37 @@ async fn ext_authz_refuses_repeated_raw_authorization_headers() {
             "one of two tokens passed"
         );
     }
+}
+
+/// Anyone who knew a client id could lock the service out for the lock's
+/// duration with `threshold` wrong secrets, and again when it ended: the
+/// lock refused the right secret too. A 256-bit secret cannot be guessed,
+/// so the lock is there to turn away a caller hammering with wrong ones,
+/// not to keep the client itself out.
+#[tokio::test]
+async fn a_stranger_who_knows_a_client_id_cannot_lock_the_client_out() {
+    const THRESHOLD: u32 = 3;
+    let server = TestServer::start_with(|config| config.lockout_threshold = THRESHOLD).await;
+    let (_, client_id, secret) = service_account(&server, &["reader"], &["orders"]).await;
+    let addr = server.http_addr();
+    let grant = "grant_type=client_credentials";
+    for attempt in 0..THRESHOLD {
+        let answer = post_form(addr, "/oauth2/token", &basic(&client_id, &format!("wrong-{attempt}")), grant).await;
+        assert_eq!(answer.status, 401, "{answer:?}");
+    }
+    let hammering = post_form(addr, "/oauth2/token", &basic(&client_id, "wrong-again"), grant).await;
+    assert_eq!(hammering.status, 429, "wrong secrets are turned away once locked: {hammering:?}");
+    assert!(hammering.header("retry-after").is_some(), "{hammering:?}");
+
+    let client = post_form(addr, "/oauth2/token", &basic(&client_id, &secret), grant).await;
+    assert_eq!(client.status, 200, "the client itself was locked out by a stranger: {client:?}");
+    let mut grpc = server.client().await;
+    let request = pb::IssueServiceTokenRequest {
+        client_id: client_id.clone(),
+        credential: Some(pb::issue_service_token_request::Credential::ClientSecret(secret.clone())),
+        ..Default::default()
+    };
+    grpc.issue_service_token(request).await.expect("the client gets its token over gRPC too");
+    let after = post_form(addr, "/oauth2/token", &basic(&client_id, "wrong-after"), grant).await;
+    assert_eq!((after.status, after.error().as_str()), (401, "invalid_client"), "{after:?}");
 }

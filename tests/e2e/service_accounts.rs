@@ -371,8 +371,12 @@ async fn forged_and_misdirected_assertions_are_refused() {
     }
 }
 
+/// The lock turns away wrong secrets; the right one still passes (a
+/// stranger who knows the client id must not keep the client out: see
+/// `attack_review::a_stranger_who_knows_a_client_id_cannot_lock_the_client_out`),
+/// and its success clears the count.
 #[tokio::test]
-async fn repeated_failures_lock_the_client_id_even_for_the_right_secret() {
+async fn repeated_failures_lock_the_client_id_against_wrong_secrets() {
     let server = TestServer::start_with(|config| {
         config.lockout_threshold = 3;
         config.lockout_window = Duration::from_secs(60);
@@ -387,10 +391,15 @@ async fn repeated_failures_lock_the_client_id_even_for_the_right_secret() {
         let wrong = issue(&mut client, secret_grant(&account.client_id, "guess", "", "")).await;
         assert_eq!(wrong.expect_err("wrong").code(), Code::Unauthenticated);
     }
-    let locked = issue(&mut client, secret_grant(&account.client_id, &account.secret, "", "")).await;
+    let locked = issue(&mut client, secret_grant(&account.client_id, "guess", "", "")).await;
     let locked = locked.expect_err("locked");
     assert_eq!(locked.code(), Code::ResourceExhausted);
     assert!(locked.metadata().get("retry-after").is_some(), "a retry-after hint");
+    issue(&mut client, secret_grant(&account.client_id, &account.secret, "", ""))
+        .await
+        .expect("the right secret passes");
+    let counted_afresh = issue(&mut client, secret_grant(&account.client_id, "guess", "", "")).await;
+    assert_eq!(counted_afresh.expect_err("wrong").code(), Code::Unauthenticated, "the success cleared the count");
     issue(&mut client, secret_grant(&other.client_id, &other.secret, "", ""))
         .await
         .expect("another client is unaffected");

@@ -12,10 +12,14 @@
 //!
 //! Failures count against the client id like failed logins
 //! (`domain::lockout`), unknown ids included. Unlike logins, an attempt is
-//! not admitted ahead of its evaluation: a 256-bit secret cannot be
-//! guessed, so the counter is there to stop a misconfigured or hostile
-//! caller hammering the endpoint, not to cap guesses exactly; and a grant
-//! that succeeds then costs no write at all (a login costs two).
+//! not admitted ahead of its evaluation, and a lock refuses only wrong
+//! credentials: a 256-bit secret (or a private key) cannot be guessed, so
+//! the counter is there to turn away a misconfigured or hostile caller
+//! hammering the endpoint, not to cap guesses. Were the right credential
+//! refused too, anyone who knows a client id (it is in every token the
+//! client holds) could keep the client out. A grant that succeeds costs no
+//! write at all (a login costs two); a refused one while locked costs none
+//! either, so hammering a locked client id writes nothing.
 
 use std::time::Duration;
 
@@ -108,14 +112,7 @@ impl Identity {
         let key = client_throttle_key(&claimed);
         let now = Timestamp::now();
         let counter = self.store.login_failures(&key).await?;
-        if let Some(wait) = counter.as_ref().and_then(|c| c.locked_for(now)) {
-            self.rates.login_failures.record();
-            self.publish_client_failure(&claimed, None, "client locked").await;
-            return Err(DomainError::ResourceExhausted {
-                message: "too many failed authentications for this client; retry later".into(),
-                retry_after: Some(wait),
-            });
-        }
+        let locked_for = counter.as_ref().and_then(|c| c.locked_for(now));
         let account = match account_id(&claimed) {
             Some(id) => self.store.service_account(id).await?,
             None => None,
@@ -128,13 +125,21 @@ impl Identity {
         };
         match (account, proven) {
             (Some(account), Some(used)) if !account.disabled => {
-                if counter.is_some_and(|c| !c.failures.is_empty()) {
+                if locked_for.is_some() || counter.is_some_and(|c| !c.failures.is_empty()) {
                     self.store.clear_login_failures(&key).await?;
                 }
                 if let Some(secret) = used {
                     self.note_secret_use(&account, secret, now).await;
                 }
                 Ok(account)
+            }
+            (account, _) if locked_for.is_some() => {
+                self.rates.login_failures.record();
+                self.publish_client_failure(&claimed, account.map(|a| a.id), "client locked").await;
+                Err(DomainError::ResourceExhausted {
+                    message: "too many failed authentications for this client; retry later".into(),
+                    retry_after: locked_for,
+                })
             }
             (account, _) => {
                 self.rates.login_failures.record();
