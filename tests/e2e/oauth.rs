@@ -498,7 +498,8 @@ async fn a_wrong_secret_an_unknown_client_and_a_disabled_client_answer_alike() {
         assert_refused_client(&grant_basic(&server, (&disabled.client_id, &disabled.secret), "").await),
     ];
     assert!(descriptions.iter().all(|d| d == &descriptions[0]), "{descriptions:?}");
-    // In the body, the same refusal without the Basic challenge.
+    // In the body, the same refusal, and still a challenge: every 401
+    // carries one (RFC 9110 §15.5.2), naming the scheme served (RFC 6749 §5.2).
     let answer = post_form(
         &server,
         "/oauth2/token",
@@ -506,7 +507,7 @@ async fn a_wrong_secret_an_unknown_client_and_a_disabled_client_answer_alike() {
     )
     .await;
     answer.assert_error(401, "invalid_client");
-    assert!(answer.header("www-authenticate").is_none(), "{answer:?}");
+    assert!(answer.header("www-authenticate").is_some_and(|c| c.starts_with("Basic realm=")), "{answer:?}");
 }
 
 #[tokio::test]

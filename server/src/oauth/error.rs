@@ -21,15 +21,14 @@ pub(crate) enum OAuthError {
     BodyTooLarge,
     /// A method other than POST.
     MethodNotAllowed,
-    /// Client authentication failed or was missing. With `challenge`, the
-    /// client used (or should use) HTTP Basic, and is answered with a
-    /// `WWW-Authenticate: Basic` challenge (RFC 6749 §5.2).
-    InvalidClient {
-        /// What to fix; the same text for an unknown client and a wrong secret.
-        description: String,
-        /// Whether to send the Basic challenge.
-        challenge: bool,
-    },
+    /// Client authentication failed or was missing: 401 with a
+    /// `WWW-Authenticate: Basic` challenge, whichever method the client
+    /// used. RFC 6749 §5.2 requires it when the client used HTTP Basic and
+    /// allows the 401 "to indicate which HTTP authentication schemes are
+    /// supported" otherwise; RFC 9110 §15.5.2 requires a challenge on every
+    /// 401. The text says what to fix, the same for an unknown client and a
+    /// wrong secret.
+    InvalidClient(String),
     /// A `grant_type` other than `client_credentials`.
     UnsupportedGrantType,
     /// A scope that is malformed, or beyond what the client may ask for.
@@ -60,17 +59,16 @@ impl OAuthError {
         Self::InvalidRequest(description.into())
     }
 
-    /// An `invalid_client` saying `description`, with the Basic challenge
-    /// when `challenge`.
-    pub(crate) fn invalid_client(description: impl Into<String>, challenge: bool) -> Self {
-        Self::InvalidClient { description: description.into(), challenge }
+    /// An `invalid_client` saying `description`.
+    pub(crate) fn invalid_client(description: impl Into<String>) -> Self {
+        Self::InvalidClient(description.into())
     }
 
     /// The RFC 6749 §5.2 (or RFC 6750 §3.1) `error` code.
     pub(crate) fn code(&self) -> &'static str {
         match self {
             Self::InvalidRequest(_) | Self::BodyTooLarge | Self::MethodNotAllowed => "invalid_request",
-            Self::InvalidClient { .. } => "invalid_client",
+            Self::InvalidClient(_) => "invalid_client",
             Self::UnsupportedGrantType => "unsupported_grant_type",
             Self::InvalidScope(_) => "invalid_scope",
             Self::UnauthorizedClient(_) => "unauthorized_client",
@@ -88,7 +86,7 @@ impl OAuthError {
             Self::InvalidRequest(_) | Self::UnsupportedGrantType | Self::InvalidScope(_) => StatusCode::BAD_REQUEST,
             Self::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            Self::InvalidClient { .. } | Self::InvalidToken => StatusCode::UNAUTHORIZED,
+            Self::InvalidClient(_) | Self::InvalidToken => StatusCode::UNAUTHORIZED,
             Self::InsufficientScope(_) | Self::UnauthorizedClient(_) => StatusCode::FORBIDDEN,
             Self::TooManyAttempts { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -103,7 +101,7 @@ impl OAuthError {
             | Self::UnauthorizedClient(text)
             | Self::InsufficientScope(text)
             | Self::Unavailable(text) => text.clone(),
-            Self::InvalidClient { description, .. } | Self::TooManyAttempts { description, .. } => description.clone(),
+            Self::InvalidClient(description) | Self::TooManyAttempts { description, .. } => description.clone(),
             Self::BodyTooLarge => {
                 format!("the request body is larger than {} bytes", super::form::MAX_BODY_BYTES)
             }
@@ -120,9 +118,7 @@ impl OAuthError {
         let body = serde_json::json!({ "error": self.code(), "error_description": self.description() });
         let mut response = uncached_json(self.status(), &body);
         let extra = match &self {
-            Self::InvalidClient { challenge: true, .. } => {
-                Some((header::WWW_AUTHENTICATE, challenge("Basic", realm, None)))
-            }
+            Self::InvalidClient(_) => Some((header::WWW_AUTHENTICATE, challenge("Basic", realm, None))),
             Self::InvalidToken => Some((header::WWW_AUTHENTICATE, challenge("Bearer", realm, Some("invalid_token")))),
             Self::InsufficientScope(_) => {
                 Some((header::WWW_AUTHENTICATE, challenge("Bearer", realm, Some("insufficient_scope"))))

@@ -70,12 +70,8 @@ async fn authorize(state: &OAuthState, caller: Caller) -> Result<(), OAuthError>
             }
         }
         Caller::Client(client) => {
-            let basic = client.method == AuthMethod::ClientSecretBasic;
             let (client_id, credential) = client.credentials.into_domain(&state.token_endpoint);
-            let account = identity
-                .authenticate_client(client_id.as_deref(), &credential)
-                .await
-                .map_err(|e| from_domain(e, basic))?;
+            let account = identity.authenticate_client(client_id.as_deref(), &credential).await.map_err(from_domain)?;
             if !account.roles.iter().any(|role| role == INTROSPECT_ROLE) {
                 return Err(OAuthError::UnauthorizedClient(format!(
                     "this client lacks the {INTROSPECT_ROLE} role that introspection needs"

@@ -120,12 +120,10 @@ fn answer(
     }
 }
 
-/// The OAuth error of a domain failure. `basic` says whether the client
-/// authenticated with HTTP Basic (an `invalid_client` then carries the
-/// challenge, RFC 6749 §5.2).
-fn from_domain(error: DomainError, basic: bool) -> OAuthError {
+/// The OAuth error of a domain failure.
+fn from_domain(error: DomainError) -> OAuthError {
     match error {
-        DomainError::InvalidClient => OAuthError::invalid_client("client authentication failed", basic),
+        DomainError::InvalidClient => OAuthError::invalid_client("client authentication failed"),
         DomainError::InvalidScope(text) => OAuthError::InvalidScope(text),
         DomainError::InvalidArgument(text) | DomainError::OutOfRange(text) => OAuthError::InvalidRequest(text),
         DomainError::ResourceExhausted { message, retry_after } => {

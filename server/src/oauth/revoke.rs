@@ -52,11 +52,9 @@ async fn revoke_token(
     let token = form.required("token")?;
     let client = client_auth::client(&headers, &form)?;
     *method = Some(client.method);
-    let basic = client.method == AuthMethod::ClientSecretBasic;
     let (client_id, credential) = client.credentials.into_domain(&state.token_endpoint);
     let identity = &state.identity;
-    let account =
-        identity.authenticate_client(client_id.as_deref(), &credential).await.map_err(|e| from_domain(e, basic))?;
+    let account = identity.authenticate_client(client_id.as_deref(), &credential).await.map_err(from_domain)?;
     // `token_type_hint` is only a hint (§2.1): every token is looked at
     // the same way, whatever it says.
     let target = match identity.validate(token, None) {
@@ -71,7 +69,7 @@ async fn revoke_token(
     if let Some(target) = target {
         match identity.revoke(target, REASON, None).await {
             Ok(_) => {}
-            Err(e @ DomainError::Store(_)) => return Err(from_domain(e, basic)),
+            Err(e @ DomainError::Store(_)) => return Err(from_domain(e)),
             // Unknown, malformed, already ended: nothing to revoke.
             Err(_) => {}
         }

@@ -44,7 +44,6 @@ async fn grant_token(
     }
     let client = client_auth::client(&headers, &form)?;
     *method = Some(client.method);
-    let basic = client.method == AuthMethod::ClientSecretBasic;
     let (client_id, credential) = client.credentials.into_domain(&state.token_endpoint);
     let request = ServiceTokenRequest {
         client_id,
@@ -52,7 +51,7 @@ async fn grant_token(
         audience: form.get("audience").map(str::to_string),
         scope: scope.map(str::to_string),
     };
-    let issued = state.identity.issue_service_token(request).await.map_err(|e| from_domain(e, basic))?;
+    let issued = state.identity.issue_service_token(request).await.map_err(from_domain)?;
     let body = serde_json::json!({
         "access_token": issued.access_token.expose(),
         "token_type": "Bearer",
