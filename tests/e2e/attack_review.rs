@@ -17,7 +17,9 @@
 //!   malformed token;
 //! - a stranger who knows a client id (it is in every token the client
 //!   holds, and in `x-sigil-client-id` upstream) cannot lock the client out:
-//!   a lock refuses wrong credentials, never the right one.
+//!   a lock refuses wrong credentials, never the right one;
+//! - Sigil's own gRPC APIs take one bearer: two `authorization` values are
+//!   refused, as at `/authz`, the OAuth endpoints and the verifier's layer.
 
 use std::net::SocketAddr;
 
@@ -147,9 +149,10 @@ fn other_spellings(client_id: &str) -> [String; 4] {
 /// same account: after the client was locked for repeated failures, the
 /// right secret under another spelling got a token at once — and so could
 /// a guesser, `threshold` guesses per spelling (2^32 spellings by case
-/// alone). (Since then a lock refuses only wrong secrets; another spelling
-/// still gets no token, whatever the secret.) A client id is one string (RFC 6749 §2.2): another spelling is
-/// an unknown client.
+/// alone). A client id is one string (RFC 6749 §2.2): another spelling is
+/// an unknown client, locked or not. (A lock now turns away only wrong
+/// secrets; the second half keeps a spelling from ever passing as the
+/// locked client.)
 #[tokio::test]
 async fn another_spelling_of_a_client_id_is_no_client_and_dodges_no_lock() {
     const THRESHOLD: u32 = 3;
@@ -420,6 +423,30 @@ async fn a_stranger_who_knows_a_client_id_cannot_lock_the_client_out() {
         ..Default::default()
     };
     grpc.issue_service_token(request).await.expect("the client gets its token over gRPC too");
+    // The success leaves the lock: an early unlock would tell the stranger
+    // that the id is real and its client just authenticated.
     let after = post_form(addr, "/oauth2/token", &basic(&client_id, "wrong-after"), grant).await;
-    assert_eq!((after.status, after.error().as_str()), (401, "invalid_client"), "{after:?}");
+    assert_eq!(after.status, 429, "{after:?}");
+}
+
+/// The admin API read the first of two `authorization` values. Sigil acts on
+/// the token it checks, so nothing else saw the other; but every other door
+/// refuses two (a proxy in front may have acted on the second), and this
+/// one answers the same.
+#[tokio::test]
+async fn sigil_s_own_apis_refuse_two_authorization_values() {
+    let server = TestServer::start().await;
+    let (mut admin, token) = server.admin().await;
+    for second in [token.as_str(), "not.a.token"] {
+        let mut request = tonic::Request::new(pb::GetStatsRequest {});
+        for bearer in [token.as_str(), second] {
+            request.metadata_mut().append("authorization", format!("Bearer {bearer}").parse().expect("value"));
+        }
+        let refused = admin.get_stats(request).await.expect_err("two authorization values");
+        assert_eq!(refused.code(), tonic::Code::InvalidArgument, "{refused:?}");
+        assert!(refused.message().contains("one authorization header"), "{refused:?}");
+    }
+    let mut one = tonic::Request::new(pb::GetStatsRequest {});
+    one.metadata_mut().insert("authorization", format!("Bearer {token}").parse().expect("value"));
+    admin.get_stats(one).await.expect("one value passes");
 }

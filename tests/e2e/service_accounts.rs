@@ -374,7 +374,7 @@ async fn forged_and_misdirected_assertions_are_refused() {
 /// The lock turns away wrong secrets; the right one still passes (a
 /// stranger who knows the client id must not keep the client out: see
 /// `attack_review::a_stranger_who_knows_a_client_id_cannot_lock_the_client_out`),
-/// and its success clears the count.
+/// and the lock stays until it runs out.
 #[tokio::test]
 async fn repeated_failures_lock_the_client_id_against_wrong_secrets() {
     let server = TestServer::start_with(|config| {
@@ -398,8 +398,8 @@ async fn repeated_failures_lock_the_client_id_against_wrong_secrets() {
     issue(&mut client, secret_grant(&account.client_id, &account.secret, "", ""))
         .await
         .expect("the right secret passes");
-    let counted_afresh = issue(&mut client, secret_grant(&account.client_id, "guess", "", "")).await;
-    assert_eq!(counted_afresh.expect_err("wrong").code(), Code::Unauthenticated, "the success cleared the count");
+    let still_locked = issue(&mut client, secret_grant(&account.client_id, "guess", "", "")).await;
+    assert_eq!(still_locked.expect_err("wrong").code(), Code::ResourceExhausted, "a success leaves the lock");
     issue(&mut client, secret_grant(&other.client_id, &other.secret, "", ""))
         .await
         .expect("another client is unaffected");

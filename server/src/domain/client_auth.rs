@@ -17,9 +17,10 @@
 //! the counter is there to turn away a misconfigured or hostile caller
 //! hammering the endpoint, not to cap guesses. Were the right credential
 //! refused too, anyone who knows a client id (it is in every token the
-//! client holds) could keep the client out. A grant that succeeds costs no
-//! write at all (a login costs two); a refused one while locked costs none
-//! either, so hammering a locked client id writes nothing.
+//! client holds) could keep the client out. A lock changes the answer, not
+//! the work: a locked attempt is evaluated like any other, and is not
+//! counted. A grant that succeeds writes no counter (a login writes two),
+//! and one during a lock leaves the lock to run out.
 
 use std::time::Duration;
 
@@ -125,7 +126,11 @@ impl Identity {
         };
         match (account, proven) {
             (Some(account), Some(used)) if !account.disabled => {
-                if locked_for.is_some() || counter.is_some_and(|c| !c.failures.is_empty()) {
+                // A success during a lock leaves it to run out: clearing it
+                // would hand a hammering stranger `threshold` more counted
+                // writes per success, and an early unlock would tell them
+                // that the id is real and its client just authenticated.
+                if locked_for.is_none() && counter.is_some_and(|c| !c.failures.is_empty()) {
                     self.store.clear_login_failures(&key).await?;
                 }
                 if let Some(secret) = used {

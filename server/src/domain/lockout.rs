@@ -90,8 +90,9 @@ impl FailureRecord {
     }
 
     /// Counts a failure at `now`; returns whether it locked the account.
-    /// An attempt while the account is locked is refused unevaluated, so it
-    /// is not counted towards the next lock.
+    /// An attempt while the account is locked is not counted towards the
+    /// next lock (a login is refused unevaluated; a client's credential is
+    /// evaluated, and only a wrong one refused).
     pub fn record_failure(&mut self, now: Timestamp, policy: &LockoutPolicy) -> bool {
         if self.locked_for(now).is_some() {
             return false;

@@ -26,11 +26,17 @@ use crate::domain::{
 /// path of `Validate`, so a revoked token stops working at once, and it must
 /// be minted for Sigil's own audience: a token a user obtained for another
 /// service never speaks to Sigil's APIs. A header that is present but
-/// unusable is an error, not an anonymous call.
+/// unusable is an error, not an anonymous call; so are two, as at every
+/// other door (`/authz`, the OAuth endpoints, the verifier's layer), since a
+/// proxy in front may have acted on the other one.
 pub(crate) fn bearer<T>(identity: &Identity, request: &Request<T>) -> Result<Option<Arc<VerifiedToken>>, Status> {
-    let Some(value) = request.metadata().get("authorization") else {
+    let mut values = request.metadata().get_all("authorization").iter();
+    let Some(value) = values.next() else {
         return Ok(None);
     };
+    if values.next().is_some() {
+        return Err(Status::invalid_argument("send one authorization header: this request has several"));
+    }
     let value = value.to_str().map_err(|_| Status::unauthenticated("authorization metadata is not valid text"))?;
     let token = value
         .strip_prefix("Bearer ")
