@@ -253,7 +253,7 @@ mod tests {
     }
 
     #[test]
-    fn undecodable_basic_credentials_are_invalid_client_with_the_challenge() {
+    fn undecodable_basic_credentials_are_invalid_client() {
         for raw in ["no-colon", ":secret", "id:", "%FF:secret"] {
             let encoded = base64::engine::general_purpose::STANDARD.encode(raw);
             assert!(matches!(basic(&encoded), Err(OAuthError::InvalidClient(_))), "{raw} accepted");

@@ -179,4 +179,12 @@ mod tests {
         let value = challenge("Bearer", "https://sigil.example.com/", Some("invalid_token"));
         assert_eq!(value.to_str().ok(), Some("Bearer realm=\"https://sigil.example.com/\", error=\"invalid_token\""));
     }
+
+    #[test]
+    fn every_invalid_client_answer_is_a_401_with_the_basic_challenge() {
+        let response = OAuthError::invalid_client("whatever the method").into_response("sigil");
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+        let challenge = response.headers().get(header::WWW_AUTHENTICATE).and_then(|v| v.to_str().ok());
+        assert_eq!(challenge, Some("Basic realm=\"sigil\""));
+    }
 }

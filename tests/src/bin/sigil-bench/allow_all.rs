@@ -55,6 +55,9 @@ pub(crate) struct AllowAllServer {
 /// What the child prints once it listens, before its address.
 const LISTENING: &str = "allow-all listening on ";
 
+/// How long the child may take to listen.
+const START_LIMIT: std::time::Duration = std::time::Duration::from_secs(30);
+
 impl AllowAllServer {
     /// Answers a bare OK: no header to set or remove.
     pub(crate) async fn start() -> anyhow::Result<Self> {
@@ -103,12 +106,17 @@ impl AllowAllServer {
             .arg("allow-all")
             .arg("--answer")
             .arg(&answer_file)
-            .stdin(Stdio::null())
+            // Its stdin is its lifeline: it ends when the bench does, even
+            // killed (kill_on_drop covers only a bench that unwinds).
+            .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .kill_on_drop(true)
             .spawn()?;
         let stdout = child.stdout.take().ok_or_else(|| anyhow::anyhow!("allow-all: no stdout"))?;
-        let line = BufReader::new(stdout).lines().next_line().await?.unwrap_or_default();
+        let line = tokio::time::timeout(START_LIMIT, BufReader::new(stdout).lines().next_line())
+            .await
+            .map_err(|_| anyhow::anyhow!("allow-all did not listen within {START_LIMIT:?}"))??
+            .unwrap_or_default();
         let addr = line
             .strip_prefix(LISTENING)
             .and_then(|a| a.trim().parse().ok())
@@ -124,15 +132,24 @@ impl AllowAllServer {
 
 /// The `allow-all` subcommand: answers the `CheckResponse` encoded in
 /// `answer_file` to every `Check`, on an ephemeral loopback port it prints,
-/// until it is killed.
+/// until its stdin closes (the bench that started it ended) or it is killed.
 pub(crate) async fn serve(answer_file: &Path) -> anyhow::Result<()> {
     let answer = CheckResponse::decode(std::fs::read(answer_file)?.as_slice())?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     println!("{LISTENING}{}", listener.local_addr()?);
+    // A blocking read on a thread of its own: it returns at end of file.
+    let (ended, orphaned) = tokio::sync::oneshot::channel::<()>();
+    std::thread::spawn(move || {
+        let _ = std::io::Read::read_to_end(&mut std::io::stdin(), &mut Vec::new());
+        let _ = ended.send(());
+    });
+    let orphaned = async {
+        let _ = orphaned.await;
+    };
     tonic::transport::Server::builder()
         .add_service(AuthorizationServer::new(AllowAll { answer }))
         // No Nagle delay on the replies, as on Sigil's listener.
-        .serve_with_incoming(TcpIncoming::from(listener).with_nodelay(Some(true)))
+        .serve_with_incoming_shutdown(TcpIncoming::from(listener).with_nodelay(Some(true)), orphaned)
         .await?;
     Ok(())
 }

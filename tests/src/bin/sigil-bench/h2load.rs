@@ -158,6 +158,8 @@ fn command(log: &Path, shape: Shape) -> tokio::process::Command {
         Arrivals::Closed => command.arg(duration),
         Arrivals::Bursts { rate } => command.arg(duration).arg(format!("--rps={}", (rate / connections as u64).max(1))),
         Arrivals::Paced { rate } => {
+            // `--rps=0` would send nothing and wait for the inactivity limit.
+            let rate = rate.max(1);
             let period_steps = (1000.0 / PACED_RATE_PER_CONNECTION) as usize / START_STEP.as_millis() as usize;
             // h2load's -r (staggered starts) excludes -D: the run is the
             // request count that takes the duration at this rate.

@@ -36,8 +36,11 @@ pub(super) const SCENARIO: Scenario = Scenario { name: Some("gateways"), run: |b
 
 /// The longest one h2load run takes: the scenario's 34 runs take three minutes.
 const RUN_LIMIT: Duration = Duration::from_secs(5);
-/// Envoy's default limit of requests in flight to one cluster.
+/// Streams a paced run may have open in all: below Envoy's default circuit
+/// breakers (1,024 requests in flight to one cluster).
 const ENVOY_BREAKER: usize = 1000;
+/// How long the admin listener may take to answer a failed run's question.
+const ADMIN_LIMIT: Duration = Duration::from_secs(3);
 /// Rounds of the paced latency runs (each: Sigil, then the three references).
 const PACED_ROUNDS: usize = 3;
 /// The closed-loop shape through Envoy (h2c): 4 connections × 32 streams.
@@ -121,9 +124,10 @@ async fn run(bench: &Bench<'_>) -> anyhow::Result<Vec<Figures>> {
     for (rate, which, judged) in [(half, "half Sigil's max rate", true), (half / 2, "a quarter of it", false)] {
         let paced = Shape { arrivals: Arrivals::Paced { rate }, ..closed };
         // A stall (these two cores are shared) makes h2load catch up in a
-        // burst of every request it owes; bounded by the streams it may have
-        // open, below Envoy's default circuit breakers (1,024 requests to a
-        // cluster), so that a stall is timed as a stall, not ended in 503s.
+        // burst of every request it owes. Bounding the streams it may have
+        // open keeps that burst below Envoy's circuit breakers, so a stall
+        // shows as slow requests instead of ending the run in 503s (what h2load
+        // owes beyond the bound waits inside it, untimed).
         let paced = Shape { streams: (ENVOY_BREAKER / paced.connections_opened()).max(1), ..paced };
         println!(
             "gateways: latency at {which}, {rate} req/s, paced: one request at a time over {} connections, {PACED_ROUNDS} rounds{}",
@@ -195,7 +199,7 @@ impl BenchEnvoy {
         let spent = |b: Option<Duration>, a: Option<Duration>| Some((a? - b?).as_secs_f64());
         let per_request = |spent: Option<f64>| spent.map_or("-".into(), |s| format!("{:.0} µs", s * 1e6 / requests));
         println!(
-            "  {:<28} proxy busy {} of a core; CPU per request: proxy {}, authorizer {}",
+            "  {:<28} proxy (all its threads) busy {} of a core; CPU per request: proxy {}, authorizer {}",
             "",
             spent(before.0, after.0).map_or("-".into(), |s| format!("{:.0} %", s / elapsed * 100.0)),
             per_request(spent(before.0, after.0)),
@@ -229,15 +233,43 @@ const FAILURE_COUNTERS: [&str; 6] = ["5xx", "overflow", "ext_authz.error", "with
 /// The body of `GET path` from the Envoy admin listener on `port`.
 async fn admin_get(port: u16, path: &str) -> anyhow::Result<String> {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
-    // HTTP/1.1: Envoy answers 1.0 with 426.
-    stream.write_all(format!("GET {path} HTTP/1.1\r\nhost: admin\r\nconnection: close\r\n\r\n").as_bytes()).await?;
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer).await?;
-    match answer.split_once("\r\n\r\n") {
-        Some((head, body)) if head.starts_with("HTTP/1.1 200") => Ok(body.to_string()),
-        _ => anyhow::bail!("GET {path}: {}", answer.lines().next().unwrap_or("no answer")),
+    let exchange = async {
+        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+        // HTTP/1.1: Envoy answers 1.0 with 426.
+        let request = format!("GET {path} HTTP/1.1\r\nhost: admin\r\nconnection: close\r\n\r\n");
+        stream.write_all(request.as_bytes()).await?;
+        let mut answer = Vec::new();
+        stream.read_to_end(&mut answer).await?;
+        anyhow::Ok(answer)
+    };
+    let answer = tokio::time::timeout(ADMIN_LIMIT, exchange)
+        .await
+        .map_err(|_| anyhow::anyhow!("GET {path}: no answer within {ADMIN_LIMIT:?}"))??;
+    let end = answer.windows(4).position(|w| w == b"\r\n\r\n");
+    let head = String::from_utf8_lossy(&answer[..end.unwrap_or(answer.len())]).to_ascii_lowercase();
+    let (Some(end), true) = (end, head.starts_with("http/1.1 200")) else {
+        anyhow::bail!("GET {path}: {}", head.lines().next().unwrap_or("no answer"));
+    };
+    let body = &answer[end + 4..];
+    let body = if head.contains("transfer-encoding: chunked") { dechunked(body) } else { body.to_vec() };
+    Ok(String::from_utf8_lossy(&body).into_owned())
+}
+
+/// A `Transfer-Encoding: chunked` body joined (RFC 9112 §7.1): each chunk
+/// is its size in hex, CRLF, the bytes, CRLF; a chunk of size 0 ends it.
+fn dechunked(mut body: &[u8]) -> Vec<u8> {
+    let mut joined = Vec::new();
+    while let Some(line_end) = body.windows(2).position(|w| w == b"\r\n") {
+        let size_line = String::from_utf8_lossy(&body[..line_end]);
+        let size = usize::from_str_radix(size_line.split(';').next().unwrap_or("").trim(), 16).unwrap_or(0);
+        let rest = &body[line_end + 2..];
+        if size == 0 || rest.len() < size {
+            break;
+        }
+        joined.extend_from_slice(&rest[..size]);
+        body = rest[size..].strip_prefix(b"\r\n").unwrap_or(&rest[size..]);
     }
+    joined
 }
 
 /// `rounds` rounds of one open-loop run of `shape` through each Envoy, and
