@@ -7,45 +7,17 @@ Starts BINDIR/sigil-server under valgrind --tool=callgrind, logs in as admin,
 then for each call: zero the counters, send N identical requests with
 h2load (-c1 -m8), dump. Total Ir of the dump / N = instructions per call,
 whole process (runtime, HTTP/2, gRPC, handler)."""
-import os, socket, subprocess, sys, tempfile, time, glob, re
+import os, subprocess, sys, tempfile, time, glob, re
+from sigil_wire import GRPC_HEADERS as grpc_headers, Server, field
 
 bindir, n = sys.argv[1], int(sys.argv[2]) if len(sys.argv) > 2 else 20000
 calls = sys.argv[3].split(',') if len(sys.argv) > 3 else ['health', 'validate', 'check']
 work = tempfile.mkdtemp(prefix='sigil-prof-')
-def free_port():
-    s = socket.socket(); s.bind(('127.0.0.1', 0)); p = s.getsockname()[1]; s.close(); return p
-port, http = free_port(), free_port()
 out = os.path.join(work, 'callgrind.out')
-env = dict(os.environ, SIGIL_ADMIN_PASSWORD='profile-admin-password', SIGIL_LOG='warn')
-server = subprocess.Popen(['valgrind', '--tool=callgrind', f'--callgrind-out-file={out}', '--dump-instr=no',
-    f'{bindir}/sigil-server', '--listen', f'127.0.0.1:{port}', '--http-listen', f'127.0.0.1:{http}',
-    '--data-dir', os.path.join(work, 'data')], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-def varint(v):
-    b = bytearray()
-    while True:
-        if v < 0x80: b.append(v); return bytes(b)
-        b.append((v & 0x7f) | 0x80); v >>= 7
-def field(tag, data):
-    if isinstance(data, str): data = data.encode()
-    return varint(tag << 3 | 2) + varint(len(data)) + data
-def frame(msg): return b'\0' + len(msg).to_bytes(4, 'big') + msg
-def write(name, msg):
-    p = os.path.join(work, name); open(p, 'wb').write(frame(msg)); return p
-grpc_headers = ['-H', 'content-type: application/grpc', '-H', 'te: trailers']
-url = f'http://127.0.0.1:{port}'
-for _ in range(600):
-    try: socket.create_connection(('127.0.0.1', port), timeout=1).close(); break
-    except OSError: time.sleep(0.5)
-time.sleep(2)
-login = write('login', field(1, 'admin') + field(2, 'profile-admin-password'))
-resp = subprocess.run(['nghttp', '-d', login] + grpc_headers + [url + '/sigil.v1.IdentityService/Authenticate'],
-    capture_output=True, timeout=300).stdout
-assert resp[5] == 0x0a, resp[:40]
-i, shift, length = 6, 0, 0
-while True:
-    b = resp[i]; length |= (b & 0x7f) << shift; i += 1; shift += 7
-    if b < 0x80: break
-token = resp[i:i+length].decode()
+sigil = Server(bindir, prefix=['valgrind', '--tool=callgrind', f'--callgrind-out-file={out}', '--dump-instr=no'],
+    work=work, settle=2)
+server, url, write = sigil.process, sigil.url, sigil.write
+token = sigil.admin_token()
 headers = [(':authority', 'app.example'), (':method', 'GET'), (':path', '/'), (':scheme', 'http'), ('accept', '*/*'),
     ('user-agent', 'h2load nghttp2/1.52.0'), ('x-forwarded-proto', 'http'),
     ('x-request-id', '5b1f4c1e-8c52-4c1e-9d4a-2b2f3f0e6a71'), ('authorization', 'Bearer ' + token)]
@@ -75,4 +47,4 @@ for name in calls:
     keep = os.path.join(os.path.dirname(bindir.rstrip('/')), f'callgrind.{os.path.basename(bindir.rstrip("/"))}.{name}')
     os.replace(latest, keep)
     print(f'{name:9} {total / n:9.0f} Ir/call  ({total} Ir over {n} calls; dump {keep})', flush=True)
-server.terminate(); server.wait(timeout=60)
+sigil.stop()

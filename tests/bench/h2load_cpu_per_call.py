@@ -8,7 +8,8 @@ Env: ROUNDS (3), DUR (5 s), SHAPE ('-c4 -m32'), CALLS ('health,validate'),
 Starts BINDIR/sigil-server, logs in as admin, then runs h2load on each call in
 turn, ROUNDS times, and prints per run: req/s, the server's user and system
 CPU per call (/proc/PID/stat) and h2load's (rusage), and the median ratio."""
-import os, socket, subprocess, sys, tempfile, time, re, statistics, resource
+import os, subprocess, sys, re, statistics, resource
+from sigil_wire import GRPC_HEADERS as grpc_headers, Server, field
 bindir = sys.argv[1]
 rounds = int(os.environ.get('ROUNDS', '3'))
 dur = os.environ.get('DUR', '5')
@@ -16,41 +17,11 @@ spin = os.environ.get('SPIN', '0')  # server cpu list for taskset, '' = unpinned
 cpin = os.environ.get('CPIN', '1')
 shape = os.environ.get('SHAPE', '-c4 -m32').split()
 calls = os.environ.get('CALLS', 'health,validate').split(',')
-work = tempfile.mkdtemp(prefix='sigil-ab-')
-def free_port():
-    s = socket.socket(); s.bind(('127.0.0.1', 0)); p = s.getsockname()[1]; s.close(); return p
-port, http = free_port(), free_port()
-env = dict(os.environ, SIGIL_ADMIN_PASSWORD='profile-admin-password', SIGIL_LOG='warn')
 pre = ['taskset', '-c', spin] if spin else []
 cpre = ['taskset', '-c', cpin] if cpin else []
-server = subprocess.Popen(pre + [f'{bindir}/sigil-server', '--listen', f'127.0.0.1:{port}', '--http-listen', f'127.0.0.1:{http}',
-    '--data-dir', os.path.join(work, 'data')] + sys.argv[2:], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-def varint(v):
-    b = bytearray()
-    while True:
-        if v < 0x80: b.append(v); return bytes(b)
-        b.append((v & 0x7f) | 0x80); v >>= 7
-def field(tag, data):
-    if isinstance(data, str): data = data.encode()
-    return varint(tag << 3 | 2) + varint(len(data)) + data
-def frame(msg): return b'\0' + len(msg).to_bytes(4, 'big') + msg
-def write(name, msg):
-    p = os.path.join(work, name); open(p, 'wb').write(frame(msg)); return p
-grpc_headers = ['-H', 'content-type: application/grpc', '-H', 'te: trailers']
-url = f'http://127.0.0.1:{port}'
-for _ in range(600):
-    try: socket.create_connection(('127.0.0.1', port), timeout=1).close(); break
-    except OSError: time.sleep(0.2)
-time.sleep(0.5)
-login = write('login', field(1, 'admin') + field(2, 'profile-admin-password'))
-resp = subprocess.run(['nghttp', '-d', login] + grpc_headers + [url + '/sigil.v1.IdentityService/Authenticate'],
-    capture_output=True, timeout=300).stdout
-assert resp[5] == 0x0a, resp[:40]
-i, shift, length = 6, 0, 0
-while True:
-    b = resp[i]; length |= (b & 0x7f) << shift; i += 1; shift += 7
-    if b < 0x80: break
-token = resp[i:i+length].decode()
+sigil = Server(bindir, prefix=pre, flags=sys.argv[2:])
+server, url, write = sigil.process, sigil.url, sigil.write
+token = sigil.admin_token()
 bodies = {
     'health': ('/grpc.health.v1.Health/Check', write('health', b'')),
     'validate': ('/sigil.v1.IdentityService/Validate', write('validate', field(1, token))),
@@ -84,4 +55,4 @@ for k in range(rounds):
 if 'health' in res and 'validate' in res:
     ratios = [v / h for v, h in zip(res['validate'], res['health'])]
     print('ratios', ' '.join(f'{x:.3f}' for x in ratios), 'median', f'{statistics.median(ratios):.3f}')
-server.terminate(); server.wait(timeout=60)
+sigil.stop()
