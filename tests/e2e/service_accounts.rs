@@ -412,6 +412,37 @@ async fn repeated_failures_lock_the_client_id_against_wrong_secrets() {
     assert_eq!(status.code(), Code::ResourceExhausted);
 }
 
+/// The same for `private_key_jwt`: during a lock a fresh assertion passes
+/// (its `jti` spent), and a replayed or forged one is turned away with the
+/// lock's answer.
+#[tokio::test]
+async fn a_locked_client_id_still_takes_a_fresh_assertion_and_turns_away_a_replay() {
+    let server = TestServer::start_with(|config| {
+        config.lockout_threshold = 3;
+        config.lockout_window = Duration::from_secs(60);
+        config.lockout_duration = Duration::from_secs(600);
+    })
+    .await;
+    let mut admin = server.admin().await;
+    let mut client = server.client().await;
+    let account = create(&mut admin, &["svc"], &["orders"], &[]).await;
+    let key = ed25519_key();
+    register(&mut admin, &account.client_id, &key).await;
+    let forged = sign(&ed25519_key(), &claims(&account.client_id, "sigil", 60, &unique_jti()));
+    for _ in 0..3 {
+        let wrong = issue(&mut client, assertion_grant(&account.client_id, &forged)).await;
+        assert_eq!(wrong.expect_err("forged").code(), Code::Unauthenticated);
+    }
+    let locked = issue(&mut client, assertion_grant(&account.client_id, &forged)).await.expect_err("locked");
+    assert_eq!(locked.code(), Code::ResourceExhausted, "{locked:?}");
+
+    let assertion = sign(&key, &claims(&account.client_id, "sigil", 60, &unique_jti()));
+    let issued = issue(&mut client, assertion_grant(&account.client_id, &assertion)).await.expect("a fresh assertion");
+    assert!(validate(&mut client, &issued.access_token).await.valid);
+    let replayed = issue(&mut client, assertion_grant(&account.client_id, &assertion)).await.expect_err("replay");
+    assert_eq!(replayed.code(), Code::ResourceExhausted, "a replay during the lock: {replayed:?}");
+}
+
 #[tokio::test]
 async fn revoking_by_token_id_and_by_account_refuses_the_next_validate() {
     let server = TestServer::start().await;

@@ -41,7 +41,8 @@ const RUN_LIMIT: Duration = Duration::from_secs(5);
 const ENVOY_BREAKER: usize = 1000;
 /// How long the admin listener may take to answer a failed run's question.
 const ADMIN_LIMIT: Duration = Duration::from_secs(3);
-/// Rounds of the paced latency runs (each: Sigil, then the three references).
+/// Rounds of the paced latency runs (each: the four Envoys, starting with
+/// another one each round).
 const PACED_ROUNDS: usize = 3;
 /// The closed-loop shape through Envoy (h2c): 4 connections × 32 streams.
 const ENVOY_SHAPE: (usize, usize) = (4, 32);
@@ -284,10 +285,16 @@ async fn added_latency(
     judged: bool,
 ) -> anyhow::Result<()> {
     let mut added = [(); 3].map(|_| (Vec::new(), Vec::new()));
-    for _ in 0..rounds {
-        let sigil = envoys[0].latency(token, shape).await?;
-        for (reference, (p50, p99)) in envoys[1..].iter().zip(&mut added) {
-            let reference = reference.latency(token, shape).await?;
+    for round in 0..rounds {
+        // Each round starts with another Envoy, so that the machine's drift
+        // over a round does not always favour the same one.
+        let mut runs: [Option<Run>; 4] = Default::default();
+        for i in 0..envoys.len() {
+            let which = (i + round) % envoys.len();
+            runs[which] = Some(envoys[which].latency(token, shape).await?);
+        }
+        let [Some(sigil), references @ ..] = runs else { unreachable!("every Envoy ran") };
+        for (reference, (p50, p99)) in references.iter().flatten().zip(&mut added) {
             p50.push(sigil.latency_ms(0.5) - reference.latency_ms(0.5));
             p99.push(sigil.latency_ms(0.99) - reference.latency_ms(0.99));
         }
