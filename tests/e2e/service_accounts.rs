@@ -371,23 +371,32 @@ async fn forged_and_misdirected_assertions_are_refused() {
     }
 }
 
+/// Failures within a minute that lock a client id in [`locking_server`].
+const LOCK_THRESHOLD: u32 = 3;
+
+/// A server that locks a client id for ten minutes after
+/// [`LOCK_THRESHOLD`] failures within a minute.
+async fn locking_server() -> TestServer {
+    TestServer::start_with(|config| {
+        config.lockout_threshold = LOCK_THRESHOLD;
+        config.lockout_window = Duration::from_secs(60);
+        config.lockout_duration = Duration::from_secs(600);
+    })
+    .await
+}
+
 /// The lock turns away wrong secrets; the right one still passes (a
 /// stranger who knows the client id must not keep the client out: see
 /// `attack_review::a_stranger_who_knows_a_client_id_cannot_lock_the_client_out`),
 /// and the lock stays until it runs out.
 #[tokio::test]
 async fn repeated_failures_lock_the_client_id_against_wrong_secrets() {
-    let server = TestServer::start_with(|config| {
-        config.lockout_threshold = 3;
-        config.lockout_window = Duration::from_secs(60);
-        config.lockout_duration = Duration::from_secs(600);
-    })
-    .await;
+    let server = locking_server().await;
     let mut admin = server.admin().await;
     let account = create(&mut admin, &[], &["orders"], &[]).await;
     let other = create(&mut admin, &[], &["orders"], &[]).await;
     let mut client = server.client().await;
-    for _ in 0..3 {
+    for _ in 0..LOCK_THRESHOLD {
         let wrong = issue(&mut client, secret_grant(&account.client_id, "guess", "", "")).await;
         assert_eq!(wrong.expect_err("wrong").code(), Code::Unauthenticated);
     }
@@ -405,7 +414,7 @@ async fn repeated_failures_lock_the_client_id_against_wrong_secrets() {
         .expect("another client is unaffected");
     // Unknown ids lock alike.
     let made_up = uuid::Uuid::now_v7().to_string();
-    for _ in 0..3 {
+    for _ in 0..LOCK_THRESHOLD {
         let _ = issue(&mut client, secret_grant(&made_up, "guess", "", "")).await;
     }
     let status = issue(&mut client, secret_grant(&made_up, "guess", "", "")).await.expect_err("locked");
@@ -417,19 +426,14 @@ async fn repeated_failures_lock_the_client_id_against_wrong_secrets() {
 /// lock's answer.
 #[tokio::test]
 async fn a_locked_client_id_still_takes_a_fresh_assertion_and_turns_away_a_replay() {
-    let server = TestServer::start_with(|config| {
-        config.lockout_threshold = 3;
-        config.lockout_window = Duration::from_secs(60);
-        config.lockout_duration = Duration::from_secs(600);
-    })
-    .await;
+    let server = locking_server().await;
     let mut admin = server.admin().await;
     let mut client = server.client().await;
     let account = create(&mut admin, &["svc"], &["orders"], &[]).await;
     let key = ed25519_key();
     register(&mut admin, &account.client_id, &key).await;
     let forged = sign(&ed25519_key(), &claims(&account.client_id, "sigil", 60, &unique_jti()));
-    for _ in 0..3 {
+    for _ in 0..LOCK_THRESHOLD {
         let wrong = issue(&mut client, assertion_grant(&account.client_id, &forged)).await;
         assert_eq!(wrong.expect_err("forged").code(), Code::Unauthenticated);
     }
